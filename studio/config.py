@@ -1,0 +1,77 @@
+"""Settings: defaults, then an optional TOML file, then command-line flags (last wins).
+
+Server-side limits live here so a public demo cannot be asked for 10^9 tokens, whatever the
+sliders say. Nothing is read at import time: `load_settings()` is called by the CLI.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+from pipelines.text import TextLimits
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("GENAI_STUDIO_CACHE", Path.home() / ".cache" / "genai-studio"))
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    auth: tuple[tuple[str, str], ...] = ()
+    device: str = "auto"
+    dtype: str = "auto"
+    outputs: Path = Path("outputs")
+    cache_dir: Path = field(default_factory=default_cache_dir)
+    offline: bool = False
+    trust_remote_code: bool = False
+    models_per_modality: int = 1
+    text_concurrency: int = 1
+    queue_size: int = 64
+    text_limits: TextLimits = TextLimits()
+
+    def validate(self) -> None:
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be from 0 to 65535, got {self.port}")
+        for name in ("models_per_modality", "text_concurrency", "queue_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+
+
+def parse_auth(values: list[str]) -> tuple[tuple[str, str], ...]:
+    """`USER:PASS` pairs; a value naming an existing file reads one `USER:PASS` per line."""
+    pairs = []
+    for value in values:
+        lines = Path(value).read_text().splitlines() if Path(value).is_file() else [value]
+        for line in (ln.strip() for ln in lines):
+            if not line or line.startswith("#"):
+                continue
+            user, sep, password = line.partition(":")
+            if not sep or not user or not password:
+                raise ValueError(f"--auth expects USER:PASS (or a file of such lines), got {line!r}")
+            pairs.append((user, password))
+    return tuple(pairs)
+
+
+def load_settings(config_file: Path | None = None, **overrides) -> Settings:
+    """Defaults ← TOML file (flat keys, plus a [limits] table) ← non-None keyword overrides."""
+    settings = Settings()
+    if config_file is not None:
+        data = tomllib.loads(Path(config_file).read_text())
+        limits = data.pop("limits", {})
+        known = {f.name for f in fields(Settings)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"{config_file}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
+        if limits:
+            data["text_limits"] = replace(settings.text_limits, **limits)
+        settings = replace(settings, **data)
+    settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
+    settings = replace(settings, outputs=Path(settings.outputs), cache_dir=Path(settings.cache_dir))
+    settings.validate()
+    return settings

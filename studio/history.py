@@ -1,0 +1,179 @@
+"""History: every output saved under the outputs folder and indexed in SQLite.
+
+Writes are atomic: the file is written to a temporary name and renamed, then the row is inserted
+in one transaction; a crash in between leaves at worst an orphan file, which `repair()` (run at
+start-up) removes together with rows whose files vanished. Rows are never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sqlite3
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+_ITEM_FILE = re.compile(r"^\.?\d{8}-\d{6}-[0-9a-f]{8}")
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT PRIMARY KEY,
+    created_at REAL NOT NULL,
+    tab TEXT NOT NULL,
+    owner TEXT NOT NULL DEFAULT 'local',
+    prompt TEXT NOT NULL DEFAULT '',
+    params TEXT NOT NULL DEFAULT '{}',
+    seed INTEGER,
+    model TEXT NOT NULL DEFAULT '',
+    device TEXT NOT NULL DEFAULT '',
+    timings TEXT NOT NULL DEFAULT '{}',
+    files TEXT NOT NULL DEFAULT '[]',
+    parent TEXT
+);
+CREATE INDEX IF NOT EXISTS items_created ON items(created_at DESC);
+"""
+
+
+@dataclass(frozen=True)
+class HistoryItem:
+    id: str
+    created_at: float
+    tab: str
+    owner: str
+    prompt: str
+    params: dict
+    seed: int | None
+    model: str
+    device: str
+    timings: dict
+    files: list[str]
+    parent: str | None = None
+
+    @property
+    def when(self) -> str:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.created_at))
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write `data` to `path` so that readers see the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+class History:
+    """The outputs folder plus `history.sqlite3` inside it."""
+
+    def __init__(self, outputs: Path) -> None:
+        self.root = Path(outputs).resolve()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.db_path = self.root / "history.sqlite3"
+        self._lock = threading.Lock()
+        with self._connect() as db:
+            db.executescript(SCHEMA)
+
+    def _connect(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, timeout=30)
+        db.execute("PRAGMA journal_mode=WAL")
+        return db
+
+    def new_path(self, tab: str, suffix: str) -> tuple[str, Path]:
+        """A fresh id and the file path (relative layout: <tab>/<YYYY-MM-DD>/<id><suffix>)."""
+        item_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
+        return item_id, self.root / tab / time.strftime("%Y-%m-%d") / f"{item_id}{suffix}"
+
+    def add(
+        self,
+        tab: str,
+        files: dict[str, bytes],
+        *,
+        prompt: str = "",
+        params: dict | None = None,
+        seed: int | None = None,
+        model: str = "",
+        device: str = "",
+        timings: dict | None = None,
+        owner: str = "local",
+        parent: str | None = None,
+    ) -> HistoryItem:
+        """Save `files` ({suffix: bytes}, e.g. {".txt": b"..."}) and index them in one step."""
+        item_id, base = self.new_path(tab, "")
+        paths = []
+        for suffix, data in files.items():
+            path = base.with_name(base.name + suffix)
+            write_atomic(path, data)
+            paths.append(str(path.relative_to(self.root)))
+        item = HistoryItem(item_id, time.time(), tab, owner, prompt, params or {}, seed, model, device,
+                           timings or {}, paths, parent)
+        with self._lock, self._connect() as db:
+            db.execute(
+                "INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                (item.id, item.created_at, tab, owner, prompt, json.dumps(item.params), seed, model, device,
+                 json.dumps(item.timings), json.dumps(paths), parent),
+            )
+        return item
+
+    def _row(self, row: tuple) -> HistoryItem:
+        (item_id, created, tab, owner, prompt, params, seed, model, device, timings, files, parent) = row
+        return HistoryItem(item_id, created, tab, owner, prompt, json.loads(params), seed, model, device,
+                           json.loads(timings), json.loads(files), parent)
+
+    def list(self, *, tab: str | None = None, text: str = "", owner: str | None = None,
+             limit: int = 100) -> list[HistoryItem]:
+        """Newest first, optionally only one tab / owner and items whose prompt or model contains `text`."""
+        sql, args = "SELECT * FROM items WHERE 1=1", []
+        if tab:
+            sql += " AND tab = ?"
+            args.append(tab)
+        if owner:
+            sql += " AND owner = ?"
+            args.append(owner)
+        if text:
+            sql += " AND (prompt LIKE ? ESCAPE '\\' OR model LIKE ? ESCAPE '\\')"
+            pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            args += [pattern, pattern]
+        sql += " ORDER BY created_at DESC LIMIT ?"
+        args.append(int(limit))
+        with self._connect() as db:
+            return [self._row(r) for r in db.execute(sql, args)]
+
+    def get(self, item_id: str) -> HistoryItem | None:
+        with self._connect() as db:
+            row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        return self._row(row) if row else None
+
+    def path(self, relative: str) -> Path:
+        return self.root / relative
+
+    def repair(self) -> dict:
+        """Start-up check: drop rows whose files are gone, delete temp files and unindexed outputs."""
+        with self._connect() as db:
+            rows = db.execute("SELECT id, files FROM items").fetchall()
+            known = set()
+            broken = []
+            for item_id, files in rows:
+                names = json.loads(files)
+                if all((self.root / f).is_file() for f in names):
+                    known.update(names)
+                else:
+                    broken.append(item_id)
+            db.executemany("DELETE FROM items WHERE id = ?", [(i,) for i in broken])
+        removed = 0
+        for path in self.root.rglob("*"):
+            if not path.is_file() or path.parent == self.root:
+                continue
+            ours = _ITEM_FILE.match(path.name) or path.name.endswith(".tmp")
+            if ours and str(path.relative_to(self.root)) not in known:
+                path.unlink()
+                removed += 1
+        return {"rows_dropped": len(broken), "files_removed": removed}

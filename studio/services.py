@@ -1,0 +1,82 @@
+"""The app's state, built once at start-up: settings, device, registry, model cache, history, jobs.
+
+Only read-only weights are shared between users; per-user state (a running job's Stop flag) is
+keyed by the Gradio session so one user's Stop never stops another user's job.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from pipelines.cache import ModelCache
+from pipelines.device import Placement, pick_placement
+from pipelines.registry import Registry
+from pipelines.text import TextPipeline, load_text_model
+from studio.config import Settings
+from studio.history import History
+
+
+class Jobs:
+    """Cancel flags of running jobs, one per (session, tab)."""
+
+    def __init__(self) -> None:
+        self._events: dict[tuple[str, str], threading.Event] = {}
+        self._lock = threading.Lock()
+
+    def start(self, session: str, tab: str) -> threading.Event:
+        event = threading.Event()
+        with self._lock:
+            self._events[(session, tab)] = event
+        return event
+
+    def cancel(self, session: str, tab: str) -> bool:
+        with self._lock:
+            event = self._events.get((session, tab))
+        if event is None:
+            return False
+        event.set()
+        return True
+
+    def finish(self, session: str, tab: str, event: threading.Event) -> None:
+        with self._lock:
+            if self._events.get((session, tab)) is event:
+                del self._events[(session, tab)]
+
+
+@dataclass
+class Services:
+    settings: Settings
+    placement: Placement
+    registry: Registry
+    cache: ModelCache
+    history: History
+    jobs: Jobs = field(default_factory=Jobs)
+    repair_report: dict = field(default_factory=dict)
+
+    @classmethod
+    def create(cls, settings: Settings) -> Services:
+        history = History(settings.outputs)
+        return cls(
+            settings=settings,
+            placement=pick_placement(settings.device, settings.dtype),
+            registry=Registry(settings.cache_dir, offline=settings.offline),
+            cache=ModelCache(settings.models_per_modality),
+            history=history,
+            repair_report=history.repair(),
+        )
+
+    def text_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> TextPipeline:
+        """The cached pipeline for `model` (a registry name, folder, .gguf file or hub id)."""
+        spec = self.registry.lookup(model or self.registry.default("text"), "text")
+
+        def load() -> TextPipeline:
+            resolved = self.registry.resolve(spec, log)
+            if log:
+                log(f"Loading {spec.name} on {self.placement.describe()}…")
+            loaded = load_text_model(resolved, self.placement, offline=self.settings.offline,
+                                     trust_remote_code=self.settings.trust_remote_code)
+            return TextPipeline(loaded, self.settings.text_limits)
+
+        return self.cache.get("text", spec.name, load)

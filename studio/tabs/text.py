@@ -1,0 +1,233 @@
+"""The Text tab: Chat and Completion over any causal LM, streamed, with presets and a Stop button."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import gradio as gr
+
+from pipelines.text import TextParams, parse_stop
+from studio.services import Services
+from studio.tabs.common import TabHandle, friendly_errors, parse_seed, session_of, user_of
+
+LANGUAGES = ("English", "French", "German", "Spanish", "Italian", "Portuguese", "Dutch", "Japanese",
+             "Chinese", "Korean", "Russian", "Arabic", "Hindi")
+PRESETS = {
+    "Story continuation": "Continue this story with vivid, concrete detail. Keep the same voice.\n\n{text}",
+    "Poem": "Write a short poem about {text}.",
+    "Product description": "Write an enticing, honest product description (about 80 words) for: {text}",
+    "Dialogue": "Write a short dialogue between two characters about {text}. Put each line on its own line.",
+    "Translation": "Translate the following text into {language}. Reply with the translation only.\n\n{text}",
+    "Image prompt expansion": (
+        "Rewrite this image prompt as one richer line for an image generator: subject, style, lighting, "
+        "colours and composition. Reply with the prompt only.\n\n{text}"
+    ),
+}
+
+
+def apply_preset(preset: str, language: str, text: str) -> str:
+    """Wrap the user's text in a preset template (their text is kept, never lost)."""
+    if not preset or preset not in PRESETS:
+        return text
+    body = text.strip() or "…"
+    return PRESETS[preset].format(text=body, language=language or "English")
+
+
+def _status(out: dict) -> str:
+    if not out:
+        return ""
+    rate = out["new_tokens"] / out["seconds"] if out["seconds"] else 0
+    first = f" · first token {out['first_token_seconds']:.2f}s" if out.get("first_token_seconds") else ""
+    return (f"**Seed {out['seed']}** · {out['new_tokens']} tokens in {out['seconds']:.1f}s "
+            f"({rate:.1f} tok/s){first} · ended by {out['finish_reason']}")
+
+
+def build_params(prompt, mode, system_prompt, history, max_new_tokens, temperature, top_p, top_k,
+                 repetition_penalty, stop, seed) -> TextParams:
+    return TextParams(
+        prompt=prompt or "", mode=mode, system_prompt=system_prompt or "", history=tuple(history),
+        max_new_tokens=_as_int("max_new_tokens", max_new_tokens), temperature=float(temperature),
+        top_p=float(top_p), top_k=_as_int("top_k", top_k), repetition_penalty=float(repetition_penalty),
+        stop=parse_stop(stop or ""), seed=parse_seed(seed),
+    )
+
+
+def _as_int(name: str, value) -> int:
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, int):
+        return value
+    raise ValueError(f"{name} must be a whole number, got {value!r}")
+
+
+def run_text(services: Services, model: str, params: TextParams, session: str, owner: str,
+             ) -> Iterator[tuple[str, dict]]:
+    """Stream (text so far, stats) and save the finished text to History. Stats are empty until done."""
+    logs: list[str] = []
+    pipe = services.text_pipeline(model, logs.append)
+    cancel = services.jobs.start(session, "text")
+    stats: dict = {}
+    text = ""
+    try:
+        for piece in pipe.stream(params, cancel=cancel, stats=stats):
+            text += piece
+            yield text, {}
+    finally:
+        services.jobs.finish(session, "text", cancel)
+    item = services.history.add(
+        "text", {".txt": stats["text"].encode("utf-8")}, prompt=params.prompt,
+        params={**params.__dict__, "history": [list(h) for h in params.history], "stop": list(params.stop),
+                "seed": stats["seed"], "model": pipe.model.name},
+        seed=stats["seed"], model=pipe.model.name, device=services.placement.describe(),
+        timings={k: stats[k] for k in ("seconds", "first_token_seconds", "new_tokens", "prompt_tokens")},
+        owner=owner,
+    )
+    yield stats["text"], {**stats, "history_id": item.id}
+
+
+def build(services: Services) -> TabHandle:
+    registry = services.registry
+    limits = services.settings.text_limits
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            with gr.Tabs():
+                with gr.Tab("Chat", id="chat"):
+                    chatbot = gr.Chatbot(label="Conversation", height=420, elem_id="text-chat",
+                                         placeholder="Say hello, or pick a preset below.")
+                    with gr.Row():
+                        message = gr.Textbox(label="Message", placeholder="Type a message and press Enter",
+                                             lines=2, scale=5, elem_id="text-chat-input")
+                        send = gr.Button("Send", variant="primary", scale=1, elem_id="text-chat-send")
+                    with gr.Row():
+                        stop_chat = gr.Button("Stop", variant="stop", size="sm")
+                        regenerate = gr.Button("Regenerate", size="sm")
+                        undo = gr.Button("Undo", size="sm")
+                        clear = gr.Button("Clear", size="sm")
+                    system_prompt = gr.Textbox(label="System prompt (optional)", lines=2,
+                                               placeholder="You are a helpful creative writing partner.")
+                with gr.Tab("Completion", id="completion"):
+                    prompt = gr.Textbox(label="Prompt", lines=8, elem_id="text-prompt",
+                                        placeholder="Start a story, a poem, a list… the model continues it.")
+                    with gr.Row():
+                        generate = gr.Button("Generate", variant="primary", elem_id="text-generate")
+                        stop_completion = gr.Button("Stop", variant="stop")
+                    output = gr.Textbox(label="Continuation", lines=10, elem_id="text-output",
+                                        buttons=["copy"], interactive=False)
+            with gr.Row():
+                preset = gr.Dropdown(list(PRESETS), label="Preset", value=None, scale=3)
+                language = gr.Dropdown(list(LANGUAGES), label="Translate into", value="French", scale=2)
+                use_preset = gr.Button("Apply preset to the text box", scale=2)
+            status = gr.Markdown("", elem_id="text-status")
+        with gr.Column(scale=2):
+            model = gr.Dropdown(registry.names("text"), value=registry.default("text"), allow_custom_value=True,
+                                label="Model", info="A listed model, a hub id (e.g. gpt2) or a local folder / .gguf")
+            max_new_tokens = gr.Slider(1, limits.max_new_tokens, value=min(256, limits.max_new_tokens), step=1,
+                                       label="Max new tokens")
+            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature", info="0 = greedy, always the same")
+            top_p = gr.Slider(0.05, 1, value=0.9, step=0.01, label="Top-p")
+            top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k", info="0 = off")
+            repetition_penalty = gr.Slider(1, 2, value=1.1, step=0.01, label="Repetition penalty")
+            stop = gr.Textbox(label="Stop strings", placeholder="comma-separated; \\n for a newline")
+            seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="text-seed")
+
+    settings = [max_new_tokens, temperature, top_p, top_k, repetition_penalty, stop, seed]
+
+    @friendly_errors
+    def complete(prompt_text, model_name, *values, request: gr.Request):
+        params = build_params(prompt_text, "completion", "", (), *values)
+        yield "", "Working… (the first request loads the model)"
+        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request)):
+            yield text, _status(stats)
+
+    @friendly_errors
+    def chat(user_message, chat_history, system, model_name, *values, request: gr.Request):
+        chat_history = list(chat_history or [])
+        turns = tuple((m["role"], _content_text(m["content"])) for m in chat_history)
+        params = build_params(user_message, "chat", system, turns, *values)
+        chat_history.append({"role": "user", "content": user_message})
+        yield chat_history, "", "Working… (the first request loads the model)"
+        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request)):
+            yield chat_history + [{"role": "assistant", "content": text}], "", _status(stats)
+
+    def regenerate_last(chat_history):
+        chat_history = list(chat_history or [])
+        while chat_history and chat_history[-1]["role"] == "assistant":
+            chat_history.pop()
+        if not chat_history:
+            raise gr.Error("Nothing to regenerate yet: send a message first.")
+        last = chat_history.pop()
+        return chat_history, _content_text(last["content"])
+
+    def undo_last(chat_history):
+        chat_history = list(chat_history or [])
+        while chat_history and chat_history[-1]["role"] == "assistant":
+            chat_history.pop()
+        last = chat_history.pop() if chat_history else None
+        return chat_history, _content_text(last["content"]) if last else ""
+
+    def stop_job(request: gr.Request):
+        services.jobs.cancel(session_of(request), "text")
+
+    limit = services.settings.text_concurrency
+    generate.click(complete, [prompt, model, *settings], [output, status], api_name="complete",
+                               concurrency_limit=limit, concurrency_id="text")
+    chat_inputs = [message, chatbot, system_prompt, model, *settings]
+    chat_outputs = [chatbot, message, status]
+    send.click(chat, chat_inputs, chat_outputs, api_name="chat", concurrency_limit=limit, concurrency_id="text")
+    message.submit(chat, chat_inputs, chat_outputs, api_visibility="undocumented", concurrency_id="text")
+    regenerate.click(regenerate_last, [chatbot], [chatbot, message], api_visibility="undocumented").then(
+        chat, chat_inputs, chat_outputs, api_visibility="undocumented", concurrency_id="text")
+    undo.click(undo_last, [chatbot], [chatbot, message], api_name="chat_undo")
+    clear.click(lambda: ([], ""), None, [chatbot, status], api_name="chat_clear")
+    for button in (stop_chat, stop_completion):
+        button.click(stop_job, None, None, api_name="stop_text", queue=False)
+    use_preset.click(apply_preset, [preset, language, prompt], [prompt], api_name="apply_preset_completion")
+    use_preset.click(apply_preset, [preset, language, message], [message], api_visibility="undocumented")
+
+    @friendly_errors
+    def generate_text(
+        prompt: str,
+        mode: str = "completion",
+        system_prompt: str = "",
+        model: str = "",
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        top_k: int = 50,
+        repetition_penalty: float = 1.1,
+        stop: str = "",
+        seed: str = "",
+        request: gr.Request = None,
+    ) -> Iterator[tuple[str, str]]:
+        """Generate text. Streams (text so far, status); the last item is the final text and a JSON
+        status with seed, token counts, timings and the History id."""
+        import json
+
+        params = build_params(prompt, mode, system_prompt, (), max_new_tokens, temperature, top_p, top_k,
+                              repetition_penalty, stop, seed)
+        for text, stats in run_text(services, model, params, session_of(request), user_of(request)):
+            yield text, json.dumps(stats) if stats else ""
+
+    gr.api(generate_text, api_name="generate_text", concurrency_limit=limit, concurrency_id="text")
+
+    fields = {"prompt": prompt, "system_prompt": system_prompt, "max_new_tokens": max_new_tokens,
+              "temperature": temperature, "top_p": top_p, "top_k": top_k,
+              "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed, "model": model}
+
+    def restore(params: dict) -> list:
+        values = dict(params)
+        values["stop"] = ", ".join(s.replace("\n", "\\n") for s in values.get("stop", []))
+        values["seed"] = str(values.get("seed", ""))
+        return [values.get(k, gr.skip()) for k in fields]
+
+    return TabHandle(restore_outputs=list(fields.values()), restore=restore)
+
+
+def _content_text(content) -> str:
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):  # Gradio 6 may hand back [{"type": "text", "text": ...}]
+        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
+    if isinstance(content, dict):
+        return content.get("text", "")
+    return str(content)
