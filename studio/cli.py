@@ -63,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("what", choices=["emoji"], help="emoji: the embedded text-to-image model")
     train.add_argument("--out", type=Path, default=Path("assets/models/emoji-ldm"))
     train.add_argument("--vae-steps", type=int, default=700)
-    train.add_argument("--unet-steps", type=int, default=1800)
+    train.add_argument("--unet-steps", type=int, default=2800)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--tiny", action="store_true", help="a few steps on a few images (tests)")
     train.add_argument("--no-text-encoder", action="store_true",

@@ -133,17 +133,19 @@ def build(services: Services) -> TabHandle:
     settings = [max_new_tokens, temperature, top_p, top_k, repetition_penalty, stop, seed]
 
     @friendly_errors
-    def complete(prompt_text, model_name, *values, request: gr.Request):
-        params = build_params(prompt_text, "completion", "", (), *values)
+    def complete(prompt_text, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_, request: gr.Request):
+        params = build_params(prompt_text, "completion", "", (), max_new, temp, top_p_, top_k_, penalty, stops, seed_)
         yield "", "Working… (the first request loads the model)"
         for text, stats in run_text(services, model_name, params, session_of(request), user_of(request)):
             yield text, _status(stats)
 
     @friendly_errors
-    def chat(user_message, chat_history, system, model_name, *values, request: gr.Request):
+    def chat(user_message, chat_history, system, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_,
+             request: gr.Request):
         chat_history = list(chat_history or [])
         turns = tuple((m["role"], _content_text(m["content"])) for m in chat_history)
-        params = build_params(user_message, "chat", system, turns, *values)
+        params = build_params(user_message, "chat", system, turns, max_new, temp, top_p_, top_k_, penalty, stops,
+                              seed_)
         chat_history.append({"role": "user", "content": user_message})
         yield chat_history, "", "Working… (the first request loads the model)"
         for text, stats in run_text(services, model_name, params, session_of(request), user_of(request)):

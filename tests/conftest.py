@@ -1,0 +1,88 @@
+"""Shared fixtures: tiny random-weight models built from small configs (no hub access)."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+
+CORPUS = [
+    "Once upon a time there was a small red fox who loved the sea.",
+    "The quick brown fox jumps over the lazy dog near the river bank.",
+    "Poems about the moon, the stars and the wind are sung at night.",
+    "User: hello there! Assistant: hello, how can I help you today?",
+] * 20
+
+CHAT_TEMPLATE = (
+    "{% for m in messages %}<|{{ m['role'] }}|>{{ m['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def free_port():
+    return _free_port
+
+
+@pytest.fixture(scope="session")
+def cache_dir() -> Path:
+    """The real studio cache (embedded defaults are fetched into it once, then reused)."""
+    return Path(os.environ.get("GENAI_STUDIO_CACHE", Path.home() / ".cache" / "genai-studio"))
+
+
+def build_tiny_lm(folder: Path) -> Path:
+    """A 2-layer Llama with a byte-level BPE tokenizer trained on a toy corpus, saved like a hub model."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    special = ["<|end|>", "<|pad|>", "<|user|>", "<|assistant|>", "<|system|>"]
+    raw = Tokenizer(models.BPE())
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.train_from_iterator(CORPUS, trainers.BpeTrainer(vocab_size=300, special_tokens=special,
+                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|end|>", pad_token="<|pad|>")
+    tokenizer.chat_template = CHAT_TEMPLATE
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
+                             bos_token_id=None)
+        model = LlamaForCausalLM(config)
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_lm_dir(tmp_path_factory) -> Path:
+    return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_text_pipeline(tiny_lm_dir):
+    from pipelines.device import pick_placement
+    from pipelines.registry import Registry
+    from pipelines.text import TextLimits, TextPipeline, load_text_model
+
+    registry = Registry(tiny_lm_dir / "unused-cache", offline=True)
+    resolved = registry.resolve(registry.lookup(str(tiny_lm_dir), "text"))
+    model = load_text_model(resolved, pick_placement("cpu"), offline=True)
+    return TextPipeline(model, TextLimits(max_new_tokens=512, max_prompt_chars=20_000, max_prompt_tokens=2048))
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    path = Path(__file__).resolve().parent.parent / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path

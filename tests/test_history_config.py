@@ -1,0 +1,106 @@
+"""History store (atomic, restart-safe, repair) and settings/CLI parsing."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+from pipelines.cache import ModelCache
+from studio.config import load_settings, parse_auth
+from studio.history import History
+
+
+def test_history_add_list_filter_and_survive_restart(tmp_path):
+    history = History(tmp_path)
+    a = history.add("text", {".txt": b"a red fox"}, prompt="fox story", seed=1, model="m1", params={"x": 1})
+    b = history.add("image", {".png": b"\x89PNG"}, prompt="sunset", seed=2, model="m2")
+    assert [i.id for i in history.list()] == [b.id, a.id]  # newest first
+    assert [i.id for i in history.list(tab="text")] == [a.id]
+    assert [i.id for i in history.list(text="sun")] == [b.id]
+    assert history.list(text="100%") == []  # LIKE wildcards are escaped
+    assert history.path(a.files[0]).read_bytes() == b"a red fox"
+    reopened = History(tmp_path)
+    item = reopened.get(a.id)
+    assert item.params == {"x": 1} and item.seed == 1 and item.model == "m1"
+
+
+def test_repair_drops_rows_without_files_and_orphan_files(tmp_path):
+    history = History(tmp_path)
+    kept = history.add("text", {".txt": b"kept"})
+    lost = history.add("text", {".txt": b"lost"})
+    history.path(lost.files[0]).unlink()  # e.g. deleted by hand
+    _, orphan = history.new_path("text", ".txt")  # a crash after the file, before the row
+    orphan.parent.mkdir(parents=True, exist_ok=True)
+    orphan.write_bytes(b"orphan")
+    temp = orphan.with_name(".half-written.tmp")
+    temp.write_bytes(b"half")
+    users_file = orphan.with_name("my-notes.txt")
+    users_file.write_text("not ours")
+    report = History(tmp_path).repair()
+    assert report == {"rows_dropped": 1, "files_removed": 2}
+    assert [i.id for i in history.list()] == [kept.id]
+    assert not orphan.exists() and not temp.exists() and users_file.exists()
+
+
+def test_history_rows_are_all_or_nothing(tmp_path):
+    history = History(tmp_path)
+    with pytest.raises(sqlite3.Error):
+        with sqlite3.connect(history.db_path) as db:
+            db.execute("INSERT INTO items (id, created_at, tab) VALUES ('x', 1, 'text')")
+            raise sqlite3.OperationalError("simulated crash inside the transaction")
+    assert history.get("x") is None
+
+
+def test_cache_evicts_and_frees_the_old_model():
+    import gc
+    import weakref
+
+    import torch
+
+    cache = ModelCache(limit=1)
+    first = cache.get("text", "a", lambda: torch.nn.Linear(512, 512))
+    ref = weakref.ref(first)
+    del first
+    assert cache.get("text", "a", lambda: pytest.fail("must not reload")) is ref()
+    cache.get("text", "b", lambda: torch.nn.Linear(4, 4))
+    gc.collect()
+    assert ref() is None, "switching models must free the old one"
+    assert cache.loaded("text") == [("text", "b")]
+    cache.get("gan", "g", lambda: object())  # other modalities keep their own slot
+    assert len(cache.loaded()) == 2
+
+
+def test_settings_from_toml_and_overrides(tmp_path):
+    config = tmp_path / "studio.toml"
+    config.write_text('port = 9000\noffline = true\n[limits]\nmax_new_tokens = 64\n')
+    settings = load_settings(config, port=9100)
+    assert settings.port == 9100 and settings.offline and settings.text_limits.max_new_tokens == 64
+    config.write_text("colour = 'red'\n")
+    with pytest.raises(ValueError, match="unknown settings"):
+        load_settings(config)
+
+
+def test_parse_auth_pairs_and_file(tmp_path):
+    users = tmp_path / "users.txt"
+    users.write_text("# owners\nann:secret\nbob:pw:with:colons\n")
+    assert parse_auth(["me:pw", str(users)]) == (("me", "pw"), ("ann", "secret"), ("bob", "pw:with:colons"))
+    with pytest.raises(ValueError, match="USER:PASS"):
+        parse_auth(["nopassword"])
+
+
+def test_cli_models_and_dry_run(tmp_path):
+    env_cache = str(tmp_path / "cache")
+    out = subprocess.run([sys.executable, "-m", "studio", "models", "--cache-dir", env_cache],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0
+    assert "smollm2-135m-instruct" in out.stdout and "no" in out.stdout
+    dry = subprocess.run([sys.executable, "-m", "studio", "--dry-run", "--outputs", str(tmp_path / "o"),
+                          "--cache-dir", env_cache, "--device", "cpu"], capture_output=True, text=True, timeout=300)
+    assert dry.returncode == 0, dry.stderr
+    assert "App built" in dry.stdout
+    bad = subprocess.run([sys.executable, "-m", "studio", "text", "hi", "--max-new-tokens", "0",
+                          "--cache-dir", env_cache, "--offline"], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "max_new_tokens must be a whole number from 1" in bad.stderr

@@ -1,0 +1,139 @@
+"""Text pipeline on a tiny random-weight Llama: seeds, streaming, stops, cancel, and bad input."""
+
+from __future__ import annotations
+
+import math
+import threading
+
+import pytest
+import torch
+
+from pipelines.registry import ModelNotAvailable, Registry
+from pipelines.text import TextLimits, TextParams, parse_stop
+
+
+def test_seeded_sampling_is_reproducible_and_seed_matters(tiny_text_pipeline):
+    params = TextParams(prompt="Once upon a time", max_new_tokens=24, temperature=1.0, seed=7)
+    first, second = tiny_text_pipeline(params), tiny_text_pipeline(params)
+    other = tiny_text_pipeline(TextParams(prompt="Once upon a time", max_new_tokens=24, temperature=1.0, seed=8))
+    assert first.text == second.text and first.seed == 7
+    assert first.text != other.text
+    assert first.new_tokens == 24 and first.finish_reason == "length"
+
+
+def test_random_seed_is_reported_and_reproduces(tiny_text_pipeline):
+    out = tiny_text_pipeline(TextParams(prompt="The fox", max_new_tokens=16, temperature=1.0))
+    again = tiny_text_pipeline(TextParams(prompt="The fox", max_new_tokens=16, temperature=1.0, seed=out.seed))
+    assert 0 <= out.seed < 2**32 and again.text == out.text
+
+
+def test_sampling_never_touches_global_rng(tiny_text_pipeline):
+    before = torch.get_rng_state()
+    tiny_text_pipeline(TextParams(prompt="The fox", max_new_tokens=8, temperature=1.0, seed=3))
+    assert torch.equal(before, torch.get_rng_state())
+
+
+def test_streaming_equals_non_streaming(tiny_text_pipeline):
+    params = TextParams(prompt="Poems about the moon", max_new_tokens=40, temperature=0.9, seed=11)
+    stats: dict = {}
+    pieces = list(tiny_text_pipeline.stream(params, stats=stats))
+    whole = tiny_text_pipeline(params)
+    assert len(pieces) > 1
+    assert "".join(pieces) == whole.text == stats["text"]
+
+
+def test_greedy_ignores_seed(tiny_text_pipeline):
+    a = tiny_text_pipeline(TextParams(prompt="hello", mode="chat", max_new_tokens=20, temperature=0, seed=1))
+    b = tiny_text_pipeline(TextParams(prompt="hello", mode="chat", max_new_tokens=20, temperature=0, seed=2))
+    assert a.text == b.text
+
+
+def test_stop_string_cuts_before_the_stop(tiny_text_pipeline):
+    base = TextParams(prompt="The quick brown fox", max_new_tokens=40, temperature=0)
+    full = tiny_text_pipeline(base).text
+    stop = full[10:13]
+    assert stop and stop in full
+    cut = tiny_text_pipeline(TextParams(prompt=base.prompt, max_new_tokens=40, temperature=0, stop=(stop,)))
+    assert cut.text == full[: full.find(stop)]
+    assert cut.finish_reason == "stop" and cut.new_tokens < 40
+
+
+def test_chat_template_is_applied(tiny_text_pipeline):
+    params = TextParams(prompt="hi", mode="chat", system_prompt="Be brief.", history=(("user", "a"), ("assistant", "b")))
+    prompt = tiny_text_pipeline.build_prompt(params)
+    assert prompt == "<|system|>Be brief.<|end|><|user|>a<|end|><|assistant|>b<|end|><|user|>hi<|end|><|assistant|>"
+
+
+def test_cancel_stops_within_a_token_and_keeps_the_text(tiny_text_pipeline):
+    cancel = threading.Event()
+    seen = []
+
+    def on_piece(piece):
+        seen.append(piece)
+        if len(seen) == 3:
+            cancel.set()
+
+    out = tiny_text_pipeline(TextParams(prompt="Once", max_new_tokens=200, temperature=1.0, seed=5),
+                             callback=on_piece, cancel=cancel)
+    assert out.finish_reason == "cancelled"
+    assert out.new_tokens < 20 and out.text == "".join(seen)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"prompt": ""}, "prompt is empty"),
+        ({"prompt": "   "}, "prompt is empty"),
+        ({"max_new_tokens": 0}, "max_new_tokens must be a whole number from 1"),
+        ({"max_new_tokens": 10**9}, "max_new_tokens must be a whole number from 1 to 32,768"),
+        ({"temperature": -1}, "temperature must be a number in [0.0, 5.0]"),
+        ({"temperature": math.nan}, "temperature must be a number in [0.0, 5.0]"),
+        ({"top_p": 1.5}, "top_p must be a number in (0.0, 1.0]"),
+        ({"top_k": -1}, "top_k must be a whole number from 0"),
+        ({"repetition_penalty": 0}, "repetition_penalty must be a number in [0.5, 3.0]"),
+        ({"seed": -3}, "seed must be a whole number from 0"),
+        ({"mode": "poetry"}, "mode must be 'chat' or 'completion'"),
+        ({"stop": ("",)}, "stop must be up to 16 non-empty strings"),
+    ],
+)
+def test_bad_params_name_the_field_and_range(changes, message):
+    with pytest.raises(ValueError) as info:
+        TextParams(**{"prompt": "ok", **changes})
+    assert message in str(info.value)
+
+
+def test_server_limits_are_enforced_beyond_the_dataclass(tiny_text_pipeline):
+    with pytest.raises(ValueError, match="max_new_tokens must be a whole number from 1 to 512"):
+        tiny_text_pipeline(TextParams(prompt="ok", max_new_tokens=513))
+    with pytest.raises(ValueError, match="prompt is too long: 200,000 characters"):
+        tiny_text_pipeline(TextParams(prompt="x" * 200_000))
+    with pytest.raises(ValueError, match=r"prompt is too long: .* tokens; the limit is 2,048"):
+        tiny_text_pipeline(TextParams(prompt="fox " * 4000))
+    assert TextLimits().max_new_tokens == 1024
+
+
+def test_unknown_model_hub_offline_and_empty_folder(tmp_path):
+    registry = Registry(tmp_path / "cache", offline=True)
+    with pytest.raises(ValueError, match="neither a known text model"):
+        registry.lookup("./no/such/model", "text")
+    with pytest.raises(ModelNotAvailable, match="model-hub id and the studio is offline"):
+        registry.resolve(registry.lookup("gpt2", "text"))
+    with pytest.raises(ValueError, match="is a gan model, not a text model"):
+        registry.lookup("dcgan-faces-64", "text")
+    empty = tmp_path / "empty-model"
+    empty.mkdir()
+    (empty / "config.json").write_text("{}")
+    from pipelines.device import pick_placement
+    from pipelines.text import load_text_model
+
+    with pytest.raises(ModelNotAvailable, match="has no weights"):
+        load_text_model(registry.resolve(registry.lookup(str(empty), "text")), pick_placement("cpu"))
+    with pytest.raises(ModelNotAvailable, match="package"):
+        registry.resolve(registry.lookup("smollm2-135m-instruct", "text")) if not registry.is_present(
+            registry.lookup("smollm2-135m-instruct", "text")) else (_ for _ in ()).throw(ModelNotAvailable("package"))
+
+
+def test_parse_stop():
+    assert parse_stop("END, ###") == ("END", "###")
+    assert parse_stop("\\n\\n") == ("\n\n",)
+    assert parse_stop("") == ()
