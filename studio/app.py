@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio.services import Services
+from studio.tabs import gan as gan_tab
 from studio.tabs import history as history_tab
 from studio.tabs import models as models_tab
 from studio.tabs import planned
@@ -29,9 +30,9 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("VAE", id="vae"):
                 planned.build("vae")
             with gr.Tab("GAN", id="gan"):
-                planned.build("gan")
+                gan_handle = gan_tab.build(services)
             with gr.Tab("History", id="history") as history_page:
-                rows, filters, table = history_tab.build(services, {"text": text_handle}, tabs)
+                rows, filters, table = history_tab.build(services, {"text": text_handle, "gan": gan_handle}, tabs)
             with gr.Tab("Models / Settings", id="models"):
                 models_tab.build(services)
         history_page.select(rows, filters, table, api_visibility="undocumented")

@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from pipelines.gan import GANLimits
 from pipelines.text import TextLimits
 
 
@@ -34,6 +35,7 @@ class Settings:
     text_concurrency: int = 1
     queue_size: int = 64
     text_limits: TextLimits = TextLimits()
+    gan_limits: GANLimits = GANLimits()
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -64,12 +66,15 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
     if config_file is not None:
         data = tomllib.loads(Path(config_file).read_text())
         limits = data.pop("limits", {})
+        gan_limits = data.pop("gan_limits", {})
         known = {f.name for f in fields(Settings)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{config_file}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
         if limits:
             data["text_limits"] = replace(settings.text_limits, **limits)
+        if gan_limits:
+            data["gan_limits"] = replace(settings.gan_limits, **gan_limits)
         settings = replace(settings, **data)
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     settings = replace(settings, outputs=Path(settings.outputs), cache_dir=Path(settings.cache_dir))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from pipelines.cache import ModelCache
 from pipelines.device import Placement, pick_placement
+from pipelines.gan import GANPipeline, load_gan
 from pipelines.registry import Registry
 from pipelines.text import TextPipeline, load_text_model
 from studio.config import Settings
@@ -80,3 +81,13 @@ class Services:
             return TextPipeline(loaded, self.settings.text_limits)
 
         return self.cache.get("text", spec.name, load)
+
+    def gan_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> GANPipeline:
+        """The cached GAN pipeline for `model` (a registry name, or a .safetensors file / folder)."""
+        spec = self.registry.lookup(model or self.registry.default("gan"), "gan")
+
+        def load() -> GANPipeline:
+            resolved = self.registry.resolve(spec, log)
+            return GANPipeline(load_gan(resolved, self.placement), self.settings.gan_limits)
+
+        return self.cache.get("gan", spec.name, load)

@@ -15,9 +15,15 @@ from studio.services import Services
 
 
 def start(outputs: Path, tiny_lm_dir: Path, port: int, cache_dir: Path):
+    from tests.test_gan import save_tiny_gan
+
+    gan_dir = cache_dir.parent / "gan"
+    gan_dir.mkdir(parents=True, exist_ok=True)
+    gan_path = save_tiny_gan(gan_dir)
     settings = replace(Settings(), port=port, outputs=outputs, device="cpu", cache_dir=cache_dir, offline=True)
     services = Services.create(settings)
     services.registry.add(ModelSpec("tiny-llama", "text", "folder", str(tiny_lm_dir), license="test"))
+    services.registry.add(ModelSpec("tiny-gan", "gan", "file", str(gan_path), license="test"))
     app = build_app(services)
     launch(app, services, block=False, quiet=True)
     return app, services
@@ -84,3 +90,34 @@ def test_bad_inputs_get_clear_errors_and_the_server_keeps_serving(tmp_path, clie
     text, status = client.predict("The fox", "chat", "", "tiny-llama", 5, 0, 0.9, 40, 1.0, "", "",
                                   api_name="/generate_text")
     assert json.loads(status)["new_tokens"] >= 1
+
+
+def test_gan_sample_and_interpolate_endpoints(tmp_path, client_factory):
+    from gradio_client.exceptions import AppError
+
+    from pipelines.media import count_video_frames
+
+    client, services = client_factory(tmp_path / "outputs")
+    cells, status = client.predict("tiny-gan", 3, 2, 0.7, api_name="/gan_sample")
+    assert len(cells) == 4 and [c["caption"] for c in cells] == ["seed 3", "seed 4", "seed 5", "seed 6"]
+    assert "4 faces" in status
+    strip, gif, files = client.predict("tiny-gan", "1, 2, 3", 12, "slerp", "ease-in-out", True, 10, 1.0,
+                                       api_name="/gan_interpolate")
+    assert len(strip) == 12
+    mp4 = next(f for f in files if f.endswith(".mp4"))
+    assert count_video_frames(Path(mp4).read_bytes(), ".mp4") == 12
+    items = services.history.list(tab="gan")
+    assert len(items) == 2 and sorted(Path(f).suffix for f in items[0].files) == [".gif", ".mp4", ".png"]
+    # Slider bounds are checked by Gradio itself ("Value 0 is less than minimum value 1"), then by the params.
+    for args, message in [(("tiny-gan", 0, 0, 1.0), "less than minimum value 1|grid must be"),
+                          (("tiny-gan", 0, 1000, 1.0), "greater than maximum value 8|grid must be"),
+                          (("tiny-gan", 0, 2, -5), "less than minimum value 0|truncation must be"),
+                          (("tiny-gan", -1, 2, 1.0), "seed must be a whole number from 0")]:
+        with pytest.raises(AppError, match=message):
+            client.predict(*args, api_name="/gan_sample")
+    with pytest.raises(AppError, match="greater than maximum value 240|frames must be a whole number from 2 to 240"):
+        client.predict("tiny-gan", "1, 2", 10_000, "slerp", "linear", False, 10, 1.0, api_name="/gan_interpolate")
+    with pytest.raises(AppError, match="identical"):
+        client.predict("tiny-gan", "4, 4", 8, "slerp", "linear", False, 10, 1.0, api_name="/gan_interpolate")
+    cells, _ = client.predict("tiny-gan", 0, 1, 1.0, api_name="/gan_sample")  # still serving
+    assert len(cells) == 1

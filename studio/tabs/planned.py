@@ -19,11 +19,6 @@ PLANNED = {
         "explore a decoded latent-space map, move sliders per latent dimension, and train a small VAE on "
         "your own folder of images."
     ),
-    "gan": (
-        "### GAN — coming next\n"
-        "Seed grids of 64×64 faces from the embedded DCGAN, the truncation trick, variations, seed walks as "
-        "GIF/MP4, GANSpace-style latent directions as sliders, and breeding."
-    ),
 }
 
 
