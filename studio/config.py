@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
 from pipelines.gan import GANLimits
+from pipelines.image import ImageLimits
 from pipelines.text import TextLimits
 
 
@@ -36,6 +37,8 @@ class Settings:
     queue_size: int = 64
     text_limits: TextLimits = TextLimits()
     gan_limits: GANLimits = GANLimits()
+    image_limits: ImageLimits = ImageLimits()
+    allow_pickle: bool = False
 
     def validate(self) -> None:
         if not 0 <= self.port <= 65535:
@@ -67,12 +70,15 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
         data = tomllib.loads(Path(config_file).read_text())
         limits = data.pop("limits", {})
         gan_limits = data.pop("gan_limits", {})
+        image_limits = data.pop("image_limits", {})
         known = {f.name for f in fields(Settings)}
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"{config_file}: unknown settings {sorted(unknown)}; known: {sorted(known)}")
         if limits:
             data["text_limits"] = replace(settings.text_limits, **limits)
+        if image_limits:
+            data["image_limits"] = replace(settings.image_limits, **image_limits)
         if gan_limits:
             data["gan_limits"] = replace(settings.gan_limits, **gan_limits)
         settings = replace(settings, **data)

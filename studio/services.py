@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pipelines.cache import ModelCache
 from pipelines.device import Placement, pick_placement
 from pipelines.gan import GANPipeline, load_gan
+from pipelines.image import ImagePipeline, load_image_model
 from pipelines.registry import Registry
 from pipelines.text import TextPipeline, load_text_model
 from studio.config import Settings
@@ -91,3 +92,17 @@ class Services:
             return GANPipeline(load_gan(resolved, self.placement), self.settings.gan_limits)
 
         return self.cache.get("gan", spec.name, load)
+
+    def image_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> ImagePipeline:
+        """The cached image pipeline for `model` (registry name, diffusers folder, .safetensors file or hub id)."""
+        spec = self.registry.lookup(model or self.registry.default("image"), "image")
+
+        def load() -> ImagePipeline:
+            resolved = self.registry.resolve(spec, log)
+            if log:
+                log(f"Loading {spec.name} on {self.placement.describe()}…")
+            loaded = load_image_model(resolved, self.placement, offline=self.settings.offline,
+                                      allow_pickle=self.settings.allow_pickle)
+            return ImagePipeline(loaded, self.settings.image_limits)
+
+        return self.cache.get("image", spec.name, load)

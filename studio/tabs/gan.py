@@ -55,13 +55,14 @@ def build(services: Services) -> TabHandle:
                                     label="Generator", info="Listed model, or a .safetensors file with a .json config",
                                     scale=3)
                 seed = gr.Number(value=0, precision=0, label="First seed", scale=1, elem_id="gan-seed")
-                dice = gr.Button("🎲", scale=0, min_width=50)
+                dice = gr.Button("Random seed", scale=0, min_width=110)
             with gr.Row():
                 grid_size = gr.Slider(1, limits.max_grid, value=4, step=1, label="Grid (N×N)")
                 psi = gr.Slider(0, 1.5, value=1.0, step=0.05, label="Truncation ψ",
                                 info="0 = the average face, 1 = plain samples, >1 = wilder")
             sample = gr.Button("Generate grid", variant="primary", elem_id="gan-generate")
             gallery = gr.Gallery(format="png", label="Click a face to select it", columns=4, height=520, object_fit="contain",
+                                 allow_preview=False,
                                  elem_id="gan-gallery")
             status = gr.Markdown("")
         with gr.Column(scale=2):

@@ -1,0 +1,420 @@
+"""Text-to-image, image-to-image and inpainting on Stable Diffusion-family models (diffusers).
+
+    model = load_image_model(resolved, placement)
+    out = ImagePipeline(model)(ImageParams(prompt="red heart", steps=20, seed=1))
+
+The pipeline class comes from the model folder's `model_index.json` (or, for a single checkpoint
+file, from its tensors), never from the model's name. Image-to-image and inpainting pipelines are
+built from the same components (`from_pipe`), so switching mode costs no memory. Noise is drawn per
+image from its own seeded generator (seed, seed+1, … across a batch, as AUTOMATIC1111 does), so an
+image's seed reproduces it alone; a variation seed blends a second noise in by slerp.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipelines.device import Placement
+from pipelines.latent import slerp
+from pipelines.registry import ModelNotAvailable, ResolvedModel
+
+MODES = ("txt2img", "img2img", "inpaint")
+SCHEDULERS = {
+    "Euler": ("EulerDiscreteScheduler", {}),
+    "Euler a": ("EulerAncestralDiscreteScheduler", {}),
+    "DPM++ 2M": ("DPMSolverMultistepScheduler", {}),
+    "DPM++ 2M Karras": ("DPMSolverMultistepScheduler", {"use_karras_sigmas": True}),
+    "DDIM": ("DDIMScheduler", {}),
+    "UniPC": ("UniPCMultistepScheduler", {}),
+    "LCM": ("LCMScheduler", {}),
+}
+# Latent → RGB factors for SD-style 4-channel latents (a cheap preview without the VAE).
+SD_PREVIEW_FACTORS = torch.tensor([[0.298, 0.207, 0.208], [0.187, 0.286, 0.173],
+                                   [-0.158, 0.189, 0.264], [-0.184, -0.271, -0.473]])
+
+
+class GenerationCancelled(Exception):
+    """The user pressed Cancel; nothing was produced or saved."""
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """Server-side caps, enforced whatever the sliders allow."""
+
+    max_steps: int = 150
+    max_megapixels: float = 1.05  # 1024×1024
+    max_batch_size: int = 8
+    max_batch_count: int = 16
+    max_image_pixels: int = 16_000_000  # uploads: refuse bigger (decompression bombs)
+
+
+@dataclass(frozen=True)
+class ImageParams:
+    """One image request; every front end builds this same object.
+
+    prompt / negative_prompt: text (an empty prompt is allowed: unconditional generation).
+    mode: "txt2img", "img2img" (needs init_image) or "inpaint" (needs init_image and mask; white = repaint).
+    steps: 1 … the server's max (150); guidance: classifier-free guidance scale 0 … 30.
+    width / height: multiples of 8 from 64 to 2048, within the server's megapixel cap.
+    scheduler: one of SCHEDULERS.
+    seed: 0 … 2**32-1 or None (random; the seeds used are reported per image).
+    variation_seed / variation_strength: blend a second noise by slerp (0 = the base image, 1 = the
+        variation seed's image); txt2img only.
+    strength: img2img/inpaint denoising strength, (0, 1].
+    batch_size: images per run (1 … 8); batch_count: runs (1 … 16), seeds continue across runs.
+    """
+
+    prompt: str = ""
+    negative_prompt: str = ""
+    mode: str = "txt2img"
+    steps: int = 20
+    guidance: float = 7.0
+    width: int = 512
+    height: int = 512
+    scheduler: str = "DPM++ 2M"
+    seed: int | None = None
+    variation_seed: int | None = None
+    variation_strength: float = 0.0
+    strength: float = 0.75
+    batch_size: int = 1
+    batch_count: int = 1
+    init_image: object = field(default=None, compare=False, repr=False)  # PIL.Image, RGB
+    mask: object = field(default=None, compare=False, repr=False)  # PIL.Image, L
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self, limits: ImageLimits | None = None) -> None:
+        limits = limits or ImageLimits(max_steps=1000, max_megapixels=4.2, max_batch_size=64, max_batch_count=100)
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+        if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
+            raise ValueError("prompt and negative_prompt must be text")
+        if len(self.prompt) > 4000 or len(self.negative_prompt) > 4000:
+            raise ValueError("prompt is too long: keep prompt and negative prompt under 4,000 characters each")
+        _check_int("steps", self.steps, 1, limits.max_steps)
+        _check_float("guidance", self.guidance, 0.0, 30.0)
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            _check_int(name, value, 64, 2048)
+            if value % 8:
+                raise ValueError(f"{name} must be a multiple of 8 (from 64 to 2048), got {value}")
+        megapixels = self.width * self.height / 1e6
+        if megapixels > limits.max_megapixels + 1e-9:
+            raise ValueError(f"size {self.width}×{self.height} is {megapixels:.2f} megapixels; the limit is "
+                             f"{limits.max_megapixels:g}. Choose a smaller width or height.")
+        if self.scheduler not in SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        for name in ("seed", "variation_seed"):
+            if getattr(self, name) is not None:
+                _check_int(name, getattr(self, name), 0, 2**32 - 1)
+        _check_float("variation_strength", self.variation_strength, 0.0, 1.0)
+        _check_float("strength", self.strength, 0.0, 1.0)
+        if self.strength == 0 and self.mode != "txt2img":
+            raise ValueError("strength must be above 0 for img2img and inpaint (0 would change nothing)")
+        _check_int("batch_size", self.batch_size, 1, limits.max_batch_size)
+        _check_int("batch_count", self.batch_count, 1, limits.max_batch_count)
+        if self.mode != "txt2img" and self.init_image is None:
+            raise ValueError(f"init_image: {self.mode} needs a starting image; upload one or send one from a gallery")
+        if self.mode == "inpaint":
+            if self.mask is None:
+                raise ValueError("mask: paint over the part of the image to repaint")
+            if self.mask.size != self.init_image.size:
+                raise ValueError(f"mask is {self.mask.size[0]}×{self.mask.size[1]} but the image is "
+                                 f"{self.init_image.size[0]}×{self.init_image.size[1]}; they must match")
+
+
+def _check_int(name: str, value, low: int, high: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
+
+
+def _check_float(name: str, value, low: float, high: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+            or not low <= value <= high:
+        raise ValueError(f"{name} must be a number from {low} to {high}, got {value!r}")
+
+
+def open_user_image(path, max_pixels: int = ImageLimits.max_image_pixels, mode: str = "RGB"):
+    """Open an uploaded image safely: refuse non-images and oversized (bomb) images before decoding."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        image = Image.open(path)  # reads only the header
+    except Image.DecompressionBombError as exc:
+        raise ValueError(f"the image is far too large to open safely ({exc}); the limit is "
+                         f"{max_pixels / 1e6:.0f} megapixels. Resize it first.") from exc
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise ValueError("the uploaded file is not an image PIL can read (use PNG, JPEG or WebP)") from exc
+    w, h = image.size
+    if w * h > max_pixels:
+        raise ValueError(f"the image is {w}×{h} ({w * h / 1e6:.0f} megapixels); the limit is "
+                         f"{max_pixels / 1e6:.0f} megapixels. Resize it first.")
+    notes = [] if image.mode in ("RGB", mode) else [f"converted from {image.mode} to {mode}"]
+    if image.mode in ("RGBA", "LA", "P") and mode == "RGB":
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        background.alpha_composite(image.convert("RGBA"))
+        image = background
+    return image.convert(mode), notes
+
+
+@dataclass
+class ImageModel:
+    """A loaded diffusers pipeline and its siblings for img2img / inpaint (sharing components)."""
+
+    pipe: object
+    name: str
+    placement: Placement
+    loras: dict[str, float] = field(default_factory=dict)
+    _variants: dict = field(default_factory=dict)
+
+    def for_mode(self, mode: str):
+        if mode == "txt2img":
+            return self.pipe
+        if mode not in self._variants:
+            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+
+            auto = AutoPipelineForImage2Image if mode == "img2img" else AutoPipelineForInpainting
+            try:
+                variant = auto.from_pipe(self.pipe)
+            except (ValueError, KeyError) as exc:
+                raise ModelNotAvailable(f"{self.name} cannot do {mode}: {exc}") from exc
+            variant.set_progress_bar_config(disable=True)
+            self._variants[mode] = variant
+        return self._variants[mode]
+
+    @property
+    def vae_scale(self) -> int:
+        return getattr(self.pipe, "vae_scale_factor", 8)
+
+    @property
+    def default_size(self) -> int:
+        unet = getattr(self.pipe, "unet", None)
+        sample = getattr(getattr(unet, "config", None), "sample_size", 64)
+        return int(sample) * self.vae_scale
+
+
+def _memory_options(pipe, placement: Placement, low_memory: bool | None) -> None:
+    """Attention slicing, VAE slicing/tiling and CPU offload on small GPUs (auto, overridable)."""
+    if placement.device.type != "cuda":
+        return
+    if low_memory is None:
+        total = torch.cuda.get_device_properties(placement.device).total_memory
+        low_memory = total < 10 * 2**30
+    if low_memory:
+        pipe.enable_attention_slicing()
+        if hasattr(pipe, "enable_vae_slicing"):
+            pipe.enable_vae_slicing()
+            pipe.enable_vae_tiling()
+        pipe.enable_model_cpu_offload(device=placement.device)
+
+
+def load_image_model(
+    resolved: ResolvedModel,
+    placement: Placement,
+    *,
+    offline: bool = False,
+    allow_pickle: bool = False,
+    single_file_config: Path | None = None,
+    low_memory: bool | None = None,
+) -> ImageModel:
+    """Load a diffusers folder, a hub id, or a single `.safetensors` checkpoint."""
+    from diffusers import DiffusionPipeline
+
+    location = resolved.path
+    name = resolved.spec.name
+    try:
+        if isinstance(location, Path) and location.is_file():
+            pipe = _load_single_file(location, placement, offline=offline, allow_pickle=allow_pickle,
+                                     config=single_file_config)
+        else:
+            if isinstance(location, Path) and not (location / "model_index.json").is_file():
+                raise ModelNotAvailable(
+                    f"{location} is not a diffusers model folder (it has no model_index.json). Point to the folder "
+                    "that contains model_index.json, or to a single .safetensors checkpoint file."
+                )
+            pipe = DiffusionPipeline.from_pretrained(
+                location, dtype=placement.dtype, local_files_only=offline or isinstance(location, Path),
+                safety_checker=None, requires_safety_checker=False, use_safetensors=not allow_pickle or None,
+            )
+    except ModelNotAvailable:
+        raise
+    except Exception as exc:  # corrupt files raise many kinds (OSError, SafetensorError, KeyError…)
+        hint = "" if isinstance(location, Path) else (
+            " If this is a model-hub id, check the spelling and your network connection.")
+        raise ModelNotAvailable(f"could not load image model {name!r}: {exc}{hint}") from exc
+    if not hasattr(pipe, "unet") and not hasattr(pipe, "transformer"):
+        raise ModelNotAvailable(f"{name} is a {type(pipe).__name__}, not a text-to-image model")
+    if placement.device.type == "cuda" and low_memory:
+        _memory_options(pipe, placement, low_memory)
+    else:
+        pipe.to(placement.device)
+        _memory_options(pipe, placement, low_memory)
+    pipe.set_progress_bar_config(disable=True)
+    return ImageModel(pipe, name, placement)
+
+
+def _load_single_file(path: Path, placement: Placement, *, offline: bool, allow_pickle: bool, config: Path | None):
+    import diffusers
+    from diffusers.loaders.single_file_utils import infer_diffusers_model_type, load_single_file_checkpoint
+
+    if path.suffix in (".ckpt", ".pt", ".pth", ".bin") and not allow_pickle:
+        raise ModelNotAvailable(
+            f"{path.name} is a pickle checkpoint: loading it can run arbitrary code hidden in the file. Use a "
+            ".safetensors version of the model, or start the studio with --allow-pickle if you trust its source."
+        )
+    if config is not None:
+        class_name = json.loads((Path(config) / "model_index.json").read_text())["_class_name"]
+    else:
+        kind = infer_diffusers_model_type(load_single_file_checkpoint(str(path), local_files_only=True))
+        class_name = {"xl_base": "StableDiffusionXLPipeline", "xl_refiner": "StableDiffusionXLImg2ImgPipeline",
+                      "xl_inpaint": "StableDiffusionXLInpaintPipeline", "inpainting": "StableDiffusionInpaintPipeline",
+                      "inpainting_v2": "StableDiffusionInpaintPipeline"}.get(kind, "StableDiffusionPipeline")
+    cls = getattr(diffusers, class_name)
+    kwargs = dict(dtype=placement.dtype, local_files_only=offline)
+    if config is not None:
+        kwargs["config"] = str(config)
+    if "StableDiffusion" in class_name and "XL" not in class_name:
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    return cls.from_single_file(str(path), **kwargs)
+
+
+def scheduler_for(pipe, name: str):
+    import diffusers
+
+    class_name, extra = SCHEDULERS[name]
+    return getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
+
+
+@dataclass
+class ImageOutput:
+    images: list  # PIL images
+    seeds: list[int]
+    seconds: float
+    params: ImageParams
+
+
+def preview_image(pipe, latents: torch.Tensor):
+    """A cheap RGB preview of latents [C, h, w]: decode small latents, else a linear SD approximation."""
+    from PIL import Image
+
+    if latents.shape[-1] * latents.shape[-2] <= 32 * 32 and hasattr(pipe, "vae"):
+        vae = pipe.vae
+        with torch.inference_mode():
+            decoded = vae.decode(latents[None].to(vae.dtype) / vae.config.scaling_factor).sample[0]
+        rgb = decoded.float().clamp(-1, 1).add(1).div(2)
+    elif latents.shape[0] == 4:
+        rgb = torch.einsum("chw,cr->rhw", latents.float().cpu(), SD_PREVIEW_FACTORS).add(1).div(2).clamp(0, 1)
+    else:
+        return None
+    array = (rgb.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
+    return Image.fromarray(array)
+
+
+class ImagePipeline:
+    def __init__(self, model: ImageModel, limits: ImageLimits | None = None) -> None:
+        self.model = model
+        self.limits = limits or ImageLimits()
+
+    def _noise(self, seed: int, shape: tuple, params: ImageParams, index: int) -> torch.Tensor:
+        noise = torch.randn(shape, generator=torch.Generator().manual_seed(seed))
+        if params.variation_seed is not None and params.variation_strength > 0:
+            other = torch.randn(shape, generator=torch.Generator().manual_seed(params.variation_seed + index))
+            noise = slerp(noise.flatten(), other.flatten(), params.variation_strength).view(shape)
+        return noise
+
+    def __call__(
+        self,
+        params: ImageParams,
+        *,
+        generator: torch.Generator | None = None,
+        callback: Callable[[int, int, object], None] | None = None,
+        cancel: threading.Event | None = None,
+        preview_every: int = 5,
+    ) -> ImageOutput:
+        """Generate batch_count × batch_size images. `callback(step, total_steps, preview_or_None)`."""
+        params.validate(self.limits)
+        pipe = self.model.for_mode(params.mode)
+        device, dtype = self.model.placement.device, self.model.placement.dtype
+        # 1. Scheduler and seeds
+        pipe.scheduler = scheduler_for(pipe, params.scheduler)
+        base = params.seed if params.seed is not None else random.SystemRandom().randrange(2**32 - 1024)
+        total = params.batch_size * params.batch_count
+        seeds = [(base + i) % 2**32 for i in range(total)]
+        started = time.perf_counter()
+        images = []
+        for run in range(params.batch_count):
+            run_seeds = seeds[run * params.batch_size:(run + 1) * params.batch_size]
+            generators = [torch.Generator().manual_seed(s) for s in run_seeds]
+            kwargs: dict = dict(prompt=[params.prompt] * len(run_seeds),
+                                negative_prompt=[params.negative_prompt] * len(run_seeds) or None,
+                                num_inference_steps=params.steps, guidance_scale=params.guidance,
+                                generator=generators, output_type="pil")
+            # 2. Inputs per mode: our own seeded noise for txt2img; the start image (and mask) otherwise
+            if params.mode == "txt2img":
+                channels = pipe.unet.config.in_channels if hasattr(pipe, "unet") else 4
+                shape = (channels, params.height // self.model.vae_scale, params.width // self.model.vae_scale)
+                noise = torch.stack([self._noise(s, shape, params, run * params.batch_size + i)
+                                     for i, s in enumerate(run_seeds)])
+                kwargs.update(latents=noise.to(device, dtype), width=params.width, height=params.height)
+            else:
+                init = params.init_image.resize((params.width, params.height))
+                kwargs.update(image=[init] * len(run_seeds), strength=params.strength)
+                if params.mode == "inpaint":
+                    kwargs.update(mask_image=[params.mask.resize((params.width, params.height))] * len(run_seeds),
+                                  width=params.width, height=params.height)
+            # 3. Denoise, with previews and a cancel check after every step
+            steps_total = params.steps * params.batch_count
+
+            def on_step(p, step, timestep, callback_kwargs, _run=run):
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelled()
+                if callback is not None:
+                    done = _run * params.steps + step + 1
+                    preview = None
+                    if preview_every and (step + 1) % preview_every == 0:
+                        preview = preview_image(p, callback_kwargs["latents"][0])
+                    callback(done, steps_total, preview)
+                return callback_kwargs
+
+            kwargs["callback_on_step_end"] = on_step
+            with torch.inference_mode():
+                result = pipe(**kwargs)
+            images.extend(result.images)
+        return ImageOutput(images, seeds, time.perf_counter() - started, params)
+
+    # -- LoRA -------------------------------------------------------------------------------------
+    def set_loras(self, loras: dict[str, tuple[Path, float]]) -> None:
+        """Load LoRAs {name: (path, weight)} (safetensors only) and activate exactly these; {} unloads all."""
+        pipe = self.model.pipe
+        if not loras:
+            if self.model.loras:
+                pipe.unload_lora_weights()
+            self.model.loras = {}
+            return
+        for name, (path, weight) in loras.items():
+            _check_float(f"LoRA weight of {name}", weight, -4.0, 4.0)
+            if Path(path).suffix != ".safetensors":
+                raise ValueError(f"LoRA {Path(path).name}: only .safetensors LoRAs are loaded (pickles can run code)")
+        if set(loras) != set(self.model.loras):
+            if self.model.loras:
+                pipe.unload_lora_weights()
+            for name, (path, _) in loras.items():
+                try:
+                    pipe.load_lora_weights(str(path), adapter_name=name)
+                except (ValueError, KeyError, OSError) as exc:
+                    pipe.unload_lora_weights()
+                    self.model.loras = {}
+                    raise ModelNotAvailable(f"LoRA {Path(path).name} does not fit {self.model.name}: {exc}") from exc
+        pipe.set_adapters(list(loras), adapter_weights=[float(w) for _, w in loras.values()])
+        self.model.loras = {name: float(w) for name, (_, w) in loras.items()}

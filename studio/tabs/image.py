@@ -1,0 +1,261 @@
+"""The Image tab: text-to-image, image-to-image and inpainting, with previews, Cancel and PNG info."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from pathlib import Path
+
+import gradio as gr
+
+from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, open_user_image
+from pipelines.media import a1111_parameters, png_with_metadata, read_png_info
+from studio.services import Services
+from studio.tabs.common import TabHandle, friendly_errors, parse_seed, session_of, user_of
+
+MODE_LABELS = {"Text to image": "txt2img", "Image to image": "img2img", "Inpaint": "inpaint"}
+
+
+def _int(name: str, value) -> int:
+    if isinstance(value, bool) or value is None or not float(value).is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(value)
+
+
+def _mask_from_editor(editor: dict | None, max_pixels: int):
+    """Background image and a white-on-black mask from Gradio's ImageEditor value."""
+    from PIL import Image
+
+    if not editor or not editor.get("background"):
+        raise ValueError("init_image: upload an image in the inpaint editor, then paint over what to repaint")
+    image, _ = open_user_image(editor["background"], max_pixels)
+    mask = Image.new("L", image.size, 0)
+    for layer in editor.get("layers") or []:
+        painted, _ = open_user_image(layer, max_pixels, mode="RGBA")
+        if painted.size != image.size:
+            raise ValueError(f"mask is {painted.size[0]}×{painted.size[1]} but the image is "
+                             f"{image.size[0]}×{image.size[1]}; they must match")
+        mask.paste(255, mask=painted.getchannel("A").point(lambda a: 255 if a > 0 else 0))
+    if mask.getbbox() is None:
+        raise ValueError("mask: paint over the part of the image to repaint (the mask is empty)")
+    return image, mask
+
+
+def build(services: Services) -> TabHandle:
+    registry = services.registry
+    limits = services.settings.image_limits
+    history = services.history
+    default_model = registry.default("image")
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            mode = gr.Radio(list(MODE_LABELS), value="Text to image", label="Mode", elem_id="image-mode")
+            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="red heart, smiling cat face, rocket…",
+                                elem_id="image-prompt")
+            negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="what to avoid")
+            init_image = gr.Image(label="Starting image", type="filepath", visible=False, height=320)
+            editor = gr.ImageEditor(label="Paint over what to repaint", type="filepath", visible=False, height=420,
+                                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
+            strength = gr.Slider(0.05, 1, value=0.75, step=0.01, label="Denoising strength", visible=False,
+                                 info="how much of the starting image may change")
+            with gr.Row():
+                generate = gr.Button("Generate", variant="primary", elem_id="image-generate", scale=3)
+                cancel = gr.Button("Cancel", variant="stop", scale=1)
+            status = gr.Markdown("", elem_id="image-status")
+            with gr.Row(equal_height=False):
+                preview = gr.Image(label="Live preview", height=256, interactive=False, scale=1)
+                gallery = gr.Gallery(label="Results", columns=4, height=380, format="png", scale=3,
+                                     elem_id="image-gallery")
+            with gr.Row():
+                to_img2img = gr.Button("Send selected to img2img", size="sm")
+                to_inpaint = gr.Button("Send selected to inpaint", size="sm")
+            with gr.Accordion("PNG info: drop any PNG to read how it was made", open=False):
+                png_in = gr.File(label="PNG file", file_types=[".png"])
+                png_text = gr.Textbox(label="Parameters", lines=4, interactive=False)
+                png_json = gr.JSON(label="Parsed")
+                png_send = gr.Button("Send these parameters to the Image tab")
+        with gr.Column(scale=2):
+            model = gr.Dropdown(registry.names("image"), value=default_model, allow_custom_value=True, label="Model",
+                                info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint")
+            scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler")
+            with gr.Row():
+                steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps")
+                guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Guidance (CFG)")
+            with gr.Row():
+                width = gr.Slider(64, 2048, value=64, step=8, label="Width")
+                height = gr.Slider(64, 2048, value=64, step=8, label="Height")
+            with gr.Row():
+                seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="image-seed")
+                batch_size = gr.Slider(1, limits.max_batch_size, value=4, step=1, label="Batch size")
+                batch_count = gr.Slider(1, limits.max_batch_count, value=1, step=1, label="Batch count")
+            with gr.Accordion("Variation seed", open=False):
+                variation_seed = gr.Textbox(label="Variation seed", placeholder="blank = off")
+                variation_strength = gr.Slider(0, 1, value=0.0, step=0.01, label="Variation strength",
+                                               info="0 = the seed's image; small values = slight variations")
+            with gr.Accordion("LoRA", open=False):
+                lora_files = gr.File(label="LoRA .safetensors files", file_count="multiple", file_types=[".safetensors"])
+                lora_weights = gr.Textbox(label="Weights", placeholder="one per file, e.g. 0.8, 0.5 (default 1)")
+
+    selected_path = gr.State(None)
+
+    def show_mode(label):
+        m = MODE_LABELS[label]
+        return (gr.Image(visible=m == "img2img"), gr.ImageEditor(visible=m == "inpaint"),
+                gr.Slider(visible=m != "txt2img"))
+
+    def loras_from(files, weights_text):
+        files = files or []
+        weights = [float(w) for w in (weights_text or "").replace(";", ",").split(",") if w.strip()]
+        if weights and len(weights) != len(files):
+            raise ValueError(f"LoRA weights: give one weight per file ({len(files)}), got {len(weights)}")
+        return {Path(f).stem: (Path(f), weights[i] if weights else 1.0) for i, f in enumerate(files)}
+
+    @friendly_errors
+    def run(mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
+            n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w,
+            request: gr.Request):
+        mode_name = MODE_LABELS.get(mode_label, mode_label)
+        init, mask, notes = None, None, []
+        if mode_name == "img2img":
+            if not init_path:
+                raise ValueError("init_image: img2img needs a starting image; upload one or send one from the gallery")
+            init, notes = open_user_image(init_path, limits.max_image_pixels)
+        elif mode_name == "inpaint":
+            init, mask = _mask_from_editor(editor_value, limits.max_image_pixels)
+        params = ImageParams(
+            prompt=prompt_text or "", negative_prompt=negative_text or "", mode=mode_name, steps=_int("steps", n_steps),
+            guidance=float(cfg), width=_int("width", w), height=_int("height", h), scheduler=sampler,
+            seed=parse_seed(seed_text), variation_seed=parse_seed(var_seed_text),
+            variation_strength=float(var_strength), strength=float(strength_value),
+            batch_size=_int("batch_size", size), batch_count=_int("batch_count", count), init_image=init, mask=mask,
+        )
+        params.validate(limits)
+        yield None, gr.skip(), "Loading the model… (the first request loads it)"
+        pipe = services.image_pipeline(model_name)
+        pipe.set_loras(loras_from(loras, lora_w))
+        events: queue.Queue = queue.Queue()
+        session = session_of(request)
+        cancel_flag = services.jobs.start(session, "image")
+        result: dict = {}
+
+        def work():
+            try:
+                result["out"] = pipe(params, cancel=cancel_flag, callback=lambda *e: events.put(e))
+            except BaseException as exc:  # handed to the request thread
+                result["error"] = exc
+            finally:
+                events.put(None)
+
+        started = time.perf_counter()
+        thread = threading.Thread(target=work, name="image-generate", daemon=True)
+        thread.start()
+        try:
+            while (event := events.get()) is not None:
+                done, total, image = event
+                elapsed = time.perf_counter() - started
+                eta = elapsed / done * (total - done)
+                yield (image if image is not None else gr.skip(), gr.skip(),
+                       f"Step {done}/{total} · {elapsed:.1f}s · about {eta:.0f}s left")
+        finally:
+            cancel_flag.set()  # a closed page or dropped request stops the worker too (harmless once done)
+            thread.join()
+            services.jobs.finish(session, "image", cancel_flag)
+        if isinstance(result.get("error"), GenerationCancelled):
+            yield gr.skip(), gr.skip(), "Cancelled: nothing was saved."
+            return
+        if "error" in result:
+            raise result["error"]
+        out = result["out"]
+        cells = []
+        for image, image_seed in zip(out.images, out.seeds):
+            settings = {"Steps": params.steps, "Sampler": params.scheduler, "CFG scale": params.guidance,
+                        "Seed": image_seed, "Size": f"{params.width}x{params.height}", "Model": pipe.model.name,
+                        "Denoising strength": params.strength if params.mode != "txt2img" else None,
+                        "Variation seed": params.variation_seed if params.variation_strength else None,
+                        "Variation seed strength": params.variation_strength or None,
+                        "Lora": ", ".join(f"{k}:{v}" for k, v in pipe.model.loras.items()) or None}
+            record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
+                      "steps": params.steps, "guidance": params.guidance, "width": params.width,
+                      "height": params.height, "scheduler": params.scheduler, "seed": image_seed,
+                      "variation_seed": params.variation_seed, "variation_strength": params.variation_strength,
+                      "strength": params.strength, "model": pipe.model.name, "loras": pipe.model.loras}
+            data = png_with_metadata(image, a1111_parameters(params.prompt, params.negative_prompt, settings), record)
+            item = history.add("image", {".png": data}, prompt=params.prompt, params=record, seed=image_seed,
+                               model=pipe.model.name, device=services.placement.describe(),
+                               timings={"seconds": out.seconds / len(out.images)}, owner=user_of(request))
+            cells.append((str(history.path(item.files[0])), f"seed {image_seed}"))
+        note = f" · {'; '.join(notes)}" if notes else ""
+        yield (gr.skip(), cells, f"**{len(cells)} image(s)** · seeds {', '.join(str(s) for s in out.seeds)} · "
+               f"{out.seconds:.1f}s{note}")
+
+    def stop(request: gr.Request):
+        services.jobs.cancel(session_of(request), "image")
+
+    def remember(evt: gr.SelectData):
+        value = evt.value
+        path = value.get("image", {}).get("path") if isinstance(value, dict) else None
+        return path
+
+    def send(path, target):
+        if not path:
+            raise gr.Error("Click an image in the results first.")
+        if target == "img2img":
+            return "Image to image", path, gr.skip()
+        return "Inpaint", gr.skip(), {"background": path, "layers": [], "composite": path}
+
+    @friendly_errors
+    def png_info(file):
+        if not file:
+            return "", None
+        info = read_png_info(file)
+        if not info["parameters"] and not info["studio"]:
+            return "This PNG has no generation parameters.", info
+        return info["parameters"], info
+
+    def from_png(info):
+        if not info or not (info.get("studio") or info.get("settings")):
+            raise gr.Error("Drop a PNG with generation parameters first.")
+        if info.get("studio"):
+            return restore(info["studio"])
+        s = info.get("settings", {})
+        size = s.get("Size", "x").split("x")
+        values = {"prompt": info.get("prompt", ""), "negative_prompt": info.get("negative_prompt", ""),
+                  "steps": int(s["Steps"]) if s.get("Steps", "").isdigit() else None,
+                  "guidance": float(s["CFG scale"]) if s.get("CFG scale") else None,
+                  "scheduler": s.get("Sampler") if s.get("Sampler") in SCHEDULERS else None,
+                  "seed": s.get("Seed"), "width": int(size[0]) if size[0].isdigit() else None,
+                  "height": int(size[1]) if len(size) > 1 and size[1].isdigit() else None}
+        return restore(values)
+
+    mode.change(show_mode, mode, [init_image, editor, strength], api_visibility="undocumented")
+    inputs = [mode, prompt, negative, init_image, editor, strength, model, scheduler, steps, guidance, width, height,
+              seed, batch_size, batch_count, variation_seed, variation_strength, lora_files, lora_weights]
+    generate.click(run, inputs, [preview, gallery, status], api_name="generate_image", concurrency_limit=1,
+                   concurrency_id="image")
+    cancel.click(stop, None, None, api_name="cancel_image", queue=False)
+    gallery.select(remember, None, selected_path, api_visibility="undocumented")
+    to_img2img.click(lambda p: send(p, "img2img"), selected_path, [mode, init_image, editor],
+                     api_visibility="undocumented")
+    to_inpaint.click(lambda p: send(p, "inpaint"), selected_path, [mode, init_image, editor],
+                     api_visibility="undocumented")
+    png_in.upload(png_info, png_in, [png_text, png_json], api_name="png_info")
+
+    fields = {"prompt": prompt, "negative_prompt": negative, "model": model, "scheduler": scheduler, "steps": steps,
+              "guidance": guidance, "width": width, "height": height, "seed": seed,
+              "variation_seed": variation_seed, "variation_strength": variation_strength}
+
+    def restore(params: dict) -> list:
+        values = []
+        for name in fields:
+            value = params.get(name)
+            if value is None:
+                values.append(gr.skip())
+            elif name in ("seed", "variation_seed"):
+                values.append(str(value))
+            else:
+                values.append(value)
+        return values
+
+    png_send.click(from_png, png_json, list(fields.values()), api_visibility="undocumented")
+    return TabHandle(restore_outputs=list(fields.values()), restore=restore)
