@@ -14,7 +14,7 @@ from studio.config import Settings
 from studio.services import Services
 
 
-def start(outputs: Path, tiny_lm_dir: Path, port: int, cache_dir: Path):
+def start(outputs: Path, tiny_lm_dir: Path, port: int, cache_dir: Path, tiny_sd_dir: Path):
     from tests.test_gan import save_tiny_gan
 
     gan_dir = cache_dir.parent / "gan"
@@ -24,20 +24,21 @@ def start(outputs: Path, tiny_lm_dir: Path, port: int, cache_dir: Path):
     services = Services.create(settings)
     services.registry.add(ModelSpec("tiny-llama", "text", "folder", str(tiny_lm_dir), license="test"))
     services.registry.add(ModelSpec("tiny-gan", "gan", "file", str(gan_path), license="test"))
+    services.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
     app = build_app(services)
     launch(app, services, block=False, quiet=True)
     return app, services
 
 
 @pytest.fixture
-def client_factory(tmp_path, tiny_lm_dir, free_port):
+def client_factory(tmp_path, tiny_lm_dir, tiny_sd_dir, free_port):
     from gradio_client import Client
 
     apps = []
 
     def make(outputs: Path):
         port = free_port()
-        app, services = start(outputs, tiny_lm_dir, port, tmp_path / "cache")
+        app, services = start(outputs, tiny_lm_dir, port, tmp_path / "cache", tiny_sd_dir)
         apps.append(app)
         return Client(f"http://127.0.0.1:{port}/", verbose=False), services
 
@@ -120,4 +121,44 @@ def test_gan_sample_and_interpolate_endpoints(tmp_path, client_factory):
     with pytest.raises(AppError, match="identical"):
         client.predict("tiny-gan", "4, 4", 8, "slerp", "linear", False, 10, 1.0, api_name="/gan_interpolate")
     cells, _ = client.predict("tiny-gan", 0, 1, 1.0, api_name="/gan_sample")  # still serving
+    assert len(cells) == 1
+
+
+def image_args(**changes):
+    args = dict(mode="Text to image", prompt="a red fox", negative="", init=None, editor=None, strength=0.75,
+                model="tiny-sd", sampler="DDIM", steps=3, cfg=5.0, w=64, h=64, seed="21", size=2, count=1,
+                var_seed="", var_strength=0.0, loras=None, lora_weights="")
+    args.update(changes)
+    return list(args.values())
+
+
+def test_generate_image_endpoint_saves_pngs_with_parameters(tmp_path, client_factory):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from pipelines.media import read_png_info
+
+    client, services = client_factory(tmp_path / "outputs")
+    preview, cells, status = client.predict(*image_args(), api_name="/generate_image")
+    assert len(cells) == 2 and "seeds 21, 22" in status
+    items = services.history.list(tab="image")
+    assert sorted(i.seed for i in items) == [21, 22]
+    info = read_png_info(services.history.path(items[0].files[0]))
+    assert info["settings"]["Model"] == "tiny-sd" and info["prompt"] == "a red fox" and info["ai_generated"]
+
+    init = services.history.path(items[0].files[0])
+    _, cells, status = client.predict(*image_args(mode="Image to image", init=handle_file(str(init)), strength=0.5,
+                                                  size=1), api_name="/generate_image")
+    assert len(cells) == 1
+    for changes, message in [({"steps": 0}, "less than minimum value 1|steps must be"),
+                             ({"w": 100}, "multiple of 8"),
+                             ({"seed": "x"}, "seed must be blank"),
+                             ({"mode": "Image to image"}, "init_image")]:
+        with pytest.raises(AppError, match=message):
+            client.predict(*image_args(**changes), api_name="/generate_image")
+    bad = tmp_path / "not-an-image.png"
+    bad.write_text("hello")
+    with pytest.raises(AppError):  # Gradio's Image component refuses it before our own decoder would
+        client.predict(*image_args(mode="Image to image", init=handle_file(str(bad))), api_name="/generate_image")
+    _, cells, _ = client.predict(*image_args(size=1), api_name="/generate_image")  # still serving
     assert len(cells) == 1

@@ -1,0 +1,71 @@
+"""The embedded emoji model: data preparation, the --tiny training path end to end, and the shipped weights."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from pipelines.device import pick_placement
+from pipelines.image import ImageParams, ImagePipeline, load_image_model
+from pipelines.packages import PACKAGES, fetch_package
+from pipelines.registry import DEFAULT_ASSETS, Registry
+from pipelines.training.emoji_data import is_held_out, parse_annotations, rasterize_svg
+
+
+@pytest.fixture(scope="module")
+def openmoji(cache_dir):
+    return fetch_package(PACKAGES["openmoji"], cache_dir) / "package"
+
+
+def test_annotations_parse_and_the_split_is_fixed(openmoji):
+    records = parse_annotations(openmoji / "data" / "openmoji.json")
+    assert len(records) > 4000
+    heart = next(r for r in records if r.annotation == "red heart")
+    assert heart.group == "smileys-emotion" and "love" in heart.tags
+    assert heart.captions()[0] == "red heart" and all("red heart" in c for c in heart.captions())
+    held = [r for r in records if r.held_out]
+    assert 0.08 < len(held) / len(records) < 0.12
+    assert [r.held_out for r in records[:50]] == [is_held_out(r.hexcode) for r in records[:50]]
+
+
+def test_rasterize_a_known_emoji(openmoji):
+    records = parse_annotations(openmoji / "data" / "openmoji.json")
+    heart = next(r for r in records if r.annotation == "red heart")
+    image = rasterize_svg(openmoji / "color" / "svg" / f"{heart.hexcode}.svg", 64)
+    assert image.shape == (64, 64, 3) and image.dtype == np.uint8
+    assert tuple(image[0, 0]) == (255, 255, 255)  # transparent corners become white
+    ink = image[(image.astype(int).sum(-1) < 700)]  # pixels that are not white
+    red = ink[(ink[:, 0] > 150) & (ink[:, 1] < 100) & (ink[:, 2] < 100)]
+    assert len(red) > 0.4 * len(ink), "a red heart is mostly red"
+
+
+def test_tiny_training_writes_a_folder_the_image_loader_runs(tmp_path, cache_dir):
+    from pipelines.training.emoji import EmojiTrainParams, train_emoji
+
+    out = tmp_path / "emoji-tiny"
+    report = train_emoji(EmojiTrainParams(out_dir=out, cache_dir=cache_dir, work_dir=tmp_path / "work", tiny=True,
+                                          vae_steps=3, unet_steps=3, eval_images=4), log=lambda _m: None)
+    assert (out / "model_index.json").is_file() and (out / "samples.png").is_file()
+    assert set(report.metrics) >= {"vae_psnr_heldout_db", "classifier_balanced_acc_generated_heldout_captions"}
+    registry = Registry(tmp_path / "cache", offline=True)
+    pipe = ImagePipeline(load_image_model(registry.resolve(registry.lookup(str(out), "image")), pick_placement("cpu")))
+    for mode in ("txt2img", "img2img"):
+        init = None if mode == "txt2img" else pipe(ImageParams(prompt="x", steps=2, width=64, height=64, seed=0)).images[0]
+        result = pipe(ImageParams(prompt="red heart", mode=mode, init_image=init, steps=2, width=64, height=64, seed=1))
+        assert result.images[0].size == (64, 64)
+    # Resuming finds the finished phases and does not train again.
+    again = train_emoji(EmojiTrainParams(out_dir=out, cache_dir=cache_dir, work_dir=tmp_path / "work", tiny=True,
+                                         vae_steps=3, unet_steps=3, eval_images=4), log=lambda _m: None)
+    assert again.metrics["vae_psnr_heldout_db"] == report.metrics["vae_psnr_heldout_db"]
+
+
+def test_shipped_model_generates_reproducibly(cache_dir):
+    assert (DEFAULT_ASSETS / "models" / "emoji-ldm" / "model_index.json").is_file(), "assets/models/emoji-ldm is missing"
+    registry = Registry(cache_dir)
+    pipe = ImagePipeline(load_image_model(registry.resolve(registry.lookup("emoji-ldm", "image")), pick_placement("cpu")))
+    params = ImageParams(prompt="red heart", steps=20, guidance=5.0, width=64, height=64, seed=0, batch_size=2)
+    a, b = pipe(params), pipe(params)
+    assert a.images[0].size == (64, 64)
+    assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
+    array = np.asarray(a.images[0]).astype(int)
+    assert array.std() > 10 and array.mean() > 100  # a drawing on a light background, not noise or black
