@@ -162,3 +162,27 @@ def test_generate_image_endpoint_saves_pngs_with_parameters(tmp_path, client_fac
         client.predict(*image_args(mode="Image to image", init=handle_file(str(bad))), api_name="/generate_image")
     _, cells, _ = client.predict(*image_args(size=1), api_name="/generate_image")  # still serving
     assert len(cells) == 1
+
+
+def test_out_of_memory_is_explained_and_the_next_request_works(tmp_path, client_factory, monkeypatch):
+    import torch
+    from gradio_client.exceptions import AppError
+
+    from pipelines.image import ImagePipeline
+
+    client, services = client_factory(tmp_path / "outputs")
+    real_call = ImagePipeline.__call__
+    calls = {"n": 0}
+
+    def failing_once(self, params, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 1:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+        return real_call(self, params, **kwargs)
+
+    monkeypatch.setattr(ImagePipeline, "__call__", failing_once)
+    with pytest.raises(AppError, match="Out of memory. Try a smaller size, batch"):
+        client.predict(*image_args(), api_name="/generate_image")
+    assert services.history.list(tab="image") == []  # nothing half-saved
+    _, cells, _ = client.predict(*image_args(size=1), api_name="/generate_image")
+    assert len(cells) == 1

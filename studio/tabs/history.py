@@ -28,6 +28,7 @@ def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs) -> N
         with gr.Column(scale=3):
             selected = gr.Textbox(label="Selected item id", interactive=False)
             preview = gr.Textbox(label="Output", lines=8, interactive=False)
+            pictures = gr.Gallery(label="Pictures", columns=4, height=260, format="png")
             files = gr.File(label="Files", file_count="multiple", interactive=False)
         with gr.Column(scale=2):
             details = gr.JSON(label="Parameters")
@@ -44,7 +45,8 @@ def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs) -> N
         for p in paths:
             if p.endswith(".txt"):
                 text = history.path(p).read_text(encoding="utf-8", errors="replace")
-        return item.id, text, paths, {**item.params, "model": item.model, "device": item.device,
+        images = [p for p in paths if p.endswith((".png", ".gif"))]
+        return item.id, text, images, paths, {**item.params, "model": item.model, "device": item.device,
                                       "timings": item.timings, "created": item.when}
 
     targets = [o for handle in handles.values() for o in handle.restore_outputs]
@@ -66,6 +68,6 @@ def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs) -> N
     refresh.click(rows, filters, table, api_name="history_list")
     text_filter.submit(rows, filters, table, api_visibility="undocumented")
     tab_filter.change(rows, filters, table, api_visibility="undocumented")
-    table.select(select, [table], [selected, preview, files, details], api_visibility="undocumented")
+    table.select(select, [table], [selected, preview, pictures, files, details], api_visibility="undocumented")
     restore.click(do_restore, [selected], [tabs, *targets], api_name="history_restore")
     return rows, filters, table

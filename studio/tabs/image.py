@@ -114,7 +114,7 @@ def build(services: Services) -> TabHandle:
     @friendly_errors
     def run(mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
             n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w,
-            request: gr.Request):
+            request: gr.Request, progress=gr.Progress()):
         mode_name = MODE_LABELS.get(mode_label, mode_label)
         init, mask, notes = None, None, []
         if mode_name == "img2img":
@@ -132,7 +132,7 @@ def build(services: Services) -> TabHandle:
         )
         params.validate(limits)
         yield None, gr.skip(), "Loading the model… (the first request loads it)"
-        pipe = services.image_pipeline(model_name)
+        pipe = services.image_pipeline(model_name, log=lambda msg: progress(0.0, desc=msg))
         pipe.set_loras(loras_from(loras, lora_w))
         events: queue.Queue = queue.Queue()
         session = session_of(request)

@@ -61,10 +61,10 @@ def _as_int(name: str, value) -> int:
 
 
 def run_text(services: Services, model: str, params: TextParams, session: str, owner: str,
-             ) -> Iterator[tuple[str, dict]]:
-    """Stream (text so far, stats) and save the finished text to History. Stats are empty until done."""
-    logs: list[str] = []
-    pipe = services.text_pipeline(model, logs.append)
+             progress: gr.Progress | None = None) -> Iterator[tuple[str, dict]]:
+    """Stream (text so far, stats) and save the finished text to History. Stats are empty until done.
+    Fetching and loading the model (first use) are reported on `progress`."""
+    pipe = services.text_pipeline(model, (lambda msg: progress(0.0, desc=msg)) if progress else None)
     cancel = services.jobs.start(session, "text")
     stats: dict = {}
     text = ""
@@ -133,22 +133,23 @@ def build(services: Services) -> TabHandle:
     settings = [max_new_tokens, temperature, top_p, top_k, repetition_penalty, stop, seed]
 
     @friendly_errors
-    def complete(prompt_text, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_, request: gr.Request):
+    def complete(prompt_text, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_, request: gr.Request,
+                 progress=gr.Progress()):
         params = build_params(prompt_text, "completion", "", (), max_new, temp, top_p_, top_k_, penalty, stops, seed_)
         yield "", "Working… (the first request loads the model)"
-        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request)):
+        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress):
             yield text, _status(stats)
 
     @friendly_errors
     def chat(user_message, chat_history, system, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_,
-             request: gr.Request):
+             request: gr.Request, progress=gr.Progress()):
         chat_history = list(chat_history or [])
         turns = tuple((m["role"], _content_text(m["content"])) for m in chat_history)
         params = build_params(user_message, "chat", system, turns, max_new, temp, top_p_, top_k_, penalty, stops,
                               seed_)
         chat_history.append({"role": "user", "content": user_message})
         yield chat_history, "", "Working… (the first request loads the model)"
-        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request)):
+        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress):
             yield chat_history + [{"role": "assistant", "content": text}], "", _status(stats)
 
     def regenerate_last(chat_history):
@@ -172,11 +173,13 @@ def build(services: Services) -> TabHandle:
 
     limit = services.settings.text_concurrency
     generate.click(complete, [prompt, model, *settings], [output, status], api_name="complete",
-                               concurrency_limit=limit, concurrency_id="text")
+                   concurrency_limit=limit, concurrency_id="text", show_progress="minimal")
     chat_inputs = [message, chatbot, system_prompt, model, *settings]
     chat_outputs = [chatbot, message, status]
-    send.click(chat, chat_inputs, chat_outputs, api_name="chat", concurrency_limit=limit, concurrency_id="text")
-    message.submit(chat, chat_inputs, chat_outputs, api_visibility="undocumented", concurrency_id="text")
+    send.click(chat, chat_inputs, chat_outputs, api_name="chat", concurrency_limit=limit, concurrency_id="text",
+               show_progress="minimal")
+    message.submit(chat, chat_inputs, chat_outputs, api_visibility="undocumented", concurrency_id="text",
+                   show_progress="minimal")
     regenerate.click(regenerate_last, [chatbot], [chatbot, message], api_visibility="undocumented").then(
         chat, chat_inputs, chat_outputs, api_visibility="undocumented", concurrency_id="text")
     undo.click(undo_last, [chatbot], [chatbot, message], api_name="chat_undo")
