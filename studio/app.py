@@ -9,8 +9,8 @@ from studio.tabs import gan as gan_tab
 from studio.tabs import history as history_tab
 from studio.tabs import image as image_tab
 from studio.tabs import models as models_tab
-from studio.tabs import planned
 from studio.tabs import text as text_tab
+from studio.tabs import vae as vae_tab
 
 CSS = """
 .gradio-container { max-width: 1400px !important; }
@@ -29,11 +29,12 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Image", id="image"):
                 image_handle = image_tab.build(services)
             with gr.Tab("VAE", id="vae"):
-                planned.build("vae")
+                vae_handle = vae_tab.build(services)
             with gr.Tab("GAN", id="gan"):
                 gan_handle = gan_tab.build(services)
             with gr.Tab("History", id="history") as history_page:
-                rows, filters, table = history_tab.build(services, {"text": text_handle, "image": image_handle, "gan": gan_handle}, tabs)
+                rows, filters, table = history_tab.build(services, {"text": text_handle, "image": image_handle, "vae": vae_handle,
+                                                             "gan": gan_handle}, tabs)
             with gr.Tab("Models / Settings", id="models"):
                 models_tab.build(services)
         history_page.select(rows, filters, table, api_visibility="undocumented")

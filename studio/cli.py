@@ -62,8 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a shipped model reproducibly")
     _common(train)
-    train.add_argument("what", choices=["emoji"], help="emoji: the embedded text-to-image model")
-    train.add_argument("--out", type=Path, default=Path("assets/models/emoji-ldm"))
+    train.add_argument("what", choices=["emoji", "digits"],
+                       help="emoji: the embedded text-to-image model; digits: the 2-D and 16-D digit VAEs")
+    train.add_argument("--out", type=Path, help="output folder (default assets/models/emoji-ldm or assets/models)")
+    train.add_argument("--epochs", type=int, default=30, help="digits: training epochs per VAE")
     train.add_argument("--vae-steps", type=int, default=700)
     train.add_argument("--unet-steps", type=int, default=2800)
     train.add_argument("--seed", type=int, default=0)
@@ -153,11 +155,20 @@ def cmd_text(args) -> int:
 
 def cmd_train(args) -> int:
     from pipelines.device import pick_device
-    from pipelines.training.emoji import EmojiTrainParams, train_emoji
 
     settings = _settings(args)
+    if args.what == "digits":
+        from pipelines.training.digits import DigitsTrainParams, train_digits
+
+        metrics = train_digits(DigitsTrainParams(out_dir=args.out or Path("assets/models"), cache_dir=settings.cache_dir,
+                                                 epochs=args.epochs, seed=args.seed,
+                                                 device=pick_device(settings.device).type), log=_log)
+        print(metrics)
+        return 0
+    from pipelines.training.emoji import EmojiTrainParams, train_emoji
+
     params = EmojiTrainParams(
-        out_dir=args.out, cache_dir=settings.cache_dir, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
+        out_dir=args.out or Path("assets/models/emoji-ldm"), cache_dir=settings.cache_dir, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
         seed=args.seed, tiny=args.tiny, device=pick_device(settings.device).type,
         link_text_encoder=not args.no_text_encoder, offline=settings.offline,
     )

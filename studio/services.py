@@ -14,6 +14,7 @@ from pipelines.cache import ModelCache
 from pipelines.device import Placement, pick_placement
 from pipelines.gan import GANPipeline, load_gan
 from pipelines.image import ImagePipeline, load_image_model
+from pipelines.vae import VAEPipeline, load_vae
 from pipelines.registry import Registry
 from pipelines.text import TextPipeline, load_text_model
 from studio.config import Settings
@@ -106,3 +107,12 @@ class Services:
             return ImagePipeline(loaded, self.settings.image_limits)
 
         return self.cache.get("image", spec.name, load)
+
+    def vae_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> VAEPipeline:
+        """The cached VAE pipeline for `model` (registry name, our VAE folder, or a diffusers VAE)."""
+        spec = self.registry.lookup(model or self.registry.default("vae"), "vae")
+
+        def load() -> VAEPipeline:
+            return VAEPipeline(load_vae(self.registry.resolve(spec, log), self.placement, offline=self.settings.offline))
+
+        return self.cache.get("vae", spec.name, load)
