@@ -38,8 +38,22 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Models / Settings", id="models"):
                 models_tab.build(services)
         history_page.select(rows, filters, table, api_visibility="undocumented")
+        for handle in (image_handle, gan_handle):
+            _wire_send_to_vae(handle, vae_handle, tabs)
     app.queue(max_size=services.settings.queue_size, default_concurrency_limit=1)
     return app
+
+
+def _wire_send_to_vae(source, vae, tabs) -> None:
+    """A tab's "send to VAE" button appends its image to the VAE tab's morph images and opens that tab."""
+    button, inputs, make_path = source.send_to_vae
+
+    def send(*values):
+        *args, current = values
+        path = make_path(*args)
+        return gr.Tabs(selected="vae"), [*(current or []), path]
+
+    button.click(send, [*inputs, vae.receive_images], [tabs, vae.receive_images], api_visibility="undocumented")
 
 
 def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):

@@ -65,7 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("what", choices=["emoji", "digits"],
                        help="emoji: the embedded text-to-image model; digits: the 2-D and 16-D digit VAEs")
     train.add_argument("--out", type=Path, help="output folder (default assets/models/emoji-ldm or assets/models)")
-    train.add_argument("--epochs", type=int, default=30, help="digits: training epochs per VAE")
+    train.add_argument("--epochs", type=int, default=15, help="digits: training epochs per VAE")
     train.add_argument("--vae-steps", type=int, default=700)
     train.add_argument("--unet-steps", type=int, default=2800)
     train.add_argument("--seed", type=int, default=0)

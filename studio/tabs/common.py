@@ -20,10 +20,17 @@ log = logging.getLogger("studio")
 
 @dataclass
 class TabHandle:
-    """What the History tab needs to put an item's parameters back into a tab."""
+    """What other tabs need from a tab: restoring parameters from History, and sending images.
+
+    restore_outputs / restore: the components History fills and how, from an item's params.
+    send_to_vae: (button, inputs, fn) — fn(*inputs) returns the path of an image to send to the VAE tab.
+    receive_images: a gr.File (multiple) that collects images sent from other tabs.
+    """
 
     restore_outputs: list
     restore: Callable[[dict], list]
+    send_to_vae: tuple | None = None
+    receive_images: object | None = None
 
 
 def parse_seed(value) -> int | None:

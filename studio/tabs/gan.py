@@ -71,6 +71,7 @@ def build(services: Services) -> TabHandle:
             with gr.Row():
                 keep = gr.Button("Keep (save to History)", size="sm")
                 save_latent = gr.Button("Download latent", size="sm")
+                to_vae = gr.Button("Send to the VAE tab", size="sm")
             latent_file = gr.File(label="Latent file (.json / .npy) — drop one to reopen a face", file_types=[".json", ".npy"])
             with gr.Accordion("Variations", open=False):
                 strength = gr.Slider(0, 2, value=0.3, step=0.05, label="Strength")
@@ -357,12 +358,21 @@ def build(services: Services) -> TabHandle:
                 api_name="gan_breed", **concurrency)
     children.select(pick_child, [children_latents, model, breed_item], selection, api_visibility="undocumented")
 
+    def face_file(sel, model_name):
+        latent = need_selected(sel)
+        p = pipe(model_name)
+        path = history.root / "gan" / "sent" / f"face-{abs(hash(tuple(sel['latent']))) % 10**10}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png_bytes(upscale(p.render(p.check_latent(latent)[None])[0], 1)))
+        return str(path)
+
     fields = {"model": model, "seed": seed, "grid": grid_size, "truncation": psi}
 
     def restore(params: dict) -> list:
         return [params.get(name, gr.skip()) if params.get(name) is not None else gr.skip() for name in fields]
 
-    return TabHandle(restore_outputs=list(fields.values()), restore=restore)
+    return TabHandle(restore_outputs=list(fields.values()), restore=restore,
+                     send_to_vae=(to_vae, [selected, model], face_file))
 
 
 def _int(name: str, value) -> int:

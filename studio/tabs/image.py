@@ -70,6 +70,7 @@ def build(services: Services) -> TabHandle:
             with gr.Row():
                 to_img2img = gr.Button("Send selected to img2img", size="sm")
                 to_inpaint = gr.Button("Send selected to inpaint", size="sm")
+                to_vae = gr.Button("Send selected to the VAE tab", size="sm")
             with gr.Accordion("PNG info: drop any PNG to read how it was made", open=False):
                 png_in = gr.File(label="PNG file", file_types=[".png"])
                 png_text = gr.Textbox(label="Parameters", lines=4, interactive=False)
@@ -258,4 +259,10 @@ def build(services: Services) -> TabHandle:
         return values
 
     png_send.click(from_png, png_json, list(fields.values()), api_visibility="undocumented")
-    return TabHandle(restore_outputs=list(fields.values()), restore=restore)
+    def selected_file(path):
+        if not path:
+            raise gr.Error("Click an image in the results first.")
+        return path
+
+    return TabHandle(restore_outputs=list(fields.values()), restore=restore,
+                     send_to_vae=(to_vae, [selected_path], selected_file))
