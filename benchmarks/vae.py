@@ -1,0 +1,83 @@
+"""VAE speed: a 32-frame morph and a 16×16 map, studio vs bare encode/decode calls, plus training throughput.
+
+    python benchmarks/vae.py [--reps 3]
+
+Bare side: the same network called directly (encode → slerp in a Python loop → decode; a map built
+with a double loop of decodes batched once), on the same inputs, alternating with the studio in one run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from pipelines.device import pick_placement  # noqa: E402
+from pipelines.latent import slerp  # noqa: E402
+from pipelines.registry import Registry  # noqa: E402
+from pipelines.vae import MapParams, MorphParams, VAEPipeline, VAETrainParams, load_vae, train_conv_vae  # noqa: E402
+from studio.config import default_cache_dir  # noqa: E402
+
+
+def bare_morph(model, images: np.ndarray, frames: int) -> np.ndarray:
+    a, b = model.encode(images).flatten(1)
+    shape = model.encode(images[:1]).shape[1:]
+    path = torch.stack([slerp(a, b, t) for t in torch.linspace(0, 1, frames)])
+    return model.decode(path.view(frames, *shape))
+
+
+def bare_map(model, grid: int) -> np.ndarray:
+    shape = (model.latent_dim,) if model.kind == "vector" else model.spatial_shape
+    ticks = torch.linspace(-2.5, 2.5, grid)
+    points = torch.zeros(grid * grid, int(np.prod(shape)))
+    for i, y in enumerate(ticks.flip(0)):
+        for j, x in enumerate(ticks):
+            points[i * grid + j, 0], points[i * grid + j, 1] = x, y
+    return model.decode(points.view(-1, *shape))
+
+
+def median_pair(fn_a, fn_b, reps: int) -> tuple[float, float]:
+    a, b = [], []
+    for rep in range(reps + 1):
+        for fn, out in ((fn_a, a), (fn_b, b)):
+            start = time.perf_counter()
+            fn()
+            if rep:
+                out.append(time.perf_counter() - start)
+    return statistics.median(a), statistics.median(b)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--reps", type=int, default=3)
+    args = parser.parse_args()
+    registry = Registry(default_cache_dir())
+    placement = pick_placement("auto")
+    print(f"\nVAE benchmark on {placement.describe()}, {torch.get_num_threads()} threads, median of {args.reps}")
+    print(f"{'model':16} {'measure':26} {'studio s':>9} {'bare s':>9} {'ratio':>7}")
+    for name in ("digit-vae-2d", "emoji-vae"):
+        pipe = VAEPipeline(load_vae(registry.resolve(registry.lookup(name, "vae")), placement))
+        images = pipe.model.decode(pipe.model.prior(2, 0))
+        s, b = median_pair(lambda: pipe.morph(images, MorphParams(frames=32, ease="linear")),
+                           lambda: bare_morph(pipe.model, images, 32), args.reps)
+        print(f"{name:16} {'32-frame morph':26} {s:9.3f} {b:9.3f} {b / s:7.3f}")
+        s, b = median_pair(lambda: pipe.latent_map(MapParams(grid=16)), lambda: bare_map(pipe.model, 16), args.reps)
+        print(f"{name:16} {'16×16 map':26} {s:9.3f} {b:9.3f} {b / s:7.3f}")
+    digits = VAEPipeline(load_vae(registry.resolve(registry.lookup("digit-vae-2d", "vae")), placement))
+    train_images = digits.model.decode(digits.model.prior(2048, 1))
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        reports = train_conv_vae(VAETrainParams(latent_dim=16, epochs=2), train_images, Path(tmp) / "m")
+    print(f"training throughput (28×28, 16-D, batch 64): {reports[-1].images_per_second:.0f} images/s")
+
+
+if __name__ == "__main__":
+    main()
