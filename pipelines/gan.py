@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from pipelines.checks import check_float, check_int
 from pipelines.device import Placement
 from pipelines.latent import EASES, METHODS, interpolate, orthonormalize, pca
 from pipelines.media import to_uint8
@@ -190,9 +191,9 @@ class GANParams:
 
     def validate(self, limits: GANLimits | None = None) -> None:
         limits = limits or GANLimits(max_grid=32)
-        _check_int("grid", self.grid, 1, limits.max_grid)
-        _check_int("seed", self.seed, 0, 2**32 - 1 - self.grid ** 2)
-        _check_float("truncation", self.truncation, 0.0, 1.5)
+        check_int("grid", self.grid, 1, limits.max_grid)
+        check_int("seed", self.seed, 0, 2**32 - 1 - self.grid ** 2)
+        check_float("truncation", self.truncation, 0.0, 1.5)
 
     @property
     def seeds(self) -> list[int]:
@@ -224,25 +225,14 @@ class InterpolationParams:
         if not 2 <= len(self.keyframes) <= 16:
             raise ValueError(f"keyframes: give 2 to 16 seeds, got {len(self.keyframes)}")
         for seed in self.keyframes:
-            _check_int("keyframe seed", seed, 0, 2**32 - 1)
-        _check_int("frames", self.frames, 2, limits.max_frames)
+            check_int("keyframe seed", seed, 0, 2**32 - 1)
+        check_int("frames", self.frames, 2, limits.max_frames)
         if self.method not in METHODS:
             raise ValueError(f"method must be 'lerp' or 'slerp', got {self.method!r}")
         if self.ease not in EASES:
             raise ValueError(f"ease must be one of {', '.join(EASES)}, got {self.ease!r}")
-        _check_float("truncation", self.truncation, 0.0, 1.5)
-        _check_int("fps", self.fps, 1, 60)
-
-
-def _check_int(name: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
-
-
-def _check_float(name: str, value, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not low <= value <= high:
-        raise ValueError(f"{name} must be a number from {low} to {high}, got {value!r}")
+        check_float("truncation", self.truncation, 0.0, 1.5)
+        check_int("fps", self.fps, 1, 60)
 
 
 @dataclass
@@ -315,8 +305,8 @@ class GANPipeline:
     # -- exploring around a latent -------------------------------------------------------------
     def variations(self, latent: torch.Tensor, strength: float, count: int, seed: int) -> GANOutput:
         """`count` small random moves around `latent` (strength 0 … 2, in units of the prior's spread)."""
-        _check_float("strength", strength, 0.0, 2.0)
-        _check_int("count", count, 1, self.limits.max_children)
+        check_float("strength", strength, 0.0, 2.0)
+        check_int("count", count, 1, self.limits.max_children)
         latent = self.check_latent(latent)
         noise = torch.randn(count, self.model.z_dim, generator=torch.Generator().manual_seed(seed))
         latents = latent + strength * noise
@@ -335,8 +325,8 @@ class GANPipeline:
         """GANSpace: PCA of early-layer activations of `samples` random latents, carried back into
         latent space by least squares (as GANSpace does for BigGAN), then made orthonormal.
         `space="latent"` runs PCA on the latents themselves."""
-        _check_int("k", k, 1, min(32, self.model.z_dim))
-        _check_int("samples", samples, 4 * k, 100_000)
+        check_int("k", k, 1, min(32, self.model.z_dim))
+        check_int("samples", samples, 4 * k, 100_000)
         z = torch.randn(samples, self.model.z_dim, generator=torch.Generator().manual_seed(seed))
         if space == "latent":
             _, vectors, std = pca(z, k)
@@ -360,7 +350,7 @@ class GANPipeline:
         if len(amounts) != vectors.shape[0]:
             raise ValueError(f"got {len(amounts)} slider values for {vectors.shape[0]} directions")
         for a in amounts:
-            _check_float("direction amount", a, -5.0, 5.0)
+            check_float("direction amount", a, -5.0, 5.0)
         return latent + torch.tensor(amounts, dtype=torch.float32) @ vectors.float()
 
     def breed(self, parents: torch.Tensor, children: int, crossover: float, mutation: float, seed: int) -> GANOutput:
@@ -369,9 +359,9 @@ class GANPipeline:
         spread evenly), then each dimension mutates to a fresh random value with probability `mutation`."""
         if parents.shape[0] < 2:
             raise ValueError("parents: pick at least two parents to breed")
-        _check_int("children", children, 1, self.limits.max_children)
-        _check_float("crossover", crossover, 0.0, 1.0)
-        _check_float("mutation", mutation, 0.0, 1.0)
+        check_int("children", children, 1, self.limits.max_children)
+        check_float("crossover", crossover, 0.0, 1.0)
+        check_float("mutation", mutation, 0.0, 1.0)
         parents = torch.stack([self.check_latent(p) for p in parents])
         gen = torch.Generator().manual_seed(seed)
         p, d = parents.shape

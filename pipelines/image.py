@@ -13,7 +13,6 @@ image's seed reproduces it alone; a variation seed blends a second noise in by s
 from __future__ import annotations
 
 import json
-import math
 import random
 import threading
 import time
@@ -24,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipelines.checks import check_float, check_int
 from pipelines.device import Placement
 from pipelines.latent import slerp
 from pipelines.registry import ModelNotAvailable, ResolvedModel
@@ -102,11 +102,11 @@ class ImageParams:
             raise ValueError("prompt and negative_prompt must be text")
         if len(self.prompt) > 4000 or len(self.negative_prompt) > 4000:
             raise ValueError("prompt is too long: keep prompt and negative prompt under 4,000 characters each")
-        _check_int("steps", self.steps, 1, limits.max_steps)
-        _check_float("guidance", self.guidance, 0.0, 30.0)
+        check_int("steps", self.steps, 1, limits.max_steps)
+        check_float("guidance", self.guidance, 0.0, 30.0)
         for name in ("width", "height"):
             value = getattr(self, name)
-            _check_int(name, value, 64, 2048)
+            check_int(name, value, 64, 2048)
             if value % 8:
                 raise ValueError(f"{name} must be a multiple of 8 (from 64 to 2048), got {value}")
         megapixels = self.width * self.height / 1e6
@@ -117,13 +117,13 @@ class ImageParams:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
         for name in ("seed", "variation_seed"):
             if getattr(self, name) is not None:
-                _check_int(name, getattr(self, name), 0, 2**32 - 1)
-        _check_float("variation_strength", self.variation_strength, 0.0, 1.0)
-        _check_float("strength", self.strength, 0.0, 1.0)
+                check_int(name, getattr(self, name), 0, 2**32 - 1)
+        check_float("variation_strength", self.variation_strength, 0.0, 1.0)
+        check_float("strength", self.strength, 0.0, 1.0)
         if self.strength == 0 and self.mode != "txt2img":
             raise ValueError("strength must be above 0 for img2img and inpaint (0 would change nothing)")
-        _check_int("batch_size", self.batch_size, 1, limits.max_batch_size)
-        _check_int("batch_count", self.batch_count, 1, limits.max_batch_count)
+        check_int("batch_size", self.batch_size, 1, limits.max_batch_size)
+        check_int("batch_count", self.batch_count, 1, limits.max_batch_count)
         if self.mode != "txt2img" and self.init_image is None:
             raise ValueError(f"init_image: {self.mode} needs a starting image; upload one or send one from a gallery")
         if self.mode == "inpaint":
@@ -132,17 +132,6 @@ class ImageParams:
             if self.mask.size != self.init_image.size:
                 raise ValueError(f"mask is {self.mask.size[0]}×{self.mask.size[1]} but the image is "
                                  f"{self.init_image.size[0]}×{self.init_image.size[1]}; they must match")
-
-
-def _check_int(name: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
-
-
-def _check_float(name: str, value, low: float, high: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not low <= value <= high:
-        raise ValueError(f"{name} must be a number from {low} to {high}, got {value!r}")
 
 
 def open_user_image(path, max_pixels: int = ImageLimits.max_image_pixels, mode: str = "RGB"):
@@ -403,7 +392,7 @@ class ImagePipeline:
             self.model.loras = {}
             return
         for name, (path, weight) in loras.items():
-            _check_float(f"LoRA weight of {name}", weight, -4.0, 4.0)
+            check_float(f"LoRA weight of {name}", weight, -4.0, 4.0)
             if Path(path).suffix != ".safetensors":
                 raise ValueError(f"LoRA {Path(path).name}: only .safetensors LoRAs are loaded (pickles can run code)")
         if set(loras) != set(self.model.loras):

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines.checks import check_float, check_int
 from pipelines.device import Placement
 from pipelines.registry import ModelNotAvailable, ResolvedModel
 
@@ -87,32 +88,19 @@ class TextParams:
         for role, content in self.history:
             if role not in ROLES or not isinstance(content, str):
                 raise ValueError(f"history entries must be (role, text) with role in {ROLES}, got {role!r}")
-        _check_int("max_new_tokens", self.max_new_tokens, 1, limits.max_new_tokens)
-        _check_float("temperature", self.temperature, 0.0, 5.0)
-        _check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
-        _check_int("top_k", self.top_k, 0, 100_000)
-        _check_float("repetition_penalty", self.repetition_penalty, 0.5, 3.0)
+        check_int("max_new_tokens", self.max_new_tokens, 1, limits.max_new_tokens)
+        check_float("temperature", self.temperature, 0.0, 5.0)
+        check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
+        check_int("top_k", self.top_k, 0, 100_000)
+        check_float("repetition_penalty", self.repetition_penalty, 0.5, 3.0)
         if not all(isinstance(s, str) and s for s in self.stop) or len(self.stop) > 16:
             raise ValueError("stop must be up to 16 non-empty strings")
         if self.seed is not None:
-            _check_int("seed", self.seed, 0, 2**32 - 1)
+            check_int("seed", self.seed, 0, 2**32 - 1)
 
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
-
-
-def _check_int(name: str, value, low: int, high: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"{name} must be a whole number from {low:,} to {high:,}, got {value!r}")
-
-
-def _check_float(name: str, value, low: float, high: float, *, low_open: bool = False) -> None:
-    ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-    ok = ok and (low < value if low_open else low <= value) and value <= high
-    if not ok:
-        bracket = "(" if low_open else "["
-        raise ValueError(f"{name} must be a number in {bracket}{low}, {high}], got {value!r}")
 
 
 def parse_stop(text: str) -> tuple[str, ...]:

@@ -10,7 +10,8 @@ from studio.tabs.common import TabHandle, friendly_errors, user_of
 COLUMNS = ["When", "Tab", "Prompt", "Model", "Seed", "Id"]
 
 
-def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs) -> None:
+def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs):
+    """Build the tab; returns (list function, its filter inputs, the table) so the app can refresh on open."""
     history = services.history
     public = bool(services.settings.auth)
 

@@ -78,7 +78,6 @@ def build(services: Services) -> TabHandle:
             draw_map = gr.Button("Draw map", variant="primary", elem_id="vae-map")
             map_gallery = gr.Gallery(label="Click a cell to open it in Sliders", columns=12, height=560, format="png",
                                      allow_preview=False, elem_id="vae-map-gallery")
-            map_points = gr.State([])
         with gr.Tab("Sliders", id="sliders"):
             with gr.Row(equal_height=False):
                 with gr.Column(scale=1):
