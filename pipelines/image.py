@@ -225,7 +225,7 @@ def load_image_model(
     try:
         if isinstance(location, Path) and location.is_file():
             pipe = _load_single_file(location, placement, offline=offline, allow_pickle=allow_pickle,
-                                     config=single_file_config)
+                                     config=single_file_config or find_single_file_config(location))
         else:
             if isinstance(location, Path) and not (location / "model_index.json").is_file():
                 raise ModelNotAvailable(
@@ -251,6 +251,15 @@ def load_image_model(
         _memory_options(pipe, placement, low_memory)
     pipe.set_progress_bar_config(disable=True)
     return ImageModel(pipe, name, placement)
+
+
+def find_single_file_config(path: Path) -> Path | None:
+    """A diffusers folder next to a checkpoint that describes it (`NAME/` or `NAME-config/` with a
+    model_index.json): with it, single files load offline; without it diffusers fetches the config."""
+    for candidate in (path.with_suffix(""), path.with_name(path.stem + "-config")):
+        if (candidate / "model_index.json").is_file():
+            return candidate
+    return None
 
 
 def _load_single_file(path: Path, placement: Placement, *, offline: bool, allow_pickle: bool, config: Path | None):

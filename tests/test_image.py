@@ -211,3 +211,20 @@ def test_missing_corrupt_and_pickle_checkpoints(tmp_path, tiny_sd_dir):
     with pytest.raises(ModelNotAvailable, match="pickle checkpoint: loading it can run arbitrary code"):
         load_image_model(registry.resolve(ModelSpec("p", "image", "file", str(pickle))), pick_placement("cpu"))
     assert json.loads((tiny_sd_dir / "model_index.json").read_text())["_class_name"] == "StableDiffusionPipeline"
+
+
+def test_single_file_checkpoint_loads_offline_with_a_local_config(tmp_path, tiny_sd_dir, tiny_image):
+    from tests.ldm_export import export_ldm_checkpoint
+
+    single = export_ldm_checkpoint(tiny_sd_dir, tmp_path / "tiny-sd.safetensors")
+    registry = Registry(tmp_path / "cache", offline=True)
+    model = load_image_model(registry.resolve(registry.lookup(str(single), "image")), pick_placement("cpu"),
+                             offline=True, single_file_config=tiny_sd_dir)
+    from_file = ImagePipeline(model)(ImageParams(**FAST, seed=6)).images[0]
+    from_folder = tiny_image(ImageParams(**FAST, seed=6)).images[0]
+    assert np.abs(pixels(from_file) - pixels(from_folder)).max() <= 1  # same weights, same picture
+    import shutil
+
+    shutil.copytree(tiny_sd_dir, tmp_path / "tiny-sd-config")  # found next to the file, as the README says
+    again = load_image_model(registry.resolve(registry.lookup(str(single), "image")), pick_placement("cpu"), offline=True)
+    assert type(again.pipe).__name__ == "StableDiffusionPipeline"
