@@ -49,9 +49,14 @@ def test_tiny_training_writes_a_folder_the_image_loader_runs(tmp_path, cache_dir
     assert set(report.metrics) >= {"vae_psnr_heldout_db", "classifier_balanced_acc_generated_heldout_captions"}
     registry = Registry(tmp_path / "cache", offline=True)
     pipe = ImagePipeline(load_image_model(registry.resolve(registry.lookup(str(out), "image")), pick_placement("cpu")))
-    for mode in ("txt2img", "img2img"):
-        init = None if mode == "txt2img" else pipe(ImageParams(prompt="x", steps=2, width=64, height=64, seed=0)).images[0]
-        result = pipe(ImageParams(prompt="red heart", mode=mode, init_image=init, steps=2, width=64, height=64, seed=1))
+    from PIL import Image
+
+    start = pipe(ImageParams(prompt="x", steps=2, width=64, height=64, seed=0)).images[0]
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (16, 16, 48, 48))
+    for mode in ("txt2img", "img2img", "inpaint"):
+        result = pipe(ImageParams(prompt="red heart", mode=mode, init_image=None if mode == "txt2img" else start,
+                                  mask=mask if mode == "inpaint" else None, steps=2, width=64, height=64, seed=1))
         assert result.images[0].size == (64, 64)
     # Resuming finds the finished phases and does not train again.
     again = train_emoji(EmojiTrainParams(out_dir=out, cache_dir=cache_dir, work_dir=tmp_path / "work", tiny=True,

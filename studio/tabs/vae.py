@@ -85,6 +85,7 @@ def build(services: Services) -> TabHandle:
                     with gr.Row():
                         slider_upload = gr.Image(label="Start from an image", type="filepath", height=160)
                         sample_btn = gr.Button("Start from a random sample")
+                    to_morph = gr.Button("Add this image to the Morph images")
                 with gr.Column(scale=2):
                     sliders = [gr.Slider(-4, 4, value=0, step=0.05, label=f"Direction {i + 1}", visible=False)
                                for i in range(MAX_SLIDERS)]
@@ -305,6 +306,19 @@ def build(services: Services) -> TabHandle:
     def refresh_models():
         return gr.Dropdown(choices=registry.names("vae"))
 
+    @friendly_errors
+    def add_to_morph(model_name, state, axes, current_files, *amounts):
+        if not state:
+            raise ValueError("Open an image in Sliders first (a map cell, an upload or a random sample).")
+        p = pipe(model_name)
+        latent = torch.tensor(state["latent"]).view(state["shape"])
+        directions, std = torch.tensor(axes["directions"]), torch.tensor(axes["std"])
+        image = p.slide(latent, directions, std, list(amounts[: directions.shape[0]]))
+        path = history.root / "vae" / "sent" / f"slider-{abs(hash((tuple(state['latent']), amounts))) % 10**10}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png_bytes(upscale(image, 1)))
+        return gr.Tabs(selected="morph"), [*(current_files or []), str(path)]
+
     concurrency = dict(concurrency_limit=1, concurrency_id="vae")
     morph.click(vae_interpolate, [model, morph_files, random_count, random_seed, frames, method, ease, fps],
                 [strip, fade, animation, morph_out, morph_note], api_name="vae_interpolate", **concurrency)
@@ -316,6 +330,8 @@ def build(services: Services) -> TabHandle:
     for s in sliders:
         s.change(slide, [model, current, axes_state, *sliders], slider_image, api_visibility="undocumented",
                  trigger_mode="always_last")
+    to_morph.click(add_to_morph, [model, current, axes_state, morph_files, *sliders], [inner, morph_files],
+                   api_visibility="undocumented")
     recon_btn.click(reconstruct, [model, recon_in], [recon_gallery, recon_note], api_name="vae_reconstruct",
                     **concurrency)
     prior_btn.click(sample_prior, [model, prior_n, prior_seed], [recon_gallery, recon_note], api_name="vae_sample",
