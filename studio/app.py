@@ -23,6 +23,10 @@ def build_app(services: Services) -> gr.Blocks:
     with gr.Blocks(title="GenAI Studio") as app:
         gr.Markdown("# GenAI Studio\nText, images and latent spaces — running on "
                     f"{services.placement.describe()}.", elem_id="studio-title")
+        if services.settings.public and not services.settings.auth:
+            gr.HTML('<div id="insecure-banner" style="background:#b91c1c;color:white;padding:10px 14px;'
+                    'border-radius:8px;font-weight:600">This studio is public and has no login '
+                    '(--insecure-public): anyone with the address can use it and see its History.</div>')
         with gr.Tabs() as tabs:
             with gr.Tab("Text", id="text"):
                 text_handle = text_tab.build(services)

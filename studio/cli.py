@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--share", action="store_true", default=None, help="create a public share link")
     launch.add_argument("--auth", action="append", default=[], metavar="USER:PASS",
                         help="require a login; repeat for more users, or give a file of USER:PASS lines")
+    launch.add_argument("--insecure-public", action="store_true", default=None,
+                        help="allow --share / a non-loopback --host without --auth (a red banner says so)")
     launch.add_argument("--dry-run", action="store_true", help="build the app and exit without serving (for checks)")
 
     models = sub.add_parser("models", help="list the known models and whether each is in the cache")
@@ -81,7 +83,8 @@ def _settings(args):
     return load_settings(
         getattr(args, "config", None),
         host=getattr(args, "host", None), port=getattr(args, "port", None), share=getattr(args, "share", None),
-        auth=parse_auth(getattr(args, "auth", [])) or None, device=args.device, dtype=args.dtype,
+        auth=parse_auth(getattr(args, "auth", [])) or None, insecure_public=getattr(args, "insecure_public", None),
+        device=args.device, dtype=args.dtype,
         outputs=args.outputs, cache_dir=args.cache_dir, offline=args.offline,
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
     )

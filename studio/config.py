@@ -39,8 +39,20 @@ class Settings:
     gan_limits: GANLimits = GANLimits()
     image_limits: ImageLimits = ImageLimits()
     allow_pickle: bool = False
+    insecure_public: bool = False
+
+    @property
+    def public(self) -> bool:
+        """Reachable by others: a share link, or listening beyond this machine's loopback."""
+        return self.share or self.host not in ("127.0.0.1", "localhost", "::1")
 
     def validate(self) -> None:
+        if self.public and not self.auth and not self.insecure_public:
+            raise ValueError(
+                "refusing to start a public studio without a login: with --share or a non-loopback --host anyone "
+                "who finds the address can use this machine's compute, read everyone's History and fill the disk. "
+                "Add --auth USER:PASS (or a file of them), or pass --insecure-public if you really mean it."
+            )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be from 0 to 65535, got {self.port}")
         for name in ("models_per_modality", "text_concurrency", "queue_size"):

@@ -104,3 +104,16 @@ def test_cli_models_and_dry_run(tmp_path):
     bad = subprocess.run([sys.executable, "-m", "studio", "text", "hi", "--max-new-tokens", "0",
                           "--cache-dir", env_cache, "--offline"], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "max_new_tokens must be a whole number from 1" in bad.stderr
+
+
+def test_public_launch_needs_auth_or_an_explicit_flag(tmp_path):
+    with pytest.raises(ValueError, match="refusing to start a public studio without a login"):
+        load_settings(share=True)
+    with pytest.raises(ValueError, match="--auth USER:PASS"):
+        load_settings(host="0.0.0.0")
+    assert load_settings(host="0.0.0.0", auth=(("ann", "pw"),)).public
+    assert load_settings(share=True, insecure_public=True).insecure_public
+    assert not load_settings().public
+    out = subprocess.run([sys.executable, "-m", "studio", "--share", "--dry-run", "--cache-dir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "refusing to start a public studio" in out.stderr
