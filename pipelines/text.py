@@ -280,23 +280,13 @@ class TextPipeline:
             return "\n".join(lines) + "\nAssistant:"
         return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
-    def stream(
-        self,
-        params: TextParams,
-        *,
-        generator: torch.Generator | None = None,
-        cancel: threading.Event | None = None,
-        stats: dict | None = None,
-    ) -> Iterator[str]:
-        """Yield the new text piece by piece. `stats` (if given) is filled with the TextOutput fields."""
+    def _prepare(self, params: TextParams, generator: torch.Generator | None, cancel: threading.Event):
+        """Validate, tokenize, seed, and build generate() arguments (without the streamer)."""
         params.validate(self.limits)
         model, tok = self.model.model, self.model.tokenizer
-        cancel = cancel or threading.Event()
-        stats = stats if stats is not None else {}
         # 2. Tokenize and check the server's prompt limit
         prompt = self.build_prompt(params)
-        add_special = params.mode == "completion"
-        ids = tok(prompt, return_tensors="pt", add_special_tokens=add_special).input_ids
+        ids = tok(prompt, return_tensors="pt", add_special_tokens=params.mode == "completion").input_ids
         if ids.shape[1] > self.limits.max_prompt_tokens:
             raise ValueError(
                 f"prompt is too long: {ids.shape[1]:,} tokens; the limit is {self.limits.max_prompt_tokens:,}. "
@@ -307,24 +297,39 @@ class TextPipeline:
         seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**32)
         if generator is None:
             generator = torch.Generator().manual_seed(seed)
-        # 4. Generate in a worker thread; token ids come back through a queue
         stop = _Stop(cancel, tok, ids.shape[1], params.stop)
-        streamer = _TokenQueue()
         eos = {i for i in (tok.eos_token_id, getattr(model.generation_config, "eos_token_id", None))
                if isinstance(i, int)}
         kwargs = dict(
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=params.max_new_tokens,
-            do_sample=False, streamer=streamer, stopping_criteria=[stop], pad_token_id=tok.pad_token_id,
+            do_sample=False, stopping_criteria=[stop], pad_token_id=tok.pad_token_id,
             eos_token_id=sorted(eos) or None, repetition_penalty=params.repetition_penalty,
             logits_processor=[] if params.greedy else [_SeededSampler(params, generator)],
             temperature=None, top_p=None, top_k=None,
         )
+        return seed, ids, stop, _Decoder(tok, params.stop, eos, cancel), kwargs
+
+    def stream(
+        self,
+        params: TextParams,
+        *,
+        generator: torch.Generator | None = None,
+        cancel: threading.Event | None = None,
+        stats: dict | None = None,
+    ) -> Iterator[str]:
+        """Yield the new text piece by piece (generate runs in a worker thread). `stats` (if given) is
+        filled with the TextOutput fields."""
+        cancel = cancel or threading.Event()
+        stats = stats if stats is not None else {}
+        seed, ids, stop, decoder, kwargs = self._prepare(params, generator, cancel)
+        # 4. Generate in a worker thread; token ids come back through a queue
+        streamer = _TokenQueue()
         failure: list[BaseException] = []
 
         def work() -> None:
             try:
                 with torch.inference_mode():
-                    model.generate(**kwargs)
+                    self.model.model.generate(**kwargs, streamer=streamer)
             except BaseException as exc:  # reported in the consuming thread
                 failure.append(exc)
                 streamer.end()
@@ -332,45 +337,25 @@ class TextPipeline:
         started = time.perf_counter()
         worker = threading.Thread(target=work, name="text-generate", daemon=True)
         worker.start()
-        # 5. Decode incrementally; hold back what could be the start of a stop string
-        new_ids: list[int] = []
-        shown, first = "", None
-        finish = "length"
+        # 5. Decode incrementally
         try:
             while (chunk := streamer.queue.get()) is not None:
-                first = first if first is not None else time.perf_counter() - started
-                new_ids.extend(chunk)
-                if eos.intersection(chunk):
-                    finish = "stop"
-                text = tok.decode(new_ids, skip_special_tokens=True)
-                cut = min((text.find(s) for s in params.stop if s in text), default=-1)
-                if cut >= 0:
-                    text, finish = text[:cut], "stop"
-                    cancel.set()
-                visible = text if cut >= 0 else text[: len(text) - _held_back(text, params.stop)]
-                if visible.endswith("\ufffd"):  # half of a multi-byte character
-                    visible = visible[:-1]
-                if len(visible) > len(shown) and visible.startswith(shown):
-                    yield visible[len(shown):]
-                    shown = visible
-                if cut >= 0:
+                decoder.first = decoder.first if decoder.first is not None else time.perf_counter() - started
+                if piece := decoder.feed(chunk):
+                    yield piece
+                if decoder.cut:
                     break
             else:
-                text = tok.decode(new_ids, skip_special_tokens=True)
-                if text != shown and text.startswith(shown):
-                    yield text[len(shown):]
-                    shown = text
-            if stop.hit_stop:
-                finish = "stop"
-            elif cancel.is_set() and finish == "length":
-                finish = "cancelled"
+                if piece := decoder.flush():
+                    yield piece
+            decoder.settle(stop)
         finally:
             cancel.set()  # a consumer that stops early (UI Stop, closed tab) ends generation too
             worker.join()
         if failure:
             raise failure[0]
-        stats.update(text=shown, seed=seed, prompt_tokens=int(ids.shape[1]), new_tokens=len(new_ids),
-                     finish_reason=finish, seconds=time.perf_counter() - started, first_token_seconds=first)
+        stats.update(decoder.stats(), seed=seed, prompt_tokens=int(ids.shape[1]),
+                     seconds=time.perf_counter() - started)
 
     def __call__(
         self,
@@ -380,9 +365,76 @@ class TextPipeline:
         callback: Callable[[str], None] | None = None,
         cancel: threading.Event | None = None,
     ) -> TextOutput:
-        """Generate the whole answer; `callback` receives each new piece as it is produced."""
-        stats: dict = {}
-        for piece in self.stream(params, generator=generator, cancel=cancel, stats=stats):
-            if callback:
-                callback(piece)
-        return TextOutput(**stats)
+        """Generate the whole answer in the calling thread; `callback` receives each new piece as it is
+        produced. Same decoding as `stream()`, so the texts are identical."""
+        cancel = cancel or threading.Event()
+        seed, ids, stop, decoder, kwargs = self._prepare(params, generator, cancel)
+        started = time.perf_counter()
+        emit = callback or (lambda _piece: None)
+
+        class _Direct:
+            skip_prompt = True
+
+            def put(self, value: torch.Tensor) -> None:
+                if self.skip_prompt:
+                    self.skip_prompt = False
+                    return
+                decoder.first = decoder.first if decoder.first is not None else time.perf_counter() - started
+                if not decoder.cut and (piece := decoder.feed(value.reshape(-1).tolist())):
+                    emit(piece)
+
+            def end(self) -> None:
+                if not decoder.cut and (piece := decoder.flush()):
+                    emit(piece)
+
+        with torch.inference_mode():
+            self.model.model.generate(**kwargs, streamer=_Direct())
+        decoder.settle(stop)
+        return TextOutput(**decoder.stats(), seed=seed, prompt_tokens=int(ids.shape[1]),
+                          seconds=time.perf_counter() - started)
+
+
+class _Decoder:
+    """Turns token ids into visible text pieces: decodes incrementally, holds back what could be the
+    start of a stop string or half of a multi-byte character, and cuts at the first stop string."""
+
+    def __init__(self, tokenizer, stops: tuple[str, ...], eos: set[int], cancel: threading.Event) -> None:
+        self.tok, self.stops, self.eos, self.cancel = tokenizer, stops, eos, cancel
+        self.ids: list[int] = []
+        self.shown = ""
+        self.cut = False
+        self.finish = "length"
+        self.first: float | None = None
+
+    def feed(self, chunk: list[int]) -> str:
+        self.ids.extend(chunk)
+        if self.eos.intersection(chunk):
+            self.finish = "stop"
+        text = self.tok.decode(self.ids, skip_special_tokens=True)
+        at = min((text.find(s) for s in self.stops if s in text), default=-1)
+        if at >= 0:
+            text, self.finish, self.cut = text[:at], "stop", True
+            self.cancel.set()
+        visible = text if self.cut else text[: len(text) - _held_back(text, self.stops)]
+        if visible.endswith("\ufffd"):  # half of a multi-byte character
+            visible = visible[:-1]
+        return self._advance(visible)
+
+    def flush(self) -> str:
+        return self._advance(self.tok.decode(self.ids, skip_special_tokens=True))
+
+    def _advance(self, visible: str) -> str:
+        if len(visible) > len(self.shown) and visible.startswith(self.shown):
+            piece, self.shown = visible[len(self.shown):], visible
+            return piece
+        return ""
+
+    def settle(self, stop: _Stop) -> None:
+        if stop.hit_stop:
+            self.finish = "stop"
+        elif self.cancel.is_set() and self.finish == "length" and not self.cut:
+            self.finish = "cancelled"
+
+    def stats(self) -> dict:
+        return dict(text=self.shown, new_tokens=len(self.ids), finish_reason=self.finish,
+                    first_token_seconds=self.first)
