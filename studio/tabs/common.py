@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -47,6 +48,17 @@ def parse_seed(value) -> int | None:
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be from 0 to 4,294,967,295, got {seed}")
     return seed
+
+
+def as_int(name: str, value) -> int:
+    """A UI number (sliders send floats such as 4.0) as a whole number, or a clear error naming the field."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if isinstance(value, bool) or not number.is_integer():
+        raise ValueError(f"{name} must be a whole number, got {value!r}")
+    return int(number)
 
 
 def session_of(request: gr.Request | None) -> str:

@@ -17,7 +17,7 @@ from pipelines.gan import GANParams, InterpolationParams, latent_from_file, late
 from pipelines.latent import EASES
 from pipelines.media import gif_bytes, grid, mp4_bytes, png_bytes, upscale
 from studio.services import Services
-from studio.tabs.common import TabHandle, friendly_errors, parse_seed, user_of
+from studio.tabs.common import TabHandle, as_int, friendly_errors, parse_seed, user_of
 
 MAX_SLIDERS = 8
 PREVIEW_SCALE = 4
@@ -131,7 +131,7 @@ def build(services: Services) -> TabHandle:
     # -- grid ---------------------------------------------------------------------------------
     @friendly_errors
     def gan_sample(model_name: str, first_seed: float, n: float, truncation: float, request: gr.Request):
-        params = GANParams(seed=_int("seed", first_seed), grid=_int("grid", n), truncation=float(truncation))
+        params = GANParams(seed=as_int("seed", first_seed), grid=as_int("grid", n), truncation=float(truncation))
         p = pipe(model_name)
         out = p(params)
         item = save({".png": png_bytes(grid(out.images, params.grid)),
@@ -151,7 +151,7 @@ def build(services: Services) -> TabHandle:
     def pick_grid(evt: gr.SelectData, latents, model_name, first_seed):
         if not latents:
             raise gr.Error("Generate a grid first.")
-        seed_ = _int("seed", first_seed) + evt.index
+        seed_ = as_int("seed", first_seed) + evt.index
         return select_latent(latents[evt.index], model_name, note=f"grid cell {evt.index + 1}", seed_=seed_)
 
     def pick_from(evt: gr.SelectData, latents, model_name):
@@ -197,7 +197,7 @@ def build(services: Services) -> TabHandle:
         latent = need_selected(sel)
         p = pipe(model_name)
         var_seed = random.randrange(2**31)
-        out = p.variations(latent, float(amount), _int("count", count), var_seed)
+        out = p.variations(latent, float(amount), as_int("count", count), var_seed)
         save({".png": png_bytes(grid(out.images, min(8, len(out.images)))),
               ".json": json.dumps({"latents": out.latents.tolist()}).encode()},
              "variations", {"model": p.model.name, "strength": amount, "variation_seed": var_seed}, request,
@@ -212,7 +212,7 @@ def build(services: Services) -> TabHandle:
     @friendly_errors
     def find_directions(model_name, count):
         p = pipe(model_name)
-        found = p.directions(k=_int("directions", count))
+        found = p.directions(k=as_int("directions", count))
         names = saved_names(p.model.name)
         labels = [names.get(str(i), n) for i, n in enumerate(found.names)]
         state = {"vectors": found.vectors.tolist(), "names": labels}
@@ -272,9 +272,9 @@ def build(services: Services) -> TabHandle:
         p = pipe(model_name)
         use_faces = bool(key_latents) and len(key_latents) >= 2
         seeds = (0, 1) if use_faces else parse_seeds(seeds_text)
-        params = InterpolationParams(keyframes=seeds, frames=_int("frames", n_frames), method=path_method,
+        params = InterpolationParams(keyframes=seeds, frames=as_int("frames", n_frames), method=path_method,
                                      ease=ease_mode, loop=bool(looping), truncation=float(truncation),
-                                     fps=_int("fps", rate))
+                                     fps=as_int("fps", rate))
         extra = torch.tensor(key_latents) if use_faces else None
         if extra is not None:
             extra = torch.stack([p.check_latent(k) for k in extra])
@@ -311,7 +311,7 @@ def build(services: Services) -> TabHandle:
             raise gr.Error("Add at least two parents (select a face, then 'Add the selected face as a parent').")
         p = pipe(model_name)
         breed_seed = random.randrange(2**31)
-        out = p.breed(torch.tensor([c["latent"] for c in current]), _int("children", count), float(cross),
+        out = p.breed(torch.tensor([c["latent"] for c in current]), as_int("children", count), float(cross),
                       float(mutate), breed_seed)
         parent_ids = [c.get("history_id") for c in current]
         item = save({".png": png_bytes(grid(out.images, min(8, len(out.images)))),
@@ -373,12 +373,3 @@ def build(services: Services) -> TabHandle:
 
     return TabHandle(restore_outputs=list(fields.values()), restore=restore,
                      send_to_vae=(to_vae, [selected, model], face_file))
-
-
-def _int(name: str, value) -> int:
-    if isinstance(value, bool) or value is None:
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    number = float(value)
-    if not number.is_integer():
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    return int(number)

@@ -12,15 +12,9 @@ import gradio as gr
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, open_user_image
 from pipelines.media import a1111_parameters, png_with_metadata, read_png_info
 from studio.services import Services
-from studio.tabs.common import TabHandle, friendly_errors, parse_seed, session_of, user_of
+from studio.tabs.common import TabHandle, as_int, friendly_errors, parse_seed, session_of, user_of
 
 MODE_LABELS = {"Text to image": "txt2img", "Image to image": "img2img", "Inpaint": "inpaint"}
-
-
-def _int(name: str, value) -> int:
-    if isinstance(value, bool) or value is None or not float(value).is_integer():
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    return int(value)
 
 
 def _mask_from_editor(editor: dict | None, max_pixels: int):
@@ -125,11 +119,11 @@ def build(services: Services) -> TabHandle:
         elif mode_name == "inpaint":
             init, mask = _mask_from_editor(editor_value, limits.max_image_pixels)
         params = ImageParams(
-            prompt=prompt_text or "", negative_prompt=negative_text or "", mode=mode_name, steps=_int("steps", n_steps),
-            guidance=float(cfg), width=_int("width", w), height=_int("height", h), scheduler=sampler,
+            prompt=prompt_text or "", negative_prompt=negative_text or "", mode=mode_name, steps=as_int("steps", n_steps),
+            guidance=float(cfg), width=as_int("width", w), height=as_int("height", h), scheduler=sampler,
             seed=parse_seed(seed_text), variation_seed=parse_seed(var_seed_text),
             variation_strength=float(var_strength), strength=float(strength_value),
-            batch_size=_int("batch_size", size), batch_count=_int("batch_count", count), init_image=init, mask=mask,
+            batch_size=as_int("batch_size", size), batch_count=as_int("batch_count", count), init_image=init, mask=mask,
         )
         params.validate(limits)
         yield None, gr.skip(), "Loading the model… (the first request loads it)"

@@ -8,7 +8,7 @@ import gradio as gr
 
 from pipelines.text import TextParams, parse_stop
 from studio.services import Services
-from studio.tabs.common import TabHandle, friendly_errors, parse_seed, session_of, user_of
+from studio.tabs.common import TabHandle, as_int, friendly_errors, parse_seed, session_of, user_of
 
 LANGUAGES = ("English", "French", "German", "Spanish", "Italian", "Portuguese", "Dutch", "Japanese",
              "Chinese", "Korean", "Russian", "Arabic", "Hindi")
@@ -46,18 +46,10 @@ def build_params(prompt, mode, system_prompt, history, max_new_tokens, temperatu
                  repetition_penalty, stop, seed) -> TextParams:
     return TextParams(
         prompt=prompt or "", mode=mode, system_prompt=system_prompt or "", history=tuple(history),
-        max_new_tokens=_as_int("max_new_tokens", max_new_tokens), temperature=float(temperature),
-        top_p=float(top_p), top_k=_as_int("top_k", top_k), repetition_penalty=float(repetition_penalty),
+        max_new_tokens=as_int("max_new_tokens", max_new_tokens), temperature=float(temperature),
+        top_p=float(top_p), top_k=as_int("top_k", top_k), repetition_penalty=float(repetition_penalty),
         stop=parse_stop(stop or ""), seed=parse_seed(seed),
     )
-
-
-def _as_int(name: str, value) -> int:
-    if isinstance(value, float) and value.is_integer():
-        return int(value)
-    if isinstance(value, int):
-        return value
-    raise ValueError(f"{name} must be a whole number, got {value!r}")
 
 
 def run_text(services: Services, model: str, params: TextParams, session: str, owner: str,

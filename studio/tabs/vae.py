@@ -18,15 +18,9 @@ from pipelines.media import gif_bytes, grid, mp4_bytes, png_bytes, upscale
 from pipelines.registry import ModelSpec
 from pipelines.vae import MapParams, MorphParams, VAETrainParams, load_image_folder, prepare_images, train_conv_vae
 from studio.services import Services
-from studio.tabs.common import TabHandle, friendly_errors, parse_seed, session_of, user_of
+from studio.tabs.common import TabHandle, as_int, friendly_errors, parse_seed, session_of, user_of
 
 MAX_SLIDERS = 16
-
-
-def _int(name: str, value) -> int:
-    if isinstance(value, bool) or value is None or not float(value).is_integer():
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
-    return int(value)
 
 
 def _scale(size: int) -> int:
@@ -134,10 +128,10 @@ def build(services: Services) -> TabHandle:
                         ease_mode: str, rate: float, request: gr.Request):
         p = pipe(model_name)
         size = p.model.size
-        params = MorphParams(frames=_int("frames", n_frames), method=path_method, ease=ease_mode, fps=_int("fps", rate))
+        params = MorphParams(frames=as_int("frames", n_frames), method=path_method, ease=ease_mode, fps=as_int("fps", rate))
         images, notes = load_uploads(files, size)
         if images is None:
-            count = _int("random samples", n_random)
+            count = as_int("random samples", n_random)
             if count < 2:
                 raise ValueError("images: upload two or more images, or ask for 2 or more random samples")
             images = p.model.decode(p.model.prior(count, parse_seed(seed_text) or 0))
@@ -159,8 +153,8 @@ def build(services: Services) -> TabHandle:
     @friendly_errors
     def vae_map(model_name: str, cells: float, spread: float, ax: float, ay: float, refs, request: gr.Request):
         p = pipe(model_name)
-        params = MapParams(grid=_int("grid", cells), extent=float(spread), axis_x=_int("axis_x", ax),
-                           axis_y=_int("axis_y", ay))
+        params = MapParams(grid=as_int("grid", cells), extent=float(spread), axis_x=as_int("axis_x", ax),
+                           axis_y=as_int("axis_y", ay))
         reference, _ = load_uploads(refs, p.model.size)
         images = p.latent_map(params, reference)
         save({".png": png_bytes(grid(images, params.grid, pad=1))}, f"latent map {params.grid}×{params.grid}",
@@ -194,8 +188,8 @@ def build(services: Services) -> TabHandle:
 
     def from_map(evt: gr.SelectData, model_name, cells, spread, ax, ay):
         p = pipe(model_name)
-        params = MapParams(grid=_int("grid", cells), extent=float(spread), axis_x=_int("axis_x", ax),
-                           axis_y=_int("axis_y", ay))
+        params = MapParams(grid=as_int("grid", cells), extent=float(spread), axis_x=as_int("axis_x", ax),
+                           axis_y=as_int("axis_y", ay))
         origin, directions, std = p.axes(None)
         ticks = torch.linspace(-params.extent, params.extent, params.grid)
         row, col = divmod(evt.index, params.grid)
@@ -235,7 +229,7 @@ def build(services: Services) -> TabHandle:
         p = pipe(model_name)
         seed = parse_seed(seed_text)
         seed = seed if seed is not None else int(torch.randint(0, 2**31, (1,)))
-        images = p.model.decode(p.model.prior(_int("samples", n), seed))
+        images = p.model.decode(p.model.prior(as_int("samples", n), seed))
         save({".png": png_bytes(grid(images, 8))}, "prior samples", {"seed": seed}, request, p.model.name)
         return [upscale(im, _scale(p.model.size)) for im in images], f"Seed {seed}"
 
@@ -250,8 +244,8 @@ def build(services: Services) -> TabHandle:
         source = Path(zip_file) if zip_file else Path(folder or "").expanduser()
         if not zip_file and not (folder or "").strip():
             raise ValueError("images: give a folder of images or upload a .zip")
-        params = VAETrainParams(size=_int("size", size), channels=1 if colour == "grey" else 3,
-                                latent_dim=_int("latent size", latent), epochs=_int("epochs", epochs))
+        params = VAETrainParams(size=as_int("size", size), channels=1 if colour == "grey" else 3,
+                                latent_dim=as_int("latent size", latent), epochs=as_int("epochs", epochs))
         images, notes = load_image_folder(source, params.size)
         out = models_dir / name
         events: queue.Queue = queue.Queue()
