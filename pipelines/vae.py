@@ -111,9 +111,8 @@ class VAEModel:
     def latent_dim(self) -> int:
         if self.kind == "vector":
             return self.net.config.latent_dim
-        c = self.net.config.latent_channels
-        factor = 2 ** (len(self.net.config.block_out_channels) - 1) if hasattr(self.net.config, "block_out_channels") else 8
-        return c * (self.size // factor) ** 2
+        c, h, w = self.spatial_shape
+        return c * h * w
 
     def _to_input(self, images: np.ndarray) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(images)).permute(0, 3, 1, 2).float() / 255.0
@@ -159,7 +158,10 @@ class VAEModel:
 
     @property
     def spatial_shape(self) -> tuple[int, int, int]:
-        factor = 2 ** (len(self.net.config.block_out_channels) - 1)
+        """(channels, h, w) of the latent of one size×size image. AutoencoderKL halves the size once per
+        block after the first; AutoencoderTiny always downsamples 8×."""
+        blocks = getattr(self.net.config, "block_out_channels", None)
+        factor = 2 ** (len(blocks) - 1) if blocks else 8
         return (self.net.config.latent_channels, self.size // factor, self.size // factor)
 
 
