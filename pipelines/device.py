@@ -7,7 +7,12 @@ Nothing here runs at import time; callers ask once and pass the result down.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -74,3 +79,62 @@ def free_memory(device: torch.device | None = None) -> None:
         torch.cuda.empty_cache()
     if _mps_available() and (device is None or device.type == "mps"):
         torch.mps.empty_cache()
+
+
+def physical_cores() -> int:
+    """Physical CPU cores this process may use (hyper-threads share one core's arithmetic units, so
+    matrix-heavy inference runs best with one thread per physical core)."""
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cores = None
+    if sys.platform == "linux":
+        try:
+            text = open("/proc/cpuinfo", encoding="ascii", errors="replace").read()
+        except OSError:
+            text = ""
+        pairs, physical = set(), "0"
+        for line in text.splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "physical id":
+                physical = value.strip()
+            elif key.strip() == "core id":
+                pairs.add((physical, value.strip()))
+        cores = len(pairs) or None
+    elif sys.platform == "darwin":
+        try:
+            cores = int(subprocess.run(["sysctl", "-n", "hw.physicalcpu"], capture_output=True, text=True,
+                                       timeout=5).stdout.strip())
+        except (OSError, ValueError, subprocess.TimeoutExpired):
+            cores = None
+    return max(1, min(cores or usable, usable))
+
+
+@functools.cache
+def cpu_bf16_speedup(size: int = 4096, reps: int = 8) -> float:
+    """How much faster a bfloat16 matrix-vector product is than float32 on this CPU (measured once).
+
+    Decoding a language model is one such product per weight matrix per token, bound by memory
+    traffic; bfloat16 halves the bytes, and CPUs with AVX-512/AMX bf16 paths turn that into speed
+    while older ones emulate it slowly — so we measure instead of guessing from flags."""
+    seconds = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        weight = torch.full((size, size), 0.01, dtype=dtype)
+        vector = torch.full((1, size), 0.5, dtype=dtype)
+        torch.nn.functional.linear(vector, weight)
+        start = time.perf_counter()
+        for _ in range(reps):
+            torch.nn.functional.linear(vector, weight)
+        seconds[dtype] = time.perf_counter() - start
+    return seconds[torch.float32] / seconds[torch.bfloat16]
+
+
+def text_placement(placement: Placement, requested_dtype: str = "auto") -> Placement:
+    """The placement for language models: bfloat16 where it is real and faster — CUDA GPUs that
+    support it (fp16 overflows in some LLMs), and CPUs where bf16 measures ≥1.2× faster (same
+    greedy text as float32 on SmolLM2 here: benchmarks/text.py) — otherwise the general placement."""
+    if requested_dtype != "auto":
+        return placement
+    if placement.device.type == "cuda" and torch.cuda.is_bf16_supported():
+        return replace(placement, dtype=torch.bfloat16)
+    if placement.device.type == "cpu" and cpu_bf16_speedup() >= 1.2:
+        return replace(placement, dtype=torch.bfloat16)
+    return placement

@@ -5,7 +5,12 @@
 
 Sampling draws from an explicit `torch.Generator` seeded per request (never the global RNG), so a
 seed reproduces a text exactly and concurrent users never disturb each other. Streaming and
-non-streaming share one code path: `__call__` is the concatenation of `stream()`.
+non-streaming decode alike, so `__call__` returns the concatenation of `stream()`.
+
+Chat follow-ups reuse the evaluated prefix: each finished generation leaves its KV cache in a small
+`PromptCache` keyed by token ids, and the next turn (same conversation + one more message) only
+evaluates the new tokens. GGUF files on CPU/MPS run faster through llama.cpp (`text_llama.py`),
+which shares `TextParams`, the prompt building, `_Decoder` and `PromptCache` with this module.
 """
 
 from __future__ import annotations
@@ -15,7 +20,8 @@ import queue
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +124,8 @@ class TextOutput:
     finish_reason: str  # "length", "stop" (stop string or end-of-text), or "cancelled"
     seconds: float
     first_token_seconds: float | None = None
+    prompt_tokens_evaluated: int | None = None  # prompt tokens actually run (the rest came from the cache)
+    backend: str = "transformers"
     stats: dict = field(default_factory=dict)
 
     @property
@@ -133,6 +141,8 @@ class TextModel:
     tokenizer: object
     name: str
     placement: Placement
+    backend: str = "transformers"
+    why: str = ""  # why this backend serves the model (shown in the Models tab)
 
     @property
     def has_chat_template(self) -> bool:
@@ -232,6 +242,13 @@ class _Stop:
         return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
 
 
+def _cache_kwarg() -> str:
+    """generate()'s name for a KV cache passed in: `cache` in newer transformers, `past_key_values` before."""
+    from transformers.generation import utils
+
+    return "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+
+
 class _TokenQueue:
     """A generate() streamer that hands raw token ids to the consuming thread."""
 
@@ -260,54 +277,144 @@ def _held_back(text: str, stops: tuple[str, ...]) -> int:
     return keep
 
 
+def chat_prompt(tokenizer, params: TextParams, has_template: bool) -> str:
+    """The text the model reads: the raw prompt (completion) or the chat template applied to the
+    system prompt, the history and the new message (chat). Both backends use this one function."""
+    if params.mode == "completion":
+        return params.prompt
+    messages = [{"role": "system", "content": params.system_prompt}] if params.system_prompt.strip() else []
+    messages += [{"role": r, "content": c} for r, c in params.history]
+    messages.append({"role": "user", "content": params.prompt})
+    if not has_template:
+        lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
+        return "\n".join(lines) + "\nAssistant:"
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def check_prompt_tokens(count: int, limits: TextLimits) -> None:
+    if count > limits.max_prompt_tokens:
+        raise ValueError(
+            f"prompt is too long: {count:,} tokens; the limit is {limits.max_prompt_tokens:,}. "
+            "Shorten it or clear the chat."
+        )
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
+    n = 0
+    for x, y in zip(a, b):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+class PromptCache:
+    """Evaluated prompt states (KV caches) keyed by the token ids they cover, oldest dropped first.
+
+    `take()` removes the entry sharing the longest prefix with a new prompt, so a generation owns the
+    state it extends and two requests never write into one; `put()` stores it back afterwards.
+    Entries sharing fewer than `min_prefix` tokens are left alone (another conversation's cache is
+    worth more than a shared system prompt).
+    """
+
+    def __init__(self, capacity: int = 4, min_prefix: int = 8) -> None:
+        self.capacity, self.min_prefix = capacity, min_prefix
+        self._entries: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def best(self, ids: Sequence[int]) -> tuple[int, tuple[int, ...] | None]:
+        """(shared prefix length, key) of the most useful entry, without removing it."""
+        with self._lock:
+            scored = [(common_prefix(key, ids), key) for key in self._entries]
+        prefix, key = max(scored, default=(0, None), key=lambda item: item[0])
+        return (prefix, key) if prefix >= self.min_prefix else (0, None)
+
+    def take(self, ids: Sequence[int]) -> tuple[int, object | None]:
+        prefix, key = self.best(ids)
+        with self._lock:
+            value = self._entries.pop(key, None) if key is not None else None
+        return (prefix, value) if value is not None else (0, None)
+
+    def put(self, ids: Sequence[int], value: object) -> None:
+        if self.capacity < 1 or not ids:
+            return
+        with self._lock:
+            self._entries[tuple(ids)] = value
+            self._entries.move_to_end(tuple(ids))
+            while len(self._entries) > self.capacity:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
 class TextPipeline:
     """Chat/completion over one loaded `TextModel`. Thread-safe per call (one generator each)."""
 
-    def __init__(self, model: TextModel, limits: TextLimits | None = None) -> None:
+    def __init__(self, model: TextModel, limits: TextLimits | None = None, prompt_cache_entries: int = 4) -> None:
         self.model = model
         self.limits = limits or TextLimits()
+        self.prompt_cache = PromptCache(prompt_cache_entries)
+
+    @property
+    def backend(self) -> str:
+        return self.model.backend
 
     # 1. Build the prompt
     def build_prompt(self, params: TextParams) -> str:
-        if params.mode == "completion":
-            return params.prompt
-        tok = self.model.tokenizer
-        messages = [{"role": "system", "content": params.system_prompt}] if params.system_prompt.strip() else []
-        messages += [{"role": r, "content": c} for r, c in params.history]
-        messages.append({"role": "user", "content": params.prompt})
-        if not self.model.has_chat_template:
-            lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-            return "\n".join(lines) + "\nAssistant:"
-        return tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        return chat_prompt(self.model.tokenizer, params, self.model.has_chat_template)
 
     def _prepare(self, params: TextParams, generator: torch.Generator | None, cancel: threading.Event):
-        """Validate, tokenize, seed, and build generate() arguments (without the streamer)."""
+        """Validate, tokenize, seed, reuse a cached prefix, and build generate() arguments."""
         params.validate(self.limits)
         model, tok = self.model.model, self.model.tokenizer
         # 2. Tokenize and check the server's prompt limit
         prompt = self.build_prompt(params)
         ids = tok(prompt, return_tensors="pt", add_special_tokens=params.mode == "completion").input_ids
-        if ids.shape[1] > self.limits.max_prompt_tokens:
-            raise ValueError(
-                f"prompt is too long: {ids.shape[1]:,} tokens; the limit is {self.limits.max_prompt_tokens:,}. "
-                "Shorten it or clear the chat."
-            )
-        ids = ids.to(self.model.placement.device)
+        check_prompt_tokens(ids.shape[1], self.limits)
         # 3. Seed: one generator per request
         seed = params.seed if params.seed is not None else random.SystemRandom().randrange(2**32)
         if generator is None:
             generator = torch.Generator().manual_seed(seed)
+        # 4. Reuse the KV cache of an earlier turn that shares a prefix (at least one token is evaluated)
+        prefix, past = self.prompt_cache.take(ids[0].tolist())
+        if past is not None:
+            prefix = min(prefix, ids.shape[1] - 1, past.get_seq_length())
+            if getattr(past, "is_croppable", True) and prefix > 0:
+                if past.get_seq_length() > prefix:
+                    past.crop(prefix - past.get_seq_length())  # a negative count removes that many from the end
+            else:
+                past, prefix = None, 0
         stop = _Stop(cancel, tok, ids.shape[1], params.stop)
         eos = {i for i in (tok.eos_token_id, getattr(model.generation_config, "eos_token_id", None))
                if isinstance(i, int)}
+        ids = ids.to(self.model.placement.device)
         kwargs = dict(
             input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=params.max_new_tokens,
             do_sample=False, stopping_criteria=[stop], pad_token_id=tok.pad_token_id,
             eos_token_id=sorted(eos) or None, repetition_penalty=params.repetition_penalty,
             logits_processor=[] if params.greedy else [_SeededSampler(params, generator)],
-            temperature=None, top_p=None, top_k=None,
+            temperature=None, top_p=None, top_k=None, use_cache=True,
         )
-        return seed, ids, stop, _Decoder(tok, params.stop, eos, cancel), kwargs
+        if past is None:
+            from transformers import DynamicCache
+
+            past = DynamicCache(config=model.config)
+        kwargs[_cache_kwarg()] = past
+        info = dict(seed=seed, prompt_tokens=int(ids.shape[1]), prompt_tokens_evaluated=int(ids.shape[1]) - prefix,
+                    backend=self.backend)
+        return info, stop, _Decoder(tok, params.stop, eos, cancel), kwargs
+
+    def _keep_cache(self, kwargs: dict, decoder: _Decoder) -> None:
+        """Store the extended KV cache under the tokens it now covers, for the next chat turn."""
+        past = kwargs[_cache_kwarg()]
+        covered = past.get_seq_length()
+        tokens = kwargs["input_ids"][0].tolist() + decoder.ids
+        self.prompt_cache.put(tokens[:covered], past)
 
     def stream(
         self,
@@ -321,8 +428,8 @@ class TextPipeline:
         filled with the TextOutput fields."""
         cancel = cancel or threading.Event()
         stats = stats if stats is not None else {}
-        seed, ids, stop, decoder, kwargs = self._prepare(params, generator, cancel)
-        # 4. Generate in a worker thread; token ids come back through a queue
+        info, stop, decoder, kwargs = self._prepare(params, generator, cancel)
+        # 5. Generate in a worker thread; token ids come back through a queue
         streamer = _TokenQueue()
         failure: list[BaseException] = []
 
@@ -337,7 +444,7 @@ class TextPipeline:
         started = time.perf_counter()
         worker = threading.Thread(target=work, name="text-generate", daemon=True)
         worker.start()
-        # 5. Decode incrementally
+        # 6. Decode incrementally
         try:
             while (chunk := streamer.queue.get()) is not None:
                 decoder.first = decoder.first if decoder.first is not None else time.perf_counter() - started
@@ -348,14 +455,14 @@ class TextPipeline:
             else:
                 if piece := decoder.flush():
                     yield piece
-            decoder.settle(stop)
+            decoder.settle(stop.hit_stop)
         finally:
             cancel.set()  # a consumer that stops early (UI Stop, closed tab) ends generation too
             worker.join()
         if failure:
             raise failure[0]
-        stats.update(decoder.stats(), seed=seed, prompt_tokens=int(ids.shape[1]),
-                     seconds=time.perf_counter() - started)
+        self._keep_cache(kwargs, decoder)
+        stats.update(decoder.stats(), **info, seconds=time.perf_counter() - started)
 
     def __call__(
         self,
@@ -368,7 +475,7 @@ class TextPipeline:
         """Generate the whole answer in the calling thread; `callback` receives each new piece as it is
         produced. Same decoding as `stream()`, so the texts are identical."""
         cancel = cancel or threading.Event()
-        seed, ids, stop, decoder, kwargs = self._prepare(params, generator, cancel)
+        info, stop, decoder, kwargs = self._prepare(params, generator, cancel)
         started = time.perf_counter()
         emit = callback or (lambda _piece: None)
 
@@ -389,9 +496,9 @@ class TextPipeline:
 
         with torch.inference_mode():
             self.model.model.generate(**kwargs, streamer=_Direct())
-        decoder.settle(stop)
-        return TextOutput(**decoder.stats(), seed=seed, prompt_tokens=int(ids.shape[1]),
-                          seconds=time.perf_counter() - started)
+        decoder.settle(stop.hit_stop)
+        self._keep_cache(kwargs, decoder)
+        return TextOutput(**decoder.stats(), **info, seconds=time.perf_counter() - started)
 
 
 class _Decoder:
@@ -429,8 +536,8 @@ class _Decoder:
             return piece
         return ""
 
-    def settle(self, stop: _Stop) -> None:
-        if stop.hit_stop:
+    def settle(self, hit_stop: bool = False) -> None:
+        if hit_stop:
             self.finish = "stop"
         elif self.cancel.is_set() and self.finish == "length" and not self.cut:
             self.finish = "cancelled"

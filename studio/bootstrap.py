@@ -5,7 +5,9 @@
 
 It creates `.venv` beside the repository (reused on later runs), installs a CPU build of torch
 where no NVIDIA GPU is visible (the normal build where one is, so CUDA works), then installs this
-package in editable mode. Installs are skipped when nothing changed since the last run.
+package in editable mode, then tries the `[llama]` extra (llama.cpp, compiled here: a few minutes once,
+cached by pip afterwards). Without a compiler that step fails and the studio still works, on the
+transformers engine, with a one-line hint. Installs are skipped when nothing changed since the last run.
 """
 
 from __future__ import annotations
@@ -61,8 +63,28 @@ def ensure_environment(extras: str) -> Path:
     # build onto a machine without a GPU.
     run(pip + [torch_spec])
     run(pip + ["-e", f"{ROOT}[{extras}]" if extras else str(ROOT)])
+    install_llama(pip)
     stamp.write_text(fingerprint)
     return python
+
+
+def install_llama(pip: list[str]) -> bool:
+    """The optional llama.cpp extra; a failed build only costs speed, so it never stops the set-up."""
+    env = dict(os.environ)
+    env.setdefault("CMAKE_ARGS", "-DLLAVA_BUILD=OFF")  # the multimodal helper library is not used
+    env.setdefault("CMAKE_BUILD_PARALLEL_LEVEL", str(os.cpu_count() or 2))
+    print("Installing the llama.cpp engine for GGUF text models (compiles once, a few minutes)…", flush=True)
+    try:
+        run(pip + ["-e", f"{ROOT}[llama]"], env=env)
+        return True
+    except subprocess.CalledProcessError:
+        print(LLAMA_HINT, flush=True)
+        return False
+
+
+LLAMA_HINT = ("Note: llama.cpp could not be built here (a C/C++ compiler and CMake are needed), so GGUF text "
+              "models run on the slower transformers engine. Install a compiler and run: "
+              f"{VENV}/bin/pip install -e '{ROOT}[llama]'")
 
 
 def main(argv: list[str]) -> int:

@@ -24,6 +24,9 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="allow pickle checkpoints (.ckpt/.bin), which can run code when loaded (off by default)")
     p.add_argument("--trust-remote-code", action="store_true", default=None,
                    help="allow hub models to run their own Python code (off by default; only for models you trust)")
+    p.add_argument("--text-backend", choices=["auto", "llama.cpp", "transformers"],
+                   help="text engine (default auto: llama.cpp for GGUF files on CPU/MPS when installed)")
+    p.add_argument("--threads", type=int, help="CPU threads for text generation (default: the physical cores)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -87,6 +90,7 @@ def _settings(args):
         device=args.device, dtype=args.dtype,
         outputs=args.outputs, cache_dir=args.cache_dir, offline=args.offline,
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
+        text_backend=args.text_backend, text_threads=args.threads,
     )
 
 
@@ -152,7 +156,8 @@ def cmd_text(args) -> int:
     pipe = services.text_pipeline(args.model, log=_log)
     out = pipe(params, callback=lambda piece: print(piece, end="", flush=True))
     print()
-    _log(f"[seed {out.seed} · {out.new_tokens} tokens · {out.tokens_per_second:.1f} tok/s · {out.finish_reason}]")
+    _log(f"[seed {out.seed} · {out.new_tokens} tokens · {out.tokens_per_second:.1f} tok/s · {out.finish_reason} · "
+         f"{out.backend}]")
     return 0
 
 

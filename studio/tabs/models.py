@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from pipelines.device import physical_cores
 from pipelines.packages import PACKAGES
 from studio.services import Services
 from studio.tabs.common import friendly_errors
@@ -17,14 +18,28 @@ License: CC BY-SA 4.0 (https://openmoji.org); the emoji model's weights are shar
 """
 
 
+ENGINES = {"image": "diffusers", "vae": "PyTorch (diffusers for AutoencoderKL folders)", "gan": "PyTorch"}
+
+
+def runs_with(services: Services, spec) -> str:
+    """The engine that serves a model, and for text models why (llama.cpp vs transformers)."""
+    if spec.modality != "text":
+        return ENGINES[spec.modality]
+    try:
+        choice = services.text_backend(spec)
+    except ValueError as exc:
+        return f"cannot run as configured: {exc}"
+    return f"{choice.backend} — {choice.reason}"
+
+
 def model_rows(services: Services) -> list[list]:
-    loaded = {name for _, name in services.cache.loaded()}
+    loaded = {name.split(" [")[0] for _, name in services.cache.loaded()}
     rows = []
     for spec in services.registry.all():
         source = spec.location if spec.source != "package" else PACKAGES[spec.location].fetch_command
         rows.append([spec.name, spec.modality, spec.source, source, spec.license,
                      "yes" if services.registry.is_present(spec) else "no — fetched on first use",
-                     "loaded" if spec.name in loaded else "", spec.description])
+                     "loaded" if spec.name in loaded else "", runs_with(services, spec), spec.description])
     return rows
 
 
@@ -34,7 +49,7 @@ def build(services: Services) -> None:
                 f"**Outputs:** `{services.history.root}` · **Offline:** {'yes' if s.offline else 'no'}")
     table = gr.Dataframe(
         value=model_rows(services),
-        headers=["Name", "Tab", "Source", "Where from", "License", "In cache", "Loaded", "About"],
+        headers=["Name", "Tab", "Source", "Where from", "License", "In cache", "Loaded", "Runs with", "About"],
         interactive=False, wrap=True, elem_id="models-table",
     )
     with gr.Row():
@@ -46,7 +61,9 @@ def build(services: Services) -> None:
     gr.Markdown(
         f"**Server limits:** max new tokens {limits.max_new_tokens:,} · max prompt {limits.max_prompt_chars:,} "
         f"characters / {limits.max_prompt_tokens:,} tokens · {s.models_per_modality} loaded model(s) per tab · "
-        f"queue size {s.queue_size}. Change them in a TOML file passed with `--config`."
+        f"queue size {s.queue_size} · text engine {s.text_backend}, "
+        f"{s.text_threads or physical_cores()} CPU threads · {s.prompt_cache_entries} cached chat prefixes per "
+        "text model. Change them in a TOML file passed with `--config`."
     )
     gr.Markdown(ATTRIBUTION)
 

@@ -38,8 +38,10 @@ def _status(out: dict) -> str:
         return ""
     rate = out["new_tokens"] / out["seconds"] if out["seconds"] else 0
     first = f" · first token {out['first_token_seconds']:.2f}s" if out.get("first_token_seconds") else ""
+    reused = out["prompt_tokens"] - out.get("prompt_tokens_evaluated", out["prompt_tokens"])
+    cached = f" · {reused} of {out['prompt_tokens']} prompt tokens reused" if reused > 0 else ""
     return (f"**Seed {out['seed']}** · {out['new_tokens']} tokens in {out['seconds']:.1f}s "
-            f"({rate:.1f} tok/s){first} · ended by {out['finish_reason']}")
+            f"({rate:.1f} tok/s){first}{cached} · ended by {out['finish_reason']} · {out.get('backend', '')}")
 
 
 def build_params(prompt, mode, system_prompt, history, max_new_tokens, temperature, top_p, top_k,
@@ -53,10 +55,10 @@ def build_params(prompt, mode, system_prompt, history, max_new_tokens, temperatu
 
 
 def run_text(services: Services, model: str, params: TextParams, session: str, owner: str,
-             progress: gr.Progress | None = None) -> Iterator[tuple[str, dict]]:
+             progress: gr.Progress | None = None, backend: str = "") -> Iterator[tuple[str, dict]]:
     """Stream (text so far, stats) and save the finished text to History. Stats are empty until done.
     Fetching and loading the model (first use) are reported on `progress`."""
-    pipe = services.text_pipeline(model, (lambda msg: progress(0.0, desc=msg)) if progress else None)
+    pipe = services.text_pipeline(model, (lambda msg: progress(0.0, desc=msg)) if progress else None, backend)
     cancel = services.jobs.start(session, "text")
     stats: dict = {}
     text = ""
@@ -69,9 +71,10 @@ def run_text(services: Services, model: str, params: TextParams, session: str, o
     item = services.history.add(
         "text", {".txt": stats["text"].encode("utf-8")}, prompt=params.prompt,
         params={**params.__dict__, "history": [list(h) for h in params.history], "stop": list(params.stop),
-                "seed": stats["seed"], "model": pipe.model.name},
-        seed=stats["seed"], model=pipe.model.name, device=services.placement.describe(),
-        timings={k: stats[k] for k in ("seconds", "first_token_seconds", "new_tokens", "prompt_tokens")},
+                "seed": stats["seed"], "model": pipe.model.name, "backend": pipe.backend},
+        seed=stats["seed"], model=pipe.model.name, device=f"{services.placement.describe()} · {pipe.backend}",
+        timings={k: stats[k] for k in ("seconds", "first_token_seconds", "new_tokens", "prompt_tokens",
+                                      "prompt_tokens_evaluated")},
         owner=owner,
     )
     yield stats["text"], {**stats, "history_id": item.id}
@@ -113,6 +116,9 @@ def build(services: Services) -> TabHandle:
         with gr.Column(scale=2):
             model = gr.Dropdown(registry.names("text"), value=registry.default("text"), allow_custom_value=True,
                                 label="Model", info="A listed model, a hub id (e.g. gpt2) or a local folder / .gguf")
+            engine = gr.Dropdown(["auto", "llama.cpp", "transformers"], value=services.settings.text_backend,
+                                 label="Engine", elem_id="text-engine",
+                                 info="auto: llama.cpp for GGUF files on CPU/Apple (faster), transformers otherwise")
             max_new_tokens = gr.Slider(1, limits.max_new_tokens, value=min(256, limits.max_new_tokens), step=1,
                                        label="Max new tokens")
             temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature", info="0 = greedy, always the same")
@@ -122,26 +128,28 @@ def build(services: Services) -> TabHandle:
             stop = gr.Textbox(label="Stop strings", placeholder="comma-separated; \\n for a newline")
             seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="text-seed")
 
-    settings = [max_new_tokens, temperature, top_p, top_k, repetition_penalty, stop, seed]
+    settings = [max_new_tokens, temperature, top_p, top_k, repetition_penalty, stop, seed, engine]
 
     @friendly_errors
-    def complete(prompt_text, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_, request: gr.Request,
-                 progress=gr.Progress()):
+    def complete(prompt_text, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_, engine_,
+                 request: gr.Request, progress=gr.Progress()):
         params = build_params(prompt_text, "completion", "", (), max_new, temp, top_p_, top_k_, penalty, stops, seed_)
         yield "", "Working… (the first request loads the model)"
-        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress):
+        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
+                                    engine_):
             yield text, _status(stats)
 
     @friendly_errors
     def chat(user_message, chat_history, system, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_,
-             request: gr.Request, progress=gr.Progress()):
+             engine_, request: gr.Request, progress=gr.Progress()):
         chat_history = list(chat_history or [])
         turns = tuple((m["role"], _content_text(m["content"])) for m in chat_history)
         params = build_params(user_message, "chat", system, turns, max_new, temp, top_p_, top_k_, penalty, stops,
                               seed_)
         chat_history.append({"role": "user", "content": user_message})
         yield chat_history, "", "Working… (the first request loads the model)"
-        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress):
+        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
+                                    engine_):
             yield chat_history + [{"role": "assistant", "content": text}], "", _status(stats)
 
     def regenerate_last(chat_history):
@@ -194,22 +202,24 @@ def build(services: Services) -> TabHandle:
         repetition_penalty: float = 1.1,
         stop: str = "",
         seed: str = "",
+        backend: str = "",
         request: gr.Request = None,
     ) -> Iterator[tuple[str, str]]:
         """Generate text. Streams (text so far, status); the last item is the final text and a JSON
-        status with seed, token counts, timings and the History id."""
+        status with seed, token counts (prompt tokens evaluated vs reused from the cache), timings, the
+        engine that ran it (`backend`: auto | llama.cpp | transformers; blank = as configured) and the History id."""
         import json
 
         params = build_params(prompt, mode, system_prompt, (), max_new_tokens, temperature, top_p, top_k,
                               repetition_penalty, stop, seed)
-        for text, stats in run_text(services, model, params, session_of(request), user_of(request)):
+        for text, stats in run_text(services, model, params, session_of(request), user_of(request), backend=backend):
             yield text, json.dumps(stats) if stats else ""
 
     gr.api(generate_text, api_name="generate_text", concurrency_limit=limit, concurrency_id="text")
 
     fields = {"prompt": prompt, "system_prompt": system_prompt, "max_new_tokens": max_new_tokens,
               "temperature": temperature, "top_p": top_p, "top_k": top_k,
-              "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed, "model": model}
+              "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed, "model": model, "backend": engine}
 
     def restore(params: dict) -> list:
         values = dict(params)
