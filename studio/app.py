@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import gradio as gr
 
 from studio.services import Services
@@ -23,10 +25,11 @@ def build_app(services: Services) -> gr.Blocks:
     with gr.Blocks(title="GenAI Studio") as app:
         gr.Markdown("# GenAI Studio\nText, images and latent spaces — running on "
                     f"{services.placement.describe()}.", elem_id="studio-title")
-        if services.settings.public and not services.settings.auth:
+        if services.settings.public and not services.settings.logins:
             gr.HTML('<div id="insecure-banner" style="background:#b91c1c;color:white;padding:10px 14px;'
                     'border-radius:8px;font-weight:600">This studio is public and has no login '
                     '(--insecure-public): anyone with the address can use it and see its History.</div>')
+        who = gr.Markdown("", elem_id="studio-who")
         with gr.Tabs() as tabs:
             with gr.Tab("Text", id="text"):
                 text_handle = text_tab.build(services)
@@ -42,10 +45,22 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Models / Settings", id="models"):
                 models_tab.build(services)
         history_page.select(rows, filters, table, api_visibility="undocumented")
+        app.load(functools.partial(_who, services), None, who, api_visibility="undocumented")
         for handle in (image_handle, gan_handle):
             _wire_send_to_vae(handle, vae_handle, tabs)
     app.queue(max_size=services.settings.queue_size, default_concurrency_limit=1)
     return app
+
+
+def _who(services: Services, request: gr.Request) -> str:
+    """A line under the title for guests: what they may do, and how many generations are left."""
+    user = getattr(request, "username", None) or ""
+    left = services.access.remaining(user)
+    if left is None:
+        return ""
+    return (f"Signed in as guest **{user}**: you can generate with the models provided — {left} of "
+            f"{services.access.per_hour} generations left this hour. Switching models, training and settings are "
+            "for the studio's owner.")
 
 
 def _wire_send_to_vae(source, vae, tabs) -> None:
@@ -63,7 +78,8 @@ def _wire_send_to_vae(source, vae, tabs) -> None:
 def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
     s = services.settings
     return app.launch(
-        server_name=s.host, server_port=s.port or None, share=s.share, auth=list(s.auth) or None,
+        server_name=s.host, server_port=s.port or None, share=s.share,
+        auth=services.access.authenticate if s.logins else None, max_file_size=int(s.max_upload_mb * 2**20),
         prevent_thread_lock=not block, css=CSS, theme=gr.themes.Soft(primary_hue="violet"),
         allowed_paths=[str(services.history.root)], footer_links=["api", "settings"], **extra,
     )

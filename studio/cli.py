@@ -40,6 +40,9 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--share", action="store_true", default=None, help="create a public share link")
     launch.add_argument("--auth", action="append", default=[], metavar="USER:PASS",
                         help="require a login; repeat for more users, or give a file of USER:PASS lines")
+    launch.add_argument("--guest-auth", action="append", default=[], metavar="USER:PASS",
+                        help="guest logins: generate only (no model switching, training or settings), with a quota")
+    launch.add_argument("--guest-quota", type=int, help="generations per hour for each guest (default 30)")
     launch.add_argument("--insecure-public", action="store_true", default=None,
                         help="allow --share / a non-loopback --host without --auth (a red banner says so)")
     launch.add_argument("--dry-run", action="store_true", help="build the app and exit without serving (for checks)")
@@ -87,6 +90,8 @@ def _settings(args):
         getattr(args, "config", None),
         host=getattr(args, "host", None), port=getattr(args, "port", None), share=getattr(args, "share", None),
         auth=parse_auth(getattr(args, "auth", [])) or None, insecure_public=getattr(args, "insecure_public", None),
+        guest_auth=parse_auth(getattr(args, "guest_auth", [])) or None,
+        guest_generations_per_hour=getattr(args, "guest_quota", None),
         device=args.device, dtype=args.dtype,
         outputs=args.outputs, cache_dir=args.cache_dir, offline=args.offline,
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,

@@ -26,7 +26,10 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    auth: tuple[tuple[str, str], ...] = ()
+    auth: tuple[tuple[str, str], ...] = ()  # owners: may do everything
+    guest_auth: tuple[tuple[str, str], ...] = ()  # guests: generate only, with a quota
+    guest_generations_per_hour: int = 30
+    max_upload_mb: float = 50.0  # any single upload (images, zips, LoRA files, latents)
     device: str = "auto"
     dtype: str = "auto"
     outputs: Path = Path("outputs")
@@ -50,19 +53,28 @@ class Settings:
         return dict(self.text_backends).get(model, self.text_backend)
 
     @property
+    def logins(self) -> bool:
+        return bool(self.auth or self.guest_auth)
+
+    @property
     def public(self) -> bool:
         """Reachable by others: a share link, or listening beyond this machine's loopback."""
         return self.share or self.host not in ("127.0.0.1", "localhost", "::1")
 
     def validate(self) -> None:
-        if self.public and not self.auth and not self.insecure_public:
+        if self.public and not self.logins and not self.insecure_public:
             raise ValueError(
                 "refusing to start a public studio without a login: with --share or a non-loopback --host anyone "
                 "who finds the address can use this machine's compute, read everyone's History and fill the disk. "
-                "Add --auth USER:PASS (or a file of them), or pass --insecure-public if you really mean it."
+                "Add --auth USER:PASS (or a file of them; --guest-auth for guests who may only generate), or pass "
+                "--insecure-public if you really mean it."
             )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be from 0 to 65535, got {self.port}")
+        if not 1 <= self.guest_generations_per_hour <= 100_000:
+            raise ValueError(f"guest_generations_per_hour must be from 1 to 100,000, got {self.guest_generations_per_hour}")
+        if not 0.1 <= self.max_upload_mb <= 10_000:
+            raise ValueError(f"max_upload_mb must be from 0.1 to 10,000, got {self.max_upload_mb}")
         for name in ("models_per_modality", "text_concurrency", "queue_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")

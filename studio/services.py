@@ -18,6 +18,7 @@ from pipelines.registry import ModelSpec, Registry
 from pipelines.text import TextPipeline, load_text_model
 from pipelines.text_llama import BackendChoice, LlamaTextPipeline, choose_backend, load_llama_model
 from pipelines.vae import VAEPipeline, load_vae
+from studio.access import Access
 from studio.config import Settings
 from studio.history import History
 
@@ -58,6 +59,7 @@ class Services:
     history: History
     jobs: Jobs = field(default_factory=Jobs)
     repair_report: dict = field(default_factory=dict)
+    access: Access = field(default_factory=Access)
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
@@ -73,6 +75,7 @@ class Services:
             cache=ModelCache(settings.models_per_modality),
             history=history,
             repair_report=history.repair(),
+            access=Access(settings.auth, settings.guest_auth, settings.guest_generations_per_hour),
         )
 
     def text_backend(self, spec: ModelSpec, preference: str = "") -> BackendChoice:

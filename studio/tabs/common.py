@@ -15,6 +15,7 @@ import torch
 from pipelines.device import free_memory
 from pipelines.packages import PackageError
 from pipelines.registry import ModelNotAvailable
+from studio.access import AccessDenied
 
 log = logging.getLogger("studio")
 
@@ -76,7 +77,7 @@ def _explain(exc: BaseException) -> gr.Error:
         free_memory()
         return gr.Error("Out of memory. Try a smaller size, batch or token count; memory was freed, so the "
                         "next request will work.")
-    if isinstance(exc, (ValueError, ModelNotAvailable, PackageError)):
+    if isinstance(exc, (ValueError, ModelNotAvailable, PackageError, AccessDenied)):
         return gr.Error(str(exc))
     log.exception("unexpected error")
     return gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are kept; try again.")
@@ -100,3 +101,79 @@ def friendly_errors(fn):
         except Exception as exc:
             raise _explain(exc) from exc
     return wrapped
+
+
+def _guest_checks(services, tab: str, user: str, arguments: dict) -> None:
+    """What guests may not do inside an otherwise allowed event: other models, engines, LoRA files."""
+    access = services.access
+    if not access.is_guest(user):
+        return
+    model = arguments.get("model_name", arguments.get("model"))
+    if isinstance(model, str) and model.strip():
+        registry = services.registry
+        allowed = {registry.default(tab)} | {key.split(" [")[0] for _, key in services.cache.loaded(tab)}
+        if model.strip() not in allowed:
+            raise AccessDenied(f"Guests can't switch models: use {registry.default(tab)} (or leave the model blank). "
+                               "The studio's owner can load others.")
+    engine = arguments.get("engine_", arguments.get("backend"))
+    if isinstance(engine, str) and engine not in ("", "auto", services.settings.text_backend):
+        raise AccessDenied("Guests can't change the text engine; it is the owner's setting.")
+    if arguments.get("loras"):
+        raise AccessDenied("Guests can't load LoRA files; only the studio's owner can add weights.")
+
+
+def guarded(services, tab: str, *, generation: bool = False, owner_only: str = ""):
+    """Server-side permission check for an event handler (put it under @friendly_errors).
+
+    Finds the request and the model among the handler's arguments by name; owners pass, guests are
+    held to `studio.access` rules. `generation=True` counts one generation against a guest's quota
+    (given back if the handler fails); `owner_only="train models"` refuses guests outright. A handler
+    using it must take a `request: gr.Request` parameter so Gradio passes the user in.
+    """
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        def admit(args, kwargs):
+            arguments = signature.bind_partial(*args, **kwargs).arguments
+            request = next((v for v in arguments.values() if isinstance(v, gr.Request)), None)
+            user = user_of(request)
+            if owner_only:
+                services.access.require_owner(user, owner_only)
+            _guest_checks(services, tab, user, arguments)
+            return services.access.admit(user, tab) if generation else None
+
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def wrapped_gen(*args, **kwargs):
+                admission = admit(args, kwargs)
+                try:
+                    yield from fn(*args, **kwargs)
+                except BaseException:
+                    if admission:
+                        admission.refund()
+                    raise
+            return wrapped_gen
+
+        @functools.wraps(fn)
+        def wrapped(*args, **kwargs):
+            admission = admit(args, kwargs)
+            try:
+                return fn(*args, **kwargs)
+            except BaseException:
+                if admission:
+                    admission.refund()
+                raise
+        return wrapped
+    return decorate
+
+
+def keep_output(services, tab: str, files: dict[str, bytes], **fields):
+    """Save an output to History; if the disk is full (or unwritable) warn and return None, so the
+    caller still shows the result from memory and the user can download it."""
+    try:
+        return services.history.add(tab, files, **fields)
+    except OSError as exc:
+        log.error("could not save a %s output to History: %s", tab, exc)
+        gr.Warning(f"Your result is shown but could not be saved to History ({exc.strerror or exc}). "
+                   "Free some disk space; download anything you want to keep now.")
+        return None

@@ -17,7 +17,7 @@ from pipelines.gan import GANParams, InterpolationParams, latent_from_file, late
 from pipelines.latent import EASES
 from pipelines.media import gif_bytes, grid, mp4_bytes, png_bytes, upscale
 from studio.services import Services
-from studio.tabs.common import TabHandle, as_int, friendly_errors, parse_seed, user_of
+from studio.tabs.common import TabHandle, as_int, friendly_errors, guarded, keep_output, parse_seed, user_of
 
 MAX_SLIDERS = 8
 PREVIEW_SCALE = 4
@@ -125,11 +125,13 @@ def build(services: Services) -> TabHandle:
         return services.gan_pipeline(model_name)
 
     def save(tab_files: dict, prompt: str, params: dict, request, seed_=None, parent=None):
-        return history.add("gan", tab_files, prompt=prompt, params=params, seed=seed_, model=params.get("model", ""),
-                           device=services.placement.describe(), owner=user_of(request), parent=parent)
+        return keep_output(services, "gan", tab_files, prompt=prompt, params=params, seed=seed_,
+                           model=params.get("model", ""), device=services.placement.describe(), owner=user_of(request),
+                           parent=parent)
 
     # -- grid ---------------------------------------------------------------------------------
     @friendly_errors
+    @guarded(services, "gan", generation=True)
     def gan_sample(model_name: str, first_seed: float, n: float, truncation: float, request: gr.Request):
         params = GANParams(seed=as_int("seed", first_seed), grid=as_int("grid", n), truncation=float(truncation))
         p = pipe(model_name)
@@ -140,7 +142,7 @@ def build(services: Services) -> TabHandle:
                                                       "truncation": params.truncation}, request, params.seed)
         cells = _cells(out.images, [f"seed {s}" for s in out.seeds])
         return (cells, out.latents.tolist(),
-                f"{len(cells)} faces · ψ {params.truncation} · saved as {item.id}")
+                f"{len(cells)} faces · ψ {params.truncation} · " + (f"saved as {item.id}" if item else "not saved"))
 
     def select_latent(latent, model_name, note="", seed_=None, history_id=None):
         p = pipe(model_name)
@@ -148,13 +150,17 @@ def build(services: Services) -> TabHandle:
         info = f"**Selected:** {note}" + (f" · seed {seed_}" if seed_ is not None else "")
         return upscale(image, PREVIEW_SCALE), {"latent": list(latent), "seed": seed_, "history_id": history_id}, info
 
-    def pick_grid(evt: gr.SelectData, latents, model_name, first_seed):
+    @friendly_errors
+    @guarded(services, "gan")
+    def pick_grid(evt: gr.SelectData, latents, model_name, first_seed, request: gr.Request):
         if not latents:
             raise gr.Error("Generate a grid first.")
         seed_ = as_int("seed", first_seed) + evt.index
         return select_latent(latents[evt.index], model_name, note=f"grid cell {evt.index + 1}", seed_=seed_)
 
-    def pick_from(evt: gr.SelectData, latents, model_name):
+    @friendly_errors
+    @guarded(services, "gan")
+    def pick_from(evt: gr.SelectData, latents, model_name, request: gr.Request):
         if not latents:
             raise gr.Error("Nothing to select here yet.")
         return select_latent(latents[evt.index], model_name, note=f"#{evt.index + 1}")
@@ -166,6 +172,7 @@ def build(services: Services) -> TabHandle:
 
     # -- selected face ------------------------------------------------------------------------
     @friendly_errors
+    @guarded(services, "gan")
     def keep_selected(sel, model_name, request: gr.Request):
         latent = need_selected(sel)
         p = pipe(model_name)
@@ -173,10 +180,11 @@ def build(services: Services) -> TabHandle:
         item = save({".png": png_bytes(upscale(image, 1)), ".json": latent_to_json(latent, p.model.name).encode()},
                     "selected face", {"model": p.model.name, "seed": sel.get("seed")}, request, sel.get("seed"),
                     parent=sel.get("history_id"))
-        return f"Saved as {item.id}"
+        return f"Saved as {item.id}" if item else "Not saved: the disk is full"
 
     @friendly_errors
-    def download_latent(sel, model_name):
+    @guarded(services, "gan")
+    def download_latent(sel, model_name, request: gr.Request):
         latent = need_selected(sel)
         path = services.history.root / "gan" / "latents"
         path.mkdir(parents=True, exist_ok=True)
@@ -185,7 +193,8 @@ def build(services: Services) -> TabHandle:
         return str(path / name)
 
     @friendly_errors
-    def upload_latent(file, model_name):
+    @guarded(services, "gan")
+    def upload_latent(file, model_name, request: gr.Request):
         if not file:
             return gr.skip(), gr.skip(), gr.skip()
         latent = latent_from_file(Path(file))
@@ -193,6 +202,7 @@ def build(services: Services) -> TabHandle:
         return select_latent(latent.tolist(), model_name, note=f"loaded from {Path(file).name}")
 
     @friendly_errors
+    @guarded(services, "gan", generation=True)
     def make_variations(sel, model_name, amount, count, request: gr.Request):
         latent = need_selected(sel)
         p = pipe(model_name)
@@ -210,7 +220,8 @@ def build(services: Services) -> TabHandle:
         return json.loads(path.read_text()) if path.is_file() else {}
 
     @friendly_errors
-    def find_directions(model_name, count):
+    @guarded(services, "gan")
+    def find_directions(model_name, count, request: gr.Request):
         p = pipe(model_name)
         found = p.directions(k=as_int("directions", count))
         names = saved_names(p.model.name)
@@ -228,7 +239,8 @@ def build(services: Services) -> TabHandle:
         return latent + torch.tensor(list(amounts[: len(vectors)]), dtype=torch.float32) @ vectors
 
     @friendly_errors
-    def preview_move(sel, dirs, model_name, *amounts):
+    @guarded(services, "gan")
+    def preview_move(request: gr.Request, sel, dirs, model_name, *amounts):
         if not sel:
             return gr.skip()
         p = pipe(model_name)
@@ -237,13 +249,15 @@ def build(services: Services) -> TabHandle:
         return upscale(p.render(moved[None])[0], PREVIEW_SCALE)
 
     @friendly_errors
-    def commit_move(sel, dirs, model_name, *amounts):
+    @guarded(services, "gan")
+    def commit_move(request: gr.Request, sel, dirs, model_name, *amounts):
         latent = moved_latent(sel, dirs, amounts)
         return [*select_latent(latent.tolist(), model_name, note="moved along directions"),
                 *[gr.Slider(value=0) for _ in range(MAX_SLIDERS)]]
 
     @friendly_errors
-    def name_direction(dirs, label, new_name, model_name):
+    @guarded(services, "gan", owner_only="rename the shared GAN directions")
+    def name_direction(dirs, label, new_name, model_name, request: gr.Request):
         if not dirs:
             raise gr.Error("Find directions first.")
         new_name = (new_name or "").strip()
@@ -267,6 +281,7 @@ def build(services: Services) -> TabHandle:
 
     # -- walks --------------------------------------------------------------------------------
     @friendly_errors
+    @guarded(services, "gan", generation=True)
     def gan_interpolate(model_name: str, seeds_text: str, n_frames: float, path_method: str, ease_mode: str,
                         looping: bool, rate: float, truncation: float, key_latents, request: gr.Request):
         p = pipe(model_name)
@@ -286,19 +301,23 @@ def build(services: Services) -> TabHandle:
                     {"model": p.model.name, "keyframes": list(seeds) if not use_faces else "faces",
                      "frames": params.frames, "method": params.method, "ease": params.ease, "loop": params.loop,
                      "fps": params.fps, "truncation": params.truncation}, request)
-        files = [str(history.path(f)) for f in item.files]
-        gif_path = next(f for f in files if f.endswith(".gif"))
+        files = [str(history.path(f)) for f in item.files] if item else []
+        gif_path = next((f for f in files if f.endswith(".gif")), None)
         return (_cells(out.images, [str(i + 1) for i in range(params.frames)]), gif_path,
                 [f for f in files if not f.endswith(".png")])
 
-    def add_keyframe(sel, keys, model_name):
+    @friendly_errors
+    @guarded(services, "gan")
+    def add_keyframe(sel, keys, model_name, request: gr.Request):
         latent = need_selected(sel)
         keys = list(keys or []) + [latent.tolist()]
         p = pipe(model_name)
         return keys, _cells(p.render(torch.tensor(keys)), [f"key {i + 1}" for i in range(len(keys))])
 
     # -- breeding -----------------------------------------------------------------------------
-    def add_parent_fn(sel, current, model_name):
+    @friendly_errors
+    @guarded(services, "gan")
+    def add_parent_fn(sel, current, model_name, request: gr.Request):
         latent = need_selected(sel)
         current = list(current or []) + [{"latent": latent.tolist(), "history_id": sel.get("history_id")}]
         p = pipe(model_name)
@@ -306,6 +325,7 @@ def build(services: Services) -> TabHandle:
         return current, _cells(images, [f"parent {i + 1}" for i in range(len(current))])
 
     @friendly_errors
+    @guarded(services, "gan", generation=True)
     def breed_fn(current, model_name, count, cross, mutate, request: gr.Request):
         if len(current or []) < 2:
             raise gr.Error("Add at least two parents (select a face, then 'Add the selected face as a parent').")
@@ -319,9 +339,11 @@ def build(services: Services) -> TabHandle:
                     "children", {"model": p.model.name, "crossover": cross, "mutation": mutate,
                                  "breed_seed": breed_seed, "parents": parent_ids}, request,
                     parent=next((i for i in parent_ids if i), None))
-        return _cells(out.images, [f"child {i + 1}" for i in range(len(out.images))]), out.latents.tolist(), item.id
+        return _cells(out.images, [f"child {i + 1}" for i in range(len(out.images))]), out.latents.tolist(), item.id if item else None
 
-    def pick_child(evt: gr.SelectData, latents, model_name, breed_id):
+    @friendly_errors
+    @guarded(services, "gan")
+    def pick_child(evt: gr.SelectData, latents, model_name, breed_id, request: gr.Request):
         if not latents:
             raise gr.Error("Breed first.")
         return select_latent(latents[evt.index], model_name, note=f"child {evt.index + 1}", history_id=breed_id)

@@ -13,7 +13,13 @@ COLUMNS = ["When", "Tab", "Prompt", "Model", "Seed", "Id"]
 def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs):
     """Build the tab; returns (list function, its filter inputs, the table) so the app can refresh on open."""
     history = services.history
-    public = bool(services.settings.auth)
+    public = services.settings.logins
+
+    def own(item, request):
+        """The item if this user may see it (their own, when logins are on), else None."""
+        if item is None or (public and item.owner != user_of(request)):
+            return None
+        return item
 
     def rows(tab: str, text: str, request: gr.Request):
         owner = user_of(request) if public else None
@@ -35,10 +41,10 @@ def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs):
             details = gr.JSON(label="Parameters")
             restore = gr.Button("Restore parameters into its tab", variant="primary")
 
-    def select(evt: gr.SelectData, data):
+    def select(evt: gr.SelectData, data, request: gr.Request):
         row = evt.index[0] if isinstance(evt.index, (list, tuple)) else evt.index
         item_id = data.iloc[row]["Id"] if hasattr(data, "iloc") else data[row][-1]
-        item = history.get(item_id)
+        item = own(history.get(item_id), request)
         if item is None:
             raise gr.Error("That item is gone (the outputs folder changed). Press Refresh.")
         paths = [str(history.path(f)) for f in item.files]
@@ -53,8 +59,8 @@ def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs):
     targets = [o for handle in handles.values() for o in handle.restore_outputs]
 
     @friendly_errors
-    def do_restore(item_id: str):
-        item = history.get(item_id) if item_id else None
+    def do_restore(item_id: str, request: gr.Request):
+        item = own(history.get(item_id), request) if item_id else None
         if item is None:
             raise gr.Error("Select an item in the table first.")
         values = []

@@ -12,7 +12,16 @@ import gradio as gr
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, open_user_image
 from pipelines.media import a1111_parameters, png_with_metadata, read_png_info
 from studio.services import Services
-from studio.tabs.common import TabHandle, as_int, friendly_errors, parse_seed, session_of, user_of
+from studio.tabs.common import (
+    TabHandle,
+    as_int,
+    friendly_errors,
+    guarded,
+    keep_output,
+    parse_seed,
+    session_of,
+    user_of,
+)
 
 MODE_LABELS = {"Text to image": "txt2img", "Image to image": "img2img", "Inpaint": "inpaint"}
 
@@ -107,6 +116,7 @@ def build(services: Services) -> TabHandle:
         return {Path(f).stem: (Path(f), weights[i] if weights else 1.0) for i, f in enumerate(files)}
 
     @friendly_errors
+    @guarded(services, "image", generation=True)
     def run(mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
             n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w,
             request: gr.Request, progress=gr.Progress()):
@@ -176,10 +186,10 @@ def build(services: Services) -> TabHandle:
                       "variation_seed": params.variation_seed, "variation_strength": params.variation_strength,
                       "strength": params.strength, "model": pipe.model.name, "loras": pipe.model.loras}
             data = png_with_metadata(image, a1111_parameters(params.prompt, params.negative_prompt, settings), record)
-            item = history.add("image", {".png": data}, prompt=params.prompt, params=record, seed=image_seed,
-                               model=pipe.model.name, device=services.placement.describe(),
+            item = keep_output(services, "image", {".png": data}, prompt=params.prompt, params=record,
+                               seed=image_seed, model=pipe.model.name, device=services.placement.describe(),
                                timings={"seconds": out.seconds / len(out.images)}, owner=user_of(request))
-            cells.append((str(history.path(item.files[0])), f"seed {image_seed}"))
+            cells.append((str(history.path(item.files[0])) if item else image, f"seed {image_seed}"))
         note = f" · {'; '.join(notes)}" if notes else ""
         yield (gr.skip(), cells, f"**{len(cells)} image(s)** · seeds {', '.join(str(s) for s in out.seeds)} · "
                f"{out.seconds:.1f}s{note}")

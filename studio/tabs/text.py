@@ -8,7 +8,16 @@ import gradio as gr
 
 from pipelines.text import TextParams, parse_stop
 from studio.services import Services
-from studio.tabs.common import TabHandle, as_int, friendly_errors, parse_seed, session_of, user_of
+from studio.tabs.common import (
+    TabHandle,
+    as_int,
+    friendly_errors,
+    guarded,
+    keep_output,
+    parse_seed,
+    session_of,
+    user_of,
+)
 
 LANGUAGES = ("English", "French", "German", "Spanish", "Italian", "Portuguese", "Dutch", "Japanese",
              "Chinese", "Korean", "Russian", "Arabic", "Hindi")
@@ -68,8 +77,8 @@ def run_text(services: Services, model: str, params: TextParams, session: str, o
             yield text, {}
     finally:
         services.jobs.finish(session, "text", cancel)
-    item = services.history.add(
-        "text", {".txt": stats["text"].encode("utf-8")}, prompt=params.prompt,
+    item = keep_output(
+        services, "text", {".txt": stats["text"].encode("utf-8")}, prompt=params.prompt,
         params={**params.__dict__, "history": [list(h) for h in params.history], "stop": list(params.stop),
                 "seed": stats["seed"], "model": pipe.model.name, "backend": pipe.backend},
         seed=stats["seed"], model=pipe.model.name, device=f"{services.placement.describe()} · {pipe.backend}",
@@ -77,7 +86,7 @@ def run_text(services: Services, model: str, params: TextParams, session: str, o
                                       "prompt_tokens_evaluated")},
         owner=owner,
     )
-    yield stats["text"], {**stats, "history_id": item.id}
+    yield stats["text"], {**stats, "history_id": item.id if item else None}
 
 
 def build(services: Services) -> TabHandle:
@@ -131,6 +140,7 @@ def build(services: Services) -> TabHandle:
     settings = [max_new_tokens, temperature, top_p, top_k, repetition_penalty, stop, seed, engine]
 
     @friendly_errors
+    @guarded(services, "text", generation=True)
     def complete(prompt_text, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_, engine_,
                  request: gr.Request, progress=gr.Progress()):
         params = build_params(prompt_text, "completion", "", (), max_new, temp, top_p_, top_k_, penalty, stops, seed_)
@@ -140,6 +150,7 @@ def build(services: Services) -> TabHandle:
             yield text, _status(stats)
 
     @friendly_errors
+    @guarded(services, "text", generation=True)
     def chat(user_message, chat_history, system, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_,
              engine_, request: gr.Request, progress=gr.Progress()):
         chat_history = list(chat_history or [])
@@ -190,6 +201,7 @@ def build(services: Services) -> TabHandle:
     use_preset.click(apply_preset, [preset, language, message], [message], api_visibility="undocumented")
 
     @friendly_errors
+    @guarded(services, "text", generation=True)
     def generate_text(
         prompt: str,
         mode: str = "completion",

@@ -18,7 +18,16 @@ from pipelines.media import gif_bytes, grid, mp4_bytes, png_bytes, upscale
 from pipelines.registry import ModelSpec
 from pipelines.vae import MapParams, MorphParams, VAETrainParams, load_image_folder, prepare_images, train_conv_vae
 from studio.services import Services
-from studio.tabs.common import TabHandle, as_int, friendly_errors, parse_seed, session_of, user_of
+from studio.tabs.common import (
+    TabHandle,
+    as_int,
+    friendly_errors,
+    guarded,
+    keep_output,
+    parse_seed,
+    session_of,
+    user_of,
+)
 
 MAX_SLIDERS = 16
 
@@ -119,11 +128,12 @@ def build(services: Services) -> TabHandle:
         return prepare_images(images, size) if images else (None, [])
 
     def save(files: dict, prompt: str, params: dict, request, model_name: str):
-        return history.add("vae", files, prompt=prompt, params={**params, "model": model_name}, model=model_name,
-                           device=services.placement.describe(), owner=user_of(request))
+        return keep_output(services, "vae", files, prompt=prompt, params={**params, "model": model_name},
+                           model=model_name, device=services.placement.describe(), owner=user_of(request))
 
     # -- morph -------------------------------------------------------------------------------------
     @friendly_errors
+    @guarded(services, "vae", generation=True)
     def vae_interpolate(model_name: str, files, n_random: float, seed_text: str, n_frames: float, path_method: str,
                         ease_mode: str, rate: float, request: gr.Request):
         p = pipe(model_name)
@@ -144,13 +154,15 @@ def build(services: Services) -> TabHandle:
                      ".png": png_bytes(grid(latent_frames, min(12, params.frames)))},
                     f"morph of {len(images)} images", {"frames": params.frames, "method": params.method,
                                                        "ease": params.ease, "fps": params.fps}, request, p.model.name)
-        files_out = [str(history.path(f)) for f in item.files]
+        files_out = [str(history.path(f)) for f in item.files] if item else []
         note = "; ".join(notes) if notes else ""
         return ([upscale(f, scale) for f in latent_frames], [upscale(f, scale) for f in crossfade],
-                next(f for f in files_out if f.endswith(".gif")), [f for f in files_out if not f.endswith(".png")], note)
+                next((f for f in files_out if f.endswith(".gif")), None), [f for f in files_out if not f.endswith(".png")],
+                note)
 
     # -- map ---------------------------------------------------------------------------------------
     @friendly_errors
+    @guarded(services, "vae", generation=True)
     def vae_map(model_name: str, cells: float, spread: float, ax: float, ay: float, refs, request: gr.Request):
         p = pipe(model_name)
         params = MapParams(grid=as_int("grid", cells), extent=float(spread), axis_x=as_int("axis_x", ax),
@@ -174,19 +186,23 @@ def build(services: Services) -> TabHandle:
         return [upscale(image, _scale(p.model.size)), state, axes, *updates]
 
     @friendly_errors
-    def from_sample(model_name):
+    @guarded(services, "vae")
+    def from_sample(model_name, request: gr.Request):
         p = pipe(model_name)
         return start_sliders(p, p.model.prior(1, torch.randint(0, 2**31, (1,)).item())[0])
 
     @friendly_errors
-    def from_upload(model_name, path):
+    @guarded(services, "vae")
+    def from_upload(model_name, path, request: gr.Request):
         if not path:
             return [gr.skip()] * (3 + MAX_SLIDERS)
         p = pipe(model_name)
         images, _ = load_uploads([path], p.model.size)
         return start_sliders(p, p.model.encode(images)[0])
 
-    def from_map(evt: gr.SelectData, model_name, cells, spread, ax, ay):
+    @friendly_errors
+    @guarded(services, "vae")
+    def from_map(evt: gr.SelectData, model_name, cells, spread, ax, ay, request: gr.Request):
         p = pipe(model_name)
         params = MapParams(grid=as_int("grid", cells), extent=float(spread), axis_x=as_int("axis_x", ax),
                            axis_y=as_int("axis_y", ay))
@@ -199,7 +215,8 @@ def build(services: Services) -> TabHandle:
         return [gr.Tabs(selected="sliders"), *start_sliders(p, point.view(shape))]
 
     @friendly_errors
-    def slide(model_name, state, axes, *amounts):
+    @guarded(services, "vae")
+    def slide(request: gr.Request, model_name, state, axes, *amounts):
         if not state or not axes:
             return gr.skip()
         p = pipe(model_name)
@@ -210,6 +227,7 @@ def build(services: Services) -> TabHandle:
 
     # -- reconstruct / prior -----------------------------------------------------------------------
     @friendly_errors
+    @guarded(services, "vae", generation=True)
     def reconstruct(model_name, files, request: gr.Request):
         p = pipe(model_name)
         images, notes = load_uploads(files, p.model.size)
@@ -225,6 +243,7 @@ def build(services: Services) -> TabHandle:
                 for i, im in enumerate(pairs)], note + ("; " + "; ".join(notes) if notes else "")
 
     @friendly_errors
+    @guarded(services, "vae", generation=True)
     def sample_prior(model_name, n, seed_text, request: gr.Request):
         p = pipe(model_name)
         seed = parse_seed(seed_text)
@@ -235,6 +254,7 @@ def build(services: Services) -> TabHandle:
 
     # -- training ----------------------------------------------------------------------------------
     @friendly_errors
+    @guarded(services, "vae", owner_only="train models")
     def train(folder, zip_file, name, size, colour, latent, epochs, request: gr.Request):
         name = (name or "").strip()
         if not re.fullmatch(r"[A-Za-z0-9][\w\-]{0,39}", name):
@@ -301,7 +321,8 @@ def build(services: Services) -> TabHandle:
         return gr.Dropdown(choices=registry.names("vae"))
 
     @friendly_errors
-    def add_to_morph(model_name, state, axes, current_files, *amounts):
+    @guarded(services, "vae")
+    def add_to_morph(request: gr.Request, model_name, state, axes, current_files, *amounts):
         if not state:
             raise ValueError("Open an image in Sliders first (a map cell, an upload or a random sample).")
         p = pipe(model_name)
