@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import functools
-
 import gradio as gr
 
 from studio.services import Services
@@ -45,7 +43,11 @@ def build_app(services: Services) -> gr.Blocks:
             with gr.Tab("Models / Settings", id="models"):
                 models_tab.build(services)
         history_page.select(rows, filters, table, api_visibility="undocumented")
-        app.load(functools.partial(_who, services), None, who, api_visibility="undocumented")
+
+        def who_line(request: gr.Request) -> str:
+            return _who(services, request)
+
+        app.load(who_line, None, who, api_visibility="undocumented")
         for handle in (image_handle, gan_handle):
             _wire_send_to_vae(handle, vae_handle, tabs)
     app.queue(max_size=services.settings.queue_size, default_concurrency_limit=1)

@@ -1,0 +1,248 @@
+"""Attacks on a public studio, each against a real server on loopback: guests overstepping, quota abuse,
+password guessing, reading files outside the outputs folder, oversized and active-content uploads."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from studio.access import Access, AccessDenied
+from tests.live import start
+
+OWNER, GUEST, OTHER_GUEST = ("owner", "owner-pw"), ("guest", "guest-pw"), ("visitor", "visitor-pw")
+QUOTA = 3
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_lm_dir, tiny_sd_dir):
+    from tests.conftest import _free_port
+
+    root = tmp_path_factory.mktemp("public")
+    port = _free_port()
+    (root / "secret.txt").write_text("TOP-SECRET beside the outputs folder")
+    app, services = start(root / "outputs", tiny_lm_dir, port, root / "cache", tiny_sd_dir,
+                          auth=(OWNER,), guest_auth=(GUEST, OTHER_GUEST), guest_generations_per_hour=QUOTA,
+                          max_upload_mb=1.0)
+    yield f"http://127.0.0.1:{port}/", services, root
+    app.close()
+
+
+def client(url: str, who: tuple[str, str]):
+    from gradio_client import Client
+
+    return Client(url, auth=who, verbose=False)
+
+
+def text_args(model: str = "tiny-llama", backend: str = "", prompt: str = "Once upon a time") -> tuple:
+    return (prompt, "completion", "", model, 6, 0.8, 0.9, 40, 1.1, "", "1", backend)
+
+
+def test_guests_generate_within_their_quota_and_are_told_when_it_resets(server):
+    from gradio_client.exceptions import AppError
+
+    url, services, _ = server
+    owner, guest = client(url, OWNER), client(url, GUEST)
+    with pytest.raises(AppError, match="Guests can't switch models: use smollm2-135m-instruct"):
+        guest.predict(*text_args(), api_name="/generate_text")  # not loaded yet: that would switch models
+    owner.predict(*text_args(), api_name="/generate_text")  # the owner loads it …
+    with pytest.raises(AppError, match="prompt is empty"):  # … a guest's bad input costs no quota
+        guest.predict(*text_args(prompt=""), api_name="/generate_text")
+    for _ in range(QUOTA):
+        text, status = guest.predict(*text_args(), api_name="/generate_text")
+        assert text and json.loads(status)["history_id"]
+    with pytest.raises(AppError, match=r"Quota reached: guests may make 3 generations per hour. "
+                                       r"Your next one is available at \d\d:\d\d"):
+        guest.predict(*text_args(), api_name="/generate_text")
+    # the owner has no quota, and another guest has their own
+    owner.predict(*text_args(), api_name="/generate_text")
+    client(url, OTHER_GUEST).predict(*text_args(), api_name="/generate_text")
+    assert services.access.remaining("guest") == 0 and services.access.remaining("visitor") == QUOTA - 1
+
+
+def test_guests_cannot_fetch_train_or_change_engines_or_load_weights(server):
+    from gradio_client.exceptions import AppError
+
+    url, _, _ = server
+    guest = client(url, OTHER_GUEST)
+    with pytest.raises(AppError, match="Guests can't download models"):
+        guest.predict("dcgan-faces-64", api_name="/fetch_model")
+    with pytest.raises(AppError, match="Guests can't train models"):
+        guest.predict(None, None, "mine", 32, "grey", 8, 2, api_name="/vae_train")
+    with pytest.raises(AppError, match="Guests can't change the text engine"):
+        guest.predict(*text_args(backend="transformers"), api_name="/generate_text")
+    with pytest.raises(AppError, match="Guests can't switch models"):
+        guest.predict("/etc", 0, 4, 1.0, api_name="/gan_sample")  # a server path as a model
+
+
+def test_history_is_private_per_user(server):
+    url, services, _ = server
+    owner, guest = client(url, OWNER), client(url, OTHER_GUEST)
+    owner.predict(*text_args(prompt="the owner's secret story"), api_name="/generate_text")
+    owners_item = services.history.list(text="the owner's secret story")[0]
+    listed = guest.predict("all", "", api_name="/history_list")
+    assert all(row[-1] != owners_item.id for row in listed["data"])
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="Select an item in the table first"):  # as if it did not exist
+        guest.predict(owners_item.id, api_name="/history_restore")
+    assert any(row[-1] == owners_item.id for row in owner.predict("all", "", api_name="/history_list")["data"])
+
+
+def test_failed_logins_are_answered_ever_more_slowly():
+    now = [1000.0]
+    access = Access(owners=(OWNER,), clock=lambda: now[0])
+    assert [access.failure_delay("owner") for _ in range(6)] == [0.5, 1.0, 2.0, 4.0, 8.0, 8.0]
+    now[0] += 901  # failures are forgotten after 15 minutes
+    assert access.failure_delay("owner") == 0.5
+    started = time.perf_counter()
+    assert asyncio.run(access.authenticate("owner", "owner-pw")) is True
+    assert time.perf_counter() - started < 0.2  # the right password is never slowed down
+    assert asyncio.run(access.authenticate("nobody", "x")) is False
+
+
+def test_login_endpoint_slows_down_guessing(server):
+    url, _, _ = server
+
+    def attempt(password: str) -> tuple[int, float]:
+        data = urllib.parse.urlencode({"username": "guest", "password": password}).encode()
+        started = time.perf_counter()
+        try:
+            code = urllib.request.urlopen(url + "login", data=data, timeout=30).status
+        except urllib.error.HTTPError as err:
+            code = err.code
+        return code, time.perf_counter() - started
+
+    timings = [attempt(f"wrong-{i}") for i in range(3)]
+    assert all(code >= 400 for code, _ in timings)
+    assert timings[0][1] >= 0.45 and timings[2][1] >= 1.9, timings
+    assert attempt("guest-pw")[0] == 200
+
+
+def test_quota_messages_use_the_reset_time():
+    now = [10_000.0]
+    access = Access(guests=(GUEST,), guest_generations_per_hour=2, clock=lambda: now[0])
+    first = access.admit("guest", "text")
+    access.admit("guest", "text")
+    with pytest.raises(AccessDenied, match="available at"):
+        access.admit("guest", "text")
+    first.refund()  # a failed generation gives its slot back
+    access.admit("guest", "text")
+    now[0] += 3601
+    access.admit("guest", "text")  # an hour later the window has moved on
+    assert access.admit("owner-less", "text").access is None  # not a guest: never counted
+
+
+def _get(url: str, path: str, cookie: str = "") -> tuple[int, bytes, dict]:
+    request = urllib.request.Request(url.rstrip("/") + path, headers={"Cookie": cookie} if cookie else {})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read(), dict(response.headers)
+    except urllib.error.HTTPError as err:
+        return err.code, err.read(), dict(err.headers)
+
+
+def _login_cookie(url: str, who: tuple[str, str]) -> str:
+    data = urllib.parse.urlencode({"username": who[0], "password": who[1]}).encode()
+    with urllib.request.urlopen(url + "login", data=data, timeout=30) as response:
+        return "; ".join(c.split(";")[0] for c in response.headers.get_all("Set-Cookie"))
+
+
+def test_path_traversal_and_files_outside_the_outputs_are_refused(server):
+    url, services, root = server
+    cookie = _login_cookie(url, OWNER)
+    inside = services.history.root / "text" / "probe.txt"
+    inside.parent.mkdir(parents=True, exist_ok=True)
+    inside.write_text("served")
+    code, body, _ = _get(url, f"/gradio_api/file={inside}", cookie)
+    assert code == 200 and body == b"served"  # the control: outputs are served
+    secret = root / "secret.txt"
+    repo = Path(__file__).resolve().parents[2]
+    attacks = [
+        f"/gradio_api/file={services.history.root}/../secret.txt",
+        f"/gradio_api/file={services.history.root}/%2e%2e/secret.txt",
+        f"/gradio_api/file={services.history.root}/%252e%252e/secret.txt",
+        f"/gradio_api/file={services.history.root}/..%2fsecret.txt",
+        f"/gradio_api/file={services.history.root}/..%5csecret.txt",
+        f"/gradio_api/file={secret}",
+        "/gradio_api/file=/etc/passwd",
+        "/gradio_api/file=../../../../../../etc/passwd",
+        "/gradio_api/file=%2e%2e/%2e%2e/%2e%2e/%2e%2e/etc/passwd",
+        f"/gradio_api/file={repo}/pyproject.toml",
+        f"/gradio_api/file={services.settings.cache_dir}",
+        "/file=/etc/passwd",
+        "/gradio_api/file=~/.bashrc",
+    ]
+    for attack in attacks:
+        code, body, _ = _get(url, attack, cookie)
+        assert code in (403, 404), (attack, code)
+        assert b"TOP-SECRET" not in body and b"root:" not in body and b"[project]" not in body
+    code, _, _ = _get(url, f"/gradio_api/file={inside}")  # and nothing at all without a login
+    assert code in (401, 403, 404)
+
+
+def _upload(url: str, cookie: str, name: str, data: bytes) -> tuple[int, list]:
+    boundary = "studioboundary"
+    body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
+            f"Content-Type: application/octet-stream\r\n\r\n").encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    request = urllib.request.Request(url + "gradio_api/upload", data=body, headers={
+        "Content-Type": f"multipart/form-data; boundary={boundary}", "Cookie": cookie})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as err:
+        return err.code, []
+
+
+def test_uploads_are_size_limited_and_never_served_back_as_active_content(server):
+    url, _, _ = server
+    cookie = _login_cookie(url, OWNER)
+    code, _ = _upload(url, cookie, "huge.png", b"\0" * (2 * 2**20))  # the test server allows 1 MB
+    assert code == 413
+    payloads = {"page.html": b"<html><script>alert(1)</script></html>",
+                "pic.svg": b"<svg xmlns='http://www.w3.org/2000/svg' onload='alert(1)'/>",
+                "pic.png.html": b"<script>alert(1)</script>"}
+    for name, data in payloads.items():
+        code, paths = _upload(url, cookie, name, data)
+        assert code == 200 and paths
+        code, body, headers = _get(url, f"/gradio_api/file={paths[0]}", cookie)
+        content_type = headers.get("content-type", headers.get("Content-Type", ""))
+        disposition = headers.get("content-disposition", headers.get("Content-Disposition", ""))
+        assert "html" not in content_type and "svg" not in content_type, (name, content_type)
+        assert code != 200 or "attachment" in disposition, (name, disposition)
+
+
+def test_decompression_bombs_are_refused_in_plain_words(server, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    url, _, _ = server
+    bomb = tmp_path / "bomb.png"
+    Image.new("1", (20_000, 20_000)).save(bomb, optimize=True)  # ~50 KB on disk, 400 megapixels decoded
+    assert bomb.stat().st_size < 2**20
+    with pytest.raises(AppError, match="too large|too many pixels|megapixels"):
+        client(url, OWNER).predict("digit-vae-2d", [handle_file(str(bomb))], api_name="/vae_reconstruct")
+
+
+def test_model_files_are_loaded_safely(server, tmp_path):
+    from pipelines.device import pick_placement
+    from pipelines.image import load_image_model
+    from pipelines.registry import ModelNotAvailable, Registry
+    from studio.tabs.models import model_rows
+
+    _, services, _ = server
+    assert services.settings.allow_pickle is False and services.settings.trust_remote_code is False
+    pickle = tmp_path / "model.ckpt"
+    pickle.write_bytes(b"not really a pickle")
+    registry = Registry(tmp_path / "cache", offline=True)
+    with pytest.raises(ModelNotAvailable, match="--allow-pickle"):
+        load_image_model(registry.resolve(registry.lookup(str(pickle), "image")), pick_placement("cpu"))
+    rows = model_rows(services)
+    assert rows and all(row[3] and row[4] for row in rows)  # every model shows where it is from and its license
