@@ -53,11 +53,11 @@ def build(services: Services) -> TabHandle:
             with gr.Row():
                 model = gr.Dropdown(registry.names("gan"), value=registry.default("gan"), allow_custom_value=True,
                                     label="Generator", info="Listed model, or a .safetensors file with a .json config",
-                                    scale=3)
+                                    scale=3, elem_id="gan-model")
                 seed = gr.Number(value=0, precision=0, label="First seed", scale=1, elem_id="gan-seed")
                 dice = gr.Button("Random seed", scale=0, min_width=110)
             with gr.Row():
-                grid_size = gr.Slider(1, limits.max_grid, value=4, step=1, label="Grid (N×N)")
+                grid_size = gr.Slider(1, limits.max_grid, value=4, step=1, label="Grid (N×N)", elem_id="gan-grid")
                 psi = gr.Slider(0, 1.5, value=1.0, step=0.05, label="Truncation ψ",
                                 info="0 = the average face, 1 = plain samples, >1 = wilder")
             sample = gr.Button("Generate grid", variant="primary", elem_id="gan-generate")
@@ -95,7 +95,7 @@ def build(services: Services) -> TabHandle:
             with gr.Row():
                 key_seeds = gr.Textbox(value="1, 2, 3", label="Keyframe seeds", scale=2,
                                        info="Used when no faces were added below")
-                frames = gr.Slider(2, limits.max_frames, value=32, step=1, label="Frames", scale=2)
+                frames = gr.Slider(2, limits.max_frames, value=32, step=1, label="Frames", scale=2, elem_id="gan-frames")
                 method = gr.Radio(["slerp", "lerp"], value="slerp", label="Path", scale=1)
                 easing = gr.Dropdown(list(EASES), value="ease-in-out", label="Easing", scale=1)
                 loop = gr.Checkbox(value=True, label="Loop", scale=1)
@@ -108,7 +108,8 @@ def build(services: Services) -> TabHandle:
             strip = gr.Gallery(format="png", label="Frames", columns=12, height=200)
             with gr.Row():
                 animation = gr.Image(label="Animation", height=256, interactive=False)
-                walk_files = gr.File(label="Download GIF / MP4", file_count="multiple", interactive=False)
+                walk_files = gr.File(label="Download GIF / MP4", file_count="multiple", interactive=False,
+                                     elem_id="gan-walk-files")
         with gr.Tab("Breed"):
             with gr.Row():
                 add_parent = gr.Button("Add the selected face as a parent")

@@ -81,17 +81,18 @@ def build(services: Services) -> TabHandle:
                 png_send = gr.Button("Send these parameters to the Image tab")
         with gr.Column(scale=2):
             model = gr.Dropdown(registry.names("image"), value=default_model, allow_custom_value=True, label="Model",
-                                info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint")
+                                info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
+                                elem_id="image-model")
             scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler")
             with gr.Row():
-                steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps")
+                steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps", elem_id="image-steps")
                 guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Guidance (CFG)")
             with gr.Row():
                 width = gr.Slider(64, 2048, value=64, step=8, label="Width")
                 height = gr.Slider(64, 2048, value=64, step=8, label="Height")
             with gr.Row():
                 seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="image-seed")
-                batch_size = gr.Slider(1, limits.max_batch_size, value=4, step=1, label="Batch size")
+                batch_size = gr.Slider(1, limits.max_batch_size, value=4, step=1, label="Batch size", elem_id="image-batch")
                 batch_count = gr.Slider(1, limits.max_batch_count, value=1, step=1, label="Batch count")
             with gr.Accordion("Variation seed", open=False):
                 variation_seed = gr.Textbox(label="Variation seed", placeholder="blank = off")

@@ -94,7 +94,7 @@ def build(services: Services) -> TabHandle:
     limits = services.settings.text_limits
     with gr.Row(equal_height=False):
         with gr.Column(scale=3):
-            with gr.Tabs():
+            with gr.Tabs() as modes:
                 with gr.Tab("Chat", id="chat"):
                     chatbot = gr.Chatbot(label="Conversation", height=420, elem_id="text-chat",
                                          placeholder="Say hello, or pick a preset below.")
@@ -124,7 +124,8 @@ def build(services: Services) -> TabHandle:
             status = gr.Markdown("", elem_id="text-status")
         with gr.Column(scale=2):
             model = gr.Dropdown(registry.names("text"), value=registry.default("text"), allow_custom_value=True,
-                                label="Model", info="A listed model, a hub id (e.g. gpt2) or a local folder / .gguf")
+                                label="Model", info="A listed model, a hub id (e.g. gpt2) or a local folder / .gguf",
+                                elem_id="text-model")
             engine = gr.Dropdown(["auto", "llama.cpp", "transformers"], value=services.settings.text_backend,
                                  label="Engine", elem_id="text-engine",
                                  info="auto: llama.cpp for GGUF files on CPU/Apple (faster), transformers otherwise")
@@ -234,12 +235,15 @@ def build(services: Services) -> TabHandle:
               "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed, "model": model, "backend": engine}
 
     def restore(params: dict) -> list:
-        values = dict(params)
+        """Fill the settings from a History item and open Chat or Completion as it was made; empty
+        values (an item without a model name, say) leave the current setting alone."""
+        values = {k: v for k, v in params.items() if v not in (None, "")}
         values["stop"] = ", ".join(s.replace("\n", "\\n") for s in values.get("stop", []))
         values["seed"] = str(values.get("seed", ""))
-        return [values.get(k, gr.skip()) for k in fields]
+        mode = "chat" if values.get("mode") == "chat" else "completion"
+        return [*(values.get(k, gr.skip()) for k in fields), gr.Tabs(selected=mode)]
 
-    return TabHandle(restore_outputs=list(fields.values()), restore=restore)
+    return TabHandle(restore_outputs=[*fields.values(), modes], restore=restore)
 
 
 def _content_text(content) -> str:

@@ -47,7 +47,7 @@ def build(services: Services) -> TabHandle:
     current = gr.State(None)  # {"latent": [...], "shape": [...]} of the image under the sliders
     axes_state = gr.State(None)
 
-    model = gr.Dropdown(registry.names("vae"), value=registry.default("vae"), allow_custom_value=True, label="VAE",
+    model = gr.Dropdown(registry.names("vae"), value=registry.default("vae"), allow_custom_value=True, label="VAE", elem_id="vae-model",
                         info="Listed model, a diffusers AutoencoderKL folder or hub id (e.g. Stable Diffusion's VAE)")
     with gr.Tabs() as inner:
         with gr.Tab("Morph", id="morph"):
@@ -55,11 +55,11 @@ def build(services: Services) -> TabHandle:
                 morph_files = gr.File(label="Two or more images (in order)", file_count="multiple",
                                       file_types=["image"], scale=2)
                 with gr.Column(scale=1):
-                    random_count = gr.Slider(0, 8, value=0, step=1, label="…or this many random samples",
+                    random_count = gr.Slider(0, 8, value=0, step=1, label="…or this many random samples", elem_id="vae-random",
                                              info="used when no images are given")
                     random_seed = gr.Textbox(value="0", label="Seed for random samples")
             with gr.Row():
-                frames = gr.Slider(2, 240, value=24, step=1, label="Frames")
+                frames = gr.Slider(2, 240, value=24, step=1, label="Frames", elem_id="vae-frames")
                 method = gr.Radio(["slerp", "lerp"], value="slerp", label="Path")
                 ease = gr.Dropdown(list(EASES), value="ease-in-out", label="Easing")
                 fps = gr.Slider(1, 60, value=12, step=1, label="FPS")
@@ -69,10 +69,10 @@ def build(services: Services) -> TabHandle:
             fade = gr.Gallery(label="Plain pixel crossfade, for comparison", columns=12, height=160, format="png")
             with gr.Row():
                 animation = gr.Image(label="Animation", height=256, interactive=False)
-                morph_out = gr.File(label="GIF / MP4", file_count="multiple", interactive=False)
+                morph_out = gr.File(label="GIF / MP4", file_count="multiple", interactive=False, elem_id="vae-files")
         with gr.Tab("Map", id="map"):
             with gr.Row():
-                map_grid = gr.Slider(2, 24, value=12, step=1, label="Cells per side")
+                map_grid = gr.Slider(2, 24, value=12, step=1, label="Cells per side", elem_id="vae-map-cells")
                 extent = gr.Slider(0.5, 5, value=2.5, step=0.1, label="Range (± prior std)")
                 axis_x = gr.Number(value=0, precision=0, label="X axis (dimension / PCA direction)")
                 axis_y = gr.Number(value=1, precision=0, label="Y axis")
