@@ -66,6 +66,16 @@ def wait_text(page, elem_id: str, needle: str, timeout: int = SLOW) -> None:
         f"() => (document.querySelector('#{elem_id}')?.innerText || '').includes({needle!r})", timeout=timeout)
 
 
+def download_gif(page, elem_id: str, target) -> bytes:
+    """Wait for a GIF in a File component, click its download link like a person, return the bytes."""
+    link = page.locator(f"#{elem_id} a[download$='.gif']").first
+    link.wait_for(timeout=SLOW)
+    with page.expect_download() as info:
+        link.click()
+    info.value.save_as(target)
+    return target.read_bytes()
+
+
 def test_text_tab_streams_into_the_page(served_app, page, artifacts_dir):
     url, services = served_app
     page.goto(url)
@@ -112,13 +122,7 @@ def test_gan_tab_grid_select_walk_and_download_the_gif(served_app, page, artifac
     page.get_by_role("tab", name="Walk (interpolation)").click()
     move_slider(page, "gan-frames", 8)
     page.locator("#gan-walk").click()
-    link = page.locator("#gan-walk-files a[download$='.gif']").first
-    link.wait_for(timeout=SLOW)
-    with page.expect_download() as info:
-        link.click()
-    saved = tmp_path / "walk.gif"
-    info.value.save_as(saved)
-    assert saved.read_bytes()[:4] == b"GIF8"
+    assert download_gif(page, "gan-walk-files", tmp_path / "walk.gif")[:4] == b"GIF8"
     page.screenshot(path=str(artifacts_dir / "gan-tab.png"), full_page=True)
 
 
@@ -130,13 +134,7 @@ def test_vae_tab_morph_and_map(served_app, page, artifacts_dir, tmp_path):
     move_slider(page, "vae-random", 3)
     move_slider(page, "vae-frames", 8)
     page.locator("#vae-morph").click()
-    link = page.locator("#vae-files a[download$='.gif']").first
-    link.wait_for(timeout=SLOW)
-    with page.expect_download() as info:
-        link.click()
-    saved = tmp_path / "morph.gif"
-    info.value.save_as(saved)
-    assert saved.read_bytes()[:4] == b"GIF8"
+    assert download_gif(page, "vae-files", tmp_path / "morph.gif")[:4] == b"GIF8"
     page.get_by_role("tab", name="Map").click()
     move_slider(page, "vae-map-cells", 4)
     page.locator("#vae-map").click()
