@@ -109,22 +109,24 @@ def physical_cores() -> int:
 
 
 @functools.cache
-def cpu_bf16_speedup(size: int = 4096, reps: int = 8) -> float:
-    """How much faster a bfloat16 matrix-vector product is than float32 on this CPU (measured once).
+def cpu_bf16_speedup(size: int = 4096, rounds: int = 5, reps: int = 4) -> float:
+    """How much faster a bfloat16 matrix-vector product is than float32 on this CPU (measured once,
+    ~0.2 s: the best of interleaved rounds, so a busy moment does not decide it).
 
     Decoding a language model is one such product per weight matrix per token, bound by memory
     traffic; bfloat16 halves the bytes, and CPUs with AVX-512/AMX bf16 paths turn that into speed
     while older ones emulate it slowly — so we measure instead of guessing from flags."""
-    seconds = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        weight = torch.full((size, size), 0.01, dtype=dtype)
-        vector = torch.full((1, size), 0.5, dtype=dtype)
-        torch.nn.functional.linear(vector, weight)
-        start = time.perf_counter()
-        for _ in range(reps):
+    operands = {dtype: (torch.full((size, size), 0.01, dtype=dtype), torch.full((1, size), 0.5, dtype=dtype))
+                for dtype in (torch.float32, torch.bfloat16)}
+    best = dict.fromkeys(operands, float("inf"))
+    for _ in range(rounds):
+        for dtype, (weight, vector) in operands.items():
             torch.nn.functional.linear(vector, weight)
-        seconds[dtype] = time.perf_counter() - start
-    return seconds[torch.float32] / seconds[torch.bfloat16]
+            start = time.perf_counter()
+            for _ in range(reps):
+                torch.nn.functional.linear(vector, weight)
+            best[dtype] = min(best[dtype], time.perf_counter() - start)
+    return best[torch.float32] / best[torch.bfloat16]
 
 
 def text_placement(placement: Placement, requested_dtype: str = "auto") -> Placement:

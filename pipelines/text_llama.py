@@ -6,8 +6,8 @@
 
 Same `TextParams`, prompt building, streaming, stop strings and `TextOutput` as the transformers path
 (`text.py`): the quantized weights run as they are instead of being dequantized to float32, which is
-several times faster on a CPU. Sampling follows the transformers order (repetition penalty over the
-whole context, then temperature → top-k → top-p) in a llama.cpp sampler chain seeded per request.
+several times faster on a CPU. Sampling follows the transformers semantics (repetition penalty over the
+whole context, then temperature, top-k, top-p) in a llama.cpp sampler chain seeded per request.
 
 One llama.cpp context holds one KV cache, so requests to one model run one at a time (a lock). A chat
 follow-up reuses the evaluated prefix in that context; when another conversation takes the context
@@ -207,9 +207,11 @@ class LlamaTextPipeline:
         if params.greedy:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_greedy())
         else:
-            L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(params.temperature))
+            # top-k first: it keeps the same tokens whatever the temperature, and leaves the
+            # temperature only k logits to scale instead of the whole vocabulary
             if params.top_k:
                 L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_k(params.top_k))
+            L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(params.temperature))
             if params.top_p < 1.0:
                 L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed if seed != _DEFAULT_SEED else seed - 1))
