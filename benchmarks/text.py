@@ -242,7 +242,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="smollm2-135m-instruct")
     parser.add_argument("--tokens", type=int, default=128)
-    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--no-cold-start", action="store_true")
     parser.add_argument("--no-large", action="store_true", help="skip the synthetic 1.7B-shape bandwidth row")
     args = parser.parse_args()

@@ -119,6 +119,13 @@ def test_gan_tab_grid_select_walk_and_download_the_gif(served_app, page, artifac
     page.wait_for_function("() => document.querySelectorAll('#gan-gallery img').length >= 4", timeout=SLOW)
     page.locator("#gan-gallery img").first.click()
     page.wait_for_function("() => document.querySelector('#gan-selected img')", timeout=SLOW)
+    before = page.locator("#gan-selected img").get_attribute("src")
+    page.get_by_text("Latent directions (GANSpace)").click()
+    page.locator("#gan-find-directions").click()
+    page.locator("#gan-direction-0 input[type=range]").wait_for(timeout=SLOW)
+    move_slider(page, "gan-direction-0", 3)  # the selected face moves along the first direction, live
+    page.wait_for_function(f"() => document.querySelector('#gan-selected img')?.getAttribute('src') !== {before!r}",
+                           timeout=SLOW)
     page.get_by_role("tab", name="Walk (interpolation)").click()
     move_slider(page, "gan-frames", 8)
     page.locator("#gan-walk").click()

@@ -80,9 +80,9 @@ def build(services: Services) -> TabHandle:
             with gr.Accordion("Latent directions (GANSpace)", open=False):
                 with gr.Row():
                     k = gr.Slider(1, MAX_SLIDERS, value=6, step=1, label="Directions")
-                    find = gr.Button("Find directions")
-                sliders = [gr.Slider(-5, 5, value=0, step=0.1, label=f"PC{i + 1}", visible=False)
-                           for i in range(MAX_SLIDERS)]
+                    find = gr.Button("Find directions", elem_id="gan-find-directions")
+                sliders = [gr.Slider(-5, 5, value=0, step=0.1, label=f"PC{i + 1}", visible=False,
+                                     elem_id=f"gan-direction-{i}") for i in range(MAX_SLIDERS)]
                 with gr.Row():
                     which = gr.Dropdown([f"PC{i + 1}" for i in range(MAX_SLIDERS)], label="Direction", scale=1)
                     direction_name = gr.Textbox(label="Name it", placeholder="e.g. smile", scale=2)

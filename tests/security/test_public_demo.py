@@ -81,6 +81,20 @@ def test_guests_cannot_fetch_train_or_change_engines_or_load_weights(server):
         guest.predict("/etc", 0, 4, 1.0, api_name="/gan_sample")  # a server path as a model
 
 
+def test_guests_cannot_load_lora_weights(server, tmp_path):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from tests.test_app import image_args
+
+    url, services, _ = server
+    lora = tmp_path / "style.safetensors"
+    lora.write_bytes(b"\0" * 64)
+    with pytest.raises(AppError, match="Guests can't load LoRA files"):
+        client(url, GUEST).predict(*image_args(model="", loras=[handle_file(str(lora))]), api_name="/generate_image")
+    assert services.history.list(tab="image") == []
+
+
 def test_history_is_private_per_user(server):
     url, services, _ = server
     owner, guest = client(url, OWNER), client(url, OTHER_GUEST)
