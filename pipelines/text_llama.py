@@ -196,7 +196,7 @@ class LlamaTextPipeline:
         return chat_prompt(self.model.template, params, self.model.has_chat_template)
 
     def _sampler(self, params: TextParams, seed: int, prompt: list[int]):
-        """A llama.cpp sampler chain in the transformers order, seeded for this request."""
+        """A llama.cpp sampler chain with the transformers semantics, seeded for this request."""
         import llama_cpp as L
 
         chain = L.llama_sampler_chain_init(L.llama_sampler_chain_default_params())
@@ -227,7 +227,8 @@ class LlamaTextPipeline:
         here = common_prefix(current, tokens)
         saved, _ = self.prompt_cache.best(tokens)
         state = self.prompt_cache.take(tokens)[1] if saved > here else None
-        if (state is not None or here < len(current) // 2) and len(current) >= self.prompt_cache.min_prefix:
+        worth_keeping = self.prompt_cache.capacity > 0 and len(current) >= self.prompt_cache.min_prefix
+        if worth_keeping and (state is not None or here < len(current) // 2):
             # another conversation takes the context over: keep this one for when its owner comes back
             self.prompt_cache.put(current, _save_state(llm))
         if state is not None:
