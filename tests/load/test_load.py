@@ -143,7 +143,7 @@ def test_twenty_users_mixing_all_tabs(studio_process, artifacts_dir):
     assert proc.poll() is None  # still serving
 
 
-def test_a_full_queue_answers_busy_at_once(tmp_path, tiny_lm_dir, tiny_sd_dir, free_port):
+def test_a_full_queue_answers_busy_at_once(tmp_path, tiny_lm_dir, tiny_sd_dir, free_port, artifacts_dir):
     """With room for 2 waiting jobs, 10 simultaneous long requests: the extra ones are told the studio is
     busy straight away (no hang), the rest complete."""
     from gradio_client import Client
@@ -169,6 +169,9 @@ def test_a_full_queue_answers_busy_at_once(tmp_path, tiny_lm_dir, tiny_sd_dir, f
             list(pool.map(ask, clients))
         busy = [seconds for outcome, seconds in outcomes if "queue is full" in outcome.lower()]
         ok = [seconds for outcome, seconds in outcomes if outcome == "ok"]
+        (artifacts_dir / "busy-report.json").write_text(json.dumps({
+            "simultaneous": 10, "queue_size": 2, "busy": len(busy), "completed": len(ok),
+            "slowest_busy_answer_s": round(max(busy, default=0), 3), "slowest_completion_s": round(max(ok, default=0), 3)}))
         assert len(busy) + len(ok) == 10, outcomes
         assert busy and ok and max(busy) < 10, outcomes
     finally:
