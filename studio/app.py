@@ -41,13 +41,19 @@ def build_app(services: Services) -> gr.Blocks:
                 rows, filters, table = history_tab.build(services, {"text": text_handle, "image": image_handle, "vae": vae_handle,
                                                              "gan": gan_handle}, tabs)
             with gr.Tab("Models / Settings", id="models"):
-                models_tab.build(services)
+                fetch_controls = models_tab.build(services)
         history_page.select(rows, filters, table, api_visibility="undocumented")
 
-        def who_line(request: gr.Request) -> str:
-            return _who(services, request)
+        handles = (text_handle, image_handle, vae_handle, gan_handle)
+        owner_controls = [c for handle in handles for c in handle.owner_controls] + fetch_controls
 
-        app.load(who_line, None, who, api_visibility="undocumented")
+        def on_open(request: gr.Request) -> list:
+            """A guest's page: say what they may do, and make the owner's controls read-only."""
+            line = _who(services, request)
+            lock = gr.update(interactive=False) if line else gr.skip()
+            return [line, *[lock] * len(owner_controls)]
+
+        app.load(on_open, None, [who, *owner_controls], api_visibility="undocumented")
         for handle in (image_handle, gan_handle):
             _wire_send_to_vae(handle, vae_handle, tabs)
     app.queue(max_size=services.settings.queue_size, default_concurrency_limit=1)

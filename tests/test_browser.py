@@ -194,3 +194,30 @@ def test_phone_width_layout_stays_usable(served_app, browser, artifacts_dir):
         page.screenshot(path=str(artifacts_dir / "phone-text-tab.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_a_guest_sees_what_they_may_do_and_cannot_pick_models(tmp_path, tiny_lm_dir, tiny_sd_dir, free_port, browser,
+                                                             artifacts_dir):
+    port = free_port()
+    app, _ = start(tmp_path / "outputs", tiny_lm_dir, port, tmp_path / "cache", tiny_sd_dir,
+                   auth=(("owner", "owner-pw"),), guest_auth=(("guest", "guest-pw"),), guest_generations_per_hour=5)
+    try:
+        for user, password, is_guest in (("guest", "guest-pw", True), ("owner", "owner-pw", False)):
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_label("username").fill(user)
+            page.get_by_label("password").fill(password)
+            page.get_by_role("button", name="Login").click()
+            page.locator("#text-model input").wait_for(timeout=SLOW)
+            if is_guest:
+                wait_text(page, "studio-who", "5 of 5 generations left this hour")
+                page.wait_for_function("() => document.querySelector('#text-model input').disabled", timeout=SLOW)
+                page.screenshot(path=str(artifacts_dir / "guest-view.png"))
+            else:
+                page.wait_for_timeout(1500)  # the page-load event has run
+                assert page.locator("#text-model input").is_enabled()
+                assert "guest" not in page.locator("#studio-who").inner_text()
+            context.close()
+    finally:
+        app.close()

@@ -7,7 +7,7 @@ import inspect
 import logging
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import gradio as gr
 import torch
@@ -27,12 +27,14 @@ class TabHandle:
     restore_outputs / restore: the components History fills and how, from an item's params.
     send_to_vae: (button, inputs, fn) — fn(*inputs) returns the path of an image to send to the VAE tab.
     receive_images: a gr.File (multiple) that collects images sent from other tabs.
+    owner_controls: components guests may not use (model choice, training…); the server refuses anyway.
     """
 
     restore_outputs: list
     restore: Callable[[dict], list]
     send_to_vae: tuple | None = None
     receive_images: object | None = None
+    owner_controls: list = field(default_factory=list)  # made read-only on a guest's page
 
 
 def parse_seed(value) -> int | None:

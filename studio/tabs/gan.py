@@ -395,4 +395,4 @@ def build(services: Services) -> TabHandle:
         return [params.get(name, gr.skip()) if params.get(name) is not None else gr.skip() for name in fields]
 
     return TabHandle(restore_outputs=list(fields.values()), restore=restore,
-                     send_to_vae=(to_vae, [selected, model], face_file))
+                     send_to_vae=(to_vae, [selected, model], face_file), owner_controls=[model, name_it])

@@ -270,4 +270,4 @@ def build(services: Services) -> TabHandle:
         return path
 
     return TabHandle(restore_outputs=list(fields.values()), restore=restore,
-                     send_to_vae=(to_vae, [selected_path], selected_file))
+                     send_to_vae=(to_vae, [selected_path], selected_file), owner_controls=[model, lora_files])

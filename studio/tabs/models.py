@@ -1,4 +1,6 @@
-"""The Models / Settings tab: every known model, its source and license, presence, and fetching."""
+"""The Models / Settings tab: every known model, its source and license, presence, and fetching.
+
+`build` returns the controls guests may not use (the fetch box and button)."""
 
 from __future__ import annotations
 
@@ -43,7 +45,7 @@ def model_rows(services: Services) -> list[list]:
     return rows
 
 
-def build(services: Services) -> None:
+def build(services: Services) -> list:
     s = services.settings
     gr.Markdown(f"**Device:** {services.placement.describe()} · **Cache:** `{s.cache_dir}` · "
                 f"**Outputs:** `{services.history.root}` · **Offline:** {'yes' if s.offline else 'no'}")
@@ -78,4 +80,5 @@ def build(services: Services) -> None:
         return model_rows(services), f"{model_name} is in the cache."
 
     fetch.click(do_fetch, [name], [table, result], api_name="fetch_model")
+    return [name, fetch]
     refresh.click(lambda: model_rows(services), None, table, api_name="list_models")

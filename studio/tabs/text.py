@@ -243,7 +243,7 @@ def build(services: Services) -> TabHandle:
         mode = "chat" if values.get("mode") == "chat" else "completion"
         return [*(values.get(k, gr.skip()) for k in fields), gr.Tabs(selected=mode)]
 
-    return TabHandle(restore_outputs=[*fields.values(), modes], restore=restore)
+    return TabHandle(restore_outputs=[*fields.values(), modes], restore=restore, owner_controls=[model, engine])
 
 
 def _content_text(content) -> str:

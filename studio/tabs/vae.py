@@ -362,4 +362,5 @@ def build(services: Services) -> TabHandle:
 
     map_gallery.select(from_map, [model, map_grid, extent, axis_x, axis_y], [inner, *slider_outputs],
                        api_visibility="undocumented")
-    return TabHandle(restore_outputs=[model], restore=restore, receive_images=morph_files)
+    return TabHandle(restore_outputs=[model], restore=restore, receive_images=morph_files,
+                     owner_controls=[model, train_btn])
