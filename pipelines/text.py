@@ -142,7 +142,6 @@ class TextModel:
     name: str
     placement: Placement
     backend: str = "transformers"
-    why: str = ""  # why this backend serves the model (shown in the Models tab)
 
     @property
     def has_chat_template(self) -> bool:

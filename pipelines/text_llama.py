@@ -129,13 +129,7 @@ class LlamaTextModel:
     template: _GGUFTemplate
     name: str
     placement: Placement
-    threads: int
     backend: str = "llama.cpp"
-    why: str = ""
-
-    @property
-    def tokenizer(self) -> _GGUFTemplate:
-        return self.template
 
     @property
     def has_chat_template(self) -> bool:
@@ -156,8 +150,8 @@ def _gguf_path(resolved: ResolvedModel) -> Path:
     return location
 
 
-def load_llama_model(resolved: ResolvedModel, placement: Placement, *, threads: int, n_ctx: int = 5120,
-                     why: str = "") -> LlamaTextModel:
+def load_llama_model(resolved: ResolvedModel, placement: Placement, *, threads: int,
+                     n_ctx: int = 5120) -> LlamaTextModel:
     """Open a GGUF file with llama.cpp: all layers on the GPU for MPS/CUDA, `threads` CPU threads."""
     try:
         from llama_cpp import Llama
@@ -175,7 +169,7 @@ def load_llama_model(resolved: ResolvedModel, placement: Placement, *, threads: 
     bos = vocab_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
     eos = vocab_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
     template = _GGUFTemplate(llm.metadata.get("tokenizer.chat_template"), bos, eos)
-    return LlamaTextModel(llm, template, resolved.spec.name, placement, threads, why=why)
+    return LlamaTextModel(llm, template, resolved.spec.name, placement)
 
 
 class LlamaTextPipeline:

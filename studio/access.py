@@ -46,10 +46,6 @@ class Access:
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
-    @property
-    def logins(self) -> bool:
-        return bool(self.owners or self.guests)
-
     def is_guest(self, user: str) -> bool:
         return user in self.guests
 
@@ -61,11 +57,15 @@ class Access:
 
     def failure_delay(self, user: str) -> float:
         """Seconds to wait before answering a failed login: 0.5 s doubling per recent failure, at most 8 s."""
+        now = self.clock()
         with self._lock:
+            if len(self._failures) > 10_000:  # many made-up user names: forget the stale ones
+                for name in [n for n, times in self._failures.items() if times[-1] < now - 900]:
+                    del self._failures[name]
             recent = self._failures[user]
-            while recent and recent[0] < self.clock() - 900:
+            while recent and recent[0] < now - 900:
                 recent.popleft()
-            recent.append(self.clock())
+            recent.append(now)
             return min(0.5 * 2 ** (len(recent) - 1), 8.0)
 
     async def authenticate(self, user: str, password: str) -> bool:

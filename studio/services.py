@@ -98,11 +98,10 @@ class Services:
             if choice.backend == "llama.cpp":
                 limits = s.text_limits
                 loaded = load_llama_model(resolved, self.placement, threads=s.text_threads or physical_cores(),
-                                          n_ctx=limits.max_prompt_tokens + limits.max_new_tokens, why=choice.reason)
+                                          n_ctx=limits.max_prompt_tokens + limits.max_new_tokens)
                 return LlamaTextPipeline(loaded, limits, s.prompt_cache_entries)
             loaded = load_text_model(resolved, placement, offline=s.offline,
                                      trust_remote_code=s.trust_remote_code)
-            loaded.why = choice.reason
             return TextPipeline(loaded, s.text_limits, s.prompt_cache_entries)
 
         return self.cache.get("text", f"{spec.name} [{choice.backend}]", load)
