@@ -51,8 +51,17 @@ class ModelCache:
             while len(slot) > keep:
                 dropped.append(slot.popitem(last=False))
         if dropped:
-            del dropped
+            for _, model in dropped:
+                close = getattr(model, "close", None)  # e.g. a text engine's worker process
+                if callable(close):
+                    close()
+            del dropped, model
             free_memory()
+
+    def peek(self, modality: str, key: str) -> Any | None:
+        """A loaded model without loading or reordering anything (None when it is not loaded)."""
+        with self._lock:
+            return self._models.get(modality, {}).get(key)
 
     def loaded(self, modality: str | None = None) -> list[tuple[str, str]]:
         with self._lock:

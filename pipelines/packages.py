@@ -56,7 +56,8 @@ class Package:
 
     @property
     def key(self) -> str:
-        return f"{self.name}-{self.version}"
+        """A folder name: scoped npm names (`@scope/name`) become `scope+name`."""
+        return f"{self.name.lstrip('@').replace('/', '+')}-{self.version}"
 
     @property
     def fetch_command(self) -> str:
@@ -92,6 +93,27 @@ PACKAGES: dict[str, Package] = {
             "openmoji", "17.0.0", "npm",
             "55ee7d13485dec86e9f38c1f3a645a13382d33ff97c0cd845ee824b0aef45e68",
             "CC BY-SA 4.0 (OpenMoji, HfG Schwäbisch Gmünd)", 4,
+        ),
+        # Emoji sets as Iconify JSON (SVG bodies + Unicode code points): the emoji model v2's extra data
+        Package(
+            "@iconify-json/noto", "1.2.9", "npm",
+            "3e918d88fc945c0bb3d468dbace6f88caef67f01c9f0e7bcae0915a042e8f1ad",
+            "Apache-2.0 (Noto Emoji, Google Inc.)", 3,
+        ),
+        Package(
+            "@iconify-json/twemoji", "1.2.5", "npm",
+            "19046dff7d8707ce96212ec86468b36ac5f8e60409629dd13f809265c6d0ebb7",
+            "CC-BY-4.0 (Twemoji, Twitter Inc. and other contributors)", 2,
+        ),
+        Package(
+            "@iconify-json/fluent-emoji-flat", "1.2.6", "npm",
+            "7d064769dee690815f823bc5bcc511d957198caf9f5edd8dd9c1aa48a6aeb175",
+            "MIT (Fluent Emoji, Microsoft Corporation)", 1,
+        ),
+        Package(
+            "@iconify-json/emojione", "1.2.3", "npm",
+            "26a14f44284407e8bcde91799388dca2bfd91dbcd55a97f425524a1c5b73610e",
+            "CC-BY-4.0 (EmojiOne 2, Ranks.com)", 1,
         ),
     )
 }

@@ -40,6 +40,8 @@ from pipelines.text import (
 )
 
 BACKENDS = ("auto", "llama.cpp", "transformers")
+REBUILD_HINT = ("Rebuild it for this machine with `python3 studio/bootstrap.py rebuild-llama`; "
+                "until then GGUF models run on transformers.")
 LLAMA_HINT = ("GGUF models run several times faster on CPU with the llama.cpp extra: "
               "pip install 'genai-studio[llama]' (needs a C/C++ compiler and CMake).")
 _DEFAULT_SEED = 0xFFFFFFFF  # llama.cpp reads this seed as "pick a random one"
@@ -66,11 +68,13 @@ class BackendChoice:
 
 
 def choose_backend(spec: ModelSpec, device: torch.device, preference: str = "auto",
-                   installed: bool | None = None) -> BackendChoice:
-    """llama.cpp for GGUF files on CPU/MPS when the extra is installed; transformers otherwise.
+                   installed: bool | None = None, broken: str | None = None) -> BackendChoice:
+    """llama.cpp for GGUF files on CPU/MPS when the extra is installed and its build runs here;
+    transformers otherwise.
 
     `preference` ("auto", "llama.cpp" or "transformers") overrides the automatic choice; asking for
-    llama.cpp on a model it cannot run is a clear error rather than a silent fallback.
+    llama.cpp on a model it cannot run is a clear error rather than a silent fallback. `broken` is why
+    the installed llama.cpp build cannot run on this machine (it crashed its probe), if it did.
     """
     if preference not in BACKENDS:
         raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {preference!r}")
@@ -84,6 +88,9 @@ def choose_backend(spec: ModelSpec, device: torch.device, preference: str = "aut
                              "choose auto or transformers")
         if not installed:
             raise ValueError(f"backend: llama.cpp is not installed here. {LLAMA_HINT}")
+        if broken:
+            raise ValueError(f"backend: the installed llama.cpp cannot run on this machine ({broken}). "
+                             f"{REBUILD_HINT}")
         return BackendChoice("llama.cpp", "chosen in the settings")
     if not gguf:
         return BackendChoice("transformers", "not a GGUF file")
@@ -91,6 +98,8 @@ def choose_backend(spec: ModelSpec, device: torch.device, preference: str = "aut
         return BackendChoice("transformers", "GGUF on a CUDA GPU: dequantized to half precision on the GPU")
     if not installed:
         return BackendChoice("transformers", f"llama.cpp extra missing. {LLAMA_HINT}")
+    if broken:
+        return BackendChoice("transformers", f"llama.cpp crashed on this machine ({broken}). {REBUILD_HINT}")
     return BackendChoice("llama.cpp", f"GGUF on {device.type.upper()}: quantized weights run as they are")
 
 

@@ -79,6 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--unet-steps", type=int, default=2800)
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--tiny", action="store_true", help="a few steps on a few images (tests)")
+    train.add_argument("--sets", default="openmoji,noto,twemoji,fluent-emoji-flat,emojione",
+                       help="emoji: comma-separated emoji sets to train on (v1 was openmoji alone)")
+    train.add_argument("--unet-channels", default="64,128,128", help="emoji: UNet block widths")
+    train.add_argument("--vae-channels", default="32,64,64", help="emoji: VAE block widths")
     train.add_argument("--no-text-encoder", action="store_true",
                        help="do not link MiniLM into the output folder (the shipped assets omit it for size)")
     return parser
@@ -98,6 +102,13 @@ def _settings(args):
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
         text_backend=args.text_backend, text_threads=args.threads,
     )
+
+
+def _ints(flag: str, text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise ValueError(f"{flag} takes comma-separated whole numbers such as 64,128,128, got {text!r}") from None
 
 
 def _log(message: str) -> None:
@@ -199,6 +210,8 @@ def cmd_train(args) -> int:
         out_dir=args.out or Path("assets/models/emoji-ldm"), cache_dir=settings.cache_dir, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
         seed=args.seed, tiny=args.tiny, device=pick_device(settings.device).type,
         link_text_encoder=not args.no_text_encoder, offline=settings.offline,
+        sets=tuple(s.strip() for s in args.sets.split(",") if s.strip()),
+        unet_channels=_ints("--unet-channels", args.unet_channels), vae_channels=_ints("--vae-channels", args.vae_channels),
     )
     train_emoji(params, log=_log)
     return 0

@@ -6,9 +6,11 @@ keyed by the Gradio session so one user's Stop never stops another user's job.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from pipelines.cache import ModelCache
 from pipelines.device import Placement, physical_cores, pick_placement, text_placement
@@ -16,11 +18,18 @@ from pipelines.gan import GANPipeline, load_gan
 from pipelines.image import ImagePipeline, load_image_model
 from pipelines.registry import ModelSpec, Registry
 from pipelines.text import TextPipeline, load_text_model
-from pipelines.text_llama import BackendChoice, LlamaTextPipeline, choose_backend, load_llama_model
+from pipelines.text_llama import BackendChoice, _gguf_path, choose_backend, llama_cpp_available
+from pipelines.text_worker import BuildHealth, EngineCrashed, LlamaWorkerConfig, LlamaWorkerPipeline
 from pipelines.vae import VAEPipeline, load_vae
 from studio.access import Access
 from studio.config import Settings
 from studio.history import History
+
+log = logging.getLogger("studio")
+
+def _console(message: str) -> None:
+    log.warning(message)
+    print(message, flush=True)
 
 
 class Jobs:
@@ -78,33 +87,70 @@ class Services:
             access=Access(settings.auth, settings.guest_auth, settings.guest_generations_per_hour),
         )
 
+    @cached_property
+    def llama_health(self) -> BuildHealth:
+        """Whether the installed llama.cpp build runs on this machine (remembered per build and CPU)."""
+        return BuildHealth(self.settings.cache_dir / "llama-build-health.json")
+
     def text_backend(self, spec: ModelSpec, preference: str = "") -> BackendChoice:
         """Which engine serves a text model, and why (`preference` overrides the settings)."""
-        return choose_backend(spec, self.placement.device, preference or self.settings.backend_for(spec.name))
+        broken = self.llama_health.broken_reason() if llama_cpp_available() else None
+        return choose_backend(spec, self.placement.device, preference or self.settings.backend_for(spec.name),
+                              broken=broken)
 
     def text_pipeline(self, model: str, log: Callable[[str], None] | None = None,
-                      backend: str = "") -> TextPipeline | LlamaTextPipeline:
+                      backend: str = "") -> TextPipeline | LlamaWorkerPipeline:
         """The cached pipeline for `model` (a registry name, folder, .gguf file or hub id) on the engine
-        `backend` (auto | llama.cpp | transformers; default from the settings)."""
+        `backend` (auto | llama.cpp | transformers; default from the settings). llama.cpp runs in a
+        worker process; a build that crashes there on first use is recorded and the model loads on
+        transformers instead."""
         spec = self.registry.lookup(model or self.registry.default("text"), "text")
         choice = self.text_backend(spec, backend)
         s = self.settings
 
-        def load() -> TextPipeline | LlamaTextPipeline:
-            resolved = self.registry.resolve(spec, log)
-            placement = text_placement(self.placement, s.dtype) if choice.backend == "transformers" else self.placement
+        def load_transformers(resolved) -> TextPipeline:
+            placement = text_placement(self.placement, s.dtype)
             if log:
-                log(f"Loading {spec.name} with {choice.backend} on {placement.describe()}…")
-            if choice.backend == "llama.cpp":
-                limits = s.text_limits
-                loaded = load_llama_model(resolved, self.placement, threads=s.text_threads or physical_cores(),
-                                          n_ctx=limits.max_prompt_tokens + limits.max_new_tokens)
-                return LlamaTextPipeline(loaded, limits, s.prompt_cache_entries)
-            loaded = load_text_model(resolved, placement, offline=s.offline,
-                                     trust_remote_code=s.trust_remote_code)
+                log(f"Loading {spec.name} with transformers on {placement.describe()}…")
+            loaded = load_text_model(resolved, placement, offline=s.offline, trust_remote_code=s.trust_remote_code)
             return TextPipeline(loaded, s.text_limits, s.prompt_cache_entries)
 
+        def load() -> TextPipeline | LlamaWorkerPipeline:
+            resolved = self.registry.resolve(spec, log)
+            if choice.backend == "transformers":
+                return load_transformers(resolved)
+            if log:
+                log(f"Loading {spec.name} with llama.cpp on {self.placement.describe()}…")
+            limits = s.text_limits
+            config = LlamaWorkerConfig(
+                path=str(_gguf_path(resolved)), name=spec.name, threads=s.text_threads or physical_cores(),
+                n_ctx=limits.max_prompt_tokens + limits.max_new_tokens, device=self.placement.device.type,
+                limits=limits, prompt_cache_entries=s.prompt_cache_entries)
+            try:
+                pipe = LlamaWorkerPipeline(config, self.placement, log=_console)
+            except EngineCrashed as exc:
+                # the build cannot run here: remember it, say so once, and serve the model on transformers
+                self.llama_health.record(False, exc.cause)
+                _console(f"llama.cpp cannot run on this machine ({exc.cause}); {spec.name} runs on transformers. "
+                         "Rebuild: python3 studio/bootstrap.py rebuild-llama")
+                if backend == "llama.cpp":
+                    raise
+                return load_transformers(resolved)
+            self.llama_health.record(True)
+            return pipe
+
         return self.cache.get("text", f"{spec.name} [{choice.backend}]", load)
+
+    def free_prompt_caches(self) -> None:
+        """Drop every text model's cached chat prefixes (KV caches), e.g. after running out of memory."""
+        for _, key in self.cache.loaded("text"):
+            pipe = self.cache.peek("text", key)
+            if pipe is None:
+                continue
+            if hasattr(pipe, "clear_prompt_cache"):
+                pipe.clear_prompt_cache()
+            else:
+                pipe.prompt_cache.clear()
 
     def gan_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> GANPipeline:
         """The cached GAN pipeline for `model` (a registry name, or a .safetensors file / folder)."""

@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 
 from pipelines.packages import PACKAGES, fetch_package
-from pipelines.training.emoji_data import EmojiSet, load_emoji_set
+from pipelines.training.emoji_data import ALL_SETS, OPENMOJI, EmojiSet, load_emoji_sets, sample_weights
 
 TOKEN_LENGTH = 24
 GRID_PROMPTS = (
@@ -65,11 +65,24 @@ class EmojiTrainParams:
     offline: bool = False
     eval_images: int = 256
     """How many training captions are generated for the text-alignment score."""
+    sets: tuple[str, ...] = ALL_SETS
+    """Emoji sets to train on (`emoji_data.ALL_SETS`); v1 was ("openmoji",)."""
+    unet_channels: tuple[int, ...] = (64, 128, 128)
+    vae_channels: tuple[int, ...] = (32, 64, 64)
+    unet_lr: float = 3e-4
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> None:
+        if not self.sets or any(s not in ALL_SETS for s in self.sets):
+            raise ValueError(f"sets must name one or more of {', '.join(ALL_SETS)}, got {self.sets!r}")
+        for name in ("unet_channels", "vae_channels"):
+            value = getattr(self, name)
+            if len(value) != 3 or any(not isinstance(c, int) or c < 8 or c % 8 for c in value):
+                raise ValueError(f"{name} must be three multiples of 8 (e.g. 64, 128, 128), got {value!r}")
+        if not 1e-6 <= self.unet_lr <= 1e-2:
+            raise ValueError(f"unet_lr must be from 1e-6 to 1e-2, got {self.unet_lr!r}")
         for name, low, high in (("vae_steps", 1, 200_000), ("unet_steps", 1, 1_000_000),
                                 ("vae_batch", 1, 4096), ("unet_batch", 1, 4096), ("eval_images", 1, 100_000)):
             value = getattr(self, name)
@@ -83,8 +96,8 @@ class EmojiTrainParams:
         return Path(self.work_dir or Path(self.cache_dir) / "training" / ("emoji-tiny" if self.tiny else "emoji"))
 
 
-def vae_config(tiny: bool) -> dict:
-    channels = (8, 16, 16) if tiny else (32, 64, 64)
+def vae_config(tiny: bool, channels: tuple[int, ...] = (32, 64, 64)) -> dict:
+    channels = (8, 16, 16) if tiny else tuple(channels)
     return dict(
         in_channels=3, out_channels=3, latent_channels=4, sample_size=64, layers_per_block=1,
         down_block_types=("DownEncoderBlock2D",) * 3, up_block_types=("UpDecoderBlock2D",) * 3,
@@ -92,8 +105,8 @@ def vae_config(tiny: bool) -> dict:
     )
 
 
-def unet_config(tiny: bool) -> dict:
-    channels = (16, 32, 32) if tiny else (64, 128, 128)
+def unet_config(tiny: bool, channels: tuple[int, ...] = (64, 128, 128)) -> dict:
+    channels = (16, 32, 32) if tiny else tuple(channels)
     return dict(
         sample_size=16, in_channels=4, out_channels=4, layers_per_block=1,
         block_out_channels=channels, norm_num_groups=8 if tiny else 32,
@@ -161,7 +174,7 @@ def train_vae(params: EmojiTrainParams, train: EmojiSet, log: Callable[[str], No
     if (final / "config.json").is_file():
         return AutoencoderKL.from_pretrained(final)
     device = torch.device(params.device)
-    vae = _seeded_init(lambda: AutoencoderKL(**vae_config(params.tiny)), params.seed).to(device)
+    vae = _seeded_init(lambda: AutoencoderKL(**vae_config(params.tiny, params.vae_channels)), params.seed).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=1e-3, weight_decay=1e-4)
     gen = torch.Generator().manual_seed(params.seed + 1)
     step = 0
@@ -172,14 +185,14 @@ def train_vae(params: EmojiTrainParams, train: EmojiSet, log: Callable[[str], No
         gen.set_state(ckpt["gen"])
         step = int(ckpt["step"])
         log(f"Resuming VAE training at step {step}")
-    data = _to_tensor(train.images)
+    images = torch.from_numpy(train.images)  # uint8; converted per batch (a float copy of 17k images is 0.8 GB)
     bar = _progress(params.vae_steps, "VAE", step)
     vae.train()
     while step < params.vae_steps:
         for group in opt.param_groups:
             group["lr"] = _cosine_lr(step, params.vae_steps, 1e-3, 50)
-        idx = torch.randint(0, len(data), (params.vae_batch,), generator=gen)
-        x = data[idx]
+        idx = torch.randint(0, len(images), (params.vae_batch,), generator=gen)
+        x = images[idx].permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
         flip = torch.rand(len(x), generator=gen) < 0.5
         x = torch.where(flip[:, None, None, None], x.flip(-1), x).to(device)
         posterior = vae.encode(x).latent_dist
@@ -274,24 +287,33 @@ def train_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encode
     means, stds = encode_latents(vae, train.images)
     scaling = float(1.0 / means.std())
     vae.register_to_config(scaling_factor=scaling)
-    captions = [r.captions() for r in train.records]
+    styled = tuple(params.sets) != (OPENMOJI,)
+    captions = [r.styled_captions() if styled else r.captions() for r in train.records]
     n_variants = max(len(c) for c in captions)
-    flat = [c[i % len(c)] for c in captions for i in range(n_variants)]
-    text = encode_text(tokenizer, encoder, flat).half().view(len(captions), n_variants, TOKEN_LENGTH, -1)
+    # the same caption recurs across sets: encode each distinct one once, index it per (image, variant)
+    distinct = sorted({c for caps in captions for c in caps})
+    row = {c: i for i, c in enumerate(distinct)}
+    table = encode_text(tokenizer, encoder, distinct).half()  # [C, TOKEN_LENGTH, 384]
+    caption_ids = torch.tensor([[row[c[i % len(c)]] for i in range(n_variants)] for c in captions])
     empty = encode_text(tokenizer, encoder, [""])[0].half()
+    weights = torch.from_numpy(sample_weights(train.records))
+    log(f"UNet data: {len(train.records)} images, {len(distinct)} distinct captions, "
+        f"{float(weights.sum()):.0f} effective emoji after skin-tone weighting")
 
-    unet = _seeded_init(lambda: UNet2DConditionModel(**unet_config(params.tiny)), params.seed + 2).to(device)
+    unet = _seeded_init(lambda: UNet2DConditionModel(**unet_config(params.tiny, params.unet_channels)),
+                        params.seed + 2).to(device)
+    # EMA weights live on the training device (a CUDA run resumes with them there too)
     ema = {k: v.detach().clone().float() for k, v in unet.state_dict().items()}
     noise_scheduler = DDPMScheduler(**scheduler_config())
     alphas = noise_scheduler.alphas_cumprod.to(device)
-    opt = torch.optim.AdamW(unet.parameters(), lr=3e-4, weight_decay=1e-2)
+    opt = torch.optim.AdamW(unet.parameters(), lr=params.unet_lr, weight_decay=1e-2)
     gen = torch.Generator().manual_seed(params.seed + 3)
     step = 0
     ckpt_path = params.checkpoints / "unet.ckpt"
     if (ckpt := _load_ckpt(ckpt_path)) is not None:
         unet.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["opt"])
-        ema = ckpt["ema"]
+        ema = {k: v.to(device) for k, v in ckpt["ema"].items()}
         gen.set_state(ckpt["gen"])
         step = int(ckpt["step"])
         log(f"Resuming UNet training at step {step}")
@@ -301,16 +323,16 @@ def train_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encode
     n = len(train.records)
     while step < params.unet_steps:
         for group in opt.param_groups:
-            group["lr"] = _cosine_lr(step, params.unet_steps, 3e-4, 100)
-        # 4b. Batch: random image (or its mirror), random caption variant, 10% unconditional.
+            group["lr"] = _cosine_lr(step, params.unet_steps, params.unet_lr, 100)
+        # 4b. Batch: weighted random image (or its mirror), random caption variant, 10% unconditional.
         b = params.unet_batch
-        idx = torch.randint(0, n, (b,), generator=gen)
+        idx = torch.multinomial(weights, b, replacement=True, generator=gen)
         mirror = torch.randint(0, 2, (b,), generator=gen)
         variant = torch.randint(0, n_variants, (b,), generator=gen)
         drop = torch.rand(b, generator=gen) < 0.1
         li = idx + mirror * n
         latents = (means[li] + stds[li] * torch.randn(means[li].shape, generator=gen)) * scaling
-        cond = torch.where(drop[:, None, None], empty[None], text[idx, variant]).float()
+        cond = torch.where(drop[:, None, None], empty[None], table[caption_ids[idx, variant]]).float()
         noise = torch.randn(latents.shape, generator=gen)
         t = torch.randint(0, noise_scheduler.config.num_train_timesteps, (b,), generator=gen)
         latents, noise, cond, t = latents.to(device), noise.to(device), cond.to(device), t.to(device)
@@ -426,6 +448,15 @@ def sample_grid(images: np.ndarray, columns: int = 4):
     return grid
 
 
+def _one_per_emoji(s: EmojiSet) -> EmojiSet:
+    """The first image of each distinct emoji (several sets draw the same one)."""
+    seen: dict[str, int] = {}
+    for i, r in enumerate(s.records):
+        seen.setdefault(r.annotation, i)
+    keep = list(seen.values())
+    return EmojiSet(s.images[keep], [s.records[i] for i in keep])
+
+
 def evaluate(params: EmojiTrainParams, train: EmojiSet, held: EmojiSet, pipe, log) -> dict:
     groups = sorted({r.group for r in train.records})
     classifier = train_classifier(train, groups, steps=10 if params.tiny else 800, seed=params.seed)
@@ -433,10 +464,12 @@ def evaluate(params: EmojiTrainParams, train: EmojiSet, held: EmojiSet, pipe, lo
     def labels(s: EmojiSet) -> list[int]:
         return [groups.index(r.group) if r.group in groups else -1 for r in s.records]
 
+    # Captions are generated once per distinct emoji; the real images of every set score the ceiling.
+    train_emoji_, held_emoji = _one_per_emoji(train), _one_per_emoji(held)
     gen = torch.Generator().manual_seed(params.seed + 6)
-    pick = torch.randperm(len(train.records), generator=gen)[: params.eval_images].tolist()
-    train_sub = EmojiSet(train.images[pick], [train.records[i] for i in pick])
-    held_sub = held if not params.tiny else EmojiSet(held.images[:8], held.records[:8])
+    pick = torch.randperm(len(train_emoji_.records), generator=gen)[: params.eval_images].tolist()
+    train_sub = EmojiSet(train_emoji_.images[pick], [train_emoji_.records[i] for i in pick])
+    held_sub = held_emoji if not params.tiny else EmojiSet(held_emoji.images[:8], held_emoji.records[:8])
     log(f"Generating {len(train_sub.records)} + {len(held_sub.records)} images for the text-alignment score…")
     gen_train = generate(pipe, [r.annotation for r in train_sub.records], seed=params.seed + 1000)
     gen_held = generate(pipe, [r.annotation for r in held_sub.records], seed=params.seed + 2000)
@@ -451,6 +484,8 @@ def evaluate(params: EmojiTrainParams, train: EmojiSet, held: EmojiSet, pipe, lo
             balanced_accuracy(classifier, gen_held, labels(held_sub), len(groups)), 3),
         "n_train": len(train.records),
         "n_heldout": len(held.records),
+        "n_heldout_emoji": len(held_emoji.records),
+        "sets": list(params.sets),
     }
 
 
@@ -510,7 +545,9 @@ def export(params: EmojiTrainParams, pipe, metrics: dict, grid) -> Path:
 
 def reproduce_command(params: EmojiTrainParams) -> str:
     cmd = f"studio train emoji --out {params.out_dir} --vae-steps {params.vae_steps} " \
-          f"--unet-steps {params.unet_steps} --seed {params.seed}"
+          f"--unet-steps {params.unet_steps} --seed {params.seed} --sets {','.join(params.sets)} " \
+          f"--unet-channels {','.join(map(str, params.unet_channels))} " \
+          f"--vae-channels {','.join(map(str, params.vae_channels))}"
     return cmd + (" --tiny" if params.tiny else "") + ("" if params.link_text_encoder else " --no-text-encoder")
 
 
@@ -563,7 +600,8 @@ def train_emoji(params: EmojiTrainParams, log: Callable[[str], None] = print) ->
     params.checkpoints.mkdir(parents=True, exist_ok=True)
     (params.checkpoints / "params.json").write_text(json.dumps(asdict(params), default=str, indent=2))
     # 1. Data
-    data = load_emoji_set(params.cache_dir, limit=48 if params.tiny else None, offline=params.offline, log=log)
+    data = load_emoji_sets(params.cache_dir, tuple(params.sets), limit=48 if params.tiny else None,
+                           offline=params.offline, log=log)
     train, held = data.split(held_out=False), data.split(held_out=True)
     if params.tiny and not held.records:
         held = EmojiSet(train.images[-4:], train.records[-4:])

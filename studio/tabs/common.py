@@ -15,6 +15,7 @@ import torch
 from pipelines.device import free_memory
 from pipelines.packages import PackageError
 from pipelines.registry import ModelNotAvailable
+from pipelines.text_worker import EngineCrashed
 from studio.access import AccessDenied
 
 log = logging.getLogger("studio")
@@ -79,7 +80,7 @@ def _explain(exc: BaseException) -> gr.Error:
         free_memory()
         return gr.Error("Out of memory. Try a smaller size, batch or token count; memory was freed, so the "
                         "next request will work.")
-    if isinstance(exc, (ValueError, ModelNotAvailable, PackageError, AccessDenied)):
+    if isinstance(exc, (ValueError, ModelNotAvailable, PackageError, AccessDenied, EngineCrashed)):
         return gr.Error(str(exc))
     log.exception("unexpected error")
     return gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are kept; try again.")
