@@ -2,7 +2,10 @@
 
     python benchmarks/text.py [--model smollm2-135m-instruct] [--tokens 128] [--reps 3] [--no-cold-start]
 
-1. llama.cpp engine: studio `LlamaTextPipeline` vs bare `llama_cpp.Llama` (target ratio ≥ 0.95).
+1. llama.cpp engine: studio `LlamaTextPipeline` vs bare `llama_cpp.Llama.create_chat_completion` (target
+   ratio ≥ 0.95); both timers include the chat template and tokenizing. Then the engine as the studio runs
+   it — out of process (`LlamaWorkerPipeline`) — against the same engine in-process: tokens/s (target
+   ≥ 0.95) and first-token latency seen by the caller (target: within 10 ms).
 2. transformers engine: studio `TextPipeline` vs bare `model.generate` on the same loaded model (≥ 0.95).
 3. The transformers engine as a share of the memory-bandwidth bound: weight bytes read per token vs a
    measured copy bandwidth (target ≥ 50%), for the embedded model and for a random-weight model of
@@ -13,7 +16,8 @@
 6. Model load and cold start.
 
 Runs alternate (A, B, A, B, …) so machine load affects both sides alike; tables print medians. Prompt
-caches are cleared before each timed run so both sides evaluate the whole prompt.
+caches are cleared before each timed run so both sides evaluate the whole prompt. Each run's tables and
+the machine's facts are written to benchmarks/results/text-*.md.
 """
 
 from __future__ import annotations
@@ -37,7 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from pipelines.device import physical_cores, pick_placement, text_placement  # noqa: E402
 from pipelines.registry import Registry  # noqa: E402
 from pipelines.text import TextParams, TextPipeline, load_text_model  # noqa: E402
+from benchmarks.common import Report  # noqa: E402
 from pipelines.text_llama import LlamaTextPipeline, _gguf_path, llama_cpp_available, load_llama_model  # noqa: E402
+from pipelines.text_worker import LlamaWorkerConfig, LlamaWorkerPipeline  # noqa: E402
 from studio.config import default_cache_dir  # noqa: E402
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
@@ -58,13 +64,53 @@ def decode_rate(out) -> float:
     return (out.new_tokens - 1) / (out.seconds - out.first_token_seconds)
 
 
+
 # 1. llama.cpp
-def bare_llama(llm, prompt: str, tokens: int, sample: bool, seed: int) -> tuple[int, float]:
+def bare_llama(llm, tokens: int, sample: bool, seed: int) -> tuple[int, float]:
+    """The bare library's own chat call: its template, tokenizer and sampler, all inside the timer."""
     llm.reset()
     start = time.perf_counter()
-    out = llm.create_completion(prompt, max_tokens=tokens, temperature=0.7 if sample else 0.0, top_p=0.9, top_k=50,
-                                min_p=0.0, repeat_penalty=1.0, seed=seed)
+    out = llm.create_chat_completion([{"role": "user", "content": PROMPT}], max_tokens=tokens,
+                                     temperature=0.7 if sample else 0.0, top_p=0.9, top_k=50, min_p=0.0,
+                                     repeat_penalty=1.0, seed=seed)
     return out["usage"]["completion_tokens"], time.perf_counter() - start
+
+
+def timed(pipe, p: TextParams) -> tuple[int, float, float]:
+    """(new tokens, wall seconds, seconds to the first piece) as the caller sees them: templating,
+    tokenizing and — for the worker — the trip to the other process are inside the timer."""
+    stats: dict = {}
+    start = time.perf_counter()
+    first = None
+    for _ in pipe.stream(p, stats=stats):
+        first = first if first is not None else time.perf_counter() - start
+    return stats["new_tokens"], time.perf_counter() - start, first or 0.0
+
+
+def bench_worker(resolved, args) -> list[tuple]:
+    """The engine as the studio runs it (a worker process) vs the same engine in this process."""
+    threads = physical_cores()
+    local = LlamaTextPipeline(load_llama_model(resolved, pick_placement("cpu"), threads=threads, n_ctx=2048))
+    worker = LlamaWorkerPipeline(LlamaWorkerConfig(str(_gguf_path(resolved)), resolved.spec.name, threads=threads,
+                                                   n_ctx=2048, prompt_cache_entries=0), pick_placement("cpu"))
+    rows = []
+    try:
+        for label, sample in (("greedy", False), ("sampled", True)):
+            rates = {"in": [], "out": []}
+            firsts = {"in": [], "out": []}
+            for rep in range(args.reps + 1):
+                local.prompt_cache.clear()
+                local.model.llm.n_tokens = 0
+                for side, pipe in (("in", local), ("out", worker)):
+                    n, seconds, first = timed(pipe, params(args.tokens, sample, rep))
+                    if rep:
+                        rates[side].append(n / seconds)
+                        firsts[side].append(first)
+            rows.append((label, statistics.median(rates["out"]), statistics.median(rates["in"]),
+                         statistics.median(firsts["out"]), statistics.median(firsts["in"])))
+    finally:
+        worker.close()
+    return rows
 
 
 def bench_llama(resolved, args) -> tuple[list[tuple], float]:
@@ -74,29 +120,35 @@ def bench_llama(resolved, args) -> tuple[list[tuple], float]:
     pipe = LlamaTextPipeline(load_llama_model(resolved, pick_placement("cpu"), threads=threads, n_ctx=2048))
     bare = Llama(model_path=str(_gguf_path(resolved)), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
                  verbose=False)
-    prompt_text = pipe.build_prompt(params(args.tokens, False, 0))
     rows, decode_rates = [], []
     for label, sample in (("greedy", False), ("sampled (T=0.7, top-p 0.9, top-k 50)", True)):
         ours, theirs, counts = [], [], []
         for rep in range(args.reps + 1):  # the first round warms up and is dropped
             pipe.prompt_cache.clear()
             pipe.model.llm.n_tokens = 0
-            out = pipe(params(args.tokens, sample, rep))
-            n, seconds = bare_llama(bare, prompt_text, args.tokens, sample, rep)
+            stats: dict = {}
+            start = time.perf_counter()
+            for _ in pipe.stream(params(args.tokens, sample, rep), stats=stats):
+                pass
+            wall = time.perf_counter() - start
+            n, seconds = bare_llama(bare, args.tokens, sample, rep)
             if rep:
-                ours.append(out.new_tokens / out.seconds)
+                ours.append(stats["new_tokens"] / wall)
                 theirs.append(n / seconds)
-                counts.append((out.new_tokens, n))
-                decode_rates.append(decode_rate(out))
+                counts.append((stats["new_tokens"], n))
+                decode_rates.append((stats["new_tokens"] - 1) / (stats["seconds"] - stats["first_token_seconds"]))
         rows.append((f"llama.cpp {label}", statistics.median(ours), statistics.median(theirs), counts[-1]))
     return rows, statistics.median(decode_rates)
 
 
 # 2. transformers
-def bare_generate(model, tokenizer, prompt: str, tokens: int, sample: bool, seed: int) -> tuple[int, float]:
-    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids
+def bare_generate(model, tokenizer, tokens: int, sample: bool, seed: int) -> tuple[int, float]:
+    """The bare library: chat template, tokenizer and generate(), all inside the timer."""
     torch.manual_seed(seed)
     start = time.perf_counter()
+    prompt = tokenizer.apply_chat_template([{"role": "user", "content": PROMPT}], tokenize=False,
+                                           add_generation_prompt=True)
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).input_ids.to(model.device)
     with torch.inference_mode():
         out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=tokens, do_sample=sample,
                              temperature=0.7 if sample else None, top_p=0.9 if sample else None,
@@ -106,16 +158,17 @@ def bare_generate(model, tokenizer, prompt: str, tokens: int, sample: bool, seed
 
 def bench_transformers(pipe: TextPipeline, args) -> tuple[list[tuple], float]:
     loaded = pipe.model
-    prompt_text = pipe.build_prompt(params(args.tokens, False, 0))
     rows, decode_rates = [], []
     for label, sample in (("greedy", False), ("sampled (T=0.7, top-p 0.9, top-k 50)", True)):
         ours, theirs, counts = [], [], []
         for rep in range(args.reps + 1):
             pipe.prompt_cache.clear()
+            start = time.perf_counter()
             out = pipe(params(args.tokens, sample, rep))
-            n, seconds = bare_generate(loaded.model, loaded.tokenizer, prompt_text, args.tokens, sample, rep)
+            wall = time.perf_counter() - start
+            n, seconds = bare_generate(loaded.model, loaded.tokenizer, args.tokens, sample, rep)
             if rep:
-                ours.append(out.new_tokens / out.seconds)
+                ours.append(out.new_tokens / wall)
                 theirs.append(n / seconds)
                 counts.append((out.new_tokens, n))
                 decode_rates.append(decode_rate(out))
@@ -124,14 +177,18 @@ def bench_transformers(pipe: TextPipeline, args) -> tuple[list[tuple], float]:
 
 
 # 3. memory bandwidth
-def copy_bandwidth(megabytes: int = 512, reps: int = 5) -> float:
-    """Bytes moved per second (read + write) by a large tensor copy, best of `reps`."""
-    src = torch.ones(megabytes * 2**20 // 4)
+def copy_bandwidth(device: torch.device, megabytes: int = 512, reps: int = 5) -> float:
+    """Bytes moved per second (read + write) by a large tensor copy on `device` (the memory the model's
+    weights are read from), best of `reps`."""
+    src = torch.ones(megabytes * 2**20 // 4, device=device)
     dst = torch.empty_like(src)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     best = float("inf")
     for _ in range(reps):
+        sync()
         start = time.perf_counter()
         dst.copy_(src)
+        sync()
         best = min(best, time.perf_counter() - start)
     return 2 * src.numel() * 4 / best
 
@@ -255,18 +312,28 @@ def main() -> None:
     load_seconds = time.perf_counter() - t0
     pipe = TextPipeline(loaded)
 
+    report = Report("text")
+    print = report.line  # noqa: A001 — every table line also goes to benchmarks/results/
     rows, llama_decode = bench_llama(resolved, args) if llama_cpp_available() else ([], 0.0)
     transformers_rows, decode = bench_transformers(pipe, args)
     rows += transformers_rows
     print(f"\nModel {args.model}; transformers on {placement.describe()}; {physical_cores()} threads; "
-          f"{args.tokens} new tokens; median of {args.reps}")
+          f"{args.tokens} new tokens; median of {args.reps}; both timers include chat template + tokenizing")
     print(f"{'engine / decoding':48} {'studio tok/s':>12} {'bare tok/s':>11} {'ratio':>6} {'tokens (ours, bare)':>20}")
     for label, ours, theirs, counts in rows:
         print(f"{label:48} {ours:12.1f} {theirs:11.1f} {ours / theirs:6.3f} {str(counts):>20}")
 
-    bandwidth = copy_bandwidth()
-    print(f"\nMemory-bandwidth bound: copy bandwidth {bandwidth / 1e9:.1f} GB/s (read + write, STREAM-style); "
-          "a token must read every weight once")
+    if llama_cpp_available():
+        print("\nllama.cpp out of process (the studio's worker) vs in this process, as the caller sees it")
+        print(f"{'decoding':10} {'worker tok/s':>12} {'in-proc tok/s':>13} {'ratio':>6} {'first (worker)':>15} "
+              f"{'first (in-proc)':>15} {'Δ first':>8}")
+        for label, out_rate, in_rate, out_first, in_first in bench_worker(resolved, args):
+            print(f"{label:10} {out_rate:12.1f} {in_rate:13.1f} {out_rate / in_rate:6.3f} {out_first * 1000:13.1f}ms "
+                  f"{in_first * 1000:13.1f}ms {(out_first - in_first) * 1000:6.1f}ms")
+
+    bandwidth = copy_bandwidth(placement.device)
+    print(f"\nMemory-bandwidth bound: copy bandwidth of {placement.device.type} memory {bandwidth / 1e9:.1f} GB/s "
+          "(read + write, STREAM-style); a token must read every weight once")
     print(f"{'model (transformers engine, decode only)':48} {'MB/token':>9} {'bound tok/s':>11} {'tok/s':>7} {'share':>6}")
     weight_bytes = sum(p.numel() * p.element_size() for p in loaded.model.parameters())
     rows = [(f"{args.model} ({placement.describe()})", weight_bytes, decode)]
@@ -275,11 +342,13 @@ def main() -> None:
         rows.append(("SmolLM2-1.7B shape, random weights (cpu, bf16)",
                      sum(p.numel() * p.element_size() for p in large.parameters()), synthetic_decode_rate(large)))
         del large
-    if llama_cpp_available():
-        rows.append((f"  llama.cpp engine, {_gguf_path(resolved).name}", _gguf_path(resolved).stat().st_size,
-                     llama_decode))
+    cpu_bandwidth = bandwidth if placement.device.type == "cpu" else copy_bandwidth(torch.device("cpu"))
     for label, size, rate in rows:
         print(f"{label:48} {size / 1e6:9.0f} {bandwidth / size:11.1f} {rate:7.1f} {rate * size / bandwidth:6.0%}")
+    if llama_cpp_available():  # llama.cpp here reads its weights from CPU memory
+        size = _gguf_path(resolved).stat().st_size
+        print(f"{'  llama.cpp engine (CPU memory), ' + _gguf_path(resolved).name:48} {size / 1e6:9.0f} "
+              f"{cpu_bandwidth / size:11.1f} {llama_decode:7.1f} {llama_decode * size / cpu_bandwidth:6.0%}")
 
     print("\nChat first-token latency (greedy, 32 new tokens per turn): with prompt cache vs without")
     print(f"{'engine':14} {'turn':>4} {'prompt tok':>10} {'evaluated':>9} {'first s (cache)':>15} {'first s (none)':>14}")
@@ -304,6 +373,7 @@ def main() -> None:
     print(f"\nModel load (fetched package → ready, transformers): {load_seconds:.1f} s")
     if not args.no_cold_start:
         print(f"Cold start (`studio launch` → page served): {cold_start(cache_dir):.1f} s")
+    report.save()
 
 
 if __name__ == "__main__":

@@ -131,12 +131,15 @@ def cpu_bf16_speedup(size: int = 4096, rounds: int = 5, reps: int = 4) -> float:
 
 def text_placement(placement: Placement, requested_dtype: str = "auto") -> Placement:
     """The placement for language models: bfloat16 where it is real and faster — CUDA GPUs that
-    support it (fp16 overflows in some LLMs), and CPUs where bf16 measures ≥1.2× faster (same
-    greedy text as float32 on SmolLM2 here: benchmarks/text.py) — otherwise the general placement."""
+    compute it natively (compute capability ≥ 8.0; fp16 overflows in some LLMs), Macs whose MPS has it
+    (else float32, never float16 by default), and CPUs where bf16 measures ≥1.2× faster (same greedy
+    text as float32 on SmolLM2 here: benchmarks/text.py) — otherwise the general placement."""
     if requested_dtype != "auto":
         return placement
-    if placement.device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return replace(placement, dtype=torch.bfloat16)
+    if placement.device.type in ("cuda", "mps"):
+        from pipelines.memory import text_dtype
+
+        return replace(placement, dtype=text_dtype(placement.device))
     if placement.device.type == "cpu" and cpu_bf16_speedup() >= 1.2:
         return replace(placement, dtype=torch.bfloat16)
     return placement

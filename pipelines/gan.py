@@ -28,7 +28,6 @@ from pipelines.media import to_uint8
 from pipelines.registry import ModelNotAvailable, ResolvedModel
 
 RESOLUTIONS = (32, 64, 128)
-MEAN_SAMPLES = 4096
 
 
 @dataclass(frozen=True)
@@ -99,21 +98,24 @@ class GANModel:
     config: GANConfig
     name: str
     placement: Placement
-    _mean: torch.Tensor | None = None
 
     @property
     def z_dim(self) -> int:
         return self.config.z_dim
 
 
-def _load_state(path: Path) -> dict:
+def _load_state(path: Path, allow_pickle: bool = False) -> dict:
+    """Tensors from .safetensors, or from a PyTorch file through `torch.load(weights_only=True)` (which
+    refuses anything but tensors). Full pickles (.ckpt/.pkl) can run code: only with `allow_pickle`."""
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
 
         return load_file(path)
-    if path.suffix in (".ckpt", ".pkl", ".pickle"):
-        raise ModelNotAvailable(f"{path.name}: pickle files can run code when loaded; convert it to .safetensors")
-    state = torch.load(path, map_location="cpu", weights_only=True)  # refuses arbitrary pickled objects
+    full_pickle = path.suffix in (".ckpt", ".pkl", ".pickle")
+    if full_pickle and not allow_pickle:
+        raise ModelNotAvailable(f"{path.name}: pickle files can run code when loaded; convert it to .safetensors, "
+                                "or start the studio with --allow-pickle if you trust its source")
+    state = torch.load(path, map_location="cpu", weights_only=not full_pickle)
     if isinstance(state, dict) and "netG_state_dict" in state:
         state = state["netG_state_dict"]
     if not isinstance(state, dict):
@@ -134,7 +136,8 @@ def _find_weights(location: Path, file: str) -> tuple[Path, Path | None]:
     return weights[0], config if config.is_file() else weights[0].with_suffix(".json")
 
 
-def load_gan(resolved: ResolvedModel, placement: Placement, config: GANConfig | None = None) -> GANModel:
+def load_gan(resolved: ResolvedModel, placement: Placement, config: GANConfig | None = None, *,
+             allow_pickle: bool = False) -> GANModel:
     """Load a DCGAN generator: the embedded package weights, or a user's .safetensors + JSON config."""
     if not isinstance(resolved.path, Path):
         raise ModelNotAvailable("GAN models load from local files: give a .safetensors file (with a .json config)")
@@ -150,7 +153,7 @@ def load_gan(resolved: ResolvedModel, placement: Placement, config: GANConfig | 
                 '{"arch": "dcgan", "resolution": 64, "z_dim": 100, "channels": 3, "ngf": 64}'
             )
     generator = DCGANGenerator(config)
-    state = _load_state(weights)
+    state = _load_state(weights, allow_pickle)
     expected = generator.state_dict()
     for key, tensor in expected.items():
         if key not in state:
@@ -264,11 +267,10 @@ class GANPipeline:
         return torch.stack([self.latent_for_seed(s) for s in seeds])
 
     def mean_latent(self) -> torch.Tensor:
-        """The mean latent, estimated once per model from MEAN_SAMPLES fixed samples."""
-        if self.model._mean is None:
-            samples = torch.randn(MEAN_SAMPLES, self.model.z_dim, generator=torch.Generator().manual_seed(2**31))
-            self.model._mean = samples.mean(0)
-        return self.model._mean
+        """The centre truncation pulls toward: the mean of the latent prior z ~ N(0, I), which is exactly
+        zero (a DCGAN has no mapping network whose output mean would have to be estimated, as StyleGAN's
+        truncation trick does in W)."""
+        return torch.zeros(self.model.z_dim)
 
     def truncate(self, latents: torch.Tensor, psi: float) -> torch.Tensor:
         mean = self.mean_latent()

@@ -26,6 +26,14 @@ import torch
 from pipelines.checks import check_float, check_int
 from pipelines.device import Placement
 from pipelines.latent import slerp
+from pipelines.memory import (
+    DoesNotFit,
+    MemoryPlan,
+    apply_image_plan,
+    component_bytes,
+    plan_image_memory,
+    probe_memory,
+)
 from pipelines.registry import ModelNotAvailable, ResolvedModel
 
 MODES = ("txt2img", "img2img", "inpaint")
@@ -165,6 +173,7 @@ class ImageModel:
     name: str
     placement: Placement
     loras: dict[str, float] = field(default_factory=dict)
+    plan: MemoryPlan | None = None
     _variants: dict = field(default_factory=dict)
 
     def for_mode(self, mode: str):
@@ -193,21 +202,6 @@ class ImageModel:
         return int(sample) * self.vae_scale
 
 
-def _memory_options(pipe, placement: Placement, low_memory: bool | None) -> None:
-    """Attention slicing, VAE slicing/tiling and CPU offload on small GPUs (auto, overridable)."""
-    if placement.device.type != "cuda":
-        return
-    if low_memory is None:
-        total = torch.cuda.get_device_properties(placement.device).total_memory
-        low_memory = total < 10 * 2**30
-    if low_memory:
-        pipe.enable_attention_slicing()
-        if hasattr(pipe, "enable_vae_slicing"):
-            pipe.enable_vae_slicing()
-            pipe.enable_vae_tiling()
-        pipe.enable_model_cpu_offload(device=placement.device)
-
-
 def load_image_model(
     resolved: ResolvedModel,
     placement: Placement,
@@ -215,9 +209,12 @@ def load_image_model(
     offline: bool = False,
     allow_pickle: bool = False,
     single_file_config: Path | None = None,
-    low_memory: bool | None = None,
+    plan_memory: Callable[[dict[str, int]], MemoryPlan] | None = None,
 ) -> ImageModel:
-    """Load a diffusers folder, a hub id, or a single `.safetensors` checkpoint."""
+    """Load a diffusers folder, a hub id, or a single `.safetensors` checkpoint.
+
+    The weights load on the CPU; `plan_memory(component sizes)` (default: from the device's free memory
+    now) decides how they reach the accelerator, and only then does anything move (`apply_image_plan`)."""
     from diffusers import DiffusionPipeline
 
     location = resolved.path
@@ -244,13 +241,14 @@ def load_image_model(
         raise ModelNotAvailable(f"could not load image model {name!r}: {exc}{hint}") from exc
     if not hasattr(pipe, "unet") and not hasattr(pipe, "transformer"):
         raise ModelNotAvailable(f"{name} is a {type(pipe).__name__}, not a text-to-image model")
-    if placement.device.type == "cuda" and low_memory:
-        _memory_options(pipe, placement, low_memory)
-    else:
-        pipe.to(placement.device)
-        _memory_options(pipe, placement, low_memory)
+    planner = plan_memory or (lambda sizes: plan_image_memory(sizes, probe_memory(placement.device)))
+    try:
+        plan = planner(component_bytes(pipe))
+    except DoesNotFit as exc:
+        raise ModelNotAvailable(f"{name} does not fit on this machine: {exc}") from exc
+    apply_image_plan(pipe, plan, placement.device)
     pipe.set_progress_bar_config(disable=True)
-    return ImageModel(pipe, name, placement)
+    return ImageModel(pipe, name, placement, plan=plan)
 
 
 def find_single_file_config(path: Path) -> Path | None:
@@ -309,7 +307,7 @@ def preview_image(pipe, latents: torch.Tensor):
     if latents.shape[-1] * latents.shape[-2] <= 32 * 32 and hasattr(pipe, "vae"):
         vae = pipe.vae
         with torch.inference_mode():
-            decoded = vae.decode(latents[None].to(vae.dtype) / vae.config.scaling_factor).sample[0]
+            decoded = vae_decode(vae, latents[None] / vae.config.scaling_factor)[0]
         rgb = decoded.float().clamp(-1, 1).add(1).div(2)
     elif latents.shape[0] == 4:
         rgb = torch.einsum("chw,cr->rhw", latents.float().cpu(), SD_PREVIEW_FACTORS).add(1).div(2).clamp(0, 1)
@@ -317,6 +315,19 @@ def preview_image(pipe, latents: torch.Tensor):
         return None
     array = (rgb.permute(1, 2, 0).cpu().numpy() * 255).round().astype(np.uint8)
     return Image.fromarray(array)
+
+
+def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
+    """`vae.decode(latents).sample`, in float32 when the VAE is stored in float16 but its config says
+    `force_upcast` (SDXL's VAE overflows in half precision: black or NaN pictures) — the way diffusers'
+    SDXL pipeline decodes its final image, for our previews too."""
+    if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
+        vae.to(torch.float32)
+        try:
+            return vae.decode(latents.to(torch.float32)).sample
+        finally:
+            vae.to(torch.float16)
+    return vae.decode(latents.to(vae.dtype)).sample
 
 
 class ImagePipeline:

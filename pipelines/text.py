@@ -29,6 +29,7 @@ import torch
 
 from pipelines.checks import check_float, check_int
 from pipelines.device import Placement
+from pipelines.memory import DoesNotFit, MemoryPlan, apply_text_plan, module_bytes, plan_text_memory, probe_memory
 from pipelines.registry import ModelNotAvailable, ResolvedModel
 
 MODES = ("chat", "completion")
@@ -167,8 +168,11 @@ def load_text_model(
     *,
     offline: bool = False,
     trust_remote_code: bool = False,
+    plan_memory: Callable[[int], MemoryPlan] | None = None,
 ) -> TextModel:
-    """Load a causal LM from a hub id, a local folder, or a GGUF file (dequantized by transformers)."""
+    """Load a causal LM from a hub id, a local folder, or a GGUF file (dequantized by transformers).
+    The weights load on the CPU; on an accelerator `plan_memory(weight bytes)` (default: from the
+    device's free memory now) decides how they reach it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     location, gguf = resolved.path, resolved.file or None
@@ -190,7 +194,16 @@ def load_text_model(
             "the model and give its local folder."
         )
         raise ModelNotAvailable(f"could not load text model {resolved.spec.name!r}: {exc}{hint}") from exc
-    model.to(placement.device).eval()
+    if placement.device.type == "cpu":
+        model.eval()
+    else:
+        memory = probe_memory(placement.device)
+        planner = plan_memory or (lambda weights: plan_text_memory(weights, memory))
+        try:
+            plan = planner(module_bytes(model))
+        except DoesNotFit as exc:
+            raise ModelNotAvailable(f"{resolved.spec.name} does not fit on this machine: {exc}") from exc
+        model = apply_text_plan(model, plan, placement.device, memory).eval()
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return TextModel(model, tokenizer, resolved.spec.name, placement)
@@ -362,6 +375,11 @@ class TextPipeline:
     @property
     def backend(self) -> str:
         return self.model.backend
+
+    @property
+    def runs_on(self) -> str:
+        """Where and in which precision this model actually runs, for History and the status line."""
+        return f"{self.model.placement.describe()} · transformers"
 
     # 1. Build the prompt
     def build_prompt(self, params: TextParams) -> str:

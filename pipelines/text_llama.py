@@ -16,8 +16,12 @@ over, the displaced state is saved to a `PromptCache` and restored when its owne
 
 from __future__ import annotations
 
+import ctypes
+import functools
 import importlib.util
+import platform
 import random
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -103,6 +107,89 @@ def choose_backend(spec: ModelSpec, device: torch.device, preference: str = "aut
     return BackendChoice("llama.cpp", f"GGUF on {device.type.upper()}: quantized weights run as they are")
 
 
+def llama_lib_dir() -> Path | None:
+    """The folder holding llama-cpp-python's native libraries, found without importing it (importing
+    a build that cannot run here may already crash)."""
+    spec = importlib.util.find_spec("llama_cpp")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    return Path(list(spec.submodule_search_locations)[0]) / "lib"
+
+
+# -- CPU variant selection (builds made with GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS) ------------------
+# Both the studio's worker processes and in-process users (tests, benchmarks) call `load_cpu_backend()`
+# before opening a model: a dynamic-backend build has no CPU backend until one is loaded.
+
+ARCH_GET_XCOMP_SUPP = 0x1021
+ARCH_REQ_XCOMP_PERM = 0x1023
+XFEATURE_XTILEDATA = 18
+SYS_ARCH_PRCTL_X86_64 = 158
+
+
+def amx_granted() -> bool:
+    """Whether the operating system lets this process use AMX tiles (Linux x86-64: the kernel lists
+    the tile state as supported and grants the permission). CPU flags alone are not enough: a VM can
+    advertise AMX while its kernel or hypervisor does not enable it, and the first tile instruction
+    then kills the process."""
+    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        mask = ctypes.c_uint64(0)
+        if libc.syscall(SYS_ARCH_PRCTL_X86_64, ARCH_GET_XCOMP_SUPP, ctypes.byref(mask)) != 0:
+            return False
+        if not mask.value & (1 << XFEATURE_XTILEDATA):
+            return False
+        return libc.syscall(SYS_ARCH_PRCTL_X86_64, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def cpu_variants(lib_dir: Path) -> list[Path]:
+    """The CPU backend variants of a dynamic-backend build (empty for a single native build). The
+    llama-cpp-python wheel puts them in the wheel's `bin/` (site-packages/bin), beside or above `lib/`."""
+    patterns = ("libggml-cpu-*.so", "libggml-cpu-*.dylib", "ggml-cpu-*.dll")
+    folders = (lib_dir, lib_dir.parent.parent / "bin")
+    return sorted({p for folder in folders for pattern in patterns for p in folder.glob(pattern)})
+
+
+def choose_cpu_variant(scores: dict[str, int], amx_ok: bool) -> str | None:
+    """The best-scoring variant this CPU *and* OS can run: ggml scores variants from CPU flags only,
+    so the AMX variant (sapphirerapids) is set aside when the OS does not grant AMX."""
+    usable = {name: score for name, score in scores.items()
+              if score > 0 and (amx_ok or "sapphirerapids" not in name)}
+    return max(usable, key=usable.get) if usable else None
+
+
+@functools.cache
+def load_cpu_backend(lib_dir: Path) -> str | None:
+    """For dynamic-backend builds: load the best CPU variant that may run here (once per process);
+    None for native builds, which have their CPU backend built in."""
+    variants = cpu_variants(lib_dir)
+    if not variants:
+        return None
+    # the variants need libggml-base, which sits in lib/ (not on the loader's path when they are in bin/)
+    for base in sorted(lib_dir.glob("libggml-base.*")) + sorted(lib_dir.glob("ggml-base.dll")):
+        ctypes.CDLL(str(base), mode=getattr(ctypes, "RTLD_GLOBAL", 0))
+        break
+    scores = {}
+    for path in variants:
+        try:
+            lib = ctypes.CDLL(str(path))
+            lib.ggml_backend_score.restype = ctypes.c_int
+            scores[str(path)] = int(lib.ggml_backend_score())
+        except (OSError, AttributeError):
+            scores[str(path)] = 0
+    best = choose_cpu_variant(scores, amx_granted())
+    if best is None:
+        raise ModelNotAvailable("no llama.cpp CPU variant in this build can run on this CPU. " + REBUILD_HINT)
+    ggml = ctypes.CDLL(str(next(iter(sorted(lib_dir.glob("libggml.*")) or sorted(lib_dir.glob("ggml.dll"))))))
+    ggml.ggml_backend_load.restype = ctypes.c_void_p
+    if not ggml.ggml_backend_load(best.encode()):
+        raise ModelNotAvailable(f"llama.cpp could not load its CPU backend {Path(best).name}. " + REBUILD_HINT)
+    return Path(best).name
+
+
 class _GGUFTemplate:
     """The GGUF file's own chat template, rendered the way transformers renders it (same text as the
     transformers path, without loading a tokenizer — that takes seconds for a GGUF file)."""
@@ -162,10 +249,12 @@ def _gguf_path(resolved: ResolvedModel) -> Path:
 def load_llama_model(resolved: ResolvedModel, placement: Placement, *, threads: int,
                      n_ctx: int = 5120) -> LlamaTextModel:
     """Open a GGUF file with llama.cpp: all layers on the GPU for MPS/CUDA, `threads` CPU threads."""
-    try:
-        from llama_cpp import Llama
-    except ImportError as exc:
-        raise ModelNotAvailable(f"llama.cpp is not installed. {LLAMA_HINT}") from exc
+    lib_dir = llama_lib_dir()
+    if lib_dir is None:
+        raise ModelNotAvailable(f"llama.cpp is not installed. {LLAMA_HINT}")
+    load_cpu_backend(lib_dir)
+    from llama_cpp import Llama
+
     path = _gguf_path(resolved)
     gpu_layers = -1 if placement.device.type in ("mps", "cuda") else 0
     try:

@@ -27,9 +27,7 @@ that verdict per build and CPU.
 from __future__ import annotations
 
 import collections
-import ctypes
 import hashlib
-import importlib.util
 import json
 import os
 import pickle
@@ -42,13 +40,13 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipelines.device import Placement
 from pipelines.registry import ModelNotAvailable
 from pipelines.text import TextLimits, TextOutput, TextParams
-from pipelines.text_llama import REBUILD_HINT
+from pipelines.text_llama import REBUILD_HINT, cpu_variants, llama_lib_dir, load_cpu_backend
 
 PROBE_PROMPT = "The quick brown fox jumps over the lazy dog. " * 2
 _HEADER = struct.Struct("<I")
@@ -113,21 +111,12 @@ def describe_exit(returncode: int | None, stderr_tail: str = "") -> str:
 
 # -- build health ------------------------------------------------------------------------------------
 
-def llama_lib_dir() -> Path | None:
-    """The folder holding llama-cpp-python's native libraries, found without importing it (importing
-    a build that cannot run here may already crash)."""
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    return Path(list(spec.submodule_search_locations)[0]) / "lib"
-
-
 def build_fingerprint(lib_dir: Path | None = None, cpu_flags: str | None = None) -> str:
     """Identifies one llama.cpp build on one CPU: the native libraries (size, mtime) and the CPU's flags."""
     lib_dir = lib_dir or llama_lib_dir()
     parts = []
     if lib_dir and lib_dir.is_dir():
-        for lib in sorted(lib_dir.iterdir()):
+        for lib in sorted([*lib_dir.iterdir(), *cpu_variants(lib_dir)]):
             if lib.is_file() and not lib.is_symlink():
                 stat = lib.stat()
                 parts.append(f"{lib.name}:{stat.st_size}:{int(stat.st_mtime)}")
@@ -180,70 +169,6 @@ class BuildHealth:
             tmp = self.path.with_suffix(".tmp")
             tmp.write_text(json.dumps(data, indent=1))
             os.replace(tmp, self.path)
-
-
-# -- CPU variant selection (builds made with GGML_BACKEND_DL + GGML_CPU_ALL_VARIANTS) ------------------
-
-ARCH_GET_XCOMP_SUPP = 0x1021
-ARCH_REQ_XCOMP_PERM = 0x1023
-XFEATURE_XTILEDATA = 18
-SYS_ARCH_PRCTL_X86_64 = 158
-
-
-def amx_granted() -> bool:
-    """Whether the operating system lets this process use AMX tiles (Linux x86-64: the kernel lists
-    the tile state as supported and grants the permission). CPU flags alone are not enough: a VM can
-    advertise AMX while its kernel or hypervisor does not enable it, and the first tile instruction
-    then kills the process."""
-    if sys.platform != "linux" or platform.machine() not in ("x86_64", "AMD64"):
-        return False
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        mask = ctypes.c_uint64(0)
-        if libc.syscall(SYS_ARCH_PRCTL_X86_64, ARCH_GET_XCOMP_SUPP, ctypes.byref(mask)) != 0:
-            return False
-        if not mask.value & (1 << XFEATURE_XTILEDATA):
-            return False
-        return libc.syscall(SYS_ARCH_PRCTL_X86_64, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0
-    except (OSError, AttributeError):
-        return False
-
-
-def cpu_variants(lib_dir: Path) -> list[Path]:
-    """The CPU backend variants of a dynamic-backend build (empty for a single native build)."""
-    patterns = ("libggml-cpu-*.so", "libggml-cpu-*.dylib", "ggml-cpu-*.dll")
-    return sorted(p for pattern in patterns for p in lib_dir.glob(pattern))
-
-
-def choose_cpu_variant(scores: dict[str, int], amx_ok: bool) -> str | None:
-    """The best-scoring variant this CPU *and* OS can run: ggml scores variants from CPU flags only,
-    so the AMX variant (sapphirerapids) is set aside when the OS does not grant AMX."""
-    usable = {name: score for name, score in scores.items()
-              if score > 0 and (amx_ok or "sapphirerapids" not in name)}
-    return max(usable, key=usable.get) if usable else None
-
-
-def load_cpu_backend(lib_dir: Path) -> str | None:
-    """For dynamic-backend builds: load the best CPU variant that may run here; None for native builds."""
-    variants = cpu_variants(lib_dir)
-    if not variants:
-        return None
-    scores = {}
-    for path in variants:
-        try:
-            lib = ctypes.CDLL(str(path))
-            lib.ggml_backend_score.restype = ctypes.c_int
-            scores[str(path)] = int(lib.ggml_backend_score())
-        except (OSError, AttributeError):
-            scores[str(path)] = 0
-    best = choose_cpu_variant(scores, amx_granted())
-    if best is None:
-        raise ModelNotAvailable("no llama.cpp CPU variant in this build can run on this CPU. " + REBUILD_HINT)
-    ggml = ctypes.CDLL(str(next(iter(sorted(lib_dir.glob("libggml.*")) or sorted(lib_dir.glob("ggml.dll"))))))
-    ggml.ggml_backend_load.restype = ctypes.c_void_p
-    if not ggml.ggml_backend_load(best.encode()):
-        raise ModelNotAvailable(f"llama.cpp could not load its CPU backend {Path(best).name}. " + REBUILD_HINT)
-    return Path(best).name
 
 
 # -- the child -----------------------------------------------------------------------------------------
@@ -456,6 +381,11 @@ class LlamaWorkerPipeline:
             raise ModelNotAvailable(f"llama.cpp could not load {self.config.name}: {reply[2]}")
         worker.info = reply[1]
         self._worker = worker
+
+    @property
+    def runs_on(self) -> str:
+        """Where and in which precision this model actually runs, for History and the status line."""
+        return f"{self.placement.device.type}, GGUF weights as stored · llama.cpp"
 
     @property
     def pid(self) -> int | None:

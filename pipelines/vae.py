@@ -176,6 +176,35 @@ def save_conv_vae(model: ConvVAE, folder: Path, extra: dict | None = None) -> Pa
     return folder
 
 
+def _save_replacing(model: ConvVAE, out_dir: Path, extra: dict) -> None:
+    """Write the model next to `out_dir`, then swap it in: the old folder is renamed aside first and
+    removed only after the new one is in place, so a crash at any moment leaves a loadable model."""
+    import shutil
+
+    tmp = out_dir.with_name(out_dir.name + ".partial")
+    old = out_dir.with_name(out_dir.name + ".old")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    save_conv_vae(model, tmp, extra)
+    if old.exists():
+        shutil.rmtree(old)
+    if out_dir.exists():
+        out_dir.replace(old)
+    tmp.replace(out_dir)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def trained_vae_folders(models_dir: Path) -> list[Path]:
+    """Folders of VAEs trained in the studio; a save cut short between its two renames is completed."""
+    models_dir = Path(models_dir)
+    for old in models_dir.glob("*.old"):
+        target = old.with_name(old.name.removesuffix(".old"))
+        if not target.exists():
+            old.replace(target)  # the new folder never arrived: the previous model comes back
+    return sorted(c.parent for c in models_dir.glob("*/config.json") if not c.parent.name.endswith((".old", ".partial")))
+
+
 def load_vae(resolved: ResolvedModel, placement: Placement, *, offline: bool = False) -> VAEModel:
     """Our ConvVAE folder (config.json with arch conv-vae) or a diffusers AutoencoderKL/Tiny."""
     location = resolved.path
@@ -201,12 +230,25 @@ def load_vae(resolved: ResolvedModel, placement: Placement, *, offline: bool = F
     if class_name not in ("AutoencoderKL", "AutoencoderTiny"):
         raise ModelNotAvailable(f"{name} is a {class_name}; the VAE tab loads AutoencoderKL or AutoencoderTiny")
     try:
-        net = getattr(diffusers, class_name).from_pretrained(location, dtype=placement.dtype,
-                                                             local_files_only=offline or isinstance(location, Path))
+        net = getattr(diffusers, class_name).from_pretrained(location, local_files_only=offline or isinstance(location, Path))
     except Exception as exc:  # corrupt or missing files raise many kinds
         raise ModelNotAvailable(f"could not load VAE {name!r}: {exc}") from exc
+    placement = vae_placement(placement, getattr(net.config, "force_upcast", False))
     size = int(getattr(net.config, "sample_size", 512) or 512)
-    return VAEModel(name, net.to(placement.device).eval(), placement, "spatial", size)
+    if placement.device.type != "cpu":  # large maps and morphs decode image by image, big images in tiles
+        if hasattr(net, "enable_slicing"):
+            net.enable_slicing()
+        if size > 512 and hasattr(net, "enable_tiling"):
+            net.enable_tiling()
+    return VAEModel(name, net.to(placement.device, placement.dtype).eval(), placement, "spatial", size)
+
+
+def vae_placement(placement: Placement, force_upcast: bool) -> Placement:
+    """A VAE whose config says `force_upcast` (SDXL's) runs in float32 even where models are float16:
+    it overflows in half precision (black or NaN pictures)."""
+    if force_upcast and placement.dtype == torch.float16:
+        return Placement(placement.device, torch.float32)
+    return placement
 
 
 # -- images in ------------------------------------------------------------------------------------
@@ -362,12 +404,12 @@ class VAEPipeline:
         return frames, crossfade
 
     def axes(self, reference: np.ndarray | None, k: int = 8, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(origin, unit directions [k, D], spread [k]): latent dimensions for small vector latents,
-        otherwise the top PCA directions of the reference images' latents (or prior samples)."""
+        """(origin, unit directions [k, D], spread [k]): every latent dimension for vector latents of up
+        to 16 dimensions, otherwise the top-k PCA directions of the reference images' latents (or of prior
+        samples)."""
         dim = self.model.latent_dim
         if self.model.kind == "vector" and dim <= 16:
-            k = min(k, dim)
-            return torch.zeros(dim), torch.eye(dim)[:k], torch.ones(k)
+            return torch.zeros(dim), torch.eye(dim), torch.ones(dim)
         if reference is not None and len(reference) >= 3:
             flat = self.model.encode(reference).flatten(1)
         else:
@@ -376,9 +418,9 @@ class VAEPipeline:
         mean, components, std = pca(flat, k)
         return mean, components, std
 
-    def latent_map(self, params: MapParams, reference: np.ndarray | None = None) -> np.ndarray:
-        """uint8 [grid*grid, S, S, 3]: row-major, y from top (+extent) to bottom (−extent)."""
-        origin, directions, std = self.axes(reference)
+    def map_points(self, params: MapParams, axes: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        """The latents of a map's cells [grid*grid, …]: row-major, y from top (+extent) to bottom (−extent)."""
+        origin, directions, std = axes
         for name, axis in (("axis_x", params.axis_x), ("axis_y", params.axis_y)):
             if not 0 <= axis < directions.shape[0]:
                 raise ValueError(f"{name} must be from 0 to {directions.shape[0] - 1}, got {axis}")
@@ -386,7 +428,12 @@ class VAEPipeline:
         points = [origin + x * std[params.axis_x] * directions[params.axis_x] + y * std[params.axis_y] * directions[params.axis_y]
                   for y in ticks.flip(0) for x in ticks]
         shape = (self.model.latent_dim,) if self.model.kind == "vector" else self.model.spatial_shape
-        return self.model.decode(torch.stack(points).view(-1, *shape))
+        return torch.stack(points).view(-1, *shape)
+
+    def latent_map(self, params: MapParams, reference: np.ndarray | None = None,
+                   axes: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None) -> np.ndarray:
+        """uint8 [grid*grid, S, S, 3] over `axes` (default: `self.axes(reference)`); see `map_points`."""
+        return self.model.decode(self.map_points(params, axes or self.axes(reference)))
 
     def slide(self, latent: torch.Tensor, directions: torch.Tensor, std: torch.Tensor, amounts: list[float]) -> np.ndarray:
         """Decode `latent` moved by amount_i × std_i along direction i (amounts −4 … 4)."""
@@ -482,13 +529,7 @@ def train_conv_vae(
             recon_fixed = model.decode(model.encode(fixed)[0])
         samples = (recon_fixed.expand(-1, 3, -1, -1) if params.channels == 1 else recon_fixed)
         samples = (samples.permute(0, 2, 3, 1).cpu().numpy() * 255).round().astype(np.uint8)
-        tmp = Path(out_dir).with_name(Path(out_dir).name + ".partial")
-        save_conv_vae(model, tmp, {**(extra_config or {}), "epochs_trained": epoch})
-        if Path(out_dir).exists():
-            import shutil
-
-            shutil.rmtree(out_dir)
-        tmp.replace(out_dir)
+        _save_replacing(model, Path(out_dir), {**(extra_config or {}), "epochs_trained": epoch})
         mean = totals / len(x)
         report = EpochReport(epoch, params.epochs, float(mean[0]), float(mean[1]), float(mean[2]), seconds,
                              len(x) / seconds, samples)

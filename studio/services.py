@@ -13,9 +13,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from pipelines.cache import ModelCache
-from pipelines.device import Placement, physical_cores, pick_placement, text_placement
+from pipelines.device import Placement, free_memory, physical_cores, pick_placement, text_placement
 from pipelines.gan import GANPipeline, load_gan
 from pipelines.image import ImagePipeline, load_image_model
+from pipelines.memory import (
+    MemoryPlan,
+    held_bytes,
+    is_out_of_memory,
+    plan_image_memory,
+    plan_text_memory,
+    probe_memory,
+)
 from pipelines.registry import ModelSpec, Registry
 from pipelines.text import TextPipeline, load_text_model
 from pipelines.text_llama import BackendChoice, _gguf_path, choose_backend, llama_cpp_available
@@ -112,7 +120,8 @@ class Services:
             placement = text_placement(self.placement, s.dtype)
             if log:
                 log(f"Loading {spec.name} with transformers on {placement.describe()}…")
-            loaded = load_text_model(resolved, placement, offline=s.offline, trust_remote_code=s.trust_remote_code)
+            loaded = load_text_model(resolved, placement, offline=s.offline, trust_remote_code=s.trust_remote_code,
+                                     plan_memory=self.plan_text_memory)
             return TextPipeline(loaded, s.text_limits, s.prompt_cache_entries)
 
         def load() -> TextPipeline | LlamaWorkerPipeline:
@@ -141,6 +150,15 @@ class Services:
 
         return self.cache.get("text", f"{spec.name} [{choice.backend}]", load)
 
+    def recover_from_out_of_memory(self, exc: BaseException) -> bool:
+        """After an out-of-memory error (CUDA or MPS): drop prompt KV caches and return cached memory to
+        the driver, so the next request works. True when `exc` was one."""
+        if not is_out_of_memory(exc):
+            return False
+        self.free_prompt_caches()
+        free_memory(self.placement.device)
+        return True
+
     def free_prompt_caches(self) -> None:
         """Drop every text model's cached chat prefixes (KV caches), e.g. after running out of memory."""
         for _, key in self.cache.loaded("text"):
@@ -158,9 +176,38 @@ class Services:
 
         def load() -> GANPipeline:
             resolved = self.registry.resolve(spec, log)
-            return GANPipeline(load_gan(resolved, self.placement), self.settings.gan_limits)
+            return GANPipeline(load_gan(resolved, self.placement, allow_pickle=self.settings.allow_pickle),
+                               self.settings.gan_limits)
 
         return self.cache.get("gan", spec.name, load)
+
+    def held_elsewhere(self, modality: str) -> int:
+        """Bytes of weights the other tabs' loaded models hold on the accelerator (0 on CPU)."""
+        if self.placement.device.type == "cpu":
+            return 0
+        return sum(held_bytes(self.cache.peek(m, key)) for m, key in self.cache.loaded() if m != modality)
+
+    def plan_image_memory(self, sizes: dict[str, int]) -> MemoryPlan:
+        """The memory plan for an image model about to load; unloads other tabs' models when the plan
+        needs their room (the device's free memory already counts what they hold)."""
+        memory = probe_memory(self.placement.device, held_by_others=self.held_elsewhere("image"))
+        plan = plan_image_memory(sizes, memory)
+        if plan.evict_others:
+            for modality in ("text", "vae", "gan"):
+                self.cache.clear(modality)
+        _console(f"Image model memory plan on {memory.name or memory.kind}: {plan.describe()}")
+        return plan
+
+    def plan_text_memory(self, weights: int) -> MemoryPlan:
+        """The memory plan for a text model about to load (unloads other tabs' models when it needs their room)."""
+        memory = probe_memory(self.placement.device, held_by_others=self.held_elsewhere("text"))
+        plan = plan_text_memory(weights, memory)
+        if plan.evict_others:
+            for modality in ("image", "vae", "gan"):
+                self.cache.clear(modality)
+        if memory.kind == "cuda":
+            _console(f"Text model memory plan on {memory.name}: {plan.describe()}")
+        return plan
 
     def image_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> ImagePipeline:
         """The cached image pipeline for `model` (registry name, diffusers folder, .safetensors file or hub id)."""
@@ -170,8 +217,9 @@ class Services:
             resolved = self.registry.resolve(spec, log)
             if log:
                 log(f"Loading {spec.name} on {self.placement.describe()}…")
+            plan = self.plan_image_memory if self.placement.device.type != "cpu" else None
             loaded = load_image_model(resolved, self.placement, offline=self.settings.offline,
-                                      allow_pickle=self.settings.allow_pickle)
+                                      allow_pickle=self.settings.allow_pickle, plan_memory=plan)
             return ImagePipeline(loaded, self.settings.image_limits)
 
         return self.cache.get("image", spec.name, load)

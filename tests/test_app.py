@@ -162,7 +162,7 @@ def test_out_of_memory_is_explained_and_the_next_request_works(tmp_path, client_
         return real_call(self, params, **kwargs)
 
     monkeypatch.setattr(ImagePipeline, "__call__", failing_once)
-    with pytest.raises(AppError, match="Out of memory. Try a smaller size, batch"):
+    with pytest.raises(AppError, match="ran out of memory. Try a smaller size, batch"):
         client.predict(*image_args(), api_name="/generate_image")
     assert services.history.list(tab="image") == []  # nothing half-saved
     _, cells, _ = client.predict(*image_args(size=1), api_name="/generate_image")

@@ -206,17 +206,3 @@ def test_settings_pick_the_backend_per_model(tmp_path):
         load_settings(None, text_backend="fast")
     with pytest.raises(ValueError, match="text_threads must be from 0"):
         load_settings(None, text_threads=-1)
-
-
-def test_setup_without_a_compiler_keeps_going_with_a_hint(monkeypatch, capsys):
-    import subprocess
-
-    from studio import bootstrap
-
-    def no_compiler(cmd, **kwargs):
-        raise subprocess.CalledProcessError(1, cmd)
-
-    monkeypatch.setattr(bootstrap, "run", no_compiler)
-    assert bootstrap.install_llama(["pip", "install"]) is False
-    out = capsys.readouterr().out
-    assert "llama.cpp could not be built here" in out and "pip install -e" in out and "[llama]" in out

@@ -15,16 +15,17 @@ import pytest
 from pipelines.device import pick_placement
 from pipelines.registry import ModelSpec, Registry
 from pipelines.text import TextParams
-from pipelines.text_llama import LlamaTextPipeline, _gguf_path, choose_backend, load_llama_model
-from pipelines.text_worker import (
-    BuildHealth,
-    EngineCrashed,
-    LlamaWorkerConfig,
-    LlamaWorkerPipeline,
+from pipelines.text_llama import (
+    LlamaTextPipeline,
+    _gguf_path,
     amx_granted,
+    choose_backend,
     choose_cpu_variant,
-    describe_exit,
+    cpu_variants,
+    llama_lib_dir,
+    load_llama_model,
 )
+from pipelines.text_worker import BuildHealth, EngineCrashed, LlamaWorkerConfig, LlamaWorkerPipeline, describe_exit
 from tests.test_smollm2 import _need_llama
 
 FAKES = Path(__file__).parent / "fakes"
@@ -157,6 +158,17 @@ def test_cpu_variant_choice_follows_what_the_os_grants():
     assert choose_cpu_variant(scores, amx_ok=False) == "libggml-cpu-icelake.so"
     assert choose_cpu_variant({"libggml-cpu-x64.so": 0}, amx_ok=True) is None
     assert isinstance(amx_granted(), bool)  # a real syscall on Linux x86-64; False elsewhere
+
+
+def test_the_installed_build_runs_the_best_variant_this_machine_allows(worker):
+    """On x86-64 the set-up builds every CPU variant; the worker loaded one that scores here (and never
+    the AMX one where the OS does not grant AMX)."""
+    variants = cpu_variants(llama_lib_dir())
+    if not variants:
+        pytest.skip("a native (single-variant) llama.cpp build is installed")
+    chosen = worker._worker.info["variant"]
+    assert chosen in {v.name for v in variants}
+    assert amx_granted() or "sapphirerapids" not in chosen
 
 
 def test_exit_descriptions_name_the_cause():

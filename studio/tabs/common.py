@@ -13,6 +13,7 @@ import gradio as gr
 import torch
 
 from pipelines.device import free_memory
+from pipelines.memory import is_out_of_memory
 from pipelines.packages import PackageError
 from pipelines.registry import ModelNotAvailable
 from pipelines.text_worker import EngineCrashed
@@ -76,10 +77,11 @@ def user_of(request: gr.Request | None) -> str:
 def _explain(exc: BaseException) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc
-    if isinstance(exc, torch.OutOfMemoryError):
+    if is_out_of_memory(exc):
         free_memory()
-        return gr.Error("Out of memory. Try a smaller size, batch or token count; memory was freed, so the "
-                        "next request will work.")
+        where = "Apple GPU (MPS)" if "mps" in str(exc).lower() else "GPU" if torch.cuda.is_available() else "machine"
+        return gr.Error(f"The {where} ran out of memory. Try a smaller size, batch or token count, or close other "
+                        "programs; memory was freed, so the next request will work.")
     if isinstance(exc, (ValueError, ModelNotAvailable, PackageError, AccessDenied, EngineCrashed)):
         return gr.Error(str(exc))
     log.exception("unexpected error")
@@ -151,7 +153,8 @@ def guarded(services, tab: str, *, generation: bool = False, owner_only: str = "
                 admission = admit(args, kwargs)
                 try:
                     yield from fn(*args, **kwargs)
-                except BaseException:
+                except BaseException as exc:
+                    services.recover_from_out_of_memory(exc)
                     if admission:
                         admission.refund()
                     raise
@@ -162,7 +165,8 @@ def guarded(services, tab: str, *, generation: bool = False, owner_only: str = "
             admission = admit(args, kwargs)
             try:
                 return fn(*args, **kwargs)
-            except BaseException:
+            except BaseException as exc:
+                services.recover_from_out_of_memory(exc)
                 if admission:
                     admission.refund()
                 raise

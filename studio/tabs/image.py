@@ -173,19 +173,23 @@ def build(services: Services) -> TabHandle:
         if "error" in result:
             raise result["error"]
         out = result["out"]
+        # the variation seed only blends txt2img noise; img2img/inpaint start from the picture
+        varied = params.mode == "txt2img" and params.variation_seed is not None and params.variation_strength > 0
         cells = []
         for image, image_seed in zip(out.images, out.seeds):
             settings = {"Steps": params.steps, "Sampler": params.scheduler, "CFG scale": params.guidance,
                         "Seed": image_seed, "Size": f"{params.width}x{params.height}", "Model": pipe.model.name,
                         "Denoising strength": params.strength if params.mode != "txt2img" else None,
-                        "Variation seed": params.variation_seed if params.variation_strength else None,
-                        "Variation seed strength": params.variation_strength or None,
+                        "Variation seed": params.variation_seed if varied else None,
+                        "Variation seed strength": params.variation_strength if varied else None,
                         "Lora": ", ".join(f"{k}:{v}" for k, v in pipe.model.loras.items()) or None}
             record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
                       "steps": params.steps, "guidance": params.guidance, "width": params.width,
                       "height": params.height, "scheduler": params.scheduler, "seed": image_seed,
-                      "variation_seed": params.variation_seed, "variation_strength": params.variation_strength,
-                      "strength": params.strength, "model": pipe.model.name, "loras": pipe.model.loras}
+                      "variation_seed": params.variation_seed if varied else None,
+                      "variation_strength": params.variation_strength if varied else 0.0,
+                      "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
+                      "model": pipe.model.name, "loras": pipe.model.loras}
             data = png_with_metadata(image, a1111_parameters(params.prompt, params.negative_prompt, settings), record)
             item = keep_output(services, "image", {".png": data}, prompt=params.prompt, params=record,
                                seed=image_seed, model=pipe.model.name, device=services.placement.describe(),
@@ -249,9 +253,13 @@ def build(services: Services) -> TabHandle:
 
     fields = {"prompt": prompt, "negative_prompt": negative, "model": model, "scheduler": scheduler, "steps": steps,
               "guidance": guidance, "width": width, "height": height, "seed": seed,
-              "variation_seed": variation_seed, "variation_strength": variation_strength}
+              "variation_seed": variation_seed, "variation_strength": variation_strength, "mode": mode,
+              "strength": strength, "batch_size": batch_size, "batch_count": batch_count}
+    labels = {name: label for label, name in MODE_LABELS.items()}
 
     def restore(params: dict) -> list:
+        """Put an item's settings back (LoRA files are not kept with items: their names and weights are in
+        the item's parameters; add the files again)."""
         values = []
         for name in fields:
             value = params.get(name)
@@ -259,6 +267,8 @@ def build(services: Services) -> TabHandle:
                 values.append(gr.skip())
             elif name in ("seed", "variation_seed"):
                 values.append(str(value))
+            elif name == "mode":
+                values.append(labels.get(value, gr.skip()))
             else:
                 values.append(value)
         return values

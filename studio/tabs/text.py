@@ -81,7 +81,7 @@ def run_text(services: Services, model: str, params: TextParams, session: str, o
         services, "text", {".txt": stats["text"].encode("utf-8")}, prompt=params.prompt,
         params={**params.__dict__, "history": [list(h) for h in params.history], "stop": list(params.stop),
                 "seed": stats["seed"], "model": pipe.model.name, "backend": pipe.backend},
-        seed=stats["seed"], model=pipe.model.name, device=f"{services.placement.describe()} · {pipe.backend}",
+        seed=stats["seed"], model=pipe.model.name, device=pipe.runs_on,
         timings={k: stats[k] for k in ("seconds", "first_token_seconds", "new_tokens", "prompt_tokens",
                                       "prompt_tokens_evaluated")},
         owner=owner,
@@ -235,15 +235,24 @@ def build(services: Services) -> TabHandle:
               "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed, "model": model, "backend": engine}
 
     def restore(params: dict) -> list:
-        """Fill the settings from a History item and open Chat or Completion as it was made; empty
-        values (an item without a model name, say) leave the current setting alone."""
+        """Fill the settings from a History item and open Chat or Completion as it was made: a chat item
+        brings back its conversation and puts its message in the Message box (Send remakes the answer;
+        same seed, same text); empty values (an item without a model name, say) leave the setting alone."""
         values = {k: v for k, v in params.items() if v not in (None, "")}
         values["stop"] = ", ".join(s.replace("\n", "\\n") for s in values.get("stop", []))
         values["seed"] = str(values.get("seed", ""))
-        mode = "chat" if values.get("mode") == "chat" else "completion"
-        return [*(values.get(k, gr.skip()) for k in fields), gr.Tabs(selected=mode)]
+        if values.get("mode") == "chat":
+            turns = [{"role": role, "content": text} for role, text in values.get("history", [])]
+            values.pop("prompt", None)
+            chat_values = [turns, params.get("prompt", "")]
+            mode = "chat"
+        else:
+            chat_values = [gr.skip(), gr.skip()]
+            mode = "completion"
+        return [*(values.get(k, gr.skip()) for k in fields), *chat_values, gr.Tabs(selected=mode)]
 
-    return TabHandle(restore_outputs=[*fields.values(), modes], restore=restore, owner_controls=[model, engine])
+    return TabHandle(restore_outputs=[*fields.values(), chatbot, message, modes], restore=restore,
+                     owner_controls=[model, engine])
 
 
 def _content_text(content) -> str:

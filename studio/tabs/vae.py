@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import queue
+import random
 import re
 import threading
 from pathlib import Path
@@ -16,7 +17,15 @@ from pipelines.image import open_user_image
 from pipelines.latent import EASES
 from pipelines.media import gif_bytes, grid, mp4_bytes, png_bytes, upscale
 from pipelines.registry import ModelSpec
-from pipelines.vae import MapParams, MorphParams, VAETrainParams, load_image_folder, prepare_images, train_conv_vae
+from pipelines.vae import (
+    MapParams,
+    MorphParams,
+    VAETrainParams,
+    load_image_folder,
+    prepare_images,
+    train_conv_vae,
+    trained_vae_folders,
+)
 from studio.services import Services
 from studio.tabs.common import (
     TabHandle,
@@ -40,12 +49,13 @@ def build(services: Services) -> TabHandle:
     registry = services.registry
     history = services.history
     models_dir = history.root / "vae-models"
-    for folder in sorted(models_dir.glob("*/config.json")):  # models trained earlier
-        registry.add(ModelSpec(folder.parent.name, "vae", "folder", str(folder.parent), license="yours",
+    for folder in trained_vae_folders(models_dir):  # models trained earlier
+        registry.add(ModelSpec(folder.name, "vae", "folder", str(folder), license="yours",
                                description="trained in the VAE tab"))
 
     current = gr.State(None)  # {"latent": [...], "shape": [...]} of the image under the sliders
     axes_state = gr.State(None)
+    map_axes = gr.State(None)  # the axes the drawn map used, so a clicked cell opens exactly that latent
 
     model = gr.Dropdown(registry.names("vae"), value=registry.default("vae"), allow_custom_value=True, label="VAE", elem_id="vae-model",
                         info="Listed model, a diffusers AutoencoderKL folder or hub id (e.g. Stable Diffusion's VAE)")
@@ -168,15 +178,18 @@ def build(services: Services) -> TabHandle:
         params = MapParams(grid=as_int("grid", cells), extent=float(spread), axis_x=as_int("axis_x", ax),
                            axis_y=as_int("axis_y", ay))
         reference, _ = load_uploads(refs, p.model.size)
-        images = p.latent_map(params, reference)
+        axes = p.axes(reference)
+        images = p.latent_map(params, axes=axes)
         save({".png": png_bytes(grid(images, params.grid, pad=1))}, f"latent map {params.grid}×{params.grid}",
              {"grid": params.grid, "extent": params.extent, "axis_x": params.axis_x, "axis_y": params.axis_y},
              request, p.model.name)
-        return [upscale(im, _scale(p.model.size) // 2 or 1) for im in images]
+        drawn = {"model": p.model.name, "params": [params.grid, params.extent, params.axis_x, params.axis_y],
+                 "axes": [t.tolist() for t in axes]}
+        return [upscale(im, _scale(p.model.size) // 2 or 1) for im in images], drawn
 
     # -- sliders -----------------------------------------------------------------------------------
-    def start_sliders(p, latent: torch.Tensor, reference=None):
-        origin, directions, std = p.axes(reference)
+    def start_sliders(p, latent: torch.Tensor, reference=None, axes=None):
+        origin, directions, std = axes or p.axes(reference)
         k = directions.shape[0]
         image = p.model.decode(latent[None])[0]
         state = {"latent": latent.flatten().tolist(), "shape": list(latent.shape)}
@@ -189,7 +202,7 @@ def build(services: Services) -> TabHandle:
     @guarded(services, "vae")
     def from_sample(model_name, request: gr.Request):
         p = pipe(model_name)
-        return start_sliders(p, p.model.prior(1, torch.randint(0, 2**31, (1,)).item())[0])
+        return start_sliders(p, p.model.prior(1, random.SystemRandom().randrange(2**31))[0])
 
     @friendly_errors
     @guarded(services, "vae")
@@ -202,17 +215,14 @@ def build(services: Services) -> TabHandle:
 
     @friendly_errors
     @guarded(services, "vae")
-    def from_map(evt: gr.SelectData, model_name, cells, spread, ax, ay, request: gr.Request):
-        p = pipe(model_name)
-        params = MapParams(grid=as_int("grid", cells), extent=float(spread), axis_x=as_int("axis_x", ax),
-                           axis_y=as_int("axis_y", ay))
-        origin, directions, std = p.axes(None)
-        ticks = torch.linspace(-params.extent, params.extent, params.grid)
-        row, col = divmod(evt.index, params.grid)
-        point = origin + ticks[col] * std[params.axis_x] * directions[params.axis_x] \
-            + ticks.flip(0)[row] * std[params.axis_y] * directions[params.axis_y]
-        shape = (p.model.latent_dim,) if p.model.kind == "vector" else p.model.spatial_shape
-        return [gr.Tabs(selected="sliders"), *start_sliders(p, point.view(shape))]
+    def from_map(evt: gr.SelectData, drawn, request: gr.Request):
+        if not drawn:
+            raise ValueError("Draw a map first, then click one of its cells.")
+        p = pipe(drawn["model"])
+        grid_, extent_, ax, ay = drawn["params"]
+        axes = tuple(torch.tensor(t) for t in drawn["axes"])
+        point = p.map_points(MapParams(grid=grid_, extent=extent_, axis_x=ax, axis_y=ay), axes)[evt.index]
+        return [gr.Tabs(selected="sliders"), *start_sliders(p, point, axes=axes)]
 
     @friendly_errors
     @guarded(services, "vae")
@@ -247,7 +257,7 @@ def build(services: Services) -> TabHandle:
     def sample_prior(model_name, n, seed_text, request: gr.Request):
         p = pipe(model_name)
         seed = parse_seed(seed_text)
-        seed = seed if seed is not None else int(torch.randint(0, 2**31, (1,)))
+        seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
         images = p.model.decode(p.model.prior(as_int("samples", n), seed))
         save({".png": png_bytes(grid(images, 8))}, "prior samples", {"seed": seed}, request, p.model.name)
         return [upscale(im, _scale(p.model.size)) for im in images], f"Seed {seed}"
@@ -337,8 +347,8 @@ def build(services: Services) -> TabHandle:
     concurrency = dict(concurrency_limit=1, concurrency_id="vae")
     morph.click(vae_interpolate, [model, morph_files, random_count, random_seed, frames, method, ease, fps],
                 [strip, fade, animation, morph_out, morph_note], api_name="vae_interpolate", **concurrency)
-    draw_map.click(vae_map, [model, map_grid, extent, axis_x, axis_y, map_refs], map_gallery, api_name="vae_map",
-                   **concurrency)
+    draw_map.click(vae_map, [model, map_grid, extent, axis_x, axis_y, map_refs], [map_gallery, map_axes],
+                   api_name="vae_map", **concurrency)
     slider_outputs = [slider_image, current, axes_state, *sliders]
     sample_btn.click(from_sample, model, slider_outputs, api_visibility="undocumented")
     slider_upload.upload(from_upload, [model, slider_upload], slider_outputs, api_visibility="undocumented")
@@ -360,7 +370,6 @@ def build(services: Services) -> TabHandle:
     def restore(params: dict) -> list:
         return [params.get("model") or gr.skip()]
 
-    map_gallery.select(from_map, [model, map_grid, extent, axis_x, axis_y], [inner, *slider_outputs],
-                       api_visibility="undocumented")
+    map_gallery.select(from_map, [map_axes], [inner, *slider_outputs], api_visibility="undocumented")
     return TabHandle(restore_outputs=[model], restore=restore, receive_images=morph_files,
                      owner_controls=[model, train_btn])

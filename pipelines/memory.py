@@ -1,0 +1,253 @@
+"""Memory plans for accelerators: decided before any weight moves, from what the device has free.
+
+    memory = probe_memory(placement.device, held_by_others=services.device_bytes())
+    plan = plan_image_memory(component_bytes(pipe), memory, force_upcast_vae=…)
+    apply_image_plan(pipe, plan, placement.device)       # the only place weights reach the device
+
+diffusers' own guidance, followed here: model CPU offload must be enabled *instead of* `.to("cuda")`
+(never after it); sequential offload is for cards too small for the largest component; VAE slicing and
+tiling are the VAE's own methods (`pipe.vae.enable_slicing()` / `enable_tiling()`); on Apple silicon,
+attention slicing is recommended below 64 GB of unified memory. Every decision is a pure function of
+the numbers in `DeviceMemory`, so tests can drive it for any card without having one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from dataclasses import dataclass
+
+import torch
+
+GiB = 2**30
+MPS_SLICING_BELOW = 64 * GiB  # diffusers' MPS guide: attention slicing below 64 GB of RAM
+
+
+@dataclass(frozen=True)
+class DeviceMemory:
+    """What an accelerator offers at the moment a model is about to load.
+
+    kind: "cuda", "mps" or "cpu". total / free: bytes (free counts what is already allocated, by us or
+    others). held_by_others: bytes our other cached models hold on this device (they can be evicted).
+    host_free: system RAM available, for what offloading keeps on the CPU.
+    """
+
+    kind: str
+    total: int
+    free: int
+    held_by_others: int = 0
+    host_free: int = 64 * GiB
+    name: str = ""
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """How a pipeline is placed: `placement` is "device", "model_offload" (each component moves to the
+    GPU while it runs) or "sequential_offload" (layer by layer: slowest, smallest)."""
+
+    placement: str
+    attention_slicing: bool = False
+    vae_slicing: bool = False
+    vae_tiling: bool = False
+    evict_others: bool = False
+    reason: str = ""
+
+    def describe(self) -> str:
+        extras = [name for name, on in (("attention slicing", self.attention_slicing),
+                                        ("VAE slicing", self.vae_slicing), ("VAE tiling", self.vae_tiling),
+                                        ("other tabs' models unloaded", self.evict_others)) if on]
+        where = {"device": "all on the GPU", "model_offload": "model CPU offload",
+                 "sequential_offload": "sequential CPU offload"}.get(self.placement, self.placement)
+        return where + (f" + {', '.join(extras)}" if extras else "") + (f" ({self.reason})" if self.reason else "")
+
+
+class DoesNotFit(RuntimeError):
+    """Even the smallest plan cannot hold the model; the message names the sizes and the fix."""
+
+
+def host_memory_free() -> int:
+    """Available system RAM in bytes (Linux /proc/meminfo, macOS vm_stat; a generous guess elsewhere)."""
+    try:
+        for line in open("/proc/meminfo", encoding="ascii"):
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return unified_memory_total() or 16 * GiB
+
+
+def unified_memory_total() -> int | None:
+    """A Mac's unified memory in bytes (`sysctl hw.memsize`), or None elsewhere."""
+    if sys.platform != "darwin":
+        return None
+    try:
+        return int(subprocess.run(["sysctl", "-n", "hw.memsize"], capture_output=True, text=True,
+                                  timeout=5).stdout.strip())
+    except (OSError, ValueError, subprocess.TimeoutExpired):
+        return None
+
+
+def probe_memory(device: torch.device, held_by_others: int = 0) -> DeviceMemory:
+    """Read the device's memory now (CUDA: `torch.cuda.mem_get_info`, MPS: unified memory)."""
+    if device.type == "cuda":
+        free, total = torch.cuda.mem_get_info(device)
+        return DeviceMemory("cuda", total, free, held_by_others, host_memory_free(),
+                            torch.cuda.get_device_name(device))
+    if device.type == "mps":
+        total = unified_memory_total() or 16 * GiB
+        return DeviceMemory("mps", total, host_memory_free(), held_by_others, host_memory_free(), "Apple silicon")
+    free = host_memory_free()
+    return DeviceMemory("cpu", free, free, held_by_others, free, "CPU")
+
+
+def module_bytes(module) -> int:
+    """Bytes of a module's parameters and buffers (0 for anything that is not a torch module)."""
+    if not isinstance(module, torch.nn.Module):
+        return 0
+    return sum(t.numel() * t.element_size() for t in (*module.parameters(), *module.buffers()))
+
+
+def held_bytes(obj, depth: int = 3) -> int:
+    """Bytes of weights a loaded pipeline holds (its torch modules, found through `model`, `net`,
+    `pipe` and diffusers components) — what unloading it would give back."""
+    if isinstance(obj, torch.nn.Module):
+        return module_bytes(obj)
+    if depth == 0 or obj is None:
+        return 0
+    components = getattr(obj, "components", None)
+    if isinstance(components, dict):
+        return sum(module_bytes(part) for part in components.values())
+    return sum(held_bytes(getattr(obj, name, None), depth - 1) for name in ("model", "net", "pipe", "generator"))
+
+
+def component_bytes(pipe) -> dict[str, int]:
+    """Bytes per torch component of a diffusers pipeline (unet/transformer, text encoders, vae…)."""
+    components = getattr(pipe, "components", {}) or {}
+    return {name: size for name, part in components.items() if (size := module_bytes(part))}
+
+
+def activation_headroom(denoiser_bytes: int) -> int:
+    """Working memory for one denoising step at the model's native size: about half the denoiser's
+    weights (SD 1.5 at 512²: ~1 GB; SDXL at 1024²: ~2.5 GB), at least 1 GiB."""
+    return max(GiB, denoiser_bytes // 2)
+
+
+def plan_image_memory(components: dict[str, int], memory: DeviceMemory) -> MemoryPlan:
+    """The placement for a diffusion pipeline with these component sizes on this device."""
+    total = sum(components.values())
+    denoiser = max((components.get(k, 0) for k in ("unet", "transformer")), default=0) or max(components.values(), default=0)
+    largest = max(components.values(), default=0)
+    headroom = activation_headroom(denoiser)
+    if memory.kind == "mps":
+        slicing = memory.total < MPS_SLICING_BELOW
+        return MemoryPlan("device", attention_slicing=slicing, vae_slicing=slicing, vae_tiling=False,
+                          reason=f"{memory.total / GiB:.0f} GB unified memory" + (" (< 64 GB: attention slicing)"
+                                                                                  if slicing else ""))
+    if memory.kind != "cuda":
+        return MemoryPlan("device", reason="CPU")
+    reclaimable = memory.free + memory.held_by_others
+    tight = lambda room: room < total + headroom + 2 * GiB  # noqa: E731 — little left for large sizes
+    if total + headroom <= memory.free:
+        return MemoryPlan("device", vae_slicing=tight(memory.free), vae_tiling=tight(memory.free),
+                          reason=f"{total / GiB:.1f} GB of weights fit in {memory.free / GiB:.1f} GB free")
+    if total + headroom <= reclaimable:
+        return MemoryPlan("device", vae_slicing=tight(reclaimable), vae_tiling=tight(reclaimable), evict_others=True,
+                          reason="fits once other tabs' models are unloaded")
+    if total > memory.host_free + reclaimable:
+        raise DoesNotFit(
+            f"this model needs {total / GiB:.1f} GB but the GPU has {reclaimable / GiB:.1f} GB and the system "
+            f"{memory.host_free / GiB:.1f} GB free. Close other programs, or choose a smaller model (SD 1.5-class "
+            "models need about 2 GB).")
+    if largest + headroom <= reclaimable:
+        return MemoryPlan("model_offload", attention_slicing=largest + headroom > memory.free * 0.9,
+                          vae_slicing=True, vae_tiling=True, evict_others=largest + headroom > memory.free,
+                          reason=f"{total / GiB:.1f} GB of weights, {reclaimable / GiB:.1f} GB usable on the GPU")
+    return MemoryPlan("sequential_offload", attention_slicing=True, vae_slicing=True, vae_tiling=True,
+                      evict_others=memory.held_by_others > 0,
+                      reason=f"the largest part ({largest / GiB:.1f} GB) does not fit in {reclaimable / GiB:.1f} GB")
+
+
+def plan_text_memory(weights: int, memory: DeviceMemory, context_bytes: int = GiB // 2) -> MemoryPlan:
+    """The placement for a language model of `weights` bytes: on the device when it fits (after
+    unloading other tabs' models if need be), else split between GPU and CPU by accelerate's device
+    map ("offload": slower, but it runs); `context_bytes` is room for the KV cache and activations."""
+    if memory.kind != "cuda":
+        return MemoryPlan("device", reason=memory.kind.upper())
+    need = weights + context_bytes
+    reclaimable = memory.free + memory.held_by_others
+    if need <= memory.free:
+        return MemoryPlan("device", reason=f"{weights / GiB:.1f} GB of weights fit in {memory.free / GiB:.1f} GB free")
+    if need <= reclaimable:
+        return MemoryPlan("device", evict_others=True, reason="fits once other tabs' models are unloaded")
+    if weights > memory.host_free + reclaimable:
+        raise DoesNotFit(f"this model needs {weights / GiB:.1f} GB but the GPU has {reclaimable / GiB:.1f} GB and the "
+                         f"system {memory.host_free / GiB:.1f} GB free. Choose a smaller model or a quantized GGUF.")
+    return MemoryPlan("offload", evict_others=memory.held_by_others > 0,
+                      reason=f"{weights / GiB:.1f} GB of weights; {reclaimable / GiB:.1f} GB on the GPU, the rest on the CPU")
+
+
+def apply_text_plan(model, plan: MemoryPlan, device: torch.device, memory: DeviceMemory | None = None):
+    """Place a language model that is still on the CPU as `plan` says."""
+    if plan.placement != "offload":
+        return model.to(device)
+    from accelerate import dispatch_model, infer_auto_device_map
+
+    gpu_room = int(((memory.free + memory.held_by_others) if memory else torch.cuda.mem_get_info(device)[0]) * 0.85)
+    device_map = infer_auto_device_map(model, max_memory={device.index or 0: gpu_room, "cpu": memory.host_free
+                                                          if memory else host_memory_free()},
+                                       no_split_module_classes=getattr(model, "_no_split_modules", None))
+    return dispatch_model(model, device_map=device_map)
+
+
+def apply_image_plan(pipe, plan: MemoryPlan, device: torch.device) -> None:
+    """Place a pipeline that is still on the CPU as `plan` says. Offload hooks are installed *instead of*
+    moving to the device (diffusers: moving first defeats the offload and can run out of memory)."""
+    if plan.placement == "model_offload":
+        pipe.enable_model_cpu_offload(device=device)
+    elif plan.placement == "sequential_offload":
+        pipe.enable_sequential_cpu_offload(device=device)
+    else:
+        pipe.to(device)
+    if plan.attention_slicing:
+        pipe.enable_attention_slicing()
+    vae = getattr(pipe, "vae", None)
+    if vae is not None:
+        if plan.vae_slicing and hasattr(vae, "enable_slicing"):
+            vae.enable_slicing()
+        if plan.vae_tiling and hasattr(vae, "enable_tiling"):
+            vae.enable_tiling()
+
+
+def text_dtype(device: torch.device, requested: str = "auto", *, capability: tuple[int, int] | None = None,
+               mps_bf16: bool | None = None) -> torch.dtype | None:
+    """The dtype for language models on an accelerator, or None to keep the general choice.
+
+    CUDA: bfloat16 only where the GPU computes it natively (compute capability 8.0, Ampere, or newer);
+    older cards emulate it slowly, so they get float16. MPS: bfloat16 where macOS supports it (14+),
+    else float32 — never float16 by default: its range overflows in many LLMs and sampling then sees NaN.
+    """
+    if requested != "auto":
+        return None
+    if device.type == "cuda":
+        major, minor = capability or torch.cuda.get_device_capability(device)
+        return torch.bfloat16 if (major, minor) >= (8, 0) else torch.float16
+    if device.type == "mps":
+        supported = mps_bf16 if mps_bf16 is not None else _mps_supports_bf16()
+        return torch.bfloat16 if supported else torch.float32
+    return None
+
+
+def _mps_supports_bf16() -> bool:
+    backend = getattr(torch.backends, "mps", None)
+    check = getattr(backend, "is_macos_or_newer", None)
+    try:
+        return bool(check(14, 0)) if check else False
+    except Exception:  # noqa: BLE001 — older torch builds
+        return False
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """CUDA's OutOfMemoryError, and MPS's RuntimeError ("MPS backend out of memory …")."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
