@@ -19,6 +19,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import Report  # noqa: E402
 from pipelines.device import pick_placement  # noqa: E402
 from pipelines.gan import GANParams, GANPipeline, InterpolationParams, load_gan  # noqa: E402
 from pipelines.media import gif_bytes  # noqa: E402
@@ -86,12 +87,15 @@ def main() -> None:
             bare.append(b)
     rows.append(("64-frame GIF, seconds (lower is better)", statistics.median(studio), statistics.median(bare)))
 
+    report = Report("gan")
+    print = report.line  # noqa: A001 — every line also goes to benchmarks/results/
     print(f"\nGAN {args.model} on {pipe.model.placement.describe()}, {torch.get_num_threads()} threads, "
           f"median of {args.reps}")
     print(f"{'measure':42} {'studio':>10} {'bare':>10} {'ratio':>7}")
     for label, s, b in rows:
         ratio = b / s if "seconds" in label else s / b  # ratio > 1 means the studio is faster
         print(f"{label:42} {s:10.2f} {b:10.2f} {ratio:7.3f}")
+    report.save()
 
 
 if __name__ == "__main__":

@@ -21,6 +21,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.common import Report  # noqa: E402
 from pipelines.device import pick_placement  # noqa: E402
 from pipelines.image import ImageParams, ImagePipeline, load_image_model, scheduler_for  # noqa: E402
 from pipelines.registry import Registry  # noqa: E402
@@ -95,6 +96,8 @@ def main() -> None:
             studio_times.append(s)
             bare_times.append(b)
     s, b = statistics.median(studio_times), statistics.median(bare_times)
+    report = Report("image")
+    print = report.line  # noqa: A001 — every line also goes to benchmarks/results/
     print(f"\n{args.model} on {placement.describe()}, {torch.get_num_threads()} threads, {args.batch} images "
           f"{args.size}×{args.size}, {args.steps} steps, median of {args.reps}")
     print(f"{'measure':44} {'studio':>9} {'bare':>9} {'ratio':>7}")
@@ -104,6 +107,7 @@ def main() -> None:
         print(f"SD 1.5 UNet step, 512×512, batch 2 (CFG): {unet_step_seconds(SD15_UNET, 64, 77, 768, placement, 3, False):.3f} s")
     if args.sdxl:
         print(f"SDXL UNet step, 1024×1024, batch 2 (CFG): {unet_step_seconds(SDXL_UNET, 128, 77, 2048, placement, 3, True):.3f} s")
+    report.save()
 
 
 if __name__ == "__main__":

@@ -189,3 +189,25 @@ def test_force_upcast_vae_decodes_in_float32_and_returns_to_half():
     half = Placement(torch.device("cuda"), torch.float16)
     assert vae_placement(half, force_upcast=True).dtype == torch.float32
     assert vae_placement(half, force_upcast=False).dtype == torch.float16
+
+
+def test_out_of_memory_frees_prompt_caches_and_says_so_in_plain_words(tmp_path, tiny_lm_dir):
+    from pipelines.text import TextParams
+    from studio.config import load_settings
+    from studio.services import Services
+    from studio.tabs.common import _explain
+
+    services = Services.create(load_settings(None, outputs=tmp_path / "out", cache_dir=tmp_path / "cache",
+                                             device="cpu", offline=True))
+    pipe = services.text_pipeline(str(tiny_lm_dir))
+    pipe(TextParams(prompt="Hello there, how are you today?", mode="chat", max_new_tokens=4, temperature=0))
+    assert len(pipe.prompt_cache) == 1
+    assert not services.recover_from_out_of_memory(RuntimeError("shape mismatch"))
+    assert len(pipe.prompt_cache) == 1
+    mps = RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB). Tried to allocate 256 MB")
+    assert services.recover_from_out_of_memory(mps)
+    assert len(pipe.prompt_cache) == 0
+    message = str(_explain(mps))
+    assert "Apple GPU (MPS) ran out of memory" in message and "the next request will work" in message
+    # the retry works
+    assert pipe(TextParams(prompt="Hello again", max_new_tokens=3, temperature=0)).new_tokens > 0
