@@ -101,6 +101,7 @@ def bench_worker(resolved, args) -> list[tuple]:
             for rep in range(args.reps + 1):
                 local.prompt_cache.clear()
                 local.model.llm.n_tokens = 0
+                worker.clear_prompt_cache()  # both sides evaluate the whole prompt
                 for side, pipe in (("in", local), ("out", worker)):
                     n, seconds, first = timed(pipe, params(args.tokens, sample, rep))
                     if rep:

@@ -161,6 +161,17 @@ def choose_cpu_variant(scores: dict[str, int], amx_ok: bool) -> str | None:
     return max(usable, key=usable.get) if usable else None
 
 
+def _library(lib_dir: Path, name: str) -> Path:
+    """The copy of a native library that the others link against. Wheels hold `libggml.so`,
+    `libggml.so.0` and `libggml.so.0.25.3` as three separate files; libllama links `libggml.so.0` (its
+    soname), so opening any other copy would give a second, separate ggml with its own (empty)
+    backend registry."""
+    for candidate in (f"lib{name}.so.0", f"lib{name}.0.dylib", f"{name}.dll", f"lib{name}.so", f"lib{name}.dylib"):
+        if (lib_dir / candidate).is_file():
+            return lib_dir / candidate
+    raise ModelNotAvailable(f"the llama.cpp build in {lib_dir} has no {name} library. " + REBUILD_HINT)
+
+
 @functools.cache
 def load_cpu_backend(lib_dir: Path) -> str | None:
     """For dynamic-backend builds: load the best CPU variant that may run here (once per process);
@@ -169,9 +180,7 @@ def load_cpu_backend(lib_dir: Path) -> str | None:
     if not variants:
         return None
     # the variants need libggml-base, which sits in lib/ (not on the loader's path when they are in bin/)
-    for base in sorted(lib_dir.glob("libggml-base.*")) + sorted(lib_dir.glob("ggml-base.dll")):
-        ctypes.CDLL(str(base), mode=getattr(ctypes, "RTLD_GLOBAL", 0))
-        break
+    ctypes.CDLL(str(_library(lib_dir, "ggml-base")), mode=getattr(ctypes, "RTLD_GLOBAL", 0))
     scores = {}
     for path in variants:
         try:
@@ -183,7 +192,7 @@ def load_cpu_backend(lib_dir: Path) -> str | None:
     best = choose_cpu_variant(scores, amx_granted())
     if best is None:
         raise ModelNotAvailable("no llama.cpp CPU variant in this build can run on this CPU. " + REBUILD_HINT)
-    ggml = ctypes.CDLL(str(next(iter(sorted(lib_dir.glob("libggml.*")) or sorted(lib_dir.glob("ggml.dll"))))))
+    ggml = ctypes.CDLL(str(_library(lib_dir, "ggml")))
     ggml.ggml_backend_load.restype = ctypes.c_void_p
     if not ggml.ggml_backend_load(best.encode()):
         raise ModelNotAvailable(f"llama.cpp could not load its CPU backend {Path(best).name}. " + REBUILD_HINT)

@@ -244,8 +244,9 @@ def _serve(inbox, outbox) -> int:
         kind = frame[0]
         if kind == "close":
             return 0
-        if kind == "clear":
+        if kind == "clear":  # forget every evaluated prompt: the saved states and the live context's
             pipe.prompt_cache.clear()
+            pipe.model.llm.n_tokens = 0
             continue
         if kind == "prompt":
             send_frame(outbox, ("done", {"prompt": pipe.build_prompt(frame[1])}))

@@ -175,3 +175,19 @@ def test_exit_descriptions_name_the_cause():
     assert "illegal instruction" in describe_exit(-signal.SIGILL)
     assert "out of memory" in describe_exit(-signal.SIGKILL)
     assert describe_exit(3, "GGML_ASSERT(x) failed\n") == "exit code 3 (it said: GGML_ASSERT(x) failed)"
+
+
+def test_in_process_loading_works_whatever_was_imported_first(gguf):
+    """A dynamic-backend build has no CPU backend until one is loaded; loading it into the very ggml copy
+    that libllama uses must work even when llama_cpp was imported before (benchmarks, notebooks)."""
+    import subprocess
+    import sys
+
+    code = ("import llama_cpp\nfrom pathlib import Path\nfrom pipelines.device import pick_placement\n"
+            "from pipelines.registry import ModelSpec, ResolvedModel\nfrom pipelines.text_llama import load_llama_model\n"
+            f"spec = ModelSpec('m', 'text', 'file', {gguf!r})\n"
+            f"model = load_llama_model(ResolvedModel(spec, Path({gguf!r})), pick_placement('cpu'), threads=1, n_ctx=256)\n"
+            "print('tokens', len(model.llm.tokenize(b'hello world')))\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert done.returncode == 0 and "tokens" in done.stdout, done.stderr[-500:]
