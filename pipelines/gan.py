@@ -23,7 +23,17 @@ from torch import nn
 
 from pipelines.checks import check_float, check_int
 from pipelines.device import Placement
-from pipelines.latent import EASES, METHODS, interpolate, orthonormalize, pca
+from pipelines.latent import (
+    EASES,
+    METHODS,
+    Direction,
+    LatentModel,
+    LatentPoint,
+    interpolate,
+    orthonormalize,
+    pca,
+    sefa,
+)
 from pipelines.media import to_uint8
 from pipelines.registry import ModelNotAvailable, ResolvedModel
 
@@ -395,3 +405,41 @@ def latent_from_file(path: Path) -> torch.Tensor:
         return torch.tensor([float(x) for x in values], dtype=torch.float32)
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"{path.name} is not a latent file (JSON with a 'latent' list, or .npy): {exc}") from exc
+
+
+# -- the explorer contract ----------------------------------------------------------------------------
+
+class GANLatentModel(LatentModel):
+    """A GAN behind the one latent contract (`pipelines.latent`): a point is z; no encoder."""
+
+    kind = "gan"
+    direction_methods = ("ganspace", "sefa")
+
+    def __init__(self, pipe: GANPipeline) -> None:
+        self.pipe = pipe
+        self.name = pipe.model.name
+
+    @property
+    def z_shape(self) -> tuple[int, ...]:
+        return (self.pipe.model.z_dim,)
+
+    def point_for_seed(self, seed: int, truncation: float = 1.0, **_) -> LatentPoint:
+        check_int("seed", seed, 0, 2**32 - 1)
+        check_float("truncation", truncation, 0.0, 1.5)
+        z = self.pipe.truncate(self.pipe.latent_for_seed(seed)[None], truncation)[0]
+        return LatentPoint(z, model=self.name, label=f"seed {seed}")
+
+    def render(self, points: list[LatentPoint], *, preview: bool = False) -> np.ndarray:
+        return self.pipe.render(torch.stack([self.check(p).z for p in points]))
+
+    def directions(self, method: str, k: int = 8, origin: LatentPoint | None = None, **options) -> list[Direction]:
+        check_int("directions", k, 1, min(32, self.pipe.model.z_dim))
+        if method == "ganspace":
+            found = self.pipe.directions(k=k)
+            return [Direction(name, "z", v, float(s), "ganspace") for name, v, s in
+                    zip(found.names, found.vectors, found.std)]
+        if method == "sefa":
+            first = self.pipe.model.generator.main[0].weight  # ConvTranspose2d(z, C, 4, 1, 0): [z, C, 4, 4]
+            vectors, _ = sefa(first, k)
+            return [Direction(f"SeFa {i + 1}", "z", v, 1.0, "sefa") for i, v in enumerate(vectors)]
+        raise ValueError(f"method must be one of {', '.join(self.direction_methods)} for a GAN, got {method!r}")

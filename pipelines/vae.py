@@ -28,7 +28,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pipelines.device import Placement
-from pipelines.latent import EASES, METHODS, interpolate, pca
+from pipelines.latent import EASES, METHODS, Direction, LatentModel, LatentPoint, interpolate, pca
 from pipelines.registry import ModelNotAvailable, ResolvedModel
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
@@ -537,3 +537,55 @@ def train_conv_vae(
         if on_epoch:
             on_epoch(report)
     return reports
+
+
+# -- the explorer contract ----------------------------------------------------------------------------
+
+class VAELatentModel(LatentModel):
+    """A VAE behind the one latent contract: a point is its latent (a vector, or a spatial latent for
+    diffusers VAEs); images encode to points."""
+
+    kind = "vae"
+    can_encode = True
+
+    def __init__(self, pipe: VAEPipeline) -> None:
+        self.pipe = pipe
+        self.name = pipe.model.name
+
+    @property
+    def direction_methods(self) -> tuple[str, ...]:
+        small = self.pipe.model.kind == "vector" and self.pipe.model.latent_dim <= 16
+        return ("dimensions", "pca") if small else ("pca",)
+
+    @property
+    def z_shape(self) -> tuple[int, ...]:
+        m = self.pipe.model
+        return (m.latent_dim,) if m.kind == "vector" else m.spatial_shape
+
+    def point_for_seed(self, seed: int, **_) -> LatentPoint:
+        if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+            raise ValueError(f"seed must be a whole number from 0 to 4,294,967,295, got {seed!r}")
+        return LatentPoint(self.pipe.model.prior(1, seed)[0], model=self.name, label=f"seed {seed}")
+
+    def render(self, points: list[LatentPoint], *, preview: bool = False) -> np.ndarray:
+        return self.pipe.model.decode(torch.stack([self.check(p).z for p in points]))
+
+    def encode(self, images: np.ndarray, **options) -> list[LatentPoint]:
+        latents = self.pipe.model.encode(images)
+        return [LatentPoint(z, model=self.name, label=f"image {i + 1}") for i, z in enumerate(latents)]
+
+    def directions(self, method: str, k: int = 8, origin: LatentPoint | None = None, **options) -> list[Direction]:
+        """"dimensions": every latent dimension (vector latents of up to 16); "pca": the top-k PCA
+        directions of `reference` images' latents (options), else of prior samples."""
+        if method not in self.direction_methods:
+            raise ValueError(f"method must be one of {', '.join(self.direction_methods)} for {self.name}, got {method!r}")
+        if method == "dimensions":
+            _, vectors, std = self.pipe.axes(None)
+            return [Direction(f"dimension {i + 1}", "z", v, float(s), "dimensions") for i, (v, s) in
+                    enumerate(zip(vectors, std))]
+        reference = options.get("reference")
+        flat = (self.pipe.model.encode(reference) if reference is not None and len(reference) >= 3
+                else self.pipe.model.prior(256, 0)).flatten(1)
+        k = min(k, flat.shape[0] - 1, flat.shape[1])
+        _, vectors, std = pca(flat, k)
+        return [Direction(f"PCA {i + 1}", "z", v, float(s), "pca") for i, (v, s) in enumerate(zip(vectors, std))]

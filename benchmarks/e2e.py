@@ -1,0 +1,284 @@
+"""End to end: what a user of the served studio gets, beside the bare libraries, in one run.
+
+    python benchmarks/e2e.py [--reps 5] [--rows text,image,gan,vae,trivial,browser] [--sd15]
+
+A studio is launched as its own process (`python -m studio launch`) and called through
+`gradio_client`, exactly as a user's script would; the bare libraries run in a second process of
+their own (`python benchmarks/e2e.py --bare`), warm, answering one request at a time over a pipe.
+Requests alternate (studio, bare, studio, bare, …) so machine load hits both alike; medians print.
+
+Rows:
+- text: chat, greedy, 128 new tokens — `/generate_text` vs `llama_cpp.Llama.create_chat_completion`
+  (same GGUF file, threads and prompt; both include templating), tokens per second.
+- image: 4 emoji images 64², 20 steps, DPM++ 2M — `/generate_image` vs a diffusers pipeline call.
+- gan: 1×1, 4×4, 8×8 grids — `/gan_sample` vs one generator batch (the same weights).
+- vae: a 12×12 map of the 2-D digit VAE — `/vae_map` vs one batch of 144 decodes.
+- trivial: `/history_list`, the floor of a round trip.
+- browser (needs Chromium): event → new picture in the page, for a GAN direction slider, a VAE slider,
+  a VAE map cell click, and the diffusion preview scrub — measured in Chromium with Playwright.
+`--sd15`: a random-weight SD 1.5-architecture model at 256² (4 steps) through both sides.
+Results: benchmarks/results/e2e-*.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+ROOT = Path(__file__).resolve().parent.parent
+CHAT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
+
+
+# -- the bare side, in its own process ------------------------------------------------------------
+
+def bare_server() -> None:
+    """Loads the bare libraries once, then answers JSON lines: {"row": …, "args": …} → {"seconds": …, …}."""
+    import torch
+
+    from pipelines.device import physical_cores
+    from pipelines.registry import Registry
+    from pipelines.text_llama import _gguf_path, llama_lib_dir, load_cpu_backend
+    from studio.config import default_cache_dir
+
+    registry = Registry(default_cache_dir())
+    threads = physical_cores()
+    cache: dict = {}
+
+    def llama():
+        if "llama" not in cache:
+            load_cpu_backend(llama_lib_dir())  # a dynamic-backend build needs its CPU variant loaded
+            from llama_cpp import Llama
+
+            path = _gguf_path(registry.resolve(registry.lookup("smollm2-135m-instruct", "text")))
+            cache["llama"] = Llama(model_path=str(path), n_ctx=5120, n_threads=threads, n_threads_batch=threads,
+                                   verbose=False)
+        return cache["llama"]
+
+    def diffusion(name: str):
+        if name not in cache:
+            from diffusers import DiffusionPipeline, DPMSolverMultistepScheduler
+
+            location = registry.resolve(registry.lookup(name, "image")).path
+            pipe = DiffusionPipeline.from_pretrained(location, safety_checker=None, requires_safety_checker=False)
+            pipe.scheduler = DPMSolverMultistepScheduler.from_config(pipe.scheduler.config)
+            pipe.set_progress_bar_config(disable=True)
+            cache[name] = pipe
+        return cache[name]
+
+    def gan():
+        if "gan" not in cache:
+            from pipelines.device import pick_placement
+            from pipelines.gan import load_gan
+
+            cache["gan"] = load_gan(registry.resolve(registry.lookup("dcgan-faces-64", "gan")), pick_placement("cpu")).generator
+        return cache["gan"]
+
+    def vae():
+        if "vae" not in cache:
+            from pipelines.device import pick_placement
+            from pipelines.vae import load_vae
+
+            cache["vae"] = load_vae(registry.resolve(registry.lookup("digit-vae-2d", "vae")), pick_placement("cpu")).net
+        return cache["vae"]
+
+    for line in sys.stdin:
+        request = json.loads(line)
+        row, args = request["row"], request.get("args", {})
+        start = time.perf_counter()
+        result: dict = {}
+        with torch.inference_mode():
+            if row == "text":
+                llm = llama()
+                llm.reset()
+                out = llm.create_chat_completion([{"role": "user", "content": CHAT}], max_tokens=args["tokens"],
+                                                 temperature=0.0, top_p=0.9, top_k=50, min_p=0.0,
+                                                 repeat_penalty=1.0, seed=args["seed"])
+                result["tokens"] = out["usage"]["completion_tokens"]
+            elif row == "image":
+                pipe = diffusion(args["model"])
+                images = pipe([args["prompt"]] * args["batch"], num_inference_steps=args["steps"],
+                              width=args["size"], height=args["size"], guidance_scale=args["guidance"],
+                              generator=torch.Generator().manual_seed(args["seed"]), output_type="pil").images
+                result["images"] = len(images)
+            elif row == "gan":
+                z = torch.randn(args["n"], 100, generator=torch.Generator().manual_seed(args["seed"]))
+                images = gan()(z).clamp(-1, 1).add(1).mul(127.5).byte().permute(0, 2, 3, 1).numpy()
+                result["images"] = len(images)
+            elif row == "vae":
+                ticks = torch.linspace(-2.5, 2.5, args["grid"])
+                points = torch.stack([torch.stack([x, y]) for y in ticks.flip(0) for x in ticks])
+                images = vae().decode(points)
+                result["images"] = int(images.shape[0])
+        result["seconds"] = time.perf_counter() - start
+        print(json.dumps(result), flush=True)
+
+
+class Bare:
+    def __init__(self) -> None:
+        self.process = subprocess.Popen([sys.executable, __file__, "--bare"], stdin=subprocess.PIPE,
+                                         stdout=subprocess.PIPE, text=True, cwd=ROOT)
+
+    def __call__(self, row: str, **args) -> dict:
+        self.process.stdin.write(json.dumps({"row": row, "args": args}) + "\n")
+        self.process.stdin.flush()
+        return json.loads(self.process.stdout.readline())
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+# -- the studio side --------------------------------------------------------------------------------
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch_studio(outputs: Path) -> tuple[subprocess.Popen, str]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "studio", "launch", "--port", str(port), "--outputs",
+                                str(outputs)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}/"
+    import urllib.request
+
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        try:
+            urllib.request.urlopen(url, timeout=1)
+            return process, url
+        except OSError:
+            time.sleep(0.3)
+    process.kill()
+    raise RuntimeError("the studio did not start within 5 minutes")
+
+
+def timed(fn) -> tuple[float, object]:
+    start = time.perf_counter()
+    out = fn()
+    return time.perf_counter() - start, out
+
+
+def side_by_side(reps: int, studio_fn, bare_fn) -> tuple[list, list]:
+    studio, bare = [], []
+    for rep in range(reps + 1):  # round 0 warms both up (loads models) and is dropped
+        s = studio_fn(rep)
+        b = bare_fn(rep)
+        if rep:
+            studio.append(s)
+            bare.append(b)
+    return studio, bare
+
+
+def rows_text(client, bare, reps: int, report) -> None:
+    def studio(rep):
+        seconds, (_, status) = timed(lambda: client.predict(CHAT, "chat", "", "", 128, 0.0, 0.9, 50, 1.0, "",
+                                                             str(rep), "", api_name="/generate_text"))
+        return json.loads(status)["new_tokens"] / seconds
+
+    def bare_side(rep):
+        out = bare("text", tokens=128, seed=rep)
+        return out["tokens"] / out["seconds"]
+
+    s, b = side_by_side(reps, studio, bare_side)
+    s, b = statistics.median(s), statistics.median(b)
+    report.line(f"{'chat, greedy, 128 tokens (tok/s)':44} {s:10.1f} {b:10.1f} {s / b:7.3f}")
+
+
+def rows_image(client, bare, reps: int, report, model: str = "emoji-ldm", size: int = 64, steps: int = 20,
+               batch: int = 4) -> None:
+    args = dict(mode="Text to image", prompt="red heart", negative="", init=None, editor=None, strength=0.75,
+                model=model, sampler="DPM++ 2M", steps=steps, cfg=7.0, w=size, h=size, seed="0", size=batch, count=1,
+                var_seed="", var_strength=0.0, loras=None, lora_weights="")
+
+    def studio(rep):
+        return timed(lambda: client.predict(*args.values(), api_name="/generate_image"))[0]
+
+    def bare_side(rep):
+        return bare("image", model=model, prompt="red heart", batch=batch, steps=steps, size=size, guidance=7.0,
+                    seed=rep)["seconds"]
+
+    s, b = side_by_side(reps, studio, bare_side)
+    s, b = statistics.median(s), statistics.median(b)
+    report.line(f"{f'{model}, {batch} × {size}², {steps} steps (s)':44} {s:10.2f} {b:10.2f} {b / s:7.3f}")
+
+
+def rows_gan(client, bare, reps: int, report) -> None:
+    for n in (1, 4, 8):
+        s, b = side_by_side(reps, lambda rep: timed(lambda: client.predict("dcgan-faces-64", rep, n, 1.0,
+                                                                           api_name="/gan_sample"))[0],
+                            lambda rep: bare("gan", n=n * n, seed=rep)["seconds"])
+        s, b = statistics.median(s), statistics.median(b)
+        report.line(f"{f'GAN grid {n}×{n} (s)':44} {s:10.3f} {b:10.3f} {b / s:7.3f}")
+
+
+def rows_vae(client, bare, reps: int, report) -> None:
+    s, b = side_by_side(reps, lambda rep: timed(lambda: client.predict("digit-vae-2d", 12, 2.5, 0, 1, [],
+                                                                       api_name="/vae_map"))[0],
+                        lambda rep: bare("vae", grid=12)["seconds"])
+    s, b = statistics.median(s), statistics.median(b)
+    report.line(f"{'VAE map 12×12, digit-vae-2d (s)':44} {s:10.3f} {b:10.3f} {b / s:7.3f}")
+
+
+def rows_trivial(client, reps: int, report) -> None:
+    times = [timed(lambda: client.predict("all", "", api_name="/history_list"))[0] for _ in range(reps + 1)][1:]
+    report.line(f"{'/history_list, the round-trip floor (s)':44} {statistics.median(times):10.3f} {'':>10} {'':>7}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--reps", type=int, default=5)
+    parser.add_argument("--rows", default="text,image,gan,vae,trivial,browser")
+    args = parser.parse_args()
+    if args.bare:
+        bare_server()
+        return
+    from gradio_client import Client
+
+    from benchmarks.common import Report
+
+    rows = set(args.rows.split(","))
+    outputs = Path(tempfile.mkdtemp(prefix="e2e-outputs-"))
+    studio, url = launch_studio(outputs)
+    bare = Bare()
+    report = Report("e2e")
+    try:
+        client = Client(url, verbose=False)
+        report.line(f"Studio at {url} (its own process) vs bare libraries (their own process); median of {args.reps}")
+        report.line(f"{'request':44} {'studio':>10} {'bare':>10} {'ratio':>7}")
+        if "text" in rows:
+            rows_text(client, bare, args.reps, report)
+        if "image" in rows:
+            rows_image(client, bare, args.reps, report)
+        if "gan" in rows:
+            rows_gan(client, bare, args.reps, report)
+        if "vae" in rows:
+            rows_vae(client, bare, args.reps, report)
+        if "trivial" in rows:
+            rows_trivial(client, args.reps, report)
+        if "browser" in rows:
+            from benchmarks.e2e_browser import browser_rows
+
+            browser_rows(url, args.reps, report)
+    finally:
+        bare.close()
+        studio.terminate()
+        studio.wait(timeout=30)
+    report.save()
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    main()
