@@ -350,8 +350,11 @@ class ImagePipeline:
         callback: Callable[[int, int, object], None] | None = None,
         cancel: threading.Event | None = None,
         preview_every: int = 5,
+        progress_interval: float = 0.0,
     ) -> ImageOutput:
-        """Generate batch_count × batch_size images. `callback(step, total_steps, preview_or_None)`."""
+        """Generate batch_count × batch_size images. `callback(step, total_steps, preview_or_None)` after
+        each step — or, with `progress_interval` > 0, at most that often (and on the last step), with a
+        preview decoded only for those calls: a server then spends its time denoising, not reporting."""
         params.validate(self.limits)
         pipe = self.model.for_mode(params.mode)
         device, dtype = self.model.placement.device, self.model.placement.dtype
@@ -361,6 +364,7 @@ class ImagePipeline:
         total = params.batch_size * params.batch_count
         seeds = [(base + i) % 2**32 for i in range(total)]
         started = time.perf_counter()
+        last_report = [started]
         images = []
         for run in range(params.batch_count):
             run_seeds = seeds[run * params.batch_size:(run + 1) * params.batch_size]
@@ -390,9 +394,12 @@ class ImagePipeline:
                     raise GenerationCancelled()
                 if callback is not None:
                     done = _run * params.steps + step + 1
-                    preview = None
-                    if preview_every and (step + 1) % preview_every == 0:
-                        preview = preview_image(p, callback_kwargs["latents"][0])
+                    now = time.perf_counter()
+                    if progress_interval and done < steps_total and now - last_report[0] < progress_interval:
+                        return callback_kwargs
+                    last_report[0] = now
+                    due = (step + 1) % preview_every == 0 if preview_every and not progress_interval else True
+                    preview = preview_image(p, callback_kwargs["latents"][0]) if preview_every and due else None
                     callback(done, steps_total, preview)
                 return callback_kwargs
 

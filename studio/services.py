@@ -32,6 +32,7 @@ from pipelines.vae import VAEPipeline, load_vae
 from studio.access import Access
 from studio.config import Settings
 from studio.history import History
+from studio.lanes import Lanes
 
 log = logging.getLogger("studio")
 
@@ -75,6 +76,7 @@ class Services:
     cache: ModelCache
     history: History
     jobs: Jobs = field(default_factory=Jobs)
+    lanes: Lanes = field(default_factory=Lanes)
     repair_report: dict = field(default_factory=dict)
     access: Access = field(default_factory=Access)
 

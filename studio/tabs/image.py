@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import queue
-import threading
 import time
 from pathlib import Path
 
@@ -140,32 +138,24 @@ def build(services: Services) -> TabHandle:
         yield None, gr.skip(), "Loading the model… (the first request loads it)"
         pipe = services.image_pipeline(model_name, log=lambda msg: progress(0.0, desc=msg))
         pipe.set_loras(loras_from(loras, lora_w))
-        events: queue.Queue = queue.Queue()
         session = session_of(request)
         cancel_flag = services.jobs.start(session, "image")
-        result: dict = {}
-
-        def work():
-            try:
-                result["out"] = pipe(params, cancel=cancel_flag, callback=lambda *e: events.put(e))
-            except BaseException as exc:  # handed to the request thread
-                result["error"] = exc
-            finally:
-                events.put(None)
-
         started = time.perf_counter()
-        thread = threading.Thread(target=work, name="image-generate", daemon=True)
-        thread.start()
+        result: dict = {}
+        # on the image lane's long-lived thread, reporting at most 4 times a second
+        job = services.lanes.submit("image", lambda report: pipe(params, cancel=cancel_flag, callback=report,
+                                                                 progress_interval=0.25))
         try:
-            while (event := events.get()) is not None:
-                done, total, image = event
+            for done, total, image in job:
                 elapsed = time.perf_counter() - started
                 eta = elapsed / done * (total - done)
                 yield (image if image is not None else gr.skip(), gr.skip(),
                        f"Step {done}/{total} · {elapsed:.1f}s · about {eta:.0f}s left")
+            result["out"] = job.result()
+        except GenerationCancelled as exc:
+            result["error"] = exc
         finally:
             cancel_flag.set()  # a closed page or dropped request stops the worker too (harmless once done)
-            thread.join()
             services.jobs.finish(session, "image", cancel_flag)
         if isinstance(result.get("error"), GenerationCancelled):
             yield gr.skip(), gr.skip(), "Cancelled: nothing was saved."
