@@ -253,7 +253,8 @@ class DiffusionLatentModel(LatentModel):
                          f"got {method!r}")
 
     def prompt_direction(self, positive: str, negative: str) -> Direction:
-        """From `negative` toward `positive` in text-embedding space; one slider unit is the whole way."""
+        """From `negative` toward `positive` in text-embedding space; one slider unit is half the way
+        between the two prompts (±2 = the whole difference, added to or taken from the current prompt)."""
         positive, negative = (positive or "").strip(), (negative or "").strip()
         if not positive or not negative:
             side = "positive" if not positive else "negative"
@@ -264,7 +265,7 @@ class DiffusionLatentModel(LatentModel):
         a, b = self.embed(positive)[0], self.embed(negative)[0]
         diff = (a - b).flatten()
         norm = float(diff.norm())
-        return Direction(f"{negative} → {positive}", "text", diff / norm, norm, "prompt-pair",
+        return Direction(f"{negative} → {positive}", "text", diff / norm, norm / 2, "prompt-pair",
                          f"{negative} ↔ {positive}")
 
     @torch.inference_mode()

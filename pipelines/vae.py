@@ -395,9 +395,16 @@ class VAEPipeline:
         if len(images) < 2:
             raise ValueError("images: give at least two images to morph between")
         latents = self.model.encode(images)
+        return self.morph_latents(latents, params, images)
+
+    def morph_latents(self, latents: torch.Tensor, params: MorphParams,
+                      images: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Frames through `latents` and the pixel crossfade between `images` (default: the latents'
+        own decoded pictures, so both rows start and end on the same pictures)."""
         flat = latents.flatten(1)
         path = interpolate(flat, params.frames, params.method, params.ease)
         frames = self.model.decode(path.view(params.frames, *latents.shape[1:]))
+        images = self.model.decode(latents) if images is None else images
         pixels = torch.from_numpy(images.astype(np.float32)).flatten(1)
         fade = interpolate(pixels, params.frames, "lerp", params.ease)
         crossfade = fade.view(params.frames, *images.shape[1:]).round().clamp(0, 255).numpy().astype(np.uint8)

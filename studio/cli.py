@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import threading
 from pathlib import Path
 
 SUBCOMMANDS = ("launch", "models", "fetch", "text", "train")
@@ -141,7 +142,14 @@ def cmd_launch(args) -> int:
         print(f"App built: {len(app.fns)} events; device {services.placement.describe()}; dry run, not serving.")
         return 0
     _log(f"GenAI Studio on {services.placement.describe()}; outputs in {services.history.root}")
-    launch(app, services)
+    launch(app, services, block=False)
+    stop = threading.Event()
+    try:
+        services.lanes.serve_here(stop)  # model work runs on this, the main, thread (studio/lanes.py)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        app.close()
     return 0
 
 

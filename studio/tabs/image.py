@@ -143,8 +143,14 @@ def build(services: Services) -> TabHandle:
         started = time.perf_counter()
         result: dict = {}
         # on the image lane's long-lived thread, reporting at most 4 times a second
-        job = services.lanes.submit("image", lambda report: pipe(params, cancel=cancel_flag, callback=report,
-                                                                 progress_interval=0.25))
+        def generate(report):
+            def progress(*event):
+                report(*event)
+                services.lanes.yield_point()  # let a waiting slider move run between steps
+
+            return pipe(params, cancel=cancel_flag, callback=progress, progress_interval=0.25)
+
+        job = services.lanes.submit("image", generate)
         try:
             for done, total, image in job:
                 elapsed = time.perf_counter() - started

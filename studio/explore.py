@@ -1,0 +1,198 @@
+"""The latent workbench's actions, shared by the Explore, GAN and VAE tabs and the `/explore_*` API.
+
+Each action takes plain values, builds what `pipelines.latent` needs, runs the model on its lane
+(studio/lanes.py) and returns pictures and points; the math is all in `pipelines/`. A workbench
+session (`Bench`, kept in `gr.State`) remembers the current point, the directions found, the last
+grid or map, the timeline's keyframes and the breeding parents of one browser tab.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from pipelines.image_latent import DiffusionLatentModel, DiffusionLook
+from pipelines.latent import (
+    Direction,
+    LatentModel,
+    LatentPoint,
+    WalkParams,
+    load_directions,
+    load_points,
+    move,
+    save_directions,
+)
+from pipelines.media import grid, upscale
+from pipelines.registry import ModelNotAvailable
+
+GRID_PAD = 2
+MAX_KEYFRAMES = 32
+
+
+@dataclass
+class Keyframe:
+    point: LatentPoint
+    frames: int = 24  # frames from this keyframe to the next
+
+
+@dataclass
+class Bench:
+    """One browser tab's workbench state."""
+
+    model: str = ""
+    current: LatentPoint | None = None
+    directions: list[Direction] = field(default_factory=list)
+    cells: list[LatentPoint] = field(default_factory=list)  # the last grid, map or brood, for clicks
+    columns: int = 1
+    cell_size: int = 64
+    keyframes: list[Keyframe] = field(default_factory=list)
+    parents: list[LatentPoint] = field(default_factory=list)
+    history_id: str | None = None
+
+    def use(self, model: LatentModel) -> None:
+        """Switching models forgets points of the old one (they cannot render in the new one)."""
+        if self.model != model.name:
+            self.model = model.name
+            self.current, self.directions, self.cells, self.keyframes, self.parents = None, [], [], [], []
+
+
+def latent_model(services, name: str, kind: str, look: DiffusionLook | None = None) -> LatentModel:
+    """The loaded model `name` behind the latent contract (kind: gan, vae or diffusion)."""
+    if kind == "gan":
+        from pipelines.gan import GANLatentModel
+
+        return _cached(services, "gan", name, lambda p: GANLatentModel(p), services.gan_pipeline(name))
+    if kind == "vae":
+        from pipelines.vae import VAELatentModel
+
+        return _cached(services, "vae", name, lambda p: VAELatentModel(p), services.vae_pipeline(name))
+    if kind == "diffusion":
+        base = _cached(services, "image", name, lambda p: DiffusionLatentModel(p.model, look or DiffusionLook()),
+                       services.image_pipeline(name))
+        return base.with_look(look) if look is not None else base
+    raise ValueError(f"kind must be gan, vae or diffusion, got {kind!r}")
+
+
+def _cached(services, modality: str, name: str, make, pipe):
+    # the adapter lives on the pipeline object, so it goes when the model cache drops the model
+    adapter = getattr(pipe, "_latent_model", None)
+    if adapter is None:
+        adapter = make(pipe)
+        pipe._latent_model = adapter
+    return adapter
+
+
+def render(services, model: LatentModel, points: list[LatentPoint], *, preview: bool = False,
+           interactive: bool = True) -> np.ndarray:
+    """Pictures of `points`, rendered on the model lane (interactive work first)."""
+    return services.lanes.run("model", model.render, points, preview=preview, interactive=interactive)
+
+
+def picture(image: np.ndarray, size: int = 256):
+    """One image scaled up (nearest-friendly Lanczos) to about `size` pixels for the page."""
+    return upscale(image, max(1, size // image.shape[0]))
+
+
+def grid_picture(images: np.ndarray, columns: int, cell: int = 96):
+    """Many images as one picture (one file to send instead of dozens), each scaled to ~`cell` px."""
+    factor = max(1, cell // images.shape[1])
+    scaled = np.stack([np.asarray(upscale(im, factor)) for im in images]) if factor > 1 else images
+    return grid(scaled, columns, pad=GRID_PAD)
+
+
+def cell_at(bench: Bench, x: float, y: float) -> int:
+    """The index of the grid cell under a click at pixel (x, y) of `grid_picture`'s image."""
+    step = bench.cell_size + GRID_PAD
+    col, row = int(x) // step, int(y) // step
+    index = row * bench.columns + min(col, bench.columns - 1)
+    if not bench.cells or not 0 <= index < len(bench.cells):
+        raise ValueError("that spot is outside the grid: click one of its pictures")
+    return index
+
+
+def show_cells(bench: Bench, images: np.ndarray, cells: list[LatentPoint], columns: int, cell: int = 96):
+    bench.cells, bench.columns = cells, columns
+    bench.cell_size = max(1, cell // images.shape[1]) * images.shape[1]
+    return grid_picture(images, columns, cell)
+
+
+# -- keyframes from text, files and clicks ------------------------------------------------------------------
+
+_KEY = re.compile(r"^\s*(\d+)\s*(?::\s*(.*))?$")
+
+
+def parse_keyframes(text: str, model: LatentModel, default_prompt: str = "") -> list[LatentPoint]:
+    """One keyframe per line: 'SEED' or 'SEED: prompt' (or one line of comma-separated seeds) → points."""
+    lines = [line for line in re.split(r"[\n;]", str(text or "")) if line.strip()]
+    if len(lines) == 1 and ":" not in lines[0]:
+        lines = [part for part in lines[0].split(",") if part.strip()]
+    if len(lines) > MAX_KEYFRAMES:
+        raise ValueError(f"keyframes: at most {MAX_KEYFRAMES}, got {len(lines)}")
+    points = []
+    for line in lines:
+        match = _KEY.match(line)
+        if not match:
+            raise ValueError(f"keyframes: {line.strip()[:40]!r} is not 'SEED' or 'SEED: prompt'")
+        seed = int(match.group(1))
+        if seed >= 2**32:
+            raise ValueError(f"keyframes: seed {seed} is too large; seeds go from 0 to 4,294,967,295")
+        prompt = (match.group(2) if match.group(2) is not None else default_prompt).strip()
+        points.append(model.point_for_seed(seed, prompt=prompt))
+    return points
+
+
+def points_from_files(files, model: LatentModel) -> list[LatentPoint]:
+    points = []
+    for f in files or []:
+        points += [model.check(p) for p in load_points(Path(f))]
+    return points
+
+
+def random_seed() -> int:
+    return random.SystemRandom().randrange(2**31)
+
+
+# -- saved directions ------------------------------------------------------------------------------------
+
+def directions_file(services, model: LatentModel) -> Path:
+    return services.history.root / "directions" / f"{Path(model.name).name}.safetensors"
+
+
+def saved_directions(services, model: LatentModel) -> list[Direction]:
+    return load_directions(directions_file(services, model))
+
+
+def save_direction(services, model: LatentModel, direction: Direction, name: str) -> list[Direction]:
+    """Keep `direction` under `name` for this model (replacing one of the same name)."""
+    name = (name or "").strip()
+    if not 1 <= len(name) <= 40:
+        raise ValueError("direction name: give 1 to 40 characters, e.g. smile")
+    kept = [d for d in saved_directions(services, model) if d.name != name]
+    kept.append(Direction(name, direction.space, direction.vector, direction.std, direction.method, direction.hint))
+    save_directions(kept, directions_file(services, model))
+    return kept
+
+
+def hint_strip(services, model: LatentModel, origin: LatentPoint, directions: list[Direction],
+               amounts=(-2.0, 0.0, 2.0), cell: int = 64):
+    """What each direction does, before anyone names it: one row per direction at −2, 0 and +2."""
+    points = [move(origin, [d], [a]) for d in directions for a in amounts]
+    images = render(services, model, points, preview=True)
+    return grid_picture(images, len(amounts), cell)
+
+
+def check_model_kind(model: LatentModel, kinds: tuple[str, ...]) -> None:
+    if model.kind not in kinds:
+        raise ModelNotAvailable(f"{model.name} is a {model.kind} model; this tab explores {' / '.join(kinds)} models")
+
+
+def walk_params(frames, ease: str, method: str, text_method: str, loop: bool, fps, limit: int) -> WalkParams:
+    from studio.tabs.common import as_int
+
+    counts = tuple(as_int("frames", f) for f in (frames if isinstance(frames, (list, tuple)) else [frames]))
+    return WalkParams(frames=counts, ease=ease, method=method, text_method=text_method, loop=bool(loop),
+                      fps=as_int("fps", fps), max_total=limit)

@@ -1,0 +1,64 @@
+"""The Explore tab: the latent workbench on diffusion models — seed and prompt travel on a keyframe
+timeline, prompt-pair and h-space directions as sliders, maps, breeding, and pictures encoded back
+into the latent space."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+import gradio as gr
+
+from pipelines.image import SCHEDULERS
+from pipelines.image_latent import DiffusionLook
+from studio.services import Services
+from studio.tabs.common import TabHandle, as_int, friendly_errors
+from studio.workbench import build_workbench
+
+DEFAULT_LOOK = DiffusionLook(steps=20, guidance=5.0, scheduler="DPM++ 2M", width=64, height=64, preview_steps=8)
+
+
+def build(services: Services) -> TabHandle:
+    registry = services.registry
+    with gr.Row():
+        model = gr.Dropdown(registry.names("image"), value=registry.default("image"), allow_custom_value=True,
+                            label="Model", scale=2, elem_id="explore-model",
+                            info="Any Stable Diffusion-family model, like in the Image tab")
+        prompt = gr.Textbox(value="red heart", label="Prompt for seeds and grids", scale=3, elem_id="explore-prompt",
+                            info="Keyframes keep their own prompt: travel between prompts on the timeline")
+    with gr.Accordion("Render settings — held fixed while exploring", open=False):
+        with gr.Row():
+            steps = gr.Slider(1, services.settings.image_limits.max_steps, value=DEFAULT_LOOK.steps, step=1, label="Steps")
+            preview_steps = gr.Slider(1, 50, value=DEFAULT_LOOK.preview_steps, step=1, label="Preview steps",
+                                      info="sliders and scrubbing")
+            guidance = gr.Slider(0, 20, value=DEFAULT_LOOK.guidance, step=0.5, label="Guidance")
+            sampler = gr.Dropdown(list(SCHEDULERS), value=DEFAULT_LOOK.scheduler, label="Sampler")
+        with gr.Row():
+            width = gr.Slider(64, 2048, value=DEFAULT_LOOK.width, step=8, label="Width",
+                              info="the model's own size: 64 emoji, 512 SD 1.5, 1024 SDXL")
+            height = gr.Slider(64, 2048, value=DEFAULT_LOOK.height, step=8, label="Height")
+            negative = gr.Textbox(label="Negative prompt", scale=2)
+        look_note = gr.Markdown("")
+    look = gr.State(asdict(DEFAULT_LOOK))
+    controls = [steps, preview_steps, guidance, sampler, width, height, negative]
+
+    @friendly_errors
+    def set_look(n_steps, n_preview, cfg, scheduler, w, h, negative_prompt):
+        chosen = DiffusionLook(steps=as_int("steps", n_steps), preview_steps=as_int("preview steps", n_preview),
+                               guidance=float(cfg), scheduler=scheduler, width=as_int("width", w),
+                               height=as_int("height", h), negative_prompt=negative_prompt or "")
+        return asdict(chosen), ""
+
+    for control in controls:
+        control.change(set_look, controls, [look, look_note], api_visibility="private", show_progress="hidden")
+    bench = build_workbench(services, tab="explore", prefix="explore", kind="diffusion", model=model, look=look,
+                            methods=("prompt-pair", "h-space"), prompt=prompt, can_encode=True, max_grid=4,
+                            max_frames=services.settings.gan_limits.max_frames * 2)
+    fields = {"model": model, "prompt": prompt, "steps": steps, "guidance": guidance, "scheduler": sampler,
+              "width": width, "height": height, "negative_prompt": negative}
+
+    def restore(params: dict) -> list:
+        return [params[name] if params.get(name) not in (None, "") else gr.skip() for name in fields]
+
+    handle = TabHandle(restore_outputs=list(fields.values()), restore=restore, owner_controls=[model])
+    handle.workbench = bench
+    return handle
