@@ -16,6 +16,8 @@ from dataclasses import dataclass, replace
 
 import torch
 
+from pipelines.checks import short
+
 DEVICES = ("auto", "cuda", "mps", "cpu")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
@@ -42,7 +44,7 @@ def _mps_available() -> bool:
 def pick_device(requested: str = "auto") -> torch.device:
     """The device for `requested` (auto|cuda|mps|cpu); a clear error when it is missing."""
     if requested not in DEVICES and not requested.startswith("cuda:"):
-        raise ValueError(f"device must be one of {', '.join(DEVICES)} (got {requested!r})")
+        raise ValueError(f"device must be one of {', '.join(DEVICES)} (got {short(requested)})")
     if requested == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -61,7 +63,7 @@ def pick_dtype(device: torch.device, requested: str = "auto") -> torch.dtype:
     if requested == "auto":
         return torch.float16 if device.type in ("cuda", "mps") else torch.float32
     if requested not in DTYPES:
-        raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)} (got {requested!r})")
+        raise ValueError(f"dtype must be auto or one of {', '.join(DTYPES)} (got {short(requested)})")
     return DTYPES[requested]
 
 

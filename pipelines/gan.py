@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from pipelines.checks import check_float, check_int
+from pipelines.checks import check_float, check_int, short
 from pipelines.device import Placement
 from pipelines.latent import (
     EASES,
@@ -57,15 +57,15 @@ class GANConfig:
 
     def __post_init__(self) -> None:
         if self.arch != "dcgan":
-            raise ValueError(f"arch must be 'dcgan', got {self.arch!r}")
+            raise ValueError(f"arch must be 'dcgan', got {short(self.arch)}")
         if self.resolution not in RESOLUTIONS:
-            raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {self.resolution!r}")
+            raise ValueError(f"resolution must be one of {RESOLUTIONS}, got {short(self.resolution)}")
         for name, high in (("z_dim", 4096), ("ngf", 1024)):
             value = getattr(self, name)
             if not isinstance(value, int) or not 1 <= value <= high:
-                raise ValueError(f"{name} must be a whole number from 1 to {high}, got {value!r}")
+                raise ValueError(f"{name} must be a whole number from 1 to {high}, got {short(value)}")
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+            raise ValueError(f"channels must be 1 or 3, got {short(self.channels)}")
 
     @classmethod
     def from_json(cls, path: Path) -> GANConfig:
@@ -241,9 +241,9 @@ class InterpolationParams:
             check_int("keyframe seed", seed, 0, 2**32 - 1)
         check_int("frames", self.frames, 2, limits.max_frames)
         if self.method not in METHODS:
-            raise ValueError(f"method must be 'lerp' or 'slerp', got {self.method!r}")
+            raise ValueError(f"method must be 'lerp' or 'slerp', got {short(self.method)}")
         if self.ease not in EASES:
-            raise ValueError(f"ease must be one of {', '.join(EASES)}, got {self.ease!r}")
+            raise ValueError(f"ease must be one of {', '.join(EASES)}, got {short(self.ease)}")
         check_float("truncation", self.truncation, 0.0, 1.5)
         check_int("fps", self.fps, 1, 60)
 
@@ -344,7 +344,7 @@ class GANPipeline:
             _, vectors, std = pca(z, k)
             return Directions(vectors, std, [f"PC{i + 1}" for i in range(k)])
         if space != "features":
-            raise ValueError(f"space must be 'features' or 'latent', got {space!r}")
+            raise ValueError(f"space must be 'features' or 'latent', got {short(space)}")
         g, placement = self.model.generator, self.model.placement
         feats = torch.cat([g.early_features(z[s:s + 256].to(placement.device, placement.dtype)).float().cpu()
                            for s in range(0, samples, 256)])
@@ -442,4 +442,4 @@ class GANLatentModel(LatentModel):
             first = self.pipe.model.generator.main[0].weight  # ConvTranspose2d(z, C, 4, 1, 0): [z, C, 4, 4]
             vectors, _ = sefa(first, k)
             return [Direction(f"SeFa {i + 1}", "z", v, 1.0, "sefa") for i, v in enumerate(vectors)]
-        raise ValueError(f"method must be one of {', '.join(self.direction_methods)} for a GAN, got {method!r}")
+        raise ValueError(f"method must be one of {', '.join(self.direction_methods)} for a GAN, got {short(method)}")

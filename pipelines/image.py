@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipelines.checks import check_float, check_int
+from pipelines.checks import check_float, check_int, short
 from pipelines.device import Placement
 from pipelines.latent import slerp
 from pipelines.memory import (
@@ -105,7 +105,7 @@ class ImageParams:
     def validate(self, limits: ImageLimits | None = None) -> None:
         limits = limits or ImageLimits(max_steps=1000, max_megapixels=4.2, max_batch_size=64, max_batch_count=100)
         if self.mode not in MODES:
-            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {self.mode!r}")
+            raise ValueError(f"mode must be one of {', '.join(MODES)}, got {short(self.mode)}")
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise ValueError("prompt and negative_prompt must be text")
         if len(self.prompt) > 4000 or len(self.negative_prompt) > 4000:
@@ -122,7 +122,7 @@ class ImageParams:
             raise ValueError(f"size {self.width}×{self.height} is {megapixels:.2f} megapixels; the limit is "
                              f"{limits.max_megapixels:g}. Choose a smaller width or height.")
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {short(self.scheduler)}")
         for name in ("seed", "variation_seed"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 0, 2**32 - 1)

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from pipelines.checks import check_float, check_int
+from pipelines.checks import check_float, check_int, short
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageModel, scheduler_for
 from pipelines.latent import Direction, LatentModel, LatentPoint, pca
 
@@ -54,7 +54,7 @@ class DiffusionLook:
         check_int("preview_steps", self.preview_steps, 1, 150)
         check_float("guidance", self.guidance, 0.0, 30.0)
         if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {short(self.scheduler)}")
         for name in ("width", "height"):
             value = getattr(self, name)
             check_int(name, value, 64, 2048)
@@ -250,7 +250,7 @@ class DiffusionLatentModel(LatentModel):
         if method == "h-space":
             return self.h_space_directions(k, origin, samples=int(options.get("samples", 16)))
         raise ValueError(f"method must be one of {', '.join(self.direction_methods)} for a diffusion model, "
-                         f"got {method!r}")
+                         f"got {short(method)}")
 
     def prompt_direction(self, positive: str, negative: str) -> Direction:
         """From `negative` toward `positive` in text-embedding space; one slider unit is half the way

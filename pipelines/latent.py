@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipelines.checks import short
+
 EASES = ("linear", "ease-in-out", "ease-in", "ease-out")
 METHODS = ("lerp", "slerp")
 
@@ -49,7 +51,7 @@ def ease(t: torch.Tensor, mode: str) -> torch.Tensor:
         return 1 - torch.cos(math.pi * t / 2)
     if mode == "ease-out":
         return torch.sin(math.pi * t / 2)
-    raise ValueError(f"ease must be one of {', '.join(EASES)}, got {mode!r}")
+    raise ValueError(f"ease must be one of {', '.join(EASES)}, got {short(mode)}")
 
 
 def check_keyframes(keys: torch.Tensor) -> None:
@@ -72,7 +74,7 @@ def interpolate(keys: torch.Tensor, frames: int, method: str = "slerp", easing: 
     returns to the first keyframe, which is not repeated, so the animation cycles seamlessly.
     """
     if method not in METHODS:
-        raise ValueError(f"method must be 'lerp' or 'slerp', got {method!r}")
+        raise ValueError(f"method must be 'lerp' or 'slerp', got {short(method)}")
     check_keyframes(keys)
     if loop:
         if torch.allclose(keys[-1], keys[0]):
@@ -153,11 +155,11 @@ class LatentPoint:
 
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """For saving as .safetensors (see `save_points` / `load_points`)."""
-        out = {"z": self.z.contiguous()}
+        out = {"z": self.z.detach().clone().contiguous()}  # copies: points may share a prompt's tensor
         for name in ("text", "pooled", "h"):
             value = getattr(self, name)
             if value is not None:
-                out[name] = value.contiguous()
+                out[name] = value.detach().clone().contiguous()
         return out
 
 
@@ -175,7 +177,7 @@ class Direction:
 
     def __post_init__(self) -> None:
         if self.space not in SPACES:
-            raise ValueError(f"direction space must be one of {', '.join(SPACES)}, got {self.space!r}")
+            raise ValueError(f"direction space must be one of {', '.join(SPACES)}, got {short(self.space)}")
 
 
 class LatentModel:
@@ -230,7 +232,7 @@ def move(point: LatentPoint, directions: list[Direction], amounts: list[float], 
     parts = {space: point.part(space) for space in SPACES}
     for direction, amount in zip(directions, amounts):
         if not isinstance(amount, (int, float)) or not math.isfinite(amount) or abs(amount) > limit:
-            raise ValueError(f"{direction.name}: slider values must be from {-limit:g} to {limit:g}, got {amount!r}")
+            raise ValueError(f"{direction.name}: slider values must be from {-limit:g} to {limit:g}, got {short(amount)}")
         if amount == 0:
             continue
         base = parts[direction.space]
@@ -252,7 +254,7 @@ def between(a: LatentPoint, b: LatentPoint, t: float, method: str = "slerp", tex
         raise ValueError(f"keyframes have different latent shapes {tuple(a.z.shape)} and {tuple(b.z.shape)}")
     fn = {"slerp": slerp, "lerp": lerp}
     if method not in fn or text_method not in fn:
-        raise ValueError(f"method and text_method must be 'lerp' or 'slerp', got {method!r}, {text_method!r}")
+        raise ValueError(f"method and text_method must be 'lerp' or 'slerp', got {short(method)}, {text_method!r}")
     z = fn[method](a.z.flatten().float(), b.z.flatten().float(), t).view(a.z.shape)
 
     def mix(x, y, how):
@@ -285,11 +287,11 @@ class WalkParams:
                                   for f in self.frames):
             raise ValueError(f"frames per segment must be whole numbers from 1 to 240, got {list(self.frames)!r}")
         if self.ease not in EASES:
-            raise ValueError(f"ease must be one of {', '.join(EASES)}, got {self.ease!r}")
+            raise ValueError(f"ease must be one of {', '.join(EASES)}, got {short(self.ease)}")
         if self.method not in METHODS or self.text_method not in METHODS:
             raise ValueError("method and text_method must be 'lerp' or 'slerp'")
         if isinstance(self.fps, bool) or not isinstance(self.fps, int) or not 1 <= self.fps <= 60:
-            raise ValueError(f"fps must be a whole number from 1 to 60, got {self.fps!r}")
+            raise ValueError(f"fps must be a whole number from 1 to 60, got {short(self.fps)}")
 
     def segment_frames(self, segments: int) -> list[int]:
         if len(self.frames) == 1:
@@ -370,7 +372,7 @@ def map_points(origin: LatentPoint, x: Direction, y: Direction, extent: float, g
     if not 2 <= grid <= 24:
         raise ValueError(f"grid must be from 2 to 24 cells a side, got {grid}")
     if not (isinstance(extent, (int, float)) and math.isfinite(extent) and 0.1 <= extent <= 5):
-        raise ValueError(f"extent must be from 0.1 to 5, got {extent!r}")
+        raise ValueError(f"extent must be from 0.1 to 5, got {short(extent)}")
     if x.name == y.name and torch.equal(x.vector, y.vector):
         raise ValueError("the map's two axes must be different directions")
     ticks = torch.linspace(-extent, extent, grid).tolist()
@@ -394,7 +396,7 @@ def breed(parents: list[LatentPoint], children: int, crossover: float, mutation:
         raise ValueError(f"children must be from 1 to {max_children}, got {children}")
     for name, value in (("crossover", crossover), ("mutation", mutation)):
         if not (isinstance(value, (int, float)) and 0 <= value <= 1):
-            raise ValueError(f"{name} must be from 0 to 1, got {value!r}")
+            raise ValueError(f"{name} must be from 0 to 1, got {short(value)}")
     models = {p.model for p in parents if p.model}
     if len(models) > 1:
         raise ValueError(f"parents come from different models ({', '.join(sorted(models))}); breed within one model")
@@ -526,7 +528,7 @@ def vary(point: LatentPoint, strength: float, count: int, seed: int) -> list[Lat
     """`count` variations of a point: its z turned toward fresh Gaussian draws by `strength` (0 … 1, a
     slerp, so noise stays noise-like), as a variation seed does in the Image tab; the prompt stays."""
     if not (isinstance(strength, (int, float)) and 0 <= strength <= 1):
-        raise ValueError(f"strength must be from 0 to 1, got {strength!r}")
+        raise ValueError(f"strength must be from 0 to 1, got {short(strength)}")
     if not 1 <= count <= 64:
         raise ValueError(f"count must be from 1 to 64, got {count}")
     gen = torch.Generator().manual_seed(seed)

@@ -137,9 +137,9 @@ def _split_settings(line: str) -> list[tuple[str, str]]:
 
 def png_with_metadata(image, parameters: str, data: dict) -> bytes:
     """PNG bytes with `parameters` (A1111), `genai-studio` (JSON) and XMP provenance chunks."""
-    from PIL.PngImagePlugin import PngInfo
-
     import json as _json
+
+    from PIL.PngImagePlugin import PngInfo
 
     info = PngInfo()
     info.add_text("parameters", parameters)

@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.checks import short
 from pipelines.packages import PACKAGES, PackageError, fetch_package, is_fetched
 
 MODALITIES = ("text", "image", "vae", "gan")
@@ -60,9 +61,9 @@ class ModelSpec:
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
-            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {self.modality!r}")
+            raise ValueError(f"modality must be one of {', '.join(MODALITIES)}, got {short(self.modality)}")
         if self.source not in SOURCES:
-            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {self.source!r}")
+            raise ValueError(f"source must be one of {', '.join(SOURCES)}, got {short(self.source)}")
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import torch
 
-from pipelines.checks import check_float, check_int
+from pipelines.checks import check_float, check_int, short
 from pipelines.device import Placement
 from pipelines.memory import DoesNotFit, MemoryPlan, apply_text_plan, module_bytes, plan_text_memory, probe_memory
 from pipelines.registry import ModelNotAvailable, ResolvedModel
@@ -83,7 +83,7 @@ class TextParams:
     def validate(self, limits: TextLimits | None = None) -> None:
         limits = limits or TextLimits(max_new_tokens=HARD_MAX_NEW_TOKENS, max_prompt_chars=10**9)
         if self.mode not in MODES:
-            raise ValueError(f"mode must be 'chat' or 'completion', got {self.mode!r}")
+            raise ValueError(f"mode must be 'chat' or 'completion', got {short(self.mode)}")
         if not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ValueError("prompt is empty: type something for the model to answer or continue")
         chars = len(self.prompt) + len(self.system_prompt) + sum(len(c) for _, c in self.history)
@@ -94,7 +94,7 @@ class TextParams:
             )
         for role, content in self.history:
             if role not in ROLES or not isinstance(content, str):
-                raise ValueError(f"history entries must be (role, text) with role in {ROLES}, got {role!r}")
+                raise ValueError(f"history entries must be (role, text) with role in {ROLES}, got {short(role)}")
         check_int("max_new_tokens", self.max_new_tokens, 1, limits.max_new_tokens)
         check_float("temperature", self.temperature, 0.0, 5.0)
         check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)

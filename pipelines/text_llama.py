@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines.checks import short
 from pipelines.device import Placement
 from pipelines.registry import ModelNotAvailable, ModelSpec, ResolvedModel
 from pipelines.text import (
@@ -81,7 +82,7 @@ def choose_backend(spec: ModelSpec, device: torch.device, preference: str = "aut
     the installed llama.cpp build cannot run on this machine (it crashed its probe), if it did.
     """
     if preference not in BACKENDS:
-        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {preference!r}")
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {short(preference)}")
     installed = llama_cpp_available() if installed is None else installed
     gguf = is_gguf(spec)
     if preference == "transformers":

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pipelines.checks import short
 from pipelines.device import Placement
 from pipelines.latent import EASES, METHODS, Direction, LatentModel, LatentPoint, interpolate, pca
 from pipelines.registry import ModelNotAvailable, ResolvedModel
@@ -45,13 +46,13 @@ class ConvVAEConfig:
 
     def __post_init__(self) -> None:
         if not isinstance(self.size, int) or not 28 <= self.size <= 64 or self.size % 4:
-            raise ValueError(f"size must be a multiple of 4 from 28 to 64, got {self.size!r}")
+            raise ValueError(f"size must be a multiple of 4 from 28 to 64, got {short(self.size)}")
         if self.channels not in (1, 3):
-            raise ValueError(f"channels must be 1 or 3, got {self.channels!r}")
+            raise ValueError(f"channels must be 1 or 3, got {short(self.channels)}")
         if not isinstance(self.latent_dim, int) or not 2 <= self.latent_dim <= 256:
-            raise ValueError(f"latent_dim must be a whole number from 2 to 256, got {self.latent_dim!r}")
+            raise ValueError(f"latent_dim must be a whole number from 2 to 256, got {short(self.latent_dim)}")
         if not isinstance(self.width, int) or not 8 <= self.width <= 256:
-            raise ValueError(f"width must be a whole number from 8 to 256, got {self.width!r}")
+            raise ValueError(f"width must be a whole number from 8 to 256, got {short(self.width)}")
 
 
 class ConvVAE(nn.Module):
@@ -353,13 +354,13 @@ class MorphParams:
 
     def __post_init__(self) -> None:
         if isinstance(self.frames, bool) or not isinstance(self.frames, int) or not 2 <= self.frames <= 240:
-            raise ValueError(f"frames must be a whole number from 2 to 240, got {self.frames!r}")
+            raise ValueError(f"frames must be a whole number from 2 to 240, got {short(self.frames)}")
         if self.method not in METHODS:
-            raise ValueError(f"method must be 'lerp' or 'slerp', got {self.method!r}")
+            raise ValueError(f"method must be 'lerp' or 'slerp', got {short(self.method)}")
         if self.ease not in EASES:
-            raise ValueError(f"ease must be one of {', '.join(EASES)}, got {self.ease!r}")
+            raise ValueError(f"ease must be one of {', '.join(EASES)}, got {short(self.ease)}")
         if isinstance(self.fps, bool) or not isinstance(self.fps, int) or not 1 <= self.fps <= 60:
-            raise ValueError(f"fps must be a whole number from 1 to 60, got {self.fps!r}")
+            raise ValueError(f"fps must be a whole number from 1 to 60, got {short(self.fps)}")
 
 
 @dataclass(frozen=True)
@@ -374,9 +375,9 @@ class MapParams:
 
     def __post_init__(self) -> None:
         if isinstance(self.grid, bool) or not isinstance(self.grid, int) or not 2 <= self.grid <= 24:
-            raise ValueError(f"grid must be a whole number from 2 to 24, got {self.grid!r}")
+            raise ValueError(f"grid must be a whole number from 2 to 24, got {short(self.grid)}")
         if not isinstance(self.extent, (int, float)) or not math.isfinite(self.extent) or not 0.1 <= self.extent <= 5:
-            raise ValueError(f"extent must be a number from 0.1 to 5, got {self.extent!r}")
+            raise ValueError(f"extent must be a number from 0.1 to 5, got {short(self.extent)}")
         if self.axis_x == self.axis_y:
             raise ValueError("axis_x and axis_y must differ")
 
@@ -446,7 +447,7 @@ class VAEPipeline:
         """Decode `latent` moved by amount_i × std_i along direction i (amounts −4 … 4)."""
         for a in amounts:
             if not isinstance(a, (int, float)) or not math.isfinite(a) or not -4 <= a <= 4:
-                raise ValueError(f"slider values must be from -4 to 4, got {a!r}")
+                raise ValueError(f"slider values must be from -4 to 4, got {short(a)}")
         flat = latent.flatten() + (torch.tensor(amounts, dtype=torch.float32) * std[: len(amounts)]) @ directions[: len(amounts)]
         return self.model.decode(flat.view(1, *latent.shape))[0]
 
@@ -473,11 +474,11 @@ class VAETrainParams:
     def __post_init__(self) -> None:
         ConvVAEConfig(size=self.size, channels=self.channels, latent_dim=self.latent_dim)
         if isinstance(self.epochs, bool) or not isinstance(self.epochs, int) or not 1 <= self.epochs <= 500:
-            raise ValueError(f"epochs must be a whole number from 1 to 500, got {self.epochs!r}")
+            raise ValueError(f"epochs must be a whole number from 1 to 500, got {short(self.epochs)}")
         if isinstance(self.batch, bool) or not isinstance(self.batch, int) or not 8 <= self.batch <= 512:
-            raise ValueError(f"batch must be a whole number from 8 to 512, got {self.batch!r}")
+            raise ValueError(f"batch must be a whole number from 8 to 512, got {short(self.batch)}")
         if not isinstance(self.lr, (int, float)) or not math.isfinite(self.lr) or not 0 < self.lr <= 0.1:
-            raise ValueError(f"lr must be a number in (0, 0.1], got {self.lr!r}")
+            raise ValueError(f"lr must be a number in (0, 0.1], got {short(self.lr)}")
 
 
 @dataclass
@@ -571,7 +572,7 @@ class VAELatentModel(LatentModel):
 
     def point_for_seed(self, seed: int, **_) -> LatentPoint:
         if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-            raise ValueError(f"seed must be a whole number from 0 to 4,294,967,295, got {seed!r}")
+            raise ValueError(f"seed must be a whole number from 0 to 4,294,967,295, got {short(seed)}")
         return LatentPoint(self.pipe.model.prior(1, seed)[0], model=self.name, label=f"seed {seed}")
 
     def render(self, points: list[LatentPoint], *, preview: bool = False) -> np.ndarray:
@@ -585,7 +586,7 @@ class VAELatentModel(LatentModel):
         """"dimensions": every latent dimension (vector latents of up to 16); "pca": the top-k PCA
         directions of `reference` images' latents (options), else of prior samples."""
         if method not in self.direction_methods:
-            raise ValueError(f"method must be one of {', '.join(self.direction_methods)} for {self.name}, got {method!r}")
+            raise ValueError(f"method must be one of {', '.join(self.direction_methods)} for {self.name}, got {short(method)}")
         if method == "dimensions":
             _, vectors, std = self.pipe.axes(None)
             return [Direction(f"dimension {i + 1}", "z", v, float(s), "dimensions") for i, (v, s) in

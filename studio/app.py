@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from studio import api
 from studio.services import Services
 from studio.tabs import explore as explore_tab
 from studio.tabs import gan as gan_tab
@@ -36,6 +37,7 @@ def build_app(services: Services) -> gr.Blocks:
                     'border-radius:8px;font-weight:600">This studio is public and has no login '
                     '(--insecure-public): anyone with the address can use it and see its History.</div>')
         who = gr.Markdown("", elem_id="studio-who")
+        api.register(services)  # first, so the public names are never taken by the page's own events
         with gr.Tabs() as tabs:
             with gr.Tab("Text", id="text"):
                 text_handle = text_tab.build(services)
@@ -53,7 +55,7 @@ def build_app(services: Services) -> gr.Blocks:
                                                                     "gan": gan_handle}, tabs)
             with gr.Tab("Models / Settings", id="models"):
                 fetch_controls = models_tab.build(services)
-        history_page.select(rows, filters, table, api_visibility="undocumented")
+        history_page.select(rows, filters, table, api_visibility="private")
 
         handles = (text_handle, image_handle, explore_handle, vae_handle, gan_handle)
         owner_controls = [c for handle in handles for c in handle.owner_controls] + fetch_controls
@@ -64,7 +66,7 @@ def build_app(services: Services) -> gr.Blocks:
             lock = gr.update(interactive=False) if line else gr.skip()
             return [line, *[lock] * len(owner_controls)]
 
-        app.load(on_open, None, [who, *owner_controls], api_visibility="undocumented")
+        app.load(on_open, None, [who, *owner_controls], api_visibility="private")
         for handle in (image_handle, gan_handle):
             _wire_send_to_vae(handle, vae_handle, tabs)
     app.queue(max_size=services.settings.queue_size, default_concurrency_limit=1)
@@ -95,7 +97,7 @@ def _wire_send_to_vae(source, vae, tabs) -> None:
         path = make_path(*args)
         return gr.Tabs(selected="vae"), [*(current or []), path]
 
-    button.click(send, [*inputs, vae.receive_images], [tabs, vae.receive_images], api_visibility="undocumented")
+    button.click(send, [*inputs, vae.receive_images], [tabs, vae.receive_images], api_visibility="private")
 
 
 def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):

@@ -11,6 +11,8 @@ import sys
 import threading
 from pathlib import Path
 
+from pipelines.checks import short
+
 SUBCOMMANDS = ("launch", "models", "fetch", "text", "train")
 
 
@@ -109,7 +111,7 @@ def _ints(flag: str, text: str) -> tuple[int, ...]:
     try:
         return tuple(int(part) for part in text.split(","))
     except ValueError:
-        raise ValueError(f"{flag} takes comma-separated whole numbers such as 64,128,128, got {text!r}") from None
+        raise ValueError(f"{flag} takes comma-separated whole numbers such as 64,128,128, got {short(text)}") from None
 
 
 def _log(message: str) -> None:

@@ -11,6 +11,7 @@ import tomllib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
+from pipelines.checks import short
 from pipelines.gan import GANLimits
 from pipelines.image import ImageLimits
 from pipelines.text import TextLimits
@@ -80,7 +81,7 @@ class Settings:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for model, backend in (("text_backend", self.text_backend), *self.text_backends):
             if backend not in TEXT_BACKENDS:
-                raise ValueError(f"text backend for {model} must be one of {', '.join(TEXT_BACKENDS)}, got {backend!r}")
+                raise ValueError(f"text backend for {model} must be one of {', '.join(TEXT_BACKENDS)}, got {short(backend)}")
         if not 0 <= self.text_threads <= 1024:
             raise ValueError(f"text_threads must be from 0 (auto) to 1024, got {self.text_threads}")
         if not 0 <= self.prompt_cache_entries <= 64:
@@ -97,7 +98,7 @@ def parse_auth(values: list[str]) -> tuple[tuple[str, str], ...]:
                 continue
             user, sep, password = line.partition(":")
             if not sep or not user or not password:
-                raise ValueError(f"--auth expects USER:PASS (or a file of such lines), got {line!r}")
+                raise ValueError(f"--auth expects USER:PASS (or a file of such lines), got {short(line)}")
             pairs.append((user, password))
     return tuple(pairs)
 

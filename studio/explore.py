@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pipelines.checks import short
 from pipelines.image_latent import DiffusionLatentModel, DiffusionLook
 from pipelines.latent import (
     Direction,
@@ -74,7 +75,7 @@ def latent_model(services, name: str, kind: str, look: DiffusionLook | None = No
         base = _cached(services, "image", name, lambda p: DiffusionLatentModel(p.model, look or DiffusionLook()),
                        services.image_pipeline(name))
         return base.with_look(look) if look is not None else base
-    raise ValueError(f"kind must be gan, vae or diffusion, got {kind!r}")
+    raise ValueError(f"kind must be gan, vae or diffusion, got {short(kind)}")
 
 
 def _cached(services, modality: str, name: str, make, pipe):

@@ -152,6 +152,17 @@ class History:
             row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
         return self._row(row) if row else None
 
+    def delete(self, item_id: str) -> bool:
+        """Remove an item: its row first (so nobody opens a half-deleted item), then its files."""
+        item = self.get(item_id)
+        if item is None:
+            return False
+        with self._lock, self._connect() as db:
+            db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+        for name in item.files:
+            (self.root / name).unlink(missing_ok=True)
+        return True
+
     def path(self, relative: str) -> Path:
         return self.root / relative
 

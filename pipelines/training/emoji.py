@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from pipelines.checks import short
 from pipelines.packages import PACKAGES, fetch_package
 from pipelines.training.emoji_data import ALL_SETS, OPENMOJI, EmojiSet, load_emoji_sets, sample_weights
 
@@ -76,20 +77,20 @@ class EmojiTrainParams:
 
     def validate(self) -> None:
         if not self.sets or any(s not in ALL_SETS for s in self.sets):
-            raise ValueError(f"sets must name one or more of {', '.join(ALL_SETS)}, got {self.sets!r}")
+            raise ValueError(f"sets must name one or more of {', '.join(ALL_SETS)}, got {short(self.sets)}")
         for name in ("unet_channels", "vae_channels"):
             value = getattr(self, name)
             if len(value) != 3 or any(not isinstance(c, int) or c < 8 or c % 8 for c in value):
-                raise ValueError(f"{name} must be three multiples of 8 (e.g. 64, 128, 128), got {value!r}")
+                raise ValueError(f"{name} must be three multiples of 8 (e.g. 64, 128, 128), got {short(value)}")
         if not 1e-6 <= self.unet_lr <= 1e-2:
-            raise ValueError(f"unet_lr must be from 1e-6 to 1e-2, got {self.unet_lr!r}")
+            raise ValueError(f"unet_lr must be from 1e-6 to 1e-2, got {short(self.unet_lr)}")
         for name, low, high in (("vae_steps", 1, 200_000), ("unet_steps", 1, 1_000_000),
                                 ("vae_batch", 1, 4096), ("unet_batch", 1, 4096), ("eval_images", 1, 100_000)):
             value = getattr(self, name)
             if not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{name} must be an integer from {low} to {high}, got {value!r}")
+                raise ValueError(f"{name} must be an integer from {low} to {high}, got {short(value)}")
         if self.device not in ("cpu", "cuda", "mps") and not str(self.device).startswith("cuda:"):
-            raise ValueError(f"device must be cpu, cuda or mps, got {self.device!r}")
+            raise ValueError(f"device must be cpu, cuda or mps, got {short(self.device)}")
 
     @property
     def checkpoints(self) -> Path:

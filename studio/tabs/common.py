@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import gradio as gr
 import torch
 
+from pipelines.checks import short
 from pipelines.device import free_memory
 from pipelines.memory import is_out_of_memory
 from pipelines.packages import PackageError
@@ -49,7 +50,7 @@ def parse_seed(value) -> int | None:
             raise ValueError
         seed = int(number)
     except (TypeError, ValueError):
-        raise ValueError(f"seed must be blank (random) or a whole number from 0 to 4,294,967,295, got {value!r}")
+        raise ValueError(f"seed must be blank (random) or a whole number from 0 to 4,294,967,295, got {short(value)}")
     if not 0 <= seed < 2**32:
         raise ValueError(f"seed must be from 0 to 4,294,967,295, got {seed}")
     return seed
@@ -62,7 +63,7 @@ def as_int(name: str, value) -> int:
     except (TypeError, ValueError):
         number = math.nan
     if isinstance(value, bool) or not number.is_integer():
-        raise ValueError(f"{name} must be a whole number, got {value!r}")
+        raise ValueError(f"{name} must be a whole number, got {short(value)}")
     return int(number)
 
 

@@ -72,9 +72,9 @@ def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs):
         return [gr.Tabs(selected=item.tab), *values]
 
     filters = [tab_filter, text_filter]
-    refresh.click(rows, filters, table, api_name="history_list")
-    text_filter.submit(rows, filters, table, api_visibility="undocumented")
-    tab_filter.change(rows, filters, table, api_visibility="undocumented")
-    table.select(select, [table], [selected, preview, pictures, files, details], api_visibility="undocumented")
-    restore.click(do_restore, [selected], [tabs, *targets], api_name="history_restore")
+    refresh.click(rows, filters, table, api_visibility="private")
+    text_filter.submit(rows, filters, table, api_visibility="private")
+    tab_filter.change(rows, filters, table, api_visibility="private")
+    table.select(select, [table], [selected, preview, pictures, files, details], api_visibility="private")
+    restore.click(do_restore, [selected], [tabs, *targets], api_visibility="private")
     return rows, filters, table

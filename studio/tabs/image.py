@@ -43,10 +43,67 @@ def _mask_from_editor(editor: dict | None, max_pixels: int):
     return image, mask
 
 
+def loras_from(files, weights_text) -> dict:
+    """{name: (path, weight)} from LoRA files and a weights text such as "0.8, 0.5" (default 1 each)."""
+    files = files or []
+    weights = []
+    for part in str(weights_text or "").replace(";", ",").split(","):
+        if part.strip():
+            try:
+                weights.append(float(part))
+            except ValueError:
+                raise ValueError(f"lora_weights: {part.strip()[:20]!r} is not a number; give one number per LoRA "
+                                 "file, e.g. 0.8, 0.5") from None
+    if weights and len(weights) != len(files):
+        raise ValueError(f"lora_weights: give one weight per file ({len(files)}), got {len(weights)}")
+    return {Path(f).stem: (Path(f), weights[i] if weights else 1.0) for i, f in enumerate(files)}
+
+
+def start_generation(services, pipe, params: ImageParams, cancel):
+    """Generate on the image lane, reporting (step, total, preview) at most 4 times a second; waiting
+    interactive work (a slider move) runs between the steps."""
+    def generate(report):
+        def progress(*event):
+            report(*event)
+            services.lanes.yield_point()
+
+        return pipe(params, cancel=cancel, callback=progress, progress_interval=0.25)
+
+    return services.lanes.submit("image", generate)
+
+
+def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tuple]:
+    """Save each image as a PNG with its parameters (AUTOMATIC1111 text, JSON, XMP) into History;
+    returns (file path or the image itself when the disk is full, seed, History id) per image."""
+    # the variation seed only blends txt2img noise; img2img/inpaint start from the picture
+    varied = params.mode == "txt2img" and params.variation_seed is not None and params.variation_strength > 0
+    kept = []
+    for image, image_seed in zip(out.images, out.seeds):
+        settings = {"Steps": params.steps, "Sampler": params.scheduler, "CFG scale": params.guidance,
+                    "Seed": image_seed, "Size": f"{params.width}x{params.height}", "Model": pipe.model.name,
+                    "Denoising strength": params.strength if params.mode != "txt2img" else None,
+                    "Variation seed": params.variation_seed if varied else None,
+                    "Variation seed strength": params.variation_strength if varied else None,
+                    "Lora": ", ".join(f"{k}:{v}" for k, v in pipe.model.loras.items()) or None}
+        record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
+                  "steps": params.steps, "guidance": params.guidance, "width": params.width,
+                  "height": params.height, "scheduler": params.scheduler, "seed": image_seed,
+                  "variation_seed": params.variation_seed if varied else None,
+                  "variation_strength": params.variation_strength if varied else 0.0,
+                  "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
+                  "model": pipe.model.name, "loras": pipe.model.loras}
+        data = png_with_metadata(image, a1111_parameters(params.prompt, params.negative_prompt, settings), record)
+        item = keep_output(services, "image", {".png": data}, prompt=params.prompt, params=record,
+                           seed=image_seed, model=pipe.model.name, device=services.placement.describe(),
+                           timings={"seconds": out.seconds / len(out.images)}, owner=owner)
+        kept.append((str(services.history.path(item.files[0])) if item else image, image_seed,
+                     item.id if item else None))
+    return kept
+
+
 def build(services: Services) -> TabHandle:
     registry = services.registry
     limits = services.settings.image_limits
-    history = services.history
     default_model = registry.default("image")
 
     with gr.Row(equal_height=False):
@@ -107,13 +164,6 @@ def build(services: Services) -> TabHandle:
         return (gr.Image(visible=m == "img2img"), gr.ImageEditor(visible=m == "inpaint"),
                 gr.Slider(visible=m != "txt2img"))
 
-    def loras_from(files, weights_text):
-        files = files or []
-        weights = [float(w) for w in (weights_text or "").replace(";", ",").split(",") if w.strip()]
-        if weights and len(weights) != len(files):
-            raise ValueError(f"LoRA weights: give one weight per file ({len(files)}), got {len(weights)}")
-        return {Path(f).stem: (Path(f), weights[i] if weights else 1.0) for i, f in enumerate(files)}
-
     @friendly_errors
     @guarded(services, "image", generation=True)
     def run(mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
@@ -142,15 +192,7 @@ def build(services: Services) -> TabHandle:
         cancel_flag = services.jobs.start(session, "image")
         started = time.perf_counter()
         result: dict = {}
-        # on the image lane's long-lived thread, reporting at most 4 times a second
-        def generate(report):
-            def progress(*event):
-                report(*event)
-                services.lanes.yield_point()  # let a waiting slider move run between steps
-
-            return pipe(params, cancel=cancel_flag, callback=progress, progress_interval=0.25)
-
-        job = services.lanes.submit("image", generate)
+        job = start_generation(services, pipe, params, cancel_flag)
         try:
             for done, total, image in job:
                 elapsed = time.perf_counter() - started
@@ -166,31 +208,8 @@ def build(services: Services) -> TabHandle:
         if isinstance(result.get("error"), GenerationCancelled):
             yield gr.skip(), gr.skip(), "Cancelled: nothing was saved."
             return
-        if "error" in result:
-            raise result["error"]
         out = result["out"]
-        # the variation seed only blends txt2img noise; img2img/inpaint start from the picture
-        varied = params.mode == "txt2img" and params.variation_seed is not None and params.variation_strength > 0
-        cells = []
-        for image, image_seed in zip(out.images, out.seeds):
-            settings = {"Steps": params.steps, "Sampler": params.scheduler, "CFG scale": params.guidance,
-                        "Seed": image_seed, "Size": f"{params.width}x{params.height}", "Model": pipe.model.name,
-                        "Denoising strength": params.strength if params.mode != "txt2img" else None,
-                        "Variation seed": params.variation_seed if varied else None,
-                        "Variation seed strength": params.variation_strength if varied else None,
-                        "Lora": ", ".join(f"{k}:{v}" for k, v in pipe.model.loras.items()) or None}
-            record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
-                      "steps": params.steps, "guidance": params.guidance, "width": params.width,
-                      "height": params.height, "scheduler": params.scheduler, "seed": image_seed,
-                      "variation_seed": params.variation_seed if varied else None,
-                      "variation_strength": params.variation_strength if varied else 0.0,
-                      "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
-                      "model": pipe.model.name, "loras": pipe.model.loras}
-            data = png_with_metadata(image, a1111_parameters(params.prompt, params.negative_prompt, settings), record)
-            item = keep_output(services, "image", {".png": data}, prompt=params.prompt, params=record,
-                               seed=image_seed, model=pipe.model.name, device=services.placement.describe(),
-                               timings={"seconds": out.seconds / len(out.images)}, owner=user_of(request))
-            cells.append((str(history.path(item.files[0])) if item else image, f"seed {image_seed}"))
+        cells = [(path, f"seed {seed}") for path, seed, _ in keep_images(services, pipe, params, out, user_of(request))]
         note = f" · {'; '.join(notes)}" if notes else ""
         yield (gr.skip(), cells, f"**{len(cells)} image(s)** · seeds {', '.join(str(s) for s in out.seeds)} · "
                f"{out.seconds:.1f}s{note}")
@@ -234,18 +253,18 @@ def build(services: Services) -> TabHandle:
                   "height": int(size[1]) if len(size) > 1 and size[1].isdigit() else None}
         return restore(values)
 
-    mode.change(show_mode, mode, [init_image, editor, strength], api_visibility="undocumented")
+    mode.change(show_mode, mode, [init_image, editor, strength], api_visibility="private")
     inputs = [mode, prompt, negative, init_image, editor, strength, model, scheduler, steps, guidance, width, height,
               seed, batch_size, batch_count, variation_seed, variation_strength, lora_files, lora_weights]
-    generate.click(run, inputs, [preview, gallery, status], api_name="generate_image", concurrency_limit=1,
+    generate.click(run, inputs, [preview, gallery, status], api_visibility="private", concurrency_limit=1,
                    concurrency_id="image")
-    cancel.click(stop, None, None, api_name="cancel_image", queue=False)
-    gallery.select(remember, None, selected_path, api_visibility="undocumented")
+    cancel.click(stop, None, None, api_visibility="private", queue=False)
+    gallery.select(remember, None, selected_path, api_visibility="private")
     to_img2img.click(lambda p: send(p, "img2img"), selected_path, [mode, init_image, editor],
-                     api_visibility="undocumented")
+                     api_visibility="private")
     to_inpaint.click(lambda p: send(p, "inpaint"), selected_path, [mode, init_image, editor],
-                     api_visibility="undocumented")
-    png_in.upload(png_info, png_in, [png_text, png_json], api_name="png_info")
+                     api_visibility="private")
+    png_in.upload(png_info, png_in, [png_text, png_json], api_visibility="private")
 
     fields = {"prompt": prompt, "negative_prompt": negative, "model": model, "scheduler": scheduler, "steps": steps,
               "guidance": guidance, "width": width, "height": height, "seed": seed,
@@ -269,7 +288,7 @@ def build(services: Services) -> TabHandle:
                 values.append(value)
         return values
 
-    png_send.click(from_png, png_json, list(fields.values()), api_visibility="undocumented")
+    png_send.click(from_png, png_json, list(fields.values()), api_visibility="private")
     def selected_file(path):
         if not path:
             raise gr.Error("Click an image in the results first.")

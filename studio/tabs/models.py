@@ -80,6 +80,6 @@ def build(services: Services) -> list:
         services.registry.fetch(spec, log=lambda msg: progress(0.5, desc=msg))
         return model_rows(services), f"{model_name} is in the cache."
 
-    fetch.click(do_fetch, [name], [table, result], api_name="fetch_model")
-    refresh.click(lambda: model_rows(services), None, table, api_name="list_models")
+    fetch.click(do_fetch, [name], [table, result], api_visibility="private")
+    refresh.click(lambda: model_rows(services), None, table, api_visibility="private")
     return [name, fetch]

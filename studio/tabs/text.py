@@ -191,51 +191,23 @@ def build(services: Services) -> TabHandle:
         services.jobs.cancel(session_of(request), "text")
 
     limit = services.settings.text_concurrency
-    generate.click(complete, [prompt, model, *settings], [output, status], api_name="complete",
+    generate.click(complete, [prompt, model, *settings], [output, status], api_visibility="private",
                    concurrency_limit=limit, concurrency_id="text", show_progress="minimal")
     chat_inputs = [message, chatbot, system_prompt, model, *settings]
     chat_outputs = [chatbot, message, status]
-    send.click(chat, chat_inputs, chat_outputs, api_name="chat", concurrency_limit=limit, concurrency_id="text",
+    send.click(chat, chat_inputs, chat_outputs, api_visibility="private", concurrency_limit=limit, concurrency_id="text",
                show_progress="minimal")
-    message.submit(chat, chat_inputs, chat_outputs, api_visibility="undocumented", concurrency_id="text",
+    message.submit(chat, chat_inputs, chat_outputs, api_visibility="private", concurrency_id="text",
                    show_progress="minimal")
-    regenerate.click(regenerate_last, [chatbot], [chatbot, message], api_visibility="undocumented").then(
-        chat, chat_inputs, chat_outputs, api_visibility="undocumented", concurrency_id="text")
-    undo.click(undo_last, [chatbot], [chatbot, message], api_name="chat_undo")
-    clear.click(lambda: ([], ""), None, [chatbot, status], api_name="chat_clear")
+    regenerate.click(regenerate_last, [chatbot], [chatbot, message], api_visibility="private").then(
+        chat, chat_inputs, chat_outputs, api_visibility="private", concurrency_id="text")
+    undo.click(undo_last, [chatbot], [chatbot, message], api_visibility="private")
+    clear.click(lambda: ([], ""), None, [chatbot, status], api_visibility="private")
     for button in (stop_chat, stop_completion):
-        button.click(stop_job, None, None, api_name="stop_text", queue=False)
-    use_preset.click(apply_preset, [preset, language, prompt], [prompt], api_name="apply_preset_completion")
-    use_preset.click(apply_preset, [preset, language, message], [message], api_visibility="undocumented")
+        button.click(stop_job, None, None, api_visibility="private", queue=False)
+    use_preset.click(apply_preset, [preset, language, prompt], [prompt], api_visibility="private")
+    use_preset.click(apply_preset, [preset, language, message], [message], api_visibility="private")
 
-    @friendly_errors
-    @guarded(services, "text", generation=True)
-    def generate_text(
-        prompt: str,
-        mode: str = "completion",
-        system_prompt: str = "",
-        model: str = "",
-        max_new_tokens: int = 256,
-        temperature: float = 0.7,
-        top_p: float = 0.9,
-        top_k: int = 50,
-        repetition_penalty: float = 1.1,
-        stop: str = "",
-        seed: str = "",
-        backend: str = "",
-        request: gr.Request = None,
-    ) -> Iterator[tuple[str, str]]:
-        """Generate text. Streams (text so far, status); the last item is the final text and a JSON
-        status with seed, token counts (prompt tokens evaluated vs reused from the cache), timings, the
-        engine that ran it (`backend`: auto | llama.cpp | transformers; blank = as configured) and the History id."""
-        import json
-
-        params = build_params(prompt, mode, system_prompt, (), max_new_tokens, temperature, top_p, top_k,
-                              repetition_penalty, stop, seed)
-        for text, stats in run_text(services, model, params, session_of(request), user_of(request), backend=backend):
-            yield text, json.dumps(stats) if stats else ""
-
-    gr.api(generate_text, api_name="generate_text", concurrency_limit=limit, concurrency_id="text")
 
     fields = {"prompt": prompt, "system_prompt": system_prompt, "max_new_tokens": max_new_tokens,
               "temperature": temperature, "top_p": top_p, "top_k": top_k,

@@ -16,7 +16,14 @@ from pipelines.image import open_user_image
 from pipelines.latent import EASES
 from pipelines.media import gif_bytes, grid, mp4_bytes, png_bytes, upscale
 from pipelines.registry import ModelSpec
-from pipelines.vae import MorphParams, VAETrainParams, load_image_folder, prepare_images, train_conv_vae, trained_vae_folders
+from pipelines.vae import (
+    MorphParams,
+    VAETrainParams,
+    load_image_folder,
+    prepare_images,
+    train_conv_vae,
+    trained_vae_folders,
+)
 from studio import explore as ex
 from studio.services import Services
 from studio.tabs.common import TabHandle, as_int, friendly_errors, guarded, keep_output, parse_seed, session_of, user_of

@@ -1,0 +1,85 @@
+"""Public API: History (list, get, delete) and models (list, fetch)."""
+
+from __future__ import annotations
+
+import gradio as gr
+from gradio import FileData
+
+from studio.api.media import files
+from studio.tabs.common import friendly_errors, guarded, user_of
+from studio.tabs.models import model_rows
+
+
+def endpoints(services) -> list[tuple[str, object, dict]]:
+    history = services.history
+    private = services.settings.logins
+
+    def own(item, request):
+        if item is None or (private and item.owner != user_of(request)):
+            raise ValueError("id: no such History item (or it is not yours)")
+        return item
+
+    def summary(item) -> dict:
+        return {"id": item.id, "when": item.when, "tab": item.tab, "prompt": item.prompt, "model": item.model,
+                "seed": item.seed, "parent": item.parent, "files": [f.rsplit("/", 1)[-1] for f in item.files]}
+
+    @friendly_errors
+    def history_list(tab: str = "all", search: str = "", limit: int = 50, request: gr.Request = None) -> list[dict]:
+        """Your History, newest first.
+
+        Args:
+            tab: "all", or one of text, image, explore, vae, gan.
+            search: keep items whose prompt or model contains this text.
+            limit: 1 to 500 items.
+        """
+        if not 1 <= limit <= 500:
+            raise ValueError(f"limit must be from 1 to 500, got {limit}")
+        if len(search) > 200:
+            raise ValueError("search: at most 200 characters")
+        owner = user_of(request) if private else None
+        return [summary(i) for i in history.list(tab=None if tab == "all" else tab, text=search, owner=owner,
+                                                  limit=limit)]
+
+    @friendly_errors
+    def history_get(id: str, request: gr.Request = None) -> tuple[dict, list[FileData]]:  # noqa: A002 — the API's name
+        """One History item: its parameters, timings and files.
+
+        Args:
+            id: an item id from history_list or from a generation's result.
+        """
+        item = own(history.get(str(id)[:64]), request)
+        return {**summary(item), "params": item.params, "timings": item.timings, "device": item.device}, \
+            files(history.path(f) for f in item.files)
+
+    @friendly_errors
+    def history_delete(id: str, request: gr.Request = None) -> dict:  # noqa: A002
+        """Delete one of your History items (its row and its files).
+
+        Args:
+            id: the item's id.
+        """
+        item = own(history.get(str(id)[:64]), request)
+        return {"deleted": history.delete(item.id), "id": item.id}
+
+    def models_list() -> list[dict]:
+        """Every known model: name, tab, source, license, whether it is in the cache or loaded, and its engine."""
+        keys = ("name", "tab", "source", "where_from", "license", "in_cache", "loaded", "runs_with", "about")
+        return [dict(zip(keys, row)) for row in model_rows(services)]
+
+    @friendly_errors
+    @guarded(services, "models", owner_only="download models")
+    def models_fetch(name: str, request: gr.Request = None) -> dict:
+        """Fetch a listed model into the cache now (owners only).
+
+        Args:
+            name: a name from models_list.
+        """
+        known = services.registry.all_by_name()
+        if name not in known:
+            raise ValueError(f"name: {name[:60]!r} is not a listed model; see models_list")
+        services.registry.fetch(known[name])
+        return {"name": name, "in_cache": True}
+
+    return [("history_list", history_list, {}), ("history_get", history_get, {}),
+            ("history_delete", history_delete, {}), ("models_list", models_list, {}),
+            ("models_fetch", models_fetch, {})]

@@ -1,0 +1,241 @@
+"""Public API: text and images (generate_text, chat, generate_image, png_info)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import gradio as gr
+from gradio import FileData
+
+from pipelines.checks import check_int
+from pipelines.image import GenerationCancelled, ImageParams, open_user_image
+from pipelines.media import read_png_info
+from studio.tabs.common import friendly_errors, guarded, parse_seed, session_of, user_of
+from studio.tabs.image import keep_images, loras_from, start_generation
+from studio.tabs.text import build_params, run_text
+
+
+def seed_or_random(name: str, value) -> int | None:
+    """-1 (or None) means random, as in AUTOMATIC1111's API; anything else must be a valid seed."""
+    if value is None or value == -1 or value == "":
+        return None
+    try:
+        return parse_seed(value)
+    except ValueError:
+        raise ValueError(f"{name} must be -1 (random) or a whole number from 0 to 4,294,967,295, "
+                         f"got {str(value)[:40]!r}") from None
+
+
+def files(paths) -> list[FileData]:
+    return [FileData(path=str(p)) for p in paths if p]
+
+
+def endpoints(services) -> list[tuple[str, object, dict]]:
+    limit = services.settings.text_concurrency
+    text_options = dict(concurrency_limit=limit, concurrency_id="text")
+
+    @friendly_errors
+    @guarded(services, "text", generation=True)
+    def generate_text(
+        prompt: str,
+        mode: str = "completion",
+        system_prompt: str = "",
+        model: str = "",
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        top_k: int = 50,
+        repetition_penalty: float = 1.1,
+        stop: str = "",
+        seed: int = -1,
+        backend: str = "",
+        request: gr.Request = None,
+    ) -> Iterator[tuple[str, str]]:
+        """Generate text, streamed: each update is (text so far, status); the last status is JSON.
+
+        Args:
+            prompt: the text to continue (completion) or the message to answer (chat).
+            mode: "completion" or "chat" (the model's chat template).
+            system_prompt: chat only: instructions placed before the conversation.
+            model: a listed text model, a hub id, a local folder or .gguf file; empty = the default.
+            max_new_tokens: 1 to the server's limit (1024 by default).
+            temperature: 0 to 5; 0 = greedy (always the same text).
+            top_p: nucleus sampling mass, above 0 and up to 1.
+            top_k: keep the k most likely tokens; 0 = off.
+            repetition_penalty: 0.5 to 3; 1 = off.
+            stop: stop strings, comma-separated; \\n for a newline.
+            seed: -1 = random; the seed used is in the status.
+            backend: "auto", "llama.cpp" or "transformers"; empty = as configured.
+        """
+        params = build_params(prompt, mode, system_prompt, (), max_new_tokens, temperature, top_p, top_k,
+                              repetition_penalty, stop, seed_or_random("seed", seed))
+        for text, stats in run_text(services, model, params, session_of(request), user_of(request), backend=backend):
+            yield text, json.dumps(stats) if stats else ""
+
+    @friendly_errors
+    @guarded(services, "text", generation=True)
+    def chat(
+        message: str,
+        history: list[list[str]] | None = None,
+        system_prompt: str = "",
+        model: str = "",
+        max_new_tokens: int = 256,
+        temperature: float = 0.7,
+        top_p: float = 0.9,
+        top_k: int = 50,
+        repetition_penalty: float = 1.1,
+        stop: str = "",
+        seed: int = -1,
+        request: gr.Request = None,
+    ) -> dict:
+        """One chat turn: the model's answer to `message` after the earlier turns in `history`.
+
+        Args:
+            message: the new user message.
+            history: earlier turns as [role, text] pairs, role "user" or "assistant" (or "system").
+            system_prompt: instructions placed before the conversation.
+            model: a listed text model, a hub id, a local folder or .gguf file; empty = the default.
+            max_new_tokens: 1 to the server's limit.
+            temperature: 0 to 5; 0 = greedy.
+            top_p: above 0 and up to 1.
+            top_k: 0 = off.
+            repetition_penalty: 0.5 to 3.
+            stop: stop strings, comma-separated.
+            seed: -1 = random.
+
+        Returns a JSON object: reply, history (with this turn added), seed, token counts, timings, history_id.
+        """
+        turns = []
+        for i, turn in enumerate(history or []):
+            if not isinstance(turn, (list, tuple)) or len(turn) != 2:
+                raise ValueError(f"history[{i}] must be a [role, text] pair")
+            turns.append((str(turn[0]), str(turn[1])))
+        params = build_params(message, "chat", system_prompt, tuple(turns), max_new_tokens, temperature, top_p,
+                              top_k, repetition_penalty, stop, seed_or_random("seed", seed))
+        stats: dict = {}
+        for _, stats in run_text(services, model, params, session_of(request), user_of(request)):
+            pass
+        return {"reply": stats["text"], "history": [list(t) for t in turns] + [["user", message],
+                                                                               ["assistant", stats["text"]]],
+                **{k: v for k, v in stats.items() if k != "text"}}
+
+    @friendly_errors
+    @guarded(services, "image", generation=True)
+    def generate_image(
+        prompt: str = "",
+        negative_prompt: str = "",
+        steps: int = 20,
+        cfg_scale: float = 7.0,
+        width: int = 0,
+        height: int = 0,
+        sampler_name: str = "DPM++ 2M",
+        seed: int = -1,
+        subseed: int = -1,
+        subseed_strength: float = 0.0,
+        batch_size: int = 1,
+        n_iter: int = 1,
+        init_images: list[FileData] | None = None,
+        mask: FileData | None = None,
+        denoising_strength: float = 0.75,
+        model: str = "",
+        lora_files: list[FileData] | None = None,
+        lora_weights: str = "",
+        request: gr.Request = None,
+    ) -> tuple[dict, list[FileData]]:
+        """Text to image; image to image with `init_images`; inpainting with `init_images` and `mask`.
+
+        Args:
+            prompt: what to draw (may be empty).
+            negative_prompt: what to avoid.
+            steps: 1 to the server's limit (150).
+            cfg_scale: classifier-free guidance, 0 to 30.
+            width: multiple of 8 from 64 to 2048; 0 = the model's own size.
+            height: multiple of 8 from 64 to 2048; 0 = the model's own size.
+            sampler_name: Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, UniPC or LCM.
+            seed: -1 = random; images in a batch use seed, seed+1, …
+            subseed: the variation seed (-1 = none), blended in by slerp (text to image only).
+            subseed_strength: 0 to 1; 0 = the seed's image, 1 = the subseed's.
+            batch_size: images per run, 1 to 8.
+            n_iter: runs (batch count), 1 to 16.
+            init_images: one start image (PNG/JPEG/WebP) for image to image or inpainting.
+            mask: white = repaint (inpainting); same size as the start image.
+            denoising_strength: image to image / inpainting strength, above 0 to 1.
+            model: a listed image model, a diffusers folder, a .safetensors file or a hub id; empty = default.
+            lora_files: LoRA .safetensors files.
+            lora_weights: one weight per LoRA file, comma-separated (default 1).
+
+        Returns a JSON object (seeds, parameters, seconds, history_ids) and the PNG files, each carrying its
+        parameters (AUTOMATIC1111 text, JSON, XMP).
+        """
+        limits = services.settings.image_limits
+        check_int("steps", steps, 1, limits.max_steps)
+        check_int("batch_size", batch_size, 1, limits.max_batch_size)
+        check_int("n_iter", n_iter, 1, limits.max_batch_count)
+        init = mask_image = None
+        if init_images:
+            if len(init_images) > 1:
+                raise ValueError(f"init_images: give one start image, got {len(init_images)}")
+            init, _ = open_user_image(_path(init_images[0]), limits.max_image_pixels)
+        if mask is not None:
+            if init is None:
+                raise ValueError("mask: inpainting also needs the start image in init_images")
+            mask_image, _ = open_user_image(_path(mask), limits.max_image_pixels, mode="L")
+        pipe = services.image_pipeline(model)
+        size = pipe.model.default_size
+        mode = "inpaint" if mask_image is not None else "img2img" if init is not None else "txt2img"
+        params = ImageParams(prompt=prompt or "", negative_prompt=negative_prompt or "", mode=mode, steps=steps,
+                             guidance=float(cfg_scale), width=width or (init.width // 8 * 8 if init else size),
+                             height=height or (init.height // 8 * 8 if init else size), scheduler=sampler_name,
+                             seed=seed_or_random("seed", seed), variation_seed=seed_or_random("subseed", subseed),
+                             variation_strength=float(subseed_strength), strength=float(denoising_strength),
+                             batch_size=batch_size, batch_count=n_iter, init_image=init, mask=mask_image)
+        params.validate(limits)
+        pipe.set_loras(loras_from([_path(f) for f in lora_files or []], lora_weights))
+        session = session_of(request)
+        cancel = services.jobs.start(session, "image")
+        try:
+            out = start_generation(services, pipe, params, cancel).result()
+        except GenerationCancelled:
+            raise ValueError("cancelled: nothing was saved") from None
+        finally:
+            services.jobs.finish(session, "image", cancel)
+        kept = keep_images(services, pipe, params, out, user_of(request))
+        info = {"seeds": out.seeds, "seconds": round(out.seconds, 3), "history_ids": [k[2] for k in kept],
+                "model": pipe.model.name, "parameters": {"prompt": params.prompt, "negative_prompt": params.negative_prompt,
+                                                         "mode": params.mode, "steps": params.steps,
+                                                         "cfg_scale": params.guidance, "width": params.width,
+                                                         "height": params.height, "sampler_name": params.scheduler,
+                                                         "denoising_strength": params.strength,
+                                                         "batch_size": params.batch_size, "n_iter": params.batch_count}}
+        return info, files(k[0] for k in kept if isinstance(k[0], str))
+
+    @friendly_errors
+    def png_info(image: FileData) -> dict:
+        """The generation parameters stored in a PNG (ours or AUTOMATIC1111's).
+
+        Args:
+            image: a PNG file.
+        """
+        info = read_png_info(_path(image))
+        return {k: v for k, v in info.items() if v}
+
+    def cancel_image(request: gr.Request = None) -> bool:
+        """Cancel your own running image generation (another user's is never touched). Returns whether one ran."""
+        return services.jobs.cancel(session_of(request), "image")
+
+    def stop_text(request: gr.Request = None) -> bool:
+        """Stop your own running text generation, keeping what was written. Returns whether one ran."""
+        return services.jobs.cancel(session_of(request), "text")
+
+    image_options = dict(concurrency_limit=1, concurrency_id="image")
+    return [("generate_text", generate_text, text_options), ("chat", chat, text_options),
+            ("stop_text", stop_text, dict(queue=False)), ("generate_image", generate_image, image_options),
+            ("cancel_image", cancel_image, dict(queue=False)), ("png_info", png_info, {})]
+
+
+def _path(file) -> str:
+    if isinstance(file, dict):
+        return file["path"]
+    return getattr(file, "path", None) or str(file)
+
