@@ -590,7 +590,7 @@ class VAELatentModel(LatentModel):
         if method == "dimensions":
             _, vectors, std = self.pipe.axes(None)
             return [Direction(f"dimension {i + 1}", "z", v, float(s), "dimensions") for i, (v, s) in
-                    enumerate(zip(vectors, std))]
+                    enumerate(zip(vectors[:k], std[:k]))]
         reference = options.get("reference")
         flat = (self.pipe.model.encode(reference) if reference is not None and len(reference) >= 3
                 else self.pipe.model.prior(256, 0)).flatten(1)

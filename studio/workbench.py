@@ -29,7 +29,7 @@ from pipelines.media import gif_bytes, mp4_bytes, png_bytes
 from studio import explore as ex
 from studio.tabs.common import as_int, friendly_errors, guarded, keep_output, parse_seed, user_of
 
-MAX_SLIDERS = 8
+MAX_SLIDERS = 16
 ACTIONS = ("open it", "add as keyframe", "add as parent")
 
 

@@ -1,4 +1,5 @@
-"""The Gradio app end to end on loopback: /generate_text through gradio_client, History, restart."""
+"""The Gradio app end to end on loopback, through its public API with gradio_client: text, images, GAN,
+VAE and the workbench's explore_* endpoints, History, bad input, out of memory, restart."""
 
 from __future__ import annotations
 
@@ -31,7 +32,7 @@ def client_factory(tmp_path, tiny_lm_dir, tiny_sd_dir, free_port):
 def test_generate_text_api_saves_history_and_survives_restart(tmp_path, client_factory):
     outputs = tmp_path / "outputs"
     client, services = client_factory(outputs)
-    text, status = client.predict("Once upon a time", "completion", "", "tiny-llama", 12, 0.8, 0.9, 40, 1.1, "", "42",
+    text, status = client.predict("Once upon a time", "completion", "", "tiny-llama", 12, 0.8, 0.9, 40, 1.1, "", 42,
                                   api_name="/generate_text")
     info = json.loads(status)
     assert info["seed"] == 42 and info["new_tokens"] == 12 and text == info["text"]
@@ -41,8 +42,8 @@ def test_generate_text_api_saves_history_and_survives_restart(tmp_path, client_f
     assert saved.read_text(encoding="utf-8") == text
 
     # The same request again reproduces the text (seeded, model cached).
-    again, _ = client.predict("Once upon a time", "completion", "", "tiny-llama", 12, 0.8, 0.9, 40, 1.1, "", "42",
-                              api_name="/generate_text")
+    again, _ = client.predict(prompt="Once upon a time", model="tiny-llama", max_new_tokens=12, temperature=0.8,
+                              top_p=0.9, top_k=40, seed=42, api_name="/generate_text")
     assert again == text
 
     # A fresh app on the same outputs folder still has the rows.
@@ -55,23 +56,29 @@ def test_bad_inputs_get_clear_errors_and_the_server_keeps_serving(tmp_path, clie
     from gradio_client.exceptions import AppError
 
     client, _ = client_factory(tmp_path / "outputs")
+    base = dict(prompt="hi", mode="completion", model="tiny-llama", max_new_tokens=8)
     cases = [
-        (("", "completion", "", "tiny-llama", 8, 0.7, 0.9, 40, 1.1, "", ""), "prompt is empty"),
-        (("hi", "completion", "", "tiny-llama", 0, 0.7, 0.9, 40, 1.1, "", ""), "max_new_tokens"),
-        (("hi", "completion", "", "tiny-llama", 10**9, 0.7, 0.9, 40, 1.1, "", ""), "max_new_tokens"),
-        (("hi", "completion", "", "tiny-llama", 8, -1, 0.9, 40, 1.1, "", ""), "temperature"),
-        (("hi", "completion", "", "tiny-llama", 8, 0.7, 1.5, 40, 1.1, "", ""), "top_p"),
-        (("x" * 200_000, "completion", "", "tiny-llama", 8, 0.7, 0.9, 40, 1.1, "", ""), "prompt is too long"),
-        (("hi", "completion", "", "no-such-model", 8, 0.7, 0.9, 40, 1.1, "", ""), "offline"),
-        (("hi", "completion", "", "tiny-llama", 8, 0.7, 0.9, 40, 1.1, "", "abc"), "seed must be blank"),
+        ({"prompt": ""}, "prompt is empty"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": 10**9}, "max_new_tokens"),
+        ({"temperature": -1}, "temperature"),
+        ({"top_p": 1.5}, "top_p"),
+        ({"prompt": "x" * 200_000}, "prompt is too long"),
+        ({"model": "no-such-model"}, "offline"),
+        ({"seed": -7}, "seed must be -1 (random) or a whole number"),
+        ({"mode": "poem"}, "mode must be 'chat' or 'completion'"),
     ]
-    for args, message in cases:
+    for changes, message in cases:
         with pytest.raises(AppError) as info:
-            client.predict(*args, api_name="/generate_text")
-        assert message in str(info.value), (args[:5], str(info.value))
-    text, status = client.predict("The fox", "chat", "", "tiny-llama", 5, 0, 0.9, 40, 1.0, "", "",
+            client.predict(**{**base, **changes}, api_name="/generate_text")
+        assert message in str(info.value), (changes, str(info.value))
+        assert len(str(info.value)) < 400  # a 200,000-character value is never echoed back whole
+    text, status = client.predict("The fox", "chat", "", "tiny-llama", 5, 0, 0.9, 40, 1.0, "", -1,
                                   api_name="/generate_text")
     assert json.loads(status)["new_tokens"] >= 1
+    reply = client.predict("Hello", [["user", "Hi"], ["assistant", "Hello!"]], model="tiny-llama", max_new_tokens=4,
+                           temperature=0, api_name="/chat")
+    assert reply["history"][-1] == ["assistant", reply["reply"]] and len(reply["history"]) == 4
 
 
 def test_gan_sample_and_interpolate_endpoints(tmp_path, client_factory):
@@ -80,37 +87,42 @@ def test_gan_sample_and_interpolate_endpoints(tmp_path, client_factory):
     from pipelines.media import count_video_frames
 
     client, services = client_factory(tmp_path / "outputs")
-    cells, status = client.predict("tiny-gan", 3, 2, 0.7, api_name="/gan_sample")
-    assert len(cells) == 4 and [c["caption"] for c in cells] == ["seed 3", "seed 4", "seed 5", "seed 6"]
-    assert "4 faces" in status
-    strip, gif, files = client.predict("tiny-gan", "1, 2, 3", 12, "slerp", "ease-in-out", True, 10, 1.0,
-                                       api_name="/gan_interpolate")
-    assert len(strip) == 12
+    info, files = client.predict("tiny-gan", 3, 2, 0.7, api_name="/gan_sample")
+    assert info["seeds"] == [3, 4, 5, 6] and info["history_id"]
+    grid_png = next(f for f in files if f.endswith(".png"))
+    from PIL import Image
+
+    assert Image.open(grid_png).size == (2 * 32 + 3 * 2, 2 * 32 + 3 * 2)  # one picture: 2×2 cells of 32 px
+    latents = next(f for f in files if f.endswith(".safetensors"))
+    from pipelines.latent import load_points
+
+    assert [p.label for p in load_points(latents)] == ["seed 3", "seed 4", "seed 5", "seed 6"]
+    info, files = client.predict("tiny-gan", "1, 2, 3", 12, "slerp", "ease-in-out", True, 10, 1.0,
+                                 api_name="/gan_interpolate")
+    assert info["frames"] == 12
     mp4 = next(f for f in files if f.endswith(".mp4"))
     assert count_video_frames(Path(mp4).read_bytes(), ".mp4") == 12
     items = services.history.list(tab="gan")
     assert len(items) == 2 and sorted(Path(f).suffix for f in items[0].files) == [".gif", ".mp4", ".png"]
-    # Slider bounds are checked by Gradio itself ("Value 0 is less than minimum value 1"), then by the params.
-    for args, message in [(("tiny-gan", 0, 0, 1.0), "less than minimum value 1|grid must be"),
-                          (("tiny-gan", 0, 1000, 1.0), "greater than maximum value 8|grid must be"),
-                          (("tiny-gan", 0, 2, -5), "less than minimum value 0|truncation must be"),
+    for args, message in [(("tiny-gan", 0, 0, 1.0), "grid_size must be a whole number from 1 to 8, got 0"),
+                          (("tiny-gan", 0, 1000, 1.0), "grid_size must be a whole number from 1 to 8, got 1000"),
+                          (("tiny-gan", 0, 2, -5), "truncation must be a number from 0.0 to 1.5"),
                           (("tiny-gan", -1, 2, 1.0), "seed must be a whole number from 0")]:
         with pytest.raises(AppError, match=message):
             client.predict(*args, api_name="/gan_sample")
-    with pytest.raises(AppError, match="greater than maximum value 240|frames must be a whole number from 2 to 240"):
+    with pytest.raises(AppError, match="frames must be a whole number from 2 to 240, got 10000"):
         client.predict("tiny-gan", "1, 2", 10_000, "slerp", "linear", False, 10, 1.0, api_name="/gan_interpolate")
     with pytest.raises(AppError, match="identical"):
         client.predict("tiny-gan", "4, 4", 8, "slerp", "linear", False, 10, 1.0, api_name="/gan_interpolate")
-    cells, _ = client.predict("tiny-gan", 0, 1, 1.0, api_name="/gan_sample")  # still serving
-    assert len(cells) == 1
+    info, _ = client.predict("tiny-gan", 0, 1, 1.0, api_name="/gan_sample")  # still serving
+    assert info["seeds"] == [0]
 
 
-def image_args(**changes):
-    args = dict(mode="Text to image", prompt="a red fox", negative="", init=None, editor=None, strength=0.75,
-                model="tiny-sd", sampler="DDIM", steps=3, cfg=5.0, w=64, h=64, seed="21", size=2, count=1,
-                var_seed="", var_strength=0.0, loras=None, lora_weights="")
+def image_args(**changes) -> dict:
+    args = dict(prompt="a red fox", negative_prompt="", model="tiny-sd", sampler_name="DDIM", steps=3, cfg_scale=5.0,
+                width=64, height=64, seed=21, batch_size=2, n_iter=1)
     args.update(changes)
-    return list(args.values())
+    return args
 
 
 def test_generate_image_endpoint_saves_pngs_with_parameters(tmp_path, client_factory):
@@ -120,29 +132,31 @@ def test_generate_image_endpoint_saves_pngs_with_parameters(tmp_path, client_fac
     from pipelines.media import read_png_info
 
     client, services = client_factory(tmp_path / "outputs")
-    preview, cells, status = client.predict(*image_args(), api_name="/generate_image")
-    assert len(cells) == 2 and "seeds 21, 22" in status
+    info, files = client.predict(**image_args(), api_name="/generate_image")
+    assert len(files) == 2 and info["seeds"] == [21, 22] and info["parameters"]["mode"] == "txt2img"
     items = services.history.list(tab="image")
-    assert sorted(i.seed for i in items) == [21, 22]
-    info = read_png_info(services.history.path(items[0].files[0]))
-    assert info["settings"]["Model"] == "tiny-sd" and info["prompt"] == "a red fox" and info["ai_generated"]
+    assert sorted(i.seed for i in items) == [21, 22] and sorted(info["history_ids"]) == sorted(i.id for i in items)
+    png = read_png_info(services.history.path(items[0].files[0]))
+    assert png["settings"]["Model"] == "tiny-sd" and png["prompt"] == "a red fox" and png["ai_generated"]
+    assert read_png_info(files[0])["settings"]["Seed"] in ("21", "22")  # the returned file carries it too
 
     init = services.history.path(items[0].files[0])
-    _, cells, status = client.predict(*image_args(mode="Image to image", init=handle_file(str(init)), strength=0.5,
-                                                  size=1), api_name="/generate_image")
-    assert len(cells) == 1
-    for changes, message in [({"steps": 0}, "less than minimum value 1|steps must be"),
-                             ({"w": 100}, "multiple of 8"),
-                             ({"seed": "x"}, "seed must be blank"),
-                             ({"mode": "Image to image"}, "init_image")]:
+    info, files = client.predict(**image_args(init_images=[handle_file(str(init))], denoising_strength=0.5,
+                                              batch_size=1), api_name="/generate_image")
+    assert len(files) == 1 and info["parameters"]["mode"] == "img2img"
+    for changes, message in [({"steps": 0}, "steps must be a whole number from 1 to 150, got 0"),
+                             ({"width": 100}, "width must be a multiple of 8"),
+                             ({"seed": -3}, "seed must be -1 .random."),
+                             ({"lora_weights": "abc", "lora_files": []}, "lora_weights: 'abc' is not a number")]:
         with pytest.raises(AppError, match=message):
-            client.predict(*image_args(**changes), api_name="/generate_image")
+            client.predict(**image_args(**changes), api_name="/generate_image")
     bad = tmp_path / "not-an-image.png"
     bad.write_text("hello")
-    with pytest.raises(AppError):  # Gradio's Image component refuses it before our own decoder would
-        client.predict(*image_args(mode="Image to image", init=handle_file(str(bad))), api_name="/generate_image")
-    _, cells, _ = client.predict(*image_args(size=1), api_name="/generate_image")  # still serving
-    assert len(cells) == 1
+    with pytest.raises(AppError, match="not an image PIL can read"):
+        client.predict(**image_args(init_images=[handle_file(str(bad))]), api_name="/generate_image")
+    info, files = client.predict(**image_args(batch_size=1), api_name="/generate_image")  # still serving
+    assert len(files) == 1
+    assert client.predict(handle_file(str(init)), api_name="/png_info")["prompt"] == "a red fox"
 
 
 def test_out_of_memory_is_explained_and_the_next_request_works(tmp_path, client_factory, monkeypatch):
@@ -163,10 +177,10 @@ def test_out_of_memory_is_explained_and_the_next_request_works(tmp_path, client_
 
     monkeypatch.setattr(ImagePipeline, "__call__", failing_once)
     with pytest.raises(AppError, match="ran out of memory. Try a smaller size, batch"):
-        client.predict(*image_args(), api_name="/generate_image")
+        client.predict(**image_args(), api_name="/generate_image")
     assert services.history.list(tab="image") == []  # nothing half-saved
-    _, cells, _ = client.predict(*image_args(size=1), api_name="/generate_image")
-    assert len(cells) == 1
+    _, files = client.predict(**image_args(batch_size=1), api_name="/generate_image")
+    assert len(files) == 1
 
 
 def test_vae_interpolate_and_map_endpoints(tmp_path, client_factory):
@@ -185,16 +199,68 @@ def test_vae_interpolate_and_map_endpoints(tmp_path, client_factory):
 
         Image.fromarray(image).save(path)
         files.append(handle_file(str(path)))
-    strip, fade, gif, outputs, note = client.predict("tiny-vae", files, 0, "0", 9, "slerp", "linear", 8,
-                                                     api_name="/vae_interpolate")
-    assert len(strip) == 9 and len(fade) == 9 and gif.endswith(".gif") and len(outputs) == 2
-    strip, _, _, _, _ = client.predict("tiny-vae", [], 3, "5", 4, "lerp", "linear", 8, api_name="/vae_interpolate")
-    assert len(strip) == 4  # three random samples, four frames
-    cells = client.predict("tiny-vae", 4, 2.0, 0, 1, [], api_name="/vae_map")
-    assert len(cells) == 16
+    info, outputs = client.predict("tiny-vae", files, 0, 0, 9, "slerp", "linear", 8, api_name="/vae_interpolate")
+    assert info["frames"] == 9 and sorted(Path(f).suffix for f in outputs) == [".gif", ".mp4", ".png"]
+    from pipelines.media import count_video_frames
+
+    mp4 = next(f for f in outputs if f.endswith(".mp4"))
+    assert count_video_frames(Path(mp4).read_bytes(), ".mp4") == 9
+    info, _ = client.predict("tiny-vae", None, 3, 5, 4, "lerp", "linear", 8, api_name="/vae_interpolate")
+    assert info["frames"] == 4  # three random samples, four frames
+    info, cells = client.predict("tiny-vae", 4, 2.0, 0, 1, None, api_name="/vae_map")
+    assert info["cells"] == 16 and Image.open(cells[0]).size == (4 * 28 + 5, 4 * 28 + 5)
     assert [i.tab for i in services.history.list(tab="vae")] == ["vae"] * 3
     with pytest.raises(AppError, match="axis_x and axis_y must differ"):
-        client.predict("tiny-vae", 4, 2.0, 1, 1, [], api_name="/vae_map")
-    with pytest.raises(AppError, match="upload two or more images"):
-        client.predict("tiny-vae", [], 0, "0", 9, "slerp", "linear", 8, api_name="/vae_interpolate")
+        client.predict("tiny-vae", 4, 2.0, 1, 1, None, api_name="/vae_map")
+    with pytest.raises(AppError, match="give two or more images, or random_samples from 2 to 8"):
+        client.predict("tiny-vae", None, 0, 0, 9, "slerp", "linear", 8, api_name="/vae_interpolate")
+    info, _ = client.predict(files, "tiny-vae", api_name="/vae_reconstruct")
+    assert len(info["psnr_db"]) == 2
     assert folder.latent_dim == 2
+
+
+@pytest.mark.parametrize("model, kind, key", [("tiny-sd", "diffusion", "1: a red fox\n2: a blue bird"),
+                                               ("tiny-gan", "gan", "1\n2"), ("tiny-vae", "vae", "3\n4")])
+def test_explore_endpoints_on_every_model_kind(tmp_path, client_factory, model, kind, key):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    from pipelines.latent import load_directions, load_points
+    from tests.test_vae import conv_vae
+
+    client, services = client_factory(tmp_path / "outputs")
+    conv_vae(tmp_path, latent_dim=4)
+    services.registry.add(ModelSpec("tiny-vae", "vae", "folder", str(tmp_path / "vae-4"), license="test"))
+    look = dict(steps=2, width=64, height=64, sampler_name="DDIM") if kind == "diffusion" else {}
+    info, files = client.predict(model=model, keyframes=key, frames=3, **look, api_name="/explore_walk")
+    assert info["frames"] == 4 and sorted(Path(f).suffix for f in files) == [".gif", ".mp4", ".png"]
+    assert 0 <= info["smoothness"] <= 1
+    method = {"diffusion": "h-space", "gan": "sefa", "vae": "dimensions"}[kind]
+    info, files = client.predict(model=model, method=method, count=2, origin=key.split("\n")[0], **look,
+                                 api_name="/explore_directions")
+    saved = next(f for f in files if f.endswith(".safetensors"))
+    assert len(load_directions(saved)) == len(info["directions"]) == 2
+    info, files = client.predict(model=model, origin=key.split("\n")[0], amounts="1.5, -1",
+                                 directions_file=handle_file(saved), **look, api_name="/explore_move")
+    assert info["amounts"] == [1.5, -1.0] and load_points(files[1])[0].model
+    info, files = client.predict(model=model, grid_size=3, directions_file=handle_file(saved), **look,
+                                 api_name="/explore_map")
+    assert info["cells"] == 9 and len(load_points(next(f for f in files if f.endswith(".safetensors")))) == 9
+    info, files = client.predict(model=model, parents=key, children=3, seed=5, api_name="/explore_breed")
+    assert info["children"] == 3 and Image.open(files[0]).size[0] > 0
+    with pytest.raises(AppError, match="keyframes 1 and 2 are identical"):
+        client.predict(model=model, keyframes="7\n7", **look, api_name="/explore_walk")
+    with pytest.raises(AppError, match="frames per segment must be whole numbers from 1 to 240"):
+        client.predict(model=model, keyframes=key, frames=10_000, **look, api_name="/explore_walk")
+    with pytest.raises(AppError, match="belongs to"):  # a latent from another model
+        other = "tiny-gan" if kind != "gan" else "tiny-sd"
+        other_look = dict(steps=2, width=64, height=64) if other == "tiny-sd" else {}
+        _, moved = client.predict(model=other, origin="1", amounts="0", method="h-space" if other == "tiny-sd" else "",
+                                  count=1, **other_look, api_name="/explore_move")
+        client.predict(model=model, latents=[handle_file(moved[1]), handle_file(moved[1])], **look,
+                       api_name="/explore_walk")
+    if kind == "diffusion":
+        with pytest.raises(AppError, match="the positive side is empty"):
+            client.predict(model=model, method="prompt-pair", positive="", negative="sad", **look,
+                           api_name="/explore_directions")

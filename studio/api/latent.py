@@ -57,7 +57,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
     def look_of(model: str, kind: str, steps, cfg_scale, sampler_name, width, height, negative_prompt):
         if kind_of(services, model, kind) != "diffusion":
             return None
-        size = services.image_pipeline(model).model.default_size
+        size = max(64, services.image_pipeline(model).model.default_size)
         return DiffusionLook(steps=steps, guidance=float(cfg_scale), scheduler=sampler_name, width=width or size,
                              height=height or size, negative_prompt=negative_prompt or "",
                              preview_steps=max(1, min(steps, 8)))
@@ -258,6 +258,28 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         m = ex.latent_model(services, p.model.name, "vae")
         item_id, paths = keep("vae", {".png": png_bytes(grid(images, 8))}, "prior samples", {"seed": seed}, request, m)
         return {"seed": seed, "history_id": item_id}, files(paths)
+
+    @friendly_errors
+    @guarded(services, "vae", owner_only="train models")
+    def vae_train(name: str, images_zip: FileData | None = None, folder: str = "", size: int = 32,
+                  channels: int = 3, latent_size: int = 16, epochs: int = 20, request: gr.Request = None) -> dict:
+        """Train your own VAE on a folder of images on the server or an uploaded .zip (owners only); it then
+        appears in the VAE list under `name`.
+
+        Args:
+            name: 1–40 letters, digits, - or _ (it names a folder).
+            images_zip: a .zip of images (or use `folder`).
+            folder: a folder of images on the server.
+            size: image size, 28 to 64.
+            channels: 3 (colour) or 1 (grey).
+            latent_size: 2 to 64.
+            epochs: 1 to 200.
+        """
+        from studio.tabs.vae import train_vae_model
+
+        source = _path(images_zip) if images_zip is not None else folder
+        return train_vae_model(services, name, source, bool(images_zip), size, channels, latent_size, epochs,
+                               user_of(request))
 
     # -- the workbench on any model (steps, cfg_scale, sampler_name, width, height, negative_prompt: the
     # -- diffusion render settings, held fixed; width/height 0 = the model's own size) ------------------------
@@ -493,6 +515,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
     return [("gan_sample", gan_sample, options), ("gan_interpolate", gan_interpolate, options),
             ("vae_interpolate", vae_interpolate, options), ("vae_map", vae_map, options),
             ("vae_reconstruct", vae_reconstruct, options), ("vae_sample", vae_sample, options),
+            ("vae_train", vae_train, dict(concurrency_limit=1, concurrency_id="vae-train")),
             ("explore_walk", explore_walk, options), ("explore_directions", explore_directions, options),
             ("explore_move", explore_move, options), ("explore_map", explore_map, options),
             ("explore_breed", explore_breed, options), ("explore_variations", explore_variations, options)]

@@ -185,8 +185,47 @@ def reconstruct_section(services: Services, model: gr.Dropdown) -> None:
     prior.click(sample, [model, prior_n, prior_seed], [gallery, note], api_visibility="private", concurrency_id="vae")
 
 
+def training_setup(services, name: str, source, is_zip: bool, size, channels, latent, epochs):
+    """Check a training request and load its images: (name, params, images, notes, source folder/zip, out)."""
+    registry = services.registry
+    name = (name or "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9][\w\-]{0,39}", name):
+        raise ValueError("model name: 1–40 letters, digits, - or _ (it names a folder)")
+    if name in {s.name for s in registry.all()} and registry.lookup(name, "vae").source != "folder":
+        raise ValueError(f"model name {name!r} is taken by a built-in model; choose another")
+    if not is_zip and not str(source or "").strip():
+        raise ValueError("images: give a folder of images or upload a .zip")
+    source = Path(str(source)).expanduser()
+    params = VAETrainParams(size=as_int("size", size), channels=as_int("channels", channels),
+                            latent_dim=as_int("latent size", latent), epochs=as_int("epochs", epochs))
+    images, notes = load_image_folder(source, params.size)
+    return name, params, images, notes, source, services.history.root / "vae-models" / name
+
+
+def finish_training(services, name: str, out: Path, params, done: int, images, owner: str) -> None:
+    """Register a trained VAE and note it in History."""
+    services.registry.add(ModelSpec(name, "vae", "folder", str(out), license="yours",
+                                    description="trained in the VAE tab"))
+    services.cache.clear("vae")
+    services.history.add("vae", {".json": json.dumps({"model": name, "epochs": done}).encode()},
+                         prompt=f"trained VAE {name}", params={"size": params.size, "latent_dim": params.latent_dim,
+                                                               "epochs": done, "images": len(images)},
+                         model=name, device=services.placement.describe(), owner=owner)
+
+
+def train_vae_model(services, name, source, is_zip, size, channels, latent, epochs, owner) -> dict:
+    """Train in the calling thread (the API's form); returns the losses per epoch."""
+    name, params, images, notes, source, out = training_setup(services, name, source, is_zip, size, channels,
+                                                              latent, epochs)
+    reports = train_conv_vae(params, images, out, device=services.placement.device,
+                             extra_config={"trained_on": str(source.name), "images": len(images)})
+    finish_training(services, name, out, params, len(reports), images, owner)
+    return {"name": name, "epochs": len(reports), "images": len(images), "skipped": len(notes),
+            "loss_per_epoch": [round(r.loss, 3) for r in reports]}
+
+
 def train_section(services: Services, model: gr.Dropdown) -> gr.Button:
-    registry, history = services.registry, services.history
+    registry = services.registry
     with gr.Row():
         folder = gr.Textbox(label="Folder of images on this machine", scale=2)
         zip_file = gr.File(label="…or a .zip of images", file_types=[".zip"], scale=2)
@@ -206,18 +245,9 @@ def train_section(services: Services, model: gr.Dropdown) -> gr.Button:
     @friendly_errors
     @guarded(services, "vae", owner_only="train models")
     def run(folder_text, zip_path, model_name, px, channels, latent_dim, n_epochs, request: gr.Request):
-        model_name = (model_name or "").strip()
-        if not re.fullmatch(r"[A-Za-z0-9][\w\-]{0,39}", model_name):
-            raise ValueError("model name: 1–40 letters, digits, - or _ (it names a folder)")
-        if model_name in {s.name for s in registry.all()} and registry.lookup(model_name, "vae").source != "folder":
-            raise ValueError(f"model name {model_name!r} is taken by a built-in model; choose another")
-        if not zip_path and not (folder_text or "").strip():
-            raise ValueError("images: give a folder of images or upload a .zip")
-        source = Path(zip_path) if zip_path else Path(folder_text or "").expanduser()
-        params = VAETrainParams(size=as_int("size", px), channels=1 if channels == "grey" else 3,
-                                latent_dim=as_int("latent size", latent_dim), epochs=as_int("epochs", n_epochs))
-        images, notes = load_image_folder(source, params.size)
-        out = history.root / "vae-models" / model_name
+        model_name, params, images, notes, source, out = training_setup(
+            services, model_name, zip_path or folder_text, bool(zip_path), px, 1 if channels == "grey" else 3,
+            latent_dim, n_epochs)
         events: queue.Queue = queue.Queue()
         session = session_of(request)
         stop = services.jobs.start(session, "vae-train")
@@ -256,12 +286,7 @@ def train_section(services: Services, model: gr.Dropdown) -> gr.Button:
         if done == 0:
             yield "Cancelled before the first epoch finished: no model was saved.", gr.skip(), gr.skip()
             return
-        registry.add(ModelSpec(model_name, "vae", "folder", str(out), license="yours", description="trained in the VAE tab"))
-        services.cache.clear("vae")
-        history.add("vae", {".json": json.dumps({"model": model_name, "epochs": done}).encode()},
-                    prompt=f"trained VAE {model_name}", params={"size": params.size, "latent_dim": params.latent_dim,
-                                                                "epochs": done, "images": len(images)},
-                    model=model_name, device=services.placement.describe(), owner=user_of(request))
+        finish_training(services, model_name, out, params, done, images, user_of(request))
         yield f"Saved **{model_name}** after {done} epoch(s) to `{out}`; it is now in the VAE list.", gr.skip(), gr.skip()
 
     train.click(run, [folder, zip_file, name, size, colour, latent, epochs], [status, curve, samples],
