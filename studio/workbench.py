@@ -90,6 +90,16 @@ class CurrentPanel:
         return [ctx.bench, self.image, self.label]
 
 
+def keep_cells(ctx: Context, request, model, picture, points, prompt: str, params: dict) -> None:
+    """A grid, map or brood goes to History as one item: the picture and its cells' latents."""
+    path = ctx.services.history.root / f".tmp-cells-{ex.random_seed()}.safetensors"
+    save_points(points, path)
+    keep_output(ctx.services, ctx.tab, {".png": png_bytes(picture), ".safetensors": path.read_bytes()},
+                prompt=prompt, params={"model": model.name, **params}, model=model.name,
+                device=ctx.services.placement.describe(), owner=user_of(request))
+    path.unlink(missing_ok=True)
+
+
 def show(ctx: Context, bench: ex.Bench, model, point, note: str = ""):
     """Make `point` the current one and return (bench, picture, label)."""
     bench.current = model.check(point)
@@ -181,9 +191,13 @@ class GridPanel:
                 raise ValueError("Open a picture first; variations are made around it.")
             model = ctx.space(model_name, look, bench)
             n = as_int("grid", n)
-            points = vary(bench.current, float(strength), n * n, ex.random_seed())
+            seed = ex.random_seed()
+            points = vary(bench.current, float(strength), n * n, seed)
             images = ex.render(ctx.services, model, points, interactive=False)
-            return bench, ex.show_cells(bench, images, points, n)
+            picture = ex.show_cells(bench, images, points, n)
+            keep_cells(ctx, request, model, picture, points, f"variations of {bench.current.label}",
+                       {"strength": float(strength), "variation_seed": seed})
+            return bench, picture
 
         self.vary.click(ctx.event(variations, generation=True),
                         [ctx.bench, ctx.model, ctx.look, self.strength, self.size], [ctx.bench, self.picture],
@@ -203,7 +217,10 @@ class GridPanel:
                 options["prompt"] = rest[-1]
             points = [model.point_for_seed((first + i) % 2**32, **options) for i in range(n * n)]
             images = ex.render(ctx.services, model, points, interactive=False)
-            return bench, ex.show_cells(bench, images, points, n)
+            picture = ex.show_cells(bench, images, points, n)
+            keep_cells(ctx, request, model, picture, points, f"grid from seed {first}",
+                       {"seed": first, "grid": n, **{k: v for k, v in options.items()}})
+            return bench, picture
 
         self.make.click(ctx.event(make, generation=True),
                         [ctx.bench, ctx.model, ctx.look, self.first_seed, self.size, *extra, *prompt],
@@ -393,8 +410,10 @@ class MapPanel:
             n = as_int("cells", n)
             points = map_points(origin, dx, dy, float(extent), n)
             images = ex.render(ctx.services, model, points, interactive=False)
-            return bench, ex.show_cells(bench, images, points, n, cell=72), gr.Dropdown(choices=names, value=ax), \
-                gr.Dropdown(choices=names, value=ay)
+            picture = ex.show_cells(bench, images, points, n, cell=72)
+            keep_cells(ctx, request, model, picture, points, f"map over {ax} × {ay}",
+                       {"origin": origin.label, "x": ax, "y": ay, "extent": float(extent), "grid": n})
+            return bench, picture, gr.Dropdown(choices=names, value=ax), gr.Dropdown(choices=names, value=ay)
 
         self.draw.click(ctx.event(draw, generation=True),
                         [ctx.bench, ctx.model, ctx.look, self.axis_x, self.axis_y, self.extent, self.cells],
@@ -437,7 +456,7 @@ class TimelinePanel:
                 with gr.Row(equal_height=True):
                     gr.Markdown(f"**{i + 1}.** {label}")
                     count = gr.Number(value=frames, precision=0, label="frames to next", minimum=1, maximum=240,
-                                      min_width=90, elem_id=f"{prefix}-key-{i}-frames")
+                                      min_width=90, elem_id=f"{prefix}-key-{i}-frames", interactive=True)
                     up = gr.Button("↑", size="sm", min_width=40)
                     down = gr.Button("↓", size="sm", min_width=40)
                     drop = gr.Button("✕", size="sm", min_width=40, elem_id=f"{prefix}-key-{i}-remove")
@@ -704,15 +723,15 @@ def build_workbench(services, *, tab: str, prefix: str, kind: str, model: gr.Dro
         with gr.Column(scale=3):
             start = StartRow.build(prefix, can_encode)
             with gr.Tabs():
-                with gr.Tab("Grid", id=f"{prefix}-tab-grid"):
+                with gr.Tab("Grid", id=f"{prefix}-tab-grid", elem_id=f"{prefix}-tab-grid"):
                     grid_panel = GridPanel.build(prefix, max_grid)
-                with gr.Tab("Directions", id=f"{prefix}-tab-directions"):
+                with gr.Tab("Directions", id=f"{prefix}-tab-directions", elem_id=f"{prefix}-tab-directions"):
                     directions = DirectionPanel.build(prefix, methods, prompt_pairs="prompt-pair" in methods)
-                with gr.Tab("Map", id=f"{prefix}-tab-map"):
+                with gr.Tab("Map", id=f"{prefix}-tab-map", elem_id=f"{prefix}-tab-map"):
                     map_panel = MapPanel.build(prefix)
-                with gr.Tab("Timeline", id=f"{prefix}-tab-timeline"):
+                with gr.Tab("Timeline", id=f"{prefix}-tab-timeline", elem_id=f"{prefix}-tab-timeline"):
                     timeline = TimelinePanel.build(prefix, text_methods=kind == "diffusion", limit=max_frames)
-                with gr.Tab("Breed", id=f"{prefix}-tab-breed"):
+                with gr.Tab("Breed", id=f"{prefix}-tab-breed", elem_id=f"{prefix}-tab-breed"):
                     brood = BreedPanel.build(prefix)
     start.wire(ctx, current)
     grid_panel.wire(ctx, current, timeline, brood, truncation)

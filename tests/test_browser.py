@@ -118,45 +118,115 @@ def test_image_tab_generates_a_batch(served_app, page, artifacts_dir):
     assert sorted(i.seed for i in services.history.list(tab="image")) == [5, 6]
 
 
-def test_gan_tab_grid_select_walk_and_download_the_gif(served_app, page, artifacts_dir, tmp_path):
+def src_of(page, elem_id: str) -> str | None:
+    image = page.locator(f"#{elem_id} img").first
+    return image.get_attribute("src") if image.count() else None
+
+
+def wait_new_picture(page, elem_id: str, before: str | None, timeout: int = SLOW) -> str:
+    page.wait_for_function(
+        "(a) => { const i = document.querySelector('#' + a[0] + ' img'); "
+        "return i && i.getAttribute('src') && i.getAttribute('src') !== a[1]; }", arg=[elem_id, before],
+        timeout=timeout)
+    return src_of(page, elem_id)
+
+
+def click_cell(page, elem_id: str, fx: float, fy: float) -> None:
+    """Click a grid/map picture at a fraction of its width and height, like a person."""
+    image = page.locator(f"#{elem_id} img").first
+    image.scroll_into_view_if_needed()
+    box = image.bounding_box()
+    page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
+
+
+def open_inner_tab(page, prefix: str, name: str) -> None:
+    page.locator(f"#{prefix}-tab-{name.lower()}-button").click()
+
+
+def test_gan_workbench_grid_cell_direction_slider_and_walk(served_app, page, artifacts_dir, tmp_path):
     url, _ = served_app
     page.goto(url)
-    page.get_by_role("tab", name="GAN").click()
+    page.get_by_role("tab", name="GAN", exact=True).click()
     choose_model(page, "gan-model", "tiny-gan")
-    move_slider(page, "gan-grid", 2)
-    page.locator("#gan-generate").click()
-    page.wait_for_function("() => document.querySelectorAll('#gan-gallery img').length >= 4", timeout=SLOW)
-    page.locator("#gan-gallery img").first.click()
-    page.wait_for_function("() => document.querySelector('#gan-selected img')", timeout=SLOW)
-    before = page.locator("#gan-selected img").get_attribute("src")
-    page.get_by_text("Latent directions (GANSpace)").click()
-    page.locator("#gan-find-directions").click()
+    move_slider(page, "gan-grid-size", 2)
+    page.locator("#gan-make-grid").click()
+    wait_new_picture(page, "gan-grid", None)
+    click_cell(page, "gan-grid", 0.75, 0.75)  # the bottom-right face (seed 3)
+    before = wait_new_picture(page, "gan-current", None)
+    wait_text(page, "gan-current-label", "seed 3")
+    open_inner_tab(page, "gan", "Directions")
+    page.locator("#gan-find").click()
     page.locator("#gan-direction-0 input[type=range]").wait_for(timeout=SLOW)
-    move_slider(page, "gan-direction-0", 3)  # the selected face moves along the first direction, live
-    page.wait_for_function(f"() => document.querySelector('#gan-selected img')?.getAttribute('src') !== {before!r}",
-                           timeout=SLOW)
-    page.get_by_role("tab", name="Walk (interpolation)").click()
-    move_slider(page, "gan-frames", 8)
-    page.locator("#gan-walk").click()
+    move_slider(page, "gan-direction-0", 3)  # the current face moves along the first direction, live
+    wait_new_picture(page, "gan-current", before)
+    assert page.locator("#gan-current img").is_visible()  # still in view beside the sliders
+    page.locator("#gan-add-key").click()
+    open_inner_tab(page, "gan", "Grid")
+    page.get_by_label("add as keyframe").first.check()
+    click_cell(page, "gan-grid", 0.25, 0.25)
+    open_inner_tab(page, "gan", "Timeline")
+    page.locator("#gan-key-1-frames").wait_for(timeout=SLOW)
+    page.locator("#gan-frames input[type=number]").first.fill("6")
+    page.locator("#gan-render").click()
     assert download_gif(page, "gan-walk-files", tmp_path / "walk.gif")[:4] == b"GIF8"
     page.screenshot(path=str(artifacts_dir / "gan-tab.png"), full_page=True)
 
 
-def test_vae_tab_morph_and_map(served_app, page, artifacts_dir, tmp_path):
+def test_vae_workbench_map_click_and_morph(served_app, page, artifacts_dir, tmp_path):
     url, services = served_app
     page.goto(url)
-    page.get_by_role("tab", name="VAE").click()
+    page.get_by_role("tab", name="VAE", exact=True).click()
     choose_model(page, "vae-model", "digit-vae-2d")
+    open_inner_tab(page, "vae", "Map")
+    page.locator("#vae-draw-map").click()
+    wait_new_picture(page, "vae-map", None)
+    click_cell(page, "vae-map", 0.05, 0.05)  # top-left: −x, +y on the 2-D latent
+    wait_new_picture(page, "vae-current", None)
+    wait_text(page, "vae-current-label", "map cell 1, 1")
+    page.get_by_role("tab", name="Morph", exact=True).click()
     move_slider(page, "vae-random", 3)
     move_slider(page, "vae-frames", 8)
     page.locator("#vae-morph").click()
     assert download_gif(page, "vae-files", tmp_path / "morph.gif")[:4] == b"GIF8"
-    page.get_by_role("tab", name="Map").click()
-    move_slider(page, "vae-map-cells", 4)
-    page.locator("#vae-map").click()
-    page.wait_for_function("() => document.querySelectorAll('#vae-map-gallery img').length >= 16", timeout=SLOW)
     page.screenshot(path=str(artifacts_dir / "vae-tab.png"), full_page=True)
     assert len(services.history.list(tab="vae")) >= 2
+
+
+def test_explore_timeline_keyframes_from_a_grid_scrub_render_and_a_prompt_direction(served_app, page, artifacts_dir,
+                                                                                  tmp_path):
+    url, _ = served_app
+    page.goto(url)
+    page.get_by_role("tab", name="Explore", exact=True).click()
+    choose_model(page, "explore-model", "tiny-sd")
+    page.get_by_text("Render settings").click()
+    page.get_by_label("add as keyframe").first.check()
+    move_slider(page, "explore-grid-size", 2)
+    page.locator("#explore-make-grid").click()
+    wait_new_picture(page, "explore-grid", None)
+    for fx, fy in ((0.25, 0.25), (0.75, 0.75)):  # two grid cells become keyframes
+        click_cell(page, "explore-grid", fx, fy)
+        wait_text(page, "explore-current-label", "to the timeline")
+    open_inner_tab(page, "explore", "Timeline")
+    page.locator("#explore-key-1-frames").wait_for(timeout=SLOW)
+    page.locator("#explore-key-0-frames input").fill("4")
+    page.locator("#explore-key-0-frames input").blur()
+    before = src_of(page, "explore-scrub-picture")
+    move_slider(page, "explore-scrub", 2)  # drag the timeline: the frame there appears
+    first = wait_new_picture(page, "explore-scrub-picture", before)
+    move_slider(page, "explore-scrub", 4)
+    wait_new_picture(page, "explore-scrub-picture", first)
+    page.locator("#explore-render").click()
+    assert download_gif(page, "explore-walk-files", tmp_path / "walk.gif")[:4] == b"GIF8"
+    page.locator("#explore-open").click()
+    start = wait_new_picture(page, "explore-current", None)
+    open_inner_tab(page, "explore", "Directions")
+    page.locator("[placeholder=frowning]").fill("a sad face")
+    page.locator("[placeholder=smiling]").fill("a happy face")
+    page.locator("#explore-find").click()
+    page.locator("#explore-direction-0 input[type=range]").wait_for(timeout=SLOW)
+    move_slider(page, "explore-direction-0", 2)  # the diffusion image changes with the slider
+    wait_new_picture(page, "explore-current", start)
+    page.screenshot(path=str(artifacts_dir / "explore-tab.png"), full_page=False)
 
 
 def test_history_and_models_tabs(served_app, page, artifacts_dir):

@@ -37,14 +37,15 @@ def test_a_full_disk_still_shows_every_output_and_saving_resumes(served, monkeyp
         raise OSError(errno.ENOSPC, "No space left on device")
 
     monkeypatch.setattr(services.history, "add", disk_full)
-    text, status = client.predict("Once upon a time", "completion", "", "tiny-llama", 8, 0.8, 0.9, 40, 1.1, "", "4",
+    text, status = client.predict("Once upon a time", "completion", "", "tiny-llama", 8, 0.8, 0.9, 40, 1.1, "", 4,
                                   api_name="/generate_text")
     assert text and json.loads(status)["history_id"] is None
-    _, cells, _ = client.predict(*image_args(size=2), api_name="/generate_image")
-    assert len(cells) == 2 and all(Path(c["image"]).is_file() for c in cells)
-    cells, note = client.predict("tiny-gan", 3, 2, 1.0, api_name="/gan_sample")
-    assert len(cells) == 4 and "not saved" in note
-    assert len(client.predict("digit-vae-2d", 3, 2.0, 0, 1, [], api_name="/vae_map")) == 9
+    info, files = client.predict(**image_args(batch_size=2), api_name="/generate_image")
+    assert len(files) == 2 and all(Path(f).is_file() for f in files) and info["history_ids"] == [None, None]
+    info, files = client.predict("tiny-gan", 3, 2, 1.0, api_name="/gan_sample")
+    assert info["history_id"] is None and any(f.endswith(".png") for f in files)
+    info, files = client.predict("digit-vae-2d", 3, 2.0, 0, 1, None, api_name="/vae_map")
+    assert info["cells"] == 9 and files
     assert services.history.list() == []
     monkeypatch.setattr(services.history, "add", real_add)  # space freed: saving works again
     client.predict("tiny-gan", 3, 2, 1.0, api_name="/gan_sample")
@@ -58,26 +59,26 @@ def test_corrupt_and_missing_model_files_are_explained_and_other_tabs_keep_worki
     broken_gguf = tmp_path / "broken.gguf"
     broken_gguf.write_bytes(b"GGUF" + os.urandom(4096))
     with pytest.raises(AppError, match="broken.gguf|could not load text model"):
-        client.predict("hi", "completion", "", str(broken_gguf), 4, 0.8, 0.9, 40, 1.1, "", "1",
+        client.predict("hi", "completion", "", str(broken_gguf), 4, 0.8, 0.9, 40, 1.1, "", 1,
                        api_name="/generate_text")
     broken_gan = tmp_path / "broken-gan.safetensors"
     broken_gan.write_bytes(os.urandom(2048))
     with pytest.raises(AppError, match="broken-gan"):
         client.predict(str(broken_gan), 0, 2, 1.0, api_name="/gan_sample")
     with pytest.raises(AppError, match="neither a known text model"):
-        client.predict("hi", "completion", "", str(tmp_path / "gone"), 4, 0.8, 0.9, 40, 1.1, "", "1",
+        client.predict("hi", "completion", "", str(tmp_path / "gone"), 4, 0.8, 0.9, 40, 1.1, "", 1,
                        api_name="/generate_text")
     # a package file deleted from the cache after it was fetched
     half_fetched = tmp_path / "half"
     half_fetched.mkdir()
     (half_fetched / "config.json").write_text("{}")
     with pytest.raises(AppError, match="has no weights"):
-        client.predict("hi", "completion", "", str(half_fetched), 4, 0.8, 0.9, 40, 1.1, "", "1",
+        client.predict("hi", "completion", "", str(half_fetched), 4, 0.8, 0.9, 40, 1.1, "", 1,
                        api_name="/generate_text")
-    cells, _ = client.predict("tiny-gan", 0, 2, 1.0, api_name="/gan_sample")
-    text, _ = client.predict("hi", "completion", "", "tiny-llama", 4, 0.8, 0.9, 40, 1.1, "", "1",
+    info, _ = client.predict("tiny-gan", 0, 2, 1.0, api_name="/gan_sample")
+    text, _ = client.predict("hi", "completion", "", "tiny-llama", 4, 0.8, 0.9, 40, 1.1, "", 1,
                              api_name="/generate_text")
-    assert len(cells) == 4 and text
+    assert len(info["seeds"]) == 4 and text
 
 
 def _serve(outputs: Path, cache: Path, port: int) -> subprocess.Popen:
@@ -104,12 +105,12 @@ def test_killed_mid_generation_then_restarted_history_is_whole(tmp_path, tiny_lm
     port = free_port()
     proc = _serve(outputs, cache, port)
     client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-    client.predict("Saved before the crash", "completion", "", str(tiny_lm_dir), 6, 0.8, 0.9, 40, 1.1, "", "1",
+    client.predict("Saved before the crash", "completion", "", str(tiny_lm_dir), 6, 0.8, 0.9, 40, 1.1, "", 1,
                    api_name="/generate_text")
-    long_text = client.submit("Once", "completion", "", str(tiny_lm_dir), 1000, 0.8, 0.9, 40, 1.1, "", "2",
+    long_text = client.submit("Once", "completion", "", str(tiny_lm_dir), 1000, 0.8, 0.9, 40, 1.1, "", 2,
                               api_name="/generate_text")
-    args = image_args(model=str(tiny_sd_dir), steps=150, size=1)
-    long_image = Client(f"http://127.0.0.1:{port}/", verbose=False).submit(*args, api_name="/generate_image")
+    args = image_args(model=str(tiny_sd_dir), steps=150, batch_size=1)
+    long_image = Client(f"http://127.0.0.1:{port}/", verbose=False).submit(**args, api_name="/generate_image")
     deadline = time.time() + 60
     while len(long_text.outputs()) < 3 and time.time() < deadline:  # streaming: the job is under way
         time.sleep(0.05)
@@ -131,7 +132,7 @@ def test_killed_mid_generation_then_restarted_history_is_whole(tmp_path, tiny_lm
         leftovers = [p for p in outputs.rglob("*") if p.is_file() and (p.name.endswith(".tmp") or "deadbeef" in p.name)]
         assert leftovers == []
         client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-        client.predict("After the restart", "completion", "", str(tiny_lm_dir), 6, 0.8, 0.9, 40, 1.1, "", "3",
+        client.predict("After the restart", "completion", "", str(tiny_lm_dir), 6, 0.8, 0.9, 40, 1.1, "", 3,
                        api_name="/generate_text")
         assert len(History(outputs).list()) == 2
     finally:

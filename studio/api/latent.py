@@ -27,7 +27,7 @@ from pipelines.latent import (
 from pipelines.media import gif_bytes, grid, mp4_bytes, png_bytes
 from pipelines.vae import MapParams, MorphParams
 from studio import explore as ex
-from studio.api.media import _path, files, seed_or_random
+from studio.api.media import _path, files, seed_or_random, unsaved
 from studio.tabs.common import friendly_errors, guarded, keep_output, user_of
 
 KINDS = {"gan": "gan", "vae": "vae", "image": "diffusion", "diffusion": "diffusion"}
@@ -65,7 +65,9 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
     def keep(tab: str, outputs: dict, prompt: str, params: dict, request, model) -> tuple[str | None, list]:
         item = keep_output(services, tab, outputs, prompt=prompt, params={**params, "model": model.name},
                            model=model.name, device=services.placement.describe(), owner=user_of(request))
-        return (item.id if item else None), [history.path(f) for f in item.files] if item else []
+        if item is None:  # not saved (a full disk): the caller still gets the files
+            return None, unsaved(outputs)
+        return item.id, [history.path(f) for f in item.files]
 
     def latents_bytes(points: list[LatentPoint]) -> bytes:
         path = history.root / f".tmp-{ex.random_seed()}.safetensors"

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import gradio as gr
 from gradio import FileData
@@ -29,6 +31,22 @@ def seed_or_random(name: str, value) -> int | None:
 
 def files(paths) -> list[FileData]:
     return [FileData(path=str(p)) for p in paths if p]
+
+
+def unsaved(outputs: dict[str, bytes]) -> list[Path]:
+    """Outputs that History could not take (a full disk): written to a temporary folder so the caller
+    still receives them."""
+    from gradio.utils import get_upload_folder  # Gradio serves files from its own upload folder
+
+    root = Path(get_upload_folder())
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="studio-unsaved-", dir=root))
+    paths = []
+    for suffix, data in outputs.items():
+        path = folder / f"output{suffix}"
+        path.write_bytes(data)
+        paths.append(path)
+    return paths
 
 
 def endpoints(services) -> list[tuple[str, object, dict]]:
@@ -201,6 +219,9 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         finally:
             services.jobs.finish(session, "image", cancel)
         kept = keep_images(services, pipe, params, out, user_of(request))
+        from pipelines.media import png_bytes
+
+        paths = [k[0] if isinstance(k[0], str) else unsaved({".png": png_bytes(k[0])})[0] for k in kept]
         info = {"seeds": out.seeds, "seconds": round(out.seconds, 3), "history_ids": [k[2] for k in kept],
                 "model": pipe.model.name, "parameters": {"prompt": params.prompt, "negative_prompt": params.negative_prompt,
                                                          "mode": params.mode, "steps": params.steps,
@@ -208,7 +229,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
                                                          "height": params.height, "sampler_name": params.scheduler,
                                                          "denoising_strength": params.strength,
                                                          "batch_size": params.batch_size, "n_iter": params.batch_count}}
-        return info, files(k[0] for k in kept if isinstance(k[0], str))
+        return info, files(paths)
 
     @friendly_errors
     def png_info(image: FileData) -> dict:

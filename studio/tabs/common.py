@@ -117,14 +117,17 @@ def _guest_checks(services, tab: str, user: str, arguments: dict) -> None:
     model = arguments.get("model_name", arguments.get("model"))
     if isinstance(model, str) and model.strip():
         registry = services.registry
-        allowed = {registry.default(tab)} | {key.split(" [")[0] for _, key in services.cache.loaded(tab)}
+        # the Explore tab and explore_* endpoints take a model of any kind
+        modalities = ("text", "image", "vae", "gan") if tab == "explore" else (tab,)
+        defaults = [registry.default(m) for m in modalities]
+        allowed = set(defaults) | {key.split(" [")[0] for m in modalities for _, key in services.cache.loaded(m)}
         if model.strip() not in allowed:
-            raise AccessDenied(f"Guests can't switch models: use {registry.default(tab)} (or leave the model blank). "
+            raise AccessDenied(f"Guests can't switch models: use {' or '.join(defaults)} (or leave the model blank). "
                                "The studio's owner can load others.")
     engine = arguments.get("engine_", arguments.get("backend"))
     if isinstance(engine, str) and engine not in ("", "auto", services.settings.text_backend):
         raise AccessDenied("Guests can't change the text engine; it is the owner's setting.")
-    if arguments.get("loras"):
+    if arguments.get("loras") or arguments.get("lora_files"):
         raise AccessDenied("Guests can't load LoRA files; only the studio's owner can add weights.")
 
 

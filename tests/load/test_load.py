@@ -66,14 +66,14 @@ def studio_process(tmp_path_factory, tiny_lm_dir, tiny_sd_dir):
 def one_request(client, kind: str, n: int, models: dict):
     """One request of a kind; returns what came back (checked by the caller)."""
     if kind == "text":
-        return client.submit(f"Story {n}:", "completion", "", models["text"], 8, 0.8, 0.9, 40, 1.1, "", str(n),
+        return client.submit(f"Story {n}:", "completion", "", models["text"], 8, 0.8, 0.9, 40, 1.1, "", n,
                              api_name="/generate_text")
     if kind == "image":
-        return client.submit("Text to image", f"a red circle {n}", "", None, None, 0.75, models["image"],
-                             "DDIM", 2, 5.0, 64, 64, str(n), 1, 1, "", 0.0, None, "", api_name="/generate_image")
+        return client.submit(prompt=f"a red circle {n}", model=models["image"], sampler_name="DDIM", steps=2,
+                             cfg_scale=5.0, width=64, height=64, seed=n, api_name="/generate_image")
     if kind == "gan":
         return client.submit(models["gan"], n, 2, 1.0, api_name="/gan_sample")
-    return client.submit("digit-vae-2d", [], 2, str(n), 6, "slerp", "linear", 8, api_name="/vae_interpolate")
+    return client.submit("digit-vae-2d", None, 2, n, 6, "slerp", "linear", 8, api_name="/vae_interpolate")
 
 
 def test_twenty_users_mixing_all_tabs(studio_process, artifacts_dir):
@@ -159,7 +159,7 @@ def test_a_full_queue_answers_busy_at_once(tmp_path, tiny_lm_dir, tiny_sd_dir, f
         def ask(client) -> None:
             t0 = time.perf_counter()
             try:
-                client.predict("Once", "completion", "", "tiny-llama", 200, 0.8, 0.9, 40, 1.1, "", "1",
+                client.predict("Once", "completion", "", "tiny-llama", 200, 0.8, 0.9, 40, 1.1, "", 1,
                                api_name="/generate_text")
                 outcomes.append(("ok", time.perf_counter() - t0))
             except Exception as exc:  # noqa: BLE001

@@ -41,7 +41,7 @@ def client(url: str, who: tuple[str, str]):
 
 
 def text_args(model: str = "tiny-llama", backend: str = "", prompt: str = "Once upon a time") -> tuple:
-    return (prompt, "completion", "", model, 6, 0.8, 0.9, 40, 1.1, "", "1", backend)
+    return (prompt, "completion", "", model, 6, 0.8, 0.9, 40, 1.1, "", 1, backend)
 
 
 def test_guests_generate_within_their_quota_and_are_told_when_it_resets(server):
@@ -72,9 +72,9 @@ def test_guests_cannot_fetch_train_or_change_engines_or_load_weights(server):
     url, _, _ = server
     guest = client(url, OTHER_GUEST)
     with pytest.raises(AppError, match="Guests can't download models"):
-        guest.predict("dcgan-faces-64", api_name="/fetch_model")
+        guest.predict("dcgan-faces-64", api_name="/models_fetch")
     with pytest.raises(AppError, match="Guests can't train models"):
-        guest.predict(None, None, "mine", 32, "grey", 8, 2, api_name="/vae_train")
+        guest.predict("mine", None, "/tmp", 32, 1, 8, 2, api_name="/vae_train")
     with pytest.raises(AppError, match="Guests can't change the text engine"):
         guest.predict(*text_args(backend="transformers"), api_name="/generate_text")
     with pytest.raises(AppError, match="Guests can't switch models"):
@@ -91,7 +91,8 @@ def test_guests_cannot_load_lora_weights(server, tmp_path):
     lora = tmp_path / "style.safetensors"
     lora.write_bytes(b"\0" * 64)
     with pytest.raises(AppError, match="Guests can't load LoRA files"):
-        client(url, GUEST).predict(*image_args(model="", loras=[handle_file(str(lora))]), api_name="/generate_image")
+        client(url, GUEST).predict(**image_args(model="", lora_files=[handle_file(str(lora))]),
+                                   api_name="/generate_image")
     assert services.history.list(tab="image") == []
 
 
@@ -101,12 +102,15 @@ def test_history_is_private_per_user(server):
     owner.predict(*text_args(prompt="the owner's secret story"), api_name="/generate_text")
     owners_item = services.history.list(text="the owner's secret story")[0]
     listed = guest.predict("all", "", api_name="/history_list")
-    assert all(row[-1] != owners_item.id for row in listed["data"])
+    assert all(row["id"] != owners_item.id for row in listed)
     from gradio_client.exceptions import AppError
 
-    with pytest.raises(AppError, match="Select an item in the table first"):  # as if it did not exist
-        guest.predict(owners_item.id, api_name="/history_restore")
-    assert any(row[-1] == owners_item.id for row in owner.predict("all", "", api_name="/history_list")["data"])
+    for endpoint in ("/history_get", "/history_delete"):  # as if it did not exist
+        with pytest.raises(AppError, match="no such History item"):
+            guest.predict(owners_item.id, api_name=endpoint)
+    assert any(row["id"] == owners_item.id for row in owner.predict("all", "", api_name="/history_list"))
+    info, files = owner.predict(owners_item.id, api_name="/history_get")
+    assert info["prompt"] == "the owner's secret story" and files
 
 
 def test_failed_logins_are_answered_ever_more_slowly():
@@ -242,7 +246,7 @@ def test_decompression_bombs_are_refused_in_plain_words(server, tmp_path):
     Image.new("1", (20_000, 20_000)).save(bomb, optimize=True)  # ~50 KB on disk, 400 megapixels decoded
     assert bomb.stat().st_size < 2**20
     with pytest.raises(AppError, match="too large|too many pixels|megapixels"):
-        client(url, OWNER).predict("digit-vae-2d", [handle_file(str(bomb))], api_name="/vae_reconstruct")
+        client(url, OWNER).predict([handle_file(str(bomb))], "digit-vae-2d", api_name="/vae_reconstruct")
 
 
 def test_model_files_are_loaded_safely(server, tmp_path):
