@@ -184,7 +184,7 @@ def side_by_side(reps: int, studio_fn, bare_fn) -> tuple[list, list]:
 def rows_text(client, bare, reps: int, report) -> None:
     def studio(rep):
         seconds, (_, status) = timed(lambda: client.predict(CHAT, "chat", "", "", 128, 0.0, 0.9, 50, 1.0, "",
-                                                             str(rep), "", api_name="/generate_text"))
+                                                             rep, "", api_name="/generate_text"))
         return json.loads(status)["new_tokens"] / seconds
 
     def bare_side(rep):
@@ -198,12 +198,11 @@ def rows_text(client, bare, reps: int, report) -> None:
 
 def rows_image(client, bare, reps: int, report, model: str = "emoji-ldm", size: int = 64, steps: int = 20,
                batch: int = 4) -> None:
-    args = dict(mode="Text to image", prompt="red heart", negative="", init=None, editor=None, strength=0.75,
-                model=model, sampler="DPM++ 2M", steps=steps, cfg=7.0, w=size, h=size, seed="0", size=batch, count=1,
-                var_seed="", var_strength=0.0, loras=None, lora_weights="")
+    args = dict(prompt="red heart", model=model, sampler_name="DPM++ 2M", steps=steps, cfg_scale=7.0, width=size,
+                height=size, batch_size=batch)
 
     def studio(rep):
-        return timed(lambda: client.predict(*args.values(), api_name="/generate_image"))[0]
+        return timed(lambda: client.predict(**args, seed=rep, api_name="/generate_image"))[0]
 
     def bare_side(rep):
         return bare("image", model=model, prompt="red heart", batch=batch, steps=steps, size=size, guidance=7.0,
@@ -224,7 +223,7 @@ def rows_gan(client, bare, reps: int, report) -> None:
 
 
 def rows_vae(client, bare, reps: int, report) -> None:
-    s, b = side_by_side(reps, lambda rep: timed(lambda: client.predict("digit-vae-2d", 12, 2.5, 0, 1, [],
+    s, b = side_by_side(reps, lambda rep: timed(lambda: client.predict("digit-vae-2d", 12, 2.5, 0, 1, None,
                                                                        api_name="/vae_map"))[0],
                         lambda rep: bare("vae", grid=12)["seconds"])
     s, b = statistics.median(s), statistics.median(b)

@@ -300,6 +300,8 @@ class DirectionPanel:
 
         def find(request: gr.Request, bench, model_name, look, method, k, *pair):
             model = ctx.space(model_name, look, bench)
+            if method not in model.direction_methods:  # e.g. "dimensions" on a VAE with a spatial latent
+                method = model.direction_methods[0]
             origin = bench.current or model.point_for_seed(0, prompt="")
             options = dict(positive=pair[0], negative=pair[1]) if pair else {}
             found = ctx.services.lanes.run("model", model.directions, method, as_int("directions", k), origin,
@@ -354,7 +356,7 @@ class DirectionPanel:
                         api_visibility="private")
         for slider in self.sliders:  # live: only the last position counts, no progress overlay
             slider.change(ctx.event(slide), [*base, *self.sliders], current.image, api_visibility="private",
-                          trigger_mode="always_last", show_progress="hidden")
+                          trigger_mode="always_last", show_progress="hidden", queue=False)
         self.commit.click(ctx.event(commit), [*base, *self.sliders], [*current.outputs(ctx), *self.sliders],
                           api_visibility="private")
         owner = friendly_errors(guarded(ctx.services, ctx.tab, owner_only="name shared directions")(save))
@@ -571,7 +573,7 @@ class TimelinePanel:
         for control in settings:
             control.change(scrub_range, [ctx.bench, *settings], self.scrub, api_visibility="private")
         self.scrub.change(ctx.event(scrub), [*base, self.scrub, *settings], self.scrub_picture,
-                          api_visibility="private", trigger_mode="always_last", show_progress="hidden")
+                          api_visibility="private", trigger_mode="always_last", show_progress="hidden", queue=False)
         self.render.click(ctx.event(render_walk, generation=True), [*base, *settings],
                           [self.strip, self.animation, self.files], api_visibility="private")
 

@@ -285,9 +285,9 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
 
     # -- the workbench on any model (steps, cfg_scale, sampler_name, width, height, negative_prompt: the
     # -- diffusion render settings, held fixed; width/height 0 = the model's own size) ------------------------
-    def default_space(model: str, kind: str):
+    def default_space(model: str, kind: str, *look_values):
         kind = kind or ("" if model else "diffusion")
-        look = look_of(model or services.registry.default("image"), kind, 20, 7.0, "DPM++ 2M", 0, 0, "")
+        look = look_of(model or services.registry.default("image"), kind, *look_values)
         return space(model, kind, look)
 
     @friendly_errors
@@ -311,6 +311,12 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             latents: keyframes as .safetensors latent files (from other explore_* results), used instead of `keyframes`.
             prompt: the prompt for keyframes given without one (diffusion).
             kind: gan, vae or diffusion, when `model` is not a listed one.
+            steps: diffusion: denoising steps per picture, 1 to 150 (held fixed for every picture).
+            cfg_scale: diffusion: guidance, 0 to 30.
+            sampler_name: diffusion: Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, UniPC or LCM.
+            width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
+            height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
+            negative_prompt: diffusion: what to avoid, for every picture.
         """
         look = look_of(model or services.registry.default("image"), kind or ("" if model else "diffusion"), steps,
                        cfg_scale, sampler_name, width, height, negative_prompt)
@@ -349,6 +355,12 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             negative: prompt-pair: the side to move away from, e.g. "frowning".
             prompt: the origin's prompt when `origin` has none (diffusion).
             kind: gan, vae or diffusion, when `model` is not a listed one.
+            steps: diffusion: denoising steps per picture, 1 to 150 (held fixed for every picture).
+            cfg_scale: diffusion: guidance, 0 to 30.
+            sampler_name: diffusion: Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, UniPC or LCM.
+            width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
+            height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
+            negative_prompt: diffusion: what to avoid, for every picture.
 
         Returns the directions' names, methods and spreads, the directions as a .safetensors file (give it to
         explore_move or explore_map) and a picture of what each does at −2, 0 and +2.
@@ -389,6 +401,12 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             latent: start from this latent file instead of `origin`.
             prompt: the origin's prompt when `origin` has none (diffusion).
             kind: gan, vae or diffusion, when `model` is not a listed one.
+            steps: diffusion: denoising steps per picture, 1 to 150 (held fixed for every picture).
+            cfg_scale: diffusion: guidance, 0 to 30.
+            sampler_name: diffusion: Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, UniPC or LCM.
+            width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
+            height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
+            negative_prompt: diffusion: what to avoid, for every picture.
 
         Returns the picture and the moved latent (.safetensors).
         """
@@ -431,6 +449,12 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             latent: centre on this latent file instead of `origin`.
             prompt: the origin's prompt when `origin` has none (diffusion).
             kind: gan, vae or diffusion, when `model` is not a listed one.
+            steps: diffusion: denoising steps per picture, 1 to 150 (held fixed for every picture).
+            cfg_scale: diffusion: guidance, 0 to 30.
+            sampler_name: diffusion: Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, UniPC or LCM.
+            width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
+            height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
+            negative_prompt: diffusion: what to avoid, for every picture.
         """
         kind = kind or ("" if model else "diffusion")
         m = space(model, kind, look_of(model or services.registry.default("image"), kind, steps, cfg_scale,
@@ -454,7 +478,9 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
     @guarded(services, "explore", generation=True)
     def explore_breed(model: str = "", parents: str = "1\n2", children: int = 8, crossover: float = 0.5,
                       mutation: float = 0.05, seed: int = -1, latents: list[FileData] | None = None,
-                      prompt: str = "", kind: str = "", request: gr.Request = None) -> tuple[dict, list[FileData]]:
+                      prompt: str = "", kind: str = "", steps: int = 20, cfg_scale: float = 7.0,
+                      sampler_name: str = "DPM++ 2M", width: int = 0, height: int = 0, negative_prompt: str = "",
+                      request: gr.Request = None) -> tuple[dict, list[FileData]]:
         """Children of two or more parents (crossover and mutation of their latents), as one picture + latents.
 
         Args:
@@ -467,8 +493,14 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             latents: parents as latent files instead of `parents`.
             prompt: the parents' prompt when they have none (diffusion).
             kind: gan, vae or diffusion, when `model` is not a listed one.
+            steps: diffusion: denoising steps per picture, 1 to 150 (held fixed for every picture).
+            cfg_scale: diffusion: guidance, 0 to 30.
+            sampler_name: diffusion: Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, UniPC or LCM.
+            width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
+            height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
+            negative_prompt: diffusion: what to avoid, for every picture.
         """
-        m = default_space(model, kind)
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
         keys = ex.points_from_files([_path(f) for f in latents or []], m) or ex.parse_keyframes(parents, m, prompt)
         seed = seed_or_random("seed", seed)
         seed = seed if seed is not None else ex.random_seed()
@@ -486,6 +518,8 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
     @guarded(services, "explore", generation=True)
     def explore_variations(model: str = "", origin: str = "0", strength: float = 0.25, count: int = 8,
                            seed: int = -1, latent: FileData | None = None, prompt: str = "", kind: str = "",
+                           steps: int = 20, cfg_scale: float = 7.0, sampler_name: str = "DPM++ 2M", width: int = 0,
+                           height: int = 0, negative_prompt: str = "",
                            request: gr.Request = None) -> tuple[dict, list[FileData]]:
         """Variations of a point: its noise/latent turned toward fresh draws by `strength`.
 
@@ -498,8 +532,14 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             latent: start from this latent file instead of `origin`.
             prompt: the origin's prompt when it has none (diffusion).
             kind: gan, vae or diffusion, when `model` is not a listed one.
+            steps: diffusion: denoising steps per picture, 1 to 150 (held fixed for every picture).
+            cfg_scale: diffusion: guidance, 0 to 30.
+            sampler_name: diffusion: Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, UniPC or LCM.
+            width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
+            height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
+            negative_prompt: diffusion: what to avoid, for every picture.
         """
-        m = default_space(model, kind)
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
         if not 1 <= count <= gan_limits.max_children:
             raise ValueError(f"count must be from 1 to {gan_limits.max_children}, got {count}")
         start = origin_of(m, origin, latent, prompt)

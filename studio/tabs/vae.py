@@ -43,7 +43,7 @@ def build(services: Services) -> TabHandle:
                         elem_id="vae-model",
                         info="Listed model, a diffusers AutoencoderKL folder or hub id (e.g. Stable Diffusion's VAE)")
     with gr.Tabs() as inner:
-        with gr.Tab("Explore", id="explore"):
+        with gr.Tab("Latent space", id="latent"):
             bench = build_workbench(services, tab="vae", prefix="vae", kind="vae", model=model, look=gr.State(None),
                                     methods=("dimensions", "pca"), can_encode=True, max_grid=12,
                                     max_frames=services.settings.gan_limits.max_frames * 10)
