@@ -151,6 +151,7 @@ def cmd_launch(args) -> int:
     except KeyboardInterrupt:
         pass
     finally:
+        services.lanes.drain("history")  # History writes already promised land before we go
         app.close()
     return 0
 

@@ -49,7 +49,7 @@ class Bench:
     directions: list[Direction] = field(default_factory=list)
     cells: list[LatentPoint] = field(default_factory=list)  # the last grid, map or brood, for clicks
     columns: int = 1
-    cell_size: int = 64
+    stride: int = 66  # pixels from one cell of the shown grid to the next
     keyframes: list[Keyframe] = field(default_factory=list)
     parents: list[LatentPoint] = field(default_factory=list)
     history_id: str | None = None
@@ -99,16 +99,20 @@ def picture(image: np.ndarray, size: int = 256):
 
 
 def grid_picture(images: np.ndarray, columns: int, cell: int = 96):
-    """Many images as one picture (one file to send instead of dozens), each scaled to ~`cell` px."""
+    """Many images as one picture (one file to send instead of dozens), laid out at their own size and
+    scaled once, as a whole, so each cell is about `cell` pixels."""
+    from PIL import Image
+
     factor = max(1, cell // images.shape[1])
-    scaled = np.stack([np.asarray(upscale(im, factor)) for im in images]) if factor > 1 else images
-    return grid(scaled, columns, pad=GRID_PAD)
+    canvas = grid(images, columns, pad=GRID_PAD)
+    if factor > 1:
+        canvas = canvas.resize((canvas.width * factor, canvas.height * factor), Image.Resampling.NEAREST)
+    return canvas
 
 
 def cell_at(bench: Bench, x: float, y: float) -> int:
     """The index of the grid cell under a click at pixel (x, y) of `grid_picture`'s image."""
-    step = bench.cell_size + GRID_PAD
-    col, row = int(x) // step, int(y) // step
+    col, row = int(x) // bench.stride, int(y) // bench.stride
     index = row * bench.columns + min(col, bench.columns - 1)
     if not bench.cells or not 0 <= index < len(bench.cells):
         raise ValueError("that spot is outside the grid: click one of its pictures")
@@ -117,7 +121,7 @@ def cell_at(bench: Bench, x: float, y: float) -> int:
 
 def show_cells(bench: Bench, images: np.ndarray, cells: list[LatentPoint], columns: int, cell: int = 96):
     bench.cells, bench.columns = cells, columns
-    bench.cell_size = max(1, cell // images.shape[1]) * images.shape[1]
+    bench.stride = (images.shape[1] + GRID_PAD) * max(1, cell // images.shape[1])
     return grid_picture(images, columns, cell)
 
 

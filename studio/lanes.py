@@ -114,6 +114,36 @@ class Lanes:
         self._dispatch(lane, work, INTERACTIVE if interactive else BATCH)
         return job
 
+    def submit_background(self, lane: str, fn: Callable[[Callable], object]) -> Job:
+        """Work nobody waits for (History writes after the answer went back): always on its own thread, never
+        the main one; errors are logged, not raised."""
+        import logging
+
+        job = Job()
+
+        def work():
+            try:
+                job.future.set_result(fn(job.report))
+            except BaseException as exc:  # noqa: BLE001 — reported in the log
+                logging.getLogger("studio").error("background %s work failed: %s", lane, exc)
+                job.future.set_exception(exc)
+            finally:
+                job.events.put(_DONE)
+
+        with self._lock:
+            if lane not in self._pools:
+                self._pools[lane] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lane-{lane}")
+            pool = self._pools[lane]
+        pool.submit(work)
+        return job
+
+    def drain(self, lane: str, timeout: float = 10.0) -> None:
+        """Wait until work already given to a background lane is done (tests, shutdown)."""
+        with self._lock:
+            pool = self._pools.get(lane)
+        if pool is not None:
+            pool.submit(lambda: None).result(timeout=timeout)
+
     def run(self, lane: str, fn: Callable, *args, interactive: bool = False, **kwargs):
         """Run `fn(*args, **kwargs)` on the lane and return its result (or raise its error)."""
         return self.submit(lane, lambda _report: fn(*args, **kwargs), interactive=interactive).result()

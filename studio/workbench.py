@@ -54,6 +54,12 @@ class Context:
         bench.use(model)
         return model
 
+    @property
+    def slow(self) -> bool:
+        """Whether grids and maps take long enough to need the queue (progress, fairness): diffusion does;
+        a GAN or VAE answers in a fraction of a second, so those skip the queue's extra round trips."""
+        return "diffusion" in self.kinds
+
     def event(self, fn, *, generation: bool = False):
         """A handler with the studio's error wording and server-side permission checks."""
         return friendly_errors(guarded(self.services, self.tab, generation=generation)(fn))
@@ -91,13 +97,19 @@ class CurrentPanel:
 
 
 def keep_cells(ctx: Context, request, model, picture, points, prompt: str, params: dict) -> None:
-    """A grid, map or brood goes to History as one item: the picture and its cells' latents."""
-    path = ctx.services.history.root / f".tmp-cells-{ex.random_seed()}.safetensors"
-    save_points(points, path)
-    keep_output(ctx.services, ctx.tab, {".png": png_bytes(picture), ".safetensors": path.read_bytes()},
-                prompt=prompt, params={"model": model.name, **params}, model=model.name,
-                device=ctx.services.placement.describe(), owner=user_of(request))
-    path.unlink(missing_ok=True)
+    """A grid, map or brood goes to History as one item — the picture and its cells' latents — written on
+    the history lane after the answer has gone back (off the hot path)."""
+    owner = user_of(request)
+
+    def write(_report):
+        path = ctx.services.history.root / f".tmp-cells-{ex.random_seed()}.safetensors"
+        save_points(points, path)
+        ctx.services.history.add(ctx.tab, {".png": png_bytes(picture), ".safetensors": path.read_bytes()},
+                                 prompt=prompt, params={"model": model.name, **params}, model=model.name,
+                                 device=ctx.services.placement.describe(), owner=owner)
+        path.unlink(missing_ok=True)
+
+    ctx.services.lanes.submit_background("history", write)
 
 
 def show(ctx: Context, bench: ex.Bench, model, point, note: str = ""):
@@ -224,7 +236,7 @@ class GridPanel:
 
         self.make.click(ctx.event(make, generation=True),
                         [ctx.bench, ctx.model, ctx.look, self.first_seed, self.size, *extra, *prompt],
-                        [ctx.bench, self.picture], api_visibility="private")
+                        [ctx.bench, self.picture], api_visibility="private", queue=ctx.slow)
         wire_cell_clicks(ctx, self.picture, self.action, current, timeline, brood)
 
 
@@ -419,7 +431,8 @@ class MapPanel:
 
         self.draw.click(ctx.event(draw, generation=True),
                         [ctx.bench, ctx.model, ctx.look, self.axis_x, self.axis_y, self.extent, self.cells],
-                        [ctx.bench, self.picture, self.axis_x, self.axis_y], api_visibility="private")
+                        [ctx.bench, self.picture, self.axis_x, self.axis_y], api_visibility="private",
+                        queue=ctx.slow)
         wire_cell_clicks(ctx, self.picture, self.action, current, timeline, brood)
 
 

@@ -14,7 +14,7 @@ from studio.services import Services
 from studio.tabs.common import TabHandle, as_int, friendly_errors
 from studio.workbench import build_workbench
 
-DEFAULT_LOOK = DiffusionLook(steps=20, guidance=5.0, scheduler="DPM++ 2M", width=64, height=64, preview_steps=8)
+DEFAULT_LOOK = DiffusionLook(steps=20, guidance=5.0, scheduler="DPM++ 2M", width=64, height=64, preview_steps=6)
 
 
 def build(services: Services) -> TabHandle:
