@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import sys
 import threading
@@ -50,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--insecure-public", action="store_true", default=None,
                         help="allow --share / a non-loopback --host without --auth (a red banner says so)")
     launch.add_argument("--dry-run", action="store_true", help="build the app and exit without serving (for checks)")
+    launch.add_argument("--mcp", action="store_true", default=None,
+                        help="also serve the API as Model Context Protocol tools at /gradio_api/mcp/ "
+                             "(needs the [mcp] extra)")
 
     models = sub.add_parser("models", help="list the known models and whether each is in the cache")
     _common(models)
@@ -140,11 +144,13 @@ def cmd_launch(args) -> int:
     if services.repair_report.get("rows_dropped") or services.repair_report.get("files_removed"):
         _log(f"History check: {services.repair_report}")
     app = build_app(services)
+    if args.mcp and importlib.util.find_spec("mcp") is None:
+        raise ValueError("--mcp needs the MCP extra: pip install 'genai-studio[mcp]'")
     if args.dry_run:
         print(f"App built: {len(app.fns)} events; device {services.placement.describe()}; dry run, not serving.")
         return 0
     _log(f"GenAI Studio on {services.placement.describe()}; outputs in {services.history.root}")
-    launch(app, services, block=False)
+    launch(app, services, block=False, mcp_server=bool(args.mcp))
     stop = threading.Event()
     try:
         services.lanes.serve_here(stop)  # model work runs on this, the main, thread (studio/lanes.py)

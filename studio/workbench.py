@@ -27,7 +27,16 @@ from pipelines.latent import (
 )
 from pipelines.media import gif_bytes, mp4_bytes, png_bytes
 from studio import explore as ex
-from studio.tabs.common import as_int, friendly_errors, guarded, keep_output, parse_seed, user_of
+from studio.tabs.common import (
+    as_int,
+    check_fields,
+    friendly_errors,
+    guarded,
+    keep_output,
+    parse_seed,
+    seed_field,
+    user_of,
+)
 
 MAX_SLIDERS = 16
 ACTIONS = ("open it", "add as keyframe", "add as parent")
@@ -165,7 +174,8 @@ class StartRow:
             return show(ctx, bench, model, point, "encoded from your picture")
 
         inputs = [ctx.bench, ctx.model, ctx.look, self.seed, *prompt]
-        self.open_seed.click(ctx.event(open_seed), inputs, current.outputs(ctx), api_visibility="private")
+        self.open_seed.click(ctx.event(open_seed), inputs, current.outputs(ctx), api_visibility="private",
+                             validator=check_fields(None, None, None, seed_field))
         self.dice.click(lambda: str(ex.random_seed()), None, self.seed, api_visibility="private")
         if self.upload is not None:
             self.upload.upload(ctx.event(encode), [ctx.bench, ctx.model, ctx.look, self.upload, *prompt],
@@ -236,7 +246,8 @@ class GridPanel:
 
         self.make.click(ctx.event(make, generation=True),
                         [ctx.bench, ctx.model, ctx.look, self.first_seed, self.size, *extra, *prompt],
-                        [ctx.bench, self.picture], api_visibility="private", queue=ctx.slow)
+                        [ctx.bench, self.picture], api_visibility="private", queue=ctx.slow,
+                        validator=check_fields(None, None, None, seed_field))
         wire_cell_clicks(ctx, self.picture, self.action, current, timeline, brood)
 
 

@@ -11,7 +11,8 @@ from studio.config import Settings
 from studio.services import Services
 
 
-def start(outputs: Path, tiny_lm_dir: Path, port: int, cache_dir: Path, tiny_sd_dir: Path, **overrides):
+def start(outputs: Path, tiny_lm_dir: Path, port: int, cache_dir: Path, tiny_sd_dir: Path, *,
+          launch_options: dict | None = None, **overrides):
     """Serve the app (non-blocking) with tiny-llama, tiny-gan and tiny-sd registered; returns (app, services)."""
     from tests.test_gan import save_tiny_gan
 
@@ -25,5 +26,5 @@ def start(outputs: Path, tiny_lm_dir: Path, port: int, cache_dir: Path, tiny_sd_
     services.registry.add(ModelSpec("tiny-gan", "gan", "file", str(gan_path), license="test"))
     services.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
     app = build_app(services)
-    launch(app, services, block=False, quiet=True)
+    launch(app, services, block=False, quiet=True, **(launch_options or {}))
     return app, services

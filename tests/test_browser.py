@@ -300,3 +300,19 @@ def test_a_guest_sees_what_they_may_do_and_cannot_pick_models(tmp_path, tiny_lm_
             context.close()
     finally:
         app.close()
+
+
+def test_a_bad_value_is_explained_next_to_its_field(served_app, page, artifacts_dir):
+    url, _ = served_app
+    page.goto(url)
+    page.get_by_role("tab", name="GAN", exact=True).click()
+    choose_model(page, "gan-model", "tiny-gan")
+    page.locator("#gan-seed textarea, #gan-seed input").first.fill("abc")
+    page.locator("#gan-open").click()
+    wait_text(page, "gan-seed", "seed must be blank (random) or a whole number")  # beside the field itself
+    assert page.locator("#gan-seed textarea, #gan-seed input").first.input_value() == "abc"  # nothing lost
+    page.get_by_role("tab", name="Image", exact=True).click()
+    page.locator("#image-seed textarea, #image-seed input").first.fill("12x")
+    page.locator("#image-generate").click()
+    wait_text(page, "image-seed", "seed must be blank (random) or a whole number")
+    page.screenshot(path=str(artifacts_dir / "field-message.png"))

@@ -67,6 +67,27 @@ def as_int(name: str, value) -> int:
     return int(number)
 
 
+def check_fields(*checks):
+    """A Gradio `validator` from per-input checks (None = not checked): each check raises ValueError for a
+    bad value; the message then shows next to that field, and the event does not run."""
+    def validator(*values, **_):
+        results = []
+        for value, check in zip(values, list(checks) + [None] * (len(values) - len(checks))):
+            try:
+                if check is not None:
+                    check(value)
+                results.append(gr.validate(True, ""))
+            except ValueError as exc:
+                results.append(gr.validate(False, str(exc)))
+        return results
+
+    return validator
+
+
+def seed_field(value) -> None:
+    parse_seed(value)
+
+
 def session_of(request: gr.Request | None) -> str:
     return getattr(request, "session_hash", None) or "local"
 

@@ -13,10 +13,12 @@ from studio.services import Services
 from studio.tabs.common import (
     TabHandle,
     as_int,
+    check_fields,
     friendly_errors,
     guarded,
     keep_output,
     parse_seed,
+    seed_field,
     session_of,
     user_of,
 )
@@ -256,8 +258,13 @@ def build(services: Services) -> TabHandle:
     mode.change(show_mode, mode, [init_image, editor, strength], api_visibility="private")
     inputs = [mode, prompt, negative, init_image, editor, strength, model, scheduler, steps, guidance, width, height,
               seed, batch_size, batch_count, variation_seed, variation_strength, lora_files, lora_weights]
+    # inputs: mode, prompt, negative, init, editor, strength, model, sampler, steps, cfg, w, h, seed, size, count,
+    # variation seed, variation strength, loras, lora weights — seeds and LoRA weights are checked beside the field
+    validator = check_fields(*[None] * 12, seed_field, None, None, seed_field, None, None,
+                             lambda text: loras_from([None] * len([w for w in str(text or "").split(",") if w.strip()]),
+                                                     text))
     generate.click(run, inputs, [preview, gallery, status], api_visibility="private", concurrency_limit=1,
-                   concurrency_id="image")
+                   concurrency_id="image", validator=validator)
     cancel.click(stop, None, None, api_visibility="private", queue=False)
     gallery.select(remember, None, selected_path, api_visibility="private")
     to_img2img.click(lambda p: send(p, "img2img"), selected_path, [mode, init_image, editor],
