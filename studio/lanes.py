@@ -5,10 +5,11 @@ Measured here (2 cores, PyTorch's CPU build): the same diffusion call runs about
 thread other than the process's main one (its OpenMP team gets little of the second core), and a new
 thread per request is slower still. `studio launch` therefore gives its main thread to the model work
 (`serve_here`) — Gradio's server runs on its own threads anyway — and every model call goes through
-`run` / `submit`. Interactive work (a slider move, a map cell) jumps the queue: it runs before waiting
+`run` / `submit`. Models are loaded there too: the same call ran ~50% slower on weights that another
+thread had loaded. Interactive work (a slider move, a map cell) jumps the queue: it runs before waiting
 batch work and, through `yield_point`, between the steps of a long job.
 
-    job = services.lanes.submit("image", lambda report: pipe(params, callback=report))
+    job = services.lanes.submit("model", lambda report: pipe(params, callback=report))
     for event in job:          # progress events, as the job reports them
         ...
     out = job.result()         # or raises the job's exception
@@ -51,6 +52,7 @@ class Lanes:
         self._main: queue.PriorityQueue | None = None
         self._main_thread: threading.Thread | None = None
         self._order = itertools.count()
+        self._here = threading.local()  # which lane the current thread is working for, if any
 
     # -- the main thread ---------------------------------------------------------------------------------
     def serve_here(self, stop: threading.Event) -> None:
@@ -91,11 +93,19 @@ class Lanes:
             else:
                 main.put((priority, next(self._order), work))
             return
+        if getattr(self._here, "lane", None) == lane:
+            work()  # a task on this lane asking for more of its work: run it inline (waiting would deadlock)
+            return
         with self._lock:
             if lane not in self._pools:
                 self._pools[lane] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lane-{lane}")
             pool = self._pools[lane]
-        pool.submit(work)
+
+        def on_lane():
+            self._here.lane = lane
+            work()
+
+        pool.submit(on_lane)
 
     def submit(self, lane: str, fn: Callable[[Callable], object], *, interactive: bool = False) -> Job:
         """Run `fn(report)` on the lane; iterate the job for what it reports, then `job.result()`."""

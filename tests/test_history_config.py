@@ -117,3 +117,32 @@ def test_public_launch_needs_auth_or_an_explicit_flag(tmp_path):
     out = subprocess.run([sys.executable, "-m", "studio", "--share", "--dry-run", "--cache-dir", str(tmp_path)],
                          capture_output=True, text=True, timeout=120)
     assert out.returncode == 2 and "refusing to start a public studio" in out.stderr
+
+
+def test_lanes_run_work_on_one_thread_inline_when_nested_and_on_the_main_thread_when_served():
+    import threading
+
+    from studio.lanes import Lanes
+
+    lanes = Lanes()
+    names = []
+    outer = lanes.run("model", lambda: (names.append(threading.current_thread().name),
+                                        lanes.run("model", lambda: names.append(threading.current_thread().name))))
+    assert outer is not None and names[0] == names[1] and names[0].startswith("lane-model")  # no deadlock
+    job = lanes.submit("model", lambda report: [report(i) for i in range(3)] and "done")
+    assert list(job) == [0, 1, 2] and job.result() == "done"
+    stop, seen = threading.Event(), []
+    # served: the main thread takes the work; interactive tasks jump the queue
+    def client():
+        seen.append(lanes.run("model", lambda: threading.current_thread() is threading.main_thread(),
+                              interactive=True))
+        stop.set()
+
+    threading.Timer(0.2, client).start()
+    lanes.serve_here(stop)
+    assert seen == [True]
+    failing = lanes.submit("model", lambda report: 1 / 0)
+    import pytest
+
+    with pytest.raises(ZeroDivisionError):
+        failing.result()

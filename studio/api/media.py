@@ -213,7 +213,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         session = session_of(request)
         cancel = services.jobs.start(session, "image")
         try:
-            out = start_generation(services, pipe, params, cancel).result()
+            out = start_generation(services, pipe, params, cancel, watched=False).result()
         except GenerationCancelled:
             raise ValueError("cancelled: nothing was saved") from None
         finally:

@@ -61,17 +61,19 @@ def loras_from(files, weights_text) -> dict:
     return {Path(f).stem: (Path(f), weights[i] if weights else 1.0) for i, f in enumerate(files)}
 
 
-def start_generation(services, pipe, params: ImageParams, cancel):
-    """Generate on the image lane, reporting (step, total, preview) at most 4 times a second; waiting
-    interactive work (a slider move) runs between the steps."""
+def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bool = True):
+    """Generate on the image lane, reporting (step, total, preview) at most 4 times a second — previews only
+    when someone `watched` (a page; an API call waits for the result) — and letting waiting interactive work
+    (a slider move) run between reports."""
     def generate(report):
         def progress(*event):
             report(*event)
             services.lanes.yield_point()
 
-        return pipe(params, cancel=cancel, callback=progress, progress_interval=0.25)
+        return pipe(params, cancel=cancel, callback=progress, progress_interval=0.25,
+                    preview_every=5 if watched else 0)
 
-    return services.lanes.submit("image", generate)
+    return services.lanes.submit("model", generate)
 
 
 def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tuple]:
