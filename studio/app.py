@@ -19,11 +19,19 @@ CSS = """
 .gradio-container { max-width: 1400px !important; }
 #studio-title h1 { margin-bottom: 0; }
 #studio-title p { margin-top: 0.2em; opacity: 0.75; }
-/* the picture being changed stays in view beside its sliders and timeline */
-.bench-current { position: sticky; top: 8px; align-self: flex-start; z-index: 3; }
+/* the picture being changed stays in view beside its sliders and timeline (Gradio's container hides
+   overflow, which would make it the sticky element's scroll box; clip keeps the clipping, not the box) */
+.gradio-container { overflow: clip !important; }
+.bench-current { position: sticky; top: 8px; align-self: flex-start; z-index: 50;
+                 background: var(--body-background-fill); }
 @media (max-width: 640px) {
-  .bench-current { top: 0; background: var(--background-fill-primary); padding-bottom: 4px; }
-  .bench-current .image-container, .bench-current img { max-height: 170px !important; }
+  .bench-current { top: 0; padding-bottom: 4px; box-shadow: 0 4px 8px rgba(0, 0, 0, 0.12); }
+  .bench-current .bench-picture { height: 170px !important; }
+  .bench-current .bench-picture * { max-height: 160px !important; }
+  .bench-current .bench-picture img { object-fit: contain; }
+  .bench-current .bench-buttons { flex-wrap: nowrap !important; gap: 4px !important; }
+  .bench-current .bench-buttons button { padding: 2px 4px !important; font-size: 12px !important; }
+  .bench-current .bench-latent-file { display: none !important; }
 }
 """
 
@@ -69,6 +77,7 @@ def build_app(services: Services) -> gr.Blocks:
         app.load(on_open, None, [who, *owner_controls], api_visibility="private")
         for handle in (image_handle, gan_handle):
             _wire_send_to_vae(handle, vae_handle, tabs)
+        _wire_image_and_explore(image_handle, explore_handle, tabs)
     app.queue(max_size=services.settings.queue_size, default_concurrency_limit=1)
     # Gradio's queue looks for new work every 1 ms when idle; on a 2-core machine those 1,000 wake-ups a
     # second take time from the model's threads. Every 10 ms costs a request at most 10 ms to start.
@@ -98,6 +107,40 @@ def _wire_send_to_vae(source, vae, tabs) -> None:
         return gr.Tabs(selected="vae"), [*(current or []), path]
 
     button.click(send, [*inputs, vae.receive_images], [tabs, vae.receive_images], api_visibility="private")
+
+
+def _wire_image_and_explore(image, explore, tabs) -> None:
+    """Image → Explore: a picture's seed, prompt and settings open it as the workbench's current point.
+    Explore → Image: the current point's picture becomes the img2img or inpaint start image."""
+    from pipelines.media import read_png_info
+
+    button, selected = image.to_explore
+    outputs, from_params, (open_fn, open_inputs, open_outputs) = explore.receive_point
+
+    def to_explore(path):
+        if not path:
+            raise gr.Error("Click an image in the results first.")
+        info = read_png_info(path)
+        params = info.get("studio") or {}
+        if not params:
+            raise gr.Error("This picture carries no generation parameters to explore from.")
+        return [gr.Tabs(selected="explore"), *from_params(params)]
+
+    button.click(to_explore, selected, [tabs, *outputs], api_visibility="private").then(
+        open_fn, open_inputs, open_outputs, api_visibility="private")
+    to_img2img, to_inpaint, inputs, make_file = explore.send_picture
+    mode, init_image, editor = image.receive
+
+    def send(target):
+        def fn(*values):
+            path = make_file(*values)
+            if target == "img2img":
+                return gr.Tabs(selected="image"), "Image to image", path, gr.skip()
+            return gr.Tabs(selected="image"), "Inpaint", gr.skip(), {"background": path, "layers": [], "composite": path}
+        return fn
+
+    to_img2img.click(send("img2img"), inputs, [tabs, mode, init_image, editor], api_visibility="private")
+    to_inpaint.click(send("inpaint"), inputs, [tabs, mode, init_image, editor], api_visibility="private")
 
 
 def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):

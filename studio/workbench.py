@@ -89,14 +89,14 @@ class CurrentPanel:
     @classmethod
     def build(cls, prefix: str) -> CurrentPanel:
         image = gr.Image(label="Current", height=300, interactive=False, elem_id=f"{prefix}-current",
-                         show_label=True)
+                         show_label=True, elem_classes=["bench-picture"])
         label = gr.Markdown("Open a seed, click a grid cell or upload a picture.", elem_id=f"{prefix}-current-label")
-        with gr.Row():
-            keep = gr.Button("Keep", size="sm", elem_id=f"{prefix}-keep")
-            as_key = gr.Button("+ Keyframe", size="sm", elem_id=f"{prefix}-add-key")
-            as_parent = gr.Button("+ Parent", size="sm", elem_id=f"{prefix}-add-parent")
-            download = gr.Button("Latent ↓", size="sm")
-        with gr.Accordion("Latent file", open=False):
+        with gr.Row(elem_classes=["bench-buttons"]):
+            keep = gr.Button("Keep", size="sm", min_width=60, elem_id=f"{prefix}-keep")
+            as_key = gr.Button("+ Keyframe", size="sm", min_width=60, elem_id=f"{prefix}-add-key")
+            as_parent = gr.Button("+ Parent", size="sm", min_width=60, elem_id=f"{prefix}-add-parent")
+            download = gr.Button("Latent ↓", size="sm", min_width=60)
+        with gr.Accordion("Latent file", open=False, elem_classes=["bench-latent-file"]):
             latent_file = gr.File(label="Latent (.safetensors) — download the current one, or drop one to reopen it",
                                   file_types=[".safetensors"], height=90)
         return cls(image, label, keep, as_key, as_parent, download, latent_file)
@@ -105,7 +105,8 @@ class CurrentPanel:
         return [ctx.bench, self.image, self.label]
 
 
-def keep_cells(ctx: Context, request, model, picture, points, prompt: str, params: dict) -> None:
+def keep_cells(ctx: Context, request, model, picture, points, prompt: str, params: dict,
+               parent: str | None = None) -> None:
     """A grid, map or brood goes to History as one item — the picture and its cells' latents — written on
     the history lane after the answer has gone back (off the hot path)."""
     owner = user_of(request)
@@ -115,7 +116,7 @@ def keep_cells(ctx: Context, request, model, picture, points, prompt: str, param
         save_points(points, path)
         ctx.services.history.add(ctx.tab, {".png": png_bytes(picture), ".safetensors": path.read_bytes()},
                                  prompt=prompt, params={"model": model.name, **params}, model=model.name,
-                                 device=ctx.services.placement.describe(), owner=owner)
+                                 device=ctx.services.placement.describe(), owner=owner, parent=parent)
         path.unlink(missing_ok=True)
 
     ctx.services.lanes.submit_background("history", write)
@@ -174,6 +175,7 @@ class StartRow:
             return show(ctx, bench, model, point, "encoded from your picture")
 
         inputs = [ctx.bench, ctx.model, ctx.look, self.seed, *prompt]
+        self.open_args = (ctx.event(open_seed), inputs, current.outputs(ctx))  # other tabs open points too
         self.open_seed.click(ctx.event(open_seed), inputs, current.outputs(ctx), api_visibility="private",
                              validator=check_fields(None, None, None, seed_field))
         self.dice.click(lambda: str(ex.random_seed()), None, self.seed, api_visibility="private")
@@ -303,7 +305,7 @@ class DirectionPanel:
             with gr.Column(scale=3):
                 sliders = [gr.Slider(-5, 5, value=0, step=0.1, label=f"Direction {i + 1}", visible=False,
                                      elem_id=f"{prefix}-direction-{i}") for i in range(MAX_SLIDERS)]
-            hints = gr.Image(label="What each does (−2 · 0 · +2)", interactive=False, height=360, scale=1,
+            hints = gr.Image(label="What each does (−2 · 0 · +2)", interactive=False, height=240, scale=1,
                              elem_id=f"{prefix}-hints")
         with gr.Row():
             commit = gr.Button("Make the moved picture current", size="sm")
@@ -665,11 +667,9 @@ class BreedPanel:
             images = ex.render(ctx.services, model, kids, interactive=False)
             columns = min(8, len(kids))
             picture = ex.show_cells(bench, images, kids, columns)
-            keep_output(ctx.services, ctx.tab, {".png": png_bytes(picture)}, prompt=f"brood of {len(bench.parents)} parents",
-                        params={"model": model.name, "crossover": float(cross), "mutation": float(mutate),
-                                "breed_seed": seed, "parents": [p.label for p in bench.parents]},
-                        model=model.name, device=ctx.services.placement.describe(), owner=user_of(request),
-                        parent=bench.history_id)
+            keep_cells(ctx, request, model, picture, kids, f"brood of {len(bench.parents)} parents",
+                       {"crossover": float(cross), "mutation": float(mutate), "breed_seed": seed,
+                        "parents": [p.label for p in bench.parents]}, parent=bench.history_id)
             return bench, picture
 
         base = [ctx.bench, ctx.model, ctx.look]

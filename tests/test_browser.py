@@ -316,3 +316,56 @@ def test_a_bad_value_is_explained_next_to_its_field(served_app, page, artifacts_
     page.locator("#image-generate").click()
     wait_text(page, "image-seed", "seed must be blank (random) or a whole number")
     page.screenshot(path=str(artifacts_dir / "field-message.png"))
+
+
+def test_a_picture_travels_image_to_explore_and_back_to_img2img(served_app, page):
+    url, _ = served_app
+    page.goto(url)
+    page.get_by_role("tab", name="Image", exact=True).click()
+    choose_model(page, "image-model", "tiny-sd")
+    move_slider(page, "image-steps", 2)
+    move_slider(page, "image-batch", 1)
+    page.locator("#image-seed textarea, #image-seed input").first.fill("17")
+    page.locator("#image-prompt textarea").fill("a blue square")
+    page.locator("#image-generate").click()
+    wait_text(page, "image-status", "1 image(s)")
+    page.locator("#image-gallery img").first.click()
+    page.locator("#image-to-explore").click()
+    wait_text(page, "explore-current-label", "seed 17 · a blue square")  # opened with its seed and prompt
+    assert page.locator("#explore-prompt textarea").input_value() == "a blue square"
+    page.locator("#explore-to-img2img").click()
+    page.wait_for_function("() => document.querySelector('#image-init img')", timeout=SLOW)
+    assert page.locator("#image-mode input[value='Image to image']").is_checked()
+
+
+def test_at_phone_width_the_picture_stays_in_view_beside_its_sliders(served_app, browser, artifacts_dir):
+    url, _ = served_app
+    context = browser.new_context(viewport={"width": 390, "height": 844}, device_scale_factor=2, is_mobile=True,
+                                  has_touch=True)
+    page = context.new_page()
+    try:
+        page.goto(url)
+        page.get_by_role("tab", name="Explore", exact=True).tap()
+        choose_model(page, "explore-model", "tiny-sd")
+        page.locator("#explore-open").tap()
+        wait_new_picture(page, "explore-current", None)
+        page.locator("#explore-tab-directions-button").tap()
+        page.locator("[placeholder=frowning]").fill("sad")
+        page.locator("[placeholder=smiling]").fill("happy")
+        page.locator("#explore-find").tap()
+        slider = page.locator("#explore-direction-0")
+        slider.wait_for(timeout=SLOW)
+        slider.scroll_into_view_if_needed()
+        picture = page.locator("#explore-current img").first.bounding_box()
+        panel = page.locator(".bench-current").first.bounding_box()
+        handle = slider.bounding_box()
+        assert picture and picture["y"] >= -1 and picture["y"] + picture["height"] <= 844, picture
+        assert panel["height"] <= 844 * 0.4, panel  # the picture and its buttons leave room for the controls
+        page.evaluate("(y) => window.scrollBy(0, y)", handle["y"] - (panel["y"] + panel["height"]) - 10)
+        handle, panel = slider.bounding_box(), page.locator(".bench-current").first.bounding_box()
+        assert handle["y"] >= panel["y"] + panel["height"] - 1 and handle["y"] + handle["height"] <= 844, (handle, panel)
+        overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
+        assert overflow <= 2, f"the page scrolls sideways by {overflow}px at phone width"
+        page.screenshot(path=str(artifacts_dir / "phone-explore.png"))
+    finally:
+        context.close()

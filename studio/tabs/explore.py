@@ -38,6 +38,9 @@ def build(services: Services) -> TabHandle:
             height = gr.Slider(64, 2048, value=DEFAULT_LOOK.height, step=8, label="Height")
             negative = gr.Textbox(label="Negative prompt", scale=2)
         look_note = gr.Markdown("")
+    with gr.Row():
+        to_img2img = gr.Button("Send the current picture to img2img", size="sm", elem_id="explore-to-img2img")
+        to_inpaint = gr.Button("Send the current picture to inpaint", size="sm")
     look = gr.State(asdict(DEFAULT_LOOK))
     controls = [steps, preview_steps, guidance, sampler, width, height, negative]
 
@@ -59,6 +62,31 @@ def build(services: Services) -> TabHandle:
     def restore(params: dict) -> list:
         return [params[name] if params.get(name) not in (None, "") else gr.skip() for name in fields]
 
+    def picture_file(state, model_name, look_values):
+        """The current point rendered at full quality, as a PNG another tab can start from."""
+        from pipelines.media import png_bytes
+        from studio import explore as ex
+
+        if state.current is None:
+            raise gr.Error("Open a picture first (a seed, a grid cell or an upload).")
+        space = ex.latent_model(services, model_name, "diffusion", DiffusionLook(**look_values))
+        image = ex.render(services, space, [state.current])[0]
+        path = services.history.root / "explore" / "sent" / f"point-{ex.random_seed()}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(png_bytes(ex.picture(image, image.shape[0])))
+        return str(path)
+
+    def from_image(params: dict) -> list:
+        """Look settings, prompt and seed of an Image tab picture, so Explore opens that very picture."""
+        values = [params.get("model"), params.get("prompt"), params.get("steps"), params.get("guidance"),
+                  params.get("scheduler"), params.get("width"), params.get("height"), params.get("negative_prompt")]
+        seed_value = params.get("seed")
+        return [v if v not in (None, "") else gr.skip() for v in values] + [str(seed_value) if seed_value is not None
+                                                                            else gr.skip()]
+
     handle = TabHandle(restore_outputs=list(fields.values()), restore=restore, owner_controls=[model])
     handle.workbench = bench
+    handle.send_picture = (to_img2img, to_inpaint, [bench.ctx.bench, model, look], picture_file)
+    handle.receive_point = ([model, prompt, steps, guidance, sampler, width, height, negative, bench.start.seed],
+                            from_image, bench.start.open_args)
     return handle

@@ -116,7 +116,7 @@ def build(services: Services) -> TabHandle:
             prompt = gr.Textbox(label="Prompt", lines=3, placeholder="red heart, smiling cat face, rocket…",
                                 elem_id="image-prompt")
             negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="what to avoid")
-            init_image = gr.Image(label="Starting image", type="filepath", visible=False, height=320)
+            init_image = gr.Image(label="Starting image", type="filepath", visible=False, height=320, elem_id="image-init")
             editor = gr.ImageEditor(label="Paint over what to repaint", type="filepath", visible=False, height=420,
                                     brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
             strength = gr.Slider(0.05, 1, value=0.75, step=0.01, label="Denoising strength", visible=False,
@@ -133,6 +133,7 @@ def build(services: Services) -> TabHandle:
                 to_img2img = gr.Button("Send selected to img2img", size="sm")
                 to_inpaint = gr.Button("Send selected to inpaint", size="sm")
                 to_vae = gr.Button("Send selected to the VAE tab", size="sm")
+                to_explore = gr.Button("Explore around the selected image", size="sm", elem_id="image-to-explore")
             with gr.Accordion("PNG info: drop any PNG to read how it was made", open=False):
                 png_in = gr.File(label="PNG file", file_types=[".png"])
                 png_text = gr.Textbox(label="Parameters", lines=4, interactive=False)
@@ -303,5 +304,8 @@ def build(services: Services) -> TabHandle:
             raise gr.Error("Click an image in the results first.")
         return path
 
-    return TabHandle(restore_outputs=list(fields.values()), restore=restore,
-                     send_to_vae=(to_vae, [selected_path], selected_file), owner_controls=[model, lora_files])
+    handle = TabHandle(restore_outputs=list(fields.values()), restore=restore,
+                       send_to_vae=(to_vae, [selected_path], selected_file), owner_controls=[model, lora_files])
+    handle.to_explore = (to_explore, selected_path)
+    handle.receive = (mode, init_image, editor)
+    return handle
