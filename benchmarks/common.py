@@ -47,7 +47,7 @@ def machine_facts() -> dict[str, str]:
     for name in ("diffusers", "transformers", "gradio", "llama_cpp"):
         try:
             facts[name] = __import__(name).__version__
-        except Exception:  # noqa: BLE001 — not installed, or broken: say so
+        except Exception:
             facts[name] = "not installed"
     try:
         facts["commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,

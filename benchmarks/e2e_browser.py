@@ -100,7 +100,7 @@ def browser_rows(url: str, reps: int, report) -> None:
                 size.press("Enter")
                 grids = []
                 for i in range(reps + 1):
-                    page.locator(f"#{prefix}-grid + * input, #{prefix}-grid").first  # noqa: B018
+                    page.locator(f"#{prefix}-grid + * input, #{prefix}-grid").first
                     before = _src(page, f"{prefix}-grid")
                     started = time.perf_counter()
                     page.locator(f"#{prefix}-make-grid").click()

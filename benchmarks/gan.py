@@ -19,12 +19,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Report  # noqa: E402
-from pipelines.device import pick_placement  # noqa: E402
-from pipelines.gan import GANParams, GANPipeline, InterpolationParams, load_gan  # noqa: E402
-from pipelines.media import gif_bytes  # noqa: E402
-from pipelines.registry import Registry  # noqa: E402
-from studio.config import default_cache_dir  # noqa: E402
+from benchmarks.common import Report
+from pipelines.device import pick_placement
+from pipelines.gan import GANParams, GANPipeline, InterpolationParams, load_gan
+from pipelines.media import gif_bytes
+from pipelines.registry import Registry
+from studio.config import default_cache_dir
 
 
 def timed(fn) -> float:
@@ -88,7 +88,7 @@ def main() -> None:
     rows.append(("64-frame GIF, seconds (lower is better)", statistics.median(studio), statistics.median(bare)))
 
     report = Report("gan")
-    print = report.line  # noqa: A001 — every line also goes to benchmarks/results/
+    print = report.line
     print(f"\nGAN {args.model} on {pipe.model.placement.describe()}, {torch.get_num_threads()} threads, "
           f"median of {args.reps}")
     print(f"{'measure':42} {'studio':>10} {'bare':>10} {'ratio':>7}")

@@ -21,11 +21,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Report  # noqa: E402
-from pipelines.device import pick_placement  # noqa: E402
-from pipelines.image import ImageParams, ImagePipeline, load_image_model, scheduler_for  # noqa: E402
-from pipelines.registry import Registry  # noqa: E402
-from studio.config import default_cache_dir  # noqa: E402
+from benchmarks.common import Report
+from pipelines.device import pick_placement
+from pipelines.image import ImageParams, ImagePipeline, load_image_model, scheduler_for
+from pipelines.registry import Registry
+from studio.config import default_cache_dir
 
 SD15_UNET = dict(sample_size=64, in_channels=4, out_channels=4, layers_per_block=2, cross_attention_dim=768,
                  block_out_channels=(320, 640, 1280, 1280), attention_head_dim=8,
@@ -97,7 +97,7 @@ def main() -> None:
             bare_times.append(b)
     s, b = statistics.median(studio_times), statistics.median(bare_times)
     report = Report("image")
-    print = report.line  # noqa: A001 — every line also goes to benchmarks/results/
+    print = report.line
     print(f"\n{args.model} on {placement.describe()}, {torch.get_num_threads()} threads, {args.batch} images "
           f"{args.size}×{args.size}, {args.steps} steps, median of {args.reps}")
     print(f"{'measure':44} {'studio':>9} {'bare':>9} {'ratio':>7}")

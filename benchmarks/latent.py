@@ -25,13 +25,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Report  # noqa: E402
-from pipelines.device import pick_placement  # noqa: E402
-from pipelines.image import ImageParams, ImagePipeline, load_image_model  # noqa: E402
-from pipelines.image_latent import DiffusionLatentModel, DiffusionLook  # noqa: E402
-from pipelines.latent import WalkParams, point_at, walk, walk_quality  # noqa: E402
-from pipelines.registry import Registry  # noqa: E402
-from studio.config import default_cache_dir  # noqa: E402
+from benchmarks.common import Report
+from pipelines.device import pick_placement
+from pipelines.image import ImageParams, ImagePipeline, load_image_model
+from pipelines.image_latent import DiffusionLatentModel, DiffusionLook
+from pipelines.latent import WalkParams, point_at, walk, walk_quality
+from pipelines.registry import Registry
+from studio.config import default_cache_dir
 
 PAIRS = [("red heart", "blue heart"), ("smiling face", "crying face"), ("red apple", "green apple"),
          ("sun", "moon"), ("cat face", "dog face"), ("rocket", "airplane")]

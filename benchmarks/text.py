@@ -38,13 +38,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from pipelines.device import physical_cores, pick_placement, text_placement  # noqa: E402
-from pipelines.registry import Registry  # noqa: E402
-from pipelines.text import TextParams, TextPipeline, load_text_model  # noqa: E402
-from benchmarks.common import Report  # noqa: E402
-from pipelines.text_llama import LlamaTextPipeline, _gguf_path, llama_cpp_available, load_llama_model  # noqa: E402
-from pipelines.text_worker import LlamaWorkerConfig, LlamaWorkerPipeline  # noqa: E402
-from studio.config import default_cache_dir  # noqa: E402
+from benchmarks.common import Report
+from pipelines.device import physical_cores, pick_placement, text_placement
+from pipelines.registry import Registry
+from pipelines.text import TextParams, TextPipeline, load_text_model
+from pipelines.text_llama import LlamaTextPipeline, _gguf_path, llama_cpp_available, load_llama_model
+from pipelines.text_worker import LlamaWorkerConfig, LlamaWorkerPipeline
+from studio.config import default_cache_dir
 
 PROMPT = "Write a long story about a lighthouse keeper who finds a message in a bottle."
 REFERENCE = ("The lighthouse keeper climbed the winding stairs every evening to light the lamp. Ships passed "
@@ -314,7 +314,7 @@ def main() -> None:
     pipe = TextPipeline(loaded)
 
     report = Report("text")
-    print = report.line  # noqa: A001 — every table line also goes to benchmarks/results/
+    print = report.line
     rows, llama_decode = bench_llama(resolved, args) if llama_cpp_available() else ([], 0.0)
     transformers_rows, decode = bench_transformers(pipe, args)
     rows += transformers_rows

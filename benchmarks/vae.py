@@ -21,12 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.common import Report  # noqa: E402
-from pipelines.device import pick_placement  # noqa: E402
-from pipelines.latent import slerp  # noqa: E402
-from pipelines.registry import Registry  # noqa: E402
-from pipelines.vae import MapParams, MorphParams, VAEPipeline, VAETrainParams, load_vae, train_conv_vae  # noqa: E402
-from studio.config import default_cache_dir  # noqa: E402
+from benchmarks.common import Report
+from pipelines.device import pick_placement
+from pipelines.latent import slerp
+from pipelines.registry import Registry
+from pipelines.vae import MapParams, MorphParams, VAEPipeline, VAETrainParams, load_vae, train_conv_vae
+from studio.config import default_cache_dir
 
 
 def bare_morph(model, images: np.ndarray, frames: int) -> np.ndarray:
@@ -65,7 +65,7 @@ def main() -> None:
     registry = Registry(default_cache_dir())
     placement = pick_placement("auto")
     report = Report("vae")
-    print = report.line  # noqa: A001 — every line also goes to benchmarks/results/
+    print = report.line
     print(f"\nVAE benchmark on {placement.describe()}, {torch.get_num_threads()} threads, median of {args.reps}")
     print(f"{'model':16} {'measure':26} {'studio s':>9} {'bare s':>9} {'ratio':>7}")
     for name in ("digit-vae-2d", "emoji-vae"):

@@ -458,7 +458,7 @@ def load_points(path) -> list[LatentPoint]:
         with safe_open(str(path), "pt") as f:
             meta = f.metadata() or {}
             tensors = {k: f.get_tensor(k) for k in f.keys()}
-    except Exception as exc:  # noqa: BLE001 — any unreadable file gets the same plain answer
+    except Exception as exc:
         raise ValueError(f"{Path(path).name} is not a latent file saved by the studio (.safetensors): {exc}") from exc
     count = 1 + max((int(k.split(".")[0]) for k in tensors), default=-1)
     labels = meta.get("labels", "").split("\n")

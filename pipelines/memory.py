@@ -146,7 +146,7 @@ def plan_image_memory(components: dict[str, int], memory: DeviceMemory) -> Memor
     if memory.kind != "cuda":
         return MemoryPlan("device", reason="CPU")
     reclaimable = memory.free + memory.held_by_others
-    tight = lambda room: room < total + headroom + 2 * GiB  # noqa: E731 — little left for large sizes
+    tight = lambda room: room < total + headroom + 2 * GiB
     if total + headroom <= memory.free:
         return MemoryPlan("device", vae_slicing=tight(memory.free), vae_tiling=tight(memory.free),
                           reason=f"{total / GiB:.1f} GB of weights fit in {memory.free / GiB:.1f} GB free")
@@ -242,7 +242,7 @@ def _mps_supports_bf16() -> bool:
     check = getattr(backend, "is_macos_or_newer", None)
     try:
         return bool(check(14, 0)) if check else False
-    except Exception:  # noqa: BLE001 — older torch builds
+    except Exception:
         return False
 
 

@@ -273,7 +273,7 @@ def load_llama_model(resolved: ResolvedModel, placement: Placement, *, threads: 
     except (ValueError, RuntimeError) as exc:
         raise ModelNotAvailable(f"llama.cpp could not open {path.name}: {exc}. The file may be damaged or "
                                 "from a newer GGUF version; fetch it again or use the transformers backend.") from exc
-    vocab_text = lambda token: llm.detokenize([token], special=True).decode("utf-8", errors="replace")  # noqa: E731
+    vocab_text = lambda token: llm.detokenize([token], special=True).decode("utf-8", errors="replace")
     bos = vocab_text(llm.token_bos()) if llm.token_bos() >= 0 else ""
     eos = vocab_text(llm.token_eos()) if llm.token_eos() >= 0 else ""
     template = _GGUFTemplate(llm.metadata.get("tokenizer.chat_template"), bos, eos)
@@ -371,7 +371,7 @@ class LlamaTextPipeline:
             seed = random.SystemRandom().randrange(2**32)
         eos = {t for t in (llm.token_eos(),) if t >= 0}
         decoder = _Decoder(_Detokenizer(llm), params.stop, eos, cancel)
-        vocab = llm._model.vocab  # noqa: SLF001 — llama-cpp-python exposes no public vocab handle
+        vocab = llm._model.vocab
         with self._lock:
             started = time.perf_counter()
             # 4. Evaluate only what the cache does not already hold

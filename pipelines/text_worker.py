@@ -77,7 +77,7 @@ def read_frame(stream) -> tuple | None:
     data = stream.read(size)
     if len(data) < size:
         return None
-    return pickle.loads(data)  # noqa: S301 — frames come only from our own child/parent process
+    return pickle.loads(data)
 
 
 # -- why a process died ------------------------------------------------------------------------------
@@ -220,7 +220,7 @@ def _serve(inbox, outbox) -> int:
         pipe = LlamaTextPipeline(model, config.limits, config.prompt_cache_entries)
         if config.probe:
             _probe(pipe)
-    except Exception as exc:  # noqa: BLE001 — every failure goes back to the parent as words
+    except Exception as exc:
         send_frame(outbox, ("error", type(exc).__name__, str(exc)))
         return 1
     send_frame(outbox, ("ready", {"has_chat_template": model.has_chat_template, "variant": variant,
@@ -260,7 +260,7 @@ def _serve(inbox, outbox) -> int:
             for piece in pipe.stream(_with_seed(params, seed), cancel=cancel, stats=stats):
                 send_frame(outbox, ("piece", piece))
             send_frame(outbox, ("done", stats))
-        except Exception as exc:  # noqa: BLE001 — reported to the parent, the worker keeps serving
+        except Exception as exc:
             send_frame(outbox, ("error", type(exc).__name__, str(exc)))
 
 
@@ -503,7 +503,7 @@ class LlamaWorkerPipeline:
     def __del__(self) -> None:
         try:
             self.close()
-        except Exception:  # noqa: BLE001 — interpreter shutdown
+        except Exception:
             pass
 
 

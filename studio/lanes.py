@@ -134,7 +134,7 @@ class Lanes:
         def work():
             try:
                 job.future.set_result(fn(job.report))
-            except BaseException as exc:  # noqa: BLE001 — reported in the log
+            except BaseException as exc:
                 logging.getLogger("studio").error("background %s work failed: %s", lane, exc)
                 job.future.set_exception(exc)
             finally:

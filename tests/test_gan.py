@@ -10,8 +10,16 @@ import torch
 from safetensors.torch import save_file
 
 from pipelines.device import pick_placement
-from pipelines.gan import (DCGANGenerator, GANConfig, GANParams, GANPipeline, InterpolationParams, latent_from_file,
-                           latent_to_json, load_gan)
+from pipelines.gan import (
+    DCGANGenerator,
+    GANConfig,
+    GANParams,
+    GANPipeline,
+    InterpolationParams,
+    latent_from_file,
+    latent_to_json,
+    load_gan,
+)
 from pipelines.latent import interpolate, slerp
 from pipelines.media import count_video_frames, gif_bytes, mp4_bytes
 from pipelines.registry import ModelNotAvailable, ModelSpec, Registry

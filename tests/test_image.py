@@ -13,8 +13,15 @@ import pytest
 from PIL import Image
 
 from pipelines.device import pick_placement
-from pipelines.image import (SCHEDULERS, GenerationCancelled, ImageLimits, ImageParams, ImagePipeline,
-                             load_image_model, open_user_image)
+from pipelines.image import (
+    SCHEDULERS,
+    GenerationCancelled,
+    ImageLimits,
+    ImageParams,
+    ImagePipeline,
+    load_image_model,
+    open_user_image,
+)
 from pipelines.media import a1111_parameters, png_with_metadata, read_png_info
 from pipelines.registry import ModelNotAvailable, ModelSpec, Registry
 

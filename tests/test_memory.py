@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from pipelines.memory import (
-    GiB,
     DeviceMemory,
     DoesNotFit,
+    GiB,
     MemoryPlan,
     apply_image_plan,
     is_out_of_memory,

@@ -13,8 +13,20 @@ from PIL import Image
 
 from pipelines.device import pick_placement
 from pipelines.registry import DEFAULT_ASSETS, ModelSpec, Registry, ResolvedModel
-from pipelines.vae import (ConvVAE, ConvVAEConfig, DatasetLimits, MapParams, MorphParams, VAEPipeline, VAETrainParams,
-                           load_image_folder, load_vae, prepare_images, save_conv_vae, train_conv_vae)
+from pipelines.vae import (
+    ConvVAE,
+    ConvVAEConfig,
+    DatasetLimits,
+    MapParams,
+    MorphParams,
+    VAEPipeline,
+    VAETrainParams,
+    load_image_folder,
+    load_vae,
+    prepare_images,
+    save_conv_vae,
+    train_conv_vae,
+)
 
 
 def conv_vae(tmp_path, latent_dim=2, size=28):

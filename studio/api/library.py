@@ -41,7 +41,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
                                                   limit=limit)]
 
     @friendly_errors
-    def history_get(id: str, request: gr.Request = None) -> tuple[dict, list[FileData]]:  # noqa: A002 — the API's name
+    def history_get(id: str, request: gr.Request = None) -> tuple[dict, list[FileData]]:
         """One History item: its parameters, timings and files.
 
         Args:
@@ -52,7 +52,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             files(history.path(f) for f in item.files)
 
     @friendly_errors
-    def history_delete(id: str, request: gr.Request = None) -> dict:  # noqa: A002
+    def history_delete(id: str, request: gr.Request = None) -> dict:
         """Delete one of your History items (its row and its files).
 
         Args:

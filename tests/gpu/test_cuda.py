@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from pipelines.memory import GiB, DeviceMemory, component_bytes, plan_image_memory
+from pipelines.memory import DeviceMemory, GiB, component_bytes, plan_image_memory
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
 

@@ -1,0 +1,67 @@
+"""The latent workbench's UI pieces, composed by the Explore (diffusion), GAN and VAE tabs.
+
+Each piece builds its components inside the current Blocks and returns a dataclass of handles; its
+`wire` method connects events to `studio/explore.py` actions. All pieces share one per-tab `Bench`
+state (gr.State) and the picture being changed (`CurrentPanel`), which stays in view — sticky beside
+the tools at desktop width, a smaller sticky picture at phone width — while sliders and the timeline
+move it. Grids, maps and broods are sent as one picture; a click is mapped back to its cell.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from studio import explore as ex
+from studio.workbench.common import Context, CurrentPanel, wire_current_files
+from studio.workbench.directions import DirectionPanel
+from studio.workbench.panels import BreedPanel, GridPanel, MapPanel, StartRow
+from studio.workbench.timeline import TimelinePanel
+
+# -- the whole workbench ---------------------------------------------------------------------------------
+
+@dataclass
+class Workbench:
+    ctx: Context
+    current: CurrentPanel
+    start: StartRow
+    grid: GridPanel
+    directions: DirectionPanel
+    map: MapPanel
+    timeline: TimelinePanel
+    breed: BreedPanel
+
+
+def build_workbench(services, *, tab: str, prefix: str, kind: str, model: gr.Dropdown, look: gr.State,
+                    methods: tuple[str, ...], prompt: gr.Textbox | None = None, truncation: gr.Slider | None = None,
+                    can_encode: bool = False, max_grid: int = 8, max_frames: int = 2400) -> Workbench:
+    """The picture being changed (left, sticky) beside the tools (right): start, grid, directions, map,
+    timeline, breed — the same pieces for every model kind."""
+    bench = gr.State(ex.Bench())
+    ctx = Context(services, tab, (kind,), bench, model, look, prompt)
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=2, min_width=260, elem_classes=["bench-current"]):
+            current = CurrentPanel.build(prefix)
+        with gr.Column(scale=3):
+            start = StartRow.build(prefix, can_encode)
+            with gr.Tabs():
+                with gr.Tab("Grid", id=f"{prefix}-tab-grid", elem_id=f"{prefix}-tab-grid"):
+                    grid_panel = GridPanel.build(prefix, max_grid)
+                with gr.Tab("Directions", id=f"{prefix}-tab-directions", elem_id=f"{prefix}-tab-directions"):
+                    directions = DirectionPanel.build(prefix, methods, prompt_pairs="prompt-pair" in methods)
+                with gr.Tab("Map", id=f"{prefix}-tab-map", elem_id=f"{prefix}-tab-map"):
+                    map_panel = MapPanel.build(prefix)
+                with gr.Tab("Timeline", id=f"{prefix}-tab-timeline", elem_id=f"{prefix}-tab-timeline"):
+                    timeline = TimelinePanel.build(prefix, text_methods=kind == "diffusion", limit=max_frames)
+                with gr.Tab("Breed", id=f"{prefix}-tab-breed", elem_id=f"{prefix}-tab-breed"):
+                    brood = BreedPanel.build(prefix)
+    start.wire(ctx, current)
+    grid_panel.wire(ctx, current, timeline, brood, truncation)
+    directions.wire(ctx, current, map_panel)
+    map_panel.wire(ctx, current, timeline, brood)
+    timeline.wire(ctx, current)
+    brood.wire(ctx, current, timeline)
+    wire_current_files(ctx, current)
+    grid_panel.wire_variations(ctx)
+    return Workbench(ctx, current, start, grid_panel, directions, map_panel, timeline, brood)
