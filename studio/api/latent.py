@@ -318,9 +318,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
             negative_prompt: diffusion: what to avoid, for every picture.
         """
-        look = look_of(model or services.registry.default("image"), kind or ("" if model else "diffusion"), steps,
-                       cfg_scale, sampler_name, width, height, negative_prompt)
-        m = space(model, kind or ("" if model else "diffusion"), look)
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
         keys = ex.points_from_files([_path(f) for f in latents or []], m) or ex.parse_keyframes(keyframes, m, prompt)
         limit = gan_limits.max_frames * (2 if m.kind == "diffusion" else 10)
         params = WalkParams(frames=(frames,), ease=ease, method=method, text_method=text_method, loop=bool(loop),
@@ -365,9 +363,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         Returns the directions' names, methods and spreads, the directions as a .safetensors file (give it to
         explore_move or explore_map) and a picture of what each does at −2, 0 and +2.
         """
-        kind = kind or ("" if model else "diffusion")
-        m = space(model, kind, look_of(model or services.registry.default("image"), kind, steps, cfg_scale,
-                                       sampler_name, width, height, negative_prompt))
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
         start = origin_of(m, origin, None, prompt)
         found = directions_of(m, method, count, start, None, positive, negative)
         path = history.root / "directions" / f"api-{ex.random_seed()}.safetensors"
@@ -410,9 +406,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
 
         Returns the picture and the moved latent (.safetensors).
         """
-        kind = kind or ("" if model else "diffusion")
-        m = space(model, kind, look_of(model or services.registry.default("image"), kind, steps, cfg_scale,
-                                       sampler_name, width, height, negative_prompt))
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
         start = origin_of(m, origin, latent, prompt)
         found = directions_of(m, method, count, start, directions_file, positive, negative)
         values = _numbers("amounts", amounts)
@@ -456,9 +450,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
             negative_prompt: diffusion: what to avoid, for every picture.
         """
-        kind = kind or ("" if model else "diffusion")
-        m = space(model, kind, look_of(model or services.registry.default("image"), kind, steps, cfg_scale,
-                                       sampler_name, width, height, negative_prompt))
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
         start = origin_of(m, origin, latent, prompt)
         found = directions_of(m, method, max(4, y_direction + 1, x_direction + 1), start, directions_file)
         for name, index in (("x_direction", x_direction), ("y_direction", y_direction)):
