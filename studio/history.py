@@ -31,10 +31,15 @@ CREATE TABLE IF NOT EXISTS items (
     device TEXT NOT NULL DEFAULT '',
     timings TEXT NOT NULL DEFAULT '{}',
     files TEXT NOT NULL DEFAULT '[]',
-    parent TEXT
+    parent TEXT,
+    starred INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS items_created ON items(created_at DESC);
 """
+COLUMNS = ("id", "created_at", "tab", "owner", "prompt", "params", "seed", "model", "device", "timings", "files",
+           "parent", "starred")
+SELECT = f"SELECT {', '.join(COLUMNS)} FROM items"
+MAX_EXPORT = 500
 
 
 @dataclass(frozen=True)
@@ -51,6 +56,7 @@ class HistoryItem:
     timings: dict
     files: list[str]
     parent: str | None = None
+    starred: bool = False
 
     @property
     def when(self) -> str:
@@ -81,6 +87,9 @@ class History:
         self._lock = threading.Lock()
         with self._connect() as db:
             db.executescript(SCHEMA)
+            known = {row[1] for row in db.execute("PRAGMA table_info(items)")}
+            if "starred" not in known:  # a History from before stars: add the column, keep every row
+                db.execute("ALTER TABLE items ADD COLUMN starred INTEGER NOT NULL DEFAULT 0")
 
     def _connect(self) -> sqlite3.Connection:
         db = sqlite3.connect(self.db_path, timeout=30)
@@ -117,27 +126,35 @@ class History:
                            timings or {}, paths, parent)
         with self._lock, self._connect() as db:
             db.execute(
-                "INSERT INTO items VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO items ({', '.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
                 (item.id, item.created_at, tab, owner, prompt, json.dumps(item.params), seed, model, device,
-                 json.dumps(item.timings), json.dumps(paths), parent),
+                 json.dumps(item.timings), json.dumps(paths), parent, 0),
             )
         return item
 
     def _row(self, row: tuple) -> HistoryItem:
-        (item_id, created, tab, owner, prompt, params, seed, model, device, timings, files, parent) = row
+        (item_id, created, tab, owner, prompt, params, seed, model, device, timings, files, parent, starred) = row
         return HistoryItem(item_id, created, tab, owner, prompt, json.loads(params), seed, model, device,
-                           json.loads(timings), json.loads(files), parent)
+                           json.loads(timings), json.loads(files), parent, bool(starred))
 
-    def list(self, *, tab: str | None = None, text: str = "", owner: str | None = None,
-             limit: int = 100) -> list[HistoryItem]:
-        """Newest first, optionally only one tab / owner and items whose prompt or model contains `text`."""
-        sql, args = "SELECT * FROM items WHERE 1=1", []
-        if tab:
-            sql += " AND tab = ?"
-            args.append(tab)
-        if owner:
-            sql += " AND owner = ?"
-            args.append(owner)
+    def list(self, *, tab: str | None = None, text: str = "", owner: str | None = None, limit: int = 100,
+             model: str = "", seed: int | None = None, since: float | None = None, until: float | None = None,
+             starred: bool = False) -> list[HistoryItem]:
+        """Newest first, optionally only one tab / owner / model / seed, items made in [since, until) (epoch
+        seconds), starred ones, and items whose prompt or model contains `text`."""
+        sql, args = SELECT + " WHERE 1=1", []
+        for column, value in (("tab", tab), ("owner", owner), ("model", model), ("seed", seed)):
+            if value not in (None, ""):
+                sql += f" AND {column} = ?"
+                args.append(value)
+        if since is not None:
+            sql += " AND created_at >= ?"
+            args.append(float(since))
+        if until is not None:
+            sql += " AND created_at < ?"
+            args.append(float(until))
+        if starred:
+            sql += " AND starred = 1"
         if text:
             sql += " AND (prompt LIKE ? ESCAPE '\\' OR model LIKE ? ESCAPE '\\')"
             pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -149,7 +166,7 @@ class History:
 
     def get(self, item_id: str) -> HistoryItem | None:
         with self._connect() as db:
-            row = db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+            row = db.execute(SELECT + " WHERE id = ?", (item_id,)).fetchone()
         return self._row(row) if row else None
 
     def delete(self, item_id: str) -> bool:
@@ -162,6 +179,46 @@ class History:
         for name in item.files:
             (self.root / name).unlink(missing_ok=True)
         return True
+
+    def star(self, item_id: str, on: bool = True) -> bool:
+        """Mark (or unmark) an item as a favourite; False when there is no such item."""
+        with self._lock, self._connect() as db:
+            return db.execute("UPDATE items SET starred = ? WHERE id = ?", (int(bool(on)), item_id)).rowcount > 0
+
+    def export(self, items: list[HistoryItem], owner: str = "local") -> Path:
+        """Write `items` into a new zip under exports/<owner>/ (written whole, then renamed): each item's files under
+        `<id>/` as they are (PNGs keep their metadata, GIF/MP4/latents too) and `index.json` with every
+        item's parameters, prompt, model, seed, time and file names."""
+        import zipfile
+
+        if not items:
+            raise ValueError("Nothing to export: no History items match.")
+        if len(items) > MAX_EXPORT:
+            raise ValueError(f"export: at most {MAX_EXPORT} items at once, got {len(items)}; narrow the search")
+        index = []
+        folder = re.sub(r"[^A-Za-z0-9_.-]", "_", owner)[:64] or "local"
+        target = self.root / "exports" / folder / f"history-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}.zip"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
+                for item in items:
+                    names = []
+                    for relative in item.files:
+                        path = self.root / relative
+                        if path.is_file():
+                            name = f"{item.id}/{path.name}"
+                            archive.write(path, name)
+                            names.append(name)
+                    index.append({"id": item.id, "created": item.when, "tab": item.tab, "prompt": item.prompt,
+                                  "model": item.model, "seed": item.seed, "params": item.params,
+                                  "timings": item.timings, "device": item.device, "parent": item.parent,
+                                  "starred": item.starred, "files": names})
+                archive.writestr("index.json", json.dumps(index, indent=1, ensure_ascii=False))
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return target
 
     def path(self, relative: str) -> Path:
         return self.root / relative

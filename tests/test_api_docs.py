@@ -55,3 +55,8 @@ def test_every_example_runs(served, tmp_path):
             continue
         exec(line, scope)
     assert scope["info"] and scope["items"] and scope["models"]
+    import zipfile
+
+    with zipfile.ZipFile(scope["archive"]) as archive:  # the starred item, with its index
+        names = archive.namelist()
+    assert "index.json" in names and any(n.startswith(scope["items"][0]["id"] + "/") for n in names)

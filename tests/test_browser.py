@@ -369,3 +369,32 @@ def test_at_phone_width_the_picture_stays_in_view_beside_its_sliders(served_app,
         page.screenshot(path=str(artifacts_dir / "phone-explore.png"))
     finally:
         context.close()
+
+
+def test_history_search_star_export_and_delete_with_a_confirm_step(served_app, page, artifacts_dir):
+    url, services = served_app
+    doomed = services.history.add("text", {".txt": b"a poem to delete"}, prompt="poem to delete from history",
+                                  seed=4242)
+    page.goto(url)
+    page.get_by_role("tab", name="History").click()
+    page.locator("#history-search textarea, #history-search input").first.fill("poem to delete from history")
+    page.locator("#history-refresh").click()
+    row = page.locator("#history-table [role=gridcell]", has_text="poem to delete from history").first
+    row.wait_for(timeout=SLOW)
+    row.click()
+    page.wait_for_function(f"() => document.querySelector('#history-selected textarea')?.value === '{doomed.id}'",
+                           timeout=SLOW)
+    page.locator("#history-star").click()
+    page.locator("#history-table [role=gridcell]", has_text="★").first.wait_for(timeout=SLOW)
+    assert services.history.get(doomed.id).starred
+    page.locator("#history-export").click()
+    page.locator("#history-export-file a").first.wait_for(timeout=SLOW)
+    exported = list((services.history.root / "exports").rglob("*.zip"))
+    assert exported
+    page.locator("#history-delete").click()
+    assert services.history.get(doomed.id) is not None  # nothing happens before the confirm
+    page.locator("#history-delete-yes").click()
+    page.get_by_text(f"Deleted {doomed.id}").wait_for(timeout=SLOW)
+    assert services.history.get(doomed.id) is None
+    assert page.locator("#history-table [role=gridcell]", has_text="poem to delete from history").count() == 0
+    page.screenshot(path=str(artifacts_dir / "history-deleted.png"), full_page=True)

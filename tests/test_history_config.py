@@ -146,3 +146,61 @@ def test_lanes_run_work_on_one_thread_inline_when_nested_and_on_the_main_thread_
 
     with pytest.raises(ZeroDivisionError):
         failing.result()
+
+
+def test_history_search_by_seed_dates_and_stars_survives_an_old_database(tmp_path):
+    old = tmp_path / "old"
+    old.mkdir()
+    with sqlite3.connect(old / "history.sqlite3") as db:  # a History from before stars
+        db.executescript("""CREATE TABLE items (id TEXT PRIMARY KEY, created_at REAL NOT NULL, tab TEXT NOT NULL,
+            owner TEXT NOT NULL DEFAULT 'local', prompt TEXT NOT NULL DEFAULT '', params TEXT NOT NULL DEFAULT '{}',
+            seed INTEGER, model TEXT NOT NULL DEFAULT '', device TEXT NOT NULL DEFAULT '',
+            timings TEXT NOT NULL DEFAULT '{}', files TEXT NOT NULL DEFAULT '[]', parent TEXT);
+            INSERT INTO items VALUES ('20250101-000000-aaaaaaaa', 1735689600, 'text', 'local', 'kept', '{}', 3, 'm',
+            '', '{}', '[]', NULL);""")
+    history = History(old)
+    (item,) = history.list()
+    assert item.prompt == "kept" and item.starred is False
+    assert history.star(item.id) and history.get(item.id).starred
+    assert [i.id for i in history.list(starred=True)] == [item.id]
+    assert history.star("no-such-id") is False
+    new = history.add("image", {".png": b"\x89PNG"}, prompt="today", seed=7, model="m2")
+    assert [i.id for i in history.list(seed=7)] == [new.id]
+    assert [i.id for i in history.list(model="m")] == [item.id]
+    assert [i.id for i in history.list(until=1735689600 + 86400)] == [item.id]
+    assert [i.id for i in history.list(since=1735689600 + 86400)] == [new.id]
+
+
+def test_history_export_and_delete(tmp_path):
+    import json
+    import zipfile
+
+    import numpy as np
+    from PIL import Image
+
+    from pipelines.media import png_with_metadata, read_png_info
+
+    history = History(tmp_path / "outputs")
+    picture = png_with_metadata(Image.fromarray(np.zeros((8, 8, 3), np.uint8)), "red heart\nSteps: 8, Seed: 4",
+                                {"prompt": "red heart", "seed": 4})
+    item = history.add("image", {".png": picture, ".safetensors": b"latent"}, prompt="red heart", seed=4,
+                       params={"steps": 8})
+    other = history.add("text", {".txt": b"poem"}, prompt="poem", seed=1)
+    archive = history.export(history.list(), owner="../../evil")
+    assert archive.parent == history.root / "exports" / ".._.._evil" and archive.suffix == ".zip"
+    with zipfile.ZipFile(archive) as z:
+        index = json.loads(z.read("index.json"))
+        assert {e["id"] for e in index} == {item.id, other.id}
+        entry = next(e for e in index if e["id"] == item.id)
+        assert entry["params"] == {"steps": 8} and entry["seed"] == 4 and len(entry["files"]) == 2
+        z.extract(f"{item.id}/{item.id}.png", tmp_path / "out")
+    info = read_png_info(tmp_path / "out" / item.id / f"{item.id}.png")  # PNG info survives the round trip
+    assert info["studio"] == {"prompt": "red heart", "seed": 4} and "Seed: 4" in info["parameters"]
+    with pytest.raises(ValueError, match="Nothing to export"):
+        history.export([])
+    paths = [history.path(f) for f in item.files]
+    assert history.delete(item.id) and not any(p.exists() for p in paths)
+    assert history.get(item.id) is None and history.delete(item.id) is False
+    assert [i.id for i in history.list()] == [other.id]
+    assert history.repair() == {"rows_dropped": 0, "files_removed": 0}  # exports are not History's orphans
+    assert archive.is_file()

@@ -46,6 +46,8 @@ EXAMPLES: dict[str, str] = {
                           'api_name="/explore_variations")',
     "history_list": 'items = client.predict(tab="image", limit=5, api_name="/history_list")',
     "history_get": 'item, files = client.predict(id=items[0]["id"], api_name="/history_get")',
+    "history_star": 'result = client.predict(id=items[0]["id"], starred=True, api_name="/history_star")',
+    "history_export": 'archive = client.predict(starred=True, api_name="/history_export")',
     "history_delete": 'result = client.predict(id=items[-1]["id"], api_name="/history_delete")',
     "models_list": 'models = client.predict(api_name="/models_list")',
     "models_fetch": 'result = client.predict(name="dcgan-faces-64", api_name="/models_fetch")',

@@ -1,4 +1,4 @@
-"""Public API: History (list, get, delete) and models (list, fetch)."""
+"""Public API: History (list, get, star, delete, export) and models (list, fetch)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from gradio import FileData
 
 from studio.api.media import files
 from studio.tabs.common import friendly_errors, guarded, user_of
+from studio.tabs.history import day_bound, seed_filter
 from studio.tabs.models import model_rows
 
 
@@ -21,24 +22,63 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
 
     def summary(item) -> dict:
         return {"id": item.id, "when": item.when, "tab": item.tab, "prompt": item.prompt, "model": item.model,
-                "seed": item.seed, "parent": item.parent, "files": [f.rsplit("/", 1)[-1] for f in item.files]}
+                "seed": item.seed, "parent": item.parent, "starred": item.starred,
+                "files": [f.rsplit("/", 1)[-1] for f in item.files]}
+
+    def matching(tab, search, seed, since, until, starred, limit, request) -> list:
+        if len(search) > 200:
+            raise ValueError("search: at most 200 characters")
+        owner = user_of(request) if private else None
+        return history.list(tab=None if tab == "all" else tab, text=search, owner=owner, limit=limit,
+                            seed=seed_filter(seed), since=day_bound("since", since),
+                            until=day_bound("until", until, end=True), starred=bool(starred))
 
     @friendly_errors
-    def history_list(tab: str = "all", search: str = "", limit: int = 50, request: gr.Request = None) -> list[dict]:
+    def history_list(tab: str = "all", search: str = "", limit: int = 50, seed: str = "", since: str = "",
+                     until: str = "", starred: bool = False, request: gr.Request = None) -> list[dict]:
         """Your History, newest first.
 
         Args:
             tab: "all", or one of text, image, explore, vae, gan.
             search: keep items whose prompt or model contains this text.
             limit: 1 to 500 items.
+            seed: keep items made with this seed (blank = any).
+            since: keep items made on or after this day, YYYY-MM-DD (blank = any).
+            until: keep items made on or before this day, YYYY-MM-DD (blank = any).
+            starred: keep only starred items.
         """
         if not 1 <= limit <= 500:
             raise ValueError(f"limit must be from 1 to 500, got {limit}")
-        if len(search) > 200:
-            raise ValueError("search: at most 200 characters")
-        owner = user_of(request) if private else None
-        return [summary(i) for i in history.list(tab=None if tab == "all" else tab, text=search, owner=owner,
-                                                  limit=limit)]
+        return [summary(i) for i in matching(tab, search, seed, since, until, starred, limit, request)]
+
+    @friendly_errors
+    def history_star(id: str, starred: bool = True, request: gr.Request = None) -> dict:
+        """Star (or unstar) one of your History items.
+
+        Args:
+            id: the item's id.
+            starred: true to star, false to unstar.
+        """
+        item = own(history.get(str(id)[:64]), request)
+        history.star(item.id, starred)
+        return {"id": item.id, "starred": bool(starred)}
+
+    @friendly_errors
+    def history_export(tab: str = "all", search: str = "", seed: str = "", since: str = "", until: str = "",
+                       starred: bool = False, request: gr.Request = None) -> FileData:
+        """Your History items that match (the filters of history_list) as one .zip: each item's files under
+        its id (PNGs keep their metadata) and index.json with every item's parameters. At most 500 items.
+
+        Args:
+            tab: "all", or one of text, image, explore, vae, gan.
+            search: keep items whose prompt or model contains this text.
+            seed: keep items made with this seed (blank = any).
+            since: keep items made on or after this day, YYYY-MM-DD (blank = any).
+            until: keep items made on or before this day, YYYY-MM-DD (blank = any).
+            starred: keep only starred items.
+        """
+        items = matching(tab, search, seed, since, until, starred, 10**6, request)
+        return files([history.export(items, user_of(request) if private else "local")])[0]
 
     @friendly_errors
     def history_get(id: str, request: gr.Request = None) -> tuple[dict, list[FileData]]:
@@ -81,5 +121,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         return {"name": name, "in_cache": True}
 
     return [("history_list", history_list, {}), ("history_get", history_get, {}),
-            ("history_delete", history_delete, {}), ("models_list", models_list, {}),
+            ("history_delete", history_delete, {}),
+            ("history_star", history_star, {}), ("history_export", history_export, {}),
+            ("models_list", models_list, {}),
             ("models_fetch", models_fetch, {})]

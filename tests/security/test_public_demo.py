@@ -105,9 +105,12 @@ def test_history_is_private_per_user(server):
     assert all(row["id"] != owners_item.id for row in listed)
     from gradio_client.exceptions import AppError
 
-    for endpoint in ("/history_get", "/history_delete"):  # as if it did not exist
+    for endpoint in ("/history_get", "/history_delete", "/history_star"):  # as if it did not exist
         with pytest.raises(AppError, match="no such History item"):
             guest.predict(owners_item.id, api_name=endpoint)
+    with pytest.raises(AppError, match="Nothing to export"):  # a guest's export holds only their own items
+        guest.predict(search="the owner's secret story", api_name="/history_export")
+    assert not services.history.get(owners_item.id).starred
     assert any(row["id"] == owners_item.id for row in owner.predict("all", "", api_name="/history_list"))
     info, files = owner.predict(owners_item.id, api_name="/history_get")
     assert info["prompt"] == "the owner's secret story" and files
