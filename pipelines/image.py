@@ -25,6 +25,17 @@ import torch
 
 from pipelines.checks import check_float, check_int, short
 from pipelines.device import Placement
+from pipelines.image_prompt import Conditioning, Style, encode_prompts, parse_weights
+from pipelines.image_upscale import (
+    LATENT_UPSCALERS,
+    HiresParams,
+    OutpaintParams,
+    UpscaleParams,
+    keep_original,
+    outpaint_canvas,
+    upscale,
+    upscale_latents,
+)
 from pipelines.latent import slerp
 from pipelines.memory import (
     DoesNotFit,
@@ -36,7 +47,7 @@ from pipelines.memory import (
 )
 from pipelines.registry import ModelNotAvailable, ResolvedModel
 
-MODES = ("txt2img", "img2img", "inpaint")
+MODES = ("txt2img", "img2img", "inpaint", "outpaint")
 SCHEDULERS = {
     "Euler": ("EulerDiscreteScheduler", {}),
     "Euler a": ("EulerAncestralDiscreteScheduler", {}),
@@ -80,6 +91,9 @@ class ImageParams:
         variation seed's image); txt2img only.
     strength: img2img/inpaint denoising strength, (0, 1].
     batch_size: images per run (1 … 8); batch_count: runs (1 … 16), seeds continue across runs.
+    mode "outpaint": the start image (resized to width × height) grows by `outpaint`'s pixels per side.
+    hires: a second, img2img pass at a bigger size (txt2img only); the final size is within the limits.
+    style: a prompt/negative template applied before encoding (the prompt itself is kept as typed).
     """
 
     prompt: str = ""
@@ -98,6 +112,22 @@ class ImageParams:
     batch_count: int = 1
     init_image: object = field(default=None, compare=False, repr=False)  # PIL.Image, RGB
     mask: object = field(default=None, compare=False, repr=False)  # PIL.Image, L
+    hires: HiresParams | None = None
+    outpaint: OutpaintParams | None = None
+    style: Style | None = None
+
+    def prompts(self) -> tuple[str, str]:
+        """The prompt and negative prompt the model reads: the style applied, when there is one."""
+        return self.style.apply(self.prompt, self.negative_prompt) if self.style else \
+            (self.prompt, self.negative_prompt)
+
+    def output_size(self) -> tuple[int, int]:
+        """The size of the pictures made: the hires target, the outpainted canvas, or width × height."""
+        if self.hires:
+            return self.hires.target(self.width, self.height)
+        if self.mode == "outpaint" and self.outpaint:
+            return self.outpaint.size(self.width, self.height)
+        return self.width, self.height
 
     def __post_init__(self) -> None:
         self.validate()
@@ -106,10 +136,15 @@ class ImageParams:
         limits = limits or ImageLimits(max_steps=1000, max_megapixels=4.2, max_batch_size=64, max_batch_count=100)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {short(self.mode)}")
+        for name, kind in (("hires", HiresParams), ("outpaint", OutpaintParams), ("style", Style)):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), kind):
+                raise ValueError(f"{name} must be a {kind.__name__} or None")
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
             raise ValueError("prompt and negative_prompt must be text")
         if len(self.prompt) > 4000 or len(self.negative_prompt) > 4000:
             raise ValueError("prompt is too long: keep prompt and negative prompt under 4,000 characters each")
+        for field_name, text in zip(("prompt", "negative_prompt"), self.prompts()):
+            parse_weights(text, field_name)  # (word:1.3) weighting: a bad weight is named here
         check_int("steps", self.steps, 1, limits.max_steps)
         check_float("guidance", self.guidance, 0.0, 30.0)
         for name in ("width", "height"):
@@ -117,10 +152,17 @@ class ImageParams:
             check_int(name, value, 64, 2048)
             if value % 8:
                 raise ValueError(f"{name} must be a multiple of 8 (from 64 to 2048), got {value}")
-        megapixels = self.width * self.height / 1e6
-        if megapixels > limits.max_megapixels + 1e-9:
-            raise ValueError(f"size {self.width}×{self.height} is {megapixels:.2f} megapixels; the limit is "
-                             f"{limits.max_megapixels:g}. Choose a smaller width or height.")
+        for field_name, (w, h) in (("size", (self.width, self.height)), (
+                "hires scale" if self.hires else "outpaint", self.output_size())):
+            megapixels = w * h / 1e6
+            if megapixels > limits.max_megapixels + 1e-9 or max(w, h) > 2048:
+                raise ValueError(f"{field_name}: {w}×{h} is {megapixels:.2f} megapixels; the limit is "
+                                 f"{limits.max_megapixels:g} (and 2048 a side). Choose a smaller "
+                                 f"{'width or height' if field_name == 'size' else field_name}.")
+        if self.hires is not None and self.mode != "txt2img":
+            raise ValueError("hires fix: only for text to image (img2img and inpaint already start from a picture)")
+        if self.mode == "outpaint" and not isinstance(self.outpaint, OutpaintParams):
+            raise ValueError("outpaint: choose how many pixels to add on each side")
         if self.scheduler not in SCHEDULERS:
             raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {short(self.scheduler)}")
         for name in ("seed", "variation_seed"):
@@ -175,6 +217,9 @@ class ImageModel:
     loras: dict[str, float] = field(default_factory=dict)
     plan: MemoryPlan | None = None
     _variants: dict = field(default_factory=dict)
+    prompt_encoders: dict = field(default_factory=dict)  # compel, made on the first weighted prompt
+    upscalers: dict = field(default_factory=dict)  # upscaler models (hires fix), by path
+    allow_pickle: bool = False
 
     def for_mode(self, mode: str):
         if mode == "txt2img":
@@ -248,7 +293,7 @@ def load_image_model(
         raise ModelNotAvailable(f"{name} does not fit on this machine: {exc}") from exc
     apply_image_plan(pipe, plan, placement.device)
     pipe.set_progress_bar_config(disable=True)
-    return ImageModel(pipe, name, placement, plan=plan)
+    return ImageModel(pipe, name, placement, plan=plan, allow_pickle=allow_pickle)
 
 
 def find_single_file_config(path: Path) -> Path | None:
@@ -298,6 +343,7 @@ class ImageOutput:
     seeds: list[int]
     seconds: float
     params: ImageParams
+    notes: tuple[str, ...] = ()  # e.g. how the prompt was read (weights ignored, long prompt chunked)
 
 
 def preview_image(pipe, latents: torch.Tensor):
@@ -330,6 +376,47 @@ def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
     return vae.decode(latents.to(vae.dtype)).sample
 
 
+def prompt_inputs(prompt: str, negative: str, conditioning: Conditioning | None, n: int) -> dict:
+    """The prompt arguments for a batch of `n`: the strings, or the (weighted) embeddings repeated."""
+    if conditioning is None:
+        return {"prompt": [prompt] * n, "negative_prompt": [negative] * n}
+    return {k: ([v] * n if isinstance(v, str) else v.expand(n, *v.shape[1:])) for k, v in conditioning.kwargs.items()}
+
+
+class _Progress:
+    """Steps done across runs and passes, reported to `callback` (throttled), and the cancel check."""
+
+    def __init__(self, params: ImageParams, callback, cancel, preview_every: int, interval: float, started: float):
+        self.params, self.callback, self.cancel = params, callback, cancel
+        self.preview_every, self.interval, self.last = preview_every, interval, started
+        hires = params.hires
+        self.second = max(1, int((hires.steps or params.steps) * hires.strength)) if hires else 0
+        first = params.steps if params.mode == "txt2img" else max(1, int(params.steps * params.strength))
+        self.first, self.per_run = first, first + self.second
+        self.total = self.per_run * params.batch_count
+
+    def step_callback(self, run: int, stage: int):
+        offset = run * self.per_run + (self.first if stage else 0)
+        limit = offset + (self.second if stage else self.first)
+
+        def on_step(p, step, timestep, callback_kwargs):
+            if self.cancel is not None and self.cancel.is_set():
+                raise GenerationCancelled()
+            if self.callback is not None:
+                done = min(limit, offset + step + 1)
+                now = time.perf_counter()
+                if self.interval and done < self.total and now - self.last < self.interval:
+                    return callback_kwargs
+                self.last = now
+                every = self.preview_every
+                due = (step + 1) % every == 0 if every and not self.interval else True
+                preview = preview_image(p, callback_kwargs["latents"][0]) if every and due else None
+                self.callback(done, self.total, preview)
+            return callback_kwargs
+
+        return on_step
+
+
 class ImagePipeline:
     def __init__(self, model: ImageModel, limits: ImageLimits | None = None) -> None:
         self.model = model
@@ -354,9 +441,10 @@ class ImagePipeline:
     ) -> ImageOutput:
         """Generate batch_count × batch_size images. `callback(step, total_steps, preview_or_None)` after
         each step — or, with `progress_interval` > 0, at most that often (and on the last step), with a
-        preview decoded only for those calls: a server then spends its time denoising, not reporting."""
+        preview decoded only for those calls: a server then spends its time denoising, not reporting.
+        With `params.hires`, each batch gets its second (img2img) pass at the target size."""
         params.validate(self.limits)
-        pipe = self.model.for_mode(params.mode)
+        pipe = self.model.for_mode("inpaint" if params.mode == "outpaint" else params.mode)
         device, dtype = self.model.placement.device, self.model.placement.dtype
         # 1. Scheduler and seeds
         pipe.scheduler = scheduler_for(pipe, params.scheduler)
@@ -364,50 +452,76 @@ class ImagePipeline:
         total = params.batch_size * params.batch_count
         seeds = [(base + i) % 2**32 for i in range(total)]
         started = time.perf_counter()
-        last_report = [started]
         images = []
+        # 2. The prompt: the style, A1111 weighting and long prompts through compel (plain prompts as they are)
+        prompt, negative = params.prompts()
+        conditioning = encode_prompts(pipe, prompt, negative, self.model.prompt_encoders)
+        progress = _Progress(params, callback, cancel, preview_every, progress_interval, started)
+        canvas = outpaint_canvas(params.init_image.resize((params.width, params.height)), params.outpaint) \
+            if params.mode == "outpaint" else None
         for run in range(params.batch_count):
             run_seeds = seeds[run * params.batch_size:(run + 1) * params.batch_size]
-            generators = [torch.Generator().manual_seed(s) for s in run_seeds]
-            kwargs: dict = dict(prompt=[params.prompt] * len(run_seeds),
-                                negative_prompt=[params.negative_prompt] * len(run_seeds) or None,
-                                num_inference_steps=params.steps, guidance_scale=params.guidance,
-                                generator=generators, output_type="pil")
-            # 2. Inputs per mode: our own seeded noise for txt2img; the start image (and mask) otherwise
+            n = len(run_seeds)
+            kwargs: dict = dict(num_inference_steps=params.steps, guidance_scale=params.guidance,
+                                generator=[torch.Generator().manual_seed(s) for s in run_seeds],
+                                output_type="latent" if params.hires and params.hires.upscaler in LATENT_UPSCALERS
+                                else "pil")
+            kwargs.update(prompt_inputs(prompt, negative, conditioning, n))
+            # 3. Inputs per mode: our own seeded noise for txt2img; the start image (and mask) otherwise
             if params.mode == "txt2img":
                 channels = pipe.unet.config.in_channels if hasattr(pipe, "unet") else 4
                 shape = (channels, params.height // self.model.vae_scale, params.width // self.model.vae_scale)
                 noise = torch.stack([self._noise(s, shape, params, run * params.batch_size + i)
                                      for i, s in enumerate(run_seeds)])
                 kwargs.update(latents=noise.to(device, dtype), width=params.width, height=params.height)
+            elif canvas is not None:
+                kwargs.update(image=[canvas[0]] * n, mask_image=[canvas[1]] * n, strength=params.strength,
+                              width=canvas[0].width, height=canvas[0].height)
             else:
                 init = params.init_image.resize((params.width, params.height))
-                kwargs.update(image=[init] * len(run_seeds), strength=params.strength)
+                kwargs.update(image=[init] * n, strength=params.strength)
                 if params.mode == "inpaint":
-                    kwargs.update(mask_image=[params.mask.resize((params.width, params.height))] * len(run_seeds),
+                    kwargs.update(mask_image=[params.mask.resize((params.width, params.height))] * n,
                                   width=params.width, height=params.height)
-            # 3. Denoise, with previews and a cancel check after every step
-            steps_total = params.steps * params.batch_count
-
-            def on_step(p, step, timestep, callback_kwargs, _run=run):
-                if cancel is not None and cancel.is_set():
-                    raise GenerationCancelled()
-                if callback is not None:
-                    done = _run * params.steps + step + 1
-                    now = time.perf_counter()
-                    if progress_interval and done < steps_total and now - last_report[0] < progress_interval:
-                        return callback_kwargs
-                    last_report[0] = now
-                    due = (step + 1) % preview_every == 0 if preview_every and not progress_interval else True
-                    preview = preview_image(p, callback_kwargs["latents"][0]) if preview_every and due else None
-                    callback(done, steps_total, preview)
-                return callback_kwargs
-
-            kwargs["callback_on_step_end"] = on_step
+            # 4. Denoise, with previews and a cancel check after every step
+            kwargs["callback_on_step_end"] = progress.step_callback(run, 0)
             with torch.inference_mode():
-                result = pipe(**kwargs)
-            images.extend(result.images)
-        return ImageOutput(images, seeds, time.perf_counter() - started, params)
+                result = pipe(**kwargs).images
+            # 5. Hires fix: upscale (latents or pixels), then img2img at the target size
+            if params.hires:
+                result = self._hires_pass(params, result, run_seeds, prompt, negative, conditioning, progress, run)
+            if canvas is not None:
+                init = params.init_image.resize((params.width, params.height))
+                result = [keep_original(image, init, params.outpaint) for image in result]
+            images.extend(result)
+        return ImageOutput(images, seeds, time.perf_counter() - started, params,
+                           conditioning.notes if conditioning else ())
+
+    def _hires_pass(self, params: ImageParams, first, seeds, prompt, negative, conditioning, progress, run):
+        hires = params.hires
+        width, height = hires.target(params.width, params.height)
+        if hires.upscaler in LATENT_UPSCALERS:
+            scale = self.model.vae_scale
+            start = upscale_latents(first, (height // scale, width // scale), hires.upscaler)
+        else:
+            start = [upscale(image, UpscaleParams(width / params.width, hires.upscaler), models=self.model.upscalers,
+                             device=self.model.placement.device, allow_pickle=self.model.allow_pickle)
+                     .resize((width, height)) for image in first]
+        pipe = self.model.for_mode("img2img")
+        pipe.scheduler = scheduler_for(pipe, params.scheduler)
+        tiled = width * height > 1024 * 1024 and self.model.placement.device.type != "cpu"
+        if tiled:  # big pictures: decode in tiles so the VAE fits in a consumer GPU's memory
+            pipe.vae.enable_tiling()
+        kwargs = dict(image=start, strength=hires.strength, num_inference_steps=hires.steps or params.steps,
+                      guidance_scale=params.guidance, generator=[torch.Generator().manual_seed(s) for s in seeds],
+                      output_type="pil", callback_on_step_end=progress.step_callback(run, 1))
+        kwargs.update(prompt_inputs(prompt, negative, conditioning, len(seeds)))
+        try:
+            with torch.inference_mode():
+                return pipe(**kwargs).images
+        finally:
+            if tiled:
+                pipe.vae.disable_tiling()
 
     # -- LoRA -------------------------------------------------------------------------------------
     def set_loras(self, loras: dict[str, tuple[Path, float]]) -> None:

@@ -41,6 +41,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("STUDIO_VENV", ROOT / ".venv"))
 CPU_TORCH = "torch==2.13.0"
+CPU_TORCHVISION = "torchvision==0.28.0"  # the torchvision built for CPU_TORCH (spandrel needs one)
+SPANDREL = "spandrel>=0.4,<0.5"
 LLAMA_CPP = ("llama-cpp-python", "0.3.36")
 
 
@@ -81,8 +83,9 @@ def ensure_environment(extras: str, torch_index: str = "") -> Path:
     pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
     # torch first and on its own: a bare `torch` dependency could otherwise pull a multi-GB CUDA
     # build onto a machine without a GPU.
-    install_torch(pip, torch_spec, "" if gpu else torch_index)
+    source = install_torch(pip, torch_spec, "" if gpu else torch_index)
     run(pip + ["-e", f"{ROOT}[{extras}]" if extras else str(ROOT)])
+    install_upscalers(pip, gpu, source)
     install_llama(pip, python)
     stamp.write_text(fingerprint)
     return python
@@ -103,6 +106,31 @@ def install_torch(pip: list[str], spec: str, index: str = "", runner=None) -> st
     runner(pip + [spec])
     print(f"Installed {spec} from the default package index", flush=True)
     return "default"
+
+
+def install_upscalers(pip: list[str], gpu: bool, torch_source: str, runner=None) -> bool:
+    """spandrel (upscaler models) with a torchvision built for the torch just installed: from the default
+    index beside a GPU/Mac torch, or from the index a CPU torch came from. A CPU torch from the default
+    index has no matching torchvision there (its torchvision is a CUDA build, which breaks imports), so
+    upscaler models are left out then, with a note; Lanczos and latent upscaling work without them."""
+    runner = runner or run
+    if gpu:
+        wanted = [pip + ["torchvision", SPANDREL]]
+    elif torch_source != "default":
+        wanted = [pip + ["--index-url", torch_source, CPU_TORCHVISION], pip + [SPANDREL]]
+    else:
+        print("Upscaler models (spandrel) are not installed: a CPU torch from the default index has no matching "
+              "torchvision there. Give --torch-index (PyTorch's CPU index) to get both; Lanczos and latent "
+              "upscaling work without them.", flush=True)
+        return False
+    try:
+        for command in wanted:
+            runner(command)
+    except subprocess.CalledProcessError:
+        print("Upscaler models (spandrel) could not be installed; Lanczos and latent upscaling still work.",
+              flush=True)
+        return False
+    return True
 
 
 # -- llama.cpp, compiled for this machine --------------------------------------------------------

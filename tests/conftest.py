@@ -88,13 +88,37 @@ def artifacts_dir() -> Path:
     return path
 
 
+def build_tiny_clip_tokenizer(folder: Path, max_length: int = 16):
+    """A CLIP tokenizer (byte-level BPE with start/end markers, as real Stable Diffusion has) over every byte
+    plus a few merged words, written from scratch: no hub."""
+    import json
+
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    chars = list(pre_tokenizers.ByteLevel.alphabet())
+    vocab, merges = chars + [c + "</w>" for c in chars], []
+    for word in ("red", "heart", "blue", "word", "cat", "fox"):
+        done = word[0]
+        for i, ch in enumerate(word[1:], 1):
+            piece = ch + ("</w>" if i == len(word) - 1 else "")
+            merges.append(f"{done} {piece}")
+            done += piece
+            vocab.append(done)
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.json").write_text(json.dumps({t: i for i, t in enumerate(dict.fromkeys(vocab))}))
+    (folder / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n")
+    return CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length,
+                         pad_token="<|endoftext|>")
+
+
 def build_tiny_sd(folder: Path) -> Path:
     """A Stable Diffusion pipeline from tiny configs (random weights), saved as a diffusers folder."""
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel, PreTrainedTokenizerFast
+    from transformers import CLIPTextConfig, CLIPTextModel
 
-    lm_dir = build_tiny_lm(folder / "_tok")
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(lm_dir, model_max_length=16)
+    tokenizer = build_tiny_clip_tokenizer(folder / "_tok")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         unet = UNet2DConditionModel(
@@ -107,7 +131,8 @@ def build_tiny_sd(folder: Path) -> Path:
                             norm_num_groups=8, sample_size=16)
         text_encoder = CLIPTextModel(CLIPTextConfig(
             vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
-            num_attention_heads=4, max_position_embeddings=16, bos_token_id=0, eos_token_id=tokenizer.eos_token_id,
+            num_attention_heads=4, max_position_embeddings=16, bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id, projection_dim=32,
         ))
     scheduler = DDIMScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", clip_sample=False,

@@ -124,3 +124,23 @@ def test_commands_are_known(command, monkeypatch):
     monkeypatch.setattr(bootstrap, "install_llama", lambda *a, **k: True)
     monkeypatch.setattr(bootstrap.subprocess, "call", lambda *a, **k: 0)
     assert bootstrap.main([command]) == 0 and seen
+
+
+def test_upscalers_come_with_a_torchvision_that_matches_torch(capsys):
+    calls = []
+    pip = ["pip", "install"]
+    assert bootstrap.install_upscalers(pip, True, "default", calls.append)
+    assert calls == [pip + ["torchvision", bootstrap.SPANDREL]]  # beside a GPU/Mac torch from the same index
+    calls.clear()
+    assert bootstrap.install_upscalers(pip, False, "http://mirror.invalid/cpu", calls.append)
+    assert calls == [pip + ["--index-url", "http://mirror.invalid/cpu", bootstrap.CPU_TORCHVISION],
+                     pip + [bootstrap.SPANDREL]]
+    calls.clear()
+    assert not bootstrap.install_upscalers(pip, False, "default", calls.append)  # no CUDA torchvision on CPU torch
+    assert calls == [] and "Lanczos and latent upscaling work" in capsys.readouterr().out
+
+    def failing(command):
+        raise bootstrap.subprocess.CalledProcessError(1, command)
+
+    assert not bootstrap.install_upscalers(pip, True, "default", failing)
+    assert "could not be installed" in capsys.readouterr().out

@@ -223,7 +223,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
 
         paths = [k[0] if isinstance(k[0], str) else unsaved({".png": png_bytes(k[0])})[0] for k in kept]
         info = {"seeds": out.seeds, "seconds": round(out.seconds, 3), "history_ids": [k[2] for k in kept],
-                "model": pipe.model.name, "parameters": {"prompt": params.prompt, "negative_prompt": params.negative_prompt,
+                "model": pipe.model.name, "notes": list(out.notes), "parameters": {"prompt": params.prompt, "negative_prompt": params.negative_prompt,
                                                          "mode": params.mode, "steps": params.steps,
                                                          "cfg_scale": params.guidance, "width": params.width,
                                                          "height": params.height, "sampler_name": params.scheduler,

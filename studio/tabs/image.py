@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import gradio as gr
@@ -76,6 +77,21 @@ def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bo
     return services.lanes.submit("model", generate)
 
 
+def second_pass_settings(params: ImageParams) -> dict:
+    """A1111's infotext names for the hires fix, outpainting and the style."""
+    settings = {}
+    if params.hires:
+        h = params.hires
+        settings.update({"Denoising strength": h.strength, "Hires upscale": f"{h.scale:g}",
+                         "Hires steps": h.steps or params.steps, "Hires upscaler": Path(h.upscaler).name})
+    if params.outpaint:
+        o = params.outpaint
+        settings["Outpaint"] = f"left {o.left}, right {o.right}, up {o.up}, down {o.down}, seam {o.seam}"
+    if params.style:
+        settings["Style"] = params.style.name
+    return settings
+
+
 def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tuple]:
     """Save each image as a PNG with its parameters (AUTOMATIC1111 text, JSON, XMP) into History;
     returns (file path or the image itself when the disk is full, seed, History id) per image."""
@@ -88,14 +104,17 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                     "Denoising strength": params.strength if params.mode != "txt2img" else None,
                     "Variation seed": params.variation_seed if varied else None,
                     "Variation seed strength": params.variation_strength if varied else None,
-                    "Lora": ", ".join(f"{k}:{v}" for k, v in pipe.model.loras.items()) or None}
+                    "Lora": ", ".join(f"{k}:{v}" for k, v in pipe.model.loras.items()) or None,
+                    **second_pass_settings(params)}
         record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
                   "steps": params.steps, "guidance": params.guidance, "width": params.width,
                   "height": params.height, "scheduler": params.scheduler, "seed": image_seed,
                   "variation_seed": params.variation_seed if varied else None,
                   "variation_strength": params.variation_strength if varied else 0.0,
                   "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
-                  "model": pipe.model.name, "loras": pipe.model.loras}
+                  "model": pipe.model.name, "loras": pipe.model.loras,
+                  **{name: asdict(value) for name in ("hires", "outpaint", "style")
+                     if (value := getattr(params, name)) is not None}}
         data = png_with_metadata(image, a1111_parameters(params.prompt, params.negative_prompt, settings), record)
         item = keep_output(services, "image", {".png": data}, prompt=params.prompt, params=record,
                            seed=image_seed, model=pipe.model.name, device=services.placement.describe(),
@@ -215,6 +234,7 @@ def build(services: Services) -> TabHandle:
             return
         out = result["out"]
         cells = [(path, f"seed {seed}") for path, seed, _ in keep_images(services, pipe, params, out, user_of(request))]
+        notes = [*notes, *out.notes]
         note = f" · {'; '.join(notes)}" if notes else ""
         yield (gr.skip(), cells, f"**{len(cells)} image(s)** · seeds {', '.join(str(s) for s in out.seeds)} · "
                f"{out.seconds:.1f}s{note}")
