@@ -79,6 +79,7 @@ class Services:
     lanes: Lanes = field(default_factory=Lanes)
     repair_report: dict = field(default_factory=dict)
     access: Access = field(default_factory=Access)
+    upscalers: dict = field(default_factory=dict)  # upscaler models loaded for the Upscale panel, by path
 
     @classmethod
     def create(cls, settings: Settings) -> Services:

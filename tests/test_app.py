@@ -159,6 +159,46 @@ def test_generate_image_endpoint_saves_pngs_with_parameters(tmp_path, client_fac
     assert client.predict(handle_file(str(init)), api_name="/png_info")["prompt"] == "a red fox"
 
 
+def test_daily_image_tools_through_the_api(tmp_path, client_factory):
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    from pipelines.media import read_png_info
+
+    client, services = client_factory(tmp_path / "outputs")
+    info, files = client.predict(**image_args(prompt="a (red:1.4) fox", batch_size=1, enable_hr=True, hr_scale=2,
+                                              hr_upscaler="Lanczos", hr_second_pass_steps=2,
+                                              styles="Pixel art"), api_name="/generate_image")
+    png = read_png_info(files[0])
+    assert Image.open(files[0]).size == (128, 128) and png["settings"]["Hires upscale"] == "2"
+    assert png["settings"]["Style"] == "Pixel art" and png["prompt"] == "a (red:1.4) fox"
+    start = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), (200, 30, 30)).save(start)
+    info, files = client.predict(**image_args(init_images=[handle_file(str(start))], outpaint="0,32,0,0",
+                                              batch_size=1, denoising_strength=1.0), api_name="/generate_image")
+    assert Image.open(files[0]).size == (96, 64) and info["parameters"]["mode"] == "outpaint"
+    assert Image.open(files[0]).getpixel((4, 30)) == (200, 30, 30)  # the original, kept
+    info, big = client.predict(image=handle_file(str(start)), scale=3, api_name="/upscale_image")
+    assert info["size"] == [192, 192] and Image.open(big).size == (192, 192) and info["history_id"]
+    for changes, message in [({"prompt": "(word:abc)"}, r"prompt: the weight in '\(word:abc\)' must be a number"),
+                             ({"enable_hr": True, "hr_upscaler": "/etc/passwd"}, "hr_upscaler must be one of Latent"),
+                             ({"enable_hr": True, "hr_scale": 9}, r"hires scale must be a number in \(1.0, 4.0\]"),
+                             ({"styles": "Nope"}, "style: no style named 'Nope'"),
+                             ({"init_images": [handle_file(str(start))], "outpaint": "0,100000,0,0"},
+                              "outpaint right must be a whole number from 0 to 1,024")]:
+        with pytest.raises(AppError, match=message):
+            client.predict(**image_args(**changes), api_name="/generate_image")
+    with pytest.raises(AppError, match=r"upscale scale must be a number in \(1.0, 8.0\]"):
+        client.predict(image=handle_file(str(start)), scale=9, api_name="/upscale_image")
+    large = tmp_path / "large.png"
+    Image.new("RGB", (1100, 1100)).save(large)
+    with pytest.raises(AppError, match="upscale scale: 1100×1100 × 4 would be 4400×4400 .* the limit is 16.8"):
+        client.predict(image=handle_file(str(large)), scale=4, api_name="/upscale_image")
+    _, files = client.predict(**image_args(batch_size=1), api_name="/generate_image")  # still serving
+    assert len(files) == 1
+
+
 def test_out_of_memory_is_explained_and_the_next_request_works(tmp_path, client_factory, monkeypatch):
     import torch
     from gradio_client.exceptions import AppError

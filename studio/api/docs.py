@@ -22,6 +22,7 @@ EXAMPLES: dict[str, str] = {
     "stop_text": 'stopped = client.predict(api_name="/stop_text")',
     "generate_image": 'info, pictures = client.predict(prompt="red heart", steps=8, seed=1, api_name="/generate_image")',
     "cancel_image": 'cancelled = client.predict(api_name="/cancel_image")',
+    "upscale_image": 'info, big = client.predict(image=handle_file(pictures[0]), scale=2, api_name="/upscale_image")',
     "png_info": 'info = client.predict(image=handle_file(pictures[0]), api_name="/png_info")',
     "gan_sample": 'info, files = client.predict(seed=42, grid_size=4, truncation=0.7, api_name="/gan_sample")',
     "gan_interpolate": 'info, files = client.predict(keyframes="1, 42, 7", frames=24, api_name="/gan_interpolate")',

@@ -12,9 +12,11 @@ from gradio import FileData
 
 from pipelines.checks import check_int
 from pipelines.image import GenerationCancelled, ImageParams, open_user_image
+from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
 from pipelines.media import read_png_info
-from studio.tabs.common import friendly_errors, guarded, parse_seed, session_of, user_of
+from studio.tabs.common import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
 from studio.tabs.image import keep_images, loras_from, start_generation
+from studio.tabs.image_extras import resolve_upscaler, style_named
 from studio.tabs.text import build_params, run_text
 
 
@@ -159,9 +161,17 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         model: str = "",
         lora_files: list[FileData] | None = None,
         lora_weights: str = "",
+        enable_hr: bool = False,
+        hr_scale: float = 2.0,
+        hr_upscaler: str = "Latent",
+        hr_second_pass_steps: int = 0,
+        hr_denoising_strength: float = 0.5,
+        styles: str = "",
+        outpaint: str = "",
         request: gr.Request = None,
     ) -> tuple[dict, list[FileData]]:
-        """Text to image; image to image with `init_images`; inpainting with `init_images` and `mask`.
+        """Text to image; image to image with `init_images`; inpainting with `init_images` and `mask`;
+        outpainting with `init_images` and `outpaint`. Prompts take AUTOMATIC1111 weighting, e.g. (word:1.3).
 
         Args:
             prompt: what to draw (may be empty).
@@ -182,6 +192,13 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             model: a listed image model, a diffusers folder, a .safetensors file or a hub id; empty = default.
             lora_files: LoRA .safetensors files.
             lora_weights: one weight per LoRA file, comma-separated (default 1).
+            enable_hr: hires fix (text to image): make the picture, upscale it, refine it with a second pass.
+            hr_scale: hires fix: upscale by, above 1 to 4.
+            hr_upscaler: hires fix: Latent, Latent (nearest), Lanczos or an upscaler model's file name.
+            hr_second_pass_steps: hires fix: the second pass's steps, 0 = as many as the first.
+            hr_denoising_strength: hires fix: the second pass's denoising strength, above 0 to 1.
+            styles: a style's name (see the Image tab's Style list); empty = none.
+            outpaint: pixels to add as "left,right,up,down" (multiples of 8, up to 1024), with init_images.
 
         Returns a JSON object (seeds, parameters, seconds, history_ids) and the PNG files, each carrying its
         parameters (AUTOMATIC1111 text, JSON, XMP).
@@ -202,12 +219,22 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         pipe = services.image_pipeline(model)
         size = pipe.model.default_size
         mode = "inpaint" if mask_image is not None else "img2img" if init is not None else "txt2img"
+        extra = {"style": style_named(services, styles.strip()) if styles.strip() else None}
+        if enable_hr:
+            extra["hires"] = HiresParams(float(hr_scale), resolve_upscaler(services, hr_upscaler, latent=True,
+                                                                           field="hr_upscaler"),
+                                         hr_second_pass_steps, float(hr_denoising_strength))
+        if outpaint.strip():
+            if init is None or mask_image is not None:
+                raise ValueError("outpaint: give the picture to grow in init_images (and no mask)")
+            mode, extra["outpaint"] = "outpaint", OutpaintParams(*_ints("outpaint", outpaint, 4))
         params = ImageParams(prompt=prompt or "", negative_prompt=negative_prompt or "", mode=mode, steps=steps,
                              guidance=float(cfg_scale), width=width or (init.width // 8 * 8 if init else size),
                              height=height or (init.height // 8 * 8 if init else size), scheduler=sampler_name,
                              seed=seed_or_random("seed", seed), variation_seed=seed_or_random("subseed", subseed),
                              variation_strength=float(subseed_strength), strength=float(denoising_strength),
-                             batch_size=batch_size, batch_count=n_iter, init_image=init, mask=mask_image)
+                             batch_size=batch_size, batch_count=n_iter, init_image=init, mask=mask_image,
+                             **extra)
         params.validate(limits)
         pipe.set_loras(loras_from([_path(f) for f in lora_files or []], lora_weights))
         session = session_of(request)
@@ -232,6 +259,30 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         return info, files(paths)
 
     @friendly_errors
+    @guarded(services, "image", generation=True)
+    def upscale_image(image: FileData, scale: float = 2.0, upscaler: str = "Lanczos",
+                      request: gr.Request = None) -> tuple[dict, FileData]:
+        """Upscale a picture by Lanczos or an upscaler model (Real-ESRGAN, SwinIR… in the upscalers folder).
+
+        Args:
+            image: the picture (PNG/JPEG/WebP).
+            scale: upscale by, above 1 to 8 (the result stays within 16.8 megapixels).
+            upscaler: Lanczos, or an upscaler model's file name.
+        """
+        from pipelines.media import png_bytes
+
+        picture, _ = open_user_image(_path(image), services.settings.image_limits.max_image_pixels)
+        params = UpscaleParams(float(scale), resolve_upscaler(services, upscaler, latent=False))
+        params.check_size(*picture.size)
+        out = services.lanes.run("model", upscale, picture, params, device=services.placement.device,
+                                 allow_pickle=services.settings.allow_pickle, models=services.upscalers)
+        item = keep_output(services, "image", {".png": png_bytes(out)}, prompt="upscale",
+                           params={"upscale": float(scale), "upscaler": upscaler, "size": list(out.size)},
+                           device=services.placement.describe(), owner=user_of(request))
+        path = str(services.history.path(item.files[0])) if item else unsaved({".png": png_bytes(out)})[0]
+        return {"size": list(out.size), "history_id": item.id if item else None}, FileData(path=str(path))
+
+    @friendly_errors
     def png_info(image: FileData) -> dict:
         """The generation parameters stored in a PNG (ours or AUTOMATIC1111's).
 
@@ -252,7 +303,15 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
     image_options = dict(concurrency_limit=1, concurrency_id="image")
     return [("generate_text", generate_text, text_options), ("chat", chat, text_options),
             ("stop_text", stop_text, dict(queue=False)), ("generate_image", generate_image, image_options),
-            ("cancel_image", cancel_image, dict(queue=False)), ("png_info", png_info, {})]
+            ("cancel_image", cancel_image, dict(queue=False)), ("upscale_image", upscale_image, image_options),
+            ("png_info", png_info, {})]
+
+
+def _ints(field: str, text: str, count: int) -> list[int]:
+    parts = [p.strip() for p in text.split(",")]
+    if len(parts) != count or not all(p.isdigit() for p in parts):
+        raise ValueError(f"{field}: {count} whole numbers separated by commas, e.g. 0,128,0,0; got {text[:60]!r}")
+    return [int(p) for p in parts]
 
 
 def _path(file) -> str:

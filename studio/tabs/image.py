@@ -9,8 +9,10 @@ from pathlib import Path
 import gradio as gr
 
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, open_user_image
+from pipelines.image_prompt import parse_weights
 from pipelines.media import a1111_parameters, png_with_metadata, read_png_info
 from studio.services import Services
+from studio.tabs.image_extras import Extras, build_extras, build_upscale_panel
 from studio.tabs.common import (
     TabHandle,
     as_int,
@@ -24,7 +26,7 @@ from studio.tabs.common import (
     user_of,
 )
 
-MODE_LABELS = {"Text to image": "txt2img", "Image to image": "img2img", "Inpaint": "inpaint"}
+MODE_LABELS = {"Text to image": "txt2img", "Image to image": "img2img", "Inpaint": "inpaint", "Outpaint": "outpaint"}
 
 
 def _mask_from_editor(editor: dict | None, max_pixels: int):
@@ -153,6 +155,7 @@ def build(services: Services) -> TabHandle:
                 to_inpaint = gr.Button("Send selected to inpaint", size="sm")
                 to_vae = gr.Button("Send selected to the VAE tab", size="sm")
                 to_explore = gr.Button("Explore around the selected image", size="sm", elem_id="image-to-explore")
+            build_upscale_panel(services)
             with gr.Accordion("PNG info: drop any PNG to read how it was made", open=False):
                 png_in = gr.File(label="PNG file", file_types=[".png"])
                 png_text = gr.Textbox(label="Parameters", lines=4, interactive=False)
@@ -180,25 +183,33 @@ def build(services: Services) -> TabHandle:
             with gr.Accordion("LoRA", open=False):
                 lora_files = gr.File(label="LoRA .safetensors files", file_count="multiple", file_types=[".safetensors"])
                 lora_weights = gr.Textbox(label="Weights", placeholder="one per file, e.g. 0.8, 0.5 (default 1)")
+            extras = build_extras(services, prompt, negative)
 
     selected_path = gr.State(None)
 
     def show_mode(label):
         m = MODE_LABELS[label]
-        return (gr.Image(visible=m == "img2img"), gr.ImageEditor(visible=m == "inpaint"),
-                gr.Slider(visible=m != "txt2img"))
+        return (gr.Image(visible=m in ("img2img", "outpaint")), gr.ImageEditor(visible=m == "inpaint"),
+                gr.Slider(visible=m != "txt2img"), gr.Accordion(visible=m == "txt2img"),
+                gr.Group(visible=m == "outpaint"))
 
     @friendly_errors
     @guarded(services, "image", generation=True)
     def run(mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
             n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w,
+            style, hires_on, hires_scale, hires_upscaler, hires_steps, hires_strength, left, right, up, down, seam,
             request: gr.Request, progress=gr.Progress()):
         mode_name = MODE_LABELS.get(mode_label, mode_label)
         init, mask, notes = None, None, []
-        if mode_name == "img2img":
+        extra = Extras.params(services, mode_name, style, hires_on, hires_scale, hires_upscaler, hires_steps,
+                              hires_strength, left, right, up, down, seam)
+        if mode_name in ("img2img", "outpaint"):
             if not init_path:
-                raise ValueError("init_image: img2img needs a starting image; upload one or send one from the gallery")
+                raise ValueError(f"init_image: {mode_label.lower()} needs a starting image; upload one or send one "
+                                 "from the gallery")
             init, notes = open_user_image(init_path, limits.max_image_pixels)
+            if mode_name == "outpaint":  # grow the picture as it is (its size to a multiple of 8)
+                w, h = (max(64, min(2048, side // 8 * 8)) for side in init.size)
         elif mode_name == "inpaint":
             init, mask = _mask_from_editor(editor_value, limits.max_image_pixels)
         params = ImageParams(
@@ -207,6 +218,7 @@ def build(services: Services) -> TabHandle:
             seed=parse_seed(seed_text), variation_seed=parse_seed(var_seed_text),
             variation_strength=float(var_strength), strength=float(strength_value),
             batch_size=as_int("batch_size", size), batch_count=as_int("batch_count", count), init_image=init, mask=mask,
+            **extra,
         )
         params.validate(limits)
         yield None, gr.skip(), "Loading the model… (the first request loads it)"
@@ -278,12 +290,16 @@ def build(services: Services) -> TabHandle:
                   "height": int(size[1]) if len(size) > 1 and size[1].isdigit() else None}
         return restore(values)
 
-    mode.change(show_mode, mode, [init_image, editor, strength], api_visibility="private")
+    mode.change(show_mode, mode, [init_image, editor, strength, extras.hires_box, extras.outpaint_box],
+                api_visibility="private")
     inputs = [mode, prompt, negative, init_image, editor, strength, model, scheduler, steps, guidance, width, height,
-              seed, batch_size, batch_count, variation_seed, variation_strength, lora_files, lora_weights]
+              seed, batch_size, batch_count, variation_seed, variation_strength, lora_files, lora_weights,
+              *extras.inputs]
     # inputs: mode, prompt, negative, init, editor, strength, model, sampler, steps, cfg, w, h, seed, size, count,
     # variation seed, variation strength, loras, lora weights — seeds and LoRA weights are checked beside the field
-    validator = check_fields(*[None] * 12, seed_field, None, None, seed_field, None, None,
+    validator = check_fields(None, lambda text: parse_weights(text or "", "prompt"),
+                             lambda text: parse_weights(text or "", "negative_prompt"), *[None] * 9,
+                             seed_field, None, None, seed_field, None, None,
                              lambda text: loras_from([None] * len([w for w in str(text or "").split(",") if w.strip()]),
                                                      text))
     generate.click(run, inputs, [preview, gallery, status], api_visibility="private", concurrency_limit=1,
@@ -316,15 +332,16 @@ def build(services: Services) -> TabHandle:
                 values.append(labels.get(value, gr.skip()))
             else:
                 values.append(value)
-        return values
+        return values + extras.restore(params)
 
-    png_send.click(from_png, png_json, list(fields.values()), api_visibility="private")
+    restore_outputs = [*fields.values(), *extras.inputs]
+    png_send.click(from_png, png_json, restore_outputs, api_visibility="private")
     def selected_file(path):
         if not path:
             raise gr.Error("Click an image in the results first.")
         return path
 
-    handle = TabHandle(restore_outputs=list(fields.values()), restore=restore,
+    handle = TabHandle(restore_outputs=restore_outputs, restore=restore,
                        send_to_vae=(to_vae, [selected_path], selected_file), owner_controls=[model, lora_files])
     handle.to_explore = (to_explore, selected_path)
     handle.receive = (mode, init_image, editor)

@@ -1,0 +1,175 @@
+"""The Image tab's extra settings — styles, hires fix, outpainting — and the standalone Upscale panel.
+
+Each piece builds its components and turns their values into the params objects the pipeline takes
+(`HiresParams`, `OutpaintParams`, `Style`, `UpscaleParams`); the work itself is in pipelines/.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import gradio as gr
+
+from pipelines.image_prompt import Style, load_styles, save_style
+from pipelines.image_upscale import (
+    LATENT_UPSCALERS,
+    PIXEL_UPSCALERS,
+    UPSCALER_SUFFIXES,
+    HiresParams,
+    OutpaintParams,
+    UpscaleParams,
+    upscale,
+)
+from studio.tabs.common import as_int, friendly_errors, guarded, keep_output, user_of
+
+NO_STYLE = "(none)"
+
+
+def styles_path(services) -> Path:
+    """User styles live in the settings folder inside the outputs folder (kept with the user's work)."""
+    return Path(services.settings.outputs) / "settings" / "styles.json"
+
+
+def upscaler_folder(services) -> Path:
+    return Path(services.settings.cache_dir) / "upscalers"
+
+
+def upscaler_choices(services, *, latent: bool) -> list[str]:
+    """Built-in upscalers, then the model files in the upscalers folder (shown by name, passed by path)."""
+    folder = upscaler_folder(services)
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in UPSCALER_SUFFIXES) if folder.is_dir() else []
+    return [*(LATENT_UPSCALERS if latent else ()), *PIXEL_UPSCALERS, *(str(p) for p in files)]
+
+
+def resolve_upscaler(services, name: str, *, latent: bool, field: str = "upscaler") -> str:
+    """A built-in upscaler name, or the path of a model file in the upscalers folder given by its file name
+    (callers outside the page cannot point the server at arbitrary files)."""
+    choices = upscaler_choices(services, latent=latent)
+    by_name = {Path(c).name: c for c in choices}
+    if name in by_name:
+        return by_name[name]
+    raise ValueError(f"{field} must be one of {', '.join(by_name)}, got {str(name)[:60]!r}")
+
+
+def style_named(services, name: str | None) -> Style | None:
+    if not name or name == NO_STYLE:
+        return None
+    styles = {s.name: s for s in load_styles(styles_path(services))}
+    if name not in styles:
+        raise ValueError(f"style: no style named {name[:60]!r}; press ↻ to reload the list")
+    return styles[name]
+
+
+@dataclass
+class Extras:
+    style: gr.Dropdown
+    hires_box: gr.Accordion
+    hires: list  # on, scale, upscaler, steps, strength
+    outpaint_box: gr.Group
+    outpaint: list  # left, right, up, down, seam
+
+    @property
+    def inputs(self) -> list:
+        return [self.style, *self.hires, *self.outpaint]
+
+    @staticmethod
+    def params(services, mode: str, style, on, scale, upscaler, steps, strength, left, right, up, down,
+               seam) -> dict:
+        """hires/outpaint/style for ImageParams from the components' values (in `inputs` order)."""
+        return {
+            "style": style_named(services, style),
+            "hires": HiresParams(float(scale), upscaler, as_int("hires steps", steps), float(strength))
+            if on and mode == "txt2img" else None,
+            "outpaint": OutpaintParams(*(as_int(f"outpaint {n}", v) for n, v in
+                                         zip(("left", "right", "up", "down", "seam"), (left, right, up, down, seam))))
+            if mode == "outpaint" else None,
+        }
+
+    def restore(self, params: dict) -> list:
+        """Values for [style, *hires, *outpaint] from an item's parameters (skip what it does not have)."""
+        style = (params.get("style") or {}).get("name") if isinstance(params.get("style"), dict) else None
+        hires = params.get("hires") if isinstance(params.get("hires"), dict) else None
+        side = params.get("outpaint") if isinstance(params.get("outpaint"), dict) else None
+        values = [style or NO_STYLE, bool(hires)]
+        values += [hires[k] for k in ("scale", "upscaler", "steps", "strength")] if hires else [gr.skip()] * 4
+        values += [side[k] for k in ("left", "right", "up", "down", "seam")] if side else [gr.skip()] * 5
+        return values
+
+
+def build_extras(services, prompt: gr.Textbox, negative: gr.Textbox) -> Extras:
+    """Styles (apply from a list; save the current prompt as one), hires fix, outpainting sides."""
+    names = [NO_STYLE, *(s.name for s in load_styles(styles_path(services)))]
+    with gr.Accordion("Style", open=False):
+        with gr.Row():
+            style = gr.Dropdown(names, value=NO_STYLE, label="Style", scale=3, elem_id="image-style",
+                                info="a prompt template; {prompt} is where yours goes")
+            reload = gr.Button("↻", size="sm", scale=0, min_width=40)
+        with gr.Row():
+            style_name = gr.Textbox(label="Save the prompt boxes as a style named…", scale=3,
+                                    placeholder="use {prompt} in the prompt box where a prompt goes")
+            save = gr.Button("Save style", size="sm", scale=1)
+    with gr.Accordion("Hires fix", open=False) as hires_box:
+        hires_on = gr.Checkbox(label="Make it bigger in a second pass", elem_id="image-hires")
+        with gr.Row():
+            scale = gr.Slider(1.25, 4, value=2, step=0.25, label="Upscale by")
+            upscaler = gr.Dropdown(upscaler_choices(services, latent=True), value="Latent", label="Upscaler",
+                                   info=f"models: put .safetensors files in {upscaler_folder(services)}")
+        with gr.Row():
+            steps = gr.Slider(0, 150, value=0, step=1, label="Hires steps", info="0 = as many as the first pass")
+            strength = gr.Slider(0.05, 1, value=0.5, step=0.01, label="Hires denoising strength")
+    with gr.Group(visible=False) as outpaint_box:
+        gr.Markdown("**Outpaint**: pixels to add on each side (multiples of 8)")
+        with gr.Row():
+            sides = [gr.Slider(0, 512, value=value, step=8, label=label, elem_id=f"image-outpaint-{label.lower()}")
+                     for label, value in (("Left", 0), ("Right", 128), ("Up", 0), ("Down", 0))]
+        seam = gr.Slider(0, 64, value=16, step=4, label="Seam (blended pixels)")
+
+    def save_current(name, prompt_text, negative_text):
+        text = prompt_text if "{prompt}" in (prompt_text or "") else f"{{prompt}}, {prompt_text}".rstrip(", ")
+        created = Style(name.strip() if name else "", text, negative_text or "")
+        save_style(styles_path(services), created)
+        choices = [NO_STYLE, *(s.name for s in load_styles(styles_path(services)))]
+        return gr.Dropdown(choices=choices, value=created.name), ""
+
+    def refresh(current):
+        choices = [NO_STYLE, *(s.name for s in load_styles(styles_path(services)))]
+        return gr.Dropdown(choices=choices, value=current if current in choices else NO_STYLE)
+
+    owner = friendly_errors(guarded(services, "image", owner_only="save styles")(save_current))
+    save.click(owner, [style_name, prompt, negative], [style, style_name], api_visibility="private")
+    reload.click(refresh, style, style, api_visibility="private")
+    return Extras(style, hires_box, [hires_on, scale, upscaler, steps, strength], outpaint_box, [*sides, seam])
+
+
+def build_upscale_panel(services) -> None:
+    """Upscale any picture (Lanczos or an upscaler model); the result goes to History."""
+    with gr.Accordion("Upscale any picture", open=False):
+        with gr.Row(equal_height=False):
+            source = gr.Image(label="Picture", type="pil", height=240, elem_id="upscale-source")
+            result = gr.Image(label="Upscaled", type="pil", height=240, interactive=False, format="png",
+                              elem_id="upscale-result")
+        with gr.Row():
+            scale = gr.Slider(1.25, 8, value=2, step=0.25, label="Upscale by")
+            upscaler = gr.Dropdown(upscaler_choices(services, latent=False), value="Lanczos", label="Upscaler")
+            go = gr.Button("Upscale", variant="primary", elem_id="upscale-go")
+        note = gr.Markdown("")
+
+    def run(picture, factor, name, request: gr.Request):
+        if picture is None:
+            raise ValueError("picture: upload a picture to upscale")
+        params = UpscaleParams(float(factor), name)
+        params.check_size(*picture.size)
+        out = services.lanes.run("model", upscale, picture, params, device=services.placement.device,
+                                 allow_pickle=services.settings.allow_pickle, models=services.upscalers,
+                                 interactive=True)
+        from pipelines.media import png_bytes
+
+        item = keep_output(services, "image", {".png": png_bytes(out)}, prompt="upscale",
+                           params={"upscale": float(factor), "upscaler": Path(name).name, "size": list(out.size)},
+                           device=services.placement.describe(), owner=user_of(request))
+        saved = f" · saved as {item.id}" if item else " · not saved: the disk is full"
+        return out, f"{picture.size[0]}×{picture.size[1]} → **{out.size[0]}×{out.size[1]}**{saved}"
+
+    go.click(friendly_errors(guarded(services, "image", generation=True)(run)), [source, scale, upscaler],
+             [result, note], api_visibility="private")
