@@ -398,3 +398,44 @@ def test_history_search_star_export_and_delete_with_a_confirm_step(served_app, p
     assert services.history.get(doomed.id) is None
     assert page.locator("#history-table [role=gridcell]", has_text="poem to delete from history").count() == 0
     page.screenshot(path=str(artifacts_dir / "history-deleted.png"), full_page=True)
+
+
+def test_an_xy_plot_is_made_labelled_and_downloaded_and_hires_styles_apply(served_app, page, artifacts_dir,
+                                                                           tmp_path):
+    url, services = served_app
+    page.goto(url)
+    page.get_by_role("tab", name="Image").click()
+    choose_model(page, "image-model", "tiny-sd")
+    move_slider(page, "image-steps", 2)
+    move_slider(page, "image-batch", 1)
+    page.locator("#image-prompt textarea").fill("a (red:1.3) fox")
+    page.get_by_text("X/Y/Z plot: the same picture").click()
+    page.locator("#plot-x-values textarea, #plot-x-values input").first.fill("2, 7")
+    choose_model(page, "plot-y-axis", "Seed")
+    page.locator("#plot-y-values textarea, #plot-y-values input").first.fill("1-2")
+    before = len(services.history.list(tab="image"))
+    page.locator("#plot-make").click()
+    wait_text(page, "plot-status", "4 of 4 picture(s)")
+    link = page.locator("#plot-file a").first
+    link.wait_for(timeout=SLOW)
+    with page.expect_download() as info:
+        link.click()
+    info.value.save_as(tmp_path / "plot.png")
+    from PIL import Image
+
+    plot = Image.open(tmp_path / "plot.png")
+    assert plot.width > 2 * 64 and plot.height > 2 * 64
+    items = services.history.list(tab="image")[: len(services.history.list(tab="image")) - before]
+    assert len(items) == 5  # four cells and the plot
+    cells = [i for i in items if "plot" not in i.params]
+    assert sorted((i.params["guidance"], i.seed) for i in cells) == [(2.0, 1), (2.0, 2), (7.0, 1), (7.0, 2)]
+    page.screenshot(path=str(artifacts_dir / "image-plot.png"), full_page=True)
+    page.get_by_text("Hires fix").click()
+    page.locator("#image-hires input").check()
+    page.get_by_text("Style", exact=True).first.click()
+    choose_model(page, "image-style", "Pixel art")
+    page.locator("#image-generate").click()
+    wait_text(page, "image-status", "1 image(s)")
+    newest = services.history.list(tab="image")[0]
+    assert newest.params["hires"]["scale"] == 2 and newest.params["style"]["name"] == "Pixel art"
+    assert Image.open(services.history.path(newest.files[0])).size == (128, 128)

@@ -260,3 +260,61 @@ def test_outpainting_checks_its_fields(tiny):
     back = keep_original(Image.new("RGB", (24, 16), (255, 0, 0)), Image.new("RGB", (16, 16), (1, 2, 3)),
                          OutpaintParams(right=8, seam=0))
     assert np.asarray(back)[0, 0].tolist() == [1, 2, 3] and np.asarray(back)[0, 20].tolist() == [255, 0, 0]
+
+
+# -- X/Y/Z plots ----------------------------------------------------------------------------------------------
+
+def test_plot_axis_values_lists_ranges_and_caps():
+    from pipelines.image_plot import parse_values
+
+    assert parse_values("Steps", "1-5") == [1, 2, 3, 4, 5]
+    assert parse_values("Steps", "5-50 (+15)") == [5, 20, 35, 50]
+    assert parse_values("CFG scale", "3, 5-7, 9.5") == [3.0, 5.0, 6.0, 7.0, 9.5]
+    assert parse_values("Denoising strength", "0.2-1 [5]") == [0.2, 0.4, 0.6, 0.8, 1.0]
+    assert parse_values("Sampler", "Euler, DPM++ 2M") == ["Euler", "DPM++ 2M"]
+    assert parse_values("Size", "64x64, 128×64") == [(64, 64), (128, 64)]
+    assert parse_values("Prompt S/R", "red, (blue:1.2), green") == ["red", "(blue:1.2)", "green"]
+    with pytest.raises(ValueError, match="X values: at most 32 values on an axis; '1-10000' gives 10,000"):
+        parse_values("Seed", "1-10000")
+    with pytest.raises(ValueError, match="Y values: 'many' is not a number or a range like 10-40"):
+        parse_values("Steps", "many", "Y values")
+    with pytest.raises(ValueError, match="X values: sizes are written WIDTHxHEIGHT"):
+        parse_values("Size", "big")
+    with pytest.raises(ValueError, match="X values: the axis must be one of"):
+        parse_values("Weather", "sunny")
+
+
+def test_plot_cells_caps_and_cancel():
+    from pipelines.image_plot import PlotParams, run_plot
+
+    plot = PlotParams.parse(("CFG scale", "3, 7"), ("Seed", "1-3"))
+    assert len(plot.cells()) == 6 and plot.settings((1, 2, 0)) == {"CFG scale": 7.0, "Seed": 3}
+    with pytest.raises(ValueError, match="axes: 1,024 pictures; the cap is 100"):
+        PlotParams.parse(("Seed", "1-32"), ("Steps", "1-32"))
+    with pytest.raises(ValueError, match="axes: each parameter on one axis only"):
+        PlotParams.parse(("Seed", "1, 2"), ("Seed", "3"))
+    with pytest.raises(ValueError, match="X axis: choose what changes"):
+        PlotParams.parse(("Nothing", ""))
+    made = []
+
+    def make(params, settings):
+        made.append((params.guidance, params.seed))
+        return Image.new("RGB", (8, 8))
+
+    done = run_plot(plot, ImageParams(prompt="x", steps=2), make, cancelled=lambda: len(made) >= 4)
+    assert len(done) == 4 and made[:3] == [(3.0, 1), (7.0, 1), (3.0, 2)]  # rows of X, cancelled after four
+
+
+def test_plot_on_the_tiny_model_labels_every_cell(tiny):
+    from pipelines.image_plot import PlotParams, draw_grid, run_plot
+
+    plot = PlotParams.parse(("Steps", "2, 4"), ("Prompt S/R", "red, blue"))
+    base = ImageParams(**{**FAST, "prompt": "a red fox", "negative_prompt": "red"})
+    done = run_plot(plot, base, lambda params, settings: tiny(params).images[0])
+    cells = {cell: params for cell, params, _ in done}
+    assert cells[(1, 0, 0)].steps == 4 and cells[(0, 1, 0)].prompt == "a blue fox"
+    assert cells[(0, 1, 0)].negative_prompt == "blue" and cells[(1, 1, 0)].seed == FAST["seed"]
+    picture = draw_grid(plot, done)
+    assert picture.width > 2 * 64 and picture.height > 2 * 64
+    labels = np.asarray(picture.convert("L"))[:, :picture.width - 2 * 64]  # the Y labels' column
+    assert labels.min() < 100  # text was drawn

@@ -13,6 +13,7 @@ from pipelines.image_prompt import parse_weights
 from pipelines.media import a1111_parameters, png_with_metadata, read_png_info
 from studio.services import Services
 from studio.tabs.image_extras import Extras, build_extras, build_upscale_panel
+from studio.tabs.image_plot import build_plot_panel
 from studio.tabs.common import (
     TabHandle,
     as_int,
@@ -126,6 +127,36 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
     return kept
 
 
+def page_params(services, values: list) -> tuple[ImageParams, list[str]]:
+    """The ImageParams a page's settings ask for (the tab's `inputs` values, in order), and notes on how
+    the start image was read. Model and LoRA files are the caller's (they change the pipeline)."""
+    limits = services.settings.image_limits
+    (mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, _model, sampler, n_steps, cfg,
+     w, h, seed_text, size, count, var_seed_text, var_strength, _loras, _lora_w, *extra_values) = values
+    mode_name = MODE_LABELS.get(mode_label, mode_label)
+    init, mask, notes = None, None, []
+    extra = Extras.params(services, mode_name, *extra_values)
+    if mode_name in ("img2img", "outpaint"):
+        if not init_path:
+            raise ValueError(f"init_image: {str(mode_label).lower()} needs a starting image; upload one or send one "
+                             "from the gallery")
+        init, notes = open_user_image(init_path, limits.max_image_pixels)
+        if mode_name == "outpaint":  # grow the picture as it is (its size to a multiple of 8)
+            w, h = (max(64, min(2048, side // 8 * 8)) for side in init.size)
+    elif mode_name == "inpaint":
+        init, mask = _mask_from_editor(editor_value, limits.max_image_pixels)
+    params = ImageParams(
+        prompt=prompt_text or "", negative_prompt=negative_text or "", mode=mode_name, steps=as_int("steps", n_steps),
+        guidance=float(cfg), width=as_int("width", w), height=as_int("height", h), scheduler=sampler,
+        seed=parse_seed(seed_text), variation_seed=parse_seed(var_seed_text),
+        variation_strength=float(var_strength), strength=float(strength_value),
+        batch_size=as_int("batch_size", size), batch_count=as_int("batch_count", count), init_image=init, mask=mask,
+        **extra,
+    )
+    params.validate(limits)
+    return params, notes
+
+
 def build(services: Services) -> TabHandle:
     registry = services.registry
     limits = services.settings.image_limits
@@ -155,6 +186,7 @@ def build(services: Services) -> TabHandle:
                 to_inpaint = gr.Button("Send selected to inpaint", size="sm")
                 to_vae = gr.Button("Send selected to the VAE tab", size="sm")
                 to_explore = gr.Button("Explore around the selected image", size="sm", elem_id="image-to-explore")
+            wire_plot = build_plot_panel(services)
             build_upscale_panel(services)
             with gr.Accordion("PNG info: drop any PNG to read how it was made", open=False):
                 png_in = gr.File(label="PNG file", file_types=[".png"])
@@ -199,28 +231,10 @@ def build(services: Services) -> TabHandle:
             n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w,
             style, hires_on, hires_scale, hires_upscaler, hires_steps, hires_strength, left, right, up, down, seam,
             request: gr.Request, progress=gr.Progress()):
-        mode_name = MODE_LABELS.get(mode_label, mode_label)
-        init, mask, notes = None, None, []
-        extra = Extras.params(services, mode_name, style, hires_on, hires_scale, hires_upscaler, hires_steps,
-                              hires_strength, left, right, up, down, seam)
-        if mode_name in ("img2img", "outpaint"):
-            if not init_path:
-                raise ValueError(f"init_image: {mode_label.lower()} needs a starting image; upload one or send one "
-                                 "from the gallery")
-            init, notes = open_user_image(init_path, limits.max_image_pixels)
-            if mode_name == "outpaint":  # grow the picture as it is (its size to a multiple of 8)
-                w, h = (max(64, min(2048, side // 8 * 8)) for side in init.size)
-        elif mode_name == "inpaint":
-            init, mask = _mask_from_editor(editor_value, limits.max_image_pixels)
-        params = ImageParams(
-            prompt=prompt_text or "", negative_prompt=negative_text or "", mode=mode_name, steps=as_int("steps", n_steps),
-            guidance=float(cfg), width=as_int("width", w), height=as_int("height", h), scheduler=sampler,
-            seed=parse_seed(seed_text), variation_seed=parse_seed(var_seed_text),
-            variation_strength=float(var_strength), strength=float(strength_value),
-            batch_size=as_int("batch_size", size), batch_count=as_int("batch_count", count), init_image=init, mask=mask,
-            **extra,
-        )
-        params.validate(limits)
+        params, notes = page_params(services, [
+            mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
+            n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w,
+            style, hires_on, hires_scale, hires_upscaler, hires_steps, hires_strength, left, right, up, down, seam])
         yield None, gr.skip(), "Loading the model… (the first request loads it)"
         pipe = services.image_pipeline(model_name, log=lambda msg: progress(0.0, desc=msg))
         pipe.set_loras(loras_from(loras, lora_w))
@@ -302,6 +316,7 @@ def build(services: Services) -> TabHandle:
                              seed_field, None, None, seed_field, None, None,
                              lambda text: loras_from([None] * len([w for w in str(text or "").split(",") if w.strip()]),
                                                      text))
+    wire_plot(inputs, model, lora_files, lora_weights)
     generate.click(run, inputs, [preview, gallery, status], api_visibility="private", concurrency_limit=1,
                    concurrency_id="image", validator=validator)
     cancel.click(stop, None, None, api_visibility="private", queue=False)
