@@ -60,6 +60,9 @@ class TextParams:
     temperature: 0 … 5; 0 means greedy decoding (top_p/top_k are then ignored).
     top_p: nucleus sampling mass, in (0, 1].
     top_k: keep the k most likely tokens; 0 disables.
+    min_p: drop tokens less likely than min_p × the likeliest one's probability, 0 … 1; 0 disables.
+    continue_last: chat only; continue the last assistant message in `history` (cut off by the token
+        limit or Stop) instead of answering `prompt`, which may then be empty.
     repetition_penalty: 1 disables; allowed 0.5 … 3.
     stop: strings that end generation; the output is cut before the first one found.
     seed: 0 … 2**32-1, or None for a fresh random seed (the one used is reported back).
@@ -76,6 +79,8 @@ class TextParams:
     repetition_penalty: float = 1.1
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    min_p: float = 0.0
+    continue_last: bool = False
 
     def __post_init__(self) -> None:
         self.validate()
@@ -84,7 +89,10 @@ class TextParams:
         limits = limits or TextLimits(max_new_tokens=HARD_MAX_NEW_TOKENS, max_prompt_chars=10**9)
         if self.mode not in MODES:
             raise ValueError(f"mode must be 'chat' or 'completion', got {short(self.mode)}")
-        if not isinstance(self.prompt, str) or not self.prompt.strip():
+        if self.continue_last:
+            if self.mode != "chat" or not self.history or self.history[-1][0] != "assistant":
+                raise ValueError("continue: there is no answer to continue (the chat must end with the model's turn)")
+        elif not isinstance(self.prompt, str) or not self.prompt.strip():
             raise ValueError("prompt is empty: type something for the model to answer or continue")
         chars = len(self.prompt) + len(self.system_prompt) + sum(len(c) for _, c in self.history)
         if chars > limits.max_prompt_chars:
@@ -99,6 +107,7 @@ class TextParams:
         check_float("temperature", self.temperature, 0.0, 5.0)
         check_float("top_p", self.top_p, 0.0, 1.0, low_open=True)
         check_int("top_k", self.top_k, 0, 100_000)
+        check_float("min_p", self.min_p, 0.0, 1.0)
         check_float("repetition_penalty", self.repetition_penalty, 0.5, 3.0)
         if not all(isinstance(s, str) and s for s in self.stop) or len(self.stop) > 16:
             raise ValueError("stop must be up to 16 non-empty strings")
@@ -210,7 +219,7 @@ def load_text_model(
 
 
 class _SeededSampler:
-    """Temperature → top-k → top-p → sample with our own generator, as a logits processor.
+    """Temperature → top-k → top-p → min-p → sample with our own generator, as a logits processor.
 
     generate() then runs greedily over logits where only the sampled token survives, so sampling
     never touches torch's global RNG.
@@ -231,6 +240,9 @@ class _SeededSampler:
             cumulative = sorted_logits.softmax(-1).cumsum(-1)
             drop = cumulative - sorted_logits.softmax(-1) >= p.top_p  # keep at least the top token
             logits = logits.masked_fill(drop.scatter(-1, order, drop), -math.inf)
+        if p.min_p > 0:  # relative to the likeliest token, after temperature (as transformers' MinP)
+            probs = logits.softmax(-1)
+            logits = logits.masked_fill(probs < p.min_p * probs.max(-1, keepdim=True).values, -math.inf)
         probs = logits.softmax(-1)
         choice = torch.multinomial(probs.cpu(), 1, generator=self.generator).to(scores.device)
         out = torch.full_like(scores, -math.inf)
@@ -296,10 +308,14 @@ def chat_prompt(tokenizer, params: TextParams, has_template: bool) -> str:
         return params.prompt
     messages = [{"role": "system", "content": params.system_prompt}] if params.system_prompt.strip() else []
     messages += [{"role": r, "content": c} for r, c in params.history]
-    messages.append({"role": "user", "content": params.prompt})
+    if not params.continue_last:
+        messages.append({"role": "user", "content": params.prompt})
     if not has_template:
         lines = [f"{m['role'].capitalize()}: {m['content']}" for m in messages]
-        return "\n".join(lines) + "\nAssistant:"
+        return "\n".join(lines) if params.continue_last else "\n".join(lines) + "\nAssistant:"
+    if params.continue_last:  # the answer stays open: the model writes on from its last word
+        return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=False,
+                                             continue_final_message=True)
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
@@ -384,6 +400,11 @@ class TextPipeline:
     # 1. Build the prompt
     def build_prompt(self, params: TextParams) -> str:
         return chat_prompt(self.model.tokenizer, params, self.model.has_chat_template)
+
+    def count_tokens(self, params: TextParams) -> dict:
+        """How many tokens the model would read for `params`, and its context length (0 = unknown)."""
+        ids = self.model.tokenizer(self.build_prompt(params), add_special_tokens=params.mode == "completion").input_ids
+        return {"tokens": len(ids), "context": int(getattr(self.model.model.config, "max_position_embeddings", 0) or 0)}
 
     def _prepare(self, params: TextParams, generator: torch.Generator | None, cancel: threading.Event):
         """Validate, tokenize, seed, reuse a cached prefix, and build generate() arguments."""

@@ -208,11 +208,12 @@ class _GGUFTemplate:
         self.chat_template, self.bos, self.eos = template, bos, eos
 
     def apply_chat_template(self, messages: list[dict], tokenize: bool = False,
-                            add_generation_prompt: bool = True) -> str:
+                            add_generation_prompt: bool = True, continue_final_message: bool = False) -> str:
         from transformers.utils.chat_template_utils import render_jinja_template
 
         rendered, _ = render_jinja_template([messages], chat_template=self.chat_template,
                                             add_generation_prompt=add_generation_prompt,
+                                            continue_final_message=continue_final_message,
                                             bos_token=self.bos, eos_token=self.eos)
         return rendered[0]
 
@@ -297,6 +298,13 @@ class LlamaTextPipeline:
     def build_prompt(self, params: TextParams) -> str:
         return chat_prompt(self.model.template, params, self.model.has_chat_template)
 
+    def count_tokens(self, params: TextParams) -> dict:
+        """How many tokens the model would read for `params`, and the context it was loaded with."""
+        llm = self.model.llm
+        tokens = llm.tokenize(self.build_prompt(params).encode("utf-8"), add_bos=params.mode == "completion",
+                              special=True)
+        return {"tokens": len(tokens), "context": int(llm.n_ctx())}
+
     def _sampler(self, params: TextParams, seed: int, prompt: list[int]):
         """A llama.cpp sampler chain with the transformers semantics, seeded for this request."""
         import llama_cpp as L
@@ -316,6 +324,8 @@ class LlamaTextPipeline:
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_temp(params.temperature))
             if params.top_p < 1.0:
                 L.llama_sampler_chain_add(chain, L.llama_sampler_init_top_p(params.top_p, 1))
+            if params.min_p > 0:
+                L.llama_sampler_chain_add(chain, L.llama_sampler_init_min_p(params.min_p, 1))
             L.llama_sampler_chain_add(chain, L.llama_sampler_init_dist(seed if seed != _DEFAULT_SEED else seed - 1))
         for token in prompt:  # the penalty sees the prompt too
             L.llama_sampler_accept(chain, token)

@@ -251,6 +251,9 @@ def _serve(inbox, outbox) -> int:
         if kind == "prompt":
             send_frame(outbox, ("done", {"prompt": pipe.build_prompt(frame[1])}))
             continue
+        if kind == "count":
+            send_frame(outbox, ("done", pipe.count_tokens(frame[1])))
+            continue
         if kind != "generate":
             continue
         params, seed = frame[1], frame[2]
@@ -487,6 +490,20 @@ class LlamaWorkerPipeline:
             if callback:
                 callback(piece)
         return TextOutput(**stats)
+
+    def count_tokens(self, params: TextParams) -> dict | None:
+        """The worker's token count for `params`, or None while it is busy generating (counting waits for
+        no one: it is a hint beside the message box)."""
+        if not self._lock.acquire(timeout=0):
+            return None
+        try:
+            worker = self._worker
+            if worker is None or not worker.send(("count", params)):
+                return None
+            reply = worker.receive()
+            return reply[1] if reply is not None and reply[0] == "done" else None
+        finally:
+            self._lock.release()
 
     def clear_prompt_cache(self) -> None:
         with self._lock:

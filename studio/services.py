@@ -153,6 +153,11 @@ class Services:
 
         return self.cache.get("text", f"{spec.name} [{choice.backend}]", load)
 
+    def loaded_text_pipeline(self, model: str, backend: str = ""):
+        """The text pipeline for `model` if it is loaded already (never loads one), else None."""
+        spec = self.registry.lookup(model or self.registry.default("text"), "text")
+        return self.cache.peek("text", f"{spec.name} [{self.text_backend(spec, backend).backend}]")
+
     def recover_from_out_of_memory(self, exc: BaseException) -> bool:
         """After an out-of-memory error (CUDA or MPS): drop prompt KV caches and return cached memory to
         the driver, so the next request works. True when `exc` was one."""

@@ -45,11 +45,22 @@ def test_generate_text_api_saves_history_and_survives_restart(tmp_path, client_f
     again, _ = client.predict(prompt="Once upon a time", model="tiny-llama", max_new_tokens=12, temperature=0.8,
                               top_p=0.9, top_k=40, seed=42, api_name="/generate_text")
     assert again == text
+    greedy, _ = client.predict(prompt="Once upon a time", model="tiny-llama", max_new_tokens=12, temperature=0,
+                               api_name="/generate_text")
+    focused, _ = client.predict(prompt="Once upon a time", model="tiny-llama", max_new_tokens=12, temperature=1.5,
+                                top_k=0, top_p=1.0, min_p=1.0, seed=3, api_name="/generate_text")
+    assert focused == greedy  # min-p 1: only the likeliest token
+
+    # Chat: a cut-off answer continues from its last word, in the same turn
+    turn = client.predict(message="hello", model="tiny-llama", max_new_tokens=4, temperature=0, api_name="/chat")
+    more = client.predict(message="", history=turn["history"], model="tiny-llama", max_new_tokens=4, temperature=0,
+                          continue_last=True, api_name="/chat")
+    assert len(more["history"]) == 2 and more["history"][-1] == ["assistant", turn["reply"] + more["reply"]]
 
     # A fresh app on the same outputs folder still has the rows.
     client2, services2 = client_factory(outputs)
     assert {i.id for i in services2.history.list()} == {i.id for i in services.history.list()}
-    assert len(services2.history.list()) == 2
+    assert len(services2.history.list()) == 6
 
 
 def test_bad_inputs_get_clear_errors_and_the_server_keeps_serving(tmp_path, client_factory):

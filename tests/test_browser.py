@@ -439,3 +439,32 @@ def test_an_xy_plot_is_made_labelled_and_downloaded_and_hires_styles_apply(serve
     newest = services.history.list(tab="image")[0]
     assert newest.params["hires"]["scale"] == 2 and newest.params["style"]["name"] == "Pixel art"
     assert Image.open(services.history.path(newest.files[0])).size == (128, 128)
+
+
+def test_chat_continues_a_cut_off_answer_counts_tokens_and_exports(served_app, page, artifacts_dir, tmp_path):
+    url, services = served_app
+    page.goto(url)
+    page.get_by_role("tab", name="Text").click()
+    choose_model(page, "text-model", "tiny-llama")
+    page.locator("#text-chat-input textarea").fill("hello")
+    page.locator("#text-chat-send").click()
+    wait_text(page, "text-status", "Seed")
+    before = page.locator("#text-chat .bot").last.inner_text()
+    page.locator("#text-chat-continue").click()
+    page.wait_for_function(
+        "(b) => { const m = [...document.querySelectorAll('#text-chat .bot')].pop(); "
+        "return m && m.innerText.length > b.length; }", arg=before, timeout=SLOW)
+    assert page.locator("#text-chat .bot").count() == 1  # the same answer, longer
+    page.locator("#text-chat-input textarea").fill("and a follow-up question")
+    wait_text(page, "text-chat-tokens", "tokens (context")
+    page.locator("#text-chat-export").click()
+    link = page.locator("#text-chat-file a").first
+    link.wait_for(timeout=SLOW)
+    with page.expect_download() as info:
+        link.click()
+    info.value.save_as(tmp_path / "chat.json")
+    import json
+
+    saved = json.loads((tmp_path / "chat.json").read_text())
+    assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
+    page.screenshot(path=str(artifacts_dir / "text-chat-tools.png"), full_page=True)

@@ -206,3 +206,29 @@ def test_settings_pick_the_backend_per_model(tmp_path):
         load_settings(None, text_backend="fast")
     with pytest.raises(ValueError, match="text_threads must be from 0"):
         load_settings(None, text_threads=-1)
+
+
+def test_min_p_of_one_keeps_only_the_likeliest_token(tiny_text_pipeline):
+    greedy = tiny_text_pipeline(TextParams(prompt="The fox", max_new_tokens=16, temperature=0)).text
+    hot = dict(prompt="The fox", max_new_tokens=16, temperature=1.8, top_k=0, top_p=1.0, seed=4)
+    assert tiny_text_pipeline(TextParams(**hot, min_p=1.0)).text == greedy
+    assert tiny_text_pipeline(TextParams(**hot)).text != greedy  # without it, this temperature wanders
+    with pytest.raises(ValueError, match="min_p must be a number from 0.0 to 1.0, got 1.5"):
+        TextParams(prompt="x", min_p=1.5)
+
+
+def test_continue_writes_on_from_a_cut_off_answer(tiny_text_pipeline):
+    history = (("user", "a"), ("assistant", "Once upon"))
+    params = TextParams(prompt="", mode="chat", history=history, continue_last=True, max_new_tokens=6,
+                        temperature=0)
+    assert tiny_text_pipeline.build_prompt(params) == "<|user|>a<|end|><|assistant|>Once upon"
+    assert tiny_text_pipeline(params).new_tokens == 6
+    with pytest.raises(ValueError, match="continue: there is no answer to continue"):
+        TextParams(prompt="", mode="chat", history=(("user", "a"),), continue_last=True)
+
+
+def test_token_count_is_what_the_model_reads(tiny_text_pipeline):
+    params = TextParams(prompt="hi there", mode="chat", history=(("user", "a"), ("assistant", "b")))
+    counted = tiny_text_pipeline.count_tokens(params)
+    ids = tiny_text_pipeline.model.tokenizer(tiny_text_pipeline.build_prompt(params), add_special_tokens=False)
+    assert counted == {"tokens": len(ids.input_ids), "context": 512}

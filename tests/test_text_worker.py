@@ -191,3 +191,20 @@ def test_in_process_loading_works_whatever_was_imported_first(gguf):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parent.parent)
     assert done.returncode == 0 and "tokens" in done.stdout, done.stderr[-500:]
+
+
+def test_the_worker_counts_tokens_continues_answers_and_samples_with_min_p(worker, gguf):
+    params = TextParams(prompt="Name three colours.", mode="chat")
+    counted = worker.count_tokens(params)
+    assert counted["context"] == 2048 and 10 < counted["tokens"] < 60
+    greedy = worker(TextParams(prompt="Once upon a time", max_new_tokens=12, temperature=0)).text
+    hot = worker(TextParams(prompt="Once upon a time", max_new_tokens=12, temperature=1.5, top_k=0, top_p=1.0,
+                            min_p=1.0, seed=5)).text
+    assert hot == greedy  # min-p 1 keeps only the likeliest token, whatever the temperature
+    cut = worker(TextParams(prompt="Name three colours.", mode="chat", max_new_tokens=4, temperature=0))
+    more = worker(TextParams(prompt="", mode="chat", history=(("user", "Name three colours."),
+                                                                ("assistant", cut.text)),
+                             continue_last=True, max_new_tokens=8, temperature=0))
+    whole = worker(TextParams(prompt="Name three colours.", mode="chat", max_new_tokens=12, temperature=0))
+    assert (cut.text + more.text).strip().startswith(whole.text[:len(cut.text)].strip())
+    assert more.new_tokens > 0

@@ -70,6 +70,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         stop: str = "",
         seed: int = -1,
         backend: str = "",
+        min_p: float = 0.0,
         request: gr.Request = None,
     ) -> Iterator[tuple[str, str]]:
         """Generate text, streamed: each update is (text so far, status); the last status is JSON.
@@ -87,9 +88,10 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             stop: stop strings, comma-separated; \\n for a newline.
             seed: -1 = random; the seed used is in the status.
             backend: "auto", "llama.cpp" or "transformers"; empty = as configured.
+            min_p: 0 to 1: drop tokens less likely than min_p × the likeliest one; 0 = off.
         """
         params = build_params(prompt, mode, system_prompt, (), max_new_tokens, temperature, top_p, top_k,
-                              repetition_penalty, stop, seed_or_random("seed", seed))
+                              repetition_penalty, stop, seed_or_random("seed", seed), min_p=min_p)
         for text, stats in run_text(services, model, params, session_of(request), user_of(request), backend=backend):
             yield text, json.dumps(stats) if stats else ""
 
@@ -107,6 +109,8 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         repetition_penalty: float = 1.1,
         stop: str = "",
         seed: int = -1,
+        min_p: float = 0.0,
+        continue_last: bool = False,
         request: gr.Request = None,
     ) -> dict:
         """One chat turn: the model's answer to `message` after the earlier turns in `history`.
@@ -123,8 +127,12 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             repetition_penalty: 0.5 to 3.
             stop: stop strings, comma-separated.
             seed: -1 = random.
+            min_p: 0 to 1; 0 = off.
+            continue_last: continue the last assistant turn in `history` (cut off earlier) instead of
+                answering `message`, which may then be empty.
 
-        Returns a JSON object: reply, history (with this turn added), seed, token counts, timings, history_id.
+        Returns a JSON object: reply, history (with this turn added, or the last turn continued), seed,
+        token counts, timings, history_id.
         """
         turns = []
         for i, turn in enumerate(history or []):
@@ -132,13 +140,16 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
                 raise ValueError(f"history[{i}] must be a [role, text] pair")
             turns.append((str(turn[0]), str(turn[1])))
         params = build_params(message, "chat", system_prompt, tuple(turns), max_new_tokens, temperature, top_p,
-                              top_k, repetition_penalty, stop, seed_or_random("seed", seed))
+                              top_k, repetition_penalty, stop, seed_or_random("seed", seed), min_p=min_p,
+                              continue_last=continue_last)
         stats: dict = {}
         for _, stats in run_text(services, model, params, session_of(request), user_of(request)):
             pass
-        return {"reply": stats["text"], "history": [list(t) for t in turns] + [["user", message],
-                                                                               ["assistant", stats["text"]]],
-                **{k: v for k, v in stats.items() if k != "text"}}
+        if continue_last:
+            updated = [list(t) for t in turns[:-1]] + [["assistant", turns[-1][1] + stats["text"]]]
+        else:
+            updated = [list(t) for t in turns] + [["user", message], ["assistant", stats["text"]]]
+        return {"reply": stats["text"], "history": updated, **{k: v for k, v in stats.items() if k != "text"}}
 
     @friendly_errors
     @guarded(services, "image", generation=True)

@@ -9,6 +9,7 @@ import gradio as gr
 
 from pipelines.text import TextParams, parse_stop
 from studio.services import Services
+from studio.tabs.text_chat import content_text, edit_from, export_chat, import_chat, token_count, turns_of
 from studio.tabs.common import (
     TabHandle,
     as_int,
@@ -56,12 +57,12 @@ def _status(out: dict) -> str:
 
 
 def build_params(prompt, mode, system_prompt, history, max_new_tokens, temperature, top_p, top_k,
-                 repetition_penalty, stop, seed) -> TextParams:
+                 repetition_penalty, stop, seed, *, min_p=0.0, continue_last=False) -> TextParams:
     return TextParams(
         prompt=prompt or "", mode=mode, system_prompt=system_prompt or "", history=tuple(history),
         max_new_tokens=as_int("max_new_tokens", max_new_tokens), temperature=float(temperature),
         top_p=float(top_p), top_k=as_int("top_k", top_k), repetition_penalty=float(repetition_penalty),
-        stop=parse_stop(stop or ""), seed=parse_seed(seed),
+        stop=parse_stop(stop or ""), seed=parse_seed(seed), min_p=float(min_p), continue_last=bool(continue_last),
     )
 
 
@@ -103,24 +104,34 @@ def build(services: Services) -> TabHandle:
         with gr.Column(scale=3):
             with gr.Tabs() as modes:
                 with gr.Tab("Chat", id="chat"):
-                    chatbot = gr.Chatbot(label="Conversation", height=420, elem_id="text-chat",
+                    chatbot = gr.Chatbot(label="Conversation (edit one of your messages to answer again from it)",
+                                         height=420, elem_id="text-chat", editable="user",
                                          placeholder="Say hello, or pick a preset below.")
                     with gr.Row():
                         message = gr.Textbox(label="Message", placeholder="Type a message and press Enter",
                                              lines=2, scale=5, elem_id="text-chat-input")
                         send = gr.Button("Send", variant="primary", scale=1, elem_id="text-chat-send")
+                    chat_tokens = gr.Markdown("", elem_id="text-chat-tokens")
                     with gr.Row():
                         stop_chat = gr.Button("Stop", variant="stop", size="sm")
                         regenerate = gr.Button("Regenerate", size="sm")
+                        go_on = gr.Button("Continue", size="sm", elem_id="text-chat-continue")
                         undo = gr.Button("Undo", size="sm")
                         clear = gr.Button("Clear", size="sm")
+                        export = gr.Button("Export", size="sm", elem_id="text-chat-export")
+                        import_button = gr.UploadButton("Import", size="sm", file_types=[".json"],
+                                                        elem_id="text-chat-import")
+                    chat_file = gr.File(label="Conversation (.json)", visible=False, interactive=False,
+                                        elem_id="text-chat-file")
                     system_prompt = gr.Textbox(label="System prompt (optional)", lines=2,
                                                placeholder="You are a helpful creative writing partner.")
                 with gr.Tab("Completion", id="completion"):
                     prompt = gr.Textbox(label="Prompt", lines=8, elem_id="text-prompt",
                                         placeholder="Start a story, a poem, a list… the model continues it.")
+                    completion_tokens = gr.Markdown("", elem_id="text-completion-tokens")
                     with gr.Row():
                         generate = gr.Button("Generate", variant="primary", elem_id="text-generate")
+                        more = gr.Button("Continue", elem_id="text-continue")
                         stop_completion = gr.Button("Stop", variant="stop")
                     output = gr.Textbox(label="Continuation", lines=10, elem_id="text-output",
                                         buttons=["copy"], interactive=False)
@@ -141,17 +152,19 @@ def build(services: Services) -> TabHandle:
             temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature", info="0 = greedy, always the same")
             top_p = gr.Slider(0.05, 1, value=0.9, step=0.01, label="Top-p")
             top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k", info="0 = off")
+            min_p = gr.Slider(0, 1, value=0.0, step=0.01, label="Min-p", info="0 = off; e.g. 0.05")
             repetition_penalty = gr.Slider(1, 2, value=1.1, step=0.01, label="Repetition penalty")
             stop = gr.Textbox(label="Stop strings", placeholder="comma-separated; \\n for a newline")
             seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="text-seed")
 
-    settings = [max_new_tokens, temperature, top_p, top_k, repetition_penalty, stop, seed, engine]
+    settings = [max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, stop, seed, engine]
 
     @friendly_errors
     @guarded(services, "text", generation=True)
-    def complete(prompt_text, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_, engine_,
+    def complete(prompt_text, model_name, max_new, temp, top_p_, top_k_, min_p_, penalty, stops, seed_, engine_,
                  request: gr.Request, progress=gr.Progress()):
-        params = build_params(prompt_text, "completion", "", (), max_new, temp, top_p_, top_k_, penalty, stops, seed_)
+        params = build_params(prompt_text, "completion", "", (), max_new, temp, top_p_, top_k_, penalty, stops, seed_,
+                              min_p=min_p_)
         yield "", "Working… (the first request loads the model)"
         for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
                                     engine_):
@@ -159,17 +172,54 @@ def build(services: Services) -> TabHandle:
 
     @friendly_errors
     @guarded(services, "text", generation=True)
-    def chat(user_message, chat_history, system, model_name, max_new, temp, top_p_, top_k_, penalty, stops, seed_,
-             engine_, request: gr.Request, progress=gr.Progress()):
+    def complete_more(prompt_text, so_far, model_name, max_new, temp, top_p_, top_k_, min_p_, penalty, stops, seed_,
+                      engine_, request: gr.Request, progress=gr.Progress()):
+        """Continue: the prompt and the text so far are read as one, and the new text is added on."""
+        if not so_far:
+            raise ValueError("continue: generate something first; Continue writes on from its end")
+        params = build_params((prompt_text or "") + so_far, "completion", "", (), max_new, temp, top_p_, top_k_,
+                              penalty, stops, seed_, min_p=min_p_)
+        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
+                                    engine_):
+            yield so_far + text, _status(stats)
+
+    @friendly_errors
+    @guarded(services, "text", generation=True)
+    def chat(user_message, chat_history, system, model_name, max_new, temp, top_p_, top_k_, min_p_, penalty, stops,
+             seed_, engine_, request: gr.Request, progress=gr.Progress()):
         chat_history = list(chat_history or [])
-        turns = tuple((m["role"], _content_text(m["content"])) for m in chat_history)
-        params = build_params(user_message, "chat", system, turns, max_new, temp, top_p_, top_k_, penalty, stops,
-                              seed_)
+        params = build_params(user_message, "chat", system, turns_of(chat_history), max_new, temp, top_p_, top_k_,
+                              penalty, stops, seed_, min_p=min_p_)
         chat_history.append({"role": "user", "content": user_message})
         yield chat_history, "", "Working… (the first request loads the model)"
         for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
                                     engine_):
             yield chat_history + [{"role": "assistant", "content": text}], "", _status(stats)
+
+    @friendly_errors
+    @guarded(services, "text", generation=True)
+    def chat_more(chat_history, system, model_name, max_new, temp, top_p_, top_k_, min_p_, penalty, stops, seed_,
+                  engine_, request: gr.Request, progress=gr.Progress()):
+        """Continue the last answer (cut off by the token limit or Stop) from its last word."""
+        chat_history = list(chat_history or [])
+        params = build_params("", "chat", system, turns_of(chat_history), max_new, temp, top_p_, top_k_, penalty,
+                              stops, seed_, min_p=min_p_, continue_last=True)
+        start = turns_of(chat_history)[-1][1]
+        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
+                                    engine_):
+            yield chat_history[:-1] + [{"role": "assistant", "content": start + text}], _status(stats)
+
+    def count(kind, text, chat_history, system, model_name, max_new, engine_):
+        try:
+            if kind == "chat":
+                params = build_params(text or " ", "chat", system, turns_of(chat_history), max_new, 0.7, 0.9, 0,
+                                      1.0, "", "")
+            else:
+                params = build_params(text, "completion", "", (), max_new, 0.7, 0.9, 0, 1.0, "", "") \
+                    if (text or "").strip() else None
+        except ValueError:
+            return ""
+        return token_count(services, model_name, engine_, params, max_new)
 
     def regenerate_last(chat_history):
         chat_history = list(chat_history or [])
@@ -178,14 +228,14 @@ def build(services: Services) -> TabHandle:
         if not chat_history:
             raise gr.Error("Nothing to regenerate yet: send a message first.")
         last = chat_history.pop()
-        return chat_history, _content_text(last["content"])
+        return chat_history, content_text(last["content"])
 
     def undo_last(chat_history):
         chat_history = list(chat_history or [])
         while chat_history and chat_history[-1]["role"] == "assistant":
             chat_history.pop()
         last = chat_history.pop() if chat_history else None
-        return chat_history, _content_text(last["content"]) if last else ""
+        return chat_history, content_text(last["content"]) if last else ""
 
     def stop_job(request: gr.Request):
         services.jobs.cancel(session_of(request), "text")
@@ -193,6 +243,8 @@ def build(services: Services) -> TabHandle:
     limit = services.settings.text_concurrency
     generate.click(complete, [prompt, model, *settings], [output, status], api_visibility="private",
                    concurrency_limit=limit, concurrency_id="text", show_progress="minimal")
+    more.click(complete_more, [prompt, output, model, *settings], [output, status], api_visibility="private",
+               concurrency_id="text", show_progress="minimal")
     chat_inputs = [message, chatbot, system_prompt, model, *settings]
     chat_outputs = [chatbot, message, status]
     send.click(chat, chat_inputs, chat_outputs, api_visibility="private", concurrency_limit=limit, concurrency_id="text",
@@ -201,6 +253,19 @@ def build(services: Services) -> TabHandle:
                    show_progress="minimal")
     regenerate.click(regenerate_last, [chatbot], [chatbot, message], api_visibility="private").then(
         chat, chat_inputs, chat_outputs, api_visibility="private", concurrency_id="text")
+    go_on.click(chat_more, [chatbot, system_prompt, model, *settings], [chatbot, status], api_visibility="private",
+                concurrency_id="text", show_progress="minimal")
+    chatbot.edit(edit_from, [chatbot], [chatbot, message], api_visibility="private").then(
+        chat, chat_inputs, chat_outputs, api_visibility="private", concurrency_id="text")
+    export.click(lambda h, s_, m: gr.File(export_chat(services.history.root / "exports" / "chats", h, s_, m),
+                                          visible=True),
+                 [chatbot, system_prompt, model], chat_file, api_visibility="private")
+    import_button.upload(friendly_errors(import_chat), import_button, [chatbot, system_prompt],
+                         api_visibility="private")
+    for kind, box, tokens in (("chat", message, chat_tokens), ("completion", prompt, completion_tokens)):
+        box.change(lambda t, h, s_, m, n, e, k=kind: count(k, t, h, s_, m, n, e),
+                   [box, chatbot, system_prompt, model, max_new_tokens, engine], tokens, api_visibility="private",
+                   queue=False, trigger_mode="always_last", show_progress="hidden")
     undo.click(undo_last, [chatbot], [chatbot, message], api_visibility="private")
     clear.click(lambda: ([], ""), None, [chatbot, status], api_visibility="private")
     for button in (stop_chat, stop_completion):
@@ -210,7 +275,7 @@ def build(services: Services) -> TabHandle:
 
 
     fields = {"prompt": prompt, "system_prompt": system_prompt, "max_new_tokens": max_new_tokens,
-              "temperature": temperature, "top_p": top_p, "top_k": top_k,
+              "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
               "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed, "model": model, "backend": engine}
 
     def restore(params: dict) -> list:
@@ -232,13 +297,3 @@ def build(services: Services) -> TabHandle:
 
     return TabHandle(restore_outputs=[*fields.values(), chatbot, message, modes], restore=restore,
                      owner_controls=[model, engine])
-
-
-def _content_text(content) -> str:
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):  # Gradio 6 may hand back [{"type": "text", "text": ...}]
-        return "".join(part.get("text", "") if isinstance(part, dict) else str(part) for part in content)
-    if isinstance(content, dict):
-        return content.get("text", "")
-    return str(content)

@@ -80,6 +80,10 @@ def llama_sampler_init_top_p(p, min_keep):
     return object()
 
 
+def llama_sampler_init_min_p(p, min_keep):
+    return object()
+
+
 def llama_sampler_init_dist(seed):
     return object()
 
