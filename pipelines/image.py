@@ -277,6 +277,7 @@ def load_image_model(
             pipe = DiffusionPipeline.from_pretrained(
                 location, dtype=placement.dtype, local_files_only=offline or isinstance(location, Path),
                 safety_checker=None, requires_safety_checker=False, use_safetensors=not allow_pickle or None,
+                **({"variant": resolved.spec.variant} if resolved.spec.variant else {}),
             )
     except ModelNotAvailable:
         raise

@@ -58,6 +58,8 @@ class ModelSpec:
     file: str = ""
     needs: tuple[str, ...] = ()
     links: tuple[tuple[str, str, str], ...] = ()
+    size: str = ""  # download size, for people ("about 2.2 GB")
+    variant: str = ""  # hub image models: the weights variant to fetch (e.g. "fp16")
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -113,6 +115,40 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
 )
 
 
+# Well-known bigger models, one click away when online (the Models tab fetches them; offline they say
+# what they need). Sizes are what the studio downloads (safetensors; fp16 where a variant exists).
+CURATED_MODELS: tuple[ModelSpec, ...] = (
+    ModelSpec("sd-1.5", "image", "hub", "stable-diffusion-v1-5/stable-diffusion-v1-5", license="CreativeML OpenRAIL-M",
+              description="Stable Diffusion 1.5: 512×512, the classic, with the most LoRAs", size="about 2.2 GB",
+              variant="fp16"),
+    ModelSpec("sd-turbo", "image", "hub", "stabilityai/sd-turbo",
+              license="Stability AI Non-Commercial Research Community License",
+              description="SD 2.1 distilled: 512×512 in 1–4 steps (guidance 0)", size="about 2.6 GB", variant="fp16"),
+    ModelSpec("sdxl-base-1.0", "image", "hub", "stabilityai/stable-diffusion-xl-base-1.0",
+              license="CreativeML OpenRAIL++-M", description="SDXL 1.0: 1024×1024, needs a GPU with 8 GB or more",
+              size="about 7 GB", variant="fp16"),
+    ModelSpec("smollm2-360m-instruct", "text", "hub", "HuggingFaceTB/SmolLM2-360M-Instruct", license="Apache-2.0",
+              description="SmolLM2 360M chat model: better answers than the 135M, still fast on a CPU",
+              size="about 0.7 GB"),
+    ModelSpec("qwen2.5-0.5b-instruct", "text", "hub", "Qwen/Qwen2.5-0.5B-Instruct", license="Apache-2.0",
+              description="Qwen2.5 0.5B chat model: many languages", size="about 1 GB"),
+    ModelSpec("smollm2-1.7b-instruct", "text", "hub", "HuggingFaceTB/SmolLM2-1.7B-Instruct", license="Apache-2.0",
+              description="SmolLM2 1.7B chat model: the best of these; a GPU or a patient CPU", size="about 3.4 GB"),
+)
+HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]  # never pickles or extras
+
+
+def hub_cached(spec: ModelSpec) -> bool:
+    """Whether a hub model's main config is in the hub cache already (no network asked)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+    except ImportError:
+        return False
+    name = "model_index.json" if spec.modality == "image" else "config.json"
+    found = try_to_load_from_cache(spec.location, name)
+    return isinstance(found, str)
+
+
 class Registry:
     """Known models plus anything the user points at; resolves them to local paths."""
 
@@ -122,7 +158,7 @@ class Registry:
         *,
         assets_dir: Path = DEFAULT_ASSETS,
         offline: bool = False,
-        specs: tuple[ModelSpec, ...] = BUILTIN_MODELS,
+        specs: tuple[ModelSpec, ...] = BUILTIN_MODELS + CURATED_MODELS,
     ) -> None:
         self.cache_dir = Path(cache_dir)
         self.assets_dir = Path(assets_dir)
@@ -194,10 +230,33 @@ class Registry:
             return ready and all(is_fetched(PACKAGES[n], self.cache_dir) for n in spec.needs)
         if spec.source in ("folder", "file"):
             return Path(spec.location).exists()
-        return False  # hub models: unknown until loaded
+        return hub_cached(spec)
+
+    def fetch_hub(self, spec: ModelSpec, log: Callable[[str], None] | None = None) -> None:
+        """Download a hub model into the hub's own cache (where loading looks): only what loading needs."""
+        if self.offline:
+            raise ModelNotAvailable(f"{spec.name} comes from the model hub ({spec.size or 'a download'}) and the "
+                                    "studio is offline: start it without --offline, with network access, to fetch it")
+        if log:
+            log(f"Downloading {spec.name} ({spec.size or 'size unknown'}) from the model hub…")
+        try:
+            if spec.modality == "image":
+                from diffusers import DiffusionPipeline
+
+                DiffusionPipeline.download(spec.location, use_safetensors=True, variant=spec.variant or None)
+            else:
+                from huggingface_hub import snapshot_download
+
+                snapshot_download(spec.location, allow_patterns=HUB_FILES)
+        except Exception as exc:  # network, disk, gated repos: one plain message
+            raise ModelNotAvailable(f"could not download {spec.name} ({spec.location}): {exc}. Check the network "
+                                    "connection and the free disk space.") from exc
 
     def fetch(self, spec: ModelSpec, log: Callable[[str], None] | None = None) -> None:
-        """Fetch every package the model needs (its own and `needs`)."""
+        """Fetch every package the model needs (its own and `needs`), or a hub model's files."""
+        if spec.source == "hub":
+            self.fetch_hub(spec, log)
+            return
         names = ([spec.location] if spec.source == "package" else []) + list(spec.needs)
         for name in names:
             try:

@@ -24,7 +24,12 @@ CSS = """
 .gradio-container { overflow: clip !important; }
 .bench-current { position: sticky; top: 8px; align-self: flex-start; z-index: 50;
                  background: var(--body-background-fill); }
+/* phones: every tab's name fits (no "more tabs" menu), and the Image tab reads prompt → settings → results */
 @media (max-width: 640px) {
+  .tab-wrapper button { padding: 4px 7px !important; font-size: 13px !important; min-width: 0 !important; }
+  .image-layout { flex-direction: column !important; }
+  .image-left { display: contents !important; }
+  .image-compose { order: 1; } .image-settings { order: 2; } .image-results { order: 3; }
   .bench-current { top: 0; padding-bottom: 4px; box-shadow: 0 4px 8px rgba(0, 0, 0, 0.12); }
   .bench-current .bench-picture { height: 170px !important; }
   .bench-current .bench-picture * { max-height: 160px !important; }
@@ -46,23 +51,31 @@ def build_app(services: Services) -> gr.Blocks:
                     '(--insecure-public): anyone with the address can use it and see its History.</div>')
         who = gr.Markdown("", elem_id="studio-who")
         api.register(services)  # first, so the public names are never taken by the page's own events
-        with gr.Tabs() as tabs:
-            with gr.Tab("Text", id="text"):
-                text_handle = text_tab.build(services)
-            with gr.Tab("Image", id="image"):
+        last_tab = gr.BrowserState("", storage_key="genai-studio-last-tab")  # this browser's last tab
+        with gr.Tabs(selected="image", elem_id="studio-tabs") as tabs:  # artists start with pictures
+            with gr.Tab("Image", id="image") as image_page:
                 image_handle = image_tab.build(services)
-            with gr.Tab("Explore", id="explore"):
+            with gr.Tab("Explore", id="explore") as explore_page:
                 explore_handle = explore_tab.build(services)
-            with gr.Tab("VAE", id="vae"):
+            with gr.Tab("Text", id="text") as text_page:
+                text_handle = text_tab.build(services)
+            with gr.Tab("VAE", id="vae") as vae_page:
                 vae_handle = vae_tab.build(services)
-            with gr.Tab("GAN", id="gan"):
+            with gr.Tab("GAN", id="gan") as gan_page:
                 gan_handle = gan_tab.build(services)
             with gr.Tab("History", id="history") as history_page:
                 rows, filters, table = history_tab.build(services, {"text": text_handle, "image": image_handle,
                                                                     "explore": explore_handle, "vae": vae_handle,
                                                                     "gan": gan_handle}, tabs)
-            with gr.Tab("Models / Settings", id="models"):
-                fetch_controls = models_tab.build(services)
+            with gr.Tab("Models", id="models") as models_page:
+                fetch_controls, models_table, model_rows = models_tab.build(services)
+        pages = {"image": image_page, "explore": explore_page, "text": text_page, "vae": vae_page, "gan": gan_page,
+                 "history": history_page, "models": models_page}
+        for tab_id, page in pages.items():
+            page.select(lambda t=tab_id: t, None, last_tab, api_visibility="private", queue=False)
+        app.load(lambda last: gr.Tabs(selected=last) if last in pages else gr.skip(), last_tab, tabs,
+                 api_visibility="private", queue=False)
+        models_page.select(model_rows, None, models_table, api_visibility="private")
         history_page.select(rows, filters, table, api_visibility="private")
 
         handles = (text_handle, image_handle, explore_handle, vae_handle, gan_handle)

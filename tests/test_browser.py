@@ -88,6 +88,7 @@ def download_gif(page, elem_id: str, target) -> bytes:
 def test_text_tab_streams_into_the_page(served_app, page, artifacts_dir):
     url, services = served_app
     page.goto(url)
+    page.get_by_role("tab", name="Text", exact=True).click()
     page.get_by_role("tab", name="Completion").click()
     choose_model(page, "text-model", "tiny-llama")
     page.locator("#text-seed textarea, #text-seed input").first.fill("3")
@@ -244,11 +245,15 @@ def test_history_and_models_tabs(served_app, page, artifacts_dir):
     page.wait_for_function(
         "() => document.querySelector('#text-prompt textarea')?.value === 'poem for the history test'",
         timeout=SLOW)
-    page.get_by_role("tab", name="Models / Settings").click()
+    page.get_by_role("tab", name="Models", exact=True).click()
     cells = page.locator("#models-table [role=gridcell]")
     cells.filter(has_text="smollm2-135m-instruct").first.wait_for(timeout=SLOW)
     shown = " ".join(cells.all_text_contents())
-    assert "Apache-2.0" in shown and ("llama.cpp —" in shown or "transformers —" in shown)
+    assert "Apache-2.0" in shown and "pip download" not in shown  # plain words; commands in the details
+    assert "sd-1.5" in shown and "download (about 2.2 GB)" in shown  # bigger models one click away
+    page.get_by_text("Details: where each model comes from").click()
+    details = " ".join(page.locator("#models-details [role=gridcell]").all_text_contents())
+    assert "llama.cpp —" in details or "transformers —" in details
     page.screenshot(path=str(artifacts_dir / "models-tab.png"), full_page=True)
 
 
@@ -259,9 +264,15 @@ def test_phone_width_layout_stays_usable(served_app, browser, artifacts_dir):
     page = context.new_page()
     try:
         page.goto(url)
-        page.get_by_role("tab", name="Completion").wait_for(timeout=SLOW)
+        page.get_by_role("tab", name="Models", exact=True).wait_for(timeout=SLOW)  # every tab reachable: no menu
+        assert page.locator("button[aria-label='More tabs']:visible").count() == 0
         overflow = page.evaluate("() => document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 2, f"the page scrolls sideways by {overflow}px at phone width"
+        top = {elem: page.locator(f"#{elem}").bounding_box()["y"] for elem in ("image-prompt", "image-model",
+                                                                              "image-gallery")}
+        assert top["image-prompt"] < top["image-model"] < top["image-gallery"]  # prompt, settings, then results
+        page.screenshot(path=str(artifacts_dir / "phone-image-tab.png"), full_page=True)
+        page.get_by_role("tab", name="Text", exact=True).tap()
         page.get_by_role("tab", name="Completion").tap()
         choose_model(page, "text-model", "tiny-llama")
         page.locator("#text-prompt textarea").fill("Hello")
@@ -288,6 +299,7 @@ def test_a_guest_sees_what_they_may_do_and_cannot_pick_models(tmp_path, tiny_lm_
             page.get_by_label("username").fill(user)
             page.get_by_label("password").fill(password)
             page.get_by_role("button", name="Login").click()
+            page.get_by_role("tab", name="Text", exact=True).click()
             page.locator("#text-model input").wait_for(timeout=SLOW)
             if is_guest:
                 wait_text(page, "studio-who", "5 of 5 generations left this hour")
@@ -444,7 +456,7 @@ def test_an_xy_plot_is_made_labelled_and_downloaded_and_hires_styles_apply(serve
 def test_chat_continues_a_cut_off_answer_counts_tokens_and_exports(served_app, page, artifacts_dir, tmp_path):
     url, services = served_app
     page.goto(url)
-    page.get_by_role("tab", name="Text").click()
+    page.get_by_role("tab", name="Text", exact=True).click()
     choose_model(page, "text-model", "tiny-llama")
     page.locator("#text-chat-input textarea").fill("hello")
     page.locator("#text-chat-send").click()
@@ -468,3 +480,19 @@ def test_chat_continues_a_cut_off_answer_counts_tokens_and_exports(served_app, p
     saved = json.loads((tmp_path / "chat.json").read_text())
     assert [m["role"] for m in saved["messages"]] == ["user", "assistant"]
     page.screenshot(path=str(artifacts_dir / "text-chat-tools.png"), full_page=True)
+
+
+def test_the_inpaint_brush_fits_the_picture_and_its_size_is_in_view(served_app, page, tmp_path):
+    from PIL import Image
+
+    url, _ = served_app
+    picture = tmp_path / "small.png"
+    Image.new("RGB", (64, 64), (250, 200, 0)).save(picture)
+    page.goto(url)
+    page.get_by_label("Inpaint").check()
+    page.locator("#image-brush").wait_for(timeout=SLOW)
+    page.locator("#image-editor").wait_for(timeout=SLOW)
+    page.wait_for_timeout(1000)  # the editor wires its file input once shown
+    page.locator("#image-editor input[type=file]").first.set_input_files(str(picture))
+    page.wait_for_function("() => document.querySelector('#image-brush input[type=number]').value == '5'",
+                           timeout=SLOW)  # 64 px → a 5-pixel brush, not one that covers the picture

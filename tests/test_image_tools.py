@@ -318,3 +318,33 @@ def test_plot_on_the_tiny_model_labels_every_cell(tiny):
     assert picture.width > 2 * 64 and picture.height > 2 * 64
     labels = np.asarray(picture.convert("L"))[:, :picture.width - 2 * 64]  # the Y labels' column
     assert labels.min() < 100  # text was drawn
+
+
+# -- bigger models, one click away ---------------------------------------------------------------------------
+
+def test_curated_hub_models_fetch_only_what_loading_needs_and_say_what_they_need_offline(tmp_path, monkeypatch):
+    import diffusers
+    import huggingface_hub
+
+    from pipelines.registry import CURATED_MODELS, HUB_FILES, ModelNotAvailable, hub_cached
+
+    offline = Registry(tmp_path, offline=True)
+    sd15 = offline.all_by_name()["sd-1.5"]
+    assert sd15 in CURATED_MODELS and sd15.size and sd15.license == "CreativeML OpenRAIL-M"
+    with pytest.raises(ModelNotAvailable, match=r"sd-1.5 comes from the model hub \(about 2.2 GB\) and the studio "
+                                                r"is offline"):
+        offline.fetch(sd15)
+    calls = []
+    monkeypatch.setattr(diffusers.DiffusionPipeline, "download",
+                        classmethod(lambda cls, repo, **kw: calls.append(("image", repo, kw))))
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", lambda repo, **kw: calls.append(("text", repo, kw)))
+    online = Registry(tmp_path)
+    online.fetch(sd15)
+    online.fetch(online.all_by_name()["smollm2-360m-instruct"])
+    assert calls[0] == ("image", "stable-diffusion-v1-5/stable-diffusion-v1-5",
+                        {"use_safetensors": True, "variant": "fp16"})
+    assert calls[1] == ("text", "HuggingFaceTB/SmolLM2-360M-Instruct", {"allow_patterns": HUB_FILES})
+    assert not any(p.endswith((".bin", ".ckpt", ".pt")) for p in HUB_FILES)  # never pickles
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
+                        lambda repo, name: "/cache/model_index.json" if name == "model_index.json" else None)
+    assert hub_cached(sd15) and not hub_cached(online.all_by_name()["smollm2-360m-instruct"])

@@ -162,38 +162,43 @@ def build(services: Services) -> TabHandle:
     limits = services.settings.image_limits
     default_model = registry.default("image")
 
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
-            mode = gr.Radio(list(MODE_LABELS), value="Text to image", label="Mode", elem_id="image-mode")
-            prompt = gr.Textbox(label="Prompt", lines=3, placeholder="red heart, smiling cat face, rocket…",
-                                elem_id="image-prompt")
-            negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="what to avoid")
-            init_image = gr.Image(label="Starting image", type="filepath", visible=False, height=320, elem_id="image-init")
-            editor = gr.ImageEditor(label="Paint over what to repaint", type="filepath", visible=False, height=420,
-                                    brush=gr.Brush(colors=["#ffffff"], color_mode="fixed"))
-            strength = gr.Slider(0.05, 1, value=0.75, step=0.01, label="Denoising strength", visible=False,
-                                 info="how much of the starting image may change")
-            with gr.Row():
-                generate = gr.Button("Generate", variant="primary", elem_id="image-generate", scale=3)
-                cancel = gr.Button("Cancel", variant="stop", scale=1)
-            status = gr.Markdown("", elem_id="image-status")
-            with gr.Row(equal_height=False):
-                preview = gr.Image(label="Live preview", height=256, interactive=False, scale=1)
-                gallery = gr.Gallery(label="Results", columns=4, height=380, format="png", scale=3,
-                                     elem_id="image-gallery")
-            with gr.Row():
-                to_img2img = gr.Button("Send selected to img2img", size="sm")
-                to_inpaint = gr.Button("Send selected to inpaint", size="sm")
-                to_vae = gr.Button("Send selected to the VAE tab", size="sm")
-                to_explore = gr.Button("Explore around the selected image", size="sm", elem_id="image-to-explore")
-            wire_plot = build_plot_panel(services)
-            build_upscale_panel(services)
-            with gr.Accordion("PNG info: drop any PNG to read how it was made", open=False):
-                png_in = gr.File(label="PNG file", file_types=[".png"])
-                png_text = gr.Textbox(label="Parameters", lines=4, interactive=False)
-                png_json = gr.JSON(label="Parsed")
-                png_send = gr.Button("Send these parameters to the Image tab")
-        with gr.Column(scale=2):
+    with gr.Row(equal_height=False, elem_classes=["image-layout"]):
+        with gr.Column(scale=3, elem_classes=["image-left"]):
+            with gr.Column(elem_classes=["image-compose"]):
+                mode = gr.Radio(list(MODE_LABELS), value="Text to image", label="Mode", elem_id="image-mode")
+                prompt = gr.Textbox(label="Prompt", lines=3, placeholder="red heart, smiling cat face, rocket…",
+                                    elem_id="image-prompt")
+                negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="what to avoid")
+                init_image = gr.Image(label="Starting image", type="filepath", visible=False, height=320, elem_id="image-init")
+                editor = gr.ImageEditor(label="Paint over what to repaint", type="filepath", visible=False, height=420,
+                                        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=8),
+                                        elem_id="image-editor")
+                brush_size = gr.Slider(1, 128, value=8, step=1, label="Brush size (pixels of the picture)",
+                                       visible=False, elem_id="image-brush")
+                strength = gr.Slider(0.05, 1, value=0.75, step=0.01, label="Denoising strength", visible=False,
+                                     info="how much of the starting image may change")
+                with gr.Row():
+                    generate = gr.Button("Generate", variant="primary", elem_id="image-generate", scale=3)
+                    cancel = gr.Button("Cancel", variant="stop", scale=1)
+                status = gr.Markdown("", elem_id="image-status")
+            with gr.Column(elem_classes=["image-results"]):
+                with gr.Row(equal_height=False):
+                    preview = gr.Image(label="Live preview", height=256, interactive=False, scale=1)
+                    gallery = gr.Gallery(label="Results", columns=4, height=380, format="png", scale=3,
+                                         elem_id="image-gallery")
+                with gr.Row():
+                    to_img2img = gr.Button("Send selected to img2img", size="sm")
+                    to_inpaint = gr.Button("Send selected to inpaint", size="sm")
+                    to_vae = gr.Button("Send selected to the VAE tab", size="sm")
+                    to_explore = gr.Button("Explore around the selected image", size="sm", elem_id="image-to-explore")
+                wire_plot = build_plot_panel(services)
+                build_upscale_panel(services)
+                with gr.Accordion("PNG info: drop any PNG to read how it was made", open=False):
+                    png_in = gr.File(label="PNG file", file_types=[".png"])
+                    png_text = gr.Textbox(label="Parameters", lines=4, interactive=False)
+                    png_json = gr.JSON(label="Parsed")
+                    png_send = gr.Button("Send these parameters to the Image tab")
+        with gr.Column(scale=2, elem_classes=["image-settings"]):
             model = gr.Dropdown(registry.names("image"), value=default_model, allow_custom_value=True, label="Model",
                                 info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
                                 elem_id="image-model")
@@ -223,7 +228,21 @@ def build(services: Services) -> TabHandle:
         m = MODE_LABELS[label]
         return (gr.Image(visible=m in ("img2img", "outpaint")), gr.ImageEditor(visible=m == "inpaint"),
                 gr.Slider(visible=m != "txt2img"), gr.Accordion(visible=m == "txt2img"),
-                gr.Group(visible=m == "outpaint"))
+                gr.Group(visible=m == "outpaint"), gr.Slider(visible=m == "inpaint"))
+
+    def brush(size):
+        return gr.ImageEditor(brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=int(size)))
+
+    def fit_brush(value):
+        """A brush about 1/12 of the picture's shorter side: a 64-pixel emoji gets a 5-pixel brush."""
+        from PIL import Image
+
+        background = (value or {}).get("background")
+        if not background:
+            return gr.skip(), gr.skip()
+        with Image.open(background) as picture:
+            size = max(1, min(picture.size) // 12)
+        return brush(size), size
 
     @friendly_errors
     @guarded(services, "image", generation=True)
@@ -304,8 +323,10 @@ def build(services: Services) -> TabHandle:
                   "height": int(size[1]) if len(size) > 1 and size[1].isdigit() else None}
         return restore(values)
 
-    mode.change(show_mode, mode, [init_image, editor, strength, extras.hires_box, extras.outpaint_box],
+    mode.change(show_mode, mode, [init_image, editor, strength, extras.hires_box, extras.outpaint_box, brush_size],
                 api_visibility="private")
+    editor.upload(fit_brush, editor, [editor, brush_size], api_visibility="private", queue=False)
+    brush_size.release(brush, brush_size, editor, api_visibility="private", queue=False)
     inputs = [mode, prompt, negative, init_image, editor, strength, model, scheduler, steps, guidance, width, height,
               seed, batch_size, batch_count, variation_seed, variation_strength, lora_files, lora_weights,
               *extras.inputs]

@@ -1,6 +1,7 @@
-"""The Models / Settings tab: every known model, its source and license, presence, and fetching.
+"""The Models tab: every model in plain words (ready or not, in memory or not, its license), bigger models
+one click away, the details on demand, and the server's settings.
 
-`build` returns the controls guests may not use (the fetch box and button)."""
+`build` returns (the controls guests may not use, the table, the function that refills it)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,8 @@ Emoji model trained by GenAI Studio on **OpenMoji** – the open-source emoji an
 License: CC BY-SA 4.0 (https://openmoji.org); the emoji model's weights are shared under CC BY-SA 4.0.
 """
 
-
 ENGINES = {"image": "diffusers", "vae": "PyTorch (diffusers for AutoencoderKL folders)", "gan": "PyTorch"}
+TABS = {"text": "Text", "image": "Image", "vae": "VAE", "gan": "GAN"}
 
 
 def runs_with(services: Services, spec) -> str:
@@ -34,52 +35,93 @@ def runs_with(services: Services, spec) -> str:
     return f"{choice.backend} — {choice.reason}"
 
 
+def comes_from(spec) -> str:
+    """Where a model comes from, in words."""
+    if spec.source == "package":
+        return f"the package {spec.location} (downloaded once, checked)"
+    if spec.source == "asset":
+        return "shipped with the studio" + (" (its text encoder is downloaded once)" if spec.needs else "")
+    if spec.source == "hub":
+        return f"the model hub: {spec.location}" + (f", {spec.size}" if spec.size else "")
+    return f"your {spec.source}: {spec.location}"
+
+
+def _loaded(services: Services) -> set[str]:
+    keys = {name for _, name in services.cache.loaded()}
+    return keys | {name.split(" [")[0] for name in keys}
+
+
+def ready(services: Services, spec) -> str:
+    if services.registry.is_present(spec):
+        return "yes"
+    if spec.source == "hub":
+        return f"download ({spec.size})" if spec.size else "download on first use"
+    return "no — fetched on first use"
+
+
 def model_rows(services: Services) -> list[list]:
-    loaded = {name.split(" [")[0] for _, name in services.cache.loaded()}
-    loaded |= {name for _, name in services.cache.loaded()}
+    """Every field, for the API (models_list) and the details table."""
+    loaded = _loaded(services)
     rows = []
     for spec in services.registry.all():
         source = spec.location if spec.source != "package" else PACKAGES[spec.location].fetch_command
-        rows.append([spec.name, spec.modality, spec.source, source, spec.license,
-                     "yes" if services.registry.is_present(spec) else "no — fetched on first use",
+        rows.append([spec.name, spec.modality, spec.source, source, spec.license, ready(services, spec),
                      "loaded" if spec.name in loaded else "", runs_with(services, spec), spec.description])
     return rows
 
 
-def build(services: Services) -> list:
+def page_rows(services: Services) -> list[list]:
+    """The table people read: name, tab, ready, in memory, license, what it is."""
+    loaded = _loaded(services)
+    return [[spec.name, TABS[spec.modality], ready(services, spec), "yes" if spec.name in loaded else "",
+             spec.license, spec.description] for spec in services.registry.all()]
+
+
+def detail_rows(services: Services) -> list[list]:
+    return [[spec.name, comes_from(spec), runs_with(services, spec),
+             PACKAGES[spec.location].fetch_command if spec.source == "package" else ""]
+            for spec in services.registry.all()]
+
+
+def build(services: Services):
     s = services.settings
-    gr.Markdown(f"**Device:** {services.placement.describe()} · **Cache:** `{s.cache_dir}` · "
-                f"**Outputs:** `{services.history.root}` · **Offline:** {'yes' if s.offline else 'no'}")
-    table = gr.Dataframe(
-        value=model_rows(services),
-        headers=["Name", "Tab", "Source", "Where from", "License", "In cache", "Loaded", "Runs with", "About"],
-        interactive=False, wrap=True, elem_id="models-table",
-    )
+    gr.Markdown(f"**Running on** {services.placement.describe()} · **Models are kept in** `{s.cache_dir}` · "
+                f"**Your work is in** `{services.history.root}`" + (" · **offline**" if s.offline else ""))
+    table = gr.Dataframe(value=page_rows(services),
+                         headers=["Model", "Tab", "Ready on this machine", "In memory", "License", "What it is"],
+                         interactive=False, wrap=True, elem_id="models-table")
     with gr.Row():
-        name = gr.Dropdown([m.name for m in services.registry.all()], label="Model to fetch now", scale=3)
-        fetch = gr.Button("Fetch", scale=1)
+        name = gr.Dropdown([m.name for m in services.registry.all()], label="Get a model now", scale=3,
+                           info="the bigger ones come from the model hub and need the internet once",
+                           elem_id="models-fetch-name")
+        fetch = gr.Button("Download", scale=1, elem_id="models-fetch")
         refresh = gr.Button("Refresh", scale=1)
-    result = gr.Markdown()
+    result = gr.Markdown(elem_id="models-fetch-result")
+    with gr.Accordion("Details: where each model comes from and what runs it", open=False):
+        details = gr.Dataframe(value=detail_rows(services), headers=["Model", "Comes from", "Runs with",
+                                                                     "Fetch it by hand"],
+                               interactive=False, wrap=True, elem_id="models-details")
     limits = s.text_limits
-    gr.Markdown(
-        f"**Server limits:** max new tokens {limits.max_new_tokens:,} · max prompt {limits.max_prompt_chars:,} "
-        f"characters / {limits.max_prompt_tokens:,} tokens · {s.models_per_modality} loaded model(s) per tab · "
-        f"queue size {s.queue_size} · text engine {s.text_backend}, "
-        f"{s.text_threads or physical_cores()} CPU threads · {s.prompt_cache_entries} cached chat prefixes per "
-        "text model. Change them in a TOML file passed with `--config`."
-    )
+    with gr.Accordion("Server settings", open=False):
+        gr.Markdown(
+            f"Max new tokens {limits.max_new_tokens:,} · max prompt {limits.max_prompt_chars:,} characters / "
+            f"{limits.max_prompt_tokens:,} tokens · {s.models_per_modality} loaded model(s) per tab · queue size "
+            f"{s.queue_size} · text engine {s.text_backend}, {s.text_threads or physical_cores()} CPU threads · "
+            f"{s.prompt_cache_entries} cached chat prefixes per text model. Change them in a TOML file passed "
+            "with `--config`.")
     gr.Markdown(ATTRIBUTION)
 
     @friendly_errors
     @guarded(services, "models", owner_only="download models")
-    def do_fetch(model_name: str, request: gr.Request, progress=gr.Progress()):
+    def do_fetch(model_name: str, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         if not model_name:
-            raise gr.Error("Choose a model to fetch.")
-        spec = services.registry.lookup(model_name, services.registry.all_by_name()[model_name].modality)
-        progress(0.1, desc=f"Fetching {model_name}…")
-        services.registry.fetch(spec, log=lambda msg: progress(0.5, desc=msg))
-        return model_rows(services), f"{model_name} is in the cache."
+            raise gr.Error("Choose a model to download.")
+        spec = services.registry.all_by_name()[model_name]
+        progress(0.05, desc=f"Getting {model_name}…")
+        services.registry.fetch(spec, log=lambda msg: progress(0.1, desc=msg))
+        return page_rows(services), detail_rows(services), f"**{model_name}** is ready: pick it in the {TABS[spec.modality]} tab."
 
-    fetch.click(do_fetch, [name], [table, result], api_visibility="private")
-    refresh.click(lambda: model_rows(services), None, table, api_visibility="private")
-    return [name, fetch]
+    fetch.click(do_fetch, [name], [table, details, result], api_visibility="private")
+    refresh.click(lambda: (page_rows(services), detail_rows(services)), None, [table, details],
+                  api_visibility="private")
+    return [name, fetch], table, lambda: page_rows(services)
