@@ -4,7 +4,9 @@
 
 1. Seconds per image: `ImagePipeline` vs `pipe(prompt, …)` on the same loaded model, size, steps,
    scheduler and seed, measured alternately in one run (ratio = bare / studio; ≥ 0.97 is the target).
-2. `--unet-512`: seconds per UNet step of a random-weight UNet with the real SD 1.5 architecture at
+2. Hires fix 2× (Latent upscaler): `ImagePipeline` with `HiresParams` vs the same two passes called by hand
+   (txt2img to latents → F.interpolate → img2img on the latents), alternately (target ≥ 0.95).
+3. `--unet-512`: seconds per UNet step of a random-weight UNet with the real SD 1.5 architecture at
    512×512 (batch 2 = one image with classifier-free guidance), and SDXL's with `--sdxl`, so GPU runs
    can be compared with published figures.
 """
@@ -24,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.common import Report
 from pipelines.device import pick_placement
 from pipelines.image import ImageParams, ImagePipeline, load_image_model, scheduler_for
+from pipelines.image_upscale import HiresParams
 from pipelines.registry import Registry
 from studio.config import default_cache_dir
 
@@ -65,6 +68,35 @@ def unet_step_seconds(config: dict, latent: int, tokens: int, width: int, placem
     return statistics.median(times)
 
 
+def hires_fix_times(pipe: ImagePipeline, args) -> tuple[float, float]:
+    """Median seconds: the studio's hires fix vs the same two diffusers passes called by hand."""
+    hires = HiresParams(scale=2.0, upscaler="Latent", steps=args.steps, strength=0.5)
+    params = ImageParams(prompt="red heart", steps=args.steps, width=args.size, height=args.size, seed=0,
+                         batch_size=args.batch, scheduler="DPM++ 2M", hires=hires)
+    first, second = pipe.model.pipe, pipe.model.for_mode("img2img")
+    prompts = ["red heart"] * args.batch
+    studio_times, bare_times = [], []
+    for rep in range(args.reps + 1):
+        start = time.perf_counter()
+        pipe(params)
+        s = time.perf_counter() - start
+        first.scheduler = scheduler_for(first, "DPM++ 2M")
+        second.scheduler = scheduler_for(second, "DPM++ 2M")
+        start = time.perf_counter()
+        with torch.inference_mode():
+            latents = first(prompts, num_inference_steps=args.steps, width=args.size, height=args.size,
+                            guidance_scale=params.guidance, generator=torch.Generator().manual_seed(0),
+                            output_type="latent").images
+            latents = torch.nn.functional.interpolate(latents, scale_factor=2, mode="bilinear")
+            second(prompts, image=latents, strength=0.5, num_inference_steps=args.steps,
+                   guidance_scale=params.guidance, generator=torch.Generator().manual_seed(0))
+        b = time.perf_counter() - start
+        if rep:
+            studio_times.append(s)
+            bare_times.append(b)
+    return statistics.median(studio_times), statistics.median(bare_times)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--model", default="emoji-ldm")
@@ -96,6 +128,7 @@ def main() -> None:
             studio_times.append(s)
             bare_times.append(b)
     s, b = statistics.median(studio_times), statistics.median(bare_times)
+    hires_s, hires_b = hires_fix_times(pipe, args)
     report = Report("image")
     print = report.line
     print(f"\n{args.model} on {placement.describe()}, {torch.get_num_threads()} threads, {args.batch} images "
@@ -103,6 +136,8 @@ def main() -> None:
     print(f"{'measure':44} {'studio':>9} {'bare':>9} {'ratio':>7}")
     print(f"{'seconds for the batch':44} {s:9.3f} {b:9.3f} {b / s:7.3f}")
     print(f"{'seconds per image':44} {s / args.batch:9.3f} {b / args.batch:9.3f}")
+    print(f"{f'hires fix 2× ({args.size}→{2 * args.size}), the batch':44} {hires_s:9.3f} {hires_b:9.3f} "
+          f"{hires_b / hires_s:7.3f}")
     if args.unet_512:
         print(f"SD 1.5 UNet step, 512×512, batch 2 (CFG): {unet_step_seconds(SD15_UNET, 64, 77, 768, placement, 3, False):.3f} s")
     if args.sdxl:

@@ -157,10 +157,16 @@ def _wire_image_and_explore(image, explore, tabs) -> None:
 
 
 def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
+    from studio.share import add_routes
+
     s = services.settings
-    return app.launch(
+    result = app.launch(
         server_name=s.host, server_port=s.port or None, share=s.share,
         auth=services.access.authenticate if s.logins else None, max_file_size=int(s.max_upload_mb * 2**20),
-        prevent_thread_lock=not block, css=CSS, theme=gr.themes.Soft(primary_hue="violet"),
+        prevent_thread_lock=True, css=CSS, theme=gr.themes.Soft(primary_hue="violet"),
         allowed_paths=[str(services.history.root)], footer_links=["api", "settings"], **extra,
     )
+    add_routes(result[0], services.links)  # per-item share links, before anyone can ask for one
+    if block:
+        app.block_thread()
+    return result

@@ -153,6 +153,13 @@ class Services:
 
         return self.cache.get("text", f"{spec.name} [{choice.backend}]", load)
 
+    @cached_property
+    def links(self):
+        """Per-item share links (the secret lives in the settings folder inside the outputs folder)."""
+        from studio.share import ItemLinks
+
+        return ItemLinks(self.history, self.history.root / "settings" / "share.key")
+
     def loaded_text_pipeline(self, model: str, backend: str = ""):
         """The text pipeline for `model` if it is loaded already (never loads one), else None."""
         spec = self.registry.lookup(model or self.registry.default("text"), "text")

@@ -399,6 +399,13 @@ def test_history_search_star_export_and_delete_with_a_confirm_step(served_app, p
     page.locator("#history-star").click()
     page.locator("#history-table [role=gridcell]", has_text="★").first.wait_for(timeout=SLOW)
     assert services.history.get(doomed.id).starred
+    page.locator("#history-share").click()
+    page.get_by_text("Anyone with this link sees this item only").wait_for(timeout=SLOW)
+    link = page.locator("a", has_text=f"/item/{doomed.id}/").first.get_attribute("href")
+    shared = page.context.new_page()
+    shared.goto(link)
+    assert "poem to delete from history" in shared.content() and "a poem to delete" in shared.content()
+    shared.close()
     page.locator("#history-export").click()
     page.locator("#history-export-file a").first.wait_for(timeout=SLOW)
     exported = list((services.history.root / "exports").rglob("*.zip"))

@@ -8,7 +8,7 @@ import time
 import gradio as gr
 
 from studio.services import Services
-from studio.tabs.common import TabHandle, friendly_errors, user_of
+from studio.tabs.common import TabHandle, friendly_errors, guarded, user_of
 
 COLUMNS = ["★", "When", "Tab", "Prompt", "Model", "Seed", "Id"]
 
@@ -81,6 +81,7 @@ def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs):
                 confirm = gr.Button("Yes, delete it and its files", size="sm", variant="stop",
                                     elem_id="history-delete-yes")
                 keep = gr.Button("Keep it", size="sm")
+            share = gr.Button("Make a link that shows only this item", size="sm", elem_id="history-share")
             export = gr.Button("Export the listed items (.zip)", size="sm", elem_id="history-export")
             exported = gr.File(label="Export (PNGs with their metadata, GIF/MP4, latents, index.json)",
                                interactive=False, elem_id="history-export-file")
@@ -144,7 +145,17 @@ def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs):
         path = history.export(items, user_of(request) if public else "local")
         return str(path), f"Exported {len(items)} item(s)."
 
+    def make_link(item_id: str, request: gr.Request):
+        item = chosen(item_id, request)
+        headers = request.headers
+        origin = f"{headers.get('x-forwarded-proto', 'http')}://{headers.get('host', '127.0.0.1')}"
+        link = origin + services.links.path(item.id)
+        return (f"Anyone with this link sees this item only (no login): [{link}]({link}) — deleting the item "
+                "ends the link.")
+
     filters = [tab_filter, text_filter, seed_box, since_box, until_box, starred_only]
+    share.click(friendly_errors(guarded(services, "history", owner_only="share items")(make_link)), [selected], note,
+                api_visibility="private")
     refresh.click(rows, filters, table, api_visibility="private")
     for box in (text_filter, seed_box, since_box, until_box):
         box.submit(rows, filters, table, api_visibility="private")

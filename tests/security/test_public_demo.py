@@ -267,3 +267,33 @@ def test_model_files_are_loaded_safely(server, tmp_path):
         load_image_model(registry.resolve(registry.lookup(str(pickle), "image")), pick_placement("cpu"))
     rows = model_rows(services)
     assert rows and all(row[3] and row[4] for row in rows)  # every model shows where it is from and its license
+
+
+def test_an_item_link_shows_that_item_only_without_a_login(server):
+    import urllib.error
+    import urllib.request
+
+    import numpy as np
+    from PIL import Image
+
+    from pipelines.media import png_bytes
+
+    url, services, _ = server
+    shared = services.history.add("image", {".png": png_bytes(Image.fromarray(np.zeros((8, 8, 3), np.uint8))),
+                                            ".safetensors": b"latent"},
+                                  prompt="a <b>shared</b> heart", params={"steps": 4}, owner="owner")
+    private = services.history.add("text", {".txt": b"private diary"}, prompt="diary", owner="owner")
+    path = services.links.path(shared.id)
+    page = urllib.request.urlopen(url.rstrip("/") + path).read().decode()  # no login asked
+    assert "a &lt;b&gt;shared&lt;/b&gt; heart" in page and f'src="{path}/0"' in page and "diary" not in page
+    png = urllib.request.urlopen(url.rstrip("/") + path + "/0").read()
+    assert png.startswith(b"\x89PNG")
+    token = path.rsplit("/", 1)[1]
+    for wrong in (f"/item/{private.id}/{token}", f"/item/{shared.id}/{'0' * 32}", path + "/1", path + "/9"):
+        with pytest.raises(urllib.error.HTTPError) as error:  # another item, a forged token, a latent file
+            urllib.request.urlopen(url.rstrip("/") + wrong)
+        assert error.value.code == 404
+    services.history.delete(shared.id)
+    with pytest.raises(urllib.error.HTTPError):
+        urllib.request.urlopen(url.rstrip("/") + path)  # deleting the item ends the link
+    assert (services.history.root / "settings" / "share.key").stat().st_mode & 0o077 == 0
