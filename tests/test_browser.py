@@ -58,9 +58,20 @@ def page(browser):
 
 
 def choose_model(page, elem_id: str, name: str) -> None:
+    """Type a choice and press Enter, as a person does; wait until the box shows it (a loaded machine can
+    take the Enter before the filtered list is there, and the box then falls back to its old value)."""
     box = page.locator(f"#{elem_id} input")
-    box.fill(name)
-    box.press("Enter")
+    for _ in range(3):
+        box.fill(name)
+        box.press("Enter")
+        box.blur()
+        try:
+            page.wait_for_function(f"() => document.querySelector('#{elem_id} input').value == {name!r}",
+                                   timeout=3_000)
+            return
+        except Exception:  # noqa: BLE001 - the next try types it again
+            continue
+    raise AssertionError(f"#{elem_id} did not take {name!r}")
 
 
 def move_slider(page, elem_id: str, value: int) -> None:
@@ -71,8 +82,16 @@ def move_slider(page, elem_id: str, value: int) -> None:
 
 
 def wait_text(page, elem_id: str, needle: str, timeout: int = SLOW) -> None:
-    page.wait_for_function(
-        f"() => (document.querySelector('#{elem_id}')?.innerText || '').includes({needle!r})", timeout=timeout)
+    from playwright.sync_api import TimeoutError as PageTimeout
+
+    try:
+        page.wait_for_function(
+            f"() => (document.querySelector('#{elem_id}')?.innerText || '').includes({needle!r})", timeout=timeout)
+    except PageTimeout:
+        # say what the page showed instead: the element's text and any toast (a friendly error)
+        shown = page.evaluate(f"() => document.querySelector('#{elem_id}')?.innerText")
+        toasts = page.evaluate("() => [...document.querySelectorAll('.toast-body')].map(t => t.innerText)")
+        pytest.fail(f"#{elem_id} never showed {needle!r}; it shows {shown!r}; toasts: {toasts}")
 
 
 def download_gif(page, elem_id: str, target) -> bytes:
@@ -468,12 +487,12 @@ def test_chat_continues_a_cut_off_answer_counts_tokens_and_exports(served_app, p
     page.locator("#text-chat-input textarea").fill("hello")
     page.locator("#text-chat-send").click()
     wait_text(page, "text-status", "Seed")
-    before = page.locator("#text-chat .bot").last.inner_text()
+    before = page.locator("#text-chat .bot:not(.pending)").last.inner_text()
     page.locator("#text-chat-continue").click()
     page.wait_for_function(
-        "(b) => { const m = [...document.querySelectorAll('#text-chat .bot')].pop(); "
+        "(b) => { const m = [...document.querySelectorAll('#text-chat .bot:not(.pending)')].pop(); "
         "return m && m.innerText.length > b.length; }", arg=before, timeout=SLOW)
-    assert page.locator("#text-chat .bot").count() == 1  # the same answer, longer
+    assert page.locator("#text-chat .bot:not(.pending)").count() == 1  # the same answer, longer
     page.locator("#text-chat-input textarea").fill("and a follow-up question")
     wait_text(page, "text-chat-tokens", "tokens (context")
     page.locator("#text-chat-export").click()
