@@ -177,6 +177,16 @@ def save_conv_vae(model: ConvVAE, folder: Path, extra: dict | None = None) -> Pa
     return folder
 
 
+def halve_weights(folder: Path) -> None:
+    """Store a ConvVAE's weights as float16 (half the bytes, for the models shipped in assets/); they load
+    into the float32 model as before."""
+    from safetensors.torch import load_file, save_file
+
+    path = Path(folder) / "vae.safetensors"
+    save_file({k: v.half().contiguous() if v.is_floating_point() else v for k, v in load_file(path).items()},
+              path)
+
+
 def _save_replacing(model: ConvVAE, out_dir: Path, extra: dict) -> None:
     """Write the model next to `out_dir`, then swap it in: the old folder is renamed aside first and
     removed only after the new one is in place, so a crash at any moment leaves a loadable model."""

@@ -188,3 +188,20 @@ def test_shipped_digit_vaes_reconstruct_held_out_digits(name, cache_dir):
     recon, scores = pipe.reconstruct(images[held[:500]])
     floor = 13.5 if name.endswith("2d") else 19.0  # measured on all 1,000 held-out: 2-D 14.5 dB, 16-D 20.5 dB
     assert np.mean(scores) > floor
+
+
+def test_halved_weights_are_float16_on_disk_and_decode_as_before(tmp_path):
+    from safetensors.torch import load_file
+
+    from pipelines.vae import halve_weights
+
+    pipe = conv_vae(tmp_path)
+    folder = tmp_path / "vae-2"
+    z = torch.tensor([[0.5, -1.0], [2.0, 0.0]])
+    before = pipe.model.decode(z).astype(int)
+    halve_weights(folder)
+    assert {v.dtype for v in load_file(folder / "vae.safetensors").values() if v.is_floating_point()} == {torch.float16}
+    again = VAEPipeline(load_vae(ResolvedModel(ModelSpec("tiny", "vae", "folder", str(folder)), folder),
+                                 pick_placement("cpu")))
+    assert next(again.model.net.parameters()).dtype == torch.float32
+    assert np.abs(again.model.decode(z).astype(int) - before).max() <= 2  # 8-bit pixels, float16 rounding
