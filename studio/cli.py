@@ -51,6 +51,9 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--insecure-public", action="store_true", default=None,
                         help="allow --share / a non-loopback --host without --auth (a red banner says so)")
     launch.add_argument("--dry-run", action="store_true", help="build the app and exit without serving (for checks)")
+    launch.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                        help="run the image models on Ray Serve: alone, a Ray on this machine; with an address "
+                             "(e.g. ray://head:10001 or head:6379), that cluster (needs the [ray] extra)")
     launch.add_argument("--mcp", action="store_true", default=None,
                         help="also serve the API as Model Context Protocol tools at /gradio_api/mcp/ "
                              "(needs the [mcp] extra)")
@@ -96,9 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _settings(args):
+    from dataclasses import replace
+
     from studio.config import load_settings, parse_auth
 
-    return load_settings(
+    settings = load_settings(
         getattr(args, "config", None),
         host=getattr(args, "host", None), port=getattr(args, "port", None), share=getattr(args, "share", None),
         auth=parse_auth(getattr(args, "auth", [])) or None, insecure_public=getattr(args, "insecure_public", None),
@@ -109,6 +114,11 @@ def _settings(args):
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
         text_backend=args.text_backend, text_threads=args.threads,
     )
+    if getattr(args, "ray", None):
+        if importlib.util.find_spec("ray") is None:
+            raise ValueError("--ray needs Ray Serve: pip install 'genai-studio[ray]'")
+        settings = replace(settings, ray=replace(settings.ray, address=args.ray))
+    return settings
 
 
 def _ints(flag: str, text: str) -> tuple[int, ...]:

@@ -23,6 +23,43 @@ def default_cache_dir() -> Path:
 
 
 @dataclass(frozen=True)
+class RaySettings:
+    """The model tier on Ray Serve (`studio launch --ray`; the `[ray]` table of the settings file)."""
+
+    address: str = ""  # "" = off (models run in the studio's process); "local" = a Ray on this machine; else a cluster
+    cpus: int = 0  # a local Ray: the CPUs it may use (0 = all)
+    min_replicas: int = 1  # per deployment; autoscaling keeps the count between min and max
+    max_replicas: int = 2
+    target_ongoing_requests: float = 1.0  # autoscaling adds a replica when each has more than this in flight
+    max_ongoing_requests: int = 2  # requests one replica takes at once (the rest wait in Serve's queue)
+    replica_cpus: float = 1.0  # CPUs reserved per replica (also its torch threads)
+    replica_gpus: float = 0.0  # GPU share per replica: 0.5 = two replicas on one GPU
+    upscale_delay_s: float = 2.0
+    downscale_delay_s: float = 30.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.address)
+
+    def validate(self) -> None:
+        if not 0 <= self.cpus <= 4096:
+            raise ValueError(f"ray cpus must be from 0 (all) to 4096, got {self.cpus}")
+        if not 1 <= self.min_replicas <= self.max_replicas <= 1024:
+            raise ValueError(f"ray replicas: need 1 ≤ min_replicas ≤ max_replicas ≤ 1024, got {self.min_replicas} "
+                             f"and {self.max_replicas}")
+        if not 0 < self.target_ongoing_requests <= 1000:
+            raise ValueError(f"ray target_ongoing_requests must be above 0 and at most 1000, got "
+                             f"{self.target_ongoing_requests}")
+        if not 1 <= self.max_ongoing_requests <= 1000:
+            raise ValueError(f"ray max_ongoing_requests must be from 1 to 1000, got {self.max_ongoing_requests}")
+        if not 0 < self.replica_cpus <= 512 or not 0 <= self.replica_gpus <= 16:
+            raise ValueError(f"ray replica_cpus must be above 0 (up to 512) and replica_gpus from 0 to 16, got "
+                             f"{self.replica_cpus} and {self.replica_gpus}")
+        if not 0 <= self.upscale_delay_s <= 3600 or not 0 <= self.downscale_delay_s <= 3600:
+            raise ValueError("ray upscale_delay_s and downscale_delay_s must be from 0 to 3600 seconds")
+
+
+@dataclass(frozen=True)
 class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
@@ -49,6 +86,7 @@ class Settings:
     text_backends: tuple[tuple[str, str], ...] = ()  # per-model overrides: (model name, backend)
     text_threads: int = 0  # CPU threads for text generation; 0 = the physical cores
     prompt_cache_entries: int = 4  # evaluated chat prefixes kept per text model (0 = off)
+    ray: RaySettings = RaySettings()
 
     def backend_for(self, model: str) -> str:
         return dict(self.text_backends).get(model, self.text_backend)
@@ -82,6 +120,7 @@ class Settings:
         for model, backend in (("text_backend", self.text_backend), *self.text_backends):
             if backend not in TEXT_BACKENDS:
                 raise ValueError(f"text backend for {model} must be one of {', '.join(TEXT_BACKENDS)}, got {short(backend)}")
+        self.ray.validate()
         if not 0 <= self.text_threads <= 1024:
             raise ValueError(f"text_threads must be from 0 (auto) to 1024, got {self.text_threads}")
         if not 0 <= self.prompt_cache_entries <= 64:
@@ -111,6 +150,7 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
         data = tomllib.loads(Path(config_file).read_text())
         limits = data.pop("limits", {})
         gan_limits = data.pop("gan_limits", {})
+        ray = data.pop("ray", {})
         image_limits = data.pop("image_limits", {})
         if "text_backends" in data:
             data["text_backends"] = tuple(sorted(data["text_backends"].items()))
@@ -124,6 +164,11 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
             data["image_limits"] = replace(settings.image_limits, **image_limits)
         if gan_limits:
             data["gan_limits"] = replace(settings.gan_limits, **gan_limits)
+        if ray:
+            unknown_ray = set(ray) - {f.name for f in fields(RaySettings)}
+            if unknown_ray:
+                raise ValueError(f"{config_file}: unknown [ray] settings {sorted(unknown_ray)}")
+            data["ray"] = replace(settings.ray, **ray)
         settings = replace(settings, **data)
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     settings = replace(settings, outputs=Path(settings.outputs), cache_dir=Path(settings.cache_dir))

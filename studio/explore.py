@@ -73,7 +73,7 @@ def latent_model(services, name: str, kind: str, look: DiffusionLook | None = No
         return _cached(services, "vae", name, lambda p: VAELatentModel(p), services.vae_pipeline(name))
     if kind == "diffusion":
         base = _cached(services, "image", name, lambda p: DiffusionLatentModel(p.model, look or DiffusionLook()),
-                       services.image_pipeline(name))
+                       services.local_image_pipeline(name))
         return base.with_look(look) if look is not None else base
     raise ValueError(f"kind must be gan, vae or diffusion, got {short(kind)}")
 

@@ -147,6 +147,26 @@ class Lanes:
         pool.submit(work)
         return job
 
+    def submit_parallel(self, lane: str, fn: Callable[[Callable], object], workers: int = 64) -> Job:
+        """Work that waits on another process (the Ray model tier): many at once on a pool of its own,
+        never on the main thread; iterate the job and take `job.result()` as for `submit`."""
+        job = Job()
+
+        def work():
+            try:
+                job.future.set_result(fn(job.report))
+            except BaseException as exc:  # handed to the caller through the future
+                job.future.set_exception(exc)
+            finally:
+                job.events.put(_DONE)
+
+        with self._lock:
+            if lane not in self._pools:
+                self._pools[lane] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"lane-{lane}")
+            pool = self._pools[lane]
+        pool.submit(work)
+        return job
+
     def drain(self, lane: str, timeout: float = 10.0) -> None:
         """Wait until work already given to a background lane is done (tests, shutdown)."""
         with self._lock:

@@ -224,8 +224,33 @@ class Services:
             _console(f"Text model memory plan on {memory.name}: {plan.describe()}")
         return plan
 
-    def image_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> ImagePipeline:
-        """The cached image pipeline for `model` (registry name, diffusers folder, .safetensors file or hub id)."""
+    @property
+    def image_concurrency(self) -> int:
+        """Image requests the UI tier runs at once: one in-process (one model thread); with the Ray model
+        tier, as many as its replicas take."""
+        r = self.settings.ray
+        return r.max_replicas * r.max_ongoing_requests if r.enabled else 1
+
+    @cached_property
+    def ray_bridge(self):
+        """The UI tier's link to the Ray Serve model tier (studio/remote.py); started on first use."""
+        from studio.remote import RayBridge
+
+        return RayBridge(self.settings, log=_console)
+
+    def image_pipeline(self, model: str, log: Callable[[str], None] | None = None):
+        """The image pipeline for `model` (registry name, diffusers folder, .safetensors file or hub id): in
+        this process, or its stand-in for the Ray Serve model tier when `--ray` is on."""
+        if not self.settings.ray.enabled:
+            return self.local_image_pipeline(model, log)
+        from studio.remote import RemoteImagePipeline
+
+        spec = self.registry.lookup(model or self.registry.default("image"), "image")
+        return self.cache.get("image", f"{spec.name} [ray]", lambda: RemoteImagePipeline(self.ray_bridge, spec))
+
+    def local_image_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> ImagePipeline:
+        """The cached in-process image pipeline for `model` (the Explore tab's diffusion sliders always use
+        this one: they read the model's latents directly)."""
         spec = self.registry.lookup(model or self.registry.default("image"), "image")
 
         def load() -> ImagePipeline:

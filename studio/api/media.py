@@ -311,7 +311,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         """Stop your own running text generation, keeping what was written. Returns whether one ran."""
         return services.jobs.cancel(session_of(request), "text")
 
-    image_options = dict(concurrency_limit=1, concurrency_id="image")
+    image_options = dict(concurrency_limit=services.image_concurrency, concurrency_id="image")
     return [("generate_text", generate_text, text_options), ("chat", chat, text_options),
             ("stop_text", stop_text, dict(queue=False)), ("generate_image", generate_image, image_options),
             ("cancel_image", cancel_image, dict(queue=False)), ("upscale_image", upscale_image, image_options),

@@ -77,6 +77,8 @@ def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bo
         return pipe(params, cancel=cancel, callback=progress, progress_interval=0.25,
                     preview_every=5 if watched else 0)
 
+    if getattr(pipe, "remote", False):  # the Ray model tier does the work: wait for it off the model thread
+        return services.lanes.submit_parallel("remote", generate)
     return services.lanes.submit("model", generate)
 
 
@@ -338,8 +340,8 @@ def build(services: Services) -> TabHandle:
                              lambda text: loras_from([None] * len([w for w in str(text or "").split(",") if w.strip()]),
                                                      text))
     wire_plot(inputs, model, lora_files, lora_weights)
-    generate.click(run, inputs, [preview, gallery, status], api_visibility="private", concurrency_limit=1,
-                   concurrency_id="image", validator=validator)
+    generate.click(run, inputs, [preview, gallery, status], api_visibility="private",
+                   concurrency_limit=services.image_concurrency, concurrency_id="image", validator=validator)
     cancel.click(stop, None, None, api_visibility="private", queue=False)
     gallery.select(remember, None, selected_path, api_visibility="private")
     to_img2img.click(lambda p: send(p, "img2img"), selected_path, [mode, init_image, editor],

@@ -1,0 +1,266 @@
+"""The UI tier's side of the Ray Serve model tier (studio/ray_tier.py): a bridge process it owns, and
+`RemoteImagePipeline`, which the tabs and the API use exactly like an in-process `ImagePipeline`.
+
+Ray is never imported here: the bridge process is the Ray driver, so a lost cluster can only cost
+that process. Requests to it are multiplexed over one pipe; every request gets an answer — a result,
+or a plain-words error — even when the bridge dies or the cluster stops answering (the bridge sends
+("beat",) every 2 s while the cluster answers; `STALL_S` without one means it is gone). A request
+may wait longer than that in Serve's queue: waiting is fine while the beats come.
+"""
+
+from __future__ import annotations
+
+import collections
+import dataclasses
+import itertools
+import queue
+import random
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from pipelines.image import GenerationCancelled, ImageOutput, ImageParams
+from pipelines.registry import ModelNotAvailable
+
+STALL_S = 30.0
+START_S = {"local": 180.0}  # starting a local Ray and the deployment; joining a cluster: JOIN_S
+JOIN_S = 60.0
+
+
+class TierUnreachable(ModelNotAvailable):
+    """The model tier cannot be reached; the message says so in plain words."""
+
+
+class RayBridge:
+    """The bridge process: started on first use (or by `start()`), restarted after it dies."""
+
+    def __init__(self, settings, log: Callable[[str], None] = print) -> None:
+        self.settings = settings
+        self.log = log
+        self._lock = threading.Lock()
+        self._process: subprocess.Popen | None = None
+        self._pending: dict[int, queue.Queue] = {}
+        self._ids = itertools.count(1)
+        self._write = threading.Lock()
+        self.info: dict = {}
+        self._beat = 0.0  # when the bridge last said the cluster answers
+        self.stderr: collections.deque[str] = collections.deque(maxlen=30)
+
+    @property
+    def where(self) -> str:
+        address = self.settings.ray.address
+        return "a Ray on this machine" if address == "local" else f"the Ray cluster at {address}"
+
+    # -- the process ---------------------------------------------------------------------------------
+    def start(self) -> dict:
+        """Start (or reuse) the bridge; raises TierUnreachable with the reason when it cannot connect."""
+        from pipelines.text_worker import read_frame, send_frame
+
+        with self._lock:
+            if self._process is not None and self._process.poll() is None:
+                return self.info
+            process = subprocess.Popen([sys.executable, "-m", "studio.ray_tier"], stdin=subprocess.PIPE,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                       cwd=str(Path(__file__).resolve().parent.parent))
+            threading.Thread(target=self._drain, args=(process,), daemon=True).start()
+            send_frame(process.stdin, ("start", self.settings))
+            answer: list = []
+            reader = threading.Thread(target=lambda: answer.append(read_frame(process.stdout)), daemon=True)
+            reader.start()
+            reader.join(START_S.get(self.settings.ray.address, JOIN_S))
+            first = answer[0] if answer else None
+            if not first or first[0] != "ready":
+                process.kill()
+                reason = first[1] if first and first[0] == "failed" else (
+                    "no answer in time" if not answer else "the bridge process ended: " + self._tail())
+                raise TierUnreachable(f"The image models run on {self.where}, which cannot be reached right now "
+                                      f"({_short(reason)}). Nothing was lost; try again in a moment.")
+            self._process, self.info = process, first[1]
+            self._beat = time.monotonic()
+            threading.Thread(target=self._read, args=(process,), daemon=True).start()
+            self.log(f"Model tier: image models on {self.where} (Ray Serve app '{_app()}')")
+            return self.info
+
+    def _drain(self, process) -> None:
+        for line in iter(process.stderr.readline, b""):
+            self.stderr.append(line.decode("utf-8", errors="replace").rstrip())
+
+    def _tail(self) -> str:
+        lines = [line for line in self.stderr if line.strip()]
+        return lines[-1] if lines else "no message"
+
+    def _read(self, process) -> None:
+        from pipelines.text_worker import read_frame
+
+        while True:
+            try:
+                frame = read_frame(process.stdout)
+            except (OSError, ValueError, EOFError):
+                frame = None
+            if frame is None:
+                break
+            if frame[0] == "beat":
+                self._beat = time.monotonic()
+                continue
+            box = self._pending.get(frame[1])
+            if box is not None:
+                box.put(frame)
+        self._fail_all(process, "the connection to the model tier ended")
+
+    def _fail_all(self, process, reason: str) -> None:
+        with self._lock:
+            if self._process is process:
+                self._process = None
+        if process.poll() is None:
+            process.kill()
+        for box in list(self._pending.values()):
+            box.put(("error", 0, "unreachable", reason))
+
+    def close(self) -> None:
+        from pipelines.text_worker import send_frame
+
+        with self._lock:
+            process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            try:
+                with self._write:
+                    send_frame(process.stdin, ("close",))
+                process.wait(timeout=30)
+            except (OSError, ValueError, subprocess.TimeoutExpired):
+                process.kill()
+
+    # -- requests ------------------------------------------------------------------------------------
+    def _send(self, message: tuple) -> subprocess.Popen:
+        from pipelines.text_worker import send_frame
+
+        self.start()
+        process = self._process
+        if process is None:
+            raise TierUnreachable(f"The image models run on {self.where}, which cannot be reached right now.")
+        try:
+            with self._write:
+                send_frame(process.stdin, message)
+        except (OSError, ValueError) as exc:
+            self._fail_all(process, str(exc))
+            raise TierUnreachable(f"The image models run on {self.where}, which cannot be reached right now "
+                                  f"({exc}). Nothing was lost; try again in a moment.") from None
+        return process
+
+    def request(self, kind: str, *args, on_event: Callable | None = None,
+                cancel: threading.Event | None = None):
+        """Send one request and wait for its answer, passing events to `on_event`; raises the request's
+        error as the exception type the in-process code raises."""
+        rid = next(self._ids)
+        box: queue.Queue = queue.Queue()
+        self._pending[rid] = box
+        try:
+            process = self._send((kind, rid, *args))
+            sent_cancel = False
+            while True:
+                try:
+                    frame = box.get(timeout=0.1)
+                except queue.Empty:
+                    if cancel is not None and cancel.is_set() and not sent_cancel:
+                        sent_cancel = True
+                        self._cancel(process, rid)
+                    if time.monotonic() - self._beat > STALL_S:
+                        self._fail_all(process, f"no word from the cluster for {STALL_S:.0f} s")
+                    continue
+                if frame[0] == "event":
+                    if on_event is not None:
+                        on_event(frame[2])
+                    continue
+                if frame[0] == "done":
+                    return frame[2]
+                raise _error(frame[2], frame[3], self.where)
+        finally:
+            self._pending.pop(rid, None)
+
+    def _cancel(self, process, rid: int) -> None:
+        from pipelines.text_worker import send_frame
+
+        try:
+            with self._write:
+                send_frame(process.stdin, ("cancel", rid))
+        except (OSError, ValueError):
+            pass
+
+    def status(self) -> dict:
+        """Serve's status of the image deployment and where each replica runs (Models tab)."""
+        return self.request("status")
+
+
+def _app() -> str:
+    return "studio-image"
+
+
+def _short(text: str, limit: int = 300) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _error(kind: str, message: str, where: str) -> Exception:
+    if kind == "cancelled":
+        return GenerationCancelled(message or "stopped")
+    if kind == "value":
+        return ValueError(message)
+    if kind == "model":
+        return ModelNotAvailable(message)
+    if kind == "lost":
+        return TierUnreachable(f"The replica making this picture on {where} stopped and another could not take "
+                               f"over ({_short(message)}). Nothing was saved; try again.")
+    if kind == "runtime":
+        return RuntimeError(message)
+    return TierUnreachable(f"The image models run on {where}, which cannot be reached right now "
+                           f"({_short(message)}). Nothing was lost; the studio reconnects on the next request.")
+
+
+@dataclasses.dataclass
+class RemoteImageModel:
+    """What the UI tier reads of a model (`pipe.model.*`) without holding its weights."""
+
+    name: str
+    default_size: int
+    loras: dict = dataclasses.field(default_factory=dict)
+
+
+class RemoteImagePipeline:
+    """`ImagePipeline`'s interface over the model tier: `__call__`, `set_loras`, `model`."""
+
+    remote = True
+
+    def __init__(self, bridge: RayBridge, spec) -> None:
+        self.bridge = bridge
+        info = bridge.request("call", "describe", (spec,))
+        self.model = RemoteImageModel(info["name"], int(info["default_size"]))
+        self._spec = spec  # the UI tier's ModelSpec: models registered here load in the replicas too
+        self._loras: dict = {}
+
+    def set_loras(self, loras: dict) -> None:
+        """LoRAs {name: (path, weight)} for the next calls; the replica loads them (a path every replica can
+        read: this machine with a local Ray, a shared folder on a cluster)."""
+        wanted = {name: (str(path), float(weight)) for name, (path, weight) in (loras or {}).items()}
+        for path, _ in wanted.values():
+            if Path(path).suffix != ".safetensors":
+                raise ValueError(f"LoRA {Path(path).name}: only .safetensors LoRAs are loaded (pickles can run code)")
+        self._loras = wanted
+
+    def __call__(self, params: ImageParams, *, generator=None, callback: Callable | None = None,
+                 cancel: threading.Event | None = None, preview_every: int = 5,
+                 progress_interval: float = 0.0) -> ImageOutput:
+        if generator is not None:
+            raise ValueError("generator: a remote model takes seeds, not generator objects")
+        if params.seed is None:  # fixed here, so a retry on another replica draws the same pictures
+            params = dataclasses.replace(params, seed=random.SystemRandom().randrange(2**32 - 1))
+
+        def on_event(event: tuple) -> None:
+            if event[0] == "progress" and callback is not None:
+                callback(*event[1:])
+
+        out, info = self.bridge.request("generate", (self._spec, self._loras, params, preview_every,
+                                                     progress_interval), on_event=on_event, cancel=cancel)
+        self.model.loras = info.get("loras", {})
+        return out
