@@ -272,7 +272,7 @@ def bridge_main() -> int:
 
         while True:
             answered: list = []
-            probe = threading.Thread(target=lambda: answered.append(ray.cluster_resources()), daemon=True)
+            probe = threading.Thread(target=lambda found=answered: found.append(ray.cluster_resources()), daemon=True)
             probe.start()
             probe.join(5.0)
             if answered:

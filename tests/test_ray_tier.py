@@ -15,8 +15,8 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="the [ray] extra is part of the test install")
 
-from pipelines.image import GenerationCancelled, ImageParams  # noqa: E402
-from studio.config import RaySettings  # noqa: E402
+from pipelines.image import GenerationCancelled, ImageParams
+from studio.config import RaySettings
 
 RAY = RaySettings(address="local", cpus=2, min_replicas=1, max_replicas=2, max_ongoing_requests=1,
                   target_ongoing_requests=1.0, upscale_delay_s=0.0, downscale_delay_s=3.0)
@@ -138,7 +138,7 @@ def test_served_requests_all_finish_while_a_replica_dies_and_history_has_no_half
         u.start()
     time.sleep(2.0)
     victims = replica_pids(services)
-    os.kill(sorted(victims)[0], signal.SIGKILL)
+    os.kill(min(victims), signal.SIGKILL)
     for u in users:
         u.join(300)
     assert not errors and len(answers) == 4

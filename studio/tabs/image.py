@@ -12,8 +12,6 @@ from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, open_u
 from pipelines.image_prompt import parse_weights
 from pipelines.media import a1111_parameters, png_with_metadata, read_png_info
 from studio.services import Services
-from studio.tabs.image_extras import Extras, build_extras, build_upscale_panel
-from studio.tabs.image_plot import build_plot_panel
 from studio.tabs.common import (
     TabHandle,
     as_int,
@@ -26,6 +24,8 @@ from studio.tabs.common import (
     session_of,
     user_of,
 )
+from studio.tabs.image_extras import Extras, build_extras, build_upscale_panel
+from studio.tabs.image_plot import build_plot_panel
 
 MODE_LABELS = {"Text to image": "txt2img", "Image to image": "img2img", "Inpaint": "inpaint", "Outpaint": "outpaint"}
 

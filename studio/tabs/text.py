@@ -9,7 +9,6 @@ import gradio as gr
 
 from pipelines.text import TextParams, parse_stop
 from studio.services import Services
-from studio.tabs.text_chat import content_text, edit_from, export_chat, import_chat, token_count, turns_of
 from studio.tabs.common import (
     TabHandle,
     as_int,
@@ -20,6 +19,7 @@ from studio.tabs.common import (
     session_of,
     user_of,
 )
+from studio.tabs.text_chat import content_text, edit_from, export_chat, import_chat, token_count, turns_of
 
 STREAM_INTERVAL = 0.04  # seconds between streamed page updates
 LANGUAGES = ("English", "French", "German", "Spanish", "Italian", "Portuguese", "Dutch", "Japanese",
