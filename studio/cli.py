@@ -160,6 +160,8 @@ def cmd_launch(args) -> int:
         print(f"App built: {len(app.fns)} events; device {services.placement.describe()}; dry run, not serving.")
         return 0
     _log(f"GenAI Studio on {services.placement.describe()}; outputs in {services.history.root}")
+    if services.settings.ray.enabled:  # connect to (or start) Ray while the page loads, not on the first click
+        threading.Thread(target=_start_tier, args=(services,), daemon=True).start()
     launch(app, services, block=False, mcp_server=bool(args.mcp))
     stop = threading.Event()
     try:
@@ -170,6 +172,13 @@ def cmd_launch(args) -> int:
         services.lanes.drain("history")  # History writes already promised land before we go
         app.close()
     return 0
+
+
+def _start_tier(services) -> None:
+    try:
+        services.ray_bridge.start()
+    except Exception as exc:  # noqa: BLE001 - said once here; each request says it again and retries
+        _log(str(exc))
 
 
 def cmd_models(args) -> int:

@@ -217,7 +217,9 @@ def _connect(settings) -> tuple[object, dict]:
 
     r = settings.ray
     if r.address == "local":
-        ray.init(num_cpus=r.cpus or None, include_dashboard=False, log_to_driver=False, namespace=NAMESPACE)
+        # "local" always starts a new Ray (never joins one found on this machine by accident)
+        ray.init(address="local", num_cpus=r.cpus or None, include_dashboard=False, log_to_driver=False,
+                 namespace=NAMESPACE)
     else:
         ray.init(address=r.address, log_to_driver=False, namespace=NAMESPACE)
     try:

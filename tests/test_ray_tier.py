@@ -66,6 +66,10 @@ def test_pictures_from_ray_replicas_match_in_process_pixel_for_pixel(tier):
     report = services.ray_bridge.status()
     assert report["replicas"].get("RUNNING", 0) >= 1
     assert any("tiny-sd" in p["models"] and p["pid"] != os.getpid() for p in report["published"])
+    from studio.tabs.models import tier_text
+
+    shown = tier_text(services)  # the Models tab: Serve's status and where each replica runs
+    assert "Image models run on Ray Serve" in shown and "tiny-sd" in shown and "running" in shown
 
 
 def test_bad_input_is_the_same_plain_error_as_in_process(tier):

@@ -83,6 +83,24 @@ def detail_rows(services: Services) -> list[list]:
             for spec in services.registry.all()]
 
 
+def tier_text(services: Services) -> str:
+    """With `--ray`: Serve's status of the image deployment, its sizing, and where each replica runs."""
+    r = services.settings.ray
+    if not r.enabled:
+        return ""
+    head = (f"**Image models run on Ray Serve** ({services.ray_bridge.where}): autoscaling {r.min_replicas}–"
+            f"{r.max_replicas} replicas, about {r.target_ongoing_requests:g} request(s) in flight each, "
+            f"{r.replica_cpus:g} CPU and {r.replica_gpus:g} GPU per replica.")
+    try:
+        report = services.ray_bridge.status()
+    except Exception as exc:  # noqa: BLE001 - shown in words; the tab still opens
+        return f"{head}\n\nNot reachable right now: {exc}"
+    states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(report["replicas"].items())) or "none yet"
+    lines = [f"- replica {p['id']}: process {p['pid']} on {p['node']} ({p['device']}) — "
+             + (", ".join(p["models"]) or "no model loaded yet") for p in report["published"]]
+    return f"{head} Status {report['status'].split('.')[-1].lower()}; replicas: {states}.\n\n" + "\n".join(lines)
+
+
 def build(services: Services):
     s = services.settings
     gr.Markdown(f"**Running on** {services.placement.describe()} · **Models are kept in** `{s.cache_dir}` · "
@@ -97,6 +115,8 @@ def build(services: Services):
         fetch = gr.Button("Download", scale=1, elem_id="models-fetch")
         refresh = gr.Button("Refresh", scale=1)
     result = gr.Markdown(elem_id="models-fetch-result")
+    tier = gr.Markdown((lambda: tier_text(services)) if services.settings.ray.enabled else "",  # fresh per page load
+                       elem_id="models-tier", visible=services.settings.ray.enabled)
     with gr.Accordion("Details: where each model comes from and what runs it", open=False):
         details = gr.Dataframe(value=detail_rows(services), headers=["Model", "Comes from", "Runs with",
                                                                      "Fetch it by hand"],
@@ -122,6 +142,6 @@ def build(services: Services):
         return page_rows(services), detail_rows(services), f"**{model_name}** is ready: pick it in the {TABS[spec.modality]} tab."
 
     fetch.click(do_fetch, [name], [table, details, result], api_visibility="private")
-    refresh.click(lambda: (page_rows(services), detail_rows(services)), None, [table, details],
-                  api_visibility="private")
+    refresh.click(lambda: (page_rows(services), detail_rows(services), tier_text(services)), None,
+                  [table, details, tier], api_visibility="private")
     return [name, fetch], table, lambda: page_rows(services)

@@ -1,0 +1,77 @@
+"""`studio launch --ray ADDRESS`: joining a Ray cluster started on its own (`ray start --head`), the
+cluster going away (said in plain words, the server keeps running) and coming back (recovered), and
+the Serve config file that operators deploy. Its own module: `ray stop` ends every Ray on the machine."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("ray.serve", reason="the [ray] extra is part of the test install")
+
+from pipelines.image import ImageParams
+from pipelines.registry import ModelSpec
+from studio.config import RaySettings, Settings
+from studio.services import Services
+
+BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parent.parent
+SMALL = ImageParams(prompt="a red fox", steps=2, width=64, height=64, seed=4)
+
+
+def ray_cli(*args: str, env: dict) -> None:
+    subprocess.run([str(BIN / "ray"), *args], check=True, capture_output=True, env=env, timeout=120)
+
+
+def test_the_serve_config_file_builds_the_image_app(tmp_path):
+    import yaml
+    from ray.serve.schema import ServeDeploySchema
+
+    from studio.ray_tier import APP, build_app
+
+    config = yaml.safe_load((ROOT / "studio" / "ray_serve.yaml").read_text())
+    ServeDeploySchema.model_validate(config)
+    app = config["applications"][0]
+    assert app["name"] == APP and app["import_path"] == "studio.ray_tier:build_app"
+    settings_file = tmp_path / "studio.toml"
+    settings_file.write_text("[ray]\nmax_replicas = 3\nreplica_gpus = 0.5\n")
+    built = build_app({"config": str(settings_file)})
+    deployment = built._bound_deployment
+    assert deployment._deployment_config.autoscaling_config.max_replicas == 3
+    assert deployment.ray_actor_options["num_gpus"] == 0.5
+
+
+def test_a_cluster_is_joined_and_its_loss_is_said_in_plain_words_then_recovered(tmp_path, monkeypatch, tiny_sd_dir):
+    import studio.remote
+    from tests.conftest import _free_port
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway cluster on loopback
+    monkeypatch.setattr(studio.remote, "STALL_S", 8.0)
+    env = dict(__import__("os").environ)
+    port = _free_port()
+    head = ["start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+            "--disable-usage-stats"]
+    ray_cli(*head, env=env)
+    settings = Settings(outputs=tmp_path / "out", device="cpu", offline=True, cache_dir=tmp_path / "cache",
+                        ray=RaySettings(address=f"127.0.0.1:{port}", min_replicas=1, max_replicas=1))
+    services = Services.create(settings)
+    services.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
+    try:
+        pipe = services.image_pipeline("tiny-sd")
+        assert services.ray_bridge.info["deployed"]  # the app was not there: the studio deployed it
+        first = pipe(SMALL)
+        ray_cli("stop", "--force", env=env)
+        started = time.perf_counter()
+        with pytest.raises(studio.remote.TierUnreachable, match="cannot be reached right now"):
+            pipe(SMALL)
+        assert time.perf_counter() - started < 60
+        ray_cli(*head, env=env)
+        again = pipe(SMALL)  # a new bridge joins the cluster that came back and deploys the app again
+        assert [a.tobytes() for a in again.images] == [a.tobytes() for a in first.images]
+    finally:
+        services.ray_bridge.close()
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env, timeout=120)
