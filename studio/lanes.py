@@ -96,10 +96,7 @@ class Lanes:
         if getattr(self._here, "lane", None) == lane:
             work()  # a task on this lane asking for more of its work: run it inline (waiting would deadlock)
             return
-        with self._lock:
-            if lane not in self._pools:
-                self._pools[lane] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lane-{lane}")
-            pool = self._pools[lane]
+        pool = self._pool(lane)
 
         def on_lane():
             self._here.lane = lane
@@ -124,47 +121,41 @@ class Lanes:
         self._dispatch(lane, work, INTERACTIVE if interactive else BATCH)
         return job
 
+    def _pool(self, lane: str, workers: int = 1) -> ThreadPoolExecutor:
+        with self._lock:
+            if lane not in self._pools:
+                self._pools[lane] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"lane-{lane}")
+            return self._pools[lane]
+
+    @staticmethod
+    def _work(job: Job, fn: Callable[[Callable], object], on_error: Callable | None = None) -> Callable[[], None]:
+        def work():
+            try:
+                job.future.set_result(fn(job.report))
+            except BaseException as exc:  # handed to the caller through the future
+                if on_error is not None:
+                    on_error(exc)
+                job.future.set_exception(exc)
+            finally:
+                job.events.put(_DONE)
+
+        return work
+
     def submit_background(self, lane: str, fn: Callable[[Callable], object]) -> Job:
         """Work nobody waits for (History writes after the answer went back): always on its own thread, never
         the main one; errors are logged, not raised."""
         import logging
 
         job = Job()
-
-        def work():
-            try:
-                job.future.set_result(fn(job.report))
-            except BaseException as exc:
-                logging.getLogger("studio").error("background %s work failed: %s", lane, exc)
-                job.future.set_exception(exc)
-            finally:
-                job.events.put(_DONE)
-
-        with self._lock:
-            if lane not in self._pools:
-                self._pools[lane] = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"lane-{lane}")
-            pool = self._pools[lane]
-        pool.submit(work)
+        self._pool(lane).submit(self._work(job, fn, lambda exc: logging.getLogger("studio").error(
+            "background %s work failed: %s", lane, exc)))
         return job
 
     def submit_parallel(self, lane: str, fn: Callable[[Callable], object], workers: int = 64) -> Job:
         """Work that waits on another process (the Ray model tier): many at once on a pool of its own,
         never on the main thread; iterate the job and take `job.result()` as for `submit`."""
         job = Job()
-
-        def work():
-            try:
-                job.future.set_result(fn(job.report))
-            except BaseException as exc:  # handed to the caller through the future
-                job.future.set_exception(exc)
-            finally:
-                job.events.put(_DONE)
-
-        with self._lock:
-            if lane not in self._pools:
-                self._pools[lane] = ThreadPoolExecutor(max_workers=workers, thread_name_prefix=f"lane-{lane}")
-            pool = self._pools[lane]
-        pool.submit(work)
+        self._pool(lane, workers).submit(self._work(job, fn))
         return job
 
     def drain(self, lane: str, timeout: float = 10.0) -> None:
