@@ -101,8 +101,9 @@ class ImageTier:
         self._publish()
         return {"name": pipe.model.name, "default_size": pipe.model.default_size, "pid": os.getpid()}
 
-    async def generate(self, spec, loras: dict, params, preview_every: int, progress_interval: float):
-        """Stream ("alive",) / ("progress", …) events, then ("done", output, info) or ("error", kind, message)."""
+    async def generate(self, spec, loras: dict, params, preview_every: int, progress_interval: float | None):
+        """Stream ("alive",) / ("progress", …) events, then ("done", output, info) or ("error", kind, message);
+        `progress_interval` None: nobody watches, so no progress events at all."""
         from pipelines.image import GenerationCancelled
         from pipelines.registry import ModelNotAvailable
 
@@ -116,8 +117,8 @@ class ImageTier:
         def work(_report):
             pipe = self._pipe(spec)
             pipe.set_loras(loras)
-            out = pipe(params, cancel=cancel, callback=report, preview_every=preview_every,
-                       progress_interval=progress_interval)
+            out = pipe(params, cancel=cancel, callback=None if progress_interval is None else report,
+                       preview_every=preview_every, progress_interval=progress_interval or 0.0)
             return out, {"name": pipe.model.name, "loras": dict(pipe.model.loras), "pid": os.getpid()}
 
         job = self.services.lanes.submit("model", work)  # loads and runs on the replica's one model thread
@@ -284,6 +285,12 @@ def bridge_main() -> int:
     threading.Thread(target=heartbeat, daemon=True).start()
 
     def generate(rid: int, args: tuple) -> None:
+        try:
+            stream_answer(rid, args)
+        finally:
+            cancelled.discard(rid)
+
+    def stream_answer(rid: int, args: tuple) -> None:
         from ray.serve.exceptions import RequestCancelledError
 
         for attempt in range(2):

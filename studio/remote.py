@@ -24,6 +24,7 @@ from pathlib import Path
 
 from pipelines.image import GenerationCancelled, ImageOutput, ImageParams
 from pipelines.registry import ModelNotAvailable
+from studio.ray_tier import APP  # a name only: that module imports Ray inside its functions
 
 STALL_S = 30.0
 START_S = {"local": 180.0}  # starting a local Ray and the deployment; joining a cluster: JOIN_S
@@ -81,7 +82,7 @@ class RayBridge:
             self._process, self.info = process, first[1]
             self._beat = time.monotonic()
             threading.Thread(target=self._read, args=(process,), daemon=True).start()
-            self.log(f"Model tier: image models on {self.where} (Ray Serve app '{_app()}')")
+            self.log(f"Model tier: image models on {self.where} (Ray Serve app '{APP}')")
             return self.info
 
     def _drain(self, process) -> None:
@@ -105,19 +106,21 @@ class RayBridge:
             if frame[0] == "beat":
                 self._beat = time.monotonic()
                 continue
-            box = self._pending.get(frame[1])
-            if box is not None:
-                box.put(frame)
+            pending = self._pending.get(frame[1])
+            if pending is not None:
+                pending[0].put(frame)
         self._fail_all(process, "the connection to the model tier ended")
 
     def _fail_all(self, process, reason: str) -> None:
+        """End `process` and answer every request sent to it (not those of a newer bridge) with `reason`."""
         with self._lock:
             if self._process is process:
                 self._process = None
         if process.poll() is None:
             process.kill()
-        for box in list(self._pending.values()):
-            box.put(("error", 0, "unreachable", reason))
+        for box, owner in list(self._pending.values()):
+            if owner in (process, None):
+                box.put(("error", 0, "unreachable", reason))
 
     def close(self) -> None:
         from pipelines.text_worker import send_frame
@@ -155,9 +158,10 @@ class RayBridge:
         error as the exception type the in-process code raises."""
         rid = next(self._ids)
         box: queue.Queue = queue.Queue()
-        self._pending[rid] = box
+        self._pending[rid] = (box, None)  # None until sent: an ending bridge answers it too
         try:
             process = self._send((kind, rid, *args))
+            self._pending[rid] = (box, process)
             sent_cancel = False
             while True:
                 try:
@@ -191,10 +195,6 @@ class RayBridge:
     def status(self) -> dict:
         """Serve's status of the image deployment and where each replica runs (Models tab)."""
         return self.request("status")
-
-
-def _app() -> str:
-    return "studio-image"
 
 
 def _short(text: str, limit: int = 300) -> str:
@@ -260,7 +260,8 @@ class RemoteImagePipeline:
             if event[0] == "progress" and callback is not None:
                 callback(*event[1:])
 
-        out, info = self.bridge.request("generate", (self._spec, self._loras, params, preview_every,
-                                                     progress_interval), on_event=on_event, cancel=cancel)
+        interval = progress_interval if callback is not None else None  # no watcher: no progress frames
+        out, info = self.bridge.request("generate", (self._spec, self._loras, params, preview_every, interval),
+                                        on_event=on_event, cancel=cancel)
         self.model.loras = info.get("loras", {})
         return out
