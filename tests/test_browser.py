@@ -271,7 +271,9 @@ def test_history_and_models_tabs(served_app, page, artifacts_dir):
     assert "Apache-2.0" in shown and "pip download" not in shown  # plain words; commands in the details
     assert "sd-1.5" in shown and "download (about 2.2 GB)" in shown  # bigger models one click away
     page.get_by_text("Details: where each model comes from").click()
-    details = " ".join(page.locator("#models-details [role=gridcell]").all_text_contents())
+    detail_cells = page.locator("#models-details [role=gridcell]")
+    detail_cells.filter(has_text="smollm2-135m-instruct").first.wait_for(timeout=SLOW)  # the accordion renders it
+    details = " ".join(detail_cells.all_text_contents())
     assert "llama.cpp —" in details or "transformers —" in details
     page.screenshot(path=str(artifacts_dir / "models-tab.png"), full_page=True)
 
@@ -434,7 +436,8 @@ def test_history_search_star_export_and_delete_with_a_confirm_step(served_app, p
     page.locator("#history-delete-yes").click()
     page.get_by_text(f"Deleted {doomed.id}").wait_for(timeout=SLOW)
     assert services.history.get(doomed.id) is None
-    assert page.locator("#history-table [role=gridcell]", has_text="poem to delete from history").count() == 0
+    page.locator("#history-table [role=gridcell]", has_text="poem to delete from history").first.wait_for(
+        state="detached", timeout=SLOW)  # the table refreshes without it
     page.screenshot(path=str(artifacts_dir / "history-deleted.png"), full_page=True)
 
 
