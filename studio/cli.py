@@ -53,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--dry-run", action="store_true", help="build the app and exit without serving (for checks)")
     launch.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="run the image models on Ray Serve: alone, a Ray on this machine; with an address "
-                             "(e.g. ray://head:10001 or head:6379), that cluster (needs the [ray] extra)")
+                             "(e.g. head:6379), that cluster (needs the [ray] extra)")
     launch.add_argument("--mcp", action="store_true", default=None,
                         help="also serve the API as Model Context Protocol tools at /gradio_api/mcp/ "
                              "(needs the [mcp] extra)")
