@@ -251,3 +251,10 @@ def is_out_of_memory(exc: BaseException) -> bool:
     if isinstance(exc, torch.OutOfMemoryError):
         return True
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def out_of_memory_where(exc: BaseException) -> str:
+    """Which memory an out-of-memory error ran out of, in words for people."""
+    if "mps" in str(exc).lower():
+        return "Apple GPU (MPS)"
+    return "GPU" if torch.cuda.is_available() else "machine"

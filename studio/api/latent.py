@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import gradio as gr
 import numpy as np
@@ -46,8 +47,14 @@ def kind_of(services, model: str, kind: str) -> str:
 
 
 def endpoints(services) -> list[tuple[str, object, dict]]:
+    tools = _tools(services)
+    return [endpoint for group in (_gan_endpoints, _vae_endpoints, _explore_path_endpoints, _explore_space_endpoints)
+            for endpoint in group(services, tools)]
+
+
+def _tools(services) -> SimpleNamespace:
+    """What the GAN, VAE and explore_* endpoints share: latent spaces, render settings, History."""
     history = services.history
-    gan_limits = services.settings.gan_limits
 
     def space(model: str, kind: str, look: DiffusionLook | None = None):
         kind = kind_of(services, model, kind)
@@ -93,7 +100,20 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         return services.lanes.run("model", model.directions, method, count, origin, positive=positive,
                                   negative=negative)
 
-    # -- GAN ----------------------------------------------------------------------------------------------
+    def default_space(model: str, kind: str, *look_values):
+        kind = kind or ("" if model else "diffusion")
+        look = look_of(model or services.registry.default("image"), kind, *look_values)
+        return space(model, kind, look)
+
+    return SimpleNamespace(space=space, look_of=look_of, keep=keep, latents_bytes=latents_bytes,
+                           origin_of=origin_of, directions_of=directions_of, default_space=default_space)
+
+
+def _gan_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
+    """GAN sampling and walks."""
+    gan_limits = services.settings.gan_limits
+    keep, latents_bytes = t.keep, t.latents_bytes
+
     @friendly_errors
     @guarded(services, "gan", generation=True)
     def gan_sample(model: str = "", seed: int = 0, grid_size: int = 4, truncation: float = 1.0,
@@ -152,6 +172,14 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
                               {"keyframes": list(seeds), "frames": params.frames, "method": params.method,
                                "ease": params.ease, "loop": params.loop, "fps": params.fps}, request, m)
         return {"frames": params.frames, "history_id": item_id, "model": m.name}, files(paths)
+
+    options = dict(concurrency_limit=1, concurrency_id="model")
+    return [("gan_sample", gan_sample, options), ("gan_interpolate", gan_interpolate, options)]
+
+
+def _vae_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
+    """VAE morphs, maps, reconstructions, samples and training."""
+    keep = t.keep
 
     # -- VAE ----------------------------------------------------------------------------------------------
     def vae_pictures(p, images):
@@ -283,12 +311,17 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         return train_vae_model(services, name, source, bool(images_zip), size, channels, latent_size, epochs,
                                user_of(request))
 
-    # -- the workbench on any model (steps, cfg_scale, sampler_name, width, height, negative_prompt: the
-    # -- diffusion render settings, held fixed; width/height 0 = the model's own size) ------------------------
-    def default_space(model: str, kind: str, *look_values):
-        kind = kind or ("" if model else "diffusion")
-        look = look_of(model or services.registry.default("image"), kind, *look_values)
-        return space(model, kind, look)
+    options = dict(concurrency_limit=1, concurrency_id="model")
+    return [("vae_interpolate", vae_interpolate, options), ("vae_map", vae_map, options),
+            ("vae_reconstruct", vae_reconstruct, options), ("vae_sample", vae_sample, options),
+            ("vae_train", vae_train, dict(concurrency_limit=1, concurrency_id="vae-train"))]
+
+
+def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
+    """The workbench on any model: walks, directions, moves."""
+    history = services.history
+    gan_limits = services.settings.gan_limits
+    keep, origin_of, directions_of, default_space = t.keep, t.origin_of, t.directions_of, t.default_space
 
     @friendly_errors
     @guarded(services, "explore", generation=True)
@@ -422,6 +455,17 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         return {"directions": [d.name for d in found], "amounts": values}, files(
             [stem.with_suffix(".png"), stem.with_suffix(".safetensors")])
 
+    options = dict(concurrency_limit=1, concurrency_id="model")
+    return [("explore_walk", explore_walk, options), ("explore_directions", explore_directions, options),
+            ("explore_move", explore_move, options)]
+
+
+def _explore_space_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
+    """The workbench on any model: maps, breeding, variations."""
+    gan_limits = services.settings.gan_limits
+    keep, latents_bytes, default_space = t.keep, t.latents_bytes, t.default_space
+    origin_of, directions_of = t.origin_of, t.directions_of
+
     @friendly_errors
     @guarded(services, "explore", generation=True)
     def explore_map(model: str = "", origin: str = "0", x_direction: int = 0, y_direction: int = 1,
@@ -546,13 +590,10 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         return {"count": count, "variation_seed": seed, "history_id": item_id}, files(paths)
 
     options = dict(concurrency_limit=1, concurrency_id="model")
-    return [("gan_sample", gan_sample, options), ("gan_interpolate", gan_interpolate, options),
-            ("vae_interpolate", vae_interpolate, options), ("vae_map", vae_map, options),
-            ("vae_reconstruct", vae_reconstruct, options), ("vae_sample", vae_sample, options),
-            ("vae_train", vae_train, dict(concurrency_limit=1, concurrency_id="vae-train")),
-            ("explore_walk", explore_walk, options), ("explore_directions", explore_directions, options),
-            ("explore_move", explore_move, options), ("explore_map", explore_map, options),
-            ("explore_breed", explore_breed, options), ("explore_variations", explore_variations, options)]
+    return [("explore_map", explore_map, options), ("explore_breed", explore_breed, options),
+            ("explore_variations", explore_variations, options)]
+
+
 
 
 def _numbers(name: str, text: str) -> list[float]:

@@ -10,11 +10,10 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import gradio as gr
-import torch
 
 from pipelines.checks import short
 from pipelines.device import free_memory
-from pipelines.memory import is_out_of_memory
+from pipelines.memory import is_out_of_memory, out_of_memory_where
 from pipelines.packages import PackageError
 from pipelines.registry import ModelNotAvailable
 from pipelines.text_worker import EngineCrashed
@@ -101,7 +100,7 @@ def _explain(exc: BaseException) -> gr.Error:
         return exc
     if is_out_of_memory(exc):
         free_memory()
-        where = "Apple GPU (MPS)" if "mps" in str(exc).lower() else "GPU" if torch.cuda.is_available() else "machine"
+        where = out_of_memory_where(exc)
         return gr.Error(f"The {where} ran out of memory. Try a smaller size, batch or token count, or close other "
                         "programs; memory was freed, so the next request will work.")
     if isinstance(exc, (ValueError, ModelNotAvailable, PackageError, AccessDenied, EngineCrashed)):
