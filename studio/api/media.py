@@ -52,6 +52,10 @@ def unsaved(outputs: dict[str, bytes]) -> list[Path]:
 
 
 def endpoints(services) -> list[tuple[str, object, dict]]:
+    return _text_endpoints(services) + _image_endpoints(services)
+
+
+def _text_endpoints(services) -> list[tuple[str, object, dict]]:
     limit = services.settings.text_concurrency
     text_options = dict(concurrency_limit=limit, concurrency_id="text")
 
@@ -151,6 +155,15 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
             updated = [list(t) for t in turns] + [["user", message], ["assistant", stats["text"]]]
         return {"reply": stats["text"], "history": updated, **{k: v for k, v in stats.items() if k != "text"}}
 
+    def stop_text(request: gr.Request = None) -> bool:
+        """Stop your own running text generation, keeping what was written. Returns whether one ran."""
+        return services.jobs.cancel(session_of(request), "text")
+
+    return [("generate_text", generate_text, text_options), ("chat", chat, text_options),
+            ("stop_text", stop_text, dict(queue=False))]
+
+
+def _image_endpoints(services) -> list[tuple[str, object, dict]]:
     @friendly_errors
     @guarded(services, "image", generation=True)
     def generate_image(
@@ -307,15 +320,9 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         """Cancel your own running image generation (another user's is never touched). Returns whether one ran."""
         return services.jobs.cancel(session_of(request), "image")
 
-    def stop_text(request: gr.Request = None) -> bool:
-        """Stop your own running text generation, keeping what was written. Returns whether one ran."""
-        return services.jobs.cancel(session_of(request), "text")
-
     image_options = dict(concurrency_limit=services.image_concurrency, concurrency_id="image")
-    return [("generate_text", generate_text, text_options), ("chat", chat, text_options),
-            ("stop_text", stop_text, dict(queue=False)), ("generate_image", generate_image, image_options),
-            ("cancel_image", cancel_image, dict(queue=False)), ("upscale_image", upscale_image, image_options),
-            ("png_info", png_info, {})]
+    return [("generate_image", generate_image, image_options), ("cancel_image", cancel_image, dict(queue=False)),
+            ("upscale_image", upscale_image, image_options), ("png_info", png_info, {})]
 
 
 def _ints(field: str, text: str, count: int) -> list[int]:
