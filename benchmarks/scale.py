@@ -1,10 +1,12 @@
 """The Ray Serve model tier, measured: the hop's cost per request, 1 vs 2 replicas, and many users at once.
 
-    python benchmarks/scale.py [--reps 7] [--users 20] [--rounds 3] [--parts hop,replicas,load]
+    python benchmarks/scale.py [--reps 7] [--users 20] [--rounds 3] [--parts hop,text,replicas,load]
 
 - hop: the embedded emoji model (4 × 64², 20 steps and 1 × 64², 4 steps) through `RemoteImagePipeline`
   (UI tier → bridge process → Serve handle → replica) vs the same call in-process, alternating, in one
   run; the replica and the in-process call both use one torch thread, so the difference is the hop.
+- text: the embedded chat model (llama.cpp, one thread both sides) streamed through `RemoteTextPipeline`
+  vs in-process, alternating: time to the first piece, tokens per second, whole-answer time.
 - replicas: images per second for 8 concurrent requests with 1 replica vs 2 (min = max).
 - load: `--users` gradio_client users at once against a launched `studio launch --ray` (2 replicas) and
   against a plain `studio launch`, each user making `--rounds` requests that cycle through the tabs
@@ -28,12 +30,50 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
-def tier_services(replicas: int, outputs: Path):
+def tier_services(replicas: int, outputs: Path, tier: str = "image"):
     from studio.config import RaySettings, Settings
     from studio.services import Services
 
-    ray = RaySettings(address="local", min_replicas=replicas, max_replicas=replicas, max_ongoing_requests=1)
-    return Services.create(replace(Settings(), outputs=outputs, device="cpu", ray=ray))
+    ray = RaySettings(address="local", min_replicas=replicas, max_replicas=replicas, max_ongoing_requests=1,
+                      tiers=(tier,))
+    return Services.create(replace(Settings(), outputs=outputs, device="cpu", ray=ray, text_threads=1))
+
+
+def part_text(report, reps: int) -> None:
+    from pipelines.text import TextParams
+    from studio.config import Settings
+    from studio.services import Services
+
+    outputs = Path(tempfile.mkdtemp(prefix="scale-"))
+    services = tier_services(1, outputs, "text")
+    here = Services.create(replace(Settings(), outputs=outputs / "here", device="cpu", text_threads=1))
+    try:
+        remote, local = services.text_pipeline(""), here.text_pipeline("")
+        report.line("")
+        report.line(f"Text through Ray vs in-process, {remote.model.name} on {local.backend}, one thread each, "
+                    f"128 new tokens, chat; median of {reps}")
+        report.line(f"{'':14} {'first piece (ms)':>16} {'tok/s':>7} {'answer (s)':>10}")
+        rows: dict = {"ray": [], "in-process": []}
+        for rep in range(reps + 1):  # round 0 warms both and is dropped
+            params = TextParams(prompt=f"Tell me a story about a fox, number {rep}.", mode="chat",
+                                max_new_tokens=128, temperature=0.7, seed=rep)
+            for label, pipe in (("ray", remote), ("in-process", local)):
+                stats: dict = {}
+                start = time.perf_counter()
+                first = None
+                for _ in pipe.stream(params, stats=stats):
+                    first = first if first is not None else time.perf_counter() - start
+                took = time.perf_counter() - start
+                if rep:
+                    rows[label].append((first, stats["new_tokens"] / took, took))
+        medians = {label: [statistics.median(x[i] for x in values) for i in range(3)] for label, values in rows.items()}
+        for label, (first, rate, took) in medians.items():
+            report.line(f"{label:14} {1000 * first:16.1f} {rate:7.1f} {took:10.3f}")
+        (rf, rr, rt), (lf, lr, lt) = medians["ray"], medians["in-process"]
+        report.line(f"ray / in-process: tokens per second {rr / lr:.3f}; first piece {1000 * (rf - lf):+.1f} ms; "
+                    f"answer {1000 * (rt - lt):+.1f} ms")
+    finally:
+        services.ray_bridge.close()
 
 
 def part_hop(report, reps: int) -> None:
@@ -112,13 +152,17 @@ def part_load(report, users: int, rounds: int) -> None:
         ("gan", lambda c, seed: c.predict("dcgan-faces-64", seed, 4, 1.0, api_name="/gan_sample")),
         ("vae", lambda c, seed: c.predict("digit-vae-2d", 12, 2.5, 0, 1, None, api_name="/vae_map")),
     ]
-    for label, extra in (("studio launch", []), ("studio launch --ray (2 replicas)", ["--ray"])):
+    for label, extra in (("studio launch", []), ("studio launch --ray", ["--ray"])):
         import subprocess
         import urllib.request
 
         outputs = Path(tempfile.mkdtemp(prefix="scale-load-"))
         config = outputs / "studio.toml"
-        config.write_text("[ray]\nmin_replicas = 2\nmax_replicas = 2\nmax_ongoing_requests = 1\n")
+        # 2 image replicas of 0.75 CPU and 1 text replica of 0.5: the 2 CPUs of this machine
+        config.write_text("[ray]\nmin_replicas = 2\nmax_replicas = 2\nmax_ongoing_requests = 1\n"
+                          "[ray.image]\nreplica_cpus = 0.75\n"
+                          "[ray.text]\nmin_replicas = 1\nmax_replicas = 1\nreplica_cpus = 0.5\n"
+                          "max_ongoing_requests = 4\n")
         port = free_port()
         process = subprocess.Popen([sys.executable, "-m", "studio", "launch", "--port", str(port), "--outputs",
                                     str(outputs), "--config", str(config), *extra],
@@ -184,7 +228,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--parts", default="hop,replicas,load")
+    parser.add_argument("--parts", default="hop,text,replicas,load")
     args = parser.parse_args()
     from benchmarks.common import Report
 
@@ -192,6 +236,8 @@ def main() -> None:
     parts = set(args.parts.split(","))
     if "hop" in parts:
         part_hop(report, args.reps)
+    if "text" in parts:
+        part_text(report, args.reps)
     if "replicas" in parts:
         part_replicas(report, args.reps)
     if "load" in parts:

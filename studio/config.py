@@ -22,6 +22,11 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("GENAI_STUDIO_CACHE", Path.home() / ".cache" / "genai-studio"))
 
 
+RAY_TIERS = ("image", "text")  # model families that can run on Ray Serve; GAN and VAE run in the studio
+TIER_SIZING = ("min_replicas", "max_replicas", "target_ongoing_requests", "max_ongoing_requests", "replica_cpus",
+               "replica_gpus", "upscale_delay_s", "downscale_delay_s")
+
+
 @dataclass(frozen=True)
 class RaySettings:
     """The model tier on Ray Serve (`studio launch --ray`; the `[ray]` table of the settings file)."""
@@ -36,12 +41,32 @@ class RaySettings:
     replica_gpus: float = 0.0  # GPU share per replica: 0.5 = two replicas on one GPU
     upscale_delay_s: float = 2.0
     downscale_delay_s: float = 30.0
+    tiers: tuple[str, ...] = ("image", "text")  # the model families that run on Ray (the rest in the studio)
+    # per-family sizing ([ray.text] / [ray.image] tables): (family, ((field, value), …)), over the values above
+    tier_sizes: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
 
     @property
     def enabled(self) -> bool:
         return bool(self.address)
 
+    def runs(self, tier: str) -> bool:
+        """Whether `tier`'s models (image, text) run on Ray."""
+        return self.enabled and tier in self.tiers
+
+    def for_tier(self, tier: str) -> RaySettings:
+        """These settings with `tier`'s own sizing applied."""
+        return replace(self, tier_sizes=(), **dict(dict(self.tier_sizes).get(tier, ())))
+
     def validate(self) -> None:
+        unknown = sorted(set(self.tiers) - set(RAY_TIERS))
+        if unknown or not self.tiers:
+            raise ValueError(f"ray tiers must name one or more of {', '.join(RAY_TIERS)}, got {', '.join(unknown) or 'none'}")
+        for tier, sizes in self.tier_sizes:
+            wrong = sorted(set(dict(sizes)) - set(TIER_SIZING))
+            if tier not in RAY_TIERS or wrong:
+                raise ValueError(f"[ray.{tier}]: a table per family ({', '.join(RAY_TIERS)}) of "
+                                 f"{', '.join(TIER_SIZING)}; got {', '.join(wrong) or tier}")
+            self.for_tier(tier).validate()
         if not 0 <= self.cpus <= 4096:
             raise ValueError(f"ray cpus must be from 0 (all) to 4096, got {self.cpus}")
         if not 1 <= self.min_replicas <= self.max_replicas <= 1024:
@@ -165,10 +190,14 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
         if gan_limits:
             data["gan_limits"] = replace(settings.gan_limits, **gan_limits)
         if ray:
+            sizes = tuple((tier, tuple(sorted(ray.pop(tier).items()))) for tier in RAY_TIERS
+                          if isinstance(ray.get(tier), dict))
             unknown_ray = set(ray) - {f.name for f in fields(RaySettings)}
             if unknown_ray:
                 raise ValueError(f"{config_file}: unknown [ray] settings {sorted(unknown_ray)}")
-            data["ray"] = replace(settings.ray, **ray)
+            if "tiers" in ray:
+                ray["tiers"] = tuple(ray["tiers"])
+            data["ray"] = replace(settings.ray, **ray, tier_sizes=sizes)
         settings = replace(settings, **data)
     settings = replace(settings, **{k: v for k, v in overrides.items() if v is not None})
     settings = replace(settings, outputs=Path(settings.outputs), cache_dir=Path(settings.cache_dir))

@@ -1,11 +1,12 @@
-"""The model tier on Ray Serve: image models in Serve replicas, reached through a bridge process.
+"""The model tier on Ray Serve: image and text models in Serve replicas, reached through a bridge process.
 
     browser ─ Gradio UI tier (one process: pages, logins, quotas, History, queue)
                  │ pickle frames over a pipe (studio/remote.py)
               bridge process (the Ray driver: Serve handles, retries)
                  │ Serve handles
-              Ray Serve app "studio-image": ImageTier replicas (autoscaled, CPU/GPU shares), each with
-              its own model cache and the same loading and generation code as the single-process studio
+              Ray Serve apps "studio-image" (ImageTier) and "studio-text" (TextTier): replicas (autoscaled,
+              CPU/GPU shares per family), each with its own model cache and the same loading and generation
+              code as the single-process studio
 
 Why a bridge process: a Ray driver whose cluster goes away blocks in Ray calls (measured here: a
 `ray.get` after the head stopped never returned), so the UI tier never embeds Ray itself. When the
@@ -15,17 +16,19 @@ request — which reconnects once the cluster is back.
 This module runs in the bridge (`python -m studio.ray_tier`) and in the replicas; it is also the
 import path of the Serve config file (`studio/ray_serve.yaml`, `serve deploy`). Frames:
 
-    UI → bridge   ("start", settings) · ("generate", rid, args) · ("call", rid, method, args)
+    UI → bridge   ("start", settings) · ("stream", rid, tier, method, args) · ("call", rid, tier, method, args)
                   · ("status", rid) · ("cancel", rid) · ("close",)
     bridge → UI   ("ready", info) · ("failed", message) · ("event", rid, event) · ("done", rid, value)
                   · ("error", rid, kind, message) · ("beat",) every 2 s while the cluster answers
 
 A replica streams ("alive",) while it loads a model, ("progress", step, total, preview) while it
-denoises, then ("done", output, info); errors come back as ("error", kind, message) so the UI tier
-raises the same exception types as in-process (ValueError, ModelNotAvailable, GenerationCancelled).
-A request whose replica dies is retried once on another (seeds are fixed before it is sent, so the
-pictures are the same); Stop reaches the replica doing the work (Serve cancels the stream, the replica
-sets the pipeline's cancel event).
+denoises or ("piece", text) while it writes, then ("done", output, info); errors come back as
+("error", kind, message) so the UI tier raises the same exception types as in-process (ValueError,
+ModelNotAvailable, GenerationCancelled). A request whose replica dies is retried once on another (seeds
+are fixed before it is sent, so the pictures and texts are the same; text already shown is not sent
+twice). Stop reaches the replica doing the work: a picture's stream is cancelled (the replica sets the
+pipeline's cancel event); a text's stop word goes through Ray's key-value store, which the replica reads
+while it writes, so the answer ends as in-process — the text so far, "ended by cancelled".
 """
 
 from __future__ import annotations
@@ -36,14 +39,56 @@ import sys
 import threading
 import time
 
-APP = "studio-image"
-DEPLOYMENT = "ImageTier"
 NAMESPACE = "genai-studio"
+TIERS = {"image": ("studio-image", "ImageTier"), "text": ("studio-text", "TextTier")}  # family: (app, deployment)
+APP, DEPLOYMENT = TIERS["image"]
 KV_PREFIX = "studio-replica/"  # each replica publishes where it runs and what it holds (Models tab)
+STOP_PREFIX = "studio-stop/"  # a text request's stop word, read by the replica writing it
 
 
-class ImageTier:
-    """One replica: a model cache and the image pipelines, as in the single-process studio."""
+def _failure(exc: BaseException) -> tuple:
+    """An exception of a replica's work as an ("error", kind, message) event."""
+    from pipelines.image import GenerationCancelled
+    from pipelines.registry import ModelNotAvailable
+
+    if isinstance(exc, GenerationCancelled):
+        return ("error", "cancelled", str(exc))
+    if isinstance(exc, ModelNotAvailable):
+        return ("error", "model", str(exc))
+    if isinstance(exc, ValueError):
+        return ("error", "value", str(exc))
+    return ("error", "runtime", f"{type(exc).__name__}: {exc}")
+
+
+async def _relay(done, events: asyncio.Queue, check_stop=None):
+    """Yield `events` as they come, and ("alive",) after 2 s of silence, until the `done` future ends; then
+    the rest. `check_stop` (if given) is awaited every 0.25 s: it sets the work's cancel flag itself."""
+    quiet = checked = time.monotonic()
+    while True:
+        getter = asyncio.ensure_future(events.get())
+        finished, _ = await asyncio.wait({getter, done}, timeout=0.25, return_when=asyncio.FIRST_COMPLETED)
+        now = time.monotonic()
+        if check_stop is not None and now - checked >= 0.25:
+            checked = now
+            await check_stop()
+        if getter in finished:
+            quiet = now
+            yield getter.result()
+            continue
+        getter.cancel()
+        if done in finished:
+            break
+        if now - quiet >= 2.0:
+            quiet = now
+            yield ("alive",)  # loading or a long step: the UI tier knows the replica still works
+    while not events.empty():
+        yield events.get_nowait()
+
+
+class _Replica:
+    """What every replica has: a model cache, the studio's services, and a report of where it runs."""
+
+    tier = "image"
 
     def __init__(self, settings) -> None:
         import torch
@@ -53,7 +98,12 @@ class ImageTier:
         from pipelines.registry import Registry
         from studio.services import Services
 
-        torch.set_num_threads(max(1, int(settings.ray.replica_cpus)))
+        sized = settings.ray.for_tier(self.tier)
+        torch.set_num_threads(max(1, int(sized.replica_cpus)))
+        # this replica runs its models itself (ray off), on as many threads as it holds CPUs
+        settings = __import__("dataclasses").replace(
+            settings, ray=__import__("dataclasses").replace(settings.ray, address=""),
+            text_threads=max(1, int(sized.replica_cpus)))
         self.services = Services(settings=settings, placement=pick_placement(settings.device, settings.dtype),
                                  registry=Registry(settings.cache_dir, offline=settings.offline),
                                  cache=ModelCache(settings.models_per_modality), history=None)
@@ -78,9 +128,9 @@ class ImageTier:
 
             if not ray.is_initialized():
                 return
-            info = {"pid": os.getpid(), "node": ray.util.get_node_ip_address(),
+            info = {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "tier": self.tier,
                     "device": self.services.placement.describe(),
-                    "models": [key for _, key in self.services.cache.loaded("image")], "since": self.started}
+                    "models": [key for _, key in self.services.cache.loaded(self.tier)], "since": self.started}
             internal_kv._internal_kv_put(KV_PREFIX + self._replica_id(), json.dumps(info), overwrite=True,
                                          namespace=NAMESPACE)
         except Exception:  # noqa: BLE001 - the report is a courtesy; generation never depends on it
@@ -89,11 +139,19 @@ class ImageTier:
     def pid(self) -> int:
         return os.getpid()
 
-    def _pipe(self, spec):
-        """The pipeline of `spec` (a ModelSpec from the UI tier, so models it registered load here too)."""
-        known = self.services.registry.all_by_name().get(spec.name)
-        if known != spec:
+    def _register(self, spec) -> None:
+        """Make `spec` (a ModelSpec from the UI tier) known here, so models it registered load here too."""
+        if self.services.registry.all_by_name().get(spec.name) != spec:
             self.services.registry.add(spec)
+
+
+class ImageTier(_Replica):
+    """One image replica: a model cache and the image pipelines, as in the single-process studio."""
+
+    tier = "image"
+
+    def _pipe(self, spec):
+        self._register(spec)
         return self.services.local_image_pipeline(spec.name)
 
     def describe(self, spec) -> dict:
@@ -104,9 +162,6 @@ class ImageTier:
     async def generate(self, spec, loras: dict, params, preview_every: int, progress_interval: float | None):
         """Stream ("alive",) / ("progress", …) events, then ("done", output, info) or ("error", kind, message);
         `progress_interval` None: nobody watches, so no progress events at all."""
-        from pipelines.image import GenerationCancelled
-        from pipelines.registry import ModelNotAvailable
-
         cancel = threading.Event()
         loop = asyncio.get_running_loop()
         events: asyncio.Queue = asyncio.Queue()
@@ -124,31 +179,12 @@ class ImageTier:
         job = self.services.lanes.submit("model", work)  # loads and runs on the replica's one model thread
         done = asyncio.wrap_future(job.future)
         try:
-            while True:
-                getter = asyncio.ensure_future(events.get())
-                finished, _ = await asyncio.wait({getter, done}, timeout=2.0, return_when=asyncio.FIRST_COMPLETED)
-                if getter in finished:
-                    yield getter.result()
-                    continue
-                getter.cancel()
-                if done in finished:
-                    break
-                yield ("alive",)  # loading or a long step: the UI tier knows the replica still works
-            while not events.empty():
-                yield events.get_nowait()
+            async for event in _relay(done, events):
+                yield event
             try:
                 out, info = done.result()
-            except GenerationCancelled as exc:
-                yield ("error", "cancelled", str(exc))
-                return
-            except ModelNotAvailable as exc:
-                yield ("error", "model", str(exc))
-                return
-            except ValueError as exc:
-                yield ("error", "value", str(exc))
-                return
             except Exception as exc:  # noqa: BLE001 - said in words to the UI tier; the replica lives on
-                yield ("error", "runtime", f"{type(exc).__name__}: {exc}")
+                yield _failure(exc)
                 return
             self._publish()
             yield ("done", out, info)
@@ -156,13 +192,71 @@ class ImageTier:
             cancel.set()  # a cancelled stream (Stop, or the caller gone) stops the pipeline at its next step
 
 
-def image_deployment(settings):
-    """The Serve deployment for image models, sized from the settings' [ray] table."""
+class TextTier(_Replica):
+    """One text replica: text pipelines (transformers in the replica, llama.cpp in its worker processes)."""
+
+    tier = "text"
+
+    def _pipe(self, spec, backend: str):
+        self._register(spec)
+        return self.services.text_pipeline(spec.name, backend=backend)
+
+    def describe(self, spec, backend: str) -> dict:
+        pipe = self._pipe(spec, backend)
+        self._publish()
+        return {"name": pipe.model.name, "backend": pipe.backend, "runs_on": pipe.runs_on, "pid": os.getpid()}
+
+    def count_tokens(self, spec, backend: str, params) -> dict:
+        return self._pipe(spec, backend).count_tokens(params)
+
+    async def stream(self, spec, backend: str, params, stop_key: str):
+        """Stream ("piece", text) as the model writes (("alive",) while it loads), then ("done", stats, info)
+        or ("error", kind, message). A stop word under `stop_key` in Ray's key-value store (the UI's Stop)
+        ends the answer as in-process: the text so far, "ended by cancelled"."""
+        from ray.experimental import internal_kv
+
+        cancel = threading.Event()
+        loop = asyncio.get_running_loop()
+        events: asyncio.Queue = asyncio.Queue()
+        stats: dict = {}
+
+        def work():
+            pipe = self._pipe(spec, backend)
+            for piece in pipe.stream(params, cancel=cancel, stats=stats):
+                loop.call_soon_threadsafe(events.put_nowait, ("piece", piece))
+            return {"name": pipe.model.name, "backend": pipe.backend, "runs_on": pipe.runs_on, "pid": os.getpid()}
+
+        async def check_stop() -> None:
+            if await asyncio.to_thread(internal_kv._internal_kv_exists, STOP_PREFIX + stop_key, namespace=NAMESPACE):
+                cancel.set()
+
+        done = loop.run_in_executor(None, work)  # the pipeline streams from its own thread; Serve caps how many
+        try:
+            async for event in _relay(done, events, check_stop):
+                yield event
+            try:
+                info = done.result()
+            except Exception as exc:  # noqa: BLE001 - said in words to the UI tier; the replica lives on
+                yield _failure(exc)
+                return
+            self._publish()
+            yield ("done", dict(stats), info)
+        finally:
+            cancel.set()  # the caller gone: the model stops at its next token
+            try:
+                internal_kv._internal_kv_del(STOP_PREFIX + stop_key, namespace=NAMESPACE)
+            except Exception:  # noqa: BLE001 - only tidying
+                pass
+
+
+def deployment(settings, tier: str = "image"):
+    """The Serve deployment of `tier` (image or text), sized from the settings' [ray] table and its own
+    [ray.<tier>] table."""
     from ray import serve
 
-    r = settings.ray
+    r = settings.ray.for_tier(tier)
     return serve.deployment(
-        ImageTier, name=DEPLOYMENT, max_ongoing_requests=r.max_ongoing_requests,
+        {"image": ImageTier, "text": TextTier}[tier], name=TIERS[tier][1], max_ongoing_requests=r.max_ongoing_requests,
         autoscaling_config={"min_replicas": r.min_replicas, "max_replicas": r.max_replicas,
                             "target_ongoing_requests": r.target_ongoing_requests,
                             "upscale_delay_s": r.upscale_delay_s, "downscale_delay_s": r.downscale_delay_s},
@@ -171,48 +265,60 @@ def image_deployment(settings):
 
 
 def build_app(args: dict):
-    """Serve application builder (`serve deploy studio/ray_serve.yaml`): args may name a settings file."""
+    """Serve application builder (`serve deploy studio/ray_serve.yaml`): args name the family ("tier":
+    image or text) and may name a settings file ("config")."""
     from studio.config import load_settings
 
+    tier = args.get("tier", "image")
+    if tier not in TIERS:
+        raise ValueError(f"tier must be one of {', '.join(TIERS)}, got {tier!r}")
     settings = load_settings(args.get("config"))
-    return image_deployment(settings).bind(settings)
+    return deployment(settings, tier).bind(settings)
 
 
-def replica_report() -> dict:
-    """Serve's own view (status, replica states) plus what each live replica published."""
+def replica_report(tiers=tuple(TIERS)) -> dict:
+    """Per family: Serve's own view (status, replica states) plus what each live replica published."""
     import json
 
+    import ray
     from ray import serve
     from ray.experimental import internal_kv
 
     status = serve.status()
-    app = status.applications.get(APP)
-    if app is None:
-        return {"status": "NOT_DEPLOYED", "replicas": {}, "published": []}
-    deployment = app.deployments.get(DEPLOYMENT)
-    states = dict(deployment.replica_states) if deployment else {}
-    import ray
-
     # Serve's replicas are named actors ("SERVE_REPLICA::app#deployment#id"): the live ones' ids
-    live = {a["name"].rsplit("#", 1)[-1] for a in ray.util.list_named_actors(all_namespaces=True)
-            if f"{APP}#{DEPLOYMENT}#" in a["name"]}
-    published = []
+    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)]
+    published: dict[str, list] = {}
+    live: set = set()
+    for tier in tiers:
+        live |= {n.rsplit("#", 1)[-1] for n in names if "{}#{}#".format(*TIERS[tier]) in n}
     for key in internal_kv._internal_kv_list(KV_PREFIX, namespace=NAMESPACE):
         replica = key.decode()[len(KV_PREFIX):]
+        raw = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
+        info = json.loads(raw) if raw else {}
+        if info.get("tier", "image") not in tiers:
+            continue
         if replica not in live:  # a replica that is gone (killed, scaled down): forget its report
             internal_kv._internal_kv_del(key, namespace=NAMESPACE)
             continue
-        raw = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
-        if raw:
-            published.append({**json.loads(raw), "id": replica})
-    return {"status": str(app.status), "replicas": {str(k): v for k, v in states.items()},
-            "published": published}
+        published.setdefault(info.get("tier", "image"), []).append({**info, "id": replica})
+    report = {}
+    for tier in tiers:
+        app_name, deployment_name = TIERS[tier]
+        app = status.applications.get(app_name)
+        if app is None:
+            report[tier] = {"status": "NOT_DEPLOYED", "replicas": {}, "published": []}
+            continue
+        found = app.deployments.get(deployment_name)
+        report[tier] = {"status": str(app.status), "published": published.get(tier, []),
+                        "replicas": {str(k): v for k, v in (dict(found.replica_states) if found else {}).items()}}
+    return report
 
 
 # -- the bridge process --------------------------------------------------------------------------------
 
 
-def _connect(settings) -> tuple[object, dict]:
+def _connect(settings) -> tuple[dict, dict]:
+    """Join (or start) Ray; find each family's Serve app, or deploy it. Returns the handles by family."""
     import ray
     from ray import serve
 
@@ -223,13 +329,15 @@ def _connect(settings) -> tuple[object, dict]:
                  namespace=NAMESPACE)
     else:
         ray.init(address=r.address, log_to_driver=False, namespace=NAMESPACE)
-    try:
-        handle = serve.get_app_handle(APP)  # deployed already (by `serve deploy`, or another studio)
-        deployed = False
-    except Exception:  # noqa: BLE001 - Serve raises several kinds for "no such app"
-        handle = serve.run(image_deployment(settings).bind(settings), name=APP, route_prefix=None)
-        deployed = True
-    return handle, {"address": r.address, "deployed": deployed, "nodes": len(ray.nodes())}
+    handles, deployed = {}, []
+    for tier in r.tiers:
+        app_name = TIERS[tier][0]
+        try:
+            handles[tier] = serve.get_app_handle(app_name)  # deployed already (`serve deploy`, another studio)
+        except Exception:  # noqa: BLE001 - Serve raises several kinds for "no such app"
+            handles[tier] = serve.run(deployment(settings, tier).bind(settings), name=app_name, route_prefix=None)
+            deployed.append(tier)
+    return handles, {"address": r.address, "deployed": deployed, "nodes": len(ray.nodes())}
 
 
 def _lost(exc: BaseException) -> bool:
@@ -241,6 +349,31 @@ def _lost(exc: BaseException) -> bool:
     return isinstance(exc, kinds)
 
 
+class _Shown:
+    """A text answer's pieces as sent to the UI tier, so a retry on another replica (same seed, same text)
+    sends only what is new."""
+
+    def __init__(self) -> None:
+        self.sent, self.replayed = "", ""
+
+    def restart(self) -> None:
+        self.replayed = ""
+
+    def new_part(self, piece: str) -> str:
+        """The part of `piece` not sent yet; raises when the retried answer differs from what was shown."""
+        before = self.replayed
+        self.replayed += piece
+        if len(self.replayed) <= len(self.sent):
+            if not self.sent.startswith(self.replayed):
+                raise LookupError("the retried answer differs from the one shown")
+            return ""
+        if not self.replayed.startswith(self.sent):
+            raise LookupError("the retried answer differs from the one shown")
+        fresh = self.replayed[max(len(self.sent), len(before)):]
+        self.sent = self.replayed
+        return fresh
+
+
 def bridge_main() -> int:
     from pipelines.text_worker import read_frame, send_frame
 
@@ -248,7 +381,8 @@ def bridge_main() -> int:
     os.dup2(2, 1)  # whatever Ray prints goes to stderr, never into the frames
     inbox = sys.stdin.buffer
     lock = threading.Lock()
-    streams: dict = {}
+    streams: dict = {}  # rid: the Serve stream answering it (pictures: cancelled on Stop)
+    stop_keys: dict = {}  # rid: the key a text replica reads for its stop word
     cancelled: set = set()
 
     def send(message: tuple) -> None:
@@ -263,7 +397,7 @@ def bridge_main() -> int:
         return 2
     settings = start[1]
     try:
-        handle, info = _connect(settings)
+        handles, info = _connect(settings)
     except Exception as exc:  # noqa: BLE001 - reported in words; the UI tier decides what next
         send(("failed", f"{type(exc).__name__}: {exc}"))
         return 1
@@ -284,22 +418,33 @@ def bridge_main() -> int:
 
     threading.Thread(target=heartbeat, daemon=True).start()
 
-    def generate(rid: int, args: tuple) -> None:
+    def stream(rid: int, tier: str, method: str, args: tuple) -> None:
         try:
-            stream_answer(rid, args)
+            stream_answer(rid, tier, method, args)
         finally:
             cancelled.discard(rid)
+            stop_keys.pop(rid, None)
 
-    def stream_answer(rid: int, args: tuple) -> None:
+    def stream_answer(rid: int, tier: str, method: str, args: tuple) -> None:
         from ray.serve.exceptions import RequestCancelledError
 
+        if tier == "text":
+            stop_keys[rid] = args[-1]
+            if rid in cancelled:  # Stop came before the answer started
+                cancel(rid)
+        shown = _Shown()
         for attempt in range(2):
-            if rid in cancelled:
+            if rid in cancelled and tier != "text":
                 break
-            stream = handle.options(stream=True).generate.remote(*args)
-            streams[rid] = stream
+            shown.restart()
+            answer = getattr(handles[tier].options(stream=True), method).remote(*args)
+            streams[rid] = answer
             try:
-                for event in stream:
+                for event in answer:
+                    if event[0] == "piece":
+                        event = ("piece", shown.new_part(event[1]))
+                        if not event[1]:
+                            continue
                     if event[0] == "done":
                         send(("done", rid, (event[1], event[2])))
                         return
@@ -311,8 +456,11 @@ def bridge_main() -> int:
                 return
             except RequestCancelledError:
                 break
+            except LookupError as exc:
+                send(("error", rid, "lost", str(exc)))
+                return
             except Exception as exc:  # noqa: BLE001 - sorted below
-                if _lost(exc) and attempt == 0 and rid not in cancelled:
+                if _lost(exc) and attempt == 0 and (rid not in cancelled or tier == "text"):
                     send(("event", rid, ("retry", f"{type(exc).__name__}")))
                     continue
                 kind = "lost" if _lost(exc) else "unreachable"
@@ -322,12 +470,12 @@ def bridge_main() -> int:
                 streams.pop(rid, None)
         send(("error", rid, "cancelled", "stopped"))
 
-    def call(rid: int, method: str, args: tuple) -> None:
+    def call(rid: int, tier: str, method: str, args: tuple) -> None:
         for attempt in range(2):
             try:
-                send(("done", rid, getattr(handle, method).remote(*args).result(timeout_s=600)))
+                send(("done", rid, getattr(handles[tier], method).remote(*args).result(timeout_s=600)))
                 return
-            except Exception as exc:  # noqa: BLE001 - sorted as for generate
+            except Exception as exc:  # noqa: BLE001 - sorted as for a stream
                 if _lost(exc) and attempt == 0:
                     continue
                 if exc.__class__.__name__ in ("ModelNotAvailable", "ValueError") or isinstance(exc, ValueError):
@@ -342,21 +490,24 @@ def bridge_main() -> int:
 
     def status(rid: int) -> None:
         try:
-            send(("done", rid, replica_report()))
+            send(("done", rid, replica_report(tuple(handles))))
         except Exception as exc:  # noqa: BLE001
             send(("error", rid, "unreachable", f"{type(exc).__name__}: {exc}"))
+
+    def cancel(rid: int) -> None:
+        cancelled.add(rid)
+        if rid in stop_keys:  # a text: the replica ends the answer itself, with the text so far
+            from ray.experimental import internal_kv
+
+            internal_kv._internal_kv_put(STOP_PREFIX + stop_keys[rid], b"1", overwrite=True, namespace=NAMESPACE)
+        elif (answer := streams.get(rid)) is not None:
+            answer.cancel()
 
     while (message := read_frame(inbox)) is not None:
         kind = message[0]
         if kind == "close":
             break
-        if kind == "cancel":
-            cancelled.add(message[1])
-            stream = streams.get(message[1])
-            if stream is not None:
-                stream.cancel()
-            continue
-        target = {"generate": generate, "call": call, "status": status}.get(kind)
+        target = {"stream": stream, "call": call, "status": status, "cancel": cancel}.get(kind)
         if target is not None:
             threading.Thread(target=target, args=message[1:], daemon=True).start()
     if settings.ray.address == "local":

@@ -1,5 +1,6 @@
 """The UI tier's side of the Ray Serve model tier (studio/ray_tier.py): a bridge process it owns, and
-`RemoteImagePipeline`, which the tabs and the API use exactly like an in-process `ImagePipeline`.
+`RemoteImagePipeline` / `RemoteTextPipeline`, which the tabs and the API use exactly like the in-process
+`ImagePipeline` / `TextPipeline`.
 
 Ray is never imported here: the bridge process is the Ray driver, so a lost cluster can only cost
 that process. Requests to it are multiplexed over one pipe; every request gets an answer — a result,
@@ -19,12 +20,13 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 from pipelines.image import GenerationCancelled, ImageOutput, ImageParams
 from pipelines.registry import ModelNotAvailable
-from studio.ray_tier import APP  # a name only: that module imports Ray inside its functions
+from studio.ray_tier import TIERS  # names only: that module imports Ray inside its functions
 
 STALL_S = 30.0
 START_S = {"local": 180.0}  # starting a local Ray and the deployment; joining a cluster: JOIN_S
@@ -55,6 +57,11 @@ class RayBridge:
         address = self.settings.ray.address
         return "a Ray on this machine" if address == "local" else f"the Ray cluster at {address}"
 
+    @property
+    def families(self) -> str:
+        """"image models", "image and text models": what runs on the tier, in words."""
+        return " and ".join(self.settings.ray.tiers) + " models"
+
     # -- the process ---------------------------------------------------------------------------------
     def start(self) -> dict:
         """Start (or reuse) the bridge; raises TierUnreachable with the reason when it cannot connect."""
@@ -77,12 +84,13 @@ class RayBridge:
                 process.kill()
                 reason = first[1] if first and first[0] == "failed" else (
                     "no answer in time" if not answer else "the bridge process ended: " + self._tail())
-                raise TierUnreachable(f"The image models run on {self.where}, which cannot be reached right now "
-                                      f"({_short(reason)}). Nothing was lost; try again in a moment.")
+                raise TierUnreachable(f"The {self.families} run on {self.where}, which cannot be reached right "
+                                      f"now ({_short(reason)}). Nothing was lost; try again in a moment.")
             self._process, self.info = process, first[1]
             self._beat = time.monotonic()
             threading.Thread(target=self._read, args=(process,), daemon=True).start()
-            self.log(f"Model tier: image models on {self.where} (Ray Serve app '{APP}')")
+            apps = ", ".join(f"'{TIERS[t][0]}'" for t in self.settings.ray.tiers)
+            self.log(f"Model tier: {self.families} on {self.where} (Ray Serve apps {apps})")
             return self.info
 
     def _drain(self, process) -> None:
@@ -142,13 +150,13 @@ class RayBridge:
         self.start()
         process = self._process
         if process is None:
-            raise TierUnreachable(f"The image models run on {self.where}, which cannot be reached right now.")
+            raise TierUnreachable(f"The {self.families} run on {self.where}, which cannot be reached right now.")
         try:
             with self._write:
                 send_frame(process.stdin, message)
         except (OSError, ValueError) as exc:
             self._fail_all(process, str(exc))
-            raise TierUnreachable(f"The image models run on {self.where}, which cannot be reached right now "
+            raise TierUnreachable(f"The {self.families} run on {self.where}, which cannot be reached right now "
                                   f"({exc}). Nothing was lost; try again in a moment.") from None
         return process
 
@@ -164,12 +172,12 @@ class RayBridge:
             self._pending[rid] = (box, process)
             sent_cancel = False
             while True:
+                if cancel is not None and cancel.is_set() and not sent_cancel:  # checked between frames too:
+                    sent_cancel = True  # a text streams pieces without a pause
+                    self._cancel(process, rid)
                 try:
                     frame = box.get(timeout=0.1)
                 except queue.Empty:
-                    if cancel is not None and cancel.is_set() and not sent_cancel:
-                        sent_cancel = True
-                        self._cancel(process, rid)
                     if time.monotonic() - self._beat > STALL_S:
                         self._fail_all(process, f"no word from the cluster for {STALL_S:.0f} s")
                     continue
@@ -179,7 +187,7 @@ class RayBridge:
                     continue
                 if frame[0] == "done":
                     return frame[2]
-                raise _error(frame[2], frame[3], self.where)
+                raise _error(frame[2], frame[3], self.where, self.families)
         finally:
             self._pending.pop(rid, None)
 
@@ -193,7 +201,7 @@ class RayBridge:
             pass
 
     def status(self) -> dict:
-        """Serve's status of the image deployment and where each replica runs (Models tab)."""
+        """Per family: Serve's status of its deployment and where each replica runs (Models tab)."""
         return self.request("status")
 
 
@@ -202,7 +210,7 @@ def _short(text: str, limit: int = 300) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-def _error(kind: str, message: str, where: str) -> Exception:
+def _error(kind: str, message: str, where: str, families: str) -> Exception:
     if kind == "cancelled":
         return GenerationCancelled(message or "stopped")
     if kind == "value":
@@ -210,11 +218,11 @@ def _error(kind: str, message: str, where: str) -> Exception:
     if kind == "model":
         return ModelNotAvailable(message)
     if kind == "lost":
-        return TierUnreachable(f"The replica making this picture on {where} stopped and another could not take "
-                               f"over ({_short(message)}). Nothing was saved; try again.")
+        return TierUnreachable(f"The replica doing this on {where} stopped and another could not take over "
+                               f"({_short(message)}). Nothing was saved; try again.")
     if kind == "runtime":
         return RuntimeError(message)
-    return TierUnreachable(f"The image models run on {where}, which cannot be reached right now "
+    return TierUnreachable(f"The {families} run on {where}, which cannot be reached right now "
                            f"({_short(message)}). Nothing was lost; the studio reconnects on the next request.")
 
 
@@ -234,7 +242,7 @@ class RemoteImagePipeline:
 
     def __init__(self, bridge: RayBridge, spec) -> None:
         self.bridge = bridge
-        info = bridge.request("call", "describe", (spec,))
+        info = bridge.request("call", "image", "describe", (spec,))
         self.model = RemoteImageModel(info["name"], int(info["default_size"]))
         self._spec = spec  # the UI tier's ModelSpec: models registered here load in the replicas too
         self._loras: dict = {}
@@ -261,7 +269,77 @@ class RemoteImagePipeline:
                 callback(*event[1:])
 
         interval = progress_interval if callback is not None else None  # no watcher: no progress frames
-        out, info = self.bridge.request("generate", (self._spec, self._loras, params, preview_every, interval),
+        out, info = self.bridge.request("stream", "image", "generate",
+                                        (self._spec, self._loras, params, preview_every, interval),
                                         on_event=on_event, cancel=cancel)
         self.model.loras = info.get("loras", {})
         return out
+
+
+@dataclasses.dataclass
+class RemoteTextModel:
+    name: str
+
+
+class RemoteTextPipeline:
+    """`TextPipeline`'s interface over the model tier: `stream`, `__call__`, `count_tokens`, `model.name`,
+    `backend`, `runs_on`. The answer streams piece by piece as the replica writes it."""
+
+    remote = True
+
+    def __init__(self, bridge: RayBridge, spec, backend: str, limits=None) -> None:
+        self.bridge, self._spec, self._backend, self.limits = bridge, spec, backend, limits
+        info = bridge.request("call", "text", "describe", (spec, backend))
+        self.model = RemoteTextModel(info["name"])
+        self.backend, self.runs_on = info["backend"], info["runs_on"] + " · Ray Serve"
+
+    def count_tokens(self, params) -> dict:
+        return self.bridge.request("call", "text", "count_tokens", (self._spec, self._backend, params))
+
+    def clear_prompt_cache(self) -> None:
+        """Each replica keeps its own chat prefixes and frees them itself."""
+
+    def stream(self, params, *, generator=None, cancel: threading.Event | None = None,
+               stats: dict | None = None):
+        """Yield the new text piece by piece; `stats` (if given) is filled with the TextOutput fields."""
+        if generator is not None:
+            raise ValueError("generator: a remote model takes seeds, not generator objects")
+        params.validate(self.limits)  # the server's plain error, before anything is sent
+        if params.seed is None:  # fixed here, so a retry on another replica writes the same text
+            params = dataclasses.replace(params, seed=random.SystemRandom().randrange(2**32))
+        cancel = cancel or threading.Event()
+        pieces: queue.Queue = queue.Queue()
+        answer: dict = {}
+
+        def run() -> None:
+            try:
+                answer["stats"], answer["info"] = self.bridge.request(
+                    "stream", "text", "stream", (self._spec, self._backend, params, uuid.uuid4().hex),
+                    on_event=lambda event: pieces.put(event[1]) if event[0] == "piece" else None, cancel=cancel)
+            except BaseException as exc:  # noqa: BLE001 - raised in the consuming thread
+                answer["error"] = exc
+            pieces.put(None)
+
+        threading.Thread(target=run, name="remote-text", daemon=True).start()
+        ended = False
+        try:
+            while (piece := pieces.get()) is not None:
+                yield piece
+            ended = True
+        finally:
+            if not ended:
+                cancel.set()  # a consumer that stops early (a closed page) ends the answer on the replica too
+        if "error" in answer:
+            raise answer["error"]
+        if stats is not None:
+            stats.update(answer["stats"])
+
+    def __call__(self, params, *, generator=None, callback: Callable[[str], None] | None = None,
+                 cancel: threading.Event | None = None):
+        from pipelines.text import TextOutput
+
+        stats: dict = {}
+        for piece in self.stream(params, generator=generator, cancel=cancel, stats=stats):
+            if callback is not None:
+                callback(piece)
+        return TextOutput(**stats)

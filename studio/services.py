@@ -114,10 +114,15 @@ class Services:
         """The cached pipeline for `model` (a registry name, folder, .gguf file or hub id) on the engine
         `backend` (auto | llama.cpp | transformers; default from the settings). llama.cpp runs in a
         worker process; a build that crashes there on first use is recorded and the model loads on
-        transformers instead."""
+        transformers instead. With text on the Ray model tier: its stand-in, which streams from a replica."""
         spec = self.registry.lookup(model or self.registry.default("text"), "text")
-        choice = self.text_backend(spec, backend)
         s = self.settings
+        if s.ray.runs("text"):
+            from studio.remote import RemoteTextPipeline
+
+            return self.cache.get("text", f"{spec.name} [{backend or s.backend_for(spec.name)}] [ray]",
+                                  lambda: RemoteTextPipeline(self.ray_bridge, spec, backend, s.text_limits))
+        choice = self.text_backend(spec, backend)
 
         def load_transformers(resolved) -> TextPipeline:
             placement = text_placement(self.placement, s.dtype)
@@ -163,6 +168,8 @@ class Services:
     def loaded_text_pipeline(self, model: str, backend: str = ""):
         """The text pipeline for `model` if it is loaded already (never loads one), else None."""
         spec = self.registry.lookup(model or self.registry.default("text"), "text")
+        if self.settings.ray.runs("text"):
+            return self.cache.peek("text", f"{spec.name} [{backend or self.settings.backend_for(spec.name)}] [ray]")
         return self.cache.peek("text", f"{spec.name} [{self.text_backend(spec, backend).backend}]")
 
     def recover_from_out_of_memory(self, exc: BaseException) -> bool:
@@ -228,8 +235,15 @@ class Services:
     def image_concurrency(self) -> int:
         """Image requests the UI tier runs at once: one in-process (one model thread); with the Ray model
         tier, as many as its replicas take."""
-        r = self.settings.ray
-        return r.max_replicas * r.max_ongoing_requests if r.enabled else 1
+        r = self.settings.ray.for_tier("image")
+        return r.max_replicas * r.max_ongoing_requests if r.runs("image") else 1
+
+    @property
+    def text_concurrency(self) -> int:
+        """Text answers the UI tier streams at once: the settings' `text_concurrency`; with the Ray model tier,
+        at least as many as its replicas take."""
+        r = self.settings.ray.for_tier("text")
+        return max(self.settings.text_concurrency, r.max_replicas * r.max_ongoing_requests if r.runs("text") else 0)
 
     @cached_property
     def ray_bridge(self):
@@ -241,7 +255,7 @@ class Services:
     def image_pipeline(self, model: str, log: Callable[[str], None] | None = None):
         """The image pipeline for `model` (registry name, diffusers folder, .safetensors file or hub id): in
         this process, or its stand-in for the Ray Serve model tier when `--ray` is on."""
-        if not self.settings.ray.enabled:
+        if not self.settings.ray.runs("image"):
             return self.local_image_pipeline(model, log)
         from studio.remote import RemoteImagePipeline
 

@@ -83,6 +83,23 @@ def test_settings_from_toml_and_overrides(tmp_path):
         load_settings(config)
 
 
+def test_ray_settings_per_family_tables_and_their_errors(tmp_path):
+    config = tmp_path / "studio.toml"
+    config.write_text('[ray]\naddress = "local"\nreplica_cpus = 1.0\ntiers = ["text"]\n'
+                      '[ray.text]\nreplica_gpus = 0.5\nmax_replicas = 4\n')
+    ray = load_settings(config).ray
+    assert ray.runs("text") and not ray.runs("image") and ray.tiers == ("text",)
+    text, image = ray.for_tier("text"), ray.for_tier("image")
+    assert (text.replica_gpus, text.max_replicas, text.replica_cpus) == (0.5, 4, 1.0)
+    assert (image.replica_gpus, image.max_replicas) == (0.0, 2)
+    config.write_text('[ray]\ntiers = ["gan"]\n')
+    with pytest.raises(ValueError, match="ray tiers must name one or more of image, text, got gan"):
+        load_settings(config)
+    config.write_text("[ray.text]\nmax_replicas = 0\n")
+    with pytest.raises(ValueError, match="need 1 ≤ min_replicas ≤ max_replicas ≤ 1024, got 1 and 0"):
+        load_settings(config)
+
+
 def test_parse_auth_pairs_and_file(tmp_path):
     users = tmp_path / "users.txt"
     users.write_text("# owners\nann:secret\nbob:pw:with:colons\n")

@@ -27,22 +27,32 @@ def ray_cli(*args: str, env: dict) -> None:
     subprocess.run([str(BIN / "ray"), *args], check=True, capture_output=True, env=env, timeout=120)
 
 
-def test_the_serve_config_file_builds_the_image_app(tmp_path):
+def test_the_serve_config_file_builds_the_image_and_text_apps(tmp_path):
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from studio.ray_tier import APP, build_app
+    from studio.ray_tier import TIERS, build_app
 
     config = yaml.safe_load((ROOT / "studio" / "ray_serve.yaml").read_text())
     ServeDeploySchema.model_validate(config)
-    app = config["applications"][0]
-    assert app["name"] == APP and app["import_path"] == "studio.ray_tier:build_app"
+    apps = {app["args"]["tier"]: app for app in config["applications"]}
+    assert sorted(apps) == sorted(TIERS)
+    assert all(app["name"] == TIERS[tier][0] and app["import_path"] == "studio.ray_tier:build_app"
+               for tier, app in apps.items())
     settings_file = tmp_path / "studio.toml"
-    settings_file.write_text("[ray]\nmax_replicas = 3\nreplica_gpus = 0.5\n")
-    built = build_app({"config": str(settings_file)})
-    deployment = built._bound_deployment
-    assert deployment._deployment_config.autoscaling_config.max_replicas == 3
-    assert deployment.ray_actor_options["num_gpus"] == 0.5
+    settings_file.write_text("[ray]\nmax_replicas = 3\nreplica_gpus = 0.5\n[ray.text]\nreplica_gpus = 1.0\n"
+                             "max_replicas = 4\n")
+    image = build_app({"config": str(settings_file), "tier": "image"})._bound_deployment
+    assert image._deployment_config.autoscaling_config.max_replicas == 3
+    assert image.ray_actor_options["num_gpus"] == 0.5 and image.name == "ImageTier"
+    text = build_app({"config": str(settings_file), "tier": "text"})._bound_deployment
+    assert text._deployment_config.autoscaling_config.max_replicas == 4
+    assert text.ray_actor_options["num_gpus"] == 1.0 and text.name == "TextTier"
+    with pytest.raises(ValueError, match="tier must be one of image, text, got 'gan'"):
+        build_app({"tier": "gan"})
+    settings_file.write_text("[ray.text]\nport = 1\n")
+    with pytest.raises(ValueError, match=r"\[ray.text\]: a table per family .* got port"):
+        build_app({"config": str(settings_file), "tier": "text"})
 
 
 def test_a_cluster_is_joined_and_its_loss_is_said_in_plain_words_then_recovered(tmp_path, monkeypatch, tiny_sd_dir):
@@ -57,7 +67,8 @@ def test_a_cluster_is_joined_and_its_loss_is_said_in_plain_words_then_recovered(
             "--disable-usage-stats"]
     ray_cli(*head, env=env)
     settings = Settings(outputs=tmp_path / "out", device="cpu", offline=True, cache_dir=tmp_path / "cache",
-                        ray=RaySettings(address=f"127.0.0.1:{port}", min_replicas=1, max_replicas=1))
+                        ray=RaySettings(address=f"127.0.0.1:{port}", min_replicas=1, max_replicas=1,
+                                        tiers=("image",)))
     services = Services.create(settings)
     services.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
     try:

@@ -19,7 +19,7 @@ from pipelines.image import GenerationCancelled, ImageParams
 from studio.config import RaySettings
 
 RAY = RaySettings(address="local", cpus=2, min_replicas=1, max_replicas=2, max_ongoing_requests=1,
-                  target_ongoing_requests=1.0, upscale_delay_s=0.0, downscale_delay_s=3.0)
+                  target_ongoing_requests=1.0, upscale_delay_s=0.0, downscale_delay_s=3.0, tiers=("image",))
 LONG = ImageParams(prompt="a red fox", steps=40, width=128, height=128, seed=11)  # ~5 s on one core
 
 
@@ -42,7 +42,7 @@ def pixels(out) -> list[np.ndarray]:
 
 
 def replica_pids(services) -> set[int]:
-    return {p["pid"] for p in services.ray_bridge.status()["published"]}
+    return {p["pid"] for p in services.ray_bridge.status()["image"]["published"]}
 
 
 def test_pictures_from_ray_replicas_match_in_process_pixel_for_pixel(tier):
@@ -63,13 +63,13 @@ def test_pictures_from_ray_replicas_match_in_process_pixel_for_pixel(tier):
         torch.set_num_threads(threads)
     for a, b in zip(pixels(out), pixels(local)):
         assert np.array_equal(a, b)
-    report = services.ray_bridge.status()
+    report = services.ray_bridge.status()["image"]
     assert report["replicas"].get("RUNNING", 0) >= 1
     assert any("tiny-sd" in p["models"] and p["pid"] != os.getpid() for p in report["published"])
     from studio.tabs.models import tier_text
 
     shown = tier_text(services)  # the Models tab: Serve's status and where each replica runs
-    assert "Image models run on Ray Serve" in shown and "tiny-sd" in shown and "running" in shown
+    assert "**Image models**: autoscaling 1–2" in shown and "tiny-sd" in shown and "running" in shown
 
 
 def test_bad_input_is_the_same_plain_error_as_in_process(tier):
@@ -160,12 +160,12 @@ def test_a_burst_scales_the_deployment_up_and_back_down(tier):
         t.start()
     seen = set()
     while any(t.is_alive() for t in burst):
-        seen.add(services.ray_bridge.status()["replicas"].get("RUNNING", 0))
+        seen.add(services.ray_bridge.status()["image"]["replicas"].get("RUNNING", 0))
         time.sleep(0.5)
     assert 2 in seen  # read from Serve's own status
     deadline = time.time() + 90
     while time.time() < deadline:
-        replicas = services.ray_bridge.status()["replicas"]
+        replicas = services.ray_bridge.status()["image"]["replicas"]
         if replicas == {"RUNNING": 1}:
             break
         time.sleep(1)

@@ -56,7 +56,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
 
 
 def _text_endpoints(services) -> list[tuple[str, object, dict]]:
-    limit = services.settings.text_concurrency
+    limit = services.text_concurrency
     text_options = dict(concurrency_limit=limit, concurrency_id="text")
 
     @friendly_errors

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from dataclasses import asdict
 from pathlib import Path
+from types import SimpleNamespace
 
 import gradio as gr
 
@@ -159,93 +160,109 @@ def page_params(services, values: list) -> tuple[ImageParams, list[str]]:
     return params, notes
 
 
-def build(services: Services) -> TabHandle:
-    registry = services.registry
-    limits = services.settings.image_limits
-    default_model = registry.default("image")
+def _compose_panel() -> SimpleNamespace:
+    """Mode, prompts, the starting image or mask, Generate and Cancel."""
+    ui = SimpleNamespace()
+    ui.mode = gr.Radio(list(MODE_LABELS), value="Text to image", label="Mode", elem_id="image-mode")
+    ui.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="red heart, smiling cat face, rocket…",
+                           elem_id="image-prompt")
+    ui.negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="what to avoid")
+    ui.init_image = gr.Image(label="Starting image", type="filepath", visible=False, height=320, elem_id="image-init")
+    ui.editor = gr.ImageEditor(label="Paint over what to repaint", type="filepath", visible=False, height=420,
+                               brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=8),
+                               elem_id="image-editor")
+    ui.brush_size = gr.Slider(1, 128, value=8, step=1, label="Brush size (pixels of the picture)", visible=False,
+                              elem_id="image-brush")
+    ui.strength = gr.Slider(0.05, 1, value=0.75, step=0.01, label="Denoising strength", visible=False,
+                            info="how much of the starting image may change")
+    with gr.Row():
+        ui.generate = gr.Button("Generate", variant="primary", elem_id="image-generate", scale=3)
+        ui.cancel = gr.Button("Cancel", variant="stop", scale=1)
+    ui.status = gr.Markdown("", elem_id="image-status")
+    return ui
 
-    with gr.Row(equal_height=False, elem_classes=["image-layout"]):
-        with gr.Column(scale=3, elem_classes=["image-left"]):
-            with gr.Column(elem_classes=["image-compose"]):
-                mode = gr.Radio(list(MODE_LABELS), value="Text to image", label="Mode", elem_id="image-mode")
-                prompt = gr.Textbox(label="Prompt", lines=3, placeholder="red heart, smiling cat face, rocket…",
-                                    elem_id="image-prompt")
-                negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="what to avoid")
-                init_image = gr.Image(label="Starting image", type="filepath", visible=False, height=320, elem_id="image-init")
-                editor = gr.ImageEditor(label="Paint over what to repaint", type="filepath", visible=False, height=420,
-                                        brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=8),
-                                        elem_id="image-editor")
-                brush_size = gr.Slider(1, 128, value=8, step=1, label="Brush size (pixels of the picture)",
-                                       visible=False, elem_id="image-brush")
-                strength = gr.Slider(0.05, 1, value=0.75, step=0.01, label="Denoising strength", visible=False,
-                                     info="how much of the starting image may change")
-                with gr.Row():
-                    generate = gr.Button("Generate", variant="primary", elem_id="image-generate", scale=3)
-                    cancel = gr.Button("Cancel", variant="stop", scale=1)
-                status = gr.Markdown("", elem_id="image-status")
-            with gr.Column(elem_classes=["image-results"]):
-                with gr.Row(equal_height=False):
-                    preview = gr.Image(label="Live preview", height=256, interactive=False, scale=1)
-                    gallery = gr.Gallery(label="Results", columns=4, height=380, format="png", scale=3,
-                                         elem_id="image-gallery")
-                with gr.Row():
-                    to_img2img = gr.Button("Send selected to img2img", size="sm")
-                    to_inpaint = gr.Button("Send selected to inpaint", size="sm")
-                    to_vae = gr.Button("Send selected to the VAE tab", size="sm")
-                    to_explore = gr.Button("Explore around the selected image", size="sm", elem_id="image-to-explore")
-                wire_plot = build_plot_panel(services)
-                build_upscale_panel(services)
-                with gr.Accordion("PNG info: drop any PNG to read how it was made", open=False):
-                    png_in = gr.File(label="PNG file", file_types=[".png"])
-                    png_text = gr.Textbox(label="Parameters", lines=4, interactive=False)
-                    png_json = gr.JSON(label="Parsed")
-                    png_send = gr.Button("Send these parameters to the Image tab")
-        with gr.Column(scale=2, elem_classes=["image-settings"]):
-            model = gr.Dropdown(registry.names("image"), value=default_model, allow_custom_value=True, label="Model",
-                                info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
-                                elem_id="image-model")
-            scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler")
-            with gr.Row():
-                steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps", elem_id="image-steps")
-                guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Guidance (CFG)")
-            with gr.Row():
-                width = gr.Slider(64, 2048, value=64, step=8, label="Width")
-                height = gr.Slider(64, 2048, value=64, step=8, label="Height")
-            with gr.Row():
-                seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="image-seed")
-                batch_size = gr.Slider(1, limits.max_batch_size, value=4, step=1, label="Batch size", elem_id="image-batch")
-                batch_count = gr.Slider(1, limits.max_batch_count, value=1, step=1, label="Batch count")
-            with gr.Accordion("Variation seed", open=False):
-                variation_seed = gr.Textbox(label="Variation seed", placeholder="blank = off")
-                variation_strength = gr.Slider(0, 1, value=0.0, step=0.01, label="Variation strength",
-                                               info="0 = the seed's image; small values = slight variations")
-            with gr.Accordion("LoRA", open=False):
-                lora_files = gr.File(label="LoRA .safetensors files", file_count="multiple", file_types=[".safetensors"])
-                lora_weights = gr.Textbox(label="Weights", placeholder="one per file, e.g. 0.8, 0.5 (default 1)")
-            extras = build_extras(services, prompt, negative)
 
-    selected_path = gr.State(None)
+def _results_panel(services: Services) -> SimpleNamespace:
+    """Live preview, results, send-to buttons, the plot and upscale panels, PNG info."""
+    ui = SimpleNamespace()
+    with gr.Row(equal_height=False):
+        ui.preview = gr.Image(label="Live preview", height=256, interactive=False, scale=1)
+        ui.gallery = gr.Gallery(label="Results", columns=4, height=380, format="png", scale=3, elem_id="image-gallery")
+    with gr.Row():
+        ui.to_img2img = gr.Button("Send selected to img2img", size="sm")
+        ui.to_inpaint = gr.Button("Send selected to inpaint", size="sm")
+        ui.to_vae = gr.Button("Send selected to the VAE tab", size="sm")
+        ui.to_explore = gr.Button("Explore around the selected image", size="sm", elem_id="image-to-explore")
+    ui.wire_plot = build_plot_panel(services)
+    build_upscale_panel(services)
+    with gr.Accordion("PNG info: drop any PNG to read how it was made", open=False):
+        ui.png_in = gr.File(label="PNG file", file_types=[".png"])
+        ui.png_text = gr.Textbox(label="Parameters", lines=4, interactive=False)
+        ui.png_json = gr.JSON(label="Parsed")
+        ui.png_send = gr.Button("Send these parameters to the Image tab")
+    return ui
 
+
+def _settings_panel(services: Services, prompt, negative) -> SimpleNamespace:
+    registry, limits = services.registry, services.settings.image_limits
+    ui = SimpleNamespace()
+    ui.model = gr.Dropdown(registry.names("image"), value=registry.default("image"), allow_custom_value=True,
+                           label="Model", info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
+                           elem_id="image-model")
+    ui.scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler")
+    with gr.Row():
+        ui.steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps", elem_id="image-steps")
+        ui.guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Guidance (CFG)")
+    with gr.Row():
+        ui.width = gr.Slider(64, 2048, value=64, step=8, label="Width")
+        ui.height = gr.Slider(64, 2048, value=64, step=8, label="Height")
+    with gr.Row():
+        ui.seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="image-seed")
+        ui.batch_size = gr.Slider(1, limits.max_batch_size, value=4, step=1, label="Batch size", elem_id="image-batch")
+        ui.batch_count = gr.Slider(1, limits.max_batch_count, value=1, step=1, label="Batch count")
+    with gr.Accordion("Variation seed", open=False):
+        ui.variation_seed = gr.Textbox(label="Variation seed", placeholder="blank = off")
+        ui.variation_strength = gr.Slider(0, 1, value=0.0, step=0.01, label="Variation strength",
+                                          info="0 = the seed's image; small values = slight variations")
+    with gr.Accordion("LoRA", open=False):
+        ui.lora_files = gr.File(label="LoRA .safetensors files", file_count="multiple", file_types=[".safetensors"])
+        ui.lora_weights = gr.Textbox(label="Weights", placeholder="one per file, e.g. 0.8, 0.5 (default 1)")
+    ui.extras = build_extras(services, prompt, negative)
+    return ui
+
+
+def _brush(size):
+    return gr.ImageEditor(brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=int(size)))
+
+
+def _fit_brush(value):
+    """A brush about 1/12 of the picture's shorter side: a 64-pixel emoji gets a 5-pixel brush."""
+    from PIL import Image
+
+    background = (value or {}).get("background")
+    if not background:
+        return gr.skip(), gr.skip()
+    with Image.open(background) as picture:
+        size = max(1, min(picture.size) // 12)
+    return _brush(size), size
+
+
+def _wire_mode(ui: SimpleNamespace, extras: Extras) -> None:
+    """The mode shows its own inputs; the inpainting brush follows the picture's size."""
     def show_mode(label):
         m = MODE_LABELS[label]
         return (gr.Image(visible=m in ("img2img", "outpaint")), gr.ImageEditor(visible=m == "inpaint"),
                 gr.Slider(visible=m != "txt2img"), gr.Accordion(visible=m == "txt2img"),
                 gr.Group(visible=m == "outpaint"), gr.Slider(visible=m == "inpaint"))
 
-    def brush(size):
-        return gr.ImageEditor(brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=int(size)))
+    ui.mode.change(show_mode, ui.mode, [ui.init_image, ui.editor, ui.strength, extras.hires_box, extras.outpaint_box,
+                                        ui.brush_size], api_visibility="private")
+    ui.editor.upload(_fit_brush, ui.editor, [ui.editor, ui.brush_size], api_visibility="private", queue=False)
+    ui.brush_size.release(_brush, ui.brush_size, ui.editor, api_visibility="private", queue=False)
 
-    def fit_brush(value):
-        """A brush about 1/12 of the picture's shorter side: a 64-pixel emoji gets a 5-pixel brush."""
-        from PIL import Image
 
-        background = (value or {}).get("background")
-        if not background:
-            return gr.skip(), gr.skip()
-        with Image.open(background) as picture:
-            size = max(1, min(picture.size) // 12)
-        return brush(size), size
-
+def _runner(services: Services):
+    """The Generate handler: (preview, gallery, status) as the picture is made, then the saved results."""
     @friendly_errors
     @guarded(services, "image", generation=True)
     def run(mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
@@ -262,7 +279,6 @@ def build(services: Services) -> TabHandle:
         session = session_of(request)
         cancel_flag = services.jobs.start(session, "image")
         started = time.perf_counter()
-        result: dict = {}
         job = start_generation(services, pipe, params, cancel_flag)
         try:
             for done, total, image in job:
@@ -270,29 +286,39 @@ def build(services: Services) -> TabHandle:
                 eta = elapsed / done * (total - done)
                 yield (image if image is not None else gr.skip(), gr.skip(),
                        f"Step {done}/{total} · {elapsed:.1f}s · about {eta:.0f}s left")
-            result["out"] = job.result()
-        except GenerationCancelled as exc:
-            result["error"] = exc
+            out = job.result()
+        except GenerationCancelled:
+            out = None
         finally:
             cancel_flag.set()  # a closed page or dropped request stops the worker too (harmless once done)
             services.jobs.finish(session, "image", cancel_flag)
-        if isinstance(result.get("error"), GenerationCancelled):
+        if out is None:
             yield gr.skip(), gr.skip(), "Cancelled: nothing was saved."
             return
-        out = result["out"]
         cells = [(path, f"seed {seed}") for path, seed, _ in keep_images(services, pipe, params, out, user_of(request))]
         notes = [*notes, *out.notes]
         note = f" · {'; '.join(notes)}" if notes else ""
         yield (gr.skip(), cells, f"**{len(cells)} image(s)** · seeds {', '.join(str(s) for s in out.seeds)} · "
                f"{out.seconds:.1f}s{note}")
 
-    def stop(request: gr.Request):
-        services.jobs.cancel(session_of(request), "image")
+    return run
 
+
+def _validator():
+    """Seeds and LoRA weights are checked beside their fields before the queue (inputs in `build`'s order:
+    mode, prompt, negative, init, editor, strength, model, sampler, steps, cfg, w, h, seed, size, count,
+    variation seed, variation strength, loras, lora weights)."""
+    return check_fields(None, lambda text: parse_weights(text or "", "prompt"),
+                        lambda text: parse_weights(text or "", "negative_prompt"), *[None] * 9,
+                        seed_field, None, None, seed_field, None, None,
+                        lambda text: loras_from([None] * len([w for w in str(text or "").split(",") if w.strip()]),
+                                                text))
+
+
+def _wire_sending(compose: SimpleNamespace, results: SimpleNamespace, selected_path) -> None:
     def remember(evt: gr.SelectData):
         value = evt.value
-        path = value.get("image", {}).get("path") if isinstance(value, dict) else None
-        return path
+        return value.get("image", {}).get("path") if isinstance(value, dict) else None
 
     def send(path, target):
         if not path:
@@ -301,64 +327,65 @@ def build(services: Services) -> TabHandle:
             return "Image to image", path, gr.skip()
         return "Inpaint", gr.skip(), {"background": path, "layers": [], "composite": path}
 
-    @friendly_errors
-    def png_info(file):
-        if not file:
-            return "", None
-        info = read_png_info(file)
-        if not info["parameters"] and not info["studio"]:
-            return "This PNG has no generation parameters.", info
-        return info["parameters"], info
-
-    def from_png(info):
-        if not info or not (info.get("studio") or info.get("settings")):
-            raise gr.Error("Drop a PNG with generation parameters first.")
-        if info.get("studio"):
-            return restore(info["studio"])
-        s = info.get("settings", {})
-        size = s.get("Size", "x").split("x")
-        values = {"prompt": info.get("prompt", ""), "negative_prompt": info.get("negative_prompt", ""),
-                  "steps": int(s["Steps"]) if s.get("Steps", "").isdigit() else None,
-                  "guidance": float(s["CFG scale"]) if s.get("CFG scale") else None,
-                  "scheduler": s.get("Sampler") if s.get("Sampler") in SCHEDULERS else None,
-                  "seed": s.get("Seed"), "width": int(size[0]) if size[0].isdigit() else None,
-                  "height": int(size[1]) if len(size) > 1 and size[1].isdigit() else None}
-        return restore(values)
-
-    mode.change(show_mode, mode, [init_image, editor, strength, extras.hires_box, extras.outpaint_box, brush_size],
-                api_visibility="private")
-    editor.upload(fit_brush, editor, [editor, brush_size], api_visibility="private", queue=False)
-    brush_size.release(brush, brush_size, editor, api_visibility="private", queue=False)
-    inputs = [mode, prompt, negative, init_image, editor, strength, model, scheduler, steps, guidance, width, height,
-              seed, batch_size, batch_count, variation_seed, variation_strength, lora_files, lora_weights,
-              *extras.inputs]
-    # inputs: mode, prompt, negative, init, editor, strength, model, sampler, steps, cfg, w, h, seed, size, count,
-    # variation seed, variation strength, loras, lora weights — seeds and LoRA weights are checked beside the field
-    validator = check_fields(None, lambda text: parse_weights(text or "", "prompt"),
-                             lambda text: parse_weights(text or "", "negative_prompt"), *[None] * 9,
-                             seed_field, None, None, seed_field, None, None,
-                             lambda text: loras_from([None] * len([w for w in str(text or "").split(",") if w.strip()]),
-                                                     text))
-    wire_plot(inputs, model, lora_files, lora_weights)
-    generate.click(run, inputs, [preview, gallery, status], api_visibility="private",
-                   concurrency_limit=services.image_concurrency, concurrency_id="image", validator=validator)
-    cancel.click(stop, None, None, api_visibility="private", queue=False)
-    gallery.select(remember, None, selected_path, api_visibility="private")
-    to_img2img.click(lambda p: send(p, "img2img"), selected_path, [mode, init_image, editor],
+    results.gallery.select(remember, None, selected_path, api_visibility="private")
+    for button, target in ((results.to_img2img, "img2img"), (results.to_inpaint, "inpaint")):
+        button.click(lambda p, t=target: send(p, t), selected_path, [compose.mode, compose.init_image, compose.editor],
                      api_visibility="private")
-    to_inpaint.click(lambda p: send(p, "inpaint"), selected_path, [mode, init_image, editor],
-                     api_visibility="private")
-    png_in.upload(png_info, png_in, [png_text, png_json], api_visibility="private")
 
-    fields = {"prompt": prompt, "negative_prompt": negative, "model": model, "scheduler": scheduler, "steps": steps,
-              "guidance": guidance, "width": width, "height": height, "seed": seed,
-              "variation_seed": variation_seed, "variation_strength": variation_strength, "mode": mode,
-              "strength": strength, "batch_size": batch_size, "batch_count": batch_count}
+
+def build(services: Services) -> TabHandle:
+    with gr.Row(equal_height=False, elem_classes=["image-layout"]):
+        with gr.Column(scale=3, elem_classes=["image-left"]):
+            with gr.Column(elem_classes=["image-compose"]):
+                compose = _compose_panel()
+            with gr.Column(elem_classes=["image-results"]):
+                results = _results_panel(services)
+        with gr.Column(scale=2, elem_classes=["image-settings"]):
+            side = _settings_panel(services, compose.prompt, compose.negative)
+    selected_path = gr.State(None)
+    _wire_mode(compose, side.extras)
+    inputs = [compose.mode, compose.prompt, compose.negative, compose.init_image, compose.editor, compose.strength,
+              side.model, side.scheduler, side.steps, side.guidance, side.width, side.height, side.seed,
+              side.batch_size, side.batch_count, side.variation_seed, side.variation_strength, side.lora_files,
+              side.lora_weights, *side.extras.inputs]
+    results.wire_plot(inputs, side.model, side.lora_files, side.lora_weights)
+    compose.generate.click(_runner(services), inputs, [results.preview, results.gallery, compose.status],
+                           api_visibility="private", concurrency_limit=services.image_concurrency,
+                           concurrency_id="image", validator=_validator())
+
+    def stop(request: gr.Request):
+        services.jobs.cancel(session_of(request), "image")
+
+    compose.cancel.click(stop, None, None, api_visibility="private", queue=False)
+    _wire_sending(compose, results, selected_path)
+    restore, restore_outputs = _restorer(compose, side)
+    results.png_in.upload(png_info, results.png_in, [results.png_text, results.png_json], api_visibility="private")
+    results.png_send.click(lambda info: from_png(info, restore), results.png_json, restore_outputs,
+                           api_visibility="private")
+
+    def selected_file(path):
+        if not path:
+            raise gr.Error("Click an image in the results first.")
+        return path
+
+    handle = TabHandle(restore_outputs=restore_outputs, restore=restore, owner_controls=[side.model, side.lora_files],
+                       send_to_vae=(results.to_vae, [selected_path], selected_file))
+    handle.to_explore = (results.to_explore, selected_path)
+    handle.receive = (compose.mode, compose.init_image, compose.editor)
+    return handle
+
+
+def _restorer(compose: SimpleNamespace, side: SimpleNamespace):
+    """restore(params) → values for the returned outputs: an item's settings put back (LoRA files are not kept
+    with items: their names and weights are in the item's parameters; add the files again)."""
+    fields = {"prompt": compose.prompt, "negative_prompt": compose.negative, "model": side.model,
+              "scheduler": side.scheduler, "steps": side.steps, "guidance": side.guidance, "width": side.width,
+              "height": side.height, "seed": side.seed, "variation_seed": side.variation_seed,
+              "variation_strength": side.variation_strength, "mode": compose.mode, "strength": compose.strength,
+              "batch_size": side.batch_size, "batch_count": side.batch_count}
     labels = {name: label for label, name in MODE_LABELS.items()}
 
     def restore(params: dict) -> list:
-        """Put an item's settings back (LoRA files are not kept with items: their names and weights are in
-        the item's parameters; add the files again)."""
         values = []
         for name in fields:
             value = params.get(name)
@@ -370,17 +397,33 @@ def build(services: Services) -> TabHandle:
                 values.append(labels.get(value, gr.skip()))
             else:
                 values.append(value)
-        return values + extras.restore(params)
+        return values + side.extras.restore(params)
 
-    restore_outputs = [*fields.values(), *extras.inputs]
-    png_send.click(from_png, png_json, restore_outputs, api_visibility="private")
-    def selected_file(path):
-        if not path:
-            raise gr.Error("Click an image in the results first.")
-        return path
+    return restore, [*fields.values(), *side.extras.inputs]
 
-    handle = TabHandle(restore_outputs=restore_outputs, restore=restore,
-                       send_to_vae=(to_vae, [selected_path], selected_file), owner_controls=[model, lora_files])
-    handle.to_explore = (to_explore, selected_path)
-    handle.receive = (mode, init_image, editor)
-    return handle
+
+@friendly_errors
+def png_info(file):
+    if not file:
+        return "", None
+    info = read_png_info(file)
+    if not info["parameters"] and not info["studio"]:
+        return "This PNG has no generation parameters.", info
+    return info["parameters"], info
+
+
+def from_png(info, restore):
+    """The Image tab's settings from a PNG's parameters (ours, or AUTOMATIC1111's text)."""
+    if not info or not (info.get("studio") or info.get("settings")):
+        raise gr.Error("Drop a PNG with generation parameters first.")
+    if info.get("studio"):
+        return restore(info["studio"])
+    s = info.get("settings", {})
+    size = s.get("Size", "x").split("x")
+    values = {"prompt": info.get("prompt", ""), "negative_prompt": info.get("negative_prompt", ""),
+              "steps": int(s["Steps"]) if s.get("Steps", "").isdigit() else None,
+              "guidance": float(s["CFG scale"]) if s.get("CFG scale") else None,
+              "scheduler": s.get("Sampler") if s.get("Sampler") in SCHEDULERS else None,
+              "seed": s.get("Seed"), "width": int(size[0]) if size[0].isdigit() else None,
+              "height": int(size[1]) if len(size) > 1 and size[1].isdigit() else None}
+    return restore(values)

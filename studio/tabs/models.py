@@ -87,21 +87,34 @@ def detail_rows(services: Services) -> list[list]:
 
 
 def tier_text(services: Services) -> str:
-    """With `--ray`: Serve's status of the image deployment, its sizing, and where each replica runs."""
-    r = services.settings.ray
-    if not r.enabled:
+    """With `--ray`: per model family, Serve's status of its deployment, its sizing, and where each replica
+    runs and what it holds."""
+    ray = services.settings.ray
+    if not ray.enabled:
         return ""
-    head = (f"**Image models run on Ray Serve** ({services.ray_bridge.where}): autoscaling {r.min_replicas}–"
-            f"{r.max_replicas} replicas, about {r.target_ongoing_requests:g} request(s) in flight each, "
-            f"{r.replica_cpus:g} CPU and {r.replica_gpus:g} GPU per replica.")
     try:
         report = services.ray_bridge.status()
     except Exception as exc:  # noqa: BLE001 - shown in words; the tab still opens
-        return f"{head}\n\nNot reachable right now: {exc}"
-    states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(report["replicas"].items())) or "none yet"
-    lines = [f"- replica {p['id']}: process {p['pid']} on {p['node']} ({p['device']}) — "
-             + (", ".join(p["models"]) or "no model loaded yet") for p in report["published"]]
-    return f"{head} Status {report['status'].split('.')[-1].lower()}; replicas: {states}.\n\n" + "\n".join(lines)
+        report, failure = {}, f"Not reachable right now: {exc}"
+    else:
+        failure = ""
+    parts = [f"**The model tier runs on Ray Serve** ({services.ray_bridge.where}); "
+             f"{', '.join(sorted(set(('image', 'text', 'gan', 'vae')) - set(ray.tiers)))} models run in this process."]
+    for tier in ray.tiers:
+        r = ray.for_tier(tier)
+        head = (f"**{tier.capitalize()} models**: autoscaling {r.min_replicas}–{r.max_replicas} replicas, about "
+                f"{r.target_ongoing_requests:g} request(s) in flight each, {r.replica_cpus:g} CPU and "
+                f"{r.replica_gpus:g} GPU per replica.")
+        if tier not in report:
+            parts.append(head)
+            continue
+        found = report[tier]
+        states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(found["replicas"].items())) or "none yet"
+        lines = [f"- replica {p['id']}: process {p['pid']} on {p['node']} ({p['device']}) — "
+                 + (", ".join(p["models"]) or "no model loaded yet") for p in found["published"]]
+        parts.append(f"{head} Status {found['status'].split('.')[-1].lower()}; replicas: {states}.\n"
+                     + "\n".join(lines))
+    return "\n\n".join(parts + ([failure] if failure else []))
 
 
 def build(services: Services):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from types import SimpleNamespace
 
 import gradio as gr
 
@@ -97,68 +98,75 @@ def run_text(services: Services, model: str, params: TextParams, session: str, o
     yield stats["text"], {**stats, "history_id": item.id if item else None}
 
 
-def build(services: Services) -> TabHandle:
-    registry = services.registry
-    limits = services.settings.text_limits
-    with gr.Row(equal_height=False):
-        with gr.Column(scale=3):
-            with gr.Tabs() as modes:
-                with gr.Tab("Chat", id="chat"):
-                    chatbot = gr.Chatbot(label="Conversation (edit one of your messages to answer again from it)",
-                                         height=420, elem_id="text-chat", editable="user",
-                                         placeholder="Say hello, or pick a preset below.")
-                    with gr.Row():
-                        message = gr.Textbox(label="Message", placeholder="Type a message and press Enter",
-                                             lines=2, scale=5, elem_id="text-chat-input")
-                        send = gr.Button("Send", variant="primary", scale=1, elem_id="text-chat-send")
-                    chat_tokens = gr.Markdown("", elem_id="text-chat-tokens")
-                    with gr.Row():
-                        stop_chat = gr.Button("Stop", variant="stop", size="sm")
-                        regenerate = gr.Button("Regenerate", size="sm")
-                        go_on = gr.Button("Continue", size="sm", elem_id="text-chat-continue")
-                        undo = gr.Button("Undo", size="sm")
-                        clear = gr.Button("Clear", size="sm")
-                        export = gr.Button("Export", size="sm", elem_id="text-chat-export")
-                        import_button = gr.UploadButton("Import", size="sm", file_types=[".json"],
-                                                        elem_id="text-chat-import")
-                    chat_file = gr.File(label="Conversation (.json)", visible=False, interactive=False,
-                                        elem_id="text-chat-file")
-                    system_prompt = gr.Textbox(label="System prompt (optional)", lines=2,
-                                               placeholder="You are a helpful creative writing partner.")
-                with gr.Tab("Completion", id="completion"):
-                    prompt = gr.Textbox(label="Prompt", lines=8, elem_id="text-prompt",
-                                        placeholder="Start a story, a poem, a list… the model continues it.")
-                    completion_tokens = gr.Markdown("", elem_id="text-completion-tokens")
-                    with gr.Row():
-                        generate = gr.Button("Generate", variant="primary", elem_id="text-generate")
-                        more = gr.Button("Continue", elem_id="text-continue")
-                        stop_completion = gr.Button("Stop", variant="stop")
-                    output = gr.Textbox(label="Continuation", lines=10, elem_id="text-output",
-                                        buttons=["copy"], interactive=False)
-            with gr.Row():
-                preset = gr.Dropdown(list(PRESETS), label="Preset", value=None, scale=3)
-                language = gr.Dropdown(list(LANGUAGES), label="Translate into", value="French", scale=2)
-                use_preset = gr.Button("Apply preset to the text box", scale=2)
-            status = gr.Markdown("", elem_id="text-status")
-        with gr.Column(scale=2):
-            model = gr.Dropdown(registry.names("text"), value=registry.default("text"), allow_custom_value=True,
-                                label="Model", info="A listed model, a hub id (e.g. gpt2) or a local folder / .gguf",
-                                elem_id="text-model")
-            engine = gr.Dropdown(["auto", "llama.cpp", "transformers"], value=services.settings.text_backend,
-                                 label="Engine", elem_id="text-engine",
-                                 info="auto: llama.cpp for GGUF files on CPU/Apple (faster), transformers otherwise")
-            max_new_tokens = gr.Slider(1, limits.max_new_tokens, value=min(256, limits.max_new_tokens), step=1,
-                                       label="Max new tokens")
-            temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature", info="0 = greedy, always the same")
-            top_p = gr.Slider(0.05, 1, value=0.9, step=0.01, label="Top-p")
-            top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k", info="0 = off")
-            min_p = gr.Slider(0, 1, value=0.0, step=0.01, label="Min-p", info="0 = off; e.g. 0.05")
-            repetition_penalty = gr.Slider(1, 2, value=1.1, step=0.01, label="Repetition penalty")
-            stop = gr.Textbox(label="Stop strings", placeholder="comma-separated; \\n for a newline")
-            seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="text-seed")
+def _chat_panel() -> SimpleNamespace:
+    ui = SimpleNamespace()
+    ui.chatbot = gr.Chatbot(label="Conversation (edit one of your messages to answer again from it)", height=420,
+                            elem_id="text-chat", editable="user", placeholder="Say hello, or pick a preset below.")
+    with gr.Row():
+        ui.message = gr.Textbox(label="Message", placeholder="Type a message and press Enter", lines=2, scale=5,
+                                elem_id="text-chat-input")
+        ui.send = gr.Button("Send", variant="primary", scale=1, elem_id="text-chat-send")
+    ui.tokens = gr.Markdown("", elem_id="text-chat-tokens")
+    with gr.Row():
+        ui.stop = gr.Button("Stop", variant="stop", size="sm")
+        ui.regenerate = gr.Button("Regenerate", size="sm")
+        ui.go_on = gr.Button("Continue", size="sm", elem_id="text-chat-continue")
+        ui.undo = gr.Button("Undo", size="sm")
+        ui.clear = gr.Button("Clear", size="sm")
+        ui.export = gr.Button("Export", size="sm", elem_id="text-chat-export")
+        ui.import_button = gr.UploadButton("Import", size="sm", file_types=[".json"], elem_id="text-chat-import")
+    ui.file = gr.File(label="Conversation (.json)", visible=False, interactive=False, elem_id="text-chat-file")
+    ui.system_prompt = gr.Textbox(label="System prompt (optional)", lines=2,
+                                  placeholder="You are a helpful creative writing partner.")
+    return ui
 
-    settings = [max_new_tokens, temperature, top_p, top_k, min_p, repetition_penalty, stop, seed, engine]
 
+def _completion_panel() -> SimpleNamespace:
+    ui = SimpleNamespace()
+    ui.prompt = gr.Textbox(label="Prompt", lines=8, elem_id="text-prompt",
+                           placeholder="Start a story, a poem, a list… the model continues it.")
+    ui.tokens = gr.Markdown("", elem_id="text-completion-tokens")
+    with gr.Row():
+        ui.generate = gr.Button("Generate", variant="primary", elem_id="text-generate")
+        ui.more = gr.Button("Continue", elem_id="text-continue")
+        ui.stop = gr.Button("Stop", variant="stop")
+    ui.output = gr.Textbox(label="Continuation", lines=10, elem_id="text-output", buttons=["copy"],
+                           interactive=False)
+    return ui
+
+
+def _settings_panel(services: Services) -> SimpleNamespace:
+    registry, limits = services.registry, services.settings.text_limits
+    ui = SimpleNamespace()
+    ui.model = gr.Dropdown(registry.names("text"), value=registry.default("text"), allow_custom_value=True,
+                           label="Model", info="A listed model, a hub id (e.g. gpt2) or a local folder / .gguf",
+                           elem_id="text-model")
+    ui.engine = gr.Dropdown(["auto", "llama.cpp", "transformers"], value=services.settings.text_backend,
+                            label="Engine", elem_id="text-engine",
+                            info="auto: llama.cpp for GGUF files on CPU/Apple (faster), transformers otherwise")
+    ui.max_new_tokens = gr.Slider(1, limits.max_new_tokens, value=min(256, limits.max_new_tokens), step=1,
+                                  label="Max new tokens")
+    ui.temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature", info="0 = greedy, always the same")
+    ui.top_p = gr.Slider(0.05, 1, value=0.9, step=0.01, label="Top-p")
+    ui.top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k", info="0 = off")
+    ui.min_p = gr.Slider(0, 1, value=0.0, step=0.01, label="Min-p", info="0 = off; e.g. 0.05")
+    ui.repetition_penalty = gr.Slider(1, 2, value=1.1, step=0.01, label="Repetition penalty")
+    ui.stop = gr.Textbox(label="Stop strings", placeholder="comma-separated; \\n for a newline")
+    ui.seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="text-seed")
+    # the generation settings every handler takes after its own inputs, in this order
+    ui.all = [ui.max_new_tokens, ui.temperature, ui.top_p, ui.top_k, ui.min_p, ui.repetition_penalty, ui.stop,
+              ui.seed, ui.engine]
+    return ui
+
+
+def _answer(services: Services, model_name, params: TextParams, engine_, request, progress):
+    """run_text for the page: (text so far, status line) as the model writes."""
+    for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
+                                engine_):
+        yield text, _status(stats)
+
+
+def _wire_completion(services: Services, ui: SimpleNamespace, side: SimpleNamespace, status) -> None:
     @friendly_errors
     @guarded(services, "text", generation=True)
     def complete(prompt_text, model_name, max_new, temp, top_p_, top_k_, min_p_, penalty, stops, seed_, engine_,
@@ -166,9 +174,7 @@ def build(services: Services) -> TabHandle:
         params = build_params(prompt_text, "completion", "", (), max_new, temp, top_p_, top_k_, penalty, stops, seed_,
                               min_p=min_p_)
         yield "", "Working… (the first request loads the model)"
-        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
-                                    engine_):
-            yield text, _status(stats)
+        yield from _answer(services, model_name, params, engine_, request, progress)
 
     @friendly_errors
     @guarded(services, "text", generation=True)
@@ -179,10 +185,16 @@ def build(services: Services) -> TabHandle:
             raise ValueError("continue: generate something first; Continue writes on from its end")
         params = build_params((prompt_text or "") + so_far, "completion", "", (), max_new, temp, top_p_, top_k_,
                               penalty, stops, seed_, min_p=min_p_)
-        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
-                                    engine_):
-            yield so_far + text, _status(stats)
+        for text, line in _answer(services, model_name, params, engine_, request, progress):
+            yield so_far + text, line
 
+    options = dict(api_visibility="private", concurrency_id="text", show_progress="minimal")
+    ui.generate.click(complete, [ui.prompt, side.model, *side.all], [ui.output, status],
+                      concurrency_limit=services.text_concurrency, **options)
+    ui.more.click(complete_more, [ui.prompt, ui.output, side.model, *side.all], [ui.output, status], **options)
+
+
+def _wire_chat(services: Services, ui: SimpleNamespace, side: SimpleNamespace, status) -> None:
     @friendly_errors
     @guarded(services, "text", generation=True)
     def chat(user_message, chat_history, system, model_name, max_new, temp, top_p_, top_k_, min_p_, penalty, stops,
@@ -192,9 +204,8 @@ def build(services: Services) -> TabHandle:
                               penalty, stops, seed_, min_p=min_p_)
         chat_history.append({"role": "user", "content": user_message})
         yield chat_history, "", "Working… (the first request loads the model)"
-        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
-                                    engine_):
-            yield chat_history + [{"role": "assistant", "content": text}], "", _status(stats)
+        for text, line in _answer(services, model_name, params, engine_, request, progress):
+            yield chat_history + [{"role": "assistant", "content": text}], "", line
 
     @friendly_errors
     @guarded(services, "text", generation=True)
@@ -205,10 +216,48 @@ def build(services: Services) -> TabHandle:
         params = build_params("", "chat", system, turns_of(chat_history), max_new, temp, top_p_, top_k_, penalty,
                               stops, seed_, min_p=min_p_, continue_last=True)
         start = turns_of(chat_history)[-1][1]
-        for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
-                                    engine_):
-            yield chat_history[:-1] + [{"role": "assistant", "content": start + text}], _status(stats)
+        for text, line in _answer(services, model_name, params, engine_, request, progress):
+            yield chat_history[:-1] + [{"role": "assistant", "content": start + text}], line
 
+    private = dict(api_visibility="private")
+    options = dict(private, concurrency_id="text", show_progress="minimal")
+    inputs = [ui.message, ui.chatbot, ui.system_prompt, side.model, *side.all]
+    outputs = [ui.chatbot, ui.message, status]
+    ui.send.click(chat, inputs, outputs, concurrency_limit=services.text_concurrency, **options)
+    ui.message.submit(chat, inputs, outputs, **options)
+    ui.regenerate.click(regenerate_last, [ui.chatbot], [ui.chatbot, ui.message], **private).then(
+        chat, inputs, outputs, concurrency_id="text", **private)
+    ui.go_on.click(chat_more, [ui.chatbot, ui.system_prompt, side.model, *side.all], [ui.chatbot, status], **options)
+    ui.chatbot.edit(edit_from, [ui.chatbot], [ui.chatbot, ui.message], **private).then(
+        chat, inputs, outputs, concurrency_id="text", **private)
+    ui.export.click(lambda h, s_, m: gr.File(export_chat(services.history.root / "exports" / "chats", h, s_, m),
+                                             visible=True),
+                    [ui.chatbot, ui.system_prompt, side.model], ui.file, **private)
+    ui.import_button.upload(friendly_errors(import_chat), ui.import_button, [ui.chatbot, ui.system_prompt], **private)
+    ui.undo.click(undo_last, [ui.chatbot], [ui.chatbot, ui.message], **private)
+    ui.clear.click(lambda: ([], ""), None, [ui.chatbot, status], **private)
+
+
+def regenerate_last(chat_history):
+    chat_history = list(chat_history or [])
+    while chat_history and chat_history[-1]["role"] == "assistant":
+        chat_history.pop()
+    if not chat_history:
+        raise gr.Error("Nothing to regenerate yet: send a message first.")
+    last = chat_history.pop()
+    return chat_history, content_text(last["content"])
+
+
+def undo_last(chat_history):
+    chat_history = list(chat_history or [])
+    while chat_history and chat_history[-1]["role"] == "assistant":
+        chat_history.pop()
+    last = chat_history.pop() if chat_history else None
+    return chat_history, content_text(last["content"]) if last else ""
+
+
+def _wire_counts(services: Services, chat: SimpleNamespace, completion: SimpleNamespace, side: SimpleNamespace):
+    """The live token count under each text box."""
     def count(kind, text, chat_history, system, model_name, max_new, engine_):
         try:
             if kind == "chat":
@@ -221,62 +270,45 @@ def build(services: Services) -> TabHandle:
             return ""
         return token_count(services, model_name, engine_, params, max_new)
 
-    def regenerate_last(chat_history):
-        chat_history = list(chat_history or [])
-        while chat_history and chat_history[-1]["role"] == "assistant":
-            chat_history.pop()
-        if not chat_history:
-            raise gr.Error("Nothing to regenerate yet: send a message first.")
-        last = chat_history.pop()
-        return chat_history, content_text(last["content"])
+    for kind, box, tokens in (("chat", chat.message, chat.tokens), ("completion", completion.prompt, completion.tokens)):
+        box.change(lambda t, h, s_, m, n, e, k=kind: count(k, t, h, s_, m, n, e),
+                   [box, chat.chatbot, chat.system_prompt, side.model, side.max_new_tokens, side.engine], tokens,
+                   api_visibility="private", queue=False, trigger_mode="always_last", show_progress="hidden")
 
-    def undo_last(chat_history):
-        chat_history = list(chat_history or [])
-        while chat_history and chat_history[-1]["role"] == "assistant":
-            chat_history.pop()
-        last = chat_history.pop() if chat_history else None
-        return chat_history, content_text(last["content"]) if last else ""
 
+def build(services: Services) -> TabHandle:
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3):
+            with gr.Tabs() as modes:
+                with gr.Tab("Chat", id="chat"):
+                    chat = _chat_panel()
+                with gr.Tab("Completion", id="completion"):
+                    completion = _completion_panel()
+            with gr.Row():
+                preset = gr.Dropdown(list(PRESETS), label="Preset", value=None, scale=3)
+                language = gr.Dropdown(list(LANGUAGES), label="Translate into", value="French", scale=2)
+                use_preset = gr.Button("Apply preset to the text box", scale=2)
+            status = gr.Markdown("", elem_id="text-status")
+        with gr.Column(scale=2):
+            side = _settings_panel(services)
+    _wire_completion(services, completion, side, status)
+    _wire_chat(services, chat, side, status)
+    _wire_counts(services, chat, completion, side)
     def stop_job(request: gr.Request):
         services.jobs.cancel(session_of(request), "text")
 
-    limit = services.settings.text_concurrency
-    generate.click(complete, [prompt, model, *settings], [output, status], api_visibility="private",
-                   concurrency_limit=limit, concurrency_id="text", show_progress="minimal")
-    more.click(complete_more, [prompt, output, model, *settings], [output, status], api_visibility="private",
-               concurrency_id="text", show_progress="minimal")
-    chat_inputs = [message, chatbot, system_prompt, model, *settings]
-    chat_outputs = [chatbot, message, status]
-    send.click(chat, chat_inputs, chat_outputs, api_visibility="private", concurrency_limit=limit, concurrency_id="text",
-               show_progress="minimal")
-    message.submit(chat, chat_inputs, chat_outputs, api_visibility="private", concurrency_id="text",
-                   show_progress="minimal")
-    regenerate.click(regenerate_last, [chatbot], [chatbot, message], api_visibility="private").then(
-        chat, chat_inputs, chat_outputs, api_visibility="private", concurrency_id="text")
-    go_on.click(chat_more, [chatbot, system_prompt, model, *settings], [chatbot, status], api_visibility="private",
-                concurrency_id="text", show_progress="minimal")
-    chatbot.edit(edit_from, [chatbot], [chatbot, message], api_visibility="private").then(
-        chat, chat_inputs, chat_outputs, api_visibility="private", concurrency_id="text")
-    export.click(lambda h, s_, m: gr.File(export_chat(services.history.root / "exports" / "chats", h, s_, m),
-                                          visible=True),
-                 [chatbot, system_prompt, model], chat_file, api_visibility="private")
-    import_button.upload(friendly_errors(import_chat), import_button, [chatbot, system_prompt],
-                         api_visibility="private")
-    for kind, box, tokens in (("chat", message, chat_tokens), ("completion", prompt, completion_tokens)):
-        box.change(lambda t, h, s_, m, n, e, k=kind: count(k, t, h, s_, m, n, e),
-                   [box, chatbot, system_prompt, model, max_new_tokens, engine], tokens, api_visibility="private",
-                   queue=False, trigger_mode="always_last", show_progress="hidden")
-    undo.click(undo_last, [chatbot], [chatbot, message], api_visibility="private")
-    clear.click(lambda: ([], ""), None, [chatbot, status], api_visibility="private")
-    for button in (stop_chat, stop_completion):
+    for button in (chat.stop, completion.stop):
         button.click(stop_job, None, None, api_visibility="private", queue=False)
-    use_preset.click(apply_preset, [preset, language, prompt], [prompt], api_visibility="private")
-    use_preset.click(apply_preset, [preset, language, message], [message], api_visibility="private")
+    for box in (completion.prompt, chat.message):
+        use_preset.click(apply_preset, [preset, language, box], [box], api_visibility="private")
+    return _restorer(chat, completion, side, modes)
 
 
-    fields = {"prompt": prompt, "system_prompt": system_prompt, "max_new_tokens": max_new_tokens,
-              "temperature": temperature, "top_p": top_p, "top_k": top_k, "min_p": min_p,
-              "repetition_penalty": repetition_penalty, "stop": stop, "seed": seed, "model": model, "backend": engine}
+def _restorer(chat: SimpleNamespace, completion: SimpleNamespace, side: SimpleNamespace, modes) -> TabHandle:
+    fields = {"prompt": completion.prompt, "system_prompt": chat.system_prompt, "max_new_tokens": side.max_new_tokens,
+              "temperature": side.temperature, "top_p": side.top_p, "top_k": side.top_k, "min_p": side.min_p,
+              "repetition_penalty": side.repetition_penalty, "stop": side.stop, "seed": side.seed,
+              "model": side.model, "backend": side.engine}
 
     def restore(params: dict) -> list:
         """Fill the settings from a History item and open Chat or Completion as it was made: a chat item
@@ -295,5 +327,5 @@ def build(services: Services) -> TabHandle:
             mode = "completion"
         return [*(values.get(k, gr.skip()) for k in fields), *chat_values, gr.Tabs(selected=mode)]
 
-    return TabHandle(restore_outputs=[*fields.values(), chatbot, message, modes], restore=restore,
-                     owner_controls=[model, engine])
+    return TabHandle(restore_outputs=[*fields.values(), chat.chatbot, chat.message, modes], restore=restore,
+                     owner_controls=[side.model, side.engine])
