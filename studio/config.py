@@ -22,7 +22,7 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("GENAI_STUDIO_CACHE", Path.home() / ".cache" / "genai-studio"))
 
 
-RAY_TIERS = ("image", "text")  # model families that can run on Ray Serve; GAN and VAE run in the studio
+RAY_TIERS = ("image", "text", "latent")  # model families that can run on Ray Serve (latent: GAN and VAE)
 TIER_SIZING = ("min_replicas", "max_replicas", "target_ongoing_requests", "max_ongoing_requests", "replica_cpus",
                "replica_gpus", "upscale_delay_s", "downscale_delay_s")
 
@@ -41,7 +41,7 @@ class RaySettings:
     replica_gpus: float = 0.0  # GPU share per replica: 0.5 = two replicas on one GPU
     upscale_delay_s: float = 2.0
     downscale_delay_s: float = 30.0
-    tiers: tuple[str, ...] = ("image", "text")  # the model families that run on Ray (the rest in the studio)
+    tiers: tuple[str, ...] = RAY_TIERS  # the model families that run on Ray (the rest in the studio)
     # per-family sizing ([ray.text] / [ray.image] tables): (family, ((field, value), …)), over the values above
     tier_sizes: tuple[tuple[str, tuple[tuple[str, object], ...]], ...] = ()
 
@@ -50,7 +50,7 @@ class RaySettings:
         return bool(self.address)
 
     def runs(self, tier: str) -> bool:
-        """Whether `tier`'s models (image, text) run on Ray."""
+        """Whether `tier`'s models (image, text, latent = GAN and VAE) run on Ray."""
         return self.enabled and tier in self.tiers
 
     def for_tier(self, tier: str) -> RaySettings:

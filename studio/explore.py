@@ -79,6 +79,8 @@ def latent_model(services, name: str, kind: str, look: DiffusionLook | None = No
 
 
 def _cached(services, modality: str, name: str, make, pipe):
+    if getattr(pipe, "remote", False):
+        return pipe.latent_model  # the model tier's: answered by a replica
     # the adapter lives on the pipeline object, so it goes when the model cache drops the model
     adapter = getattr(pipe, "_latent_model", None)
     if adapter is None:

@@ -40,7 +40,8 @@ import threading
 import time
 
 NAMESPACE = "genai-studio"
-TIERS = {"image": ("studio-image", "ImageTier"), "text": ("studio-text", "TextTier")}  # family: (app, deployment)
+TIERS = {"image": ("studio-image", "ImageTier"), "text": ("studio-text", "TextTier"),
+         "latent": ("studio-latent", "LatentTier")}  # family: (Serve app, deployment)
 APP, DEPLOYMENT = TIERS["image"]
 KV_PREFIX = "studio-replica/"  # each replica publishes where it runs and what it holds (Models tab)
 STOP_PREFIX = "studio-stop/"  # a text request's stop word, read by the replica writing it
@@ -249,6 +250,161 @@ class TextTier(_Replica):
                 pass
 
 
+def _plain(value) -> bool:
+    """Numbers, names, devices and dataclasses of those: safe and small to send as they are."""
+    import dataclasses
+
+    import torch
+
+    if value is None or isinstance(value, (bool, int, float, str, torch.device, torch.dtype)):
+        return True
+    if isinstance(value, (tuple, list)):
+        return len(value) <= 64 and all(_plain(v) for v in value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return all(_plain(getattr(value, f.name)) for f in dataclasses.fields(value))
+    return False
+
+
+def _snapshot(obj) -> dict:
+    """The plain attributes of `obj` and the names of its public methods: what the UI tier's stand-in
+    answers without a call."""
+    import inspect
+
+    values, methods = {}, []
+    for name in sorted(set(dir(type(obj))) | set(vars(obj))):
+        if name.startswith("_"):
+            continue
+        static = inspect.getattr_static(obj, name, None)
+        if callable(static) and not isinstance(static, property):
+            methods.append(name)
+            continue
+        try:
+            value = getattr(obj, name)
+        except Exception:  # noqa: BLE001 - a property that cannot answer here: left out
+            continue
+        if callable(value):
+            methods.append(name)
+        elif _plain(value):
+            values[name] = value
+    return {"values": values, "methods": methods}
+
+
+class LatentTier(_Replica):
+    """One GAN and VAE replica: the same pipelines and latent-space adapters as in-process. Every request
+    runs on its own thread, and every picture the pipelines render (a GAN's `render`, a VAE's `decode`)
+    goes through Serve's `@serve.batch`: pictures that concurrent requests ask of the same model within
+    a few milliseconds are rendered as one batch."""
+
+    tier = "latent"
+
+    def __init__(self, settings) -> None:
+        from ray import serve
+
+        from concurrent.futures import ThreadPoolExecutor
+
+        super().__init__(settings)
+        self.batch_sizes: list[int] = []  # latents per batched render, for the Models tab and the tests
+        # a thread per request in flight (each may wait on the batcher), and one that renders the batches
+        self._requests = ThreadPoolExecutor(settings.ray.for_tier("latent").max_ongoing_requests + 2, "latent-request")
+        self._renderer = ThreadPoolExecutor(1, "latent-render")
+        self._render_batch = serve.batch(max_batch_size=64, batch_wait_timeout_s=0.004)(self._render_many)
+        self._loop = None
+
+    def _pipe(self, kind: str, spec):
+        self._register(spec)
+        pipe = self.services.gan_pipeline(spec.name) if kind == "gan" else self.services.vae_pipeline(spec.name)
+        if not getattr(pipe, "_batched", False):
+            # the pipeline renders through the batcher; everything else it computes stays its own code
+            owner = pipe if kind == "gan" else pipe.model
+            method = "render" if kind == "gan" else "decode"
+            plain = getattr(owner, method)
+            setattr(owner, method, lambda latents, batch=64, _plain=plain, _key=(kind, spec.name):
+                    self._render_from_thread(_key, _plain, latents))
+            pipe._batched = True
+        return pipe
+
+    def _adapter(self, kind: str, spec):
+        from pipelines.gan import GANLatentModel
+        from pipelines.vae import VAELatentModel
+
+        pipe = self._pipe(kind, spec)
+        if getattr(pipe, "_latent_model", None) is None:
+            pipe._latent_model = GANLatentModel(pipe) if kind == "gan" else VAELatentModel(pipe)
+        return pipe._latent_model
+
+    def _render_from_thread(self, key, plain, latents):
+        """Called on a request's thread: hand the latents to the batcher on the replica's event loop."""
+        images = asyncio.run_coroutine_threadsafe(self._render_batch((key, plain, latents)), self._loop).result()
+        if isinstance(images, BaseException):
+            raise images
+        return images
+
+    async def _render_many(self, jobs: list) -> list:
+        """@serve.batch: concatenate the latents of jobs for the same model (and latent shape), render
+        each group once on a thread, and split the pictures back."""
+        import torch
+
+        groups: dict = {}
+        for i, (key, plain, latents) in enumerate(jobs):
+            groups.setdefault((key, tuple(latents.shape[1:]), latents.dtype), (plain, []))[1].append(i)
+        answers: list = [None] * len(jobs)
+        for plain, members in groups.values():
+            latents = torch.cat([jobs[i][2] for i in members])
+            self.batch_sizes.append(int(latents.shape[0]))
+            try:
+                images = await asyncio.get_running_loop().run_in_executor(self._renderer, plain, latents)
+            except Exception as exc:  # noqa: BLE001 - each caller gets the error
+                images, failure = None, exc
+            start = 0
+            for i in members:
+                n = jobs[i][2].shape[0]
+                answers[i] = images[start:start + n] if images is not None else failure
+                start += n
+        return answers
+
+    def describe(self, kind: str, spec) -> dict:
+        pipe = self._pipe(kind, spec)
+        adapter = self._adapter(kind, spec)
+        self._publish()
+        return {"pipe": _snapshot(pipe), "model": _snapshot(pipe.model), "pid": os.getpid(),
+                "adapter": {"name": adapter.name, "kind": adapter.kind, "z_shape": tuple(adapter.z_shape),
+                            "direction_methods": tuple(adapter.direction_methods), "can_encode": adapter.can_encode}}
+
+    async def call(self, kind: str, spec, target: str, method: str, args: tuple, kwargs: dict):
+        """`method(*args, **kwargs)` of the pipeline ("pipe"), its model ("model") or its latent-space adapter
+        ("adapter"), on a thread of its own; pictures it renders are batched with other requests'."""
+        if method.startswith("_") and method != "__call__":
+            raise ValueError(f"{method} is not a public method")
+        self._loop = asyncio.get_running_loop()
+
+        def work():
+            pipe = self._pipe(kind, spec)
+            owner = {"pipe": pipe, "model": pipe.model, "adapter": self._adapter(kind, spec)}[target]
+            return getattr(owner, method)(*args, **kwargs)
+
+        answer = await asyncio.get_running_loop().run_in_executor(self._requests, work)
+        self._publish()
+        return answer
+
+    def _publish(self) -> None:
+        super()._publish()
+        try:
+            import json
+
+            from ray.experimental import internal_kv
+
+            key = KV_PREFIX + self._replica_id()
+            raw = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
+            if raw:
+                info = json.loads(raw)
+                loaded = [f"{m} {k}" for m in ("gan", "vae") for _, k in self.services.cache.loaded(m)]
+                sizes = getattr(self, "batch_sizes", [])
+                info.update(models=loaded, renders=len(sizes), largest_batch=max(sizes, default=0))
+                internal_kv._internal_kv_put(key, json.dumps(info), overwrite=True, namespace=NAMESPACE)
+        except Exception:  # noqa: BLE001 - the report is a courtesy
+            pass
+
+
 def deployment(settings, tier: str = "image"):
     """The Serve deployment of `tier` (image or text), sized from the settings' [ray] table and its own
     [ray.<tier>] table."""
@@ -256,7 +412,8 @@ def deployment(settings, tier: str = "image"):
 
     r = settings.ray.for_tier(tier)
     return serve.deployment(
-        {"image": ImageTier, "text": TextTier}[tier], name=TIERS[tier][1], max_ongoing_requests=r.max_ongoing_requests,
+        {"image": ImageTier, "text": TextTier, "latent": LatentTier}[tier], name=TIERS[tier][1],
+        max_ongoing_requests=r.max_ongoing_requests,
         autoscaling_config={"min_replicas": r.min_replicas, "max_replicas": r.max_replicas,
                             "target_ongoing_requests": r.target_ongoing_requests,
                             "upscale_delay_s": r.upscale_delay_s, "downscale_delay_s": r.downscale_delay_s},
@@ -329,6 +486,7 @@ def _connect(settings) -> tuple[dict, dict]:
                  namespace=NAMESPACE)
     else:
         ray.init(address=r.address, log_to_driver=False, namespace=NAMESPACE)
+    settings, note = _fit(settings, float(ray.cluster_resources().get("CPU", 0)), r.address == "local")
     handles, deployed = {}, []
     for tier in r.tiers:
         app_name = TIERS[tier][0]
@@ -337,7 +495,29 @@ def _connect(settings) -> tuple[dict, dict]:
         except Exception:  # noqa: BLE001 - Serve raises several kinds for "no such app"
             handles[tier] = serve.run(deployment(settings, tier).bind(settings), name=app_name, route_prefix=None)
             deployed.append(tier)
-    return handles, {"address": r.address, "deployed": deployed, "nodes": len(ray.nodes())}
+    return handles, {"address": r.address, "deployed": deployed, "nodes": len(ray.nodes()), "note": note}
+
+
+def _fit(settings, cpus: float, local: bool):
+    """Settings whose minimum replicas fit in `cpus`: a local Ray shares its CPUs among the families' replicas
+    (said in the note); a cluster too small for them is a plain error rather than replicas that never start."""
+    import dataclasses
+    import math
+
+    r = settings.ray
+    need = sum(r.for_tier(t).min_replicas * r.for_tier(t).replica_cpus for t in r.tiers)
+    if need <= cpus + 1e-9:
+        return settings, ""
+    if not local:
+        raise ValueError(f"the model tier's smallest size needs {need:g} CPUs (min_replicas × replica_cpus over "
+                         f"{', '.join(r.tiers)}) but the cluster has {cpus:g}: lower them in [ray] or add nodes")
+    factor = cpus / need
+    sizes = dict(r.tier_sizes)
+    fitted = tuple((t, tuple(sorted({**dict(sizes.get(t, ())), "replica_cpus": math.floor(
+        r.for_tier(t).replica_cpus * factor * 1000) / 1000}.items()))) for t in r.tiers)
+    settings = dataclasses.replace(settings, ray=dataclasses.replace(r, tier_sizes=fitted))
+    shares = ", ".join(f"{t} {settings.ray.for_tier(t).replica_cpus:g}" for t in r.tiers)
+    return settings, f"{cpus:g} CPUs for {need:g} CPUs of replicas: each replica's share is scaled to fit ({shares})"
 
 
 def _lost(exc: BaseException) -> bool:
@@ -471,6 +651,8 @@ def bridge_main() -> int:
         send(("error", rid, "cancelled", "stopped"))
 
     def call(rid: int, tier: str, method: str, args: tuple) -> None:
+        from ray.exceptions import RayTaskError
+
         for attempt in range(2):
             try:
                 send(("done", rid, getattr(handles[tier], method).remote(*args).result(timeout_s=600)))
@@ -478,14 +660,13 @@ def bridge_main() -> int:
             except Exception as exc:  # noqa: BLE001 - sorted as for a stream
                 if _lost(exc) and attempt == 0:
                     continue
-                if exc.__class__.__name__ in ("ModelNotAvailable", "ValueError") or isinstance(exc, ValueError):
-                    send(("error", rid, "value", str(exc)))
+                if isinstance(exc, RayTaskError):  # the replica's own error: the same words as in-process
+                    _, kind, text = _failure(exc.cause)
+                    send(("error", rid, kind, text))
+                elif _lost(exc):
+                    send(("error", rid, "lost", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))
                 else:
-                    cause = getattr(exc, "cause", None)
-                    kind = "model" if type(cause).__name__ == "ModelNotAvailable" else \
-                        "value" if isinstance(cause, ValueError) else "unreachable"
-                    text = str(cause) if cause is not None else f"{type(exc).__name__}: {exc}"
-                    send(("error", rid, kind, text.splitlines()[0][:500]))
+                    send(("error", rid, "unreachable", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))
                 return
 
     def status(rid: int) -> None:

@@ -25,10 +25,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from pipelines.image import GenerationCancelled, ImageOutput, ImageParams
+from pipelines.latent import LatentModel
 from pipelines.registry import ModelNotAvailable
 from studio.ray_tier import TIERS  # names only: that module imports Ray inside its functions
 
 STALL_S = 30.0
+FAMILY_NAMES = {"image": "image", "text": "text", "latent": "GAN/VAE"}
+
+
+def family_words(tiers) -> str:
+    """("image", "latent") → "image and GAN/VAE models"."""
+    names = [FAMILY_NAMES[t] for t in tiers]
+    return (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]) + " models"
 START_S = {"local": 180.0}  # starting a local Ray and the deployment; joining a cluster: JOIN_S
 JOIN_S = 60.0
 
@@ -59,8 +67,8 @@ class RayBridge:
 
     @property
     def families(self) -> str:
-        """"image models", "image and text models": what runs on the tier, in words."""
-        return " and ".join(self.settings.ray.tiers) + " models"
+        """"image models", "image, text and GAN/VAE models": what runs on the tier, in words."""
+        return family_words(self.settings.ray.tiers)
 
     # -- the process ---------------------------------------------------------------------------------
     def start(self) -> dict:
@@ -90,7 +98,8 @@ class RayBridge:
             self._beat = time.monotonic()
             threading.Thread(target=self._read, args=(process,), daemon=True).start()
             apps = ", ".join(f"'{TIERS[t][0]}'" for t in self.settings.ray.tiers)
-            self.log(f"Model tier: {self.families} on {self.where} (Ray Serve apps {apps})")
+            self.log(f"Model tier: {self.families} on {self.where} (Ray Serve apps {apps})"
+                     + (f"; {self.info['note']}" if self.info.get("note") else ""))
             return self.info
 
     def _drain(self, process) -> None:
@@ -343,3 +352,76 @@ class RemoteTextPipeline:
             if callback is not None:
                 callback(piece)
         return TextOutput(**stats)
+
+
+class _RemoteMethods:
+    """Plain attributes as the replica reported them; public methods called on the replica."""
+
+    remote = True
+
+    def __init__(self, bridge: RayBridge, kind: str, spec, target: str, snapshot: dict) -> None:
+        self._call = (bridge, kind, spec, target)
+        self._methods = set(snapshot["methods"])
+        self.__dict__.update(snapshot["values"])
+
+    def _forward(self, method: str, *args, **kwargs):
+        bridge, kind, spec, target = self._call
+        return bridge.request("call", "latent", "call", (kind, spec, target, method, args, kwargs))
+
+    def __getattr__(self, name: str):
+        if name.startswith("_") or name not in self.__dict__.get("_methods", ()):
+            raise AttributeError(name)
+        def forward(*args, **kwargs):
+            return self._forward(name, *args, **kwargs)
+
+        forward.remote = True  # the lanes run it in the caller's thread: it only waits for a replica
+        return forward
+
+
+class RemoteLatentPipeline(_RemoteMethods):
+    """A GAN or VAE pipeline on the model tier: the same methods and attributes as `GANPipeline` /
+    `VAEPipeline` (its `model` too), each call answered by a replica."""
+
+    def __init__(self, bridge: RayBridge, kind: str, spec) -> None:
+        info = bridge.request("call", "latent", "describe", (kind, spec))
+        super().__init__(bridge, kind, spec, "pipe", info["pipe"])
+        self.model = _RemoteMethods(bridge, kind, spec, "model", info["model"])
+        self.latent_model = RemoteLatentModel(bridge, kind, spec, info["adapter"])
+
+    def __call__(self, *args, **kwargs):
+        return self._forward("__call__", *args, **kwargs)
+
+
+class RemoteLatentModel(LatentModel):
+    """The latent-space contract (`pipelines.latent.LatentModel`) of a GAN or VAE on the model tier: the
+    workbench's renders, encodes and directions are answered by a replica, renders batched there."""
+
+    remote = True
+
+    def __init__(self, bridge: RayBridge, kind: str, spec, info: dict) -> None:
+        self._call = (bridge, kind, spec)
+        self.kind, self.name, self._z_shape = info["kind"], info["name"], tuple(info["z_shape"])
+        self.direction_methods, self.can_encode = tuple(info["direction_methods"]), info["can_encode"]
+
+    @property
+    def z_shape(self) -> tuple[int, ...]:
+        return self._z_shape
+
+    def _forward(self, method: str, *args, **kwargs):
+        bridge, kind, spec = self._call
+        return bridge.request("call", "latent", "call", (kind, spec, "adapter", method, args, kwargs))
+
+    def point_for_seed(self, seed: int, **condition):
+        return self._forward("point_for_seed", seed, **condition)
+
+    def prior(self, n: int, seed: int, **condition):
+        return self._forward("prior", n, seed, **condition)
+
+    def render(self, points, *, preview: bool = False):
+        return self._forward("render", [self.check(p) for p in points], preview=preview)
+
+    def encode(self, images, **options):
+        return self._forward("encode", images, **options)
+
+    def directions(self, method: str, k: int = 8, origin=None, **options):
+        return self._forward("directions", method, k, origin, **options)

@@ -195,6 +195,8 @@ class Services:
     def gan_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> GANPipeline:
         """The cached GAN pipeline for `model` (a registry name, or a .safetensors file / folder)."""
         spec = self.registry.lookup(model or self.registry.default("gan"), "gan")
+        if self.settings.ray.runs("latent"):
+            return self._remote_latent("gan", spec)
 
         def load() -> GANPipeline:
             resolved = self.registry.resolve(spec, log)
@@ -283,8 +285,23 @@ class Services:
     def vae_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> VAEPipeline:
         """The cached VAE pipeline for `model` (registry name, our VAE folder, or a diffusers VAE)."""
         spec = self.registry.lookup(model or self.registry.default("vae"), "vae")
+        if self.settings.ray.runs("latent"):
+            return self._remote_latent("vae", spec)
 
         def load() -> VAEPipeline:
             return VAEPipeline(load_vae(self.registry.resolve(spec, log), self.placement, offline=self.settings.offline))
 
         return self.cache.get("vae", spec.name, lambda: self.lanes.run("model", load))
+
+    def _remote_latent(self, kind: str, spec: ModelSpec):
+        """The stand-in for a GAN or VAE pipeline on the Ray model tier."""
+        from studio.remote import RemoteLatentPipeline
+
+        return self.cache.get(kind, f"{spec.name} [ray]", lambda: RemoteLatentPipeline(self.ray_bridge, kind, spec))
+
+    @property
+    def latent_concurrency(self) -> int:
+        """GAN and VAE requests the UI tier runs at once: one in-process (the model thread); with the Ray
+        model tier, as many as its replicas take."""
+        r = self.settings.ray.for_tier("latent")
+        return r.max_replicas * r.max_ongoing_requests if r.runs("latent") else 1

@@ -46,6 +46,13 @@ def kind_of(services, model: str, kind: str) -> str:
     return KINDS[spec.modality]
 
 
+def latent_options(services) -> dict:
+    """GAN and VAE endpoints: one at a time on the model thread in-process; with the Ray model tier, as many
+    as its replicas take (their own concurrency group)."""
+    remote = services.settings.ray.runs("latent")
+    return dict(concurrency_limit=services.latent_concurrency, concurrency_id="latent" if remote else "model")
+
+
 def endpoints(services) -> list[tuple[str, object, dict]]:
     tools = _tools(services)
     return [endpoint for group in (_gan_endpoints, _vae_endpoints, _explore_path_endpoints, _explore_space_endpoints)
@@ -173,7 +180,7 @@ def _gan_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
                                "ease": params.ease, "loop": params.loop, "fps": params.fps}, request, m)
         return {"frames": params.frames, "history_id": item_id, "model": m.name}, files(paths)
 
-    options = dict(concurrency_limit=1, concurrency_id="model")
+    options = latent_options(services)
     return [("gan_sample", gan_sample, options), ("gan_interpolate", gan_interpolate, options)]
 
 
@@ -311,7 +318,7 @@ def _vae_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
         return train_vae_model(services, name, source, bool(images_zip), size, channels, latent_size, epochs,
                                user_of(request))
 
-    options = dict(concurrency_limit=1, concurrency_id="model")
+    options = latent_options(services)
     return [("vae_interpolate", vae_interpolate, options), ("vae_map", vae_map, options),
             ("vae_reconstruct", vae_reconstruct, options), ("vae_sample", vae_sample, options),
             ("vae_train", vae_train, dict(concurrency_limit=1, concurrency_id="vae-train"))]

@@ -9,6 +9,7 @@ import gradio as gr
 
 from pipelines.device import physical_cores
 from pipelines.packages import PACKAGES
+from studio.remote import FAMILY_NAMES, family_words
 from studio.services import Services
 from studio.tabs.common import friendly_errors, guarded
 
@@ -98,11 +99,13 @@ def tier_text(services: Services) -> str:
         report, failure = {}, f"Not reachable right now: {exc}"
     else:
         failure = ""
-    parts = [f"**The model tier runs on Ray Serve** ({services.ray_bridge.where}); "
-             f"{', '.join(sorted(set(('image', 'text', 'gan', 'vae')) - set(ray.tiers)))} models run in this process."]
+    here = [t for t in FAMILY_NAMES if t not in ray.tiers]
+    parts = [f"**The model tier runs on Ray Serve** ({services.ray_bridge.where})"
+             + (f"; {family_words(here)} run in this process." if here else ".")]
     for tier in ray.tiers:
         r = ray.for_tier(tier)
-        head = (f"**{tier.capitalize()} models**: autoscaling {r.min_replicas}–{r.max_replicas} replicas, about "
+        words = family_words([tier])
+        head = (f"**{words[0].upper() + words[1:]}**: autoscaling {r.min_replicas}–{r.max_replicas} replicas, about "
                 f"{r.target_ongoing_requests:g} request(s) in flight each, {r.replica_cpus:g} CPU and "
                 f"{r.replica_gpus:g} GPU per replica.")
         if tier not in report:
@@ -111,10 +114,13 @@ def tier_text(services: Services) -> str:
         found = report[tier]
         states = ", ".join(f"{n} {state.lower()}" for state, n in sorted(found["replicas"].items())) or "none yet"
         lines = [f"- replica {p['id']}: process {p['pid']} on {p['node']} ({p['device']}) — "
-                 + (", ".join(p["models"]) or "no model loaded yet") for p in found["published"]]
+                 + (", ".join(p["models"]) or "no model loaded yet")
+                 + (f"; {p['renders']} batched renders, the largest of {p['largest_batch']} pictures"
+                    if p.get("renders") else "") for p in found["published"]]
         parts.append(f"{head} Status {found['status'].split('.')[-1].lower()}; replicas: {states}.\n"
                      + "\n".join(lines))
-    return "\n\n".join(parts + ([failure] if failure else []))
+    note = services.ray_bridge.info.get("note", "")
+    return "\n\n".join(parts + [line for line in (note, failure) if line])
 
 
 def build(services: Services):
