@@ -1,12 +1,15 @@
 """The Ray Serve model tier, measured: the hop's cost per request, 1 vs 2 replicas, and many users at once.
 
-    python benchmarks/scale.py [--reps 7] [--users 20] [--rounds 3] [--parts hop,text,replicas,load]
+    python benchmarks/scale.py [--reps 7] [--users 20] [--rounds 3] [--parts hop,text,gan,replicas,load]
 
 - hop: the embedded emoji model (4 × 64², 20 steps and 1 × 64², 4 steps) through `RemoteImagePipeline`
   (UI tier → bridge process → Serve handle → replica) vs the same call in-process, alternating, in one
   run; the replica and the in-process call both use one torch thread, so the difference is the hop.
 - text: the embedded chat model (llama.cpp, one thread both sides) streamed through `RemoteTextPipeline`
   vs in-process, alternating: time to the first piece, tokens per second, whole-answer time.
+- gan: the embedded GAN (a 4×4 grid, 16 faces) through `RemoteLatentPipeline` vs in-process, one torch
+  thread each, alternating; then 16 concurrent grid requests to one replica, with Serve's batching
+  (`@serve.batch` joins their renders) vs the same 16 one after another in-process.
 - replicas: images per second for 8 concurrent requests with 1 replica vs 2 (min = max).
 - load: `--users` gradio_client users at once against a launched `studio launch --ray` (2 replicas) and
   against a plain `studio launch`, each user making `--rounds` requests that cycle through the tabs
@@ -107,6 +110,62 @@ def part_hop(report, reps: int) -> None:
         services.ray_bridge.close()
 
 
+def part_gan(report, reps: int) -> None:
+    import torch
+
+    from pipelines.gan import GANParams
+    from studio.config import RaySettings, Settings
+    from studio.services import Services
+
+    torch.set_num_threads(1)  # as a replica with 1 CPU
+    outputs = Path(tempfile.mkdtemp(prefix="scale-"))
+    ray = RaySettings(address="local", min_replicas=1, max_replicas=1, max_ongoing_requests=16, tiers=("latent",))
+    services = Services.create(replace(Settings(), outputs=outputs, device="cpu", ray=ray))
+    here = Services.create(replace(Settings(), outputs=outputs / "here", device="cpu"))
+    try:
+        remote, local = services.gan_pipeline(""), here.gan_pipeline("")
+        report.line("")
+        report.line(f"GAN through Ray vs in-process, {local.model.name}, 4×4 grid, one torch thread each; median of "
+                    f"{max(reps, 15)}")
+        ray_s, local_s = [], []
+        for rep in range(max(reps, 15) + 1):
+            params = GANParams(seed=rep, grid=4)
+            start = time.perf_counter()
+            remote(params)
+            r = time.perf_counter() - start
+            start = time.perf_counter()
+            local(params)
+            t = time.perf_counter() - start
+            if rep:
+                ray_s.append(r)
+                local_s.append(t)
+        r, t = statistics.median(ray_s), statistics.median(local_s)
+        report.line(f"  ray {1000 * r:.1f} ms, in-process {1000 * t:.1f} ms: overhead {1000 * (r - t):+.1f} ms "
+                    f"(in-process / ray {t / r:.3f})")
+        for label, run in (("16 concurrent requests, ray (batched)", lambda ps: _concurrently(remote, ps)),
+                           ("16 requests one by one, in-process", lambda ps: [local(p) for p in ps])):
+            rates = []
+            for rep in range(3):
+                batch = [GANParams(seed=1000 * rep + 16 * i, grid=4) for i in range(16)]
+                start = time.perf_counter()
+                run(batch)
+                rates.append(16 * 16 / (time.perf_counter() - start))
+            report.line(f"  {label}: {statistics.median(rates):.0f} faces/s")
+        (published,) = services.ray_bridge.status()["latent"]["published"]
+        report.line(f"  the replica rendered {published['renders']} batches, the largest of "
+                    f"{published['largest_batch']} faces")
+    finally:
+        services.ray_bridge.close()
+
+
+def _concurrently(fn, inputs: list) -> None:
+    threads = [threading.Thread(target=fn, args=(x,)) for x in inputs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
 def part_replicas(report, reps: int) -> None:
     from pipelines.image import ImageParams
 
@@ -158,11 +217,13 @@ def part_load(report, users: int, rounds: int) -> None:
 
         outputs = Path(tempfile.mkdtemp(prefix="scale-load-"))
         config = outputs / "studio.toml"
-        # 2 image replicas of 0.75 CPU and 1 text replica of 0.5: the 2 CPUs of this machine
+        # 2 image replicas of 0.6 CPU, 1 text replica of 0.5 and 1 GAN/VAE replica of 0.25: this machine's 2 CPUs
         config.write_text("[ray]\nmin_replicas = 2\nmax_replicas = 2\nmax_ongoing_requests = 1\n"
-                          "[ray.image]\nreplica_cpus = 0.75\n"
+                          "[ray.image]\nreplica_cpus = 0.6\n"
                           "[ray.text]\nmin_replicas = 1\nmax_replicas = 1\nreplica_cpus = 0.5\n"
-                          "max_ongoing_requests = 4\n")
+                          "max_ongoing_requests = 4\n"
+                          "[ray.latent]\nmin_replicas = 1\nmax_replicas = 1\nreplica_cpus = 0.25\n"
+                          "max_ongoing_requests = 8\n")
         port = free_port()
         process = subprocess.Popen([sys.executable, "-m", "studio", "launch", "--port", str(port), "--outputs",
                                     str(outputs), "--config", str(config), *extra],
@@ -228,7 +289,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=7)
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--parts", default="hop,text,replicas,load")
+    parser.add_argument("--parts", default="hop,text,gan,replicas,load")
     args = parser.parse_args()
     from benchmarks.common import Report
 
@@ -238,6 +299,8 @@ def main() -> None:
         part_hop(report, args.reps)
     if "text" in parts:
         part_text(report, args.reps)
+    if "gan" in parts:
+        part_gan(report, args.reps)
     if "replicas" in parts:
         part_replicas(report, args.reps)
     if "load" in parts:

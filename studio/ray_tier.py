@@ -1,12 +1,13 @@
-"""The model tier on Ray Serve: image and text models in Serve replicas, reached through a bridge process.
+"""The model tier on Ray Serve: image, text, GAN and VAE models in Serve replicas, reached through a bridge
+process.
 
     browser ─ Gradio UI tier (one process: pages, logins, quotas, History, queue)
                  │ pickle frames over a pipe (studio/remote.py)
               bridge process (the Ray driver: Serve handles, retries)
                  │ Serve handles
-              Ray Serve apps "studio-image" (ImageTier) and "studio-text" (TextTier): replicas (autoscaled,
-              CPU/GPU shares per family), each with its own model cache and the same loading and generation
-              code as the single-process studio
+              Ray Serve apps "studio-image" (ImageTier), "studio-text" (TextTier) and "studio-latent"
+              (LatentTier: GAN and VAE): replicas (autoscaled, CPU/GPU shares per family), each with its own
+              model cache and the same loading and generation code as the single-process studio
 
 Why a bridge process: a Ray driver whose cluster goes away blocks in Ray calls (measured here: a
 `ray.get` after the head stopped never returned), so the UI tier never embeds Ray itself. When the
@@ -28,7 +29,9 @@ ModelNotAvailable, GenerationCancelled). A request whose replica dies is retried
 are fixed before it is sent, so the pictures and texts are the same; text already shown is not sent
 twice). Stop reaches the replica doing the work: a picture's stream is cancelled (the replica sets the
 pipeline's cancel event); a text's stop word goes through Ray's key-value store, which the replica reads
-while it writes, so the answer ends as in-process — the text so far, "ended by cancelled".
+while it writes, so the answer ends as in-process — the text so far, "ended by cancelled". GAN and VAE
+work is a plain call of a pipeline's (or its latent-space adapter's) method; the pictures it renders go
+through Serve's `@serve.batch`, so concurrent requests for one model share a batch.
 """
 
 from __future__ import annotations
@@ -298,9 +301,9 @@ class LatentTier(_Replica):
     tier = "latent"
 
     def __init__(self, settings) -> None:
-        from ray import serve
-
         from concurrent.futures import ThreadPoolExecutor
+
+        from ray import serve
 
         super().__init__(settings)
         self.batch_sizes: list[int] = []  # latents per batched render, for the Models tab and the tests
@@ -406,7 +409,7 @@ class LatentTier(_Replica):
 
 
 def deployment(settings, tier: str = "image"):
-    """The Serve deployment of `tier` (image or text), sized from the settings' [ray] table and its own
+    """The Serve deployment of `tier` (image, text or latent), sized from the settings' [ray] table and its own
     [ray.<tier>] table."""
     from ray import serve
 
@@ -423,7 +426,7 @@ def deployment(settings, tier: str = "image"):
 
 def build_app(args: dict):
     """Serve application builder (`serve deploy studio/ray_serve.yaml`): args name the family ("tier":
-    image or text) and may name a settings file ("config")."""
+    image, text or latent) and may name a settings file ("config")."""
     from studio.config import load_settings
 
     tier = args.get("tier", "image")

@@ -93,11 +93,26 @@ def test_ray_settings_per_family_tables_and_their_errors(tmp_path):
     assert (text.replica_gpus, text.max_replicas, text.replica_cpus) == (0.5, 4, 1.0)
     assert (image.replica_gpus, image.max_replicas) == (0.0, 2)
     config.write_text('[ray]\ntiers = ["gan"]\n')
-    with pytest.raises(ValueError, match="ray tiers must name one or more of image, text, got gan"):
+    with pytest.raises(ValueError, match="ray tiers must name one or more of image, text, latent, got gan"):
         load_settings(config)
     config.write_text("[ray.text]\nmax_replicas = 0\n")
     with pytest.raises(ValueError, match="need 1 ≤ min_replicas ≤ max_replicas ≤ 1024, got 1 and 0"):
         load_settings(config)
+
+
+def test_a_local_ray_shares_its_cpus_among_the_families_and_a_small_cluster_is_a_plain_error():
+    from studio.config import RaySettings, Settings
+    from studio.ray_tier import _fit
+
+    settings = Settings(ray=RaySettings(address="local", tier_sizes=(("text", (("min_replicas", 2),)),)))
+    assert _fit(settings, 8.0, local=True) == (settings, "")  # 4 replicas of 1 CPU fit in 8
+    fitted, note = _fit(settings, 2.0, local=True)
+    shares = {t: fitted.ray.for_tier(t).replica_cpus for t in ("image", "text", "latent")}
+    assert shares == {"image": 0.5, "text": 0.5, "latent": 0.5}
+    assert sum(fitted.ray.for_tier(t).min_replicas * shares[t] for t in shares) <= 2.0
+    assert fitted.ray.for_tier("text").min_replicas == 2 and "2 CPUs for 4 CPUs of replicas" in note
+    with pytest.raises(ValueError, match="needs 4 CPUs .* but the cluster has 2: lower them in"):
+        _fit(settings, 2.0, local=False)
 
 
 def test_parse_auth_pairs_and_file(tmp_path):

@@ -48,7 +48,7 @@ def test_the_serve_config_file_builds_the_image_and_text_apps(tmp_path):
     text = build_app({"config": str(settings_file), "tier": "text"})._bound_deployment
     assert text._deployment_config.autoscaling_config.max_replicas == 4
     assert text.ray_actor_options["num_gpus"] == 1.0 and text.name == "TextTier"
-    with pytest.raises(ValueError, match="tier must be one of image, text, got 'gan'"):
+    with pytest.raises(ValueError, match="tier must be one of image, text, latent, got 'gan'"):
         build_app({"tier": "gan"})
     settings_file.write_text("[ray.text]\nport = 1\n")
     with pytest.raises(ValueError, match=r"\[ray.text\]: a table per family .* got port"):
