@@ -169,7 +169,7 @@ class Lanes:
         """Run `fn(*args, **kwargs)` on the lane and return its result (or raise its error). A call to the Ray
         model tier (`fn` or its object marked `remote`) only waits for another process: it runs right here,
         so many run at once."""
-        if getattr(getattr(fn, "__self__", fn), "remote", False):
+        if getattr(getattr(fn, "__self__", fn), "remote", False) is True:
             return fn(*args, **kwargs)
         return self.submit(lane, lambda _report: fn(*args, **kwargs), interactive=interactive).result()
 
