@@ -79,6 +79,22 @@ def part_text(report, reps: int) -> None:
         services.ray_bridge.close()
 
 
+def alternate(remote, local, params_for, reps: int) -> tuple[float, float]:
+    """Median seconds of `remote(params)` and `local(params)`, called in turn; round 0 warms both and is dropped."""
+    ray_s, local_s = [], []
+    for rep in range(reps + 1):
+        params = params_for(rep)
+        start = time.perf_counter()
+        remote(params)
+        r = time.perf_counter() - start
+        start = time.perf_counter()
+        local(params)
+        if rep:
+            local_s.append(time.perf_counter() - start)
+            ray_s.append(r)
+    return statistics.median(ray_s), statistics.median(local_s)
+
+
 def part_hop(report, reps: int) -> None:
     import torch
 
@@ -92,19 +108,7 @@ def part_hop(report, reps: int) -> None:
         report.line(f"{'request':34} {'ray (s)':>9} {'in-proc (s)':>11} {'overhead':>10} {'ratio':>7}")
         for label, params in (("4 × 64², 20 steps", ImageParams(prompt="red heart", steps=20, batch_size=4)),
                               ("1 × 64², 4 steps", ImageParams(prompt="red heart", steps=4))):
-            ray_s, local_s = [], []
-            for rep in range(reps + 1):  # round 0 warms both and is dropped
-                p = replace(params, seed=rep, width=64, height=64)
-                start = time.perf_counter()
-                remote(p)
-                r = time.perf_counter() - start
-                start = time.perf_counter()
-                local(p)
-                t = time.perf_counter() - start
-                if rep:
-                    ray_s.append(r)
-                    local_s.append(t)
-            r, t = statistics.median(ray_s), statistics.median(local_s)
+            r, t = alternate(remote, local, lambda rep, p=params: replace(p, seed=rep, width=64, height=64), reps)
             report.line(f"{label:34} {r:9.3f} {t:11.3f} {1000 * (r - t):8.1f}ms {t / r:7.3f}")
     finally:
         services.ray_bridge.close()
@@ -127,19 +131,7 @@ def part_gan(report, reps: int) -> None:
         report.line("")
         report.line(f"GAN through Ray vs in-process, {local.model.name}, 4×4 grid, one torch thread each; median of "
                     f"{max(reps, 15)}")
-        ray_s, local_s = [], []
-        for rep in range(max(reps, 15) + 1):
-            params = GANParams(seed=rep, grid=4)
-            start = time.perf_counter()
-            remote(params)
-            r = time.perf_counter() - start
-            start = time.perf_counter()
-            local(params)
-            t = time.perf_counter() - start
-            if rep:
-                ray_s.append(r)
-                local_s.append(t)
-        r, t = statistics.median(ray_s), statistics.median(local_s)
+        r, t = alternate(remote, local, lambda rep: GANParams(seed=rep, grid=4), max(reps, 15))
         report.line(f"  ray {1000 * r:.1f} ms, in-process {1000 * t:.1f} ms: overhead {1000 * (r - t):+.1f} ms "
                     f"(in-process / ray {t / r:.3f})")
         for label, run in (("16 concurrent requests, ray (batched)", lambda ps: _concurrently(remote, ps)),

@@ -28,3 +28,14 @@ def start(outputs: Path, tiny_lm_dir: Path, port: int, cache_dir: Path, tiny_sd_
     app = build_app(services)
     launch(app, services, block=False, quiet=True, **(launch_options or {}))
     return app, services
+
+
+def wait_for_replacement(replica_pids, victims: set[int], timeout: float = 120.0) -> set[int]:
+    """Wait until Serve has replaced the killed replicas `victims` (`replica_pids()` reads the live ones);
+    returns the live ones."""
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline and (replica_pids() & victims or not replica_pids()):
+        time.sleep(1)
+    return replica_pids()

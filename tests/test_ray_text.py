@@ -17,6 +17,7 @@ pytest.importorskip("ray.serve", reason="the [ray] extra is part of the test ins
 
 from pipelines.text import TextParams
 from studio.config import RaySettings
+from tests.live import wait_for_replacement
 
 RAY = RaySettings(address="local", cpus=2, min_replicas=1, max_replicas=2, max_ongoing_requests=2,
                   target_ongoing_requests=2.0, tiers=("text",))
@@ -119,10 +120,8 @@ def test_a_replica_killed_mid_answer_costs_no_text_and_repeats_none(tier):
             for pid in victims:
                 os.kill(pid, signal.SIGKILL)
     assert text == reference and stats["text"] == reference  # retried on another replica, shown once
-    deadline = time.time() + 120
-    while time.time() < deadline and (replica_pids(services) & victims or not replica_pids(services)):
-        time.sleep(1)
-    assert replica_pids(services) and not replica_pids(services) & victims
+    live = wait_for_replacement(lambda: replica_pids(services), victims)
+    assert live and not live & victims
 
 
 def test_served_answers_stream_through_the_studio_and_land_in_history(tier):

@@ -17,6 +17,7 @@ pytest.importorskip("ray.serve", reason="the [ray] extra is part of the test ins
 
 from pipelines.image import GenerationCancelled, ImageParams
 from studio.config import RaySettings
+from tests.live import wait_for_replacement
 
 RAY = RaySettings(address="local", cpus=2, min_replicas=1, max_replicas=2, max_ongoing_requests=1,
                   target_ongoing_requests=1.0, upscale_delay_s=0.0, downscale_delay_s=3.0, tiers=("image",))
@@ -115,10 +116,8 @@ def test_a_killed_replica_costs_no_request_and_is_replaced(tier):
     assert "error" not in got, got.get("error")
     for a, b in zip(pixels(got["out"]), pixels(reference)):  # retried on another replica: the same picture
         assert np.array_equal(a, b)
-    deadline = time.time() + 120
-    while time.time() < deadline and (replica_pids(services) & victims or not replica_pids(services)):
-        time.sleep(1)
-    assert replica_pids(services) and not replica_pids(services) & victims
+    live = wait_for_replacement(lambda: replica_pids(services), victims)
+    assert live and not live & victims
 
 
 def test_served_requests_all_finish_while_a_replica_dies_and_history_has_no_half_item(tier):
