@@ -489,26 +489,31 @@ def _connect(settings) -> tuple[dict, dict]:
                  namespace=NAMESPACE)
     else:
         ray.init(address=r.address, log_to_driver=False, namespace=NAMESPACE)
-    settings, note = _fit(settings, float(ray.cluster_resources().get("CPU", 0)), r.address == "local")
-    handles, deployed = {}, []
+    handles, missing = {}, []
     for tier in r.tiers:
-        app_name = TIERS[tier][0]
         try:
-            handles[tier] = serve.get_app_handle(app_name)  # deployed already (`serve deploy`, another studio)
+            handles[tier] = serve.get_app_handle(TIERS[tier][0])  # deployed already (`serve deploy`, another studio)
         except Exception:  # noqa: BLE001 - Serve raises several kinds for "no such app"
-            handles[tier] = serve.run(deployment(settings, tier).bind(settings), name=app_name, route_prefix=None)
-            deployed.append(tier)
-    return handles, {"address": r.address, "deployed": deployed, "nodes": len(ray.nodes()), "note": note}
+            missing.append(tier)
+    note = ""
+    if missing:
+        free = float(ray.available_resources().get("CPU", 0))
+        settings, note = _fit(settings, free, r.address == "local", missing)
+        for tier in missing:
+            handles[tier] = serve.run(deployment(settings, tier).bind(settings), name=TIERS[tier][0], route_prefix=None)
+    return handles, {"address": r.address, "deployed": missing, "nodes": len(ray.nodes()), "note": note}
 
 
-def _fit(settings, cpus: float, local: bool):
-    """Settings whose minimum replicas fit in `cpus`: a local Ray shares its CPUs among the families' replicas
-    (said in the note); a cluster too small for them is a plain error rather than replicas that never start."""
+def _fit(settings, cpus: float, local: bool, tiers: list[str] | None = None):
+    """Settings whose minimum replicas of `tiers` (those about to be deployed; default all) fit in `cpus`: a
+    local Ray shares its CPUs among the families' replicas (said in the note); a cluster too small for them
+    is a plain error rather than replicas that never start."""
     import dataclasses
     import math
 
     r = settings.ray
-    need = sum(r.for_tier(t).min_replicas * r.for_tier(t).replica_cpus for t in r.tiers)
+    tiers = list(tiers or r.tiers)
+    need = sum(r.for_tier(t).min_replicas * r.for_tier(t).replica_cpus for t in tiers)
     if need <= cpus + 1e-9:
         return settings, ""
     if not local:
@@ -516,10 +521,10 @@ def _fit(settings, cpus: float, local: bool):
                          f"{', '.join(r.tiers)}) but the cluster has {cpus:g}: lower them in [ray] or add nodes")
     factor = cpus / need
     sizes = dict(r.tier_sizes)
-    fitted = tuple((t, tuple(sorted({**dict(sizes.get(t, ())), "replica_cpus": math.floor(
-        r.for_tier(t).replica_cpus * factor * 1000) / 1000}.items()))) for t in r.tiers)
-    settings = dataclasses.replace(settings, ray=dataclasses.replace(r, tier_sizes=fitted))
-    shares = ", ".join(f"{t} {settings.ray.for_tier(t).replica_cpus:g}" for t in r.tiers)
+    fitted = {**sizes, **{t: tuple(sorted({**dict(sizes.get(t, ())), "replica_cpus": math.floor(
+        r.for_tier(t).replica_cpus * factor * 1000) / 1000}.items())) for t in tiers}}
+    settings = dataclasses.replace(settings, ray=dataclasses.replace(r, tier_sizes=tuple(fitted.items())))
+    shares = ", ".join(f"{t} {settings.ray.for_tier(t).replica_cpus:g}" for t in tiers)
     return settings, f"{cpus:g} CPUs for {need:g} CPUs of replicas: each replica's share is scaled to fit ({shares})"
 
 

@@ -1,6 +1,6 @@
 """The UI tier's side of the Ray Serve model tier (studio/ray_tier.py): a bridge process it owns, and
-`RemoteImagePipeline` / `RemoteTextPipeline`, which the tabs and the API use exactly like the in-process
-`ImagePipeline` / `TextPipeline`.
+`RemoteImagePipeline` / `RemoteTextPipeline` / `RemoteLatentPipeline` (with `RemoteLatentModel`), which the
+tabs and the API use exactly like the in-process image, text, GAN and VAE pipelines.
 
 Ray is never imported here: the bridge process is the Ray driver, so a lost cluster can only cost
 that process. Requests to it are multiplexed over one pipe; every request gets an answer — a result,
@@ -30,6 +30,8 @@ from pipelines.registry import ModelNotAvailable
 from studio.ray_tier import TIERS  # names only: that module imports Ray inside its functions
 
 STALL_S = 30.0
+START_S = {"local": 180.0}  # starting a local Ray and the deployment; joining a cluster: JOIN_S
+JOIN_S = 60.0
 FAMILY_NAMES = {"image": "image", "text": "text", "latent": "GAN/VAE"}
 
 
@@ -37,8 +39,6 @@ def family_words(tiers) -> str:
     """("image", "latent") → "image and GAN/VAE models"."""
     names = [FAMILY_NAMES[t] for t in tiers]
     return (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]) + " models"
-START_S = {"local": 180.0}  # starting a local Ray and the deployment; joining a cluster: JOIN_S
-JOIN_S = 60.0
 
 
 class TierUnreachable(ModelNotAvailable):
