@@ -499,6 +499,9 @@ def _connect(settings) -> tuple[dict, dict]:
     if missing:
         free = float(ray.available_resources().get("CPU", 0))
         settings, note = _fit(settings, free, r.address == "local", missing)
+        # no HTTP proxies where the studio starts Serve: the UI tier calls through handles only (a Serve that
+        # an operator runs already keeps its own settings)
+        serve.start(proxy_location="Disabled")
         for tier in missing:
             handles[tier] = serve.run(deployment(settings, tier).bind(settings), name=TIERS[tier][0], route_prefix=None)
     return handles, {"address": r.address, "deployed": missing, "nodes": len(ray.nodes()), "note": note}
