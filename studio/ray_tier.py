@@ -113,6 +113,7 @@ class _Replica:
                                  cache=ModelCache(settings.models_per_modality), history=None)
         self.started = time.time()
         self._publish()
+        self._publish_every_second()
 
     def _replica_id(self) -> str:
         from ray import serve
@@ -122,8 +123,18 @@ class _Replica:
         except Exception:  # noqa: BLE001 - outside Serve (tests that build the class directly)
             return f"pid-{os.getpid()}"
 
-    def _publish(self) -> None:
+    def _report(self) -> dict:
         """Where this replica runs and which models it holds, for the UI tier's Models tab."""
+        import ray
+
+        if not hasattr(self, "_where"):  # asked once: it does not change
+            self._where = {"node": ray.util.get_node_ip_address(), "device": self.services.placement.describe()}
+        return {"pid": os.getpid(), **self._where, "tier": self.tier, "since": self.started,
+                "models": [key for _, key in self.services.cache.loaded(self.tier)]}
+
+    def _publish(self, changed_models_only: bool = False) -> None:
+        """Put this replica's report in Ray's key-value store when it changed (`changed_models_only`: only when
+        its models did — a cheap check for the hot path; a background thread publishes the rest every second)."""
         import json
 
         try:
@@ -132,13 +143,23 @@ class _Replica:
 
             if not ray.is_initialized():
                 return
-            info = {"pid": os.getpid(), "node": ray.util.get_node_ip_address(), "tier": self.tier,
-                    "device": self.services.placement.describe(),
-                    "models": [key for _, key in self.services.cache.loaded(self.tier)], "since": self.started}
+            info = self._report()
+            last = getattr(self, "_last_report", None)
+            if info == last or (changed_models_only and last and info["models"] == last["models"]):
+                return
+            self._last_report = info
             internal_kv._internal_kv_put(KV_PREFIX + self._replica_id(), json.dumps(info), overwrite=True,
                                          namespace=NAMESPACE)
         except Exception:  # noqa: BLE001 - the report is a courtesy; generation never depends on it
             pass
+
+    def _publish_every_second(self) -> None:
+        def loop() -> None:
+            while True:
+                time.sleep(1.0)
+                self._publish()
+
+        threading.Thread(target=loop, name="replica-report", daemon=True).start()
 
     def pid(self) -> int:
         return os.getpid()
@@ -190,7 +211,7 @@ class ImageTier(_Replica):
             except Exception as exc:  # noqa: BLE001 - said in words to the UI tier; the replica lives on
                 yield _failure(exc)
                 return
-            self._publish()
+            self._publish(changed_models_only=True)
             yield ("done", out, info)
         finally:
             cancel.set()  # a cancelled stream (Stop, or the caller gone) stops the pipeline at its next step
@@ -243,7 +264,7 @@ class TextTier(_Replica):
             except Exception as exc:  # noqa: BLE001 - said in words to the UI tier; the replica lives on
                 yield _failure(exc)
                 return
-            self._publish()
+            self._publish(changed_models_only=True)
             yield ("done", dict(stats), info)
         finally:
             cancel.set()  # the caller gone: the model stops at its next token
@@ -310,7 +331,9 @@ class LatentTier(_Replica):
         # a thread per request in flight (each may wait on the batcher), and one that renders the batches
         self._requests = ThreadPoolExecutor(settings.ray.for_tier("latent").max_ongoing_requests + 2, "latent-request")
         self._renderer = ThreadPoolExecutor(1, "latent-render")
-        self._render_batch = serve.batch(max_batch_size=64, batch_wait_timeout_s=0.004)(self._render_many)
+        self._in_flight = 0  # requests in this replica now (changed on its event loop only)
+        # a short wait: a lone request pays it; under load, requests queue while a batch renders anyway
+        self._render_batch = serve.batch(max_batch_size=64, batch_wait_timeout_s=0.001)(self._render_many)
         self._loop = None
 
     def _pipe(self, kind: str, spec):
@@ -336,7 +359,11 @@ class LatentTier(_Replica):
         return pipe._latent_model
 
     def _render_from_thread(self, key, plain, latents):
-        """Called on a request's thread: hand the latents to the batcher on the replica's event loop."""
+        """Called on a request's thread: hand the latents to the batcher on the replica's event loop — or,
+        when this is the only request in the replica (nothing to batch with), render them right here."""
+        if self._in_flight <= 1:
+            self.batch_sizes.append(int(latents.shape[0]))
+            return plain(latents)
         images = asyncio.run_coroutine_threadsafe(self._render_batch((key, plain, latents)), self._loop).result()
         if isinstance(images, BaseException):
             raise images
@@ -385,27 +412,18 @@ class LatentTier(_Replica):
             owner = {"pipe": pipe, "model": pipe.model, "adapter": self._adapter(kind, spec)}[target]
             return getattr(owner, method)(*args, **kwargs)
 
-        answer = await asyncio.get_running_loop().run_in_executor(self._requests, work)
-        self._publish()
+        self._in_flight += 1
+        try:
+            answer = await asyncio.get_running_loop().run_in_executor(self._requests, work)
+        finally:
+            self._in_flight -= 1
+        self._publish(changed_models_only=True)
         return answer
 
-    def _publish(self) -> None:
-        super()._publish()
-        try:
-            import json
-
-            from ray.experimental import internal_kv
-
-            key = KV_PREFIX + self._replica_id()
-            raw = internal_kv._internal_kv_get(key, namespace=NAMESPACE)
-            if raw:
-                info = json.loads(raw)
-                loaded = [f"{m} {k}" for m in ("gan", "vae") for _, k in self.services.cache.loaded(m)]
-                sizes = getattr(self, "batch_sizes", [])
-                info.update(models=loaded, renders=len(sizes), largest_batch=max(sizes, default=0))
-                internal_kv._internal_kv_put(key, json.dumps(info), overwrite=True, namespace=NAMESPACE)
-        except Exception:  # noqa: BLE001 - the report is a courtesy
-            pass
+    def _report(self) -> dict:
+        sizes = list(getattr(self, "batch_sizes", []))
+        return {**super()._report(), "renders": len(sizes), "largest_batch": max(sizes, default=0),
+                "models": [f"{m} {k}" for m in ("gan", "vae") for _, k in self.services.cache.loaded(m)]}
 
 
 def deployment(settings, tier: str = "image"):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -103,6 +104,7 @@ def test_vae_pipeline_calls_match_in_process(tier):
 def test_concurrent_requests_are_rendered_in_one_batch_with_the_same_pictures(tier):
     _, services, here = tier
     pipe, local = services.gan_pipeline("tiny-gan"), here.gan_pipeline("tiny-gan")
+    time.sleep(1.5)  # replicas publish their counts every second
     before = {p["pid"]: p.get("renders", 0) for p in services.ray_bridge.status()["latent"]["published"]}
     answers: dict = {}
     go = threading.Barrier(8)
@@ -120,6 +122,7 @@ def test_concurrent_requests_are_rendered_in_one_batch_with_the_same_pictures(ti
     for seed, out in answers.items():  # batched with others, still each request's own pictures
         expected = local(GANParams(seed=seed, grid=2)).images
         assert np.abs(out.images.astype(int) - expected.astype(int)).max() <= 1
+    time.sleep(1.5)
     (report,) = services.ray_bridge.status()["latent"]["published"]
     assert report["pid"] != os.getpid() and report["renders"] - before.get(report["pid"], 0) < 8
     assert report["largest_batch"] >= 8  # at least two requests' 4 pictures rendered together
