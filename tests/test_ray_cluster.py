@@ -86,3 +86,61 @@ def test_a_cluster_is_joined_and_its_loss_is_said_in_plain_words_then_recovered(
     finally:
         services.ray_bridge.close()
         subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env, timeout=120)
+
+
+def test_serve_deploy_of_the_config_file_is_what_the_studio_joins(tmp_path, monkeypatch, tiny_sd_dir, tiny_lm_dir):
+    """An operator's path: `serve deploy studio/ray_serve.yaml` (sized by a settings file) on a running cluster,
+    then `studio launch --ray ADDRESS`: the studio deploys nothing and every family answers from the apps."""
+    import numpy as np
+    import yaml
+
+    import studio.remote
+    from pipelines.gan import GANParams
+    from pipelines.text import TextParams
+    from tests.conftest import _free_port
+    from tests.test_gan import save_tiny_gan
+
+    monkeypatch.setenv("RAY_AUTH_MODE", "disabled")
+    env = dict(__import__("os").environ)
+    port, dashboard = _free_port(), _free_port()
+    ray_cli("start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=true",
+            f"--dashboard-port={dashboard}", "--disable-usage-stats", env=env)
+    try:
+        sizing = tmp_path / "studio.toml"
+        sizing.write_text("[ray]\nreplica_cpus = 0.5\n")  # three families' replicas on this 2-CPU cluster
+        config = yaml.safe_load((ROOT / "studio" / "ray_serve.yaml").read_text())
+        for app in config["applications"]:
+            app["args"]["config"] = str(sizing)
+        deploy_file = tmp_path / "serve.yaml"
+        deploy_file.write_text(yaml.safe_dump(config))
+        subprocess.run([str(BIN / "serve"), "deploy", str(deploy_file), "--address", f"http://127.0.0.1:{dashboard}"],
+                       check=True, capture_output=True, env=env, timeout=120, cwd=ROOT)
+        settings = Settings(outputs=tmp_path / "out", device="cpu", offline=True, cache_dir=tmp_path / "cache",
+                            ray=RaySettings(address=f"127.0.0.1:{port}"))
+        services = Services.create(settings)
+        services.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
+        services.registry.add(ModelSpec("tiny-llama", "text", "folder", str(tiny_lm_dir), license="test"))
+        services.registry.add(ModelSpec("tiny-gan", "gan", "file", str(save_tiny_gan(tmp_path)), license="test"))
+        try:
+            deadline = time.time() + 120  # serve deploy returns before the apps run
+            while True:
+                try:
+                    picture = services.image_pipeline("tiny-sd")(SMALL)
+                    break
+                except studio.remote.TierUnreachable:
+                    if time.time() > deadline:
+                        raise
+                    services.ray_bridge.close()
+                    time.sleep(3)
+            assert services.ray_bridge.info["deployed"] == []  # found, not deployed by the studio
+            assert len(picture.images) == 1 and np.asarray(picture.images[0]).shape == (64, 64, 3)
+            answer = services.text_pipeline("tiny-llama")(TextParams(prompt="Hi", max_new_tokens=8, seed=1))
+            assert answer.new_tokens == 8 and answer.backend == "transformers"
+            grid = services.gan_pipeline("tiny-gan")(GANParams(seed=2, grid=2))
+            assert grid.images.shape[0] == 4 and grid.seeds == [2, 3, 4, 5]
+            report = services.ray_bridge.status()
+            assert all(report[tier]["replicas"].get("RUNNING") == 1 for tier in ("image", "text", "latent"))
+        finally:
+            services.ray_bridge.close()
+    finally:
+        subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env, timeout=120)
