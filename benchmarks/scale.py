@@ -209,13 +209,11 @@ def part_load(report, users: int, rounds: int) -> None:
 
         outputs = Path(tempfile.mkdtemp(prefix="scale-load-"))
         config = outputs / "studio.toml"
-        # 2 image replicas of 0.6 CPU, 1 text replica of 0.5 and 1 GAN/VAE replica of 0.25: this machine's 2 CPUs
+        # 2 replicas per family — image 0.5 CPU each, text and GAN/VAE 0.25 — on this machine's 2 CPUs
         config.write_text("[ray]\nmin_replicas = 2\nmax_replicas = 2\nmax_ongoing_requests = 1\n"
-                          "[ray.image]\nreplica_cpus = 0.6\n"
-                          "[ray.text]\nmin_replicas = 1\nmax_replicas = 1\nreplica_cpus = 0.5\n"
-                          "max_ongoing_requests = 4\n"
-                          "[ray.latent]\nmin_replicas = 1\nmax_replicas = 1\nreplica_cpus = 0.25\n"
-                          "max_ongoing_requests = 8\n")
+                          "[ray.image]\nreplica_cpus = 0.5\n"
+                          "[ray.text]\nreplica_cpus = 0.25\nmax_ongoing_requests = 2\n"
+                          "[ray.latent]\nreplica_cpus = 0.25\nmax_ongoing_requests = 4\n")
         port = free_port()
         process = subprocess.Popen([sys.executable, "-m", "studio", "launch", "--port", str(port), "--outputs",
                                     str(outputs), "--config", str(config), *extra],
