@@ -315,9 +315,9 @@ def _snapshot(obj) -> dict:
 
 class LatentTier(_Replica):
     """One GAN and VAE replica: the same pipelines and latent-space adapters as in-process. Every request
-    runs on its own thread, and every picture the pipelines render (a GAN's `render`, a VAE's `decode`)
-    goes through Serve's `@serve.batch`: pictures that concurrent requests ask of the same model within
-    a few milliseconds are rendered as one batch."""
+    runs on its own thread, and while several are in the replica, every picture the pipelines render (a
+    GAN's `render`, a VAE's `decode`) goes through Serve's `@serve.batch`: what they ask of the same model at
+    about the same time is rendered as one batch. A lone request renders directly."""
 
     tier = "latent"
 
