@@ -387,6 +387,7 @@ class RemoteLatentPipeline(_RemoteMethods):
         super().__init__(bridge, kind, spec, "pipe", info["pipe"])
         self.model = _RemoteMethods(bridge, kind, spec, "model", info["model"])
         self.latent_model = RemoteLatentModel(bridge, kind, spec, info["adapter"])
+        self.latent_model.pipe = self  # as the in-process adapters have (the workbench reads pipe.model.size)
 
     def __call__(self, *args, **kwargs):
         return self._forward("__call__", *args, **kwargs)

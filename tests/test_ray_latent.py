@@ -80,7 +80,7 @@ def test_the_workbench_contract_is_answered_by_the_replica(tier):
     assert [d.name for d in remote_dirs] == [d.name for d in local_dirs]
     assert all(a.vector.equal(b.vector) for a, b in zip(remote_dirs, local_dirs))
     vae, local_vae = ex.latent_model(services, "digit-vae-2d", "vae"), ex.latent_model(here, "digit-vae-2d", "vae")
-    assert vae.can_encode and vae.z_shape == local_vae.z_shape
+    assert vae.can_encode and vae.z_shape == local_vae.z_shape and vae.pipe.model.size == local_vae.pipe.model.size
     pictures = local_vae.render(local_vae.prior(2, 5))
     encoded = vae.encode(pictures)
     assert all(a.z.allclose(b.z) for a, b in zip(encoded, local_vae.encode(pictures)))
