@@ -74,6 +74,19 @@ def choose_model(page, elem_id: str, name: str) -> None:
     raise AssertionError(f"#{elem_id} did not take {name!r}")
 
 
+def fill_box(page, elem_id: str, text: str) -> None:
+    """Type into a text box and make sure it kept the text: a box inside an accordion that has just opened
+    can be drawn again and fall back to its old value (seen under load: the plot's X values)."""
+    box = page.locator(f"#{elem_id} textarea, #{elem_id} input").first
+    for _ in range(3):
+        box.fill(text)
+        box.blur()
+        page.wait_for_timeout(300)
+        if box.input_value() == text:
+            return
+    raise AssertionError(f"#{elem_id} did not keep {text!r}; it shows {box.input_value()!r}")
+
+
 def move_slider(page, elem_id: str, value: int) -> None:
     """Drag-equivalent: set the range input the way a browser does when the thumb moves."""
     page.locator(f"#{elem_id} input[type=range]").fill(str(value))
@@ -451,9 +464,9 @@ def test_an_xy_plot_is_made_labelled_and_downloaded_and_hires_styles_apply(serve
     move_slider(page, "image-batch", 1)
     page.locator("#image-prompt textarea").fill("a (red:1.3) fox")
     page.get_by_text("X/Y/Z plot: the same picture").click()
-    page.locator("#plot-x-values textarea, #plot-x-values input").first.fill("2, 7")
     choose_model(page, "plot-y-axis", "Seed")
-    page.locator("#plot-y-values textarea, #plot-y-values input").first.fill("1-2")
+    for box, text in (("plot-x-values", "2, 7"), ("plot-y-values", "1-2")):  # both checked right before Make
+        fill_box(page, box, text)
     before = len(services.history.list(tab="image"))
     page.locator("#plot-make").click()
     wait_text(page, "plot-status", "4 of 4 picture(s)")
