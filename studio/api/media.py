@@ -231,15 +231,7 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
         check_int("steps", steps, 1, limits.max_steps)
         check_int("batch_size", batch_size, 1, limits.max_batch_size)
         check_int("n_iter", n_iter, 1, limits.max_batch_count)
-        init = mask_image = None
-        if init_images:
-            if len(init_images) > 1:
-                raise ValueError(f"init_images: give one start image, got {len(init_images)}")
-            init, _ = open_user_image(_path(init_images[0]), limits.max_image_pixels)
-        if mask is not None:
-            if init is None:
-                raise ValueError("mask: inpainting also needs the start image in init_images")
-            mask_image, _ = open_user_image(_path(mask), limits.max_image_pixels, mode="L")
+        init, mask_image = _start_and_mask(init_images, mask, limits.max_image_pixels)
         pipe = services.image_pipeline(model)
         size = pipe.model.default_size
         mode = "inpaint" if mask_image is not None else "img2img" if init is not None else "txt2img"
@@ -269,19 +261,44 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
             raise ValueError("cancelled: nothing was saved") from None
         finally:
             services.jobs.finish(session, "image", cancel)
-        kept = keep_images(services, pipe, params, out, user_of(request))
-        from pipelines.media import png_bytes
+        return _generated(services, pipe, params, out, user_of(request))
 
-        paths = [k[0] if isinstance(k[0], str) else unsaved({".png": png_bytes(k[0])})[0] for k in kept]
-        info = {"seeds": out.seeds, "seconds": round(out.seconds, 3), "history_ids": [k[2] for k in kept],
-                "model": pipe.model.name, "notes": list(out.notes), "parameters": {"prompt": params.prompt, "negative_prompt": params.negative_prompt,
-                                                         "mode": params.mode, "steps": params.steps,
-                                                         "cfg_scale": params.guidance, "width": params.width,
-                                                         "height": params.height, "sampler_name": params.scheduler,
-                                                         "denoising_strength": params.strength,
-                                                         "batch_size": params.batch_size, "n_iter": params.batch_count}}
-        return info, files(paths)
+    image_options = dict(concurrency_limit=services.image_concurrency, concurrency_id="image")
+    return [("generate_image", generate_image, image_options), *_image_tool_endpoints(services, image_options)]
 
+
+def _start_and_mask(init_images, mask, max_pixels: int):
+    """The start image (image to image, inpainting, outpainting) and the inpainting mask, or None."""
+    init = mask_image = None
+    if init_images:
+        if len(init_images) > 1:
+            raise ValueError(f"init_images: give one start image, got {len(init_images)}")
+        init, _ = open_user_image(_path(init_images[0]), max_pixels)
+    if mask is not None:
+        if init is None:
+            raise ValueError("mask: inpainting also needs the start image in init_images")
+        mask_image, _ = open_user_image(_path(mask), max_pixels, mode="L")
+    return init, mask_image
+
+
+def _generated(services, pipe, params, out, owner: str) -> tuple[dict, list[FileData]]:
+    """Keep the pictures in History and answer with their files and what made them."""
+    from pipelines.media import png_bytes
+
+    kept = keep_images(services, pipe, params, out, owner)
+    paths = [k[0] if isinstance(k[0], str) else unsaved({".png": png_bytes(k[0])})[0] for k in kept]
+    info = {"seeds": out.seeds, "seconds": round(out.seconds, 3), "history_ids": [k[2] for k in kept],
+            "model": pipe.model.name, "notes": list(out.notes),
+            "parameters": {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
+                           "steps": params.steps, "cfg_scale": params.guidance, "width": params.width,
+                           "height": params.height, "sampler_name": params.scheduler,
+                           "denoising_strength": params.strength, "batch_size": params.batch_size,
+                           "n_iter": params.batch_count}}
+    return info, files(paths)
+
+
+def _image_tool_endpoints(services, image_options: dict) -> list[tuple[str, object, dict]]:
+    """Cancel, upscale and PNG info."""
     @friendly_errors
     @guarded(services, "image", generation=True)
     def upscale_image(image: FileData, scale: float = 2.0, upscaler: str = "Lanczos",
@@ -320,9 +337,8 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
         """Cancel your own running image generation (another user's is never touched). Returns whether one ran."""
         return services.jobs.cancel(session_of(request), "image")
 
-    image_options = dict(concurrency_limit=services.image_concurrency, concurrency_id="image")
-    return [("generate_image", generate_image, image_options), ("cancel_image", cancel_image, dict(queue=False)),
-            ("upscale_image", upscale_image, image_options), ("png_info", png_info, {})]
+    return [("cancel_image", cancel_image, dict(queue=False)), ("upscale_image", upscale_image, image_options),
+            ("png_info", png_info, {})]
 
 
 def _ints(field: str, text: str, count: int) -> list[int]:
