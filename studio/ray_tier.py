@@ -37,6 +37,7 @@ through Serve's `@serve.batch`, so concurrent requests for one model share a bat
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import sys
 import threading
@@ -105,9 +106,8 @@ class _Replica:
         sized = settings.ray.for_tier(self.tier)
         torch.set_num_threads(max(1, int(sized.replica_cpus)))
         # this replica runs its models itself (ray off), on as many threads as it holds CPUs
-        settings = __import__("dataclasses").replace(
-            settings, ray=__import__("dataclasses").replace(settings.ray, address=""),
-            text_threads=max(1, int(sized.replica_cpus)))
+        settings = dataclasses.replace(settings, ray=dataclasses.replace(settings.ray, address=""),
+                                       text_threads=max(1, int(sized.replica_cpus)))
         self.services = Services(settings=settings, placement=pick_placement(settings.device, settings.dtype),
                                  registry=Registry(settings.cache_dir, offline=settings.offline),
                                  cache=ModelCache(settings.models_per_modality), history=None)
@@ -222,6 +222,13 @@ class TextTier(_Replica):
 
     tier = "text"
 
+    def __init__(self, settings) -> None:
+        from concurrent.futures import ThreadPoolExecutor
+
+        super().__init__(settings)
+        # a thread per answer in flight (the pipeline streams from it), as many as Serve sends this replica
+        self._answers = ThreadPoolExecutor(settings.ray.for_tier("text").max_ongoing_requests + 1, "text-answer")
+
     def _pipe(self, spec, backend: str):
         self._register(spec)
         return self.services.text_pipeline(spec.name, backend=backend)
@@ -255,7 +262,7 @@ class TextTier(_Replica):
             if await asyncio.to_thread(internal_kv._internal_kv_exists, STOP_PREFIX + stop_key, namespace=NAMESPACE):
                 cancel.set()
 
-        done = loop.run_in_executor(None, work)  # the pipeline streams from its own thread; Serve caps how many
+        done = loop.run_in_executor(self._answers, work)
         try:
             async for event in _relay(done, events, check_stop):
                 yield event
@@ -276,8 +283,6 @@ class TextTier(_Replica):
 
 def _plain(value) -> bool:
     """Numbers, names, devices and dataclasses of those: safe and small to send as they are."""
-    import dataclasses
-
     import torch
 
     if value is None or isinstance(value, (bool, int, float, str, torch.device, torch.dtype)):
@@ -529,7 +534,6 @@ def _fit(settings, cpus: float, local: bool, tiers: list[str] | None = None):
     """Settings whose minimum replicas of `tiers` (those about to be deployed; default all) fit in `cpus`: a
     local Ray shares its CPUs among the families' replicas (said in the note); a cluster too small for them
     is a plain error rather than replicas that never start."""
-    import dataclasses
     import math
 
     r = settings.ray
