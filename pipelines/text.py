@@ -442,6 +442,14 @@ class TextPipeline:
             from transformers import DynamicCache
 
             past = DynamicCache(config=model.config)
+            if ids.shape[1] > 1 and getattr(past, "is_croppable", True):
+                # all but the last prompt token now, so generate() then reads the last one alone, as after
+                # a cached prefix: a regenerated prompt (or its retry on another replica) rounds bit for bit
+                # as the first run did (a 1-row and an n-row product differ in the last bit, and a greedy
+                # near-tie can turn on that)
+                with torch.inference_mode():
+                    model(input_ids=ids[:, :-1], attention_mask=torch.ones_like(ids[:, :-1]), past_key_values=past,
+                          use_cache=True)
         kwargs[_cache_kwarg()] = past
         info = dict(seed=seed, prompt_tokens=int(ids.shape[1]), prompt_tokens_evaluated=int(ids.shape[1]) - prefix,
                     backend=self.backend)

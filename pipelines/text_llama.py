@@ -388,7 +388,10 @@ class LlamaTextPipeline:
             evaluated = len(tokens) - self._reuse_prefix(tokens)
             sampler = self._sampler(params, seed, tokens)
             try:
-                llm.eval(tokens[llm.n_tokens:])
+                rest = tokens[llm.n_tokens:]
+                if len(rest) > 1:  # the last prompt token alone, as after a cached prefix: a regenerated
+                    llm.eval(rest[:-1])  # prompt rounds as its first run (ggml's 1-row kernels differ on GPUs)
+                llm.eval(rest[-1:])
                 # 5. Sample, show, feed back — one token at a time
                 for _ in range(min(params.max_new_tokens, room)):
                     if cancel.is_set():

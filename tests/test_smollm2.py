@@ -129,6 +129,24 @@ def _assert_reused(rows) -> None:
         assert abs(seen - evaluated) <= 2, rows  # and the model really ran only that many
 
 
+def test_llama_reads_the_last_prompt_token_alone_cold_or_cached(smollm2_llama, monkeypatch):
+    """Cold, the prompt is evaluated as all-but-last then the last token alone; a regenerated prompt reuses
+    the first part and evaluates the last token alone too: the same kernels, so the same rounding (ggml
+    runs 1-row products with other kernels than n-row ones on GPUs)."""
+    llm = smollm2_llama.model.llm
+    llm.n_tokens = 0  # start cold
+    calls: list[int] = []
+    real = llm.eval
+    monkeypatch.setattr(llm, "eval", lambda tokens: (calls.append(len(tokens)), real(tokens))[1])
+    params = TextParams(prompt="Once upon a time, there was a little", mode="completion", max_new_tokens=2,
+                        temperature=0)
+    first = smollm2_llama(params)
+    cold, calls[:] = list(calls), []
+    again = smollm2_llama(params)
+    assert cold == [first.prompt_tokens - 1, 1, 1, 1] and calls == [1, 1, 1]  # prompt, then one per new token
+    assert again.prompt_tokens_evaluated == 1 and again.text == first.text
+
+
 def test_llama_chat_reuses_the_evaluated_prefix(smollm2_llama):
     import llama_cpp
 

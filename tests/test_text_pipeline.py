@@ -157,6 +157,33 @@ def test_prompt_cache_reuse_gives_the_same_text_as_a_cold_run(tiny_lm_dir, tiny_
     assert len(cold.prompt_cache) == 0 and len(tiny_text_pipeline.prompt_cache) >= 1
 
 
+def test_a_regenerated_prompt_reads_its_cached_prefix_and_rounds_bit_for_bit_as_the_first_run(tiny_text_pipeline):
+    """A cold run evaluates all but the last prompt token first, as a cached prefix holds them: the second
+    run of a prompt (Regenerate, or a retry on a replica that kept it) gets the very same logits, where a
+    1-row and an n-row product would differ in the last bit and could flip a greedy near-tie."""
+    import threading
+
+    import torch
+
+    from pipelines.text import TextPipeline
+
+    pipe = TextPipeline(tiny_text_pipeline.model, tiny_text_pipeline.limits)
+    params = TextParams(prompt="Once upon a time, there was a little", mode="completion", max_new_tokens=1,
+                        temperature=0)
+
+    def first_logits() -> tuple[torch.Tensor, int]:
+        info, _, decoder, kwargs = pipe._prepare(params, None, threading.Event())
+        with torch.inference_mode():
+            out = pipe.model.model.generate(**kwargs, output_logits=True, return_dict_in_generate=True)
+        pipe._keep_cache(kwargs, decoder)
+        return out.logits[0], info["prompt_tokens_evaluated"]
+
+    cold, cold_evaluated = first_logits()
+    warm, warm_evaluated = first_logits()
+    assert cold_evaluated > 1 and warm_evaluated == 1
+    assert torch.equal(cold, warm)
+
+
 def test_prompt_cache_hands_out_the_longest_prefix_and_evicts_the_oldest():
     from pipelines.text import PromptCache
 
