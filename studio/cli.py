@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--epochs", type=int, default=15, help="digits: training epochs per VAE")
     train.add_argument("--vae-steps", type=int, default=700)
     train.add_argument("--unet-steps", type=int, default=2800)
+    train.add_argument("--finetune-steps", type=int, default=0,
+                       help="emoji: more UNet steps after the main phase, with noise on the text conditioning")
+    train.add_argument("--cond-noise", type=float, default=0.2,
+                       help="emoji: that noise, × the caption embeddings' standard deviation")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--tiny", action="store_true", help="a few steps on a few images (tests)")
     train.add_argument("--sets", default="openmoji,noto,twemoji,fluent-emoji-flat,emojione",
@@ -244,7 +248,7 @@ def cmd_train(args) -> int:
 
     params = EmojiTrainParams(
         out_dir=args.out or Path("assets/models/emoji-ldm"), cache_dir=settings.cache_dir, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
-        seed=args.seed, tiny=args.tiny, device=pick_device(settings.device).type,
+        finetune_steps=args.finetune_steps, cond_noise=args.cond_noise, seed=args.seed, tiny=args.tiny, device=pick_device(settings.device).type,
         link_text_encoder=not args.no_text_encoder, offline=settings.offline,
         sets=tuple(s.strip() for s in args.sets.split(",") if s.strip()),
         unet_channels=_ints("--unet-channels", args.unet_channels), vae_channels=_ints("--vae-channels", args.vae_channels),

@@ -47,6 +47,9 @@ def test_tiny_training_writes_a_folder_the_image_loader_runs(tmp_path, cache_dir
                                           vae_steps=3, unet_steps=3, eval_images=4), log=lambda _m: None)
     assert (out / "model_index.json").is_file() and (out / "samples.png").is_file()
     assert set(report.metrics) >= {"vae_psnr_heldout_db", "classifier_balanced_acc_generated_heldout_captions"}
+    seeds = report.metrics["classifier_balanced_acc_generated_heldout_captions_3_seeds"]
+    assert len(seeds) == 3 and seeds[0] == report.metrics["classifier_balanced_acc_generated_heldout_captions"]
+    assert abs(report.metrics["classifier_balanced_acc_generated_heldout_captions_mean"] - sum(seeds) / 3) < 1e-3
     registry = Registry(tmp_path / "cache", offline=True)
     pipe = ImagePipeline(load_image_model(registry.resolve(registry.lookup(str(out), "image")), pick_placement("cpu")))
     from PIL import Image
@@ -67,6 +70,45 @@ def test_tiny_training_writes_a_folder_the_image_loader_runs(tmp_path, cache_dir
     card = (out / "README.md").read_text()
     assert "Twemoji © Twitter, Inc. and other contributors, CC BY 4.0" in card and "@iconify-json/noto@" in card
     assert Image.open(out / "samples-twemoji.png").size == Image.open(out / "samples.png").size
+
+
+def test_tiny_finetune_continues_the_main_phase_and_resumes_bit_for_bit(tmp_path, cache_dir):
+    import shutil
+
+    import torch
+
+    from pipelines.training.emoji import (
+        EmojiTrainParams,
+        finetune_unet,
+        load_text_encoder,
+        reproduce_command,
+        train_unet,
+        train_vae,
+    )
+    from pipelines.training.emoji_data import EmojiSet, load_emoji_sets
+
+    def params(work: str, steps: int) -> EmojiTrainParams:
+        return EmojiTrainParams(out_dir=tmp_path / "out", cache_dir=cache_dir, work_dir=tmp_path / work, tiny=True,
+                                vae_steps=2, unet_steps=2, finetune_steps=steps, cond_noise=0.3)
+
+    quiet = lambda _m: None  # noqa: E731
+    data = load_emoji_sets(cache_dir, limit=48, log=quiet).split(held_out=False)
+    train = EmojiSet(data.images[:40], data.records[:40])
+    tokenizer, encoder = load_text_encoder(params("a", 4), quiet)
+    (tmp_path / "a").mkdir()
+    vae = train_vae(params("a", 4), train, quiet)
+    main = train_unet(params("a", 4), train, vae, tokenizer, encoder, quiet)
+    shutil.copytree(tmp_path / "a", tmp_path / "b")  # the same main phase, fine-tuned in two sittings below
+    straight = finetune_unet(params("a", 4), train, vae, tokenizer, encoder, quiet).state_dict()
+    finetune_unet(params("b", 2), train, vae, tokenizer, encoder, quiet)  # stopped after 2 steps (checkpoint kept)
+    shutil.rmtree(tmp_path / "b" / "unet-finetuned")
+    resumed = finetune_unet(params("b", 4), train, vae, tokenizer, encoder, quiet).state_dict()
+    assert straight.keys() == resumed.keys() == main.state_dict().keys()
+    assert all(torch.equal(straight[k], resumed[k]) for k in straight)
+    assert any(not torch.equal(straight[k], v) for k, v in main.state_dict().items())  # the fine-tune changed them
+    assert "--finetune-steps 4 --cond-noise 0.3" in reproduce_command(params("a", 4))
+    with pytest.raises(ValueError, match="cond_noise must be from 0 to 2, got 5"):
+        EmojiTrainParams(out_dir=tmp_path, cache_dir=cache_dir, cond_noise=5.0)
 
 
 def test_shipped_model_generates_reproducibly(cache_dir):
