@@ -390,7 +390,8 @@ class LlamaTextPipeline:
             try:
                 rest = tokens[llm.n_tokens:]
                 if len(rest) > 1:  # the last prompt token alone, as after a cached prefix: a regenerated
-                    llm.eval(rest[:-1])  # prompt rounds as its first run (ggml's 1-row kernels differ on GPUs)
+                    llm.eval(rest[:-1])  # prompt runs the same kernels as its first run (GPU builds may use
+                    # other kernels for a 1-row product than for an n-row one)
                 llm.eval(rest[-1:])
                 # 5. Sample, show, feed back — one token at a time
                 for _ in range(min(params.max_new_tokens, room)):
