@@ -131,8 +131,8 @@ def _assert_reused(rows) -> None:
 
 def test_llama_reads_the_last_prompt_token_alone_cold_or_cached(smollm2_llama, monkeypatch):
     """Cold, the prompt is evaluated as all-but-last then the last token alone; a regenerated prompt reuses
-    the first part and evaluates the last token alone too: the same kernels, so the same rounding (ggml
-    runs 1-row products with other kernels than n-row ones on GPUs)."""
+    the first part and evaluates the last token alone too: the same kernels, so the same rounding (GPU
+    builds may use other kernels for a 1-row product than for an n-row one)."""
     llm = smollm2_llama.model.llm
     llm.n_tokens = 0  # start cold
     calls: list[int] = []
