@@ -112,6 +112,7 @@ class _Replica:
                                  registry=Registry(settings.cache_dir, offline=settings.offline),
                                  cache=ModelCache(settings.models_per_modality), history=None)
         self.started = time.time()
+        self._last_report: dict | None = None
         self._publish()
         self._publish_every_second()
 
@@ -144,7 +145,7 @@ class _Replica:
             if not ray.is_initialized():
                 return
             info = self._report()
-            last = getattr(self, "_last_report", None)
+            last = self._last_report
             if info == last or (changed_models_only and last and info["models"] == last["models"]):
                 return
             self._last_report = info
@@ -331,8 +332,8 @@ class LatentTier(_Replica):
 
         from ray import serve
 
-        super().__init__(settings)
         self.batch_sizes: list[int] = []  # latents per batched render, for the Models tab and the tests
+        super().__init__(settings)  # publishes the first report, which counts them
         # a thread per request in flight (each may wait on the batcher), and one that renders the batches
         self._requests = ThreadPoolExecutor(settings.ray.for_tier("latent").max_ongoing_requests + 2, "latent-request")
         self._renderer = ThreadPoolExecutor(1, "latent-render")
@@ -426,7 +427,7 @@ class LatentTier(_Replica):
         return answer
 
     def _report(self) -> dict:
-        sizes = list(getattr(self, "batch_sizes", []))
+        sizes = list(self.batch_sizes)
         return {**super()._report(), "renders": len(sizes), "largest_batch": max(sizes, default=0),
                 "models": [f"{m} {k}" for m in ("gan", "vae") for _, k in self.services.cache.loaded(m)]}
 
