@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
                        help="emoji: more UNet steps after the main phase, with noise on the text conditioning")
     train.add_argument("--cond-noise", type=float, default=0.2,
                        help="emoji: that noise, × the caption embeddings' standard deviation")
+    train.add_argument("--unet-batch", type=int, default=64, help="emoji: UNet batch size (a GPU run: 1024)")
+    train.add_argument("--unet-lr", type=float, default=3e-4, help="emoji: UNet peak learning rate")
+    train.add_argument("--checkpoint-every", type=int, default=100, help="emoji: UNet steps between checkpoints")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--tiny", action="store_true", help="a few steps on a few images (tests)")
     train.add_argument("--sets", default="openmoji,noto,twemoji,fluent-emoji-flat,emojione",
@@ -249,6 +252,7 @@ def cmd_train(args) -> int:
     params = EmojiTrainParams(
         out_dir=args.out or Path("assets/models/emoji-ldm"), cache_dir=settings.cache_dir, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
         finetune_steps=args.finetune_steps, cond_noise=args.cond_noise, seed=args.seed, tiny=args.tiny, device=pick_device(settings.device).type,
+        unet_batch=args.unet_batch, unet_lr=args.unet_lr, checkpoint_every=args.checkpoint_every,
         link_text_encoder=not args.no_text_encoder, offline=settings.offline,
         sets=tuple(s.strip() for s in args.sets.split(",") if s.strip()),
         unet_channels=_ints("--unet-channels", args.unet_channels), vae_channels=_ints("--vae-channels", args.vae_channels),

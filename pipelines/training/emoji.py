@@ -71,6 +71,8 @@ class EmojiTrainParams:
     unet_channels: tuple[int, ...] = (64, 128, 128)
     vae_channels: tuple[int, ...] = (32, 64, 64)
     unet_lr: float = 3e-4
+    checkpoint_every: int = 100
+    """UNet steps between resumable checkpoints (a GPU run makes steps fast and checkpoints slow)."""
     finetune_steps: int = 0
     """After the main UNet phase, this many more steps with noise on the text conditioning (0: none)."""
     cond_noise: float = 0.2
@@ -91,7 +93,8 @@ class EmojiTrainParams:
         if not 0.0 <= self.cond_noise <= 2.0:
             raise ValueError(f"cond_noise must be from 0 to 2, got {short(self.cond_noise)}")
         for name, low, high in (("vae_steps", 1, 200_000), ("unet_steps", 1, 1_000_000), ("finetune_steps", 0, 1_000_000),
-                                ("vae_batch", 1, 4096), ("unet_batch", 1, 4096), ("eval_images", 1, 100_000)):
+                                ("vae_batch", 1, 4096), ("unet_batch", 1, 4096), ("eval_images", 1, 100_000),
+                                ("checkpoint_every", 1, 1_000_000)):
             value = getattr(self, name)
             if not isinstance(value, int) or not low <= value <= high:
                 raise ValueError(f"{name} must be an integer from {low} to {high}, got {short(value)}")
@@ -245,7 +248,7 @@ def load_text_encoder(params: EmojiTrainParams, log: Callable[[str], None]):
 
     root = minilm_dir(params.cache_dir, offline=params.offline, log=log)
     tokenizer = BertTokenizerFast.from_pretrained(root, model_max_length=TOKEN_LENGTH)
-    encoder = BertModel.from_pretrained(root, add_pooling_layer=False).eval()
+    encoder = BertModel.from_pretrained(root, add_pooling_layer=False).eval().to(params.device)
     return tokenizer, encoder
 
 
@@ -294,13 +297,12 @@ class _UnetData:
     caption_ids: torch.Tensor  # [images, variants] rows of `table`
     empty: torch.Tensor
     weights: torch.Tensor
-
-    @property
-    def table_std(self) -> float:
-        return float(self.table.float().std())
+    table_std: float
+    """The caption embeddings' standard deviation (the fine-tune's noise scale)."""
 
 
 def _unet_data(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encoder, log) -> _UnetData:
+    device = torch.device(params.device)
     means, stds = encode_latents(vae, train.images)
     styled = tuple(params.sets) != (OPENMOJI,)
     captions = [r.styled_captions() if styled else r.captions() for r in train.records]
@@ -308,11 +310,13 @@ def _unet_data(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encode
     # the same caption recurs across sets: encode each distinct one once, index it per (image, variant)
     distinct = sorted({c for caps in captions for c in caps})
     row = {c: i for i, c in enumerate(distinct)}
+    table = encode_text(tokenizer, encoder, distinct).half()
+    # everything a batch draws from lives on the training device (a GPU step outruns CPU-side sampling)
     data = _UnetData(
-        means=means, stds=stds, scaling=float(1.0 / means.std()),
-        table=encode_text(tokenizer, encoder, distinct).half(),
-        caption_ids=torch.tensor([[row[c[i % len(c)]] for i in range(n_variants)] for c in captions]),
-        empty=encode_text(tokenizer, encoder, [""])[0].half(), weights=torch.from_numpy(sample_weights(train.records)))
+        means=means.to(device), stds=stds.to(device), scaling=float(1.0 / means.std()), table=table.to(device),
+        caption_ids=torch.tensor([[row[c[i % len(c)]] for i in range(n_variants)] for c in captions]).to(device),
+        empty=encode_text(tokenizer, encoder, [""])[0].half().to(device),
+        weights=torch.from_numpy(sample_weights(train.records)).to(device), table_std=float(table.float().std()))
     log(f"UNet data: {len(train.records)} images, {len(distinct)} distinct captions, "
         f"{float(data.weights.sum()):.0f} effective emoji after skin-tone weighting")
     return data
@@ -320,31 +324,34 @@ def _unet_data(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encode
 
 def _unet_batch(d: _UnetData, gen: torch.Generator, b: int, cond_noise: float = 0.0):
     """Weighted random images (or their mirrors), random caption variants (noised by `cond_noise` × the
-    captions' std), 10% unconditional, noise and timesteps: (latents, cond, noise, t)."""
-    n = len(d.caption_ids)
+    captions' std), 10% unconditional, noise and timesteps: (latents, cond, noise, t), drawn on the data's
+    device by `gen` (a generator of that device)."""
+    n, dev = len(d.caption_ids), d.means.device
     idx = torch.multinomial(d.weights, b, replacement=True, generator=gen)
-    mirror = torch.randint(0, 2, (b,), generator=gen)
-    variant = torch.randint(0, d.caption_ids.shape[1], (b,), generator=gen)
-    drop = torch.rand(b, generator=gen) < 0.1
+    mirror = torch.randint(0, 2, (b,), generator=gen, device=dev)
+    variant = torch.randint(0, d.caption_ids.shape[1], (b,), generator=gen, device=dev)
+    drop = torch.rand(b, generator=gen, device=dev) < 0.1
     li = idx + mirror * n
-    latents = (d.means[li] + d.stds[li] * torch.randn(d.means[li].shape, generator=gen)) * d.scaling
+    latents = (d.means[li] + d.stds[li] * torch.randn(d.means[li].shape, generator=gen, device=dev)) * d.scaling
     cond = d.table[d.caption_ids[idx, variant]].float()
     if cond_noise:
-        cond = cond + cond_noise * d.table_std * torch.randn(cond.shape, generator=gen)
+        cond = cond + cond_noise * d.table_std * torch.randn(cond.shape, generator=gen, device=dev)
     cond = torch.where(drop[:, None, None], d.empty[None].float(), cond)
-    noise = torch.randn(latents.shape, generator=gen)
-    t = torch.randint(0, scheduler_config()["num_train_timesteps"], (b,), generator=gen)
+    noise = torch.randn(latents.shape, generator=gen, device=dev)
+    t = torch.randint(0, scheduler_config()["num_train_timesteps"], (b,), generator=gen, device=dev)
     return latents, cond, noise, t
 
 
 def _unet_step(unet, opt, noise_scheduler, batch, device) -> torch.Tensor:
-    """One optimizer step of the epsilon loss with min-SNR-5 weighting."""
+    """One optimizer step of the epsilon loss with min-SNR-5 weighting; on CUDA the UNet runs under bfloat16
+    autocast (weights, optimizer, EMA and loss stay float32)."""
     latents, cond, noise, t = (x.to(device) for x in batch)
     alphas = noise_scheduler.alphas_cumprod.to(device)
-    pred = unet(noise_scheduler.add_noise(latents, noise, t), t, cond).sample
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        pred = unet(noise_scheduler.add_noise(latents, noise, t), t, cond).sample
     snr = alphas[t] / (1 - alphas[t])
     weight = snr.clamp(max=5.0) / snr
-    loss = (weight * (pred - noise).pow(2).flatten(1).mean(1)).mean()
+    loss = (weight * (pred.float() - noise).pow(2).flatten(1).mean(1)).mean()
     opt.zero_grad(set_to_none=True)
     loss.backward()
     torch.nn.utils.clip_grad_norm_(unet.parameters(), 1.0)
@@ -354,8 +361,11 @@ def _unet_step(unet, opt, noise_scheduler, batch, device) -> torch.Tensor:
 
 @torch.no_grad()
 def _ema_update(ema: dict, unet, decay: float) -> None:
-    for k, v in unet.state_dict().items():
-        ema[k].mul_(decay).add_(v.detach().float(), alpha=1 - decay)
+    """ema ← decay·ema + (1 − decay)·weights, one fused call per op over every tensor."""
+    state = unet.state_dict()
+    averages = [ema[k] for k in state]
+    torch._foreach_mul_(averages, decay)
+    torch._foreach_add_(averages, [v.detach().float() for v in state.values()], alpha=1 - decay)
 
 
 def train_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encoder, log: Callable[[str], None]):
@@ -376,7 +386,7 @@ def train_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encode
     ema = {k: v.detach().clone().float() for k, v in unet.state_dict().items()}
     noise_scheduler = DDPMScheduler(**scheduler_config())
     opt = torch.optim.AdamW(unet.parameters(), lr=params.unet_lr, weight_decay=1e-2)
-    gen = torch.Generator().manual_seed(params.seed + 3)
+    gen = torch.Generator(device).manual_seed(params.seed + 3)
     step = 0
     ckpt_path = params.checkpoints / "unet.ckpt"
     if (ckpt := _load_ckpt(ckpt_path)) is not None:
@@ -397,8 +407,9 @@ def train_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encode
         step += 1
         _ema_update(ema, unet, min(0.999, (1 + step) / (10 + step)))
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % 100 == 0 or step == params.unet_steps:
+        if step % 20 == 0 or step == params.unet_steps:  # reading the loss waits for the device
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % params.checkpoint_every == 0 or step == params.unet_steps:
             _save_ckpt(ckpt_path, {"model": unet.state_dict(), "opt": opt.state_dict(), "ema": ema,
                                    "gen": gen.get_state(), "step": step})
     bar.close()
@@ -434,7 +445,7 @@ def finetune_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, enc
     ema = {k: v.float().to(device) for k, v in state["ema"].items()}
     opt = torch.optim.AdamW(unet.parameters(), lr=FINETUNE_LR, weight_decay=1e-2)
     opt.load_state_dict(state["opt"])
-    gen = torch.Generator().manual_seed(params.seed + 77)
+    gen = torch.Generator(device).manual_seed(params.seed + 77)
     step = int(state["step"]) if "finetune" in state else 0
     if step:
         gen.set_state(state["gen"])
@@ -451,8 +462,9 @@ def finetune_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, enc
         _ema_update(ema, unet, 0.999)
         step += 1
         bar.update(1)
-        bar.set_postfix(loss=f"{loss.item():.4f}")
-        if step % 100 == 0 or step == params.finetune_steps:
+        if step % 20 == 0 or step == params.finetune_steps:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+        if step % params.checkpoint_every == 0 or step == params.finetune_steps:
             _save_ckpt(ckpt_path, {"model": unet.state_dict(), "opt": opt.state_dict(), "ema": ema,
                                    "gen": gen.get_state(), "step": step, "finetune": True})
     bar.close()
@@ -658,6 +670,12 @@ def reproduce_command(params: EmojiTrainParams) -> str:
           f"--vae-channels {','.join(map(str, params.vae_channels))}"
     if params.finetune_steps:
         cmd += f" --finetune-steps {params.finetune_steps} --cond-noise {params.cond_noise}"
+    defaults = EmojiTrainParams.__dataclass_fields__
+    for name in ("unet_batch", "unet_lr", "checkpoint_every"):
+        if getattr(params, name) != defaults[name].default:
+            cmd += f" --{name.replace('_', '-')} {getattr(params, name):g}"
+    if params.device != "cpu":
+        cmd += f" --device {params.device}"
     return cmd + (" --tiny" if params.tiny else "") + ("" if params.link_text_encoder else " --no-text-encoder")
 
 
@@ -678,7 +696,7 @@ STYLE_SAMPLES = ("twemoji", "noto")  # the README grid again with these sets' st
 def model_card(params: EmojiTrainParams, metrics: dict) -> str:
     from pipelines.training.emoji_data import STYLE_PHRASES
 
-    rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if k not in ("seconds", "sets"))
+    rows = "\n".join(f"| {k} | {v} |" for k, v in metrics.items() if k not in ("seconds", "sets", "trained_on"))
     sets = [name for name in params.sets if name in SET_CREDITS]
     data = "\n".join(
         f"  - {SET_CREDITS[n][0]}: npm package `{SET_CREDITS[n][1]}@{PACKAGES[SET_CREDITS[n][1]].version}`, "
@@ -689,7 +707,9 @@ def model_card(params: EmojiTrainParams, metrics: dict) -> str:
     styles = [s for s in STYLE_SAMPLES if s in sets and len(sets) > 1]
     style_lines = "".join(f"\n\n![{s}](samples-{s}.png) — the same prompts + \", {STYLE_PHRASES[s]}\"."
                           for s in styles)
-    hours = metrics.get("seconds", 0) / 3600
+    seconds = metrics.get("seconds", 0)
+    duration = f"{seconds / 3600:.1f} h" if seconds >= 3600 else f"{seconds / 60:.0f} min"
+    where = metrics.get("trained_on") or f"the machine that trained it ({params.device})"
     finetune = (f"; then {params.finetune_steps} more steps with Gaussian noise ({params.cond_noise} × the caption "
                 f"embeddings' standard deviation) on the text conditioning, so names never trained on land near "
                 f"the pictures of similar names" if params.finetune_steps else "")
@@ -717,10 +737,10 @@ Studio on {len(sets)} open emoji set(s). It draws 64×64 emoji-style pictures fr
                  if share_alike else "see each data set's license below"}; the other sets' licenses
   (Apache-2.0, CC BY 4.0, MIT) allow this use with attribution:
 {credits}
-- **Training**: VAE {params.vae_steps} steps; UNet {params.unet_steps} steps at batch {params.unet_batch} (epsilon
+- **Training**: VAE {params.vae_steps} steps; UNet {params.unet_steps} steps at batch {params.unet_batch}, peak learning rate {params.unet_lr:g} (epsilon
   loss with min-SNR-5 weighting, EMA, 10% of captions dropped for classifier-free guidance){finetune}.
 - **Reproduce**: `{reproduce_command(params)}` (seeded; CPU or CUDA; resumable).
-- **Training time**: {hours:.1f} h of wall-clock on the machine that trained it ({params.device}).
+- **Training time**: {duration} of wall-clock on {where}.
 
 ## Metrics
 
@@ -769,6 +789,17 @@ def train_emoji(params: EmojiTrainParams, log: Callable[[str], None] = print) ->
     pipe.set_progress_bar_config(disable=True)
     # 5. Evaluate
     metrics = evaluate(params, train, held, pipe, log)
+    # wall-clock of every run that went into this model (a resumed run adds its own)
+    spent = params.checkpoints / "seconds.json"
+    earlier = json.loads(spent.read_text())["seconds"] if spent.is_file() else 0
+    metrics["seconds"] = round(earlier + time.time() - started)
+    spent.write_text(json.dumps({"seconds": metrics["seconds"]}))
+    return TrainReport(metrics=metrics, out_dir=finish(params, pipe, metrics, log))
+
+
+def finish(params: EmojiTrainParams, pipe, metrics: dict, log: Callable[[str], None] = print) -> Path:
+    """6. Sample grids (the README prompts, and again with two sets' style phrases) and the exported folder."""
+    log("Metrics: " + json.dumps(metrics))
     grid = sample_grid(generate(pipe, list(GRID_PROMPTS), seed=0, batch=16))
     style_grids = {}
     if len(params.sets) > 1:
@@ -777,13 +808,6 @@ def train_emoji(params: EmojiTrainParams, log: Callable[[str], None] = print) ->
         for style in (s for s in STYLE_SAMPLES if s in params.sets):
             prompts = [f"{p}, {STYLE_PHRASES[style]}" for p in GRID_PROMPTS]
             style_grids[style] = sample_grid(generate(pipe, prompts, seed=0, batch=16))
-    # wall-clock of every run that went into this model (a resumed run adds its own)
-    spent = params.checkpoints / "seconds.json"
-    earlier = json.loads(spent.read_text())["seconds"] if spent.is_file() else 0
-    metrics["seconds"] = round(earlier + time.time() - started)
-    spent.write_text(json.dumps({"seconds": metrics["seconds"]}))
-    log("Metrics: " + json.dumps(metrics))
-    # 6. Export
     out = export(params, pipe, metrics, grid, style_grids)
     log(f"Wrote {out}")
-    return TrainReport(metrics=metrics, out_dir=out)
+    return out

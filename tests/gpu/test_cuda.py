@@ -171,3 +171,55 @@ def test_text_gan_vae_on_cuda(tiny_lm_dir, tmp_path):
     vae = VAEPipeline(load_vae(ResolvedModel(ModelSpec("v", "vae", "folder", str(folder)), folder), cuda))
     assert next(vae.model.net.parameters()).device.type == "cuda"
     assert vae.model.decode(vae.model.prior(4, 0)).shape == (4, 28, 28, 3)
+
+
+def test_emoji_training_runs_its_steps_on_cuda(tmp_path):
+    """`studio train emoji --device cuda`: the UNet phases draw their batches on the GPU (a CUDA generator),
+    step under bfloat16 autocast with float32 weights and EMA, checkpoint the CUDA generator, and resume."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    from pipelines.training import emoji as E
+    from pipelines.training.emoji_data import EmojiRecord, EmojiSet
+
+    words = ["red", "heart", "cat", "face", "pizza", "rocket", "emoji", "smileys", "emotion", "food", "drink"]
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", *words]) + "\n")
+    tokenizer = BertTokenizerFast(str(tmp_path / "vocab.txt"), model_max_length=E.TOKEN_LENGTH)
+    torch.manual_seed(0)
+    encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=384, num_hidden_layers=1,
+                                   num_attention_heads=6, intermediate_size=64), add_pooling_layer=False)
+    encoder = encoder.eval().to("cuda")
+    names = [("red heart", "smileys-emotion"), ("cat face", "smileys-emotion"), ("pizza", "food-drink"),
+             ("rocket", "travel-places")]
+    records = [EmojiRecord(f"{i:04X}", name, group, "sub", ("emoji",), style=style)
+               for i, ((name, group), style) in enumerate((n, s) for s in ("openmoji", "noto") for n in names)]
+    images = torch.randint(0, 256, (len(records), 64, 64, 3), generator=torch.Generator().manual_seed(1),
+                           dtype=torch.uint8).numpy()
+    train = EmojiSet(images, records)
+
+    def params(work: str, steps: int) -> E.EmojiTrainParams:
+        return E.EmojiTrainParams(out_dir=tmp_path / "out", cache_dir=tmp_path, work_dir=tmp_path / work, tiny=True,
+                                  vae_steps=3, unet_steps=3, unet_batch=16, finetune_steps=steps, device="cuda",
+                                  sets=("openmoji", "noto"), checkpoint_every=2)
+
+    quiet = lambda _m: None  # noqa: E731
+    (tmp_path / "a").mkdir()
+    vae = E.train_vae(params("a", 4), train, quiet)
+    assert vae.device.type == "cuda"
+    data = E._unet_data(params("a", 4), train, vae, tokenizer, encoder, quiet)
+    assert {t.device.type for t in (data.means, data.table, data.caption_ids, data.weights)} == {"cuda"}
+    main = E.train_unet(params("a", 4), train, vae, tokenizer, encoder, quiet)
+    ckpt = torch.load(tmp_path / "a" / "unet.ckpt", weights_only=True)
+    assert ckpt["step"] == 3 and ckpt["gen"].numel() == torch.cuda.default_generators[0].get_state().numel()
+    tuned = E.finetune_unet(params("a", 4), train, vae, tokenizer, encoder, quiet)
+    assert all(v.dtype == torch.float32 and torch.isfinite(v).all() for v in tuned.state_dict().values())
+    assert any(not torch.equal(v, main.state_dict()[k]) for k, v in tuned.state_dict().items())
+    # stopped after 2 fine-tune steps, then resumed from its checkpoint to 4
+    import shutil
+
+    shutil.copytree(tmp_path / "a", tmp_path / "b", ignore=shutil.ignore_patterns("unet-finetune*"))
+    E.finetune_unet(params("b", 2), train, vae, tokenizer, encoder, quiet)
+    shutil.rmtree(tmp_path / "b" / "unet-finetuned")
+    assert torch.load(tmp_path / "b" / "unet-finetune.ckpt", weights_only=True)["step"] == 2
+    resumed = E.finetune_unet(params("b", 4), train, vae, tokenizer, encoder, quiet)
+    assert torch.load(tmp_path / "b" / "unet-finetune.ckpt", weights_only=True)["step"] == 4
+    assert resumed.state_dict().keys() == tuned.state_dict().keys()
