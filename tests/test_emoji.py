@@ -73,6 +73,7 @@ def test_tiny_training_writes_a_folder_the_image_loader_runs(tmp_path, cache_dir
 
 
 def test_tiny_finetune_continues_the_main_phase_and_resumes_bit_for_bit(tmp_path, cache_dir):
+    import dataclasses
     import shutil
 
     import torch
@@ -107,6 +108,10 @@ def test_tiny_finetune_continues_the_main_phase_and_resumes_bit_for_bit(tmp_path
     assert all(torch.equal(straight[k], resumed[k]) for k in straight)
     assert any(not torch.equal(straight[k], v) for k, v in main.state_dict().items())  # the fine-tune changed them
     assert "--finetune-steps 4 --cond-noise 0.3" in reproduce_command(params("a", 4))
+    gpu = dataclasses.replace(params("a", 4), unet_batch=1024, unet_lr=5e-4, device="cuda", checkpoint_every=5000)
+    assert reproduce_command(gpu).endswith("--cond-noise 0.3 --unet-batch 1024 --unet-lr 0.0005 --device cuda --tiny")
+    with pytest.raises(ValueError, match="checkpoint_every must be an integer from 1 to 1000000, got 0"):
+        dataclasses.replace(gpu, checkpoint_every=0)
     with pytest.raises(ValueError, match="cond_noise must be from 0 to 2, got 5"):
         EmojiTrainParams(out_dir=tmp_path, cache_dir=cache_dir, cond_noise=5.0)
 

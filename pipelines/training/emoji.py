@@ -671,9 +671,9 @@ def reproduce_command(params: EmojiTrainParams) -> str:
     if params.finetune_steps:
         cmd += f" --finetune-steps {params.finetune_steps} --cond-noise {params.cond_noise}"
     defaults = EmojiTrainParams.__dataclass_fields__
-    for name in ("unet_batch", "unet_lr", "checkpoint_every"):
+    for name in ("unet_batch", "unet_lr"):  # (checkpoint_every changes no weight)
         if getattr(params, name) != defaults[name].default:
-            cmd += f" --{name.replace('_', '-')} {getattr(params, name):g}"
+            cmd += f" --{name.replace('_', '-')} {getattr(params, name)}"
     if params.device != "cpu":
         cmd += f" --device {params.device}"
     return cmd + (" --tiny" if params.tiny else "") + ("" if params.link_text_encoder else " --no-text-encoder")
