@@ -785,7 +785,7 @@ def train_emoji(params: EmojiTrainParams, log: Callable[[str], None] = print) ->
     if params.finetune_steps:
         unet = finetune_unet(params, train, vae, tokenizer, encoder, log)
     vae = __import__("diffusers").AutoencoderKL.from_pretrained(params.checkpoints / "vae")
-    pipe = build_pipeline(vae.eval(), unet.eval(), tokenizer, encoder)
+    pipe = build_pipeline(vae.eval(), unet.eval(), tokenizer, encoder).to(params.device)  # one device for all parts
     pipe.set_progress_bar_config(disable=True)
     # 5. Evaluate
     metrics = evaluate(params, train, held, pipe, log)

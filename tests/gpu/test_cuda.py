@@ -173,28 +173,35 @@ def test_text_gan_vae_on_cuda(tiny_lm_dir, tmp_path):
     assert vae.model.decode(vae.model.prior(4, 0)).shape == (4, 28, 28, 3)
 
 
-def test_emoji_training_runs_its_steps_on_cuda(tmp_path):
-    """`studio train emoji --device cuda`: the UNet phases draw their batches on the GPU (a CUDA generator),
-    step under bfloat16 autocast with float32 weights and EMA, checkpoint the CUDA generator, and resume."""
+def synthetic_emoji(folder, device: str):
+    """Eight random 64×64 pictures with emoji captions in two sets, a word-level tokenizer and a one-layer
+    BERT of MiniLM's width (384): the emoji training code without the npm packages."""
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
     from pipelines.training import emoji as E
     from pipelines.training.emoji_data import EmojiRecord, EmojiSet
 
     words = ["red", "heart", "cat", "face", "pizza", "rocket", "emoji", "smileys", "emotion", "food", "drink"]
-    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", *words]) + "\n")
-    tokenizer = BertTokenizerFast(str(tmp_path / "vocab.txt"), model_max_length=E.TOKEN_LENGTH)
+    (folder / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", ",", *words]) + "\n")
+    tokenizer = BertTokenizerFast(str(folder / "vocab.txt"), model_max_length=E.TOKEN_LENGTH)
     torch.manual_seed(0)
     encoder = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=384, num_hidden_layers=1,
                                    num_attention_heads=6, intermediate_size=64), add_pooling_layer=False)
-    encoder = encoder.eval().to("cuda")
     names = [("red heart", "smileys-emotion"), ("cat face", "smileys-emotion"), ("pizza", "food-drink"),
              ("rocket", "travel-places")]
     records = [EmojiRecord(f"{i:04X}", name, group, "sub", ("emoji",), style=style)
                for i, ((name, group), style) in enumerate((n, s) for s in ("openmoji", "noto") for n in names)]
     images = torch.randint(0, 256, (len(records), 64, 64, 3), generator=torch.Generator().manual_seed(1),
                            dtype=torch.uint8).numpy()
-    train = EmojiSet(images, records)
+    return EmojiSet(images, records), tokenizer, encoder.eval().to(device)
+
+
+def test_emoji_training_runs_its_steps_on_cuda(tmp_path):
+    """`studio train emoji --device cuda`: the UNet phases draw their batches on the GPU (a CUDA generator),
+    step under bfloat16 autocast with float32 weights and EMA, checkpoint the CUDA generator, and resume."""
+    from pipelines.training import emoji as E
+
+    train, tokenizer, encoder = synthetic_emoji(tmp_path, "cuda")
 
     def params(work: str, steps: int) -> E.EmojiTrainParams:
         return E.EmojiTrainParams(out_dir=tmp_path / "out", cache_dir=tmp_path, work_dir=tmp_path / work, tiny=True,
@@ -223,3 +230,31 @@ def test_emoji_training_runs_its_steps_on_cuda(tmp_path):
     resumed = E.finetune_unet(params("b", 4), train, vae, tokenizer, encoder, quiet)
     assert torch.load(tmp_path / "b" / "unet-finetune.ckpt", weights_only=True)["step"] == 4
     assert resumed.state_dict().keys() == tuned.state_dict().keys()
+
+
+def test_emoji_train_command_evaluates_and_exports_on_cuda(tmp_path, monkeypatch):
+    """The whole `train_emoji` on CUDA: every part of the evaluation pipeline on the GPU, a folder the
+    image loader runs, and a card whose command names the device."""
+    from pipelines.device import pick_placement
+    from pipelines.image import ImageParams, ImagePipeline, load_image_model
+    from pipelines.registry import Registry
+    from pipelines.training import emoji as E
+
+    data, tokenizer, encoder = synthetic_emoji(tmp_path, "cuda")
+    monkeypatch.setattr(E, "load_emoji_sets", lambda *args, **kwargs: data)
+    monkeypatch.setattr(E, "load_text_encoder", lambda params, log: (tokenizer, encoder))
+    params = E.EmojiTrainParams(out_dir=tmp_path / "model", cache_dir=tmp_path, tiny=True, vae_steps=3, unet_steps=3,
+                                unet_batch=16, finetune_steps=2, device="cuda", sets=("openmoji", "noto"),
+                                link_text_encoder=False, eval_images=4)
+    report = E.train_emoji(params, log=lambda _m: None)
+    assert 0.0 <= report.metrics["classifier_balanced_acc_generated_heldout_captions"] <= 1.0
+    card = (tmp_path / "model" / "README.md").read_text()
+    assert "--finetune-steps 2 --cond-noise 0.2 --unet-batch 16 --device cuda --tiny" in card
+    assert {p.name for p in (tmp_path / "model").iterdir()} >= {"unet", "vae", "tokenizer", "scheduler", "samples.png",
+                                                                 "samples-noto.png", "metrics.json"}
+    encoder.cpu().save_pretrained(tmp_path / "model" / "text_encoder")  # what link_text_encoder adds for users
+    registry = Registry(tmp_path / "cache", offline=True)
+    pipe = ImagePipeline(load_image_model(registry.resolve(registry.lookup(str(tmp_path / "model"), "image")),
+                                          pick_placement("cuda")))
+    image = pipe(ImageParams(prompt="red heart", steps=2, width=64, height=64, seed=0)).images[0]
+    assert image.size == (64, 64)
