@@ -19,6 +19,7 @@ Every phase checkpoints into `work_dir` and resumes from there; all randomness f
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import shutil
@@ -368,7 +369,9 @@ def _ema_update(ema: dict, unet, decay: float) -> None:
     torch._foreach_add_(averages, [v.detach().float() for v in state.values()], alpha=1 - decay)
 
 
-def train_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encoder, log: Callable[[str], None]):
+def train_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encoder, log: Callable[[str], None],
+               data: Callable[[], _UnetData] | None = None):
+    """4a-c. The main UNet phase (resumable). `data` gives the phase's inputs (built here when not given)."""
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     final = params.checkpoints / "unet"
@@ -377,7 +380,7 @@ def train_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encode
     device = torch.device(params.device)
 
     # 4a. Fixed inputs: latents (with mirrors) and all caption variants.
-    data = _unet_data(params, train, vae, tokenizer, encoder, log)
+    data = data() if data else _unet_data(params, train, vae, tokenizer, encoder, log)
     vae.register_to_config(scaling_factor=data.scaling)
 
     unet = _seeded_init(lambda: UNet2DConditionModel(**unet_config(params.tiny, params.unet_channels)),
@@ -423,7 +426,8 @@ def train_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encode
 FINETUNE_LR = 1e-4
 
 
-def finetune_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encoder, log: Callable[[str], None]):
+def finetune_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, encoder, log: Callable[[str], None],
+                  data: Callable[[], _UnetData] | None = None):
     """4d. `finetune_steps` more steps from the main phase's last state (raw weights, optimizer, EMA) with
     Gaussian noise on the caption embeddings, so nearby prompts (names never trained on) land on nearby
     pictures: LR warm-up to 1e-4, cosine down; EMA decay 0.999; its own seeded generator; resumable."""
@@ -433,7 +437,7 @@ def finetune_unet(params: EmojiTrainParams, train: EmojiSet, vae, tokenizer, enc
     if (final / "config.json").is_file():
         return UNet2DConditionModel.from_pretrained(final)
     device = torch.device(params.device)
-    data = _unet_data(params, train, vae, tokenizer, encoder, log)
+    data = data() if data else _unet_data(params, train, vae, tokenizer, encoder, log)
     ckpt_path = params.checkpoints / "unet-finetune.ckpt"
     state = _load_ckpt(ckpt_path) or _load_ckpt(params.checkpoints / "unet.ckpt")
     if state is None:
@@ -781,9 +785,12 @@ def train_emoji(params: EmojiTrainParams, log: Callable[[str], None] = print) ->
     vae = train_vae(params, train, log)
     # 3-4. Text encoder, latents, UNet
     tokenizer, encoder = load_text_encoder(params, log)
-    unet = train_unet(params, train, vae, tokenizer, encoder, log)
+    # latents and caption embeddings: built once, and only if a UNet phase is still to run
+    unet_data = functools.cache(lambda: _unet_data(params, train, vae, tokenizer, encoder, log))
+    unet = train_unet(params, train, vae, tokenizer, encoder, log, unet_data)
     if params.finetune_steps:
-        unet = finetune_unet(params, train, vae, tokenizer, encoder, log)
+        unet = finetune_unet(params, train, vae, tokenizer, encoder, log, unet_data)
+    unet_data.cache_clear()  # (the caption table is ~1 GB with every set)
     vae = __import__("diffusers").AutoencoderKL.from_pretrained(params.checkpoints / "vae")
     pipe = build_pipeline(vae.eval(), unet.eval(), tokenizer, encoder).to(params.device)  # one device for all parts
     pipe.set_progress_bar_config(disable=True)
