@@ -12,6 +12,7 @@ image's seed reproduces it alone; a variation seed blends a second noise in by s
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import threading
@@ -78,6 +79,28 @@ class ImageLimits:
 
 
 @dataclass(frozen=True)
+class Lora:
+    """One LoRA of a request: a .safetensors file and its weight (-4 … 4)."""
+
+    name: str
+    path: Path
+    weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+        if not isinstance(self.name, str) or not 1 <= len(self.name) <= 200:
+            raise ValueError("LoRA name: give 1 to 200 characters")
+        check_float(f"LoRA weight of {self.name}", self.weight, -4.0, 4.0)
+        if self.path.suffix != ".safetensors":
+            raise ValueError(f"LoRA {self.path.name}: only .safetensors LoRAs are loaded (pickles can run code)")
+
+
+def lora_set(loras: dict[str, tuple[Path, float]] | None) -> tuple[Lora, ...]:
+    """{name: (path, weight)} (what the page and the API collect) → the request's LoRAs."""
+    return tuple(Lora(name, Path(path), float(weight)) for name, (path, weight) in (loras or {}).items())
+
+
+@dataclass(frozen=True)
 class ImageParams:
     """One image request; every front end builds this same object.
 
@@ -94,6 +117,7 @@ class ImageParams:
     mode "outpaint": the start image (resized to width × height) grows by `outpaint`'s pixels per side.
     hires: a second, img2img pass at a bigger size (txt2img only); the final size is within the limits.
     style: a prompt/negative template applied before encoding (the prompt itself is kept as typed).
+    loras: the LoRAs this request runs with (`Lora`: file and weight); they apply to this request alone.
     """
 
     prompt: str = ""
@@ -115,6 +139,7 @@ class ImageParams:
     hires: HiresParams | None = None
     outpaint: OutpaintParams | None = None
     style: Style | None = None
+    loras: tuple[Lora, ...] = ()
 
     def prompts(self) -> tuple[str, str]:
         """The prompt and negative prompt the model reads: the style applied, when there is one."""
@@ -136,6 +161,10 @@ class ImageParams:
         limits = limits or ImageLimits(max_steps=1000, max_megapixels=4.2, max_batch_size=64, max_batch_count=100)
         if self.mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {short(self.mode)}")
+        if not isinstance(self.loras, tuple) or not all(isinstance(lora, Lora) for lora in self.loras):
+            raise ValueError("loras must be a tuple of Lora (file and weight)")
+        if len({lora.name for lora in self.loras}) != len(self.loras):
+            raise ValueError("loras: each LoRA once (two files have the same name)")
         for name, kind in (("hires", HiresParams), ("outpaint", OutpaintParams), ("style", Style)):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), kind):
                 raise ValueError(f"{name} must be a {kind.__name__} or None")
@@ -207,34 +236,98 @@ def open_user_image(path, max_pixels: int = ImageLimits.max_image_pixels, mode: 
     return image.convert(mode), notes
 
 
+class Adapters:
+    """The LoRA set the model's shared weights hold, and how many requests run with it now. A request
+    with the same set runs at once; one with another set waits until the running ones finish, then the set
+    is switched (nothing a request sets outlives it: the next request states its own set, `()` for none)."""
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self.active: tuple[Lora, ...] = ()
+        self.users = 0
+
+    @contextlib.contextmanager
+    def using(self, model: ImageModel, loras: tuple[Lora, ...]):
+        wanted = tuple(loras)
+        with self._cond:
+            while self.users and self.active != wanted:
+                self._cond.wait()
+            if self.active != wanted:
+                self._switch(model.pipe, model.name, wanted)
+            self.users += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.users -= 1
+                self._cond.notify_all()
+
+    def _switch(self, pipe, name: str, wanted: tuple[Lora, ...]) -> None:
+        """Load (or reweight) exactly `wanted` on the shared weights; called with no request running."""
+        if {lora.name for lora in wanted} != {lora.name for lora in self.active}:
+            if self.active:
+                pipe.unload_lora_weights()
+                self.active = ()
+            for lora in wanted:
+                try:
+                    pipe.load_lora_weights(str(lora.path), adapter_name=lora.name)
+                except (ValueError, KeyError, OSError) as exc:
+                    pipe.unload_lora_weights()
+                    raise ModelNotAvailable(f"LoRA {lora.path.name} does not fit {name}: {exc}") from exc
+        if wanted:
+            pipe.set_adapters([lora.name for lora in wanted], adapter_weights=[lora.weight for lora in wanted])
+        self.active = wanted
+
+
 @dataclass
 class ImageModel:
-    """A loaded diffusers pipeline and its siblings for img2img / inpaint (sharing components)."""
+    """A loaded diffusers pipeline and its siblings for img2img / inpaint (sharing components).
+
+    The pipeline objects are shared by every request and never changed by one: a request works on its own
+    `view` (a shallow copy with its own scheduler instance and per-call state) and states its LoRAs through
+    `adapters`."""
 
     pipe: object
     name: str
     placement: Placement
-    loras: dict[str, float] = field(default_factory=dict)
     plan: MemoryPlan | None = None
     _variants: dict = field(default_factory=dict)
     prompt_encoders: dict = field(default_factory=dict)  # compel, made on the first weighted prompt
     upscalers: dict = field(default_factory=dict)  # upscaler models (hires fix), by path
     allow_pickle: bool = False
+    adapters: Adapters = field(default_factory=Adapters)
+    lock: threading.RLock = field(default_factory=threading.RLock)  # made-once parts: variants, encoders, upcasts
+
+    @property
+    def loras(self) -> dict[str, float]:
+        """The LoRAs the shared weights hold now (the Models tab); a picture's own are in its params."""
+        return {lora.name: lora.weight for lora in self.adapters.active}
 
     def for_mode(self, mode: str):
         if mode == "txt2img":
             return self.pipe
-        if mode not in self._variants:
-            from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
+        with self.lock:
+            if mode not in self._variants:
+                from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
-            auto = AutoPipelineForImage2Image if mode == "img2img" else AutoPipelineForInpainting
-            try:
-                variant = auto.from_pipe(self.pipe)
-            except (ValueError, KeyError) as exc:
-                raise ModelNotAvailable(f"{self.name} cannot do {mode}: {exc}") from exc
-            variant.set_progress_bar_config(disable=True)
-            self._variants[mode] = variant
-        return self._variants[mode]
+                auto = AutoPipelineForImage2Image if mode == "img2img" else AutoPipelineForInpainting
+                try:
+                    variant = auto.from_pipe(self.pipe)
+                except (ValueError, KeyError) as exc:
+                    raise ModelNotAvailable(f"{self.name} cannot do {mode}: {exc}") from exc
+                variant.set_progress_bar_config(disable=True)
+                self._variants[mode] = variant
+            return self._variants[mode]
+
+    def view(self, mode: str, scheduler: str):
+        """A pipeline object for one request: the mode's pipeline sharing its weights, with a scheduler instance
+        of its own (schedulers keep per-run state: step index, sigmas) and its own per-call attributes
+        (diffusers keeps guidance scale, timesteps and the like on the pipeline object)."""
+        base = self.for_mode(mode)
+        view = object.__new__(type(base))
+        view.__dict__.update(base.__dict__)
+        view.scheduler = scheduler_for(base, scheduler)
+        return view
 
     @property
     def vae_scale(self) -> int:
@@ -364,16 +457,23 @@ def preview_image(pipe, latents: torch.Tensor):
     return Image.fromarray(array)
 
 
+_UPCAST = threading.Lock()
+
+
 def vae_decode(vae, latents: torch.Tensor) -> torch.Tensor:
     """`vae.decode(latents).sample`, in float32 when the VAE is stored in float16 but its config says
     `force_upcast` (SDXL's VAE overflows in half precision: black or NaN pictures) — the way diffusers'
-    SDXL pipeline decodes its final image, for our previews too."""
+    SDXL pipeline decodes its final image, for our previews too. The float32 VAE is a copy made once: the
+    shared one is never switched (another request may be decoding with it)."""
     if vae.dtype == torch.float16 and getattr(vae.config, "force_upcast", False):
-        vae.to(torch.float32)
-        try:
-            return vae.decode(latents.to(torch.float32)).sample
-        finally:
-            vae.to(torch.float16)
+        with _UPCAST:
+            full = vae.__dict__.get("_studio_float32")
+            if full is None:
+                import copy
+
+                full = copy.deepcopy(vae).to(torch.float32)
+                vae.__dict__["_studio_float32"] = full  # not a submodule: outside state dicts and .to()
+        return full.decode(latents.to(torch.float32)).sample
     return vae.decode(latents.to(vae.dtype)).sample
 
 
@@ -443,12 +543,16 @@ class ImagePipeline:
         """Generate batch_count × batch_size images. `callback(step, total_steps, preview_or_None)` after
         each step — or, with `progress_interval` > 0, at most that often (and on the last step), with a
         preview decoded only for those calls: a server then spends its time denoising, not reporting.
-        With `params.hires`, each batch gets its second (img2img) pass at the target size."""
+        With `params.hires`, each batch gets its second (img2img) pass at the target size. The request runs on
+        its own view of the model (scheduler, per-call state) with its own LoRAs: nothing it sets outlives it."""
         params.validate(self.limits)
-        pipe = self.model.for_mode("inpaint" if params.mode == "outpaint" else params.mode)
+        with self.model.adapters.using(self.model, params.loras):
+            return self._generate(params, callback, cancel, preview_every, progress_interval)
+
+    def _generate(self, params: ImageParams, callback, cancel, preview_every: int, progress_interval: float):
+        # 1. This request's pipeline view (its own scheduler) and seeds
+        pipe = self.model.view("inpaint" if params.mode == "outpaint" else params.mode, params.scheduler)
         device, dtype = self.model.placement.device, self.model.placement.dtype
-        # 1. Scheduler and seeds
-        pipe.scheduler = scheduler_for(pipe, params.scheduler)
         base = params.seed if params.seed is not None else random.SystemRandom().randrange(2**32 - 1024)
         total = params.batch_size * params.batch_count
         seeds = [(base + i) % 2**32 for i in range(total)]
@@ -456,7 +560,8 @@ class ImagePipeline:
         images = []
         # 2. The prompt: the style, A1111 weighting and long prompts through compel (plain prompts as they are)
         prompt, negative = params.prompts()
-        conditioning = encode_prompts(pipe, prompt, negative, self.model.prompt_encoders)
+        with self.model.lock:  # one compel object per model, made once
+            conditioning = encode_prompts(pipe, prompt, negative, self.model.prompt_encoders)
         progress = _Progress(params, callback, cancel, preview_every, progress_interval, started)
         canvas = outpaint_canvas(params.init_image.resize((params.width, params.height)), params.outpaint) \
             if params.mode == "outpaint" else None
@@ -508,44 +613,19 @@ class ImagePipeline:
             start = [upscale(image, UpscaleParams(width / params.width, hires.upscaler), models=self.model.upscalers,
                              device=self.model.placement.device, allow_pickle=self.model.allow_pickle)
                      .resize((width, height)) for image in first]
-        pipe = self.model.for_mode("img2img")
-        pipe.scheduler = scheduler_for(pipe, params.scheduler)
-        tiled = width * height > 1024 * 1024 and self.model.placement.device.type != "cpu"
-        if tiled:  # big pictures: decode in tiles so the VAE fits in a consumer GPU's memory
-            pipe.vae.enable_tiling()
+        pipe = self.model.view("img2img", params.scheduler)
+        # big pictures on an accelerator: decode in tiles so the VAE fits in a consumer GPU's memory — by this
+        # request alone (switching the shared VAE's tiling would change other requests' decodes)
+        tiled = width * height > 1024 * 1024 and self.model.placement.device.type != "cpu" and \
+            not getattr(pipe.vae, "use_tiling", False)
         kwargs = dict(image=start, strength=hires.strength, num_inference_steps=hires.steps or params.steps,
                       guidance_scale=params.guidance, generator=[torch.Generator().manual_seed(s) for s in seeds],
-                      output_type="pil", callback_on_step_end=progress.step_callback(run, 1))
+                      output_type="latent" if tiled else "pil", callback_on_step_end=progress.step_callback(run, 1))
         kwargs.update(prompt_inputs(prompt, negative, conditioning, len(seeds)))
-        try:
-            with torch.inference_mode():
-                return pipe(**kwargs).images
-        finally:
+        with torch.inference_mode():
+            images = pipe(**kwargs).images
             if tiled:
-                pipe.vae.disable_tiling()
-
-    # -- LoRA -------------------------------------------------------------------------------------
-    def set_loras(self, loras: dict[str, tuple[Path, float]]) -> None:
-        """Load LoRAs {name: (path, weight)} (safetensors only) and activate exactly these; {} unloads all."""
-        pipe = self.model.pipe
-        if not loras:
-            if self.model.loras:
-                pipe.unload_lora_weights()
-            self.model.loras = {}
-            return
-        for name, (path, weight) in loras.items():
-            check_float(f"LoRA weight of {name}", weight, -4.0, 4.0)
-            if Path(path).suffix != ".safetensors":
-                raise ValueError(f"LoRA {Path(path).name}: only .safetensors LoRAs are loaded (pickles can run code)")
-        if set(loras) != set(self.model.loras):
-            if self.model.loras:
-                pipe.unload_lora_weights()
-            for name, (path, _) in loras.items():
-                try:
-                    pipe.load_lora_weights(str(path), adapter_name=name)
-                except (ValueError, KeyError, OSError) as exc:
-                    pipe.unload_lora_weights()
-                    self.model.loras = {}
-                    raise ModelNotAvailable(f"LoRA {Path(path).name} does not fit {self.model.name}: {exc}") from exc
-        pipe.set_adapters(list(loras), adapter_weights=[float(w) for _, w in loras.values()])
-        self.model.loras = {name: float(w) for name, (_, w) in loras.items()}
+                latents = images.to(pipe.vae.dtype) / pipe.vae.config.scaling_factor
+                images = pipe.image_processor.postprocess(pipe.vae.tiled_decode(latents, return_dict=False)[0],
+                                                          output_type="pil")
+        return images

@@ -22,8 +22,9 @@ at strength 1; part of the way, then the seed's noise for the rest, below 1).
 
 from __future__ import annotations
 
-import contextlib
+import threading
 from collections import OrderedDict
+from contextvars import ContextVar
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,9 +32,42 @@ import torch
 
 from pipelines.checks import check_float, check_int, short
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageModel, scheduler_for
+from pipelines.image_prompt import can_weight, encode_prompts, has_syntax, plain_text
 from pipelines.latent import Direction, LatentModel, LatentPoint, pca
 
 RENDER_BATCH = 8
+
+# What the UNet mid-block's one hook does for the request running in this thread: add these h offsets (one per
+# image of the batch), or keep the activations. A context of the request's own, never a hook another request sees.
+_H_OFFSETS: ContextVar[list | None] = ContextVar("h_offsets", default=None)
+_H_CAPTURE: ContextVar[list | None] = ContextVar("h_capture", default=None)
+_HOOKED = threading.Lock()
+
+
+def _mid_block_hook(module, args, output):
+    captured = _H_CAPTURE.get()
+    if captured is not None:
+        captured.append(output.float().cpu())
+    offsets = _H_OFFSETS.get()
+    if offsets is None:
+        return None
+    shape = output.shape[1:]
+    delta = torch.stack([(h if h is not None else torch.zeros(shape)).view(shape) for h in offsets])
+    delta = delta.to(output.device, output.dtype)
+    repeat = output.shape[0] // delta.shape[0]  # both halves of a classifier-free-guidance batch
+    return output + delta.repeat(repeat, 1, 1, 1)
+
+
+def install_mid_block_hook(model: ImageModel) -> None:
+    """The one forward hook on the UNet's mid-block, installed once per model (before any render of its
+    latent space); what it does comes from the running request's context."""
+    unet = getattr(model.pipe, "unet", None)
+    if unet is None or getattr(unet, "mid_block", None) is None:
+        return
+    with _HOOKED:
+        if not unet.__dict__.get("_studio_h_hook"):
+            unet.mid_block.register_forward_hook(_mid_block_hook)
+            unet.__dict__["_studio_h_hook"] = True
 
 
 @dataclass(frozen=True)
@@ -74,11 +108,13 @@ class DiffusionLatentModel(LatentModel):
         self.look = look
         self.name = model.name
         self._prompts: OrderedDict[str, tuple] = OrderedDict()  # prompt → (tokens, pooled), a few kept
+        self._prompts_lock = threading.Lock()
+        install_mid_block_hook(model)
 
     def with_look(self, look: DiffusionLook) -> DiffusionLatentModel:
         """The same model under other render settings (shares the loaded weights and prompt cache)."""
         other = DiffusionLatentModel(self.model, look)
-        other._prompts = self._prompts
+        other._prompts, other._prompts_lock = self._prompts, self._prompts_lock
         return other
 
     @property
@@ -98,19 +134,38 @@ class DiffusionLatentModel(LatentModel):
     # -- points ---------------------------------------------------------------------------------------
     @torch.inference_mode()
     def embed(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The prompt's token embeddings [T, E] (and pooled [E2] where the model has one), on the CPU."""
+        """The prompt's token embeddings [T, E] (and pooled [E2] where the model has one), on the CPU: what the
+        Image tab's pipeline reads for it — A1111 weighting through compel as there (a long prompt is read in
+        its first chunk here: one point holds one chunk)."""
         if not isinstance(prompt, str) or len(prompt) > 4000:
             raise ValueError("prompt must be text of at most 4,000 characters")
-        if prompt in self._prompts:
-            self._prompts.move_to_end(prompt)
-            return self._prompts[prompt]
-        out = self.pipe.encode_prompt(prompt=prompt, device=self.device, num_images_per_prompt=1,
-                                      do_classifier_free_guidance=False)
+        with self._prompts_lock:
+            if prompt in self._prompts:
+                self._prompts.move_to_end(prompt)
+                return self._prompts[prompt]
+        with self.model.adapters.using(self.model, ()):  # never another request's LoRAs
+            tokens, pooled = self._encode(prompt)
+        with self._prompts_lock:
+            self._prompts[prompt] = (tokens, pooled)
+            while len(self._prompts) > 64:
+                self._prompts.popitem(last=False)
+        return tokens, pooled
+
+    def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+        pipe = self.pipe
+        if has_syntax(prompt) and can_weight(pipe):
+            with self.model.lock:  # the model's one compel object
+                conditioning = encode_prompts(pipe, prompt, "", self.model.prompt_encoders)
+            if conditioning is not None and "prompt_embeds" in conditioning.kwargs:
+                kwargs = conditioning.kwargs
+                limit = getattr(pipe.tokenizer, "model_max_length", 77)
+                tokens = kwargs["prompt_embeds"][0, :limit].float().cpu()
+                pooled = kwargs.get("pooled_prompt_embeds")
+                return tokens, pooled[0].float().cpu() if pooled is not None else None
+        out = pipe.encode_prompt(prompt=plain_text(prompt) if has_syntax(prompt) else prompt, device=self.device,
+                                 num_images_per_prompt=1, do_classifier_free_guidance=False)
         tokens = out[0][0].float().cpu()
         pooled = out[2][0].float().cpu() if len(out) == 4 and out[2] is not None else None
-        self._prompts[prompt] = (tokens, pooled)
-        while len(self._prompts) > 64:
-            self._prompts.popitem(last=False)
         return tokens, pooled
 
     def point_for_seed(self, seed: int, prompt: str = "", **_) -> LatentPoint:
@@ -119,7 +174,7 @@ class DiffusionLatentModel(LatentModel):
         noise = torch.randn(self.z_shape, generator=torch.Generator().manual_seed(seed))
         tokens, pooled = self.embed(prompt)
         label = f"seed {seed}" + (f" · {prompt[:60]}" if prompt else "")
-        return LatentPoint(noise, tokens, pooled, None, self.name, label)
+        return LatentPoint(noise, tokens, pooled, None, self.name, label, seed)
 
     def check(self, point: LatentPoint) -> LatentPoint:
         point = super().check(point)
@@ -131,24 +186,31 @@ class DiffusionLatentModel(LatentModel):
     @torch.inference_mode()
     def render(self, points: list[LatentPoint], *, preview: bool = False, callback=None, cancel=None) -> np.ndarray:
         """uint8 [N, H, W, 3], RENDER_BATCH points per denoising run. `callback(done, total)` after each
-        batch; `cancel` (an Event) stops between batches with GenerationCancelled."""
+        batch; `cancel` (an Event) stops between batches with GenerationCancelled. Each render has its own
+        pipeline view and scheduler, each point its own sampler generator (`LatentPoint.noise_seed`), and
+        runs without LoRAs: the same point always gives the same picture, whatever else runs."""
         points = [self.check(p) for p in points]
         steps = self.look.preview_steps if preview else self.look.steps
-        pipe = self.pipe
-        pipe.scheduler = scheduler_for(pipe, self.look.scheduler)
         negative = self.embed(self.look.negative_prompt)
         out = []
-        for start in range(0, len(points), RENDER_BATCH):
-            if cancel is not None and cancel.is_set():
-                raise GenerationCancelled()
-            batch = points[start:start + RENDER_BATCH]
-            kwargs = self._inputs(batch, negative)
-            with self._h_offsets([p.h for p in batch]):
-                images = pipe(num_inference_steps=steps, guidance_scale=self.look.guidance, width=self.look.width,
-                              height=self.look.height, output_type="np", **kwargs).images
-            out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
-            if callback is not None:
-                callback(min(start + RENDER_BATCH, len(points)), len(points))
+        with self.model.adapters.using(self.model, ()):
+            pipe = self.model.view("txt2img", self.look.scheduler)
+            for start in range(0, len(points), RENDER_BATCH):
+                if cancel is not None and cancel.is_set():
+                    raise GenerationCancelled()
+                batch = points[start:start + RENDER_BATCH]
+                kwargs = self._inputs(batch, negative)
+                generators = [torch.Generator().manual_seed(p.noise_seed()) for p in batch]
+                token = _H_OFFSETS.set([p.h for p in batch] if any(p.h is not None for p in batch) else None)
+                try:
+                    images = pipe(num_inference_steps=steps, guidance_scale=self.look.guidance,
+                                  width=self.look.width, height=self.look.height, output_type="np",
+                                  generator=generators, **kwargs).images
+                finally:
+                    _H_OFFSETS.reset(token)
+                out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
+                if callback is not None:
+                    callback(min(start + RENDER_BATCH, len(points)), len(points))
         return np.concatenate(out)
 
     def _inputs(self, batch: list[LatentPoint], negative: tuple) -> dict:
@@ -162,28 +224,6 @@ class DiffusionLatentModel(LatentModel):
             kwargs["negative_pooled_prompt_embeds"] = negative[1][None].expand(n, -1).to(device, dtype)
         return kwargs
 
-    @contextlib.contextmanager
-    def _h_offsets(self, offsets: list[torch.Tensor | None]):
-        """Add each point's h offset to the UNet mid-block's output during this run (both halves of a
-        classifier-free-guidance batch)."""
-        if all(h is None for h in offsets):
-            yield
-            return
-        block = self.pipe.unet.mid_block
-
-        def add(module, args, output):
-            shape = output.shape[1:]
-            delta = torch.stack([(h if h is not None else torch.zeros(shape)).view(shape) for h in offsets])
-            delta = delta.to(output.device, output.dtype)
-            repeat = output.shape[0] // delta.shape[0]
-            return output + delta.repeat(repeat, 1, 1, 1)
-
-        handle = block.register_forward_hook(add)
-        try:
-            yield
-        finally:
-            handle.remove()
-
     # -- encoding an image: DDIM inversion --------------------------------------------------------------
     @torch.inference_mode()
     def encode(self, images: np.ndarray, strength: float = 1.0, prompt: str = "", seed: int = 0,
@@ -192,6 +232,11 @@ class DiffusionLatentModel(LatentModel):
         with the prompt's embedding over the look's steps. `strength` < 1 inverts only that share of the
         schedule and fills the rest with the seed's noise (img2img-style: more freedom to change)."""
         check_float("strength", strength, 0.05, 1.0)
+        tokens, pooled = self.embed(prompt)
+        with self.model.adapters.using(self.model, ()):
+            return self._invert(images, strength, tokens, pooled, seed)
+
+    def _invert(self, images: np.ndarray, strength: float, tokens, pooled, seed: int) -> list[LatentPoint]:
         pipe, device = self.pipe, self.device
         from PIL import Image
 
@@ -199,7 +244,6 @@ class DiffusionLatentModel(LatentModel):
         x = torch.stack([torch.from_numpy(np.asarray(Image.fromarray(im).resize(size), dtype=np.float32))
                          for im in images]).permute(0, 3, 1, 2) / 127.5 - 1
         latents = pipe.vae.encode(x.to(device, pipe.vae.dtype)).latent_dist.mean * pipe.vae.config.scaling_factor
-        tokens, pooled = self.embed(prompt)
         from diffusers import DDIMScheduler
 
         ddim = DDIMScheduler.from_config(pipe.scheduler.config)
@@ -276,22 +320,23 @@ class DiffusionLatentModel(LatentModel):
         check_int("samples", samples, k + 1, 256)
         tokens = origin.text if origin is not None and origin.text is not None else self.embed("")[0]
         pooled = origin.pooled if origin is not None else self.embed("")[1]
-        captured = []
-        handle = self.pipe.unet.mid_block.register_forward_hook(
-            lambda module, args, output: captured.append(output.float().cpu()))
+        captured: list[torch.Tensor] = []
+        token = _H_CAPTURE.set(captured)  # this request's activations only (the hook reads this context)
         try:
-            scheduler = scheduler_for(self.pipe, self.look.scheduler)
-            scheduler.set_timesteps(self.look.steps)
-            t = int(scheduler.timesteps[0])
-            for start in range(0, samples, RENDER_BATCH):
-                n = min(RENDER_BATCH, samples - start)
-                noise = torch.stack([torch.randn(self.z_shape, generator=torch.Generator().manual_seed(seed + start + i))
-                                     for i in range(n)]) * scheduler.init_noise_sigma
-                x = scheduler.scale_model_input(noise, t) if hasattr(scheduler, "scale_model_input") else noise
-                for i in range(n):
-                    self._unet(x[i:i + 1], t, tokens, pooled)
+            with self.model.adapters.using(self.model, ()):
+                scheduler = scheduler_for(self.pipe, self.look.scheduler)
+                scheduler.set_timesteps(self.look.steps)
+                t = int(scheduler.timesteps[0])
+                for start in range(0, samples, RENDER_BATCH):
+                    n = min(RENDER_BATCH, samples - start)
+                    noise = torch.stack([torch.randn(self.z_shape,
+                                                     generator=torch.Generator().manual_seed(seed + start + i))
+                                         for i in range(n)]) * scheduler.init_noise_sigma
+                    x = scheduler.scale_model_input(noise, t) if hasattr(scheduler, "scale_model_input") else noise
+                    for i in range(n):
+                        self._unet(x[i:i + 1], t, tokens, pooled)
         finally:
-            handle.remove()
+            _H_CAPTURE.reset(token)
         acts = torch.cat(captured).flatten(1)
         _, vectors, std = pca(acts, min(k, acts.shape[0] - 1))
         return [Direction(f"h {i + 1}", "h", v, float(s), "h-space") for i, (v, s) in enumerate(zip(vectors, std))]

@@ -138,6 +138,9 @@ class LatentPoint:
     h: an offset added to a diffusion UNet's mid-block activations (h-space directions); None = none.
     model: the model it belongs to (points of another model are refused by name).
     label: what a person calls it ("seed 42", "red heart", "map cell 3, 7").
+    seed: the seed of the sampler's own noise while rendering (ancestral and LCM samplers draw noise at
+        every step): a point from a seed keeps that seed, as the Image tab's picture of it does; a moved point
+        keeps its origin's. None: one derived from z (`noise_seed`), so a render is always reproducible.
     """
 
     z: torch.Tensor
@@ -146,6 +149,16 @@ class LatentPoint:
     h: torch.Tensor | None = None
     model: str = ""
     label: str = ""
+    seed: int | None = None
+
+    def noise_seed(self) -> int:
+        """The seed of this point's sampler noise: its own, or one made from its z (the same z, the same seed)."""
+        if self.seed is not None:
+            return int(self.seed)
+        import hashlib
+
+        data = self.z.detach().float().contiguous().cpu().numpy().tobytes()
+        return int.from_bytes(hashlib.sha256(data).digest()[:4], "little")
 
     def part(self, space: str) -> torch.Tensor | None:
         return {"z": self.z, "text": self.text, "h": self.h}[space]
@@ -442,13 +455,25 @@ def sefa(weight: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     return (vectors * signs[:, None]).float(), values[order].float()
 
 
-def save_points(points: list[LatentPoint], path) -> None:
-    """Points as one .safetensors file (safe to load anywhere), with the model name in its metadata."""
-    from safetensors.torch import save_file
+def points_bytes(points: list[LatentPoint]) -> bytes:
+    """Points as the bytes of one .safetensors file (safe to load anywhere), with the model name, labels and
+    seeds in its metadata; made in memory (no file another request could race)."""
+    from safetensors.torch import save
 
     tensors = {f"{i}.{name}": t for i, p in enumerate(points) for name, t in p.to_tensors().items()}
-    save_file(tensors, str(path), metadata={"model": points[0].model if points else "",
-                                            "labels": "\n".join(p.label.replace("\n", " ") for p in points)})
+    return save(tensors, metadata={"model": points[0].model if points else "",
+                                   "labels": "\n".join(p.label.replace("\n", " ") for p in points),
+                                   "seeds": ",".join("" if p.seed is None else str(p.seed) for p in points)})
+
+
+def save_points(points: list[LatentPoint], path) -> None:
+    """Points as one .safetensors file (see `points_bytes`), written atomically."""
+    import os
+
+    path = Path(path)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.{id(points)}.partial")
+    partial.write_bytes(points_bytes(points))
+    os.replace(partial, path)
 
 
 def load_points(path) -> list[LatentPoint]:
@@ -462,8 +487,10 @@ def load_points(path) -> list[LatentPoint]:
         raise ValueError(f"{Path(path).name} is not a latent file saved by the studio (.safetensors): {exc}") from exc
     count = 1 + max((int(k.split(".")[0]) for k in tensors), default=-1)
     labels = meta.get("labels", "").split("\n")
+    seeds = [int(s) if s.isdigit() and int(s) < 2**32 else None for s in meta.get("seeds", "").split(",")]
     return [LatentPoint(tensors[f"{i}.z"], tensors.get(f"{i}.text"), tensors.get(f"{i}.pooled"), tensors.get(f"{i}.h"),
-                        meta.get("model", ""), labels[i] if i < len(labels) else "") for i in range(count)]
+                        meta.get("model", ""), labels[i] if i < len(labels) else "",
+                        seeds[i] if i < len(seeds) else None) for i in range(count)]
 
 
 # -- walk quality (AID, NeurIPS 2024): smoothness and consistency of consecutive frames --------------

@@ -66,6 +66,8 @@ class TextParams:
     repetition_penalty: 1 disables; allowed 0.5 … 3.
     stop: strings that end generation; the output is cut before the first one found.
     seed: 0 … 2**32-1, or None for a fresh random seed (the one used is reported back).
+    cache_scope: whose evaluated prompts this request may reuse and keep (a browser session, an API caller):
+        one scope's conversations are never reused by — nor their reuse shown to — another.
     """
 
     prompt: str
@@ -81,6 +83,7 @@ class TextParams:
     seed: int | None = None
     min_p: float = 0.0
     continue_last: bool = False
+    cache_scope: str = ""
 
     def __post_init__(self) -> None:
         self.validate()
@@ -113,6 +116,8 @@ class TextParams:
             raise ValueError("stop must be up to 16 non-empty strings")
         if self.seed is not None:
             check_int("seed", self.seed, 0, 2**32 - 1)
+        if not isinstance(self.cache_scope, str) or len(self.cache_scope) > 200:
+            raise ValueError("cache_scope must be text of at most 200 characters")
 
     @property
     def greedy(self) -> bool:
@@ -337,41 +342,43 @@ def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
 
 
 class PromptCache:
-    """Evaluated prompt states (KV caches) keyed by the token ids they cover, oldest dropped first.
+    """Evaluated prompt states (KV caches) keyed by their scope (whose they are) and the token ids they
+    cover, oldest dropped first.
 
-    `take()` removes the entry sharing the longest prefix with a new prompt, so a generation owns the
-    state it extends and two requests never write into one; `put()` stores it back afterwards.
-    Entries sharing fewer than `min_prefix` tokens are left alone (another conversation's cache is
-    worth more than a shared system prompt).
+    `take()` removes the entry of the same scope sharing the longest prefix with a new prompt, so a
+    generation owns the state it extends and two requests never write into one; `put()` stores it back
+    afterwards. Another scope's entries are never offered. Entries sharing fewer than `min_prefix` tokens
+    are left alone (another conversation's cache is worth more than a shared system prompt).
     """
 
     def __init__(self, capacity: int = 4, min_prefix: int = 8) -> None:
         self.capacity, self.min_prefix = capacity, min_prefix
-        self._entries: OrderedDict[tuple[int, ...], object] = OrderedDict()
+        self._entries: OrderedDict[tuple[str, tuple[int, ...]], object] = OrderedDict()
         self._lock = threading.Lock()
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def best(self, ids: Sequence[int]) -> tuple[int, tuple[int, ...] | None]:
-        """(shared prefix length, key) of the most useful entry, without removing it."""
+    def best(self, ids: Sequence[int], scope: str = "") -> tuple[int, tuple | None]:
+        """(shared prefix length, key) of the most useful entry of `scope`, without removing it."""
         with self._lock:
-            scored = [(common_prefix(key, ids), key) for key in self._entries]
+            scored = [(common_prefix(key[1], ids), key) for key in self._entries if key[0] == scope]
         prefix, key = max(scored, default=(0, None), key=lambda item: item[0])
         return (prefix, key) if prefix >= self.min_prefix else (0, None)
 
-    def take(self, ids: Sequence[int]) -> tuple[int, object | None]:
-        prefix, key = self.best(ids)
+    def take(self, ids: Sequence[int], scope: str = "") -> tuple[int, object | None]:
+        prefix, key = self.best(ids, scope)
         with self._lock:
             value = self._entries.pop(key, None) if key is not None else None
         return (prefix, value) if value is not None else (0, None)
 
-    def put(self, ids: Sequence[int], value: object) -> None:
+    def put(self, ids: Sequence[int], value: object, scope: str = "") -> None:
         if self.capacity < 1 or not ids:
             return
+        key = (scope, tuple(ids))
         with self._lock:
-            self._entries[tuple(ids)] = value
-            self._entries.move_to_end(tuple(ids))
+            self._entries[key] = value
+            self._entries.move_to_end(key)
             while len(self._entries) > self.capacity:
                 self._entries.popitem(last=False)
 
@@ -419,7 +426,7 @@ class TextPipeline:
         if generator is None:
             generator = torch.Generator().manual_seed(seed)
         # 4. Reuse the KV cache of an earlier turn that shares a prefix (at least one token is evaluated)
-        prefix, past = self.prompt_cache.take(ids[0].tolist())
+        prefix, past = self.prompt_cache.take(ids[0].tolist(), params.cache_scope)
         if past is not None:
             prefix = min(prefix, ids.shape[1] - 1, past.get_seq_length())
             if getattr(past, "is_croppable", True) and prefix > 0:
@@ -455,12 +462,12 @@ class TextPipeline:
                     backend=self.backend)
         return info, stop, _Decoder(tok, params.stop, eos, cancel), kwargs
 
-    def _keep_cache(self, kwargs: dict, decoder: _Decoder) -> None:
-        """Store the extended KV cache under the tokens it now covers, for the next chat turn."""
+    def _keep_cache(self, kwargs: dict, decoder: _Decoder, scope: str) -> None:
+        """Store the extended KV cache under the tokens it now covers, for this scope's next chat turn."""
         past = kwargs[_cache_kwarg()]
         covered = past.get_seq_length()
         tokens = kwargs["input_ids"][0].tolist() + decoder.ids
-        self.prompt_cache.put(tokens[:covered], past)
+        self.prompt_cache.put(tokens[:covered], past, scope)
 
     def stream(
         self,
@@ -507,7 +514,7 @@ class TextPipeline:
             worker.join()
         if failure:
             raise failure[0]
-        self._keep_cache(kwargs, decoder)
+        self._keep_cache(kwargs, decoder, params.cache_scope)
         stats.update(decoder.stats(), **info, seconds=time.perf_counter() - started)
 
     def __call__(
@@ -543,7 +550,7 @@ class TextPipeline:
         with torch.inference_mode():
             self.model.model.generate(**kwargs, streamer=_Direct())
         decoder.settle(stop.hit_stop)
-        self._keep_cache(kwargs, decoder)
+        self._keep_cache(kwargs, decoder, params.cache_scope)
         return TextOutput(**decoder.stats(), **info, seconds=time.perf_counter() - started)
 
 

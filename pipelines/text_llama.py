@@ -331,21 +331,24 @@ class LlamaTextPipeline:
             L.llama_sampler_accept(chain, token)
         return chain
 
-    def _reuse_prefix(self, tokens: list[int]) -> int:
+    def _reuse_prefix(self, tokens: list[int], scope: str = "") -> int:
         """Point the context at the longest evaluated prefix of `tokens` (its own KV cache or a saved
-        state) and return how many tokens are already evaluated. At least one token is left to run."""
+        state of the same scope) and return how many tokens are already evaluated. At least one token is left
+        to run. The live context is reused only by the scope that filled it."""
         llm = self.model.llm
         current = llm.input_ids[: llm.n_tokens].tolist()
-        here = common_prefix(current, tokens)
-        saved, _ = self.prompt_cache.best(tokens)
-        state = self.prompt_cache.take(tokens)[1] if saved > here else None
+        owner = getattr(self, "_context_scope", "")
+        here = common_prefix(current, tokens) if owner == scope else 0
+        saved, _ = self.prompt_cache.best(tokens, scope)
+        state = self.prompt_cache.take(tokens, scope)[1] if saved > here else None
         worth_keeping = self.prompt_cache.capacity > 0 and len(current) >= self.prompt_cache.min_prefix
         if worth_keeping and (state is not None or here < len(current) // 2):
             # another conversation takes the context over: keep this one for when its owner comes back
-            self.prompt_cache.put(current, _save_state(llm))
+            self.prompt_cache.put(current, _save_state(llm), owner)
         if state is not None:
             _load_state(llm, state)
             here = saved
+        self._context_scope = scope
         llm.n_tokens = min(here, len(tokens) - 1)  # eval() drops the KV cache past n_tokens
         return llm.n_tokens
 
@@ -385,7 +388,7 @@ class LlamaTextPipeline:
         with self._lock:
             started = time.perf_counter()
             # 4. Evaluate only what the cache does not already hold
-            evaluated = len(tokens) - self._reuse_prefix(tokens)
+            evaluated = len(tokens) - self._reuse_prefix(tokens, params.cache_scope)
             sampler = self._sampler(params, seed, tokens)
             try:
                 rest = tokens[llm.n_tokens:]

@@ -193,12 +193,14 @@ def compiler_accepts(flags: str) -> bool:
 
 
 def llama_wheel_dir(build: dict[str, str]) -> Path:
-    """Where the wheel for this version, these flags and this CPU is kept."""
+    """Where the wheel for this version, these flags and this CPU is kept: under the studio's cache, or in
+    $STUDIO_WHEEL_CACHE (CI keeps its compiled engine there while the model cache starts empty)."""
     cache = Path(os.environ.get("GENAI_STUDIO_CACHE", Path.home() / ".cache" / "genai-studio"))
+    wheels = Path(os.environ["STUDIO_WHEEL_CACHE"]) if os.environ.get("STUDIO_WHEEL_CACHE") else cache / "wheels"
     key = hashlib.sha256("|".join([*LLAMA_CPP, *sorted(f"{k}={v}" for k, v in build.items()), platform.machine(),
                                    "" if "GGML_BACKEND_DL=ON" in build["CMAKE_ARGS"] else cpu_flags()])
                          .encode()).hexdigest()[:16]
-    return cache / "wheels" / f"{LLAMA_CPP[0]}-{LLAMA_CPP[1]}-{key}"
+    return wheels / f"{LLAMA_CPP[0]}-{LLAMA_CPP[1]}-{key}"
 
 
 def install_llama(pip: list[str], python: Path, rebuild: bool = False) -> bool:

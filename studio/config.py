@@ -111,6 +111,7 @@ class Settings:
     text_backends: tuple[tuple[str, str], ...] = ()  # per-model overrides: (model name, backend)
     text_threads: int = 0  # CPU threads for text generation; 0 = the physical cores
     prompt_cache_entries: int = 4  # evaluated chat prefixes kept per text model (0 = off)
+    model_dirs: tuple[str, ...] = ()  # more folders owners' model paths may point into (beside home, cwd, cache)
     ray: RaySettings = RaySettings()
 
     def backend_for(self, model: str) -> str:
@@ -177,6 +178,8 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
         gan_limits = data.pop("gan_limits", {})
         ray = data.pop("ray", {})
         image_limits = data.pop("image_limits", {})
+        if "model_dirs" in data:
+            data["model_dirs"] = tuple(str(d) for d in data["model_dirs"])
         if "text_backends" in data:
             data["text_backends"] = tuple(sorted(data["text_backends"].items()))
         known = {f.name for f in fields(Settings)}

@@ -72,6 +72,8 @@ def latent_model(services, name: str, kind: str, look: DiffusionLook | None = No
 
         return _cached(services, "vae", name, lambda p: VAELatentModel(p), services.vae_pipeline(name))
     if kind == "diffusion":
+        if look is not None:
+            services.host.admit_look(look)  # the server's step and size limits hold in Explore too
         base = _cached(services, "image", name, lambda p: DiffusionLatentModel(p.model, look or DiffusionLook()),
                        services.local_image_pipeline(name))
         return base.with_look(look) if look is not None else base
@@ -91,7 +93,10 @@ def _cached(services, modality: str, name: str, make, pipe):
 
 def render(services, model: LatentModel, points: list[LatentPoint], *, preview: bool = False,
            interactive: bool = True) -> np.ndarray:
-    """Pictures of `points`, rendered on the model lane (interactive work first)."""
+    """Pictures of `points`, rendered on the model lane (interactive work first: beside a running job, never
+    inside it). The host admits it first: at most its cap of pictures, and a full render (not a slider
+    preview) counts against a guest's quota."""
+    services.host.admit_render(len(points), preview=preview)
     return services.lanes.run("model", model.render, points, preview=preview, interactive=interactive)
 
 

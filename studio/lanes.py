@@ -6,8 +6,12 @@ thread other than the process's main one (its OpenMP team gets little of the sec
 thread per request is slower still. `studio launch` therefore gives its main thread to the model work
 (`serve_here`) — Gradio's server runs on its own threads anyway — and every model call goes through
 `run` / `submit`. Models are loaded there too: the same call ran ~50% slower on weights that another
-thread had loaded. Interactive work (a slider move, a map cell) jumps the queue: it runs before waiting
-batch work and, through `yield_point`, between the steps of a long job.
+thread had loaded.
+
+Interactive work (a slider move, a map cell) jumps the queue. While a long job holds the lane it runs
+beside it, on the lane's one interactive thread — never inside the long job's step callback: each request
+owns its pipeline view, scheduler, generators and hooks (`ModelHost`), so the two share only read-only
+weights, and the long job's pixels are the ones it makes alone.
 
     job = services.lanes.submit("model", lambda report: pipe(params, callback=report))
     for event in job:          # progress events, as the job reports them
@@ -27,6 +31,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 
 _DONE = object()
 INTERACTIVE, BATCH = 0, 1
+MAIN = "main"  # the lane name under which the main thread's batch work is counted
 
 
 class Job:
@@ -53,6 +58,7 @@ class Lanes:
         self._main_thread: threading.Thread | None = None
         self._order = itertools.count()
         self._here = threading.local()  # which lane the current thread is working for, if any
+        self._batch_running: dict[str, int] = {}  # lane → batch tasks running on it now
 
     # -- the main thread ---------------------------------------------------------------------------------
     def serve_here(self, stop: threading.Event) -> None:
@@ -62,47 +68,52 @@ class Lanes:
         try:
             while not stop.is_set():
                 try:
-                    _, _, task = self._main.get(timeout=0.2)
+                    priority, _, task = self._main.get(timeout=0.2)
                 except queue.Empty:
                     continue
-                task()
+                self._running(MAIN, priority, task)
         finally:
             self._main, self._main_thread = None, None
 
-    def yield_point(self) -> None:
-        """Called between the steps of long work on the main lane: run waiting interactive tasks now."""
-        main = self._main
-        if main is None or threading.current_thread() is not self._main_thread:
-            return
-        while True:
-            try:
-                priority, order, task = main.get_nowait()
-            except queue.Empty:
-                return
-            if priority != INTERACTIVE:
-                main.put((priority, order, task))
-                return
+    def _running(self, lane: str, priority: int, task: Callable[[], None]) -> None:
+        """Run `task`, counting it as the lane's batch work while it runs (interactive work then goes beside it)."""
+        if priority != BATCH:
             task()
+            return
+        with self._lock:
+            self._batch_running[lane] = self._batch_running.get(lane, 0) + 1
+        try:
+            task()
+        finally:
+            with self._lock:
+                self._batch_running[lane] -= 1
+
+    def busy(self, lane: str) -> bool:
+        """Whether a batch job is running on `lane` now."""
+        with self._lock:
+            return self._batch_running.get(MAIN if self._main is not None else lane, 0) > 0
 
     # -- submitting ----------------------------------------------------------------------------------------
     def _dispatch(self, lane: str, work: Callable[[], None], priority: int) -> None:
         main = self._main
-        if main is not None:
-            if threading.current_thread() is self._main_thread:
-                work()  # already on the main lane (a task that calls another): run it inline
-            else:
-                main.put((priority, next(self._order), work))
-            return
-        if getattr(self._here, "lane", None) == lane:
+        if getattr(self._here, "lane", None) == lane or (main is not None and threading.current_thread()
+                                                         is self._main_thread):
             work()  # a task on this lane asking for more of its work: run it inline (waiting would deadlock)
             return
-        pool = self._pool(lane)
+        if priority == INTERACTIVE and self.busy(lane):
+            self._pool(f"{lane}-interactive").submit(self._on_lane(lane, work, INTERACTIVE))
+            return
+        if main is not None:
+            main.put((priority, next(self._order), work))
+            return
+        self._pool(lane).submit(self._on_lane(lane, work, priority))
 
+    def _on_lane(self, lane: str, work: Callable[[], None], priority: int) -> Callable[[], None]:
         def on_lane():
             self._here.lane = lane
-            work()
+            self._running(lane, priority, work)
 
-        pool.submit(on_lane)
+        return on_lane
 
     def submit(self, lane: str, fn: Callable[[Callable], object], *, interactive: bool = False) -> Job:
         """Run `fn(report)` on the lane; iterate the job for what it reports, then `job.result()`."""

@@ -91,7 +91,7 @@ async def _relay(done, events: asyncio.Queue, check_stop=None):
 
 
 class _Replica:
-    """What every replica has: a model cache, the studio's services, and a report of where it runs."""
+    """What every replica has: a `ModelHost` (the UI process's kind), and a report of where it runs."""
 
     tier = "image"
 
@@ -101,16 +101,17 @@ class _Replica:
         from pipelines.cache import ModelCache
         from pipelines.device import pick_placement
         from pipelines.registry import Registry
-        from studio.services import Services
+        from studio.host import ModelHost
 
         sized = settings.ray.for_tier(self.tier)
         torch.set_num_threads(max(1, int(sized.replica_cpus)))
         # this replica runs its models itself (ray off), on as many threads as it holds CPUs
         settings = dataclasses.replace(settings, ray=dataclasses.replace(settings.ray, address=""),
                                        text_threads=max(1, int(sized.replica_cpus)))
-        self.services = Services(settings=settings, placement=pick_placement(settings.device, settings.dtype),
-                                 registry=Registry(settings.cache_dir, offline=settings.offline),
-                                 cache=ModelCache(settings.models_per_modality), history=None)
+        # the same host as the UI process's; its caller (the UI tier's host) admitted each request already
+        self.host = ModelHost(settings=settings, placement=pick_placement(settings.device, settings.dtype),
+                              registry=Registry(settings.cache_dir, offline=settings.offline),
+                              cache=ModelCache(settings.models_per_modality), admission=False)
         self.started = time.time()
         self._last_report: dict | None = None
         self._publish()
@@ -129,9 +130,9 @@ class _Replica:
         import ray
 
         if not hasattr(self, "_where"):  # asked once: it does not change
-            self._where = {"node": ray.util.get_node_ip_address(), "device": self.services.placement.describe()}
+            self._where = {"node": ray.util.get_node_ip_address(), "device": self.host.placement.describe()}
         return {"pid": os.getpid(), **self._where, "tier": self.tier, "since": self.started,
-                "models": [key for _, key in self.services.cache.loaded(self.tier)]}
+                "models": [key for _, key in self.host.cache.loaded(self.tier)]}
 
     def _publish(self, changed_models_only: bool = False) -> None:
         """Put this replica's report in Ray's key-value store when it changed (`changed_models_only`: only when
@@ -167,8 +168,8 @@ class _Replica:
 
     def _register(self, spec) -> None:
         """Make `spec` (a ModelSpec from the UI tier) known here, so models it registered load here too."""
-        if self.services.registry.all_by_name().get(spec.name) != spec:
-            self.services.registry.add(spec)
+        if self.host.registry.all_by_name().get(spec.name) != spec:
+            self.host.registry.add(spec)
 
 
 class ImageTier(_Replica):
@@ -178,14 +179,14 @@ class ImageTier(_Replica):
 
     def _pipe(self, spec):
         self._register(spec)
-        return self.services.local_image_pipeline(spec.name)
+        return self.host.local_image_pipeline(spec.name)
 
     def describe(self, spec) -> dict:
         pipe = self._pipe(spec)
         self._publish()
         return {"name": pipe.model.name, "default_size": pipe.model.default_size, "pid": os.getpid()}
 
-    async def generate(self, spec, loras: dict, params, preview_every: int, progress_interval: float | None):
+    async def generate(self, spec, params, preview_every: int, progress_interval: float | None):
         """Stream ("alive",) / ("progress", …) events, then ("done", output, info) or ("error", kind, message);
         `progress_interval` None: nobody watches, so no progress events at all."""
         cancel = threading.Event()
@@ -196,13 +197,12 @@ class ImageTier(_Replica):
             loop.call_soon_threadsafe(events.put_nowait, ("progress", *event))
 
         def work(_report):
-            pipe = self._pipe(spec)
-            pipe.set_loras(loras)
+            pipe = self._pipe(spec)  # the request's LoRAs are in its params: applied for it alone
             out = pipe(params, cancel=cancel, callback=None if progress_interval is None else report,
                        preview_every=preview_every, progress_interval=progress_interval or 0.0)
-            return out, {"name": pipe.model.name, "loras": dict(pipe.model.loras), "pid": os.getpid()}
+            return out, {"name": pipe.model.name, "pid": os.getpid()}
 
-        job = self.services.lanes.submit("model", work)  # loads and runs on the replica's one model thread
+        job = self.host.lanes.submit("model", work)  # loads and runs on the replica's one model thread
         done = asyncio.wrap_future(job.future)
         try:
             async for event in _relay(done, events):
@@ -232,7 +232,7 @@ class TextTier(_Replica):
 
     def _pipe(self, spec, backend: str):
         self._register(spec)
-        return self.services.text_pipeline(spec.name, backend=backend)
+        return self.host.text_pipeline(spec.name, backend=backend)
 
     def describe(self, spec, backend: str) -> dict:
         pipe = self._pipe(spec, backend)
@@ -254,10 +254,12 @@ class TextTier(_Replica):
         stats: dict = {}
 
         def work():
-            pipe = self._pipe(spec, backend)
-            for piece in pipe.stream(params, cancel=cancel, stats=stats):
-                loop.call_soon_threadsafe(events.put_nowait, ("piece", piece))
-            return {"name": pipe.model.name, "backend": pipe.backend, "runs_on": pipe.runs_on, "pid": os.getpid()}
+            self._register(spec)
+            with self.host.text_lease(spec.name, backend=backend) as pipe:  # never closed mid-answer
+                for piece in pipe.stream(params, cancel=cancel, stats=stats):
+                    loop.call_soon_threadsafe(events.put_nowait, ("piece", piece))
+                return {"name": pipe.model.name, "backend": pipe.backend, "runs_on": pipe.runs_on,
+                        "pid": os.getpid()}
 
         async def check_stop() -> None:
             if await asyncio.to_thread(internal_kv._internal_kv_exists, STOP_PREFIX + stop_key, namespace=NAMESPACE):
@@ -344,7 +346,7 @@ class LatentTier(_Replica):
 
     def _pipe(self, kind: str, spec):
         self._register(spec)
-        pipe = self.services.gan_pipeline(spec.name) if kind == "gan" else self.services.vae_pipeline(spec.name)
+        pipe = self.host.gan_pipeline(spec.name) if kind == "gan" else self.host.vae_pipeline(spec.name)
         if not getattr(pipe, "_batched", False):
             # the pipeline renders through the batcher; everything else it computes stays its own code
             owner = pipe if kind == "gan" else pipe.model
@@ -429,7 +431,7 @@ class LatentTier(_Replica):
     def _report(self) -> dict:
         sizes = list(self.batch_sizes)
         return {**super()._report(), "renders": len(sizes), "largest_batch": max(sizes, default=0),
-                "models": [f"{m} {k}" for m in ("gan", "vae") for _, k in self.services.cache.loaded(m)]}
+                "models": [f"{m} {k}" for m in ("gan", "vae") for _, k in self.host.cache.loaded(m)]}
 
 
 def deployment(settings, tier: str = "image"):

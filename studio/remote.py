@@ -241,11 +241,11 @@ class RemoteImageModel:
 
     name: str
     default_size: int
-    loras: dict = dataclasses.field(default_factory=dict)
 
 
 class RemoteImagePipeline:
-    """`ImagePipeline`'s interface over the model tier: `__call__`, `set_loras`, `model`."""
+    """`ImagePipeline`'s interface over the model tier: `__call__` and `model`. Everything a request needs —
+    LoRAs included — travels in its params, so no request's settings stay on this shared stand-in."""
 
     remote = True
 
@@ -254,20 +254,12 @@ class RemoteImagePipeline:
         info = bridge.request("call", "image", "describe", (spec,))
         self.model = RemoteImageModel(info["name"], int(info["default_size"]))
         self._spec = spec  # the UI tier's ModelSpec: models registered here load in the replicas too
-        self._loras: dict = {}
-
-    def set_loras(self, loras: dict) -> None:
-        """LoRAs {name: (path, weight)} for the next calls; the replica loads them (a path every replica can
-        read: this machine with a local Ray, a shared folder on a cluster)."""
-        wanted = {name: (str(path), float(weight)) for name, (path, weight) in (loras or {}).items()}
-        for path, _ in wanted.values():
-            if Path(path).suffix != ".safetensors":
-                raise ValueError(f"LoRA {Path(path).name}: only .safetensors LoRAs are loaded (pickles can run code)")
-        self._loras = wanted
 
     def __call__(self, params: ImageParams, *, generator=None, callback: Callable | None = None,
                  cancel: threading.Event | None = None, preview_every: int = 5,
                  progress_interval: float = 0.0) -> ImageOutput:
+        """LoRA files must be at a path every replica can read: this machine with a local Ray, a shared folder
+        on a cluster."""
         if generator is not None:
             raise ValueError("generator: a remote model takes seeds, not generator objects")
         if params.seed is None:  # fixed here, so a retry on another replica draws the same pictures
@@ -278,10 +270,8 @@ class RemoteImagePipeline:
                 callback(*event[1:])
 
         interval = progress_interval if callback is not None else None  # no watcher: no progress frames
-        out, info = self.bridge.request("stream", "image", "generate",
-                                        (self._spec, self._loras, params, preview_every, interval),
-                                        on_event=on_event, cancel=cancel)
-        self.model.loras = info.get("loras", {})
+        out, _info = self.bridge.request("stream", "image", "generate", (self._spec, params, preview_every, interval),
+                                         on_event=on_event, cancel=cancel)
         return out
 
 

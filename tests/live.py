@@ -16,7 +16,7 @@ def start(outputs: Path, tiny_lm_dir: Path, port: int, cache_dir: Path, tiny_sd_
     """Serve the app (non-blocking) with tiny-llama, tiny-gan and tiny-sd registered; returns (app, services)."""
     from tests.test_gan import save_tiny_gan
 
-    gan_dir = cache_dir.parent / "gan"
+    gan_dir = Path(outputs).parent / "gan"  # beside the outputs: never inside or beside the real model cache
     gan_dir.mkdir(parents=True, exist_ok=True)
     gan_path = save_tiny_gan(gan_dir)
     settings = replace(Settings(), port=port, outputs=outputs, device="cpu", cache_dir=cache_dir, offline=True,

@@ -19,6 +19,7 @@ from pipelines.image import (
     ImageLimits,
     ImageParams,
     ImagePipeline,
+    Lora,
     load_image_model,
     open_user_image,
 )
@@ -130,12 +131,11 @@ def test_lora_load_and_unload_restore_the_original(tmp_path, tiny_image, tiny_sd
     StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=get_peft_model_state_dict(unet))
     lora = next(tmp_path.glob("*.safetensors"))
     before = pixels(tiny_image(ImageParams(**FAST, seed=8)).images[0])
-    tiny_image.set_loras({"style": (lora, 1.0)})
-    with_lora = pixels(tiny_image(ImageParams(**FAST, seed=8)).images[0])
-    tiny_image.set_loras({})
-    after = pixels(tiny_image(ImageParams(**FAST, seed=8)).images[0])
+    with_lora = pixels(tiny_image(ImageParams(**FAST, seed=8, loras=(Lora("style", lora, 1.0),))).images[0])
+    assert tiny_image.model.loras == {"style": 1.0}  # the shared weights hold it until a request states another set
+    after = pixels(tiny_image(ImageParams(**FAST, seed=8)).images[0])  # a request without LoRAs runs without
     assert not np.array_equal(before, with_lora)
-    assert np.array_equal(before, after)
+    assert np.array_equal(before, after) and tiny_image.model.loras == {}
 
 
 def fake_png(path, width: int, height: int) -> None:

@@ -27,6 +27,27 @@ def ray_cli(*args: str, env: dict) -> None:
     subprocess.run([str(BIN / "ray"), *args], check=True, capture_output=True, env=env, timeout=120)
 
 
+def wait_for_serve_apps(address: str, names: list[str], env: dict, timeout: float = 240.0) -> None:
+    """Wait until `serve status` says every app in `names` is RUNNING; past the deadline, fail naming what it saw
+    (an app that failed to deploy fails at once)."""
+    import yaml
+
+    deadline, seen = time.time() + timeout, "nothing yet"
+    while time.time() < deadline:
+        result = subprocess.run([str(BIN / "serve"), "status", "--address", address], capture_output=True, text=True,
+                                env=env, timeout=60)
+        status = (yaml.safe_load(result.stdout) or {}) if result.returncode == 0 else {}
+        apps = {name: (status.get("applications") or {}).get(name, {}).get("status", "absent") for name in names}
+        seen = ", ".join(f"{name}: {state}" for name, state in apps.items()) if status else \
+            (result.stderr.strip().splitlines() or ["no answer"])[-1]
+        if all(state == "RUNNING" for state in apps.values()):
+            return
+        if any(state == "DEPLOY_FAILED" for state in apps.values()):
+            break
+        time.sleep(2)
+    pytest.fail(f"Serve's apps did not all reach RUNNING within {timeout:.0f} s; serve status said: {seen}")
+
+
 def test_the_serve_config_file_builds_the_image_and_text_apps(tmp_path):
     import yaml
     from ray.serve.schema import ServeDeploySchema
@@ -94,7 +115,6 @@ def test_serve_deploy_of_the_config_file_is_what_the_studio_joins(tmp_path, monk
     import numpy as np
     import yaml
 
-    import studio.remote
     from pipelines.gan import GANParams
     from pipelines.text import TextParams
     from tests.conftest import _free_port
@@ -115,6 +135,8 @@ def test_serve_deploy_of_the_config_file_is_what_the_studio_joins(tmp_path, monk
         deploy_file.write_text(yaml.safe_dump(config))
         subprocess.run([str(BIN / "serve"), "deploy", str(deploy_file), "--address", f"http://127.0.0.1:{dashboard}"],
                        check=True, capture_output=True, env=env, timeout=120, cwd=ROOT)
+        # serve deploy returns before the apps run: wait on Serve's own status, then join
+        wait_for_serve_apps(f"http://127.0.0.1:{dashboard}", [app["name"] for app in config["applications"]], env)
         settings = Settings(outputs=tmp_path / "out", device="cpu", offline=True, cache_dir=tmp_path / "cache",
                             ray=RaySettings(address=f"127.0.0.1:{port}"))
         services = Services.create(settings)
@@ -122,16 +144,7 @@ def test_serve_deploy_of_the_config_file_is_what_the_studio_joins(tmp_path, monk
         services.registry.add(ModelSpec("tiny-llama", "text", "folder", str(tiny_lm_dir), license="test"))
         services.registry.add(ModelSpec("tiny-gan", "gan", "file", str(save_tiny_gan(tmp_path)), license="test"))
         try:
-            deadline = time.time() + 120  # serve deploy returns before the apps run
-            while True:
-                try:
-                    picture = services.image_pipeline("tiny-sd")(SMALL)
-                    break
-                except studio.remote.TierUnreachable:
-                    if time.time() > deadline:
-                        raise
-                    services.ray_bridge.close()
-                    time.sleep(3)
+            picture = services.image_pipeline("tiny-sd")(SMALL)
             assert services.ray_bridge.info["deployed"] == []  # found, not deployed by the studio
             assert len(picture.images) == 1 and np.asarray(picture.images[0]).shape == (64, 64, 3)
             answer = services.text_pipeline("tiny-llama")(TextParams(prompt="Hi", max_new_tokens=8, seed=1))

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("ray.serve", reason="the [ray] extra is part of the test install")
 
-from pipelines.image import GenerationCancelled, ImageParams
+from pipelines.image import GenerationCancelled, ImageParams, lora_set
 from studio.config import RaySettings
 from tests.live import wait_for_replacement
 
@@ -76,7 +76,8 @@ def test_pictures_from_ray_replicas_match_in_process_pixel_for_pixel(tier):
 def test_bad_input_is_the_same_plain_error_as_in_process(tier):
     _, services = tier
     with pytest.raises(ValueError, match="LoRA x.bin: only .safetensors"):
-        services.image_pipeline("tiny-sd").set_loras({"x": ("x.bin", 1.0)})
+        services.image_pipeline("tiny-sd")(ImageParams(prompt="a", steps=1, width=64, height=64, seed=1,
+                                                       loras=lora_set({"x": ("x.bin", 1.0)})))
 
 
 def test_stop_reaches_the_replica_doing_the_work(tier):

@@ -190,12 +190,34 @@ def test_prompt_cache_hands_out_the_longest_prefix_and_evicts_the_oldest():
     cache = PromptCache(capacity=2, min_prefix=2)
     cache.put([1, 2, 3, 4], "a")
     cache.put([1, 2, 9], "b")
-    assert cache.best([1, 2, 3, 4, 5]) == (4, (1, 2, 3, 4))
+    assert cache.best([1, 2, 3, 4, 5]) == (4, ("", (1, 2, 3, 4)))
     assert cache.take([7, 7]) == (0, None)  # nothing shares enough: leave other conversations alone
     assert cache.take([1, 2, 3, 4, 5]) == (4, "a") and len(cache) == 1  # taken out while in use
     cache.put([5, 6], "c")
     cache.put([7, 8], "d")
     assert cache.best([1, 2, 9]) == (0, None) and len(cache) == 2  # "b" was the oldest
+
+
+def test_one_users_prompt_cache_is_never_another_users(tiny_text_pipeline):
+    """A conversation's evaluated prefix is reused by its own scope only: another user with the same opening
+    neither gets it (their status line would say so) nor changes what the owner gets back."""
+    from pipelines.text import PromptCache
+
+    cache = PromptCache(capacity=4, min_prefix=2)
+    cache.put([1, 2, 3, 4], "alice's", scope="alice")
+    assert cache.take([1, 2, 3, 4, 5], scope="bob") == (0, None)
+    assert cache.take([1, 2, 3, 4, 5], scope="alice") == (4, "alice's")
+
+    history = (("user", "Once upon a time there was a small red fox"), ("assistant", "who loved the sea."))
+    first = dict(prompt="Tell me more about the fox", mode="chat", history=history, max_new_tokens=4,
+                 temperature=0)
+    tiny_text_pipeline.prompt_cache.clear()
+    alone = tiny_text_pipeline(TextParams(**first, cache_scope="alice"))
+    again = tiny_text_pipeline(TextParams(**first, cache_scope="alice"))
+    assert again.prompt_tokens_evaluated == 1 < alone.prompt_tokens_evaluated  # alice's own turn is reused
+    bob = tiny_text_pipeline(TextParams(**first, cache_scope="bob"))
+    assert bob.prompt_tokens_evaluated == alone.prompt_tokens_evaluated  # nothing of alice's shows for bob
+    assert bob.text == alone.text == again.text
 
 
 def test_backend_choice():

@@ -127,7 +127,7 @@ def test_services_fall_back_to_transformers_and_remember_why(tmp_path, cache_dir
 
     monkeypatch.setenv("PYTHONPATH", _fake_build_env()["PYTHONPATH"])
     services = Services.create(load_settings(None, outputs=tmp_path / "out", cache_dir=cache_dir, device="cpu"))
-    services.llama_health = BuildHealth(tmp_path / "health.json", fingerprint="test-build")
+    services.host.llama_health = BuildHealth(tmp_path / "health.json", fingerprint="test-build")
     spec = services.registry.lookup("smollm2-135m-instruct", "text")
     assert services.text_backend(spec).backend == "llama.cpp"
     pipe = services.text_pipeline("smollm2-135m-instruct")

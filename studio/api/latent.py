@@ -19,6 +19,7 @@ from pipelines.latent import (
     load_directions,
     map_points,
     move,
+    points_bytes,
     save_directions,
     save_points,
     vary,
@@ -84,11 +85,7 @@ def _tools(services) -> SimpleNamespace:
         return item.id, [history.path(f) for f in item.files]
 
     def latents_bytes(points: list[LatentPoint]) -> bytes:
-        path = history.root / f".tmp-{ex.random_seed()}.safetensors"
-        save_points(points, path)
-        data = path.read_bytes()
-        path.unlink(missing_ok=True)
-        return data
+        return points_bytes(points)
 
     def origin_of(model, origin: str, latent: FileData | None, prompt: str) -> LatentPoint:
         if latent is not None:

@@ -11,7 +11,7 @@ import gradio as gr
 from gradio import FileData
 
 from pipelines.checks import check_int
-from pipelines.image import GenerationCancelled, ImageParams, open_user_image
+from pipelines.image import GenerationCancelled, ImageParams, lora_set, open_user_image
 from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
 from pipelines.media import read_png_info
 from studio.tabs.common import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
@@ -244,6 +244,7 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
             if init is None or mask_image is not None:
                 raise ValueError("outpaint: give the picture to grow in init_images (and no mask)")
             mode, extra["outpaint"] = "outpaint", OutpaintParams(*_ints("outpaint", outpaint, 4))
+        extra["loras"] = lora_set(loras_from([_path(f) for f in lora_files or []], lora_weights))
         params = ImageParams(prompt=prompt or "", negative_prompt=negative_prompt or "", mode=mode, steps=steps,
                              guidance=float(cfg_scale), width=width or (init.width // 8 * 8 if init else size),
                              height=height or (init.height // 8 * 8 if init else size), scheduler=sampler_name,
@@ -252,11 +253,11 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
                              batch_size=batch_size, batch_count=n_iter, init_image=init, mask=mask_image,
                              **extra)
         params.validate(limits)
-        pipe.set_loras(loras_from([_path(f) for f in lora_files or []], lora_weights))
         session = session_of(request)
         cancel = services.jobs.start(session, "image")
         try:
-            out = start_generation(services, pipe, params, cancel, watched=False).result()
+            with services.image_lease(model) as pipe:  # in use (never evicted) until the pictures are made
+                out = start_generation(services, pipe, params, cancel, watched=False).result()
         except GenerationCancelled:
             raise ValueError("cancelled: nothing was saved") from None
         finally:

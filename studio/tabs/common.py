@@ -129,21 +129,11 @@ def friendly_errors(fn):
     return wrapped
 
 
-def _guest_checks(services, tab: str, user: str, arguments: dict) -> None:
-    """What guests may not do inside an otherwise allowed event: other models, engines, LoRA files."""
-    access = services.access
-    if not access.is_guest(user):
+def _guest_checks(services, user: str, arguments: dict) -> None:
+    """What guests may not name in an otherwise allowed event: engines and LoRA files. (Model names are the
+    host's admission: `ModelHost.admit_model`, on every path that reaches a model.)"""
+    if not services.access.is_guest(user):
         return
-    model = arguments.get("model_name", arguments.get("model"))
-    if isinstance(model, str) and model.strip():
-        registry = services.registry
-        # the Explore tab and explore_* endpoints take a model of any kind
-        modalities = ("text", "image", "vae", "gan") if tab == "explore" else (tab,)
-        defaults = [registry.default(m) for m in modalities]
-        allowed = set(defaults) | {key.split(" [")[0] for m in modalities for _, key in services.cache.loaded(m)}
-        if model.strip() not in allowed:
-            raise AccessDenied(f"Guests can't switch models: use {' or '.join(defaults)} (or leave the model blank). "
-                               "The studio's owner can load others.")
     engine = arguments.get("engine_", arguments.get("backend"))
     if isinstance(engine, str) and engine not in ("", "auto", services.settings.text_backend):
         raise AccessDenied("Guests can't change the text engine; it is the owner's setting.")
@@ -154,11 +144,14 @@ def _guest_checks(services, tab: str, user: str, arguments: dict) -> None:
 def guarded(services, tab: str, *, generation: bool = False, owner_only: str = ""):
     """Server-side permission check for an event handler (put it under @friendly_errors).
 
-    Finds the request and the model among the handler's arguments by name; owners pass, guests are
-    held to `studio.access` rules. `generation=True` counts one generation against a guest's quota
-    (given back if the handler fails); `owner_only="train models"` refuses guests outright. A handler
-    using it must take a `request: gr.Request` parameter so Gradio passes the user in.
+    Finds the request among the handler's arguments by name and runs the handler as that user's `Caller`, which
+    the model host's admission reads (model names, limits, a guest's quota for full renders). `generation=True`
+    counts one generation against a guest's quota up front (given back if the handler fails; the host then
+    counts no more for this request); `owner_only="train models"` refuses guests outright. A handler using it
+    must take a `request: gr.Request` parameter so Gradio passes the user in.
     """
+    from studio.host import calling
+
     def decorate(fn):
         signature = inspect.signature(fn)
 
@@ -168,31 +161,47 @@ def guarded(services, tab: str, *, generation: bool = False, owner_only: str = "
             user = user_of(request)
             if owner_only:
                 services.access.require_owner(user, owner_only)
-            _guest_checks(services, tab, user, arguments)
-            return services.access.admit(user, tab) if generation else None
+            _guest_checks(services, user, arguments)
+            caller = services.caller(user, tab)
+            admission = services.access.admit(user, tab) if generation else None
+            if admission is not None and caller.guest:
+                caller.charged.append(admission)
+            return caller, admission
 
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
             def wrapped_gen(*args, **kwargs):
-                admission = admit(args, kwargs)
+                caller, admission = admit(args, kwargs)
+                steps = fn(*args, **kwargs)
                 try:
-                    yield from fn(*args, **kwargs)
+                    while True:
+                        with calling(caller):  # each step may run on another thread: the caller goes along
+                            try:
+                                item = next(steps)
+                            except StopIteration:
+                                return
+                        yield item
                 except BaseException as exc:
                     services.recover_from_out_of_memory(exc)
-                    if admission:
-                        admission.refund()
+                    for charge in caller.charged:
+                        if charge:
+                            charge.refund()
                     raise
+                finally:
+                    steps.close()
             return wrapped_gen
 
         @functools.wraps(fn)
         def wrapped(*args, **kwargs):
-            admission = admit(args, kwargs)
+            caller, admission = admit(args, kwargs)
             try:
-                return fn(*args, **kwargs)
+                with calling(caller):
+                    return fn(*args, **kwargs)
             except BaseException as exc:
                 services.recover_from_out_of_memory(exc)
-                if admission:
-                    admission.refund()
+                for charge in caller.charged:
+                    if charge:
+                        charge.refund()
                 raise
         return wrapped
     return decorate

@@ -11,7 +11,7 @@ import gradio as gr
 from pipelines.image import SCHEDULERS
 from pipelines.image_latent import DiffusionLook
 from studio.services import Services
-from studio.tabs.common import TabHandle, as_int, friendly_errors
+from studio.tabs.common import TabHandle, as_int, friendly_errors, guarded
 from studio.workbench import build_workbench
 
 DEFAULT_LOOK = DiffusionLook(steps=20, guidance=5.0, scheduler="DPM++ 2M", width=64, height=64, preview_steps=6)
@@ -62,7 +62,9 @@ def build(services: Services) -> TabHandle:
     def restore(params: dict) -> list:
         return [params[name] if params.get(name) not in (None, "") else gr.skip() for name in fields]
 
-    def picture_file(state, model_name, look_values):
+    @friendly_errors
+    @guarded(services, "explore")  # renders on the named model: the host admits the name and the look
+    def picture_file(state, model_name, look_values, request: gr.Request = None):
         """The current point rendered at full quality, as a PNG another tab can start from."""
         from pipelines.media import png_bytes
         from studio import explore as ex

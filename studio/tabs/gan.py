@@ -8,7 +8,7 @@ import gradio as gr
 from pipelines.media import png_bytes
 from studio import explore as ex
 from studio.services import Services
-from studio.tabs.common import TabHandle
+from studio.tabs.common import TabHandle, friendly_errors, guarded
 from studio.workbench import build_workbench
 
 
@@ -27,7 +27,9 @@ def build(services: Services) -> TabHandle:
                             methods=("ganspace", "sefa"), truncation=psi, max_grid=limits.max_grid,
                             max_frames=limits.max_frames * 10)
 
-    def face_file(state, model_name):
+    @friendly_errors
+    @guarded(services, "gan")  # renders on the named model: the host admits the name for this user
+    def face_file(state, model_name, request: gr.Request = None):
         if state.current is None:
             raise gr.Error("Open a face first (a seed, or a grid cell).")
         space = ex.latent_model(services, model_name, "gan")

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 from types import SimpleNamespace
 
 import gradio as gr
 
-from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, open_user_image
+from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, lora_set, open_user_image
 from pipelines.image_prompt import parse_weights
 from pipelines.media import a1111_parameters, png_with_metadata, read_png_info
 from studio.services import Services
@@ -68,14 +68,10 @@ def loras_from(files, weights_text) -> dict:
 
 def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bool = True):
     """Generate on the image lane, reporting (step, total, preview) at most 4 times a second — previews only
-    when someone `watched` (a page; an API call waits for the result) — and letting waiting interactive work
-    (a slider move) run between reports."""
+    when someone `watched` (a page; an API call waits for the result). A slider move meanwhile runs beside it
+    (studio/lanes.py), never inside this job's step callback."""
     def generate(report):
-        def progress(*event):
-            report(*event)
-            services.lanes.yield_point()
-
-        return pipe(params, cancel=cancel, callback=progress, progress_interval=0.25,
+        return pipe(params, cancel=cancel, callback=report, progress_interval=0.25,
                     preview_every=5 if watched else 0)
 
     if getattr(pipe, "remote", False):  # the Ray model tier does the work: wait for it off the model thread
@@ -110,7 +106,7 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                     "Denoising strength": params.strength if params.mode != "txt2img" else None,
                     "Variation seed": params.variation_seed if varied else None,
                     "Variation seed strength": params.variation_strength if varied else None,
-                    "Lora": ", ".join(f"{k}:{v}" for k, v in pipe.model.loras.items()) or None,
+                    "Lora": ", ".join(f"{lora.name}:{lora.weight:g}" for lora in params.loras) or None,
                     **second_pass_settings(params)}
         record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
                   "steps": params.steps, "guidance": params.guidance, "width": params.width,
@@ -118,7 +114,7 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                   "variation_seed": params.variation_seed if varied else None,
                   "variation_strength": params.variation_strength if varied else 0.0,
                   "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
-                  "model": pipe.model.name, "loras": pipe.model.loras,
+                  "model": pipe.model.name, "loras": {lora.name: lora.weight for lora in params.loras},
                   **{name: asdict(value) for name in ("hires", "outpaint", "style")
                      if (value := getattr(params, name)) is not None}}
         data = png_with_metadata(image, a1111_parameters(params.prompt, params.negative_prompt, settings), record)
@@ -273,20 +269,21 @@ def _runner(services: Services):
             mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
             n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w,
             style, hires_on, hires_scale, hires_upscaler, hires_steps, hires_strength, left, right, up, down, seam])
+        params = replace(params, loras=lora_set(loras_from(loras, lora_w)))
         yield None, gr.skip(), "Loading the model… (the first request loads it)"
-        pipe = services.image_pipeline(model_name, log=lambda msg: progress(0.0, desc=msg))
-        pipe.set_loras(loras_from(loras, lora_w))
         session = session_of(request)
         cancel_flag = services.jobs.start(session, "image")
         started = time.perf_counter()
-        job = start_generation(services, pipe, params, cancel_flag)
         try:
-            for done, total, image in job:
-                elapsed = time.perf_counter() - started
-                eta = elapsed / done * (total - done)
-                yield (image if image is not None else gr.skip(), gr.skip(),
-                       f"Step {done}/{total} · {elapsed:.1f}s · about {eta:.0f}s left")
-            out = job.result()
+            # held in use (never evicted) until the pictures are made
+            with services.image_lease(model_name, log=lambda msg: progress(0.0, desc=msg)) as pipe:
+                job = start_generation(services, pipe, params, cancel_flag)
+                for done, total, image in job:
+                    elapsed = time.perf_counter() - started
+                    eta = elapsed / done * (total - done)
+                    yield (image if image is not None else gr.skip(), gr.skip(),
+                           f"Step {done}/{total} · {elapsed:.1f}s · about {eta:.0f}s left")
+                out = job.result()
         except GenerationCancelled:
             out = None
         finally:
@@ -363,7 +360,7 @@ def build(services: Services) -> TabHandle:
     results.png_send.click(lambda info: from_png(info, restore), results.png_json, restore_outputs,
                            api_visibility="private")
 
-    def selected_file(path):
+    def selected_file(path, request: gr.Request = None):
         if not path:
             raise gr.Error("Click an image in the results first.")
         return path

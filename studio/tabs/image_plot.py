@@ -10,7 +10,7 @@ import time
 
 import gradio as gr
 
-from pipelines.image import GenerationCancelled
+from pipelines.image import GenerationCancelled, lora_set
 from pipelines.image_plot import AXES, PlotParams, draw_grid, example, run_plot
 from pipelines.media import png_bytes
 from studio.tabs.common import friendly_errors, guarded, keep_output, session_of, user_of
@@ -55,15 +55,15 @@ def _wire(services, rows, make, status, grid, grid_file, inputs, model, lora_fil
         started = time.perf_counter()
 
         def make_cell(params, settings):
-            pipe = services.image_pipeline(settings.get("Model", model_name))
             loras = loras_from(files, weights)
             if "LoRA weight" in settings:
                 if not loras:
                     raise ValueError("LoRA weight: add a LoRA file to plot its weight")
                 loras = {name: (path, settings["LoRA weight"]) for name, (path, _) in loras.items()}
-            pipe.set_loras(loras)
+            params = dataclasses.replace(params, loras=lora_set(loras))
             try:
-                out = start_generation(services, pipe, params, cancel, watched=False).result()
+                with services.image_lease(settings.get("Model", model_name)) as pipe:
+                    out = start_generation(services, pipe, params, cancel, watched=False).result()
             except GenerationCancelled:
                 return None
             (_path, _seed, item_id), = keep_images(services, pipe, params, out, owner)

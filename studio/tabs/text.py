@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from types import SimpleNamespace
 
 import gradio as gr
@@ -70,20 +71,23 @@ def build_params(prompt, mode, system_prompt, history, max_new_tokens, temperatu
 def run_text(services: Services, model: str, params: TextParams, session: str, owner: str,
              progress: gr.Progress | None = None, backend: str = "") -> Iterator[tuple[str, dict]]:
     """Stream (text so far, stats) and save the finished text to History. Stats are empty until done.
-    Fetching and loading the model (first use) are reported on `progress`."""
-    pipe = services.text_pipeline(model, (lambda msg: progress(0.0, desc=msg)) if progress else None, backend)
+    Fetching and loading the model (first use) are reported on `progress`. The model is held in use until the
+    answer ends (never evicted, its engine never closed, mid-answer); the session's own prompt cache only."""
+    params = replace(params, cache_scope=session)
     cancel = services.jobs.start(session, "text")
     stats: dict = {}
     text = ""
     shown = time.perf_counter()
     try:
-        for piece in pipe.stream(params, cancel=cancel, stats=stats):
-            text += piece
-            # at most ~25 page updates a second: each one costs the server a round of work, and a
-            # person reads no faster (measured: one update per token slowed serving by a third)
-            if time.perf_counter() - shown >= STREAM_INTERVAL:
-                shown = time.perf_counter()
-                yield text, {}
+        with services.text_lease(model, (lambda msg: progress(0.0, desc=msg)) if progress else None,
+                                 backend) as pipe:
+            for piece in pipe.stream(params, cancel=cancel, stats=stats):
+                text += piece
+                # at most ~25 page updates a second: each one costs the server a round of work, and a
+                # person reads no faster (measured: one update per token slowed serving by a third)
+                if time.perf_counter() - shown >= STREAM_INTERVAL:
+                    shown = time.perf_counter()
+                    yield text, {}
     finally:
         services.jobs.finish(session, "text", cancel)
     item = keep_output(

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 import gradio as gr
 
 from pipelines.image_latent import DiffusionLook
-from pipelines.latent import save_points
+from pipelines.latent import points_bytes, save_points
 from pipelines.media import png_bytes
 from studio import explore as ex
 from studio.tabs.common import friendly_errors, guarded, keep_output, user_of
@@ -92,12 +92,9 @@ def keep_cells(ctx: Context, request, model, picture, points, prompt: str, param
     owner = user_of(request)
 
     def write(_report):
-        path = ctx.services.history.root / f".tmp-cells-{ex.random_seed()}.safetensors"
-        save_points(points, path)
-        ctx.services.history.add(ctx.tab, {".png": png_bytes(picture), ".safetensors": path.read_bytes()},
+        ctx.services.history.add(ctx.tab, {".png": png_bytes(picture), ".safetensors": points_bytes(points)},
                                  prompt=prompt, params={"model": model.name, **params}, model=model.name,
                                  device=ctx.services.placement.describe(), owner=owner, parent=parent)
-        path.unlink(missing_ok=True)
 
     ctx.services.lanes.submit_background("history", write)
 
@@ -137,13 +134,10 @@ def wire_current_files(ctx: Context, current: CurrentPanel) -> None:
             raise ValueError("Nothing to keep yet: open a picture first.")
         model = ctx.space(model_name, look, bench)
         image = ex.render(ctx.services, model, [bench.current])[0]
-        path = ctx.services.history.root / ".tmp-latent.safetensors"
-        save_points([bench.current], path)
         item = keep_output(ctx.services, ctx.tab, {".png": png_bytes(ex.picture(image, image.shape[0])),
-                                                   ".safetensors": path.read_bytes()},
+                                                   ".safetensors": points_bytes([bench.current])},
                            prompt=bench.current.label, params={"model": model.name, "label": bench.current.label},
                            model=model.name, device=ctx.services.placement.describe(), owner=user_of(request))
-        path.unlink(missing_ok=True)
         bench.history_id = item.id if item else None
         return bench, f"**{bench.current.label}** · kept as {item.id}" if item else "Not saved: the disk is full"
 
