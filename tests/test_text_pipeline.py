@@ -175,7 +175,7 @@ def test_a_regenerated_prompt_reads_its_cached_prefix_and_rounds_bit_for_bit_as_
         info, _, decoder, kwargs = pipe._prepare(params, None, threading.Event())
         with torch.inference_mode():
             out = pipe.model.model.generate(**kwargs, output_logits=True, return_dict_in_generate=True)
-        pipe._keep_cache(kwargs, decoder)
+        pipe._keep_cache(kwargs, decoder, params.cache_scope)
         return out.logits[0], info["prompt_tokens_evaluated"]
 
     cold, cold_evaluated = first_logits()

@@ -15,9 +15,7 @@ from pipelines.image import GenerationCancelled, ImageParams, lora_set, open_use
 from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
 from pipelines.media import read_png_info
 from studio.tabs.common import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
-from studio.tabs.image import keep_images, loras_from, start_generation
-from studio.tabs.image_extras import resolve_upscaler, style_named
-from studio.tabs.text import build_params, run_text
+from studio.actions import build_params, keep_images, loras_from, resolve_upscaler, run_text, start_generation, style_named
 
 
 def seed_or_random(name: str, value) -> int | None:

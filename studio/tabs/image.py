@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, replace
-from pathlib import Path
+from dataclasses import replace
 from types import SimpleNamespace
 
 import gradio as gr
 
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, lora_set, open_user_image
 from pipelines.image_prompt import parse_weights
-from pipelines.media import a1111_parameters, png_with_metadata, read_png_info
+from pipelines.media import read_png_info
+from studio.actions import keep_images, loras_from, start_generation  # noqa: F401 - the tab's actions
 from studio.services import Services
 from studio.tabs.common import (
     TabHandle,
@@ -19,7 +19,6 @@ from studio.tabs.common import (
     check_fields,
     friendly_errors,
     guarded,
-    keep_output,
     parse_seed,
     seed_field,
     session_of,
@@ -48,82 +47,6 @@ def _mask_from_editor(editor: dict | None, max_pixels: int):
     if mask.getbbox() is None:
         raise ValueError("mask: paint over the part of the image to repaint (the mask is empty)")
     return image, mask
-
-
-def loras_from(files, weights_text) -> dict:
-    """{name: (path, weight)} from LoRA files and a weights text such as "0.8, 0.5" (default 1 each)."""
-    files = files or []
-    weights = []
-    for part in str(weights_text or "").replace(";", ",").split(","):
-        if part.strip():
-            try:
-                weights.append(float(part))
-            except ValueError:
-                raise ValueError(f"lora_weights: {part.strip()[:20]!r} is not a number; give one number per LoRA "
-                                 "file, e.g. 0.8, 0.5") from None
-    if weights and len(weights) != len(files):
-        raise ValueError(f"lora_weights: give one weight per file ({len(files)}), got {len(weights)}")
-    return {Path(f).stem: (Path(f), weights[i] if weights else 1.0) for i, f in enumerate(files)}
-
-
-def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bool = True):
-    """Generate on the image lane, reporting (step, total, preview) at most 4 times a second — previews only
-    when someone `watched` (a page; an API call waits for the result). A slider move meanwhile runs beside it
-    (studio/lanes.py), never inside this job's step callback."""
-    def generate(report):
-        return pipe(params, cancel=cancel, callback=report, progress_interval=0.25,
-                    preview_every=5 if watched else 0)
-
-    if getattr(pipe, "remote", False):  # the Ray model tier does the work: wait for it off the model thread
-        return services.lanes.submit_parallel("remote", generate)
-    return services.lanes.submit("model", generate)
-
-
-def second_pass_settings(params: ImageParams) -> dict:
-    """A1111's infotext names for the hires fix, outpainting and the style."""
-    settings = {}
-    if params.hires:
-        h = params.hires
-        settings.update({"Denoising strength": h.strength, "Hires upscale": f"{h.scale:g}",
-                         "Hires steps": h.steps or params.steps, "Hires upscaler": Path(h.upscaler).name})
-    if params.outpaint:
-        o = params.outpaint
-        settings["Outpaint"] = f"left {o.left}, right {o.right}, up {o.up}, down {o.down}, seam {o.seam}"
-    if params.style:
-        settings["Style"] = params.style.name
-    return settings
-
-
-def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tuple]:
-    """Save each image as a PNG with its parameters (AUTOMATIC1111 text, JSON, XMP) into History;
-    returns (file path or the image itself when the disk is full, seed, History id) per image."""
-    # the variation seed only blends txt2img noise; img2img/inpaint start from the picture
-    varied = params.mode == "txt2img" and params.variation_seed is not None and params.variation_strength > 0
-    kept = []
-    for image, image_seed in zip(out.images, out.seeds):
-        settings = {"Steps": params.steps, "Sampler": params.scheduler, "CFG scale": params.guidance,
-                    "Seed": image_seed, "Size": f"{params.width}x{params.height}", "Model": pipe.model.name,
-                    "Denoising strength": params.strength if params.mode != "txt2img" else None,
-                    "Variation seed": params.variation_seed if varied else None,
-                    "Variation seed strength": params.variation_strength if varied else None,
-                    "Lora": ", ".join(f"{lora.name}:{lora.weight:g}" for lora in params.loras) or None,
-                    **second_pass_settings(params)}
-        record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
-                  "steps": params.steps, "guidance": params.guidance, "width": params.width,
-                  "height": params.height, "scheduler": params.scheduler, "seed": image_seed,
-                  "variation_seed": params.variation_seed if varied else None,
-                  "variation_strength": params.variation_strength if varied else 0.0,
-                  "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
-                  "model": pipe.model.name, "loras": {lora.name: lora.weight for lora in params.loras},
-                  **{name: asdict(value) for name in ("hires", "outpaint", "style")
-                     if (value := getattr(params, name)) is not None}}
-        data = png_with_metadata(image, a1111_parameters(params.prompt, params.negative_prompt, settings), record)
-        item = keep_output(services, "image", {".png": data}, prompt=params.prompt, params=record,
-                           seed=image_seed, model=pipe.model.name, device=services.placement.describe(),
-                           timings={"seconds": out.seconds / len(out.images)}, owner=owner)
-        kept.append((str(services.history.path(item.files[0])) if item else image, image_seed,
-                     item.id if item else None))
-    return kept
 
 
 def page_params(services, values: list) -> tuple[ImageParams, list[str]]:
@@ -345,7 +268,7 @@ def build(services: Services) -> TabHandle:
               side.model, side.scheduler, side.steps, side.guidance, side.width, side.height, side.seed,
               side.batch_size, side.batch_count, side.variation_seed, side.variation_strength, side.lora_files,
               side.lora_weights, *side.extras.inputs]
-    results.wire_plot(inputs, side.model, side.lora_files, side.lora_weights)
+    results.wire_plot(inputs, side.model, side.lora_files, side.lora_weights, page_params)
     compose.generate.click(_runner(services), inputs, [results.preview, results.gallery, compose.status],
                            api_visibility="private", concurrency_limit=services.image_concurrency,
                            concurrency_id="image", validator=_validator())

@@ -13,52 +13,14 @@ import gradio as gr
 
 from pipelines.image_prompt import Style, load_styles, save_style
 from pipelines.image_upscale import (
-    LATENT_UPSCALERS,
-    PIXEL_UPSCALERS,
-    UPSCALER_SUFFIXES,
     HiresParams,
     OutpaintParams,
     UpscaleParams,
     upscale,
 )
+from studio.actions import NO_STYLE, resolve_upscaler, style_named, styles_path, upscaler_choices, upscaler_folder  # noqa: F401
 from studio.tabs.common import as_int, friendly_errors, guarded, keep_output, user_of
 
-NO_STYLE = "(none)"
-
-
-def styles_path(services) -> Path:
-    """User styles live in the settings folder inside the outputs folder (kept with the user's work)."""
-    return Path(services.settings.outputs) / "settings" / "styles.json"
-
-
-def upscaler_folder(services) -> Path:
-    return Path(services.settings.cache_dir) / "upscalers"
-
-
-def upscaler_choices(services, *, latent: bool) -> list[str]:
-    """Built-in upscalers, then the model files in the upscalers folder (shown by name, passed by path)."""
-    folder = upscaler_folder(services)
-    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in UPSCALER_SUFFIXES) if folder.is_dir() else []
-    return [*(LATENT_UPSCALERS if latent else ()), *PIXEL_UPSCALERS, *(str(p) for p in files)]
-
-
-def resolve_upscaler(services, name: str, *, latent: bool, field: str = "upscaler") -> str:
-    """A built-in upscaler name, or the path of a model file in the upscalers folder given by its file name
-    (callers outside the page cannot point the server at arbitrary files)."""
-    choices = upscaler_choices(services, latent=latent)
-    by_name = {Path(c).name: c for c in choices}
-    if name in by_name:
-        return by_name[name]
-    raise ValueError(f"{field} must be one of {', '.join(by_name)}, got {str(name)[:60]!r}")
-
-
-def style_named(services, name: str | None) -> Style | None:
-    if not name or name == NO_STYLE:
-        return None
-    styles = {s.name: s for s in load_styles(styles_path(services))}
-    if name not in styles:
-        raise ValueError(f"style: no style named {name[:60]!r}; press ↻ to reload the list")
-    return styles[name]
 
 
 @dataclass

@@ -13,12 +13,13 @@ import gradio as gr
 from pipelines.image import GenerationCancelled, lora_set
 from pipelines.image_plot import AXES, PlotParams, draw_grid, example, run_plot
 from pipelines.media import png_bytes
+from studio.actions import keep_images, loras_from, start_generation
 from studio.tabs.common import friendly_errors, guarded, keep_output, session_of, user_of
 
 
 def build_plot_panel(services):
-    """Build the panel; returns `wire(inputs, model, lora_files, lora_weights)`, called once the tab's
-    settings exist."""
+    """Build the panel; returns `wire(inputs, model, lora_files, lora_weights, page_params)`, called once the tab's
+    settings exist (`page_params(services, values)`: the tab's reading of its own inputs)."""
     with gr.Accordion("X/Y/Z plot: the same picture across values of up to three settings", open=False):
         rows = []
         for which, axis, values in (("X", "CFG scale", "3, 5, 7.5"), ("Y", "Nothing", ""), ("Z", "Nothing", "")):
@@ -34,13 +35,12 @@ def build_plot_panel(services):
         grid = gr.Image(label="Plot", type="pil", interactive=False, format="png", elem_id="plot-grid")
         grid_file = gr.File(label="Plot PNG", interactive=False, elem_id="plot-file")
 
-    return lambda inputs, model, lora_files, lora_weights: _wire(
-        services, rows, make, status, grid, grid_file, inputs, model, lora_files, lora_weights)
+    return lambda inputs, model, lora_files, lora_weights, page_params: _wire(
+        services, rows, make, status, grid, grid_file, inputs, model, lora_files, lora_weights, page_params)
 
 
-def _wire(services, rows, make, status, grid, grid_file, inputs, model, lora_files, lora_weights) -> None:
-    from studio.tabs.image import keep_images, loras_from, page_params, start_generation  # the tab's own
-
+def _wire(services, rows, make, status, grid, grid_file, inputs, model, lora_files, lora_weights,
+          page_params) -> None:
     def run(request: gr.Request, x, x_values, y, y_values, z, z_values, *page):
         plot = PlotParams.parse((x, x_values), (y, y_values), (z, z_values))
         base, _ = page_params(services, list(page))

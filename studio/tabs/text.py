@@ -2,28 +2,22 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import Iterator
-from dataclasses import replace
 from types import SimpleNamespace
 
 import gradio as gr
 
-from pipelines.text import TextParams, parse_stop
+from pipelines.text import TextParams
+from studio.actions import build_params, run_text
 from studio.services import Services
 from studio.tabs.common import (
     TabHandle,
-    as_int,
     friendly_errors,
     guarded,
-    keep_output,
-    parse_seed,
     session_of,
     user_of,
 )
 from studio.tabs.text_chat import content_text, edit_from, export_chat, import_chat, token_count, turns_of
 
-STREAM_INTERVAL = 0.04  # seconds between streamed page updates
 LANGUAGES = ("English", "French", "German", "Spanish", "Italian", "Portuguese", "Dutch", "Japanese",
              "Chinese", "Korean", "Russian", "Arabic", "Hindi")
 PRESETS = {
@@ -56,50 +50,6 @@ def _status(out: dict) -> str:
     cached = f" · {reused} of {out['prompt_tokens']} prompt tokens reused" if reused > 0 else ""
     return (f"**Seed {out['seed']}** · {out['new_tokens']} tokens in {out['seconds']:.1f}s "
             f"({rate:.1f} tok/s){first}{cached} · ended by {out['finish_reason']} · {out.get('backend', '')}")
-
-
-def build_params(prompt, mode, system_prompt, history, max_new_tokens, temperature, top_p, top_k,
-                 repetition_penalty, stop, seed, *, min_p=0.0, continue_last=False) -> TextParams:
-    return TextParams(
-        prompt=prompt or "", mode=mode, system_prompt=system_prompt or "", history=tuple(history),
-        max_new_tokens=as_int("max_new_tokens", max_new_tokens), temperature=float(temperature),
-        top_p=float(top_p), top_k=as_int("top_k", top_k), repetition_penalty=float(repetition_penalty),
-        stop=parse_stop(stop or ""), seed=parse_seed(seed), min_p=float(min_p), continue_last=bool(continue_last),
-    )
-
-
-def run_text(services: Services, model: str, params: TextParams, session: str, owner: str,
-             progress: gr.Progress | None = None, backend: str = "") -> Iterator[tuple[str, dict]]:
-    """Stream (text so far, stats) and save the finished text to History. Stats are empty until done.
-    Fetching and loading the model (first use) are reported on `progress`. The model is held in use until the
-    answer ends (never evicted, its engine never closed, mid-answer); the session's own prompt cache only."""
-    params = replace(params, cache_scope=session)
-    cancel = services.jobs.start(session, "text")
-    stats: dict = {}
-    text = ""
-    shown = time.perf_counter()
-    try:
-        with services.text_lease(model, (lambda msg: progress(0.0, desc=msg)) if progress else None,
-                                 backend) as pipe:
-            for piece in pipe.stream(params, cancel=cancel, stats=stats):
-                text += piece
-                # at most ~25 page updates a second: each one costs the server a round of work, and a
-                # person reads no faster (measured: one update per token slowed serving by a third)
-                if time.perf_counter() - shown >= STREAM_INTERVAL:
-                    shown = time.perf_counter()
-                    yield text, {}
-    finally:
-        services.jobs.finish(session, "text", cancel)
-    item = keep_output(
-        services, "text", {".txt": stats["text"].encode("utf-8")}, prompt=params.prompt,
-        params={**params.__dict__, "history": [list(h) for h in params.history], "stop": list(params.stop),
-                "seed": stats["seed"], "model": pipe.model.name, "backend": pipe.backend},
-        seed=stats["seed"], model=pipe.model.name, device=pipe.runs_on,
-        timings={k: stats[k] for k in ("seconds", "first_token_seconds", "new_tokens", "prompt_tokens",
-                                      "prompt_tokens_evaluated")},
-        owner=owner,
-    )
-    yield stats["text"], {**stats, "history_id": item.id if item else None}
 
 
 def _chat_panel() -> SimpleNamespace:

@@ -1,0 +1,175 @@
+"""The thin actions that the tabs and the public API share (neither imports the other for them): make
+pictures and keep them, stream text and keep it, resolve styles and upscalers by name. Each builds or takes
+the pipeline's frozen params, asks the model host for the model, and saves what came out to History."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, replace
+from pathlib import Path
+
+from pipelines.image import ImageParams
+from pipelines.image_prompt import Style, load_styles
+from pipelines.image_upscale import LATENT_UPSCALERS, PIXEL_UPSCALERS, UPSCALER_SUFFIXES
+from pipelines.media import a1111_parameters, png_with_metadata
+from pipelines.text import TextParams, parse_stop
+from studio.tabs.common import as_int, keep_output, parse_seed
+
+STREAM_INTERVAL = 0.04  # seconds between streamed page updates
+NO_STYLE = "(none)"
+
+
+def loras_from(files, weights_text) -> dict:
+    """{name: (path, weight)} from LoRA files and a weights text such as "0.8, 0.5" (default 1 each)."""
+    files = files or []
+    weights = []
+    for part in str(weights_text or "").replace(";", ",").split(","):
+        if part.strip():
+            try:
+                weights.append(float(part))
+            except ValueError:
+                raise ValueError(f"lora_weights: {part.strip()[:20]!r} is not a number; give one number per LoRA "
+                                 "file, e.g. 0.8, 0.5") from None
+    if weights and len(weights) != len(files):
+        raise ValueError(f"lora_weights: give one weight per file ({len(files)}), got {len(weights)}")
+    return {Path(f).stem: (Path(f), weights[i] if weights else 1.0) for i, f in enumerate(files)}
+
+
+def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bool = True):
+    """Generate on the image lane, reporting (step, total, preview) at most 4 times a second — previews only
+    when someone `watched` (a page; an API call waits for the result). A slider move meanwhile runs beside it
+    (studio/lanes.py), never inside this job's step callback."""
+    def generate(report):
+        return pipe(params, cancel=cancel, callback=report, progress_interval=0.25,
+                    preview_every=5 if watched else 0)
+
+    if getattr(pipe, "remote", False):  # the Ray model tier does the work: wait for it off the model thread
+        return services.lanes.submit_parallel("remote", generate)
+    return services.lanes.submit("model", generate)
+
+
+def second_pass_settings(params: ImageParams) -> dict:
+    """A1111's infotext names for the hires fix, outpainting and the style."""
+    settings = {}
+    if params.hires:
+        h = params.hires
+        settings.update({"Denoising strength": h.strength, "Hires upscale": f"{h.scale:g}",
+                         "Hires steps": h.steps or params.steps, "Hires upscaler": Path(h.upscaler).name})
+    if params.outpaint:
+        o = params.outpaint
+        settings["Outpaint"] = f"left {o.left}, right {o.right}, up {o.up}, down {o.down}, seam {o.seam}"
+    if params.style:
+        settings["Style"] = params.style.name
+    return settings
+
+
+def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tuple]:
+    """Save each image as a PNG with its parameters (AUTOMATIC1111 text, JSON, XMP) into History;
+    returns (file path or the image itself when the disk is full, seed, History id) per image."""
+    # the variation seed only blends txt2img noise; img2img/inpaint start from the picture
+    varied = params.mode == "txt2img" and params.variation_seed is not None and params.variation_strength > 0
+    kept = []
+    for image, image_seed in zip(out.images, out.seeds):
+        settings = {"Steps": params.steps, "Sampler": params.scheduler, "CFG scale": params.guidance,
+                    "Seed": image_seed, "Size": f"{params.width}x{params.height}", "Model": pipe.model.name,
+                    "Denoising strength": params.strength if params.mode != "txt2img" else None,
+                    "Variation seed": params.variation_seed if varied else None,
+                    "Variation seed strength": params.variation_strength if varied else None,
+                    "Lora": ", ".join(f"{lora.name}:{lora.weight:g}" for lora in params.loras) or None,
+                    **second_pass_settings(params)}
+        record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
+                  "steps": params.steps, "guidance": params.guidance, "width": params.width,
+                  "height": params.height, "scheduler": params.scheduler, "seed": image_seed,
+                  "variation_seed": params.variation_seed if varied else None,
+                  "variation_strength": params.variation_strength if varied else 0.0,
+                  "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
+                  "model": pipe.model.name, "loras": {lora.name: lora.weight for lora in params.loras},
+                  **{name: asdict(value) for name in ("hires", "outpaint", "style")
+                     if (value := getattr(params, name)) is not None}}
+        data = png_with_metadata(image, a1111_parameters(params.prompt, params.negative_prompt, settings), record)
+        item = keep_output(services, "image", {".png": data}, prompt=params.prompt, params=record,
+                           seed=image_seed, model=pipe.model.name, device=services.placement.describe(),
+                           timings={"seconds": out.seconds / len(out.images)}, owner=owner)
+        kept.append((str(services.history.path(item.files[0])) if item else image, image_seed,
+                     item.id if item else None))
+    return kept
+
+
+def styles_path(services) -> Path:
+    """User styles live in the settings folder inside the outputs folder (kept with the user's work)."""
+    return Path(services.settings.outputs) / "settings" / "styles.json"
+
+
+def upscaler_folder(services) -> Path:
+    return Path(services.settings.cache_dir) / "upscalers"
+
+
+def upscaler_choices(services, *, latent: bool) -> list[str]:
+    """Built-in upscalers, then the model files in the upscalers folder (shown by name, passed by path)."""
+    folder = upscaler_folder(services)
+    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in UPSCALER_SUFFIXES) if folder.is_dir() else []
+    return [*(LATENT_UPSCALERS if latent else ()), *PIXEL_UPSCALERS, *(str(p) for p in files)]
+
+
+def resolve_upscaler(services, name: str, *, latent: bool, field: str = "upscaler") -> str:
+    """A built-in upscaler name, or the path of a model file in the upscalers folder given by its file name
+    (callers outside the page cannot point the server at arbitrary files)."""
+    choices = upscaler_choices(services, latent=latent)
+    by_name = {Path(c).name: c for c in choices}
+    if name in by_name:
+        return by_name[name]
+    raise ValueError(f"{field} must be one of {', '.join(by_name)}, got {str(name)[:60]!r}")
+
+
+def style_named(services, name: str | None) -> Style | None:
+    if not name or name == NO_STYLE:
+        return None
+    styles = {s.name: s for s in load_styles(styles_path(services))}
+    if name not in styles:
+        raise ValueError(f"style: no style named {name[:60]!r}; press ↻ to reload the list")
+    return styles[name]
+
+
+def build_params(prompt, mode, system_prompt, history, max_new_tokens, temperature, top_p, top_k,
+                 repetition_penalty, stop, seed, *, min_p=0.0, continue_last=False) -> TextParams:
+    return TextParams(
+        prompt=prompt or "", mode=mode, system_prompt=system_prompt or "", history=tuple(history),
+        max_new_tokens=as_int("max_new_tokens", max_new_tokens), temperature=float(temperature),
+        top_p=float(top_p), top_k=as_int("top_k", top_k), repetition_penalty=float(repetition_penalty),
+        stop=parse_stop(stop or ""), seed=parse_seed(seed), min_p=float(min_p), continue_last=bool(continue_last),
+    )
+
+
+def run_text(services, model: str, params: TextParams, session: str, owner: str,
+             progress=None, backend: str = "") -> Iterator[tuple[str, dict]]:
+    """Stream (text so far, stats) and save the finished text to History. Stats are empty until done.
+    Fetching and loading the model (first use) are reported on `progress`. The model is held in use until the
+    answer ends (never evicted, its engine never closed, mid-answer); the session's own prompt cache only."""
+    params = replace(params, cache_scope=session)
+    cancel = services.jobs.start(session, "text")
+    stats: dict = {}
+    text = ""
+    shown = time.perf_counter()
+    try:
+        with services.text_lease(model, (lambda msg: progress(0.0, desc=msg)) if progress else None,
+                                 backend) as pipe:
+            for piece in pipe.stream(params, cancel=cancel, stats=stats):
+                text += piece
+                # at most ~25 page updates a second: each one costs the server a round of work, and a
+                # person reads no faster (measured: one update per token slowed serving by a third)
+                if time.perf_counter() - shown >= STREAM_INTERVAL:
+                    shown = time.perf_counter()
+                    yield text, {}
+    finally:
+        services.jobs.finish(session, "text", cancel)
+    item = keep_output(
+        services, "text", {".txt": stats["text"].encode("utf-8")}, prompt=params.prompt,
+        params={**params.__dict__, "history": [list(h) for h in params.history], "stop": list(params.stop),
+                "seed": stats["seed"], "model": pipe.model.name, "backend": pipe.backend},
+        seed=stats["seed"], model=pipe.model.name, device=pipe.runs_on,
+        timings={k: stats[k] for k in ("seconds", "first_token_seconds", "new_tokens", "prompt_tokens",
+                                      "prompt_tokens_evaluated")},
+        owner=owner,
+    )
+    yield stats["text"], {**stats, "history_id": item.id if item else None}
