@@ -36,7 +36,8 @@ def _click(page, elem_id: str, fx: float, fy: float) -> None:
     page.mouse.click(box["x"] + box["width"] * fx, box["y"] + box["height"] * fy)
 
 
-def _median_slider(page, prefix: str, reps: int) -> float:
+def slider_times(page, prefix: str, reps: int) -> list[float]:
+    """Seconds from each move of the first direction slider to its new picture (the first move is a warm-up)."""
     times = []
     for i in range(reps + 1):
         before = _src(page, f"{prefix}-current")
@@ -44,7 +45,30 @@ def _median_slider(page, prefix: str, reps: int) -> float:
         seconds = _until_new(page, f"{prefix}-current", before)
         if i:
             times.append(seconds)
-    return statistics.median(times)
+    return times
+
+
+def _median_slider(page, prefix: str, reps: int) -> float:
+    return statistics.median(slider_times(page, prefix, reps))
+
+
+def open_sliders(page, tab: str, prefix: str, model: str) -> None:
+    """In `tab`: choose `model`, open a point and find its directions, so its sliders are there to move."""
+    page.get_by_role("tab", name=tab, exact=True).click()
+    box = page.locator(f"#{prefix}-model input")
+    box.fill(model)
+    box.press("Enter")
+    page.wait_for_timeout(300)
+    before = _src(page, f"{prefix}-current")
+    page.locator(f"#{prefix}-open").click()
+    _until_new(page, f"{prefix}-current", before)
+    page.locator(f"#{prefix}-tab-directions-button").click()
+    if prefix == "explore":  # a prompt-pair direction
+        page.locator("[placeholder=frowning]").fill("frowning face")
+        page.locator("[placeholder=smiling]").fill("smiling face")
+    page.locator(f"#{prefix}-find").click()
+    page.locator(f"#{prefix}-direction-0 input[type=range]").wait_for(timeout=120_000)
+    page.wait_for_timeout(500)
 
 
 def browser_rows(url: str, reps: int, report) -> None:
@@ -59,21 +83,7 @@ def browser_rows(url: str, reps: int, report) -> None:
         rows = _Rows(report)
         for tab, prefix, model, target in (("GAN", "gan", "dcgan-faces-64", 0.15), ("VAE", "vae", "digit-vae-2d", 0.15),
                                            ("VAE", "vae", "emoji-vae", 0.5), ("Explore", "explore", "emoji-ldm", 0.5)):
-            page.get_by_role("tab", name=tab, exact=True).click()
-            box = page.locator(f"#{prefix}-model input")
-            box.fill(model)
-            box.press("Enter")
-            page.wait_for_timeout(300)
-            before = _src(page, f"{prefix}-current")
-            page.locator(f"#{prefix}-open").click()
-            _until_new(page, f"{prefix}-current", before)
-            page.locator(f"#{prefix}-tab-directions-button").click()
-            if prefix == "explore":  # a prompt-pair direction
-                page.locator("[placeholder=frowning]").fill("frowning face")
-                page.locator("[placeholder=smiling]").fill("smiling face")
-            page.locator(f"#{prefix}-find").click()
-            page.locator(f"#{prefix}-direction-0 input[type=range]").wait_for(timeout=120_000)
-            page.wait_for_timeout(500)
+            open_sliders(page, tab, prefix, model)
             rows.append((f"{model}: direction slider move", _median_slider(page, prefix, reps), target))
             if prefix in ("gan", "vae") and model != "emoji-vae":
                 page.locator(f"#{prefix}-tab-map-button").click()

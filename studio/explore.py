@@ -164,6 +164,34 @@ def points_from_files(files, model: LatentModel) -> list[LatentPoint]:
     return points
 
 
+def from_picture(params: dict) -> tuple[dict, list[str]]:
+    """An Image-tab picture's parameters as Explore's settings (the prompt and negative as the model read them:
+    its style applied), and what Explore cannot carry, in words: a point is start noise and a prompt, so
+    LoRAs, a hires pass, a start image or a variation blend are left out (said, never silently dropped)."""
+    prompt, negative = params.get("prompt") or "", params.get("negative_prompt") or ""
+    style = params.get("style") if isinstance(params.get("style"), dict) else None
+    if style:
+        from pipelines.image_prompt import Style
+
+        prompt, negative = Style(style.get("name") or "style", style.get("prompt", "{prompt}"),
+                                 style.get("negative", "")).apply(prompt, negative)
+    settings = {"model": params.get("model"), "prompt": prompt, "steps": params.get("steps"),
+                "guidance": params.get("guidance"), "scheduler": params.get("scheduler"), "width": params.get("width"),
+                "height": params.get("height"), "negative_prompt": negative, "seed": params.get("seed")}
+    left_out = []
+    if params.get("loras"):
+        left_out.append("its LoRAs (" + ", ".join(map(str, params["loras"])) + ")")
+    if params.get("hires"):
+        left_out.append("the hires pass")
+    if params.get("mode") not in (None, "txt2img"):
+        left_out.append(f"its start picture ({params['mode']})")
+    if params.get("variation_seed") is not None and params.get("variation_strength"):
+        left_out.append("the variation seed")
+    notes = [f"Explore shows this picture's seed and prompt without {', '.join(left_out)}: a point holds start "
+             "noise and a prompt."] if left_out else []
+    return settings, notes
+
+
 def random_seed() -> int:
     return random.SystemRandom().randrange(2**31)
 

@@ -1,7 +1,7 @@
 """`ModelHost`: the one owner of model execution — loaded models, placement and memory plans, the cache
 (reference-counted: nothing in use is evicted), where model work runs (the lanes), and admission.
 
-The same host runs in the UI process and in every Ray Serve replica (studio/ray_tier.py). App state —
+The same host runs in the UI process and in every Ray Serve replica (studio/raytier/serve.py). App state —
 History, Access, Jobs, share links — is `studio.services.Services`, which holds a host.
 
 Admission is checked here, for every path (page, API, MCP, Explore, a replica's caller): model names
@@ -214,7 +214,7 @@ class ModelHost:
         spec = self.admit_model("text", model)
         s = self.settings
         if s.ray.runs("text"):
-            from studio.remote import RemoteTextPipeline
+            from studio.raytier.client import RemoteTextPipeline
 
             return (f"{spec.name} [{backend or s.backend_for(spec.name)}] [ray]",
                     lambda: RemoteTextPipeline(self.ray_bridge, spec, backend, s.text_limits))
@@ -337,7 +337,7 @@ class ModelHost:
         it never takes the place of the in-process model that Explore renders with, nor that one its place."""
         spec = self.admit_model("image", model)
         if not local and self.settings.ray.runs("image"):
-            from studio.remote import RemoteImagePipeline
+            from studio.raytier.client import RemoteImagePipeline
 
             return REMOTE_IMAGE, f"{spec.name} [ray]", lambda: RemoteImagePipeline(self.ray_bridge, spec)
 
@@ -391,7 +391,7 @@ class ModelHost:
 
     def _remote_latent(self, kind: str, spec: ModelSpec):
         """The stand-in for a GAN or VAE pipeline on the Ray model tier."""
-        from studio.remote import RemoteLatentPipeline
+        from studio.raytier.client import RemoteLatentPipeline
 
         return self.cache.get(kind, f"{spec.name} [ray]", lambda: RemoteLatentPipeline(self.ray_bridge, kind, spec))
 
@@ -405,7 +405,7 @@ class ModelHost:
     # -- the Ray model tier ----------------------------------------------------------------------------------
     @cached_property
     def ray_bridge(self):
-        """The UI tier's link to the Ray Serve model tier (studio/remote.py); started on first use."""
-        from studio.remote import RayBridge
+        """The UI tier's link to the Ray Serve model tier (studio/raytier/client.py); started on first use."""
+        from studio.raytier.client import RayBridge
 
         return RayBridge(self.settings, log=_console)

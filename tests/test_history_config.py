@@ -102,7 +102,7 @@ def test_ray_settings_per_family_tables_and_their_errors(tmp_path):
 
 def test_a_local_ray_shares_its_cpus_among_the_families_and_a_small_cluster_is_a_plain_error():
     from studio.config import RaySettings, Settings
-    from studio.ray_tier import _fit
+    from studio.raytier.serve import _fit
 
     settings = Settings(ray=RaySettings(address="local", tier_sizes=(("text", (("min_replicas", 2),)),)))
     assert _fit(settings, 8.0, local=True) == (settings, "")  # 4 replicas of 1 CPU fit in 8

@@ -282,3 +282,18 @@ def test_explore_is_held_to_the_server_limits_and_full_renders_count_for_guests(
         host.admit_render(64, preview=False)
         host.admit_render(64, preview=False)
     assert charged == [1] and guest.charged == ["admission"]
+
+
+def test_an_image_tab_picture_opens_in_explore_as_the_model_read_it_and_says_what_it_leaves_out():
+    """4. The style is applied to the prompt Explore embeds; LoRAs, hires and a start image are named, not dropped
+    in silence."""
+    from studio.explore import from_picture
+
+    settings, notes = from_picture({"prompt": "a cat", "negative_prompt": "blurry", "model": "m", "seed": 4,
+                                    "style": {"name": "Watercolour", "prompt": "watercolour painting of {prompt}",
+                                              "negative": "photo"}})
+    assert settings["prompt"] == "watercolour painting of a cat" and settings["negative_prompt"] == "blurry, photo"
+    assert notes == [] and settings["seed"] == 4
+    _, notes = from_picture({"prompt": "a cat", "loras": {"style": 0.8}, "hires": {"scale": 2}, "mode": "img2img"})
+    assert notes == ["Explore shows this picture's seed and prompt without its LoRAs (style), the hires pass, its "
+                     "start picture (img2img): a point holds start noise and a prompt."]

@@ -52,13 +52,13 @@ def test_the_serve_config_file_builds_the_image_and_text_apps(tmp_path):
     import yaml
     from ray.serve.schema import ServeDeploySchema
 
-    from studio.ray_tier import TIERS, build_app
+    from studio.raytier.serve import TIERS, build_app
 
     config = yaml.safe_load((ROOT / "studio" / "ray_serve.yaml").read_text())
     ServeDeploySchema.model_validate(config)
     apps = {app["args"]["tier"]: app for app in config["applications"]}
     assert sorted(apps) == sorted(TIERS)
-    assert all(app["name"] == TIERS[tier][0] and app["import_path"] == "studio.ray_tier:build_app"
+    assert all(app["name"] == TIERS[tier][0] and app["import_path"] == "studio.raytier.serve:build_app"
                for tier, app in apps.items())
     settings_file = tmp_path / "studio.toml"
     settings_file.write_text("[ray]\nmax_replicas = 3\nreplica_gpus = 0.5\n[ray.text]\nreplica_gpus = 1.0\n"
@@ -77,11 +77,11 @@ def test_the_serve_config_file_builds_the_image_and_text_apps(tmp_path):
 
 
 def test_a_cluster_is_joined_and_its_loss_is_said_in_plain_words_then_recovered(tmp_path, monkeypatch, tiny_sd_dir):
-    import studio.remote
+    import studio.raytier.client
     from tests.conftest import _free_port
 
     monkeypatch.setenv("RAY_AUTH_MODE", "disabled")  # a throwaway cluster on loopback
-    monkeypatch.setattr(studio.remote, "STALL_S", 8.0)
+    monkeypatch.setattr(studio.raytier.client, "STALL_S", 8.0)
     env = dict(__import__("os").environ)
     port = _free_port()
     head = ["start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
@@ -98,7 +98,7 @@ def test_a_cluster_is_joined_and_its_loss_is_said_in_plain_words_then_recovered(
         first = pipe(SMALL)
         ray_cli("stop", "--force", env=env)
         started = time.perf_counter()
-        with pytest.raises(studio.remote.TierUnreachable, match="cannot be reached right now"):
+        with pytest.raises(studio.raytier.client.TierUnreachable, match="cannot be reached right now"):
             pipe(SMALL)
         assert time.perf_counter() - started < 60
         ray_cli(*head, env=env)

@@ -1,4 +1,4 @@
-"""The GAN and VAE model tier on Ray Serve (studio/ray_tier.py LatentTier, studio/remote.py
+"""The GAN and VAE model tier on Ray Serve (studio/raytier/serve.py LatentTier, studio/raytier/client.py
 RemoteLatentPipeline / RemoteLatentModel), for real: a local Ray with 2 CPUs, the tiny GAN and the
 embedded digit VAE, a served studio in front. The same pictures as in-process, the latent workbench's
 contract answered by a replica, concurrent requests' pictures rendered in one `@serve.batch` batch, a

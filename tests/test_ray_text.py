@@ -1,4 +1,4 @@
-"""The text model tier on Ray Serve (studio/ray_tier.py TextTier, studio/remote.py RemoteTextPipeline), for
+"""The text model tier on Ray Serve (studio/raytier/serve.py TextTier, studio/raytier/client.py RemoteTextPipeline), for
 real: a local Ray with 2 CPUs, the tiny random-weight language model, a served studio in front. Text
 streamed piece by piece from a replica, the same text as in-process, Stop reaching the replica (the
 answer ends as in-process), a replica killed mid-answer costing no text and repeating none."""

@@ -1,4 +1,4 @@
-"""The image model tier on Ray Serve (studio/ray_tier.py, studio/remote.py), for real: a local Ray with
+"""The image model tier on Ray Serve (studio/raytier/serve.py, studio/raytier/client.py), for real: a local Ray with
 2 CPUs, the tiny random-weight SD model, a served studio in front. Same pixels as in-process, Stop
 reaching the replica, a killed replica costing no request, autoscaling 1 → 2 → 1, the cluster gone
 said in plain words and recovered from."""
@@ -173,7 +173,7 @@ def test_a_burst_scales_the_deployment_up_and_back_down(tier):
 
 
 def test_the_cluster_gone_is_said_in_plain_words_and_the_studio_recovers(tier):
-    from studio.remote import TierUnreachable
+    from studio.raytier.client import TierUnreachable
 
     _, services = tier
     pipe = services.image_pipeline("tiny-sd")

@@ -101,8 +101,9 @@ def _tools(services) -> SimpleNamespace:
         method = method or model.direction_methods[0]
         if method == "prompt-pair" and not (positive or negative):
             method = "h-space"
+        # interactive: finding a slider's direction is part of moving it (beside a running job, not after it)
         return services.lanes.run("model", model.directions, method, count, origin, positive=positive,
-                                  negative=negative)
+                                  negative=negative, interactive=True)
 
     def default_space(model: str, kind: str, *look_values):
         kind = kind or ("" if model else "diffusion")

@@ -79,10 +79,16 @@ def build(services: Services) -> TabHandle:
         return str(path)
 
     def from_image(params: dict) -> list:
-        """Look settings, prompt and seed of an Image tab picture, so Explore opens that very picture."""
-        values = [params.get("model"), params.get("prompt"), params.get("steps"), params.get("guidance"),
-                  params.get("scheduler"), params.get("width"), params.get("height"), params.get("negative_prompt")]
-        seed_value = params.get("seed")
+        """Look settings, prompt (its style applied) and seed of an Image tab picture, so Explore opens that very
+        picture; what a point cannot carry (LoRAs, hires, a start image) is said in a message."""
+        from studio import explore as ex
+
+        settings, notes = ex.from_picture(params)
+        for note in notes:
+            gr.Info(note)
+        values = [settings[k] for k in ("model", "prompt", "steps", "guidance", "scheduler", "width", "height",
+                                        "negative_prompt")]
+        seed_value = settings["seed"]
         return [v if v not in (None, "") else gr.skip() for v in values] + [str(seed_value) if seed_value is not None
                                                                             else gr.skip()]
 

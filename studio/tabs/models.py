@@ -9,7 +9,7 @@ import gradio as gr
 
 from pipelines.device import physical_cores
 from pipelines.packages import PACKAGES
-from studio.remote import FAMILY_NAMES, family_words
+from studio.raytier.client import FAMILY_NAMES, family_words
 from studio.services import Services
 from studio.tabs.common import friendly_errors, guarded
 

@@ -4,7 +4,7 @@ while sliders and the timeline move it), and clicks on one-picture grids, maps a
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import gradio as gr
 
@@ -13,10 +13,6 @@ from pipelines.latent import points_bytes, save_points
 from pipelines.media import png_bytes
 from studio import explore as ex
 from studio.tabs.common import friendly_errors, guarded, keep_output, user_of
-
-if TYPE_CHECKING:
-    from studio.workbench.panels import BreedPanel
-    from studio.workbench.timeline import TimelinePanel
 
 MAX_SLIDERS = 16
 ACTIONS = ("open it", "add as keyframe", "add as parent")
@@ -52,6 +48,35 @@ class Context:
     def event(self, fn, *, generation: bool = False):
         """A handler with the studio's error wording and server-side permission checks."""
         return friendly_errors(guarded(self.services, self.tab, generation=generation)(fn))
+
+
+class Keyframes(Protocol):
+    """What the other pieces use of the timeline panel (studio/workbench/timeline.py), so none imports it."""
+
+    keys: object
+
+    def add(self, bench, point) -> None: ...
+
+    def summary(self, bench) -> str: ...
+
+
+class Parents(Protocol):
+    """What the other pieces use of the breeding panel (studio/workbench/panels.py)."""
+
+    parents: object
+
+    def add(self, bench, point) -> None: ...
+
+    def parents_picture(self, ctx, bench, model): ...
+
+
+class MapAxes(Protocol):
+    """What the directions panel uses of the map panel: its axis boxes."""
+
+    axis_x: object
+    axis_y: object
+
+    def axis_updates(self, names: list[str]) -> list: ...
 
 
 # -- the picture being changed ------------------------------------------------------------------------------
@@ -107,7 +132,7 @@ def show(ctx: Context, bench: ex.Bench, model, point, note: str = ""):
 
 
 def wire_cell_clicks(ctx: Context, picture: gr.Image, action: gr.Radio, current: CurrentPanel,
-                     timeline: TimelinePanel, brood: BreedPanel) -> None:
+                     timeline: Keyframes, brood: Parents) -> None:
     def click(evt: gr.SelectData, bench, model_name, look, what, request: gr.Request):
         model = ctx.space(model_name, look, bench)
         index = ex.cell_at(bench, *evt.index[:2])

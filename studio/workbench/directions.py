@@ -3,17 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import gradio as gr
 
 from pipelines.latent import move
 from studio import explore as ex
 from studio.tabs.common import as_int, friendly_errors, guarded
-from studio.workbench.common import MAX_SLIDERS, Context, CurrentPanel, show
-
-if TYPE_CHECKING:
-    from studio.workbench.panels import MapPanel
+from studio.workbench.common import MAX_SLIDERS, Context, CurrentPanel, MapAxes, show
 
 
 # -- directions as sliders ---------------------------------------------------------------------------------
@@ -63,7 +59,7 @@ class DirectionPanel:
         return [gr.Slider(value=0, label=names[i], visible=True) if i < len(names) else gr.Slider(value=0, visible=False)
                 for i in range(MAX_SLIDERS)]
 
-    def wire(self, ctx: Context, current: CurrentPanel, map_panel: MapPanel) -> None:
+    def wire(self, ctx: Context, current: CurrentPanel, map_panel: MapAxes) -> None:
         pairs = [self.positive, self.negative] if self.positive is not None else []
 
         def find(request: gr.Request, bench, model_name, look, method, k, *pair):
@@ -73,7 +69,7 @@ class DirectionPanel:
             origin = bench.current or model.point_for_seed(0, prompt="")
             options = dict(positive=pair[0], negative=pair[1]) if pair else {}
             found = ctx.services.lanes.run("model", model.directions, method, as_int("directions", k), origin,
-                                           **options)
+                                           interactive=True, **options)  # the sliders' own: beside a running job
             bench.directions = (bench.directions + found)[-MAX_SLIDERS:] if method == "prompt-pair" else found
             hints = ex.hint_strip(ctx.services, model, origin, bench.directions)
             names = [d.name for d in bench.directions]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import gradio as gr
 
@@ -11,10 +10,16 @@ from pipelines.image_latent import DiffusionLook
 from pipelines.latent import breed, map_points, vary
 from studio import explore as ex
 from studio.tabs.common import as_int, check_fields, parse_seed, seed_field
-from studio.workbench.common import ACTIONS, Context, CurrentPanel, keep_cells, show, wire_cell_clicks
-
-if TYPE_CHECKING:
-    from studio.workbench.timeline import TimelinePanel
+from studio.workbench.common import (
+    ACTIONS,
+    Context,
+    CurrentPanel,
+    Keyframes,
+    Parents,
+    keep_cells,
+    show,
+    wire_cell_clicks,
+)
 
 
 # -- start: a seed, a prompt, an upload -----------------------------------------------------------------------
@@ -115,7 +120,7 @@ class GridPanel:
                         [ctx.bench, ctx.model, ctx.look, self.strength, self.size], [ctx.bench, self.picture],
                         api_visibility="private")
 
-    def wire(self, ctx: Context, current: CurrentPanel, timeline: TimelinePanel, brood: BreedPanel,
+    def wire(self, ctx: Context, current: CurrentPanel, timeline: Keyframes, brood: Parents,
              truncation: gr.Slider | None = None) -> None:
         extra = [truncation] if truncation is not None else []
         prompt = [ctx.prompt] if ctx.prompt is not None else []
@@ -171,7 +176,7 @@ class MapPanel:
         second = names[1] if len(names) > 1 else None
         return [gr.Dropdown(choices=names, value=names[0] if names else None), gr.Dropdown(choices=names, value=second)]
 
-    def wire(self, ctx: Context, current: CurrentPanel, timeline: TimelinePanel, brood: BreedPanel) -> None:
+    def wire(self, ctx: Context, current: CurrentPanel, timeline: Keyframes, brood: Parents) -> None:
         def draw(bench, model_name, look, ax, ay, extent, n, request: gr.Request):
             model = ctx.space(model_name, look, bench)
             if len(bench.directions) < 2:
@@ -179,7 +184,7 @@ class MapPanel:
                 if method == "prompt-pair":
                     method = "h-space"
                 origin = bench.current or model.point_for_seed(0)
-                bench.directions = ctx.services.lanes.run("model", model.directions, method, 4, origin)
+                bench.directions = ctx.services.lanes.run("model", model.directions, method, 4, origin, interactive=True)
             names = [d.name for d in bench.directions]
             ax = ax if ax in names else names[0]
             ay = ay if ay in names and ay != ax else next(n_ for n_ in names if n_ != ax)
@@ -239,7 +244,7 @@ class BreedPanel:
         images = ex.render(ctx.services, model, bench.parents)
         return ex.grid_picture(images, len(images), 64)
 
-    def wire(self, ctx: Context, current: CurrentPanel, timeline: TimelinePanel) -> None:
+    def wire(self, ctx: Context, current: CurrentPanel, timeline: Keyframes) -> None:
         def add_current(bench, model_name, look, request: gr.Request):
             if bench.current is None:
                 raise ValueError("Open a picture first, then add it as a parent.")

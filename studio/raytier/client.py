@@ -1,4 +1,4 @@
-"""The UI tier's side of the Ray Serve model tier (studio/ray_tier.py): a bridge process it owns, and
+"""The UI tier's side of the Ray Serve model tier (studio/raytier/serve.py): a bridge process it owns, and
 `RemoteImagePipeline` / `RemoteTextPipeline` / `RemoteLatentPipeline` (with `RemoteLatentModel`), which the
 tabs and the API use exactly like the in-process image, text, GAN and VAE pipelines.
 
@@ -27,20 +27,11 @@ from pathlib import Path
 from pipelines.image import GenerationCancelled, ImageOutput, ImageParams
 from pipelines.latent import LatentModel
 from pipelines.registry import ModelNotAvailable
-from studio.ray_tier import TIERS  # names only: that module imports Ray inside its functions
+from studio.raytier.protocol import FAMILY_NAMES, TIERS, family_words  # noqa: F401 - FAMILY_NAMES: for readers
 
 STALL_S = 30.0
 START_S = {"local": 180.0}  # starting a local Ray and the deployment; joining a cluster: JOIN_S
 JOIN_S = 60.0
-FAMILY_NAMES = {"image": "image", "text": "text", "latent": "GAN/VAE"}
-
-
-def family_words(tiers) -> str:
-    """("image", "latent") → "image and GAN/VAE models"."""
-    names = [FAMILY_NAMES[t] for t in tiers]
-    return (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]) + " models"
-
-
 class TierUnreachable(ModelNotAvailable):
     """The model tier cannot be reached; the message says so in plain words."""
 
@@ -78,9 +69,9 @@ class RayBridge:
         with self._lock:
             if self._process is not None and self._process.poll() is None:
                 return self.info
-            process = subprocess.Popen([sys.executable, "-m", "studio.ray_tier"], stdin=subprocess.PIPE,
+            process = subprocess.Popen([sys.executable, "-m", "studio.raytier.serve"], stdin=subprocess.PIPE,
                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                       cwd=str(Path(__file__).resolve().parent.parent))
+                                       cwd=str(Path(__file__).resolve().parents[2]))
             threading.Thread(target=self._drain, args=(process,), daemon=True).start()
             send_frame(process.stdin, ("start", self.settings))
             answer: list = []

@@ -2,7 +2,7 @@
 process.
 
     browser ─ Gradio UI tier (one process: pages, logins, quotas, History, queue)
-                 │ pickle frames over a pipe (studio/remote.py)
+                 │ pickle frames over a pipe (studio/raytier/client.py)
               bridge process (the Ray driver: Serve handles, retries)
                  │ Serve handles
               Ray Serve apps "studio-image" (ImageTier), "studio-text" (TextTier) and "studio-latent"
@@ -14,7 +14,7 @@ Why a bridge process: a Ray driver whose cluster goes away blocks in Ray calls (
 bridge stops answering, the UI tier ends it, says so in plain words, and starts a new one on the next
 request — which reconnects once the cluster is back.
 
-This module runs in the bridge (`python -m studio.ray_tier`) and in the replicas; it is also the
+This module runs in the bridge (`python -m studio.raytier.serve`) and in the replicas; it is also the
 import path of the Serve config file (`studio/ray_serve.yaml`, `serve deploy`). Frames:
 
     UI → bridge   ("start", settings) · ("stream", rid, tier, method, args) · ("call", rid, tier, method, args)
@@ -43,12 +43,9 @@ import sys
 import threading
 import time
 
-NAMESPACE = "genai-studio"
-TIERS = {"image": ("studio-image", "ImageTier"), "text": ("studio-text", "TextTier"),
-         "latent": ("studio-latent", "LatentTier")}  # family: (Serve app, deployment)
+from studio.raytier.protocol import KV_PREFIX, NAMESPACE, STOP_PREFIX, TIERS
+
 APP, DEPLOYMENT = TIERS["image"]
-KV_PREFIX = "studio-replica/"  # each replica publishes where it runs and what it holds (Models tab)
-STOP_PREFIX = "studio-stop/"  # a text request's stop word, read by the replica writing it
 
 
 def _failure(exc: BaseException) -> tuple:
