@@ -1,19 +1,24 @@
 """The thin actions that the tabs and the public API share (neither imports the other for them): make
-pictures and keep them, stream text and keep it, resolve styles and upscalers by name. Each builds or takes
+pictures and keep them, stream text and keep it, resolve styles and upscalers by name, read VAE uploads and
+train a VAE, read History's filters. Each builds or takes
 the pipeline's frozen params, asks the model host for the model, and saves what came out to History."""
 
 from __future__ import annotations
 
+import json
+import re
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pipelines.image import ImageParams
+from pipelines.image import ImageParams, open_user_image
 from pipelines.image_prompt import Style, load_styles
 from pipelines.image_upscale import LATENT_UPSCALERS, PIXEL_UPSCALERS, UPSCALER_SUFFIXES
 from pipelines.media import a1111_parameters, png_with_metadata
+from pipelines.registry import ModelSpec
 from pipelines.text import TextParams, parse_stop
+from pipelines.vae import VAETrainParams, load_image_folder, prepare_images, train_conv_vae
 from studio.tabs.common import as_int, keep_output, parse_seed
 
 STREAM_INTERVAL = 0.04  # seconds between streamed page updates
@@ -173,3 +178,68 @@ def run_text(services, model: str, params: TextParams, session: str, owner: str,
         owner=owner,
     )
     yield stats["text"], {**stats, "history_id": item.id if item else None}
+
+
+def uploads(services, files, size):
+    images = [open_user_image(f, services.settings.image_limits.max_image_pixels)[0] for f in files or []]
+    return prepare_images(images, size) if images else (None, [])
+
+
+def training_setup(services, name: str, source, is_zip: bool, size, channels, latent, epochs):
+    """Check a training request and load its images: (name, params, images, notes, source folder/zip, out)."""
+    registry = services.registry
+    name = (name or "").strip()
+    if not re.fullmatch(r"[A-Za-z0-9][\w\-]{0,39}", name):
+        raise ValueError("model name: 1–40 letters, digits, - or _ (it names a folder)")
+    if name in {s.name for s in registry.all()} and registry.lookup(name, "vae").source != "folder":
+        raise ValueError(f"model name {name!r} is taken by a built-in model; choose another")
+    if not is_zip and not str(source or "").strip():
+        raise ValueError("images: give a folder of images or upload a .zip")
+    source = Path(str(source)).expanduser()
+    params = VAETrainParams(size=as_int("size", size), channels=as_int("channels", channels),
+                            latent_dim=as_int("latent size", latent), epochs=as_int("epochs", epochs))
+    images, notes = load_image_folder(source, params.size)
+    return name, params, images, notes, source, services.history.root / "vae-models" / name
+
+
+def finish_training(services, name: str, out: Path, params, done: int, images, owner: str) -> None:
+    """Register a trained VAE and note it in History."""
+    services.registry.add(ModelSpec(name, "vae", "folder", str(out), license="yours",
+                                    description="trained in the VAE tab"))
+    services.cache.clear("vae")
+    services.history.add("vae", {".json": json.dumps({"model": name, "epochs": done}).encode()},
+                         prompt=f"trained VAE {name}", params={"size": params.size, "latent_dim": params.latent_dim,
+                                                               "epochs": done, "images": len(images)},
+                         model=name, device=services.placement.describe(), owner=owner)
+
+
+def train_vae_model(services, name, source, is_zip, size, channels, latent, epochs, owner) -> dict:
+    """Train in the calling thread (the API's form); returns the losses per epoch."""
+    name, params, images, notes, source, out = training_setup(services, name, source, is_zip, size, channels,
+                                                              latent, epochs)
+    reports = train_conv_vae(params, images, out, device=services.placement.device,
+                             extra_config={"trained_on": str(source.name), "images": len(images)})
+    finish_training(services, name, out, params, len(reports), images, owner)
+    return {"name": name, "epochs": len(reports), "images": len(images), "skipped": len(notes),
+            "loss_per_epoch": [round(r.loss, 3) for r in reports]}
+
+
+def day_bound(field: str, text: str, *, end: bool = False) -> float | None:
+    """"YYYY-MM-DD" → epoch seconds at the start of that day (of the next day when `end`); blank → None."""
+    text = (text or "").strip()
+    if not text:
+        return None
+    try:
+        start = time.mktime(time.strptime(text, "%Y-%m-%d"))
+    except ValueError:
+        raise ValueError(f"{field}: a date as YYYY-MM-DD (e.g. 2026-11-29), got {text[:40]!r}") from None
+    return start + 86400 if end else start
+
+
+def seed_filter(text: str) -> int | None:
+    text = (text or "").strip()
+    if not text:
+        return None
+    if not text.isdigit() or int(text) >= 2**32:
+        raise ValueError(f"seed: a whole number from 0 to 4,294,967,295, got {text[:40]!r}")
+    return int(text)

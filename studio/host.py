@@ -152,9 +152,10 @@ class ModelHost:
             return  # a hub id (the registry checks its form)
         resolved = path.resolve()
         if not any(resolved == d or d in resolved.parents for d in self.model_dirs):
-            raise ValueError(f"model: {short(text)} is outside the model folders ({', '.join(map(str, self.model_dirs))}"
-                             "); put the model in one of them (or add a folder with model_dirs in the settings "
-                             f"file), or choose a listed {modality} model")
+            folders = ", ".join(map(str, self.model_dirs))
+            raise ValueError(f"model: {short(text)} is outside the model folders ({folders}); put the model in one "
+                             f"of them (or add a folder with model_dirs in the settings file), or choose a listed "
+                             f"{modality} model")
         if exists and resolved.is_file() and resolved.suffix.lower() not in MODEL_FILES:
             raise ValueError(f"model: {resolved.name} is not a model file (expected {', '.join(MODEL_FILES)}, or a "
                              "model folder)")
@@ -385,7 +386,8 @@ class ModelHost:
             return self._remote_latent("vae", spec)
 
         def load() -> VAEPipeline:
-            return VAEPipeline(load_vae(self.registry.resolve(spec, log), self.placement, offline=self.settings.offline))
+            resolved = self.registry.resolve(spec, log)
+            return VAEPipeline(load_vae(resolved, self.placement, offline=self.settings.offline))
 
         return self.cache.get("vae", spec.name, lambda: self.lanes.run("model", load))
 

@@ -169,3 +169,19 @@ def build_tiny_sd(folder: Path) -> Path:
 @pytest.fixture(scope="session")
 def tiny_sd_dir(tmp_path_factory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
+
+
+def build_tiny_lora(folder: Path, tiny_sd_dir: Path) -> Path:
+    """A random-weight LoRA (.safetensors) for the tiny SD UNet."""
+    pytest.importorskip("peft")
+    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet = UNet2DConditionModel.from_pretrained(tiny_sd_dir / "unet")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(1)
+        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(unet))
+    return next(Path(folder).glob("*.safetensors"))

@@ -38,25 +38,11 @@ def tiny(tiny_sd_dir):
     return pipe, DiffusionLatentModel(model, LOOK)
 
 
-def make_lora(folder: Path, tiny_sd_dir: Path) -> Path:
-    """A random-weight LoRA (.safetensors) for the tiny SD UNet."""
-    pytest.importorskip("peft")
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    unet = UNet2DConditionModel.from_pretrained(tiny_sd_dir / "unet")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(unet))
-    return next(Path(folder).glob("*.safetensors"))
-
-
 @pytest.fixture(scope="module")
 def lora_file(tmp_path_factory, tiny_sd_dir) -> Path:
-    return make_lora(tmp_path_factory.mktemp("lora"), tiny_sd_dir)
+    from tests.conftest import build_tiny_lora
+
+    return build_tiny_lora(tmp_path_factory.mktemp("lora"), tiny_sd_dir)
 
 
 def pixels(out) -> list[bytes]:
@@ -137,27 +123,21 @@ def test_pictures_with_and_without_loras_on_one_model_at_once_are_each_as_alone(
     assert {k: got[k] for k in expected} == expected and got["render"] == render_alone
 
 
-def test_a_picture_records_its_own_loras(tiny, lora_file):
+def test_a_picture_records_its_own_loras(tiny, lora_file, monkeypatch):
     """1. The PNG's `Lora:` text comes from the request, not from what the shared weights hold at the end."""
     from types import SimpleNamespace
 
-    from studio.tabs.image import keep_images
+    import studio.actions
+    from studio.actions import keep_images
 
     pipe, _ = tiny
     styled = replace(LONG, batch_size=1, steps=2, loras=(Lora("style", lora_file, 0.8),))
     out = pipe(styled)
     pipe(replace(styled, loras=()))  # someone else's request since: the weights hold no LoRA now
     kept = []
-    services = SimpleNamespace(placement=pipe.model.placement, history=None,
-                               settings=SimpleNamespace())
-    import studio.tabs.image as image_tab
-
-    real = image_tab.keep_output
-    image_tab.keep_output = lambda services, tab, files, **fields: kept.append((files, fields))
-    try:
-        keep_images(services, pipe, styled, out, "alice")
-    finally:
-        image_tab.keep_output = real
+    monkeypatch.setattr(studio.actions, "keep_output",
+                        lambda services, tab, files, **fields: kept.append((files, fields)))
+    keep_images(SimpleNamespace(placement=pipe.model.placement), pipe, styled, out, "alice")
     (files, fields), = kept
     assert fields["params"]["loras"] == {"style": 0.8}
     assert b"Lora: style:0.8" in files[".png"]
@@ -207,8 +187,10 @@ def test_ray_stand_ins_have_their_own_slot(tmp_path):
     settings = Settings(outputs=tmp_path, cache_dir=tmp_path / "cache", device="cpu", offline=True,
                         ray=RaySettings(address="local", tiers=("image",)))
     host = ModelHost.create(settings)
-    remote, local = host._image_entry("emoji-ldm", None, local=False), host._image_entry("emoji-ldm", None, local=True)
-    assert (remote[0], remote[1]) == ("image [ray]", "emoji-ldm [ray]") and (local[0], local[1]) == ("image", "emoji-ldm")
+    remote = host._image_entry("emoji-ldm", None, local=False)
+    local = host._image_entry("emoji-ldm", None, local=True)
+    assert (remote[0], remote[1]) == ("image [ray]", "emoji-ldm [ray]")
+    assert (local[0], local[1]) == ("image", "emoji-ldm")
     host.cache.get(remote[0], remote[1], lambda: "stand-in")
     host.cache.get("image", "emoji-ldm", lambda: "weights")
     assert host.cache.peek(remote[0], remote[1]) == "stand-in" and host.cache.peek("image", "emoji-ldm") == "weights"

@@ -117,19 +117,9 @@ def test_png_metadata_roundtrip(tmp_path, tiny_image):
 
 
 def test_lora_load_and_unload_restore_the_original(tmp_path, tiny_image, tiny_sd_dir):
-    pytest.importorskip("peft")
-    import torch
-    from diffusers import StableDiffusionPipeline, UNet2DConditionModel
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
+    from tests.conftest import build_tiny_lora
 
-    unet = UNet2DConditionModel.from_pretrained(tiny_sd_dir / "unet")
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(1)
-        unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                    target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
-    StableDiffusionPipeline.save_lora_weights(tmp_path, unet_lora_layers=get_peft_model_state_dict(unet))
-    lora = next(tmp_path.glob("*.safetensors"))
+    lora = build_tiny_lora(tmp_path, tiny_sd_dir)
     before = pixels(tiny_image(ImageParams(**FAST, seed=8)).images[0])
     with_lora = pixels(tiny_image(ImageParams(**FAST, seed=8, loras=(Lora("style", lora, 1.0),))).images[0])
     assert tiny_image.model.loras == {"style": 1.0}  # the shared weights hold it until a request states another set

@@ -23,12 +23,12 @@ TEXT = dict(model="tiny-llama", max_new_tokens=10, temperature=0.9)
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_lm_dir, tiny_sd_dir):
     from tests.conftest import _free_port
-    from tests.test_host import make_lora
+    from tests.conftest import build_tiny_lora
 
     root = tmp_path_factory.mktemp("many")
     port = _free_port()
     app, services = start(root / "outputs", tiny_lm_dir, port, root / "cache", tiny_sd_dir)
-    yield f"http://127.0.0.1:{port}/", make_lora(root, tiny_sd_dir)
+    yield f"http://127.0.0.1:{port}/", build_tiny_lora(root, tiny_sd_dir)
     app.close()
 
 

@@ -211,3 +211,41 @@ def test_ray_settings_are_checked_with_the_field_and_range(tmp_path):
     config.write_text('[ray]\naddress = "head:6379"\nmax_replicas = 8\nreplica_gpus = 0.5\n')
     settings = load_settings(config)
     assert settings.ray.enabled and settings.ray.max_replicas == 8 and settings.ray.replica_gpus == 0.5
+
+
+def test_users_at_once_on_the_ray_tier_each_get_what_they_would_get_alone(tier, tmp_path, tiny_sd_dir):
+    """Under --ray: pictures with and without a LoRA on one model at once (a LoRA travels in its request, never
+    on the shared stand-in) and Explore moves on the same model (in-process) — each byte-equal to alone."""
+    from gradio_client import Client
+
+    from tests.conftest import build_tiny_lora
+    from tests.test_many_users import answer_of, requests
+
+    url, _ = tier
+    asks = {name: kwargs for name, kwargs in requests(build_tiny_lora(tmp_path, tiny_sd_dir)).items()
+            if name in ("picture", "picture with a LoRA", "picture again", "slider move")}
+    for kwargs in asks.values():
+        if kwargs["api_name"] == "/generate_image":
+            kwargs.update(batch_size=1, steps=6)
+    alone = {name: answer_of(Client(url, verbose=False).predict(**kwargs)) for name, kwargs in asks.items()}
+    assert alone["picture"] != alone["picture with a LoRA"]
+    got: dict = {}
+    errors: list = []
+    names = list(asks)
+
+    def user(i: int) -> None:
+        client = Client(url, verbose=False)
+        for name in (names[i % len(names)], names[(i + 1) % len(names)]):
+            try:
+                got.setdefault(name, []).append(answer_of(client.predict(**asks[name])))
+            except Exception as exc:  # noqa: BLE001 - reported below
+                errors.append((name, repr(exc)))
+
+    users = [threading.Thread(target=user, args=(i,)) for i in range(6)]
+    for u in users:
+        u.start()
+    for u in users:
+        u.join(600)
+    assert not errors and sorted(got) == sorted(names)
+    for name, answers in got.items():
+        assert all(answer == alone[name] for answer in answers), name

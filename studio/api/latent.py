@@ -30,6 +30,7 @@ from pipelines.media import gif_bytes, grid, mp4_bytes, png_bytes
 from pipelines.vae import MapParams, MorphParams
 from studio import explore as ex
 from studio.api.media import _path, files, seed_or_random, unsaved
+from studio.actions import train_vae_model, uploads
 from studio.tabs.common import friendly_errors, guarded, keep_output, user_of
 
 KINDS = {"gan": "gan", "vae": "vae", "image": "diffusion", "diffusion": "diffusion"}
@@ -188,8 +189,6 @@ def _vae_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
 
     # -- VAE ----------------------------------------------------------------------------------------------
     def vae_pictures(p, images):
-        from studio.tabs.vae import uploads
-
         pictures, notes = uploads(services, [_path(f) for f in images or []], p.model.size)
         return pictures, notes
 
@@ -310,7 +309,6 @@ def _vae_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
             latent_size: 2 to 64.
             epochs: 1 to 200.
         """
-        from studio.tabs.vae import train_vae_model
 
         source = _path(images_zip) if images_zip is not None else folder
         return train_vae_model(services, name, source, bool(images_zip), size, channels, latent_size, epochs,

@@ -7,8 +7,8 @@ from gradio import FileData
 
 from studio.api.media import files
 from studio.tabs.common import friendly_errors, guarded, user_of
-from studio.tabs.history import day_bound, seed_filter
-from studio.tabs.models import model_rows
+from studio.actions import day_bound, seed_filter
+from studio.catalog import model_rows
 
 
 def endpoints(services) -> list[tuple[str, object, dict]]:

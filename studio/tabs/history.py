@@ -3,35 +3,14 @@ into the tab; delete (with a confirm step); export what is listed as a .zip."""
 
 from __future__ import annotations
 
-import time
 
 import gradio as gr
 
+from studio.actions import day_bound, seed_filter
 from studio.services import Services
 from studio.tabs.common import TabHandle, friendly_errors, guarded, user_of
 
 COLUMNS = ["★", "When", "Tab", "Prompt", "Model", "Seed", "Id"]
-
-
-def day_bound(field: str, text: str, *, end: bool = False) -> float | None:
-    """"YYYY-MM-DD" → epoch seconds at the start of that day (of the next day when `end`); blank → None."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        start = time.mktime(time.strptime(text, "%Y-%m-%d"))
-    except ValueError:
-        raise ValueError(f"{field}: a date as YYYY-MM-DD (e.g. 2026-11-29), got {text[:40]!r}") from None
-    return start + 86400 if end else start
-
-
-def seed_filter(text: str) -> int | None:
-    text = (text or "").strip()
-    if not text:
-        return None
-    if not text.isdigit() or int(text) >= 2**32:
-        raise ValueError(f"seed: a whole number from 0 to 4,294,967,295, got {text[:40]!r}")
-    return int(text)
 
 
 def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs):

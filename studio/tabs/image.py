@@ -11,7 +11,7 @@ import gradio as gr
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, lora_set, open_user_image
 from pipelines.image_prompt import parse_weights
 from pipelines.media import read_png_info
-from studio.actions import keep_images, loras_from, start_generation  # noqa: F401 - the tab's actions
+from studio.actions import keep_images, loras_from, start_generation
 from studio.services import Services
 from studio.tabs.common import (
     TabHandle,

@@ -18,7 +18,7 @@ from pipelines.image_upscale import (
     UpscaleParams,
     upscale,
 )
-from studio.actions import NO_STYLE, resolve_upscaler, style_named, styles_path, upscaler_choices, upscaler_folder  # noqa: F401
+from studio.actions import NO_STYLE, style_named, styles_path, upscaler_choices, upscaler_folder
 from studio.tabs.common import as_int, friendly_errors, guarded, keep_output, user_of
 
 

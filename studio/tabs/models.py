@@ -10,6 +10,7 @@ import gradio as gr
 from pipelines.device import physical_cores
 from pipelines.packages import PACKAGES
 from studio.raytier.client import FAMILY_NAMES, family_words
+from studio.catalog import TABS, _loaded, comes_from, ready, runs_with
 from studio.services import Services
 from studio.tabs.common import friendly_errors, guarded
 
@@ -23,56 +24,6 @@ The second generation (`emoji-ldm`) also learned from Noto Emoji © Google Inc. 
 Twitter, Inc. and other contributors (CC BY 4.0), Fluent Emoji © Microsoft Corporation (MIT) and
 EmojiOne 2 by Emoji One (CC BY 4.0).
 """
-
-ENGINES = {"image": "diffusers", "vae": "PyTorch (diffusers for AutoencoderKL folders)", "gan": "PyTorch"}
-TABS = {"text": "Text", "image": "Image", "vae": "VAE", "gan": "GAN"}
-
-
-def runs_with(services: Services, spec) -> str:
-    """The engine that serves a model, and for text models why (llama.cpp vs transformers)."""
-    if spec.modality != "text":
-        return ENGINES[spec.modality]
-    try:
-        choice = services.text_backend(spec)
-    except ValueError as exc:
-        return f"cannot run as configured: {exc}"
-    return f"{choice.backend} — {choice.reason}"
-
-
-def comes_from(spec) -> str:
-    """Where a model comes from, in words."""
-    if spec.source == "package":
-        return f"the package {spec.location} (downloaded once, checked)"
-    if spec.source == "asset":
-        return "shipped with the studio" + (" (its text encoder is downloaded once)" if spec.needs else "")
-    if spec.source == "hub":
-        return f"the model hub: {spec.location}" + (f", {spec.size}" if spec.size else "")
-    return f"your {spec.source}: {spec.location}"
-
-
-def _loaded(services: Services) -> set[str]:
-    keys = {name for _, name in services.cache.loaded()}
-    return keys | {name.split(" [")[0] for name in keys}
-
-
-def ready(services: Services, spec) -> str:
-    if services.registry.is_present(spec):
-        return "yes"
-    if spec.source == "hub":
-        return f"download ({spec.size})" if spec.size else "download on first use"
-    return "no — fetched on first use"
-
-
-def model_rows(services: Services) -> list[list]:
-    """Every field, for the API (models_list) and the details table."""
-    loaded = _loaded(services)
-    rows = []
-    for spec in services.registry.all():
-        source = spec.location if spec.source != "package" else PACKAGES[spec.location].fetch_command
-        rows.append([spec.name, spec.modality, spec.source, source, spec.license, ready(services, spec),
-                     "loaded" if spec.name in loaded else "", runs_with(services, spec), spec.description])
-    return rows
-
 
 def page_rows(services: Services) -> list[list]:
     """The table people read: name, tab, ready, in memory, license, what it is."""

@@ -256,7 +256,7 @@ def test_model_files_are_loaded_safely(server, tmp_path):
     from pipelines.device import pick_placement
     from pipelines.image import load_image_model
     from pipelines.registry import ModelNotAvailable, Registry
-    from studio.tabs.models import model_rows
+    from studio.catalog import model_rows
 
     _, services, _ = server
     assert services.settings.allow_pickle is False and services.settings.trust_remote_code is False
