@@ -114,7 +114,7 @@ def _wire_send_to_vae(source, vae, tabs) -> None:
     """A tab's "send to VAE" button appends its image to the VAE tab's morph images and opens that tab."""
     button, inputs, make_path = source.send_to_vae
 
-    def send(*values, request: gr.Request):
+    def send(request: gr.Request, *values):
         *args, current = values
         path = make_path(*args, request=request)  # guarded there: the user's own admission
         return gr.Tabs(selected="vae"), [*(current or []), path]
@@ -145,7 +145,7 @@ def _wire_image_and_explore(image, explore, tabs) -> None:
     mode, init_image, editor = image.receive
 
     def send(target):
-        def fn(*values, request: gr.Request):
+        def fn(request: gr.Request, *values):
             path = make_file(*values, request=request)  # guarded there: the user's own admission
             if target == "img2img":
                 return gr.Tabs(selected="image"), "Image to image", path, gr.skip()

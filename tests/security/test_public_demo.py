@@ -48,22 +48,29 @@ def test_guests_generate_within_their_quota_and_are_told_when_it_resets(server):
     from gradio_client.exceptions import AppError
 
     url, services, _ = server
+    from pipelines.registry import ModelSpec
+
+    # a model of this test's own, so no other test has loaded it first (the suite may run in any order)
+    tiny = services.registry.lookup("tiny-llama", "text")
+    services.registry.add(ModelSpec("quota-llama", "text", tiny.source, tiny.location, license="test"))
     owner, guest = client(url, OWNER), client(url, GUEST)
     with pytest.raises(AppError, match="Guests can't switch models: use smollm2-135m-instruct"):
-        guest.predict(*text_args(), api_name="/generate_text")  # not loaded yet: that would switch models
-    owner.predict(*text_args(), api_name="/generate_text")  # the owner loads it …
+        guest.predict(*text_args("quota-llama"), api_name="/generate_text")  # not loaded: that would switch models
+    owner.predict(*text_args("quota-llama"), api_name="/generate_text")  # the owner loads it …
     with pytest.raises(AppError, match="prompt is empty"):  # … a guest's bad input costs no quota
-        guest.predict(*text_args(prompt=""), api_name="/generate_text")
+        guest.predict(*text_args("quota-llama", prompt=""), api_name="/generate_text")
+    assert services.access.remaining("guest") == QUOTA  # no other test generates as this guest
     for _ in range(QUOTA):
-        text, status = guest.predict(*text_args(), api_name="/generate_text")
+        text, status = guest.predict(*text_args("quota-llama"), api_name="/generate_text")
         assert text and json.loads(status)["history_id"]
     with pytest.raises(AppError, match=r"Quota reached: guests may make 3 generations per hour. "
                                        r"Your next one is available at \d\d:\d\d"):
-        guest.predict(*text_args(), api_name="/generate_text")
+        guest.predict(*text_args("quota-llama"), api_name="/generate_text")
     # the owner has no quota, and another guest has their own
-    owner.predict(*text_args(), api_name="/generate_text")
-    client(url, OTHER_GUEST).predict(*text_args(), api_name="/generate_text")
-    assert services.access.remaining("guest") == 0 and services.access.remaining("visitor") == QUOTA - 1
+    owner.predict(*text_args("quota-llama"), api_name="/generate_text")
+    visitor_left = services.access.remaining("visitor")
+    client(url, OTHER_GUEST).predict(*text_args("quota-llama"), api_name="/generate_text")
+    assert services.access.remaining("guest") == 0 and services.access.remaining("visitor") == visitor_left - 1
 
 
 def test_guests_cannot_fetch_train_or_change_engines_or_load_weights(server):
