@@ -279,3 +279,25 @@ def test_an_image_tab_picture_opens_in_explore_as_the_model_read_it_and_says_wha
     _, notes = from_picture({"prompt": "a cat", "loras": {"style": 0.8}, "hires": {"scale": 2}, "mode": "img2img"})
     assert notes == ["Explore shows this picture's seed and prompt without its LoRAs (style), the hires pass, its "
                      "start picture (img2img): a point holds start noise and a prompt."]
+
+
+def test_latents_are_written_per_request_never_through_a_shared_temporary_file(tmp_path):
+    """7. Keeping a latent builds its file in memory (no fixed `.tmp-latent.safetensors` that users race): many
+    users keeping different points at once each get their own back."""
+    from pipelines.latent import LatentPoint, load_points, points_bytes
+
+    def keep(i: int, out: dict) -> None:
+        point = LatentPoint(torch.full((4,), float(i)), model="m", label=f"point {i}", seed=i)
+        path = tmp_path / f"kept-{i}.safetensors"
+        path.write_bytes(points_bytes([point]))
+        out[i] = load_points(path)[0]
+
+    got: dict = {}
+    threads = [threading.Thread(target=keep, args=(i, got)) for i in range(16)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert all(torch.equal(got[i].z, torch.full((4,), float(i))) and got[i].label == f"point {i}" and got[i].seed == i
+               for i in range(16))
+    assert not list(tmp_path.glob(".tmp*"))
