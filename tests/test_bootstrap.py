@@ -37,6 +37,7 @@ def test_compiler_check_is_real():
 
 def test_wheels_are_kept_per_cpu_and_flags(monkeypatch, tmp_path):
     monkeypatch.setenv("GENAI_STUDIO_CACHE", str(tmp_path))
+    monkeypatch.delenv("STUDIO_WHEEL_CACHE", raising=False)  # .ci/run sets it
     native = {"CMAKE_ARGS": "-DLLAVA_BUILD=OFF"}
     monkeypatch.setattr(bootstrap, "cpu_flags", lambda: "fpu sse avx2 avx512f amx_tile")
     here = bootstrap.llama_wheel_dir(native)
@@ -47,8 +48,16 @@ def test_wheels_are_kept_per_cpu_and_flags(monkeypatch, tmp_path):
     assert bootstrap.llama_wheel_dir(portable) == bootstrap.llama_wheel_dir(portable)  # one wheel for any CPU
 
 
+def test_ci_keeps_its_compiled_engine_apart_from_the_empty_model_cache(monkeypatch, tmp_path):
+    """.ci/run empties the model cache but keeps the llama.cpp wheel in STUDIO_WHEEL_CACHE."""
+    monkeypatch.setenv("GENAI_STUDIO_CACHE", str(tmp_path / "models"))
+    monkeypatch.setenv("STUDIO_WHEEL_CACHE", str(tmp_path / "kept"))
+    assert bootstrap.llama_wheel_dir(bootstrap.llama_build()).parent == tmp_path / "kept"
+
+
 def test_setup_without_a_compiler_keeps_going_with_a_hint(monkeypatch, capsys, tmp_path):
     monkeypatch.setenv("GENAI_STUDIO_CACHE", str(tmp_path))
+    monkeypatch.delenv("STUDIO_WHEEL_CACHE", raising=False)  # .ci/run sets it
 
     def no_compiler(cmd, **kwargs):
         raise subprocess.CalledProcessError(1, cmd)
@@ -69,6 +78,7 @@ def test_x86_builds_are_portable_unless_asked_otherwise(monkeypatch):
 
 def test_a_built_wheel_is_reused_without_compiling(monkeypatch, tmp_path):
     monkeypatch.setenv("GENAI_STUDIO_CACHE", str(tmp_path))
+    monkeypatch.delenv("STUDIO_WHEEL_CACHE", raising=False)  # .ci/run sets it
     wheels = bootstrap.llama_wheel_dir(bootstrap.llama_build())
     wheels.mkdir(parents=True)
     (wheels / "llama_cpp_python-0.3.36-cp311-cp311-linux_x86_64.whl").write_bytes(b"")

@@ -14,7 +14,7 @@ import pytest
 
 from tests.live import start
 
-IMAGE = dict(model="tiny-sd", prompt="red heart", steps=16, batch_size=4, width=64, height=64,
+IMAGE = dict(model="tiny-sd", prompt="red heart", steps=10, batch_size=3, width=64, height=64,
              sampler_name="Euler a", api_name="/generate_image")
 LOOK = dict(model="tiny-sd", steps=6, width=64, height=64, sampler_name="Euler a", kind="diffusion")
 TEXT = dict(model="tiny-llama", max_new_tokens=10, temperature=0.9)
