@@ -6,7 +6,8 @@
 For `/generate_image` (emoji-ldm, 4 pictures 64², 20 steps) it prints the median of: the whole call; the
 pipeline's own time (the `seconds` the server reports); the same call with the client fetching no files;
 a queued request that does nothing (`/history_list`, limit 1) and an unqueued one (`/stop_text`), the floor of
-any call, and the queued one over plain HTTP without gradio_client; and, in this process, keeping the four pictures (PNG with parameters, History files and rows).
+any call, and the queued one over plain HTTP without gradio_client; and, in this process, keeping the four
+pictures (PNG with parameters, History files and rows).
 Results: benchmarks/results/overhead-*.md.
 """
 
