@@ -7,7 +7,8 @@ User A: `/generate_image`, the embedded emoji model, 4 pictures 64², `--steps` 
 GAN slider (dcgan-faces-64, SeFa) and then a slider on A's own model (a prompt-pair direction, `--move-steps`
 steps, as the page's preview renders). Printed: B's latency alone and during A's job (median and 90th
 percentile), A's job time alone and with B's moves beside it, and whether A's pictures were byte-equal; then,
-in Chromium, the page's own GAN and Explore direction sliders alone and while A's jobs run back to back. Results: benchmarks/results/concurrency-*.md.
+in Chromium, the page's own GAN and Explore direction sliders alone and while A's jobs run back to back.
+Results: benchmarks/results/concurrency-*.md.
 """
 
 from __future__ import annotations
