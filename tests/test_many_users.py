@@ -75,34 +75,39 @@ def requests(lora: Path) -> dict:
     }
 
 
-def test_ten_users_at_once_each_get_what_they_would_get_alone(served):
+def answers_alone_and_at_once(url: str, asks: dict, users: int, each: int) -> tuple[dict, dict]:
+    """Each request made alone, then `users` clients at once making `each` requests apiece (all overlapping):
+    (answers alone by name, answers at once by name → list)."""
     from gradio_client import Client
 
-    url, lora = served
-    asks = requests(lora)
     alone = {name: answer_of(Client(url, verbose=False).predict(**kwargs)) for name, kwargs in asks.items()}
-    assert alone["picture"] != alone["picture again"] and alone["picture"] != alone["picture with a LoRA"]
     got: dict = {}
     errors: list = []
     names = list(asks)
-    start_together = threading.Barrier(10)
+    start_together = threading.Barrier(users)
 
     def user(i: int) -> None:
         client = Client(url, verbose=False)
-        mine = [names[(i + j) % len(names)] for j in range(3)]  # three requests each, all of them overlapping
         start_together.wait(60)
-        for name in mine:
+        for name in [names[(i + j) % len(names)] for j in range(each)]:
             try:
                 got.setdefault(name, []).append(answer_of(client.predict(**asks[name])))
             except Exception as exc:  # noqa: BLE001 - reported below, with the request's name
                 errors.append((name, repr(exc)))
 
-    users = [threading.Thread(target=user, args=(i,)) for i in range(10)]
-    for u in users:
-        u.start()
-    for u in users:
-        u.join(600)
+    threads = [threading.Thread(target=user, args=(i,)) for i in range(users)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(600)
     assert not errors
     assert sorted(got) == sorted(names)
+    return alone, got
+
+
+def test_ten_users_at_once_each_get_what_they_would_get_alone(served):
+    url, lora = served
+    alone, got = answers_alone_and_at_once(url, requests(lora), users=10, each=3)
+    assert alone["picture"] != alone["picture again"] and alone["picture"] != alone["picture with a LoRA"]
     for name, answers in got.items():
         assert all(answer == alone[name] for answer in answers), name

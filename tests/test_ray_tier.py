@@ -216,10 +216,8 @@ def test_ray_settings_are_checked_with_the_field_and_range(tmp_path):
 def test_users_at_once_on_the_ray_tier_each_get_what_they_would_get_alone(tier, tmp_path, tiny_sd_dir):
     """Under --ray: pictures with and without a LoRA on one model at once (a LoRA travels in its request, never
     on the shared stand-in) and Explore moves on the same model (in-process) — each byte-equal to alone."""
-    from gradio_client import Client
-
     from tests.conftest import build_tiny_lora
-    from tests.test_many_users import answer_of, requests
+    from tests.test_many_users import answers_alone_and_at_once, requests
 
     url, _ = tier
     asks = {name: kwargs for name, kwargs in requests(build_tiny_lora(tmp_path, tiny_sd_dir)).items()
@@ -227,25 +225,7 @@ def test_users_at_once_on_the_ray_tier_each_get_what_they_would_get_alone(tier, 
     for kwargs in asks.values():
         if kwargs["api_name"] == "/generate_image":
             kwargs.update(batch_size=1, steps=6)
-    alone = {name: answer_of(Client(url, verbose=False).predict(**kwargs)) for name, kwargs in asks.items()}
+    alone, got = answers_alone_and_at_once(url, asks, users=6, each=2)
     assert alone["picture"] != alone["picture with a LoRA"]
-    got: dict = {}
-    errors: list = []
-    names = list(asks)
-
-    def user(i: int) -> None:
-        client = Client(url, verbose=False)
-        for name in (names[i % len(names)], names[(i + 1) % len(names)]):
-            try:
-                got.setdefault(name, []).append(answer_of(client.predict(**asks[name])))
-            except Exception as exc:  # noqa: BLE001 - reported below
-                errors.append((name, repr(exc)))
-
-    users = [threading.Thread(target=user, args=(i,)) for i in range(6)]
-    for u in users:
-        u.start()
-    for u in users:
-        u.join(600)
-    assert not errors and sorted(got) == sorted(names)
     for name, answers in got.items():
         assert all(answer == alone[name] for answer in answers), name
