@@ -236,6 +236,28 @@ def open_user_image(path, max_pixels: int = ImageLimits.max_image_pixels, mode: 
     return image.convert(mode), notes
 
 
+class SerialTokenizer:
+    """A shared tokenizer, called by one request at a time. `transformers`' tokenizers set truncation and
+    padding on their Rust tokenizer at every call (diffusers calls with padding="max_length", then "longest"),
+    so two requests tokenizing at once could each read the other's settings and get ids of the wrong length."""
+
+    def __init__(self, tokenizer, lock) -> None:
+        self._tokenizer, self._lock = tokenizer, lock
+
+    def __call__(self, *args, **kwargs):
+        with self._lock:
+            return self._tokenizer(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        value = getattr(self._tokenizer, name)
+        if callable(value) and name in ("encode", "batch_decode", "decode", "tokenize", "pad"):
+            def serial(*args, **kwargs):
+                with self._lock:
+                    return value(*args, **kwargs)
+            return serial
+        return value
+
+
 class Adapters:
     """The LoRA set the model's shared weights hold, and how many requests run with it now. A request
     with the same set runs at once; one with another set waits until the running ones finish, then the set
@@ -322,11 +344,15 @@ class ImageModel:
     def view(self, mode: str, scheduler: str):
         """A pipeline object for one request: the mode's pipeline sharing its weights, with a scheduler instance
         of its own (schedulers keep per-run state: step index, sigmas) and its own per-call attributes
-        (diffusers keeps guidance scale, timesteps and the like on the pipeline object)."""
+        (diffusers keeps guidance scale, timesteps and the like on the pipeline object). Its tokenizers are
+        the shared ones, called one request at a time (`SerialTokenizer`)."""
         base = self.for_mode(mode)
         view = object.__new__(type(base))
         view.__dict__.update(base.__dict__)
         view.scheduler = scheduler_for(base, scheduler)
+        for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+            if view.__dict__.get(name) is not None:  # set in __dict__: not a change of the pipeline's config
+                view.__dict__[name] = SerialTokenizer(view.__dict__[name], self.lock)
         return view
 
     @property

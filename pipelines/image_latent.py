@@ -162,8 +162,9 @@ class DiffusionLatentModel(LatentModel):
                 tokens = kwargs["prompt_embeds"][0, :limit].float().cpu()
                 pooled = kwargs.get("pooled_prompt_embeds")
                 return tokens, pooled[0].float().cpu() if pooled is not None else None
-        out = pipe.encode_prompt(prompt=plain_text(prompt) if has_syntax(prompt) else prompt, device=self.device,
-                                 num_images_per_prompt=1, do_classifier_free_guidance=False)
+        with self.model.lock:  # the shared tokenizer, one call at a time (see pipelines.image.SerialTokenizer)
+            out = pipe.encode_prompt(prompt=plain_text(prompt) if has_syntax(prompt) else prompt, device=self.device,
+                                     num_images_per_prompt=1, do_classifier_free_guidance=False)
         tokens = out[0][0].float().cpu()
         pooled = out[2][0].float().cpu() if len(out) == 4 and out[2] is not None else None
         return tokens, pooled

@@ -96,7 +96,7 @@ def render(services, model: LatentModel, points: list[LatentPoint], *, preview: 
     """Pictures of `points`, rendered on the model lane (interactive work first: beside a running job, never
     inside it). The host admits it first: at most its cap of pictures, and a full render (not a slider
     preview) counts against a guest's quota."""
-    services.host.admit_render(len(points), preview=preview)
+    services.host.admit_render(len(points), preview=preview, kind=model.kind)
     return services.lanes.run("model", model.render, points, preview=preview, interactive=interactive)
 
 

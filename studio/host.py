@@ -49,7 +49,6 @@ log = logging.getLogger("studio")
 MAX_MODEL_NAME = 512
 MODEL_FILES = (".safetensors", ".gguf", ".ckpt", ".pt", ".pth", ".bin", ".tar")
 REMOTE_IMAGE = "image [ray]"  # the cache slot of image stand-ins for the Ray tier
-MAX_RENDER_POINTS = 256  # pictures in one latent render request (an 8×8 grid is 64; a 240-frame walk 240)
 
 
 def _console(message: str) -> None:
@@ -173,11 +172,18 @@ class ModelHost:
                              f"{limits.max_megapixels:g}. Choose a smaller width or height.")
         return look
 
-    def admit_render(self, count: int, *, preview: bool) -> None:
+    def render_cap(self, kind: str) -> int:
+        """Pictures one latent render request may hold: the longest walk the tabs allow (diffusion: 2 × the
+        frame limit; GAN and VAE: 10 × it, or a 24 × 24 map)."""
+        frames = self.settings.gan_limits.max_frames
+        return frames * 2 if kind == "diffusion" else max(frames * 10, 24 * 24)
+
+    def admit_render(self, count: int, *, preview: bool, kind: str = "diffusion") -> None:
         """A latent render of `count` pictures: within the cap; a full render (not a slider preview) counts one
         generation against a guest's quota (once per request)."""
-        if not 1 <= count <= MAX_RENDER_POINTS:
-            raise ValueError(f"pictures: one request renders 1 to {MAX_RENDER_POINTS} pictures, got {count}")
+        cap = self.render_cap(kind)
+        if not 1 <= count <= cap:
+            raise ValueError(f"pictures: one {kind} request renders 1 to {cap:,} pictures, got {count:,}")
         if not preview:
             self.caller().count_generation()
 

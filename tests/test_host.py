@@ -254,8 +254,9 @@ def test_explore_is_held_to_the_server_limits_and_full_renders_count_for_guests(
         host.admit_look(DiffusionLook(steps=150, width=64, height=64))
     with pytest.raises(ValueError, match="size: 2048×2048 is 4.19 megapixels; the limit is 0.3"):
         host.admit_look(DiffusionLook(steps=10, width=2048, height=2048))
-    with pytest.raises(ValueError, match="one request renders 1 to 256 pictures, got 4096"):
-        host.admit_render(4096, preview=True)
+    with pytest.raises(ValueError, match="one diffusion request renders 1 to 480 pictures, got 4,096"):
+        host.admit_render(4096, preview=True)  # a walk of 480 frames is Explore's longest
+    host.admit_render(24 * 24, preview=True, kind="vae")  # a VAE's biggest map
     charged = []
     guest = Caller("g", guest=True, charge=lambda: charged.append(1) or "admission")
     with calling(guest):
@@ -301,3 +302,36 @@ def test_latents_are_written_per_request_never_through_a_shared_temporary_file(t
     assert all(torch.equal(got[i].z, torch.full((4,), float(i))) and got[i].label == f"point {i}" and got[i].seed == i
                for i in range(16))
     assert not list(tmp_path.glob(".tmp*"))
+
+
+def test_requests_tokenizing_at_once_each_get_their_own_padding(tiny):
+    """Found by the LoRA test above, flaky once in a loaded run: a shared fast tokenizer takes its truncation and
+    padding from the last call, so two requests tokenizing at once (diffusers: "max_length", then "longest")
+    could get ids of the other's length. Views call it one request at a time."""
+    import sys
+
+    pipe, _ = tiny
+    views = [pipe.model.view("txt2img", "DDIM") for _ in range(2)]
+    wrong: list[int] = []
+
+    def padded():
+        for _ in range(2000):
+            ids = views[0].tokenizer("red heart", padding="max_length", max_length=16, truncation=True).input_ids
+            if len(ids) != 16:
+                wrong.append(len(ids))
+
+    def longest():
+        for _ in range(2000):
+            views[1].tokenizer("red heart", padding="longest")
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible: without the lock, a few dozen go wrong
+    try:
+        threads = [threading.Thread(target=padded), threading.Thread(target=longest)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(120)
+    finally:
+        sys.setswitchinterval(interval)
+    assert wrong == []

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from pipelines.image_latent import DiffusionLook
+from pipelines.checks import check_int
 from pipelines.latent import breed, map_points, vary
 from studio import explore as ex
 from studio.tabs.common import as_int, check_fields, parse_seed, seed_field
@@ -108,6 +109,7 @@ class GridPanel:
                 raise ValueError("Open a picture first; variations are made around it.")
             model = ctx.space(model_name, look, bench)
             n = as_int("grid", n)
+            check_int("grid", n, 1, ctx.services.settings.gan_limits.max_grid)
             seed = ex.random_seed()
             points = vary(bench.current, float(strength), n * n, seed)
             images = ex.render(ctx.services, model, points, interactive=False)
@@ -129,6 +131,7 @@ class GridPanel:
             model = ctx.space(model_name, look, bench)
             first = parse_seed(first) or 0
             n = as_int("grid", n)
+            check_int("grid", n, 1, ctx.services.settings.gan_limits.max_grid)  # the server's cap, not the slider's
             options = {"truncation": float(rest[0])} if truncation is not None else {}
             if ctx.prompt is not None:
                 options["prompt"] = rest[-1]
@@ -184,7 +187,8 @@ class MapPanel:
                 if method == "prompt-pair":
                     method = "h-space"
                 origin = bench.current or model.point_for_seed(0)
-                bench.directions = ctx.services.lanes.run("model", model.directions, method, 4, origin, interactive=True)
+                bench.directions = ctx.services.lanes.run("model", model.directions, method, 4, origin,
+                                                          interactive=True)
             names = [d.name for d in bench.directions]
             ax = ax if ax in names else names[0]
             ay = ay if ay in names and ay != ax else next(n_ for n_ in names if n_ != ax)

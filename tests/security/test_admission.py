@@ -72,6 +72,8 @@ def test_explore_obeys_the_servers_limits(server):
         guest.predict(origin="1: red", api_name="/explore_move", **{**EXPLORE, "steps": 150})
     with pytest.raises(AppError, match="size: 2048×2048 is 4.19 megapixels; the limit is 0.1"):
         guest.predict(origin="1: red", api_name="/explore_move", **{**EXPLORE, "width": 2048, "height": 2048})
+    with pytest.raises(AppError, match="one diffusion request renders 1 to 480 pictures, got 576"):
+        guest.predict(origin="1: red", method="h-space", grid_size=24, api_name="/explore_map", **EXPLORE)
     assert services.access.remaining(GUESTS[2][0]) == QUOTA
 
 
