@@ -1,6 +1,6 @@
 """The thin actions that the tabs and the public API share (neither imports the other for them): make
 pictures and keep them, stream text and keep it, resolve styles and upscalers by name, read VAE uploads and
-train a VAE, read History's filters. Each builds or takes
+train a VAE, read History's filters, verify a file's Content Credentials. Each builds or takes
 the pipeline's frozen params, asks the model host for the model, and saves what came out to History."""
 
 from __future__ import annotations
@@ -15,7 +15,8 @@ from pathlib import Path
 from pipelines.image import ImageParams, open_user_image
 from pipelines.image_prompt import Style, load_styles
 from pipelines.image_upscale import LATENT_UPSCALERS, PIXEL_UPSCALERS, UPSCALER_SUFFIXES
-from pipelines.media import a1111_parameters, png_with_metadata
+from pipelines.media import a1111_parameters, png_bytes, png_with_metadata
+from pipelines.provenance import Origin, verify
 from pipelines.registry import ModelSpec
 from pipelines.text import TextParams, parse_stop
 from pipelines.vae import VAETrainParams, load_image_folder, prepare_images, train_conv_vae
@@ -74,6 +75,7 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
     returns (file path or the image itself when the disk is full, seed, History id) per image."""
     # the variation seed only blends txt2img noise; img2img/inpaint start from the picture
     varied = params.mode == "txt2img" and params.variation_seed is not None and params.variation_strength > 0
+    origin = Origin() if params.mode == "txt2img" else Origin("edited", params.mode, png_bytes(params.init_image))
     kept = []
     for image, image_seed in zip(out.images, out.seeds):
         settings = {"Steps": params.steps, "Sampler": params.scheduler, "CFG scale": params.guidance,
@@ -95,10 +97,64 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
         data = png_with_metadata(image, a1111_parameters(params.prompt, params.negative_prompt, settings), record)
         item = keep_output(services, "image", {".png": data}, prompt=params.prompt, params=record,
                            seed=image_seed, model=pipe.model.name, device=services.placement.describe(),
-                           timings={"seconds": out.seconds / len(out.images)}, owner=owner)
+                           timings={"seconds": out.seconds / len(out.images)}, owner=owner, origin=origin)
         kept.append((str(services.history.path(item.files[0])) if item else image, image_seed,
                      item.id if item else None))
     return kept
+
+
+def upscaled_origin(picture, upscaler: str) -> Origin:
+    """An upscale edits the user's picture: a model upscaler adds detail it made up, Lanczos only resizes."""
+    by_model = Path(upscaler).name != "Lanczos"
+    return Origin("edited", f"upscale ({Path(upscaler).name})", png_bytes(picture),
+                  edit="c2pa.edited" if by_model else "c2pa.resized", by_model=by_model)
+
+
+def verify_file(services, path) -> dict:
+    """What a dropped file says about itself: Content Credentials (valid / tampered / none, and whether this
+    studio signed it), the invisible watermark, and the AUTOMATIC1111 parameters (the Verify panel and
+    `/verify_image`)."""
+    sealer = services.history.provenance
+    serial = sealer.credentials().serial if sealer is not None and sealer.credentials_on else None
+    report = asdict(verify(Path(path).read_bytes(), serial))
+    report["png"] = {k: v for k, v in report["png"].items() if k in ("parameters", "prompt", "negative_prompt",
+                                                                     "settings", "studio", "ai_generated")}
+    return report
+
+
+def verify_summary(report: dict) -> str:
+    """The Verify panel's verdict in plain words (Markdown)."""
+    c, mark = report["credentials"], report["watermark"]
+    made = f" with **{c['model']}**" if c["model"] else ""
+    how = {"c2pa.created": "made from scratch by a model", "c2pa.edited": "an edit of a start picture",
+           "c2pa.resized": "a resized start picture"}
+    story = "; ".join(how.get(a, a) for a in c["actions"] if a != "c2pa.opened") or "no actions recorded"
+    if c["state"] == "valid":
+        who = ("signed by **this studio**" if c["this_install"] else f"signed by {c['signer'] or 'an unknown signer'}")
+        trust = (" — a self-signed certificate: it proves the file is unchanged since, not who made it"
+                 if "signingCredential.untrusted" in c["notes"] else "")
+        lines = [f"**Content Credentials: valid**, {who}{trust}.",
+                 f"{c['generator'] or 'An unnamed tool'}: {story}{made}."]
+        if c["ingredients"]:
+            lines.append(f"Made from: {', '.join(c['ingredients'])}.")
+    elif c["state"] == "tampered":
+        lines = ["**Content Credentials: tampered** — the file changed after it was signed, so what the "
+                 f"credentials say no longer describes it ({'; '.join(c['problems'][:2])[:300]}).",
+                 f"They claimed: {story}{made}."]
+    else:
+        lines = ["**Content Credentials: none.** Most re-saves, screenshots and social sites remove them."]
+    if mark is None:
+        lines.append("Watermark: not looked for (videos carry none).")
+    elif mark["found"]:
+        halved = " in a copy at half size" if mark["scale"] > 1 else ""
+        lines.append(f"**Invisible watermark: found**{halved} ({mark['matching_bits']} of 48 bits match): "
+                     "GenAI Studio made this picture.")
+    else:
+        lines.append(f"Invisible watermark: {mark['reason'] or 'not found'}"
+                     + ("" if mark["reason"] else f" ({mark['matching_bits']} of 48 bits: chance level)") + ".")
+    if not report["png"].get("parameters"):
+        lines.append("No generation parameters in the file.")
+    return "\n\n".join(lines)
 
 
 def styles_path(services) -> Path:

@@ -50,6 +50,13 @@ def build_parser() -> argparse.ArgumentParser:
     launch.add_argument("--guest-quota", type=int, help="generations per hour for each guest (default 30)")
     launch.add_argument("--insecure-public", action="store_true", default=None,
                         help="allow --share / a non-loopback --host without --auth (a red banner says so)")
+    launch.add_argument("--no-watermark", dest="watermark", action="store_false", default=None,
+                        help="do not put the invisible watermark on pictures (Content Credentials stay)")
+    launch.add_argument("--no-content-credentials", dest="content_credentials", action="store_false",
+                        default=None, help="do not sign pictures and videos with C2PA Content Credentials")
+    launch.add_argument("--signing-cert", metavar="PEM",
+                        help="your own certificate chain for Content Credentials (with --signing-key)")
+    launch.add_argument("--signing-key", metavar="PEM", help="the private key of --signing-cert")
     launch.add_argument("--dry-run", action="store_true", help="build the app and exit without serving (for checks)")
     launch.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                         help="run the image models on Ray Serve: alone, a Ray on this machine; with an address "
@@ -120,6 +127,8 @@ def _settings(args):
         outputs=args.outputs, cache_dir=args.cache_dir, offline=args.offline,
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,
         text_backend=args.text_backend, text_threads=args.threads,
+        watermark=getattr(args, "watermark", None), content_credentials=getattr(args, "content_credentials", None),
+        signing_cert=getattr(args, "signing_cert", None), signing_key=getattr(args, "signing_key", None),
     )
     if getattr(args, "ray", None):
         if importlib.util.find_spec("ray") is None:

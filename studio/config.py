@@ -113,6 +113,10 @@ class Settings:
     prompt_cache_entries: int = 4  # evaluated chat prefixes kept per text model (0 = off)
     model_dirs: tuple[str, ...] = ()  # more folders owners' model paths may point into (beside home, cwd, cache)
     ray: RaySettings = RaySettings()
+    content_credentials: bool = True  # sign every picture and video with a C2PA manifest (pipelines.provenance)
+    watermark: bool = True  # the invisible watermark on pictures of 256×256 pixels and more
+    signing_cert: str = ""  # your own PEM certificate chain for Content Credentials ("" = this install's own)
+    signing_key: str = ""  # its PEM private key
 
     def backend_for(self, model: str) -> str:
         return dict(self.text_backends).get(model, self.text_backend)
@@ -149,6 +153,11 @@ class Settings:
         self.ray.validate()
         if not 0 <= self.text_threads <= 1024:
             raise ValueError(f"text_threads must be from 0 (auto) to 1024, got {self.text_threads}")
+        if bool(self.signing_cert) != bool(self.signing_key):
+            raise ValueError("signing_cert and signing_key go together: give both files, or neither")
+        for name in ("signing_cert", "signing_key"):
+            if getattr(self, name) and not Path(getattr(self, name)).expanduser().is_file():
+                raise ValueError(f"{name}: no such file {short(getattr(self, name))}")
         if not 0 <= self.prompt_cache_entries <= 64:
             raise ValueError(f"prompt_cache_entries must be from 0 to 64, got {self.prompt_cache_entries}")
 

@@ -3,11 +3,15 @@
 Writes are atomic: the file is written to a temporary name and renamed, then the row is inserted
 in one transaction; a crash in between leaves at worst an orphan file, which `repair()` (run at
 start-up) removes together with rows whose files vanished. Rows are never half-written.
+
+With a `Provenance`, every picture and video is sealed on its way in (invisible watermark, then Content
+Credentials: see `pipelines.provenance`), so each file History holds says how it was made.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
@@ -17,6 +21,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from pipelines.provenance import CREATED_ORIGIN, Origin, Provenance
+
+log = logging.getLogger("studio")
 _ITEM_FILE = re.compile(r"^\.?\d{8}-\d{6}-[0-9a-f]{8}")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS items (
@@ -80,8 +87,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 class History:
     """The outputs folder plus `history.sqlite3` inside it."""
 
-    def __init__(self, outputs: Path) -> None:
+    def __init__(self, outputs: Path, provenance: Provenance | None = None) -> None:
         self.root = Path(outputs).resolve()
+        self.provenance = provenance
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "history.sqlite3"
         self._lock = threading.Lock()
@@ -114,13 +122,16 @@ class History:
         timings: dict | None = None,
         owner: str = "local",
         parent: str | None = None,
+        origin: Origin = CREATED_ORIGIN,
     ) -> HistoryItem:
-        """Save `files` ({suffix: bytes}, e.g. {".txt": b"..."}) and index them in one step."""
+        """Save `files` ({suffix: bytes}, e.g. {".txt": b"..."}) and index them in one step; pictures and videos
+        are sealed first (`origin` says whether they were made from noise or edit a start picture)."""
         item_id, base = self.new_path(tab, "")
         paths = []
         for suffix, data in files.items():
             path = base.with_name(base.name + suffix)
-            write_atomic(path, data)
+            write_atomic(path, self.seal(path.name, data, origin=origin, model=model,
+                                         parameters={"prompt": prompt, "seed": seed, **(params or {})}))
             paths.append(str(path.relative_to(self.root)))
         item = HistoryItem(item_id, time.time(), tab, owner, prompt, params or {}, seed, model, device,
                            timings or {}, paths, parent)
@@ -131,6 +142,17 @@ class History:
                  json.dumps(item.timings), json.dumps(paths), parent, 0),
             )
         return item
+
+    def seal(self, name: str, data: bytes, **details) -> bytes:
+        """`data` watermarked and signed when this History has a Provenance. Should signing fail (a broken
+        certificate file), the file is kept unsigned and the log says why: the user's work comes first."""
+        if self.provenance is None:
+            return data
+        try:
+            return self.provenance.seal(Path(name).suffix, data, title=name, **details)
+        except Exception:  # noqa: BLE001 — c2pa raises its own error types; none may cost the user a picture
+            log.exception("could not add Content Credentials to %s; kept it without them", name)
+            return data
 
     def _row(self, row: tuple) -> HistoryItem:
         (item_id, created, tab, owner, prompt, params, seed, model, device, timings, files, parent, starred) = row

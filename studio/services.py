@@ -11,6 +11,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 from studio.access import Access
 from studio.config import Settings
@@ -47,6 +48,27 @@ class Jobs:
                 del self._events[(session, tab)]
 
 
+def provenance(settings: Settings):
+    """What seals History's pictures and videos: this install's credentials (made now, on the first run, under
+    the settings folder inside the outputs folder) or the user's own certificate; None when both are off."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from pipelines.provenance import Provenance
+
+    if not (settings.content_credentials or settings.watermark):
+        return None
+    try:
+        release = version("genai-studio")
+    except PackageNotFoundError:
+        release = "0"
+    cert, key = (Path(p).expanduser() if p else None for p in (settings.signing_cert, settings.signing_key))
+    sealer = Provenance(Path(settings.outputs) / "settings" / "credentials", settings.content_credentials,
+                        settings.watermark, cert, key, release)
+    if settings.content_credentials:
+        sealer.credentials()  # a broken certificate file is a start-up error, not a silent unsigned picture
+    return sealer
+
+
 @dataclass
 class Services:
     """The app's state — History, Access, Jobs, share links, upscaler models of the Upscale panel — beside the
@@ -63,7 +85,7 @@ class Services:
 
     @classmethod
     def create(cls, settings: Settings) -> Services:
-        history = History(settings.outputs)
+        history = History(settings.outputs, provenance(settings))
         return cls(settings=settings, host=ModelHost.create(settings), history=history,
                    repair_report=history.repair(),
                    access=Access(settings.auth, settings.guest_auth, settings.guest_generations_per_hour))

@@ -169,6 +169,21 @@ def test_generate_image_endpoint_saves_pngs_with_parameters(tmp_path, client_fac
     assert len(files) == 1
     assert client.predict(handle_file(str(init)), api_name="/png_info")["prompt"] == "a red fox"
 
+    # Content Credentials on what was made, as /verify_image reads them back
+    report = client.predict(image=handle_file(str(init)), api_name="/verify_image")
+    c = report["credentials"]
+    assert c["state"] == "valid" and c["this_install"] and c["actions"] == ["c2pa.created"]
+    assert c["model"] == "tiny-sd" and c["parameters"]["prompt"] == "a red fox" and c["parameters"]["seed"] in (21, 22)
+    assert report["png"]["settings"]["Model"] == "tiny-sd"
+    assert "Content Credentials: valid" in report["summary"] and "this studio" in report["summary"]
+    img2img = [i for i in services.history.list(tab="image") if i.params.get("mode") == "img2img"][0]
+    c = client.predict(image=handle_file(str(services.history.path(img2img.files[0]))),
+                       api_name="/verify_image")["credentials"]
+    assert c["actions"] == ["c2pa.opened", "c2pa.edited"] and c["ingredients"] == ["start picture.png"]
+    assert report["watermark"]["reason"].startswith("the picture (64×64) is smaller than 256×256")
+    with pytest.raises(AppError, match="not a PNG, JPEG, WebP, GIF or MP4"):
+        client.predict(image=handle_file(str(bad)), api_name="/verify_image")
+
 
 def test_daily_image_tools_through_the_api(tmp_path, client_factory):
     from gradio_client import handle_file
@@ -192,6 +207,8 @@ def test_daily_image_tools_through_the_api(tmp_path, client_factory):
     assert Image.open(files[0]).getpixel((4, 30)) == (200, 30, 30)  # the original, kept
     info, big = client.predict(image=handle_file(str(start)), scale=3, api_name="/upscale_image")
     assert info["size"] == [192, 192] and Image.open(big).size == (192, 192) and info["history_id"]
+    c = client.predict(image=handle_file(big), api_name="/verify_image")["credentials"]
+    assert c["state"] == "valid" and c["actions"] == ["c2pa.opened", "c2pa.resized"] and not c["source_type"]
     for changes, message in [({"prompt": "(word:abc)"}, r"prompt: the weight in '\(word:abc\)' must be a number"),
                              ({"enable_hr": True, "hr_upscaler": "/etc/passwd"}, "hr_upscaler must be one of Latent"),
                              ({"enable_hr": True, "hr_scale": 9}, r"hires scale must be a number in \(1.0, 4.0\]"),

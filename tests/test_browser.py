@@ -539,3 +539,29 @@ def test_the_inpaint_brush_fits_the_picture_and_its_size_is_in_view(served_app, 
     page.locator("#image-editor input[type=file]").first.set_input_files(str(picture))
     page.wait_for_function("() => document.querySelector('#image-brush input[type=number]').value == '5'",
                            timeout=SLOW)  # 64 px → a 5-pixel brush, not one that covers the picture
+
+
+def test_verify_panel_says_valid_with_watermark_then_tampered(served_app, page, tmp_path, artifacts_dir):
+    from pipelines.media import png_with_metadata
+    from tests.test_provenance import picture, with_one_pixel_changed
+
+    url, services = served_app
+    made = png_with_metadata(picture(30), "a blue whale\nSteps: 8, Seed: 3, Model: tiny-sd", {"prompt": "a blue whale"})
+    signed = tmp_path / "whale.png"
+    signed.write_bytes(services.history.provenance.seal(".png", made, title="whale.png", model="tiny-sd",
+                                                         parameters={"prompt": "a blue whale"}))
+    tampered = tmp_path / "whale-edited.png"
+    tampered.write_bytes(with_one_pixel_changed(signed.read_bytes()))
+    page.goto(url)
+    page.get_by_role("tab", name="Image").click()
+    page.get_by_text("Verify & PNG info").click()
+    upload = page.locator("#verify-file input[type=file]").first
+    upload.set_input_files(str(signed))
+    wait_text(page, "verify-verdict", "Content Credentials: valid")
+    verdict = page.locator("#verify-verdict").inner_text()
+    assert "this studio" in verdict and "Invisible watermark: found" in verdict and "tiny-sd" in verdict
+    page.screenshot(path=str(artifacts_dir / "verify-panel.png"), full_page=True)
+    page.locator("#verify-file button[aria-label='Clear']").first.click()
+    page.locator("#verify-file input[type=file]").first.set_input_files(str(tampered))
+    wait_text(page, "verify-verdict", "Content Credentials: tampered")
+    assert "Invisible watermark: found" in page.locator("#verify-verdict").inner_text()

@@ -24,6 +24,8 @@ EXAMPLES: dict[str, str] = {
     "cancel_image": 'cancelled = client.predict(api_name="/cancel_image")',
     "upscale_image": 'info, big = client.predict(image=handle_file(pictures[0]), scale=2, api_name="/upscale_image")',
     "png_info": 'info = client.predict(image=handle_file(pictures[0]), api_name="/png_info")',
+    "verify_image": 'report = client.predict(image=handle_file(pictures[0]), api_name="/verify_image")\n'
+                    'print(report["summary"])',
     "gan_sample": 'info, files = client.predict(seed=42, grid_size=4, truncation=0.7, api_name="/gan_sample")',
     "gan_interpolate": 'info, files = client.predict(keyframes="1, 42, 7", frames=24, api_name="/gan_interpolate")',
     "vae_interpolate": 'info, files = client.predict(model="digit-vae-2d", random_samples=3, frames=12, '

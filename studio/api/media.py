@@ -15,7 +15,8 @@ from pipelines.image import GenerationCancelled, ImageParams, lora_set, open_use
 from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
 from pipelines.media import read_png_info
 from studio.tabs.common import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
-from studio.actions import build_params, keep_images, loras_from, resolve_upscaler, run_text, start_generation, style_named
+from studio.actions import (build_params, keep_images, loras_from, resolve_upscaler, run_text, start_generation,
+                             style_named, upscaled_origin, verify_file, verify_summary)
 
 
 def seed_or_random(name: str, value) -> int | None:
@@ -318,7 +319,8 @@ def _image_tool_endpoints(services, image_options: dict) -> list[tuple[str, obje
                                  allow_pickle=services.settings.allow_pickle, models=services.upscalers)
         item = keep_output(services, "image", {".png": png_bytes(out)}, prompt="upscale",
                            params={"upscale": float(scale), "upscaler": upscaler, "size": list(out.size)},
-                           device=services.placement.describe(), owner=user_of(request))
+                           device=services.placement.describe(), owner=user_of(request),
+                           origin=upscaled_origin(picture, upscaler))
         path = str(services.history.path(item.files[0])) if item else unsaved({".png": png_bytes(out)})[0]
         return {"size": list(out.size), "history_id": item.id if item else None}, FileData(path=str(path))
 
@@ -332,12 +334,24 @@ def _image_tool_endpoints(services, image_options: dict) -> list[tuple[str, obje
         info = read_png_info(_path(image))
         return {k: v for k, v in info.items() if v}
 
+    @friendly_errors
+    def verify_image(image: FileData) -> dict:
+        """Where a picture or video came from: its Content Credentials (C2PA: valid, tampered or none; who signed
+        it; the model, parameters and start picture they record), the invisible watermark, and the
+        AUTOMATIC1111 parameters; plus `summary`, the same verdict in plain words.
+
+        Args:
+            image: a PNG, JPEG, WebP, GIF or MP4 file.
+        """
+        report = verify_file(services, _path(image))
+        return {**report, "summary": verify_summary(report)}
+
     def cancel_image(request: gr.Request = None) -> bool:
         """Cancel your own running image generation (another user's is never touched). Returns whether one ran."""
         return services.jobs.cancel(session_of(request), "image")
 
     return [("cancel_image", cancel_image, dict(queue=False)), ("upscale_image", upscale_image, image_options),
-            ("png_info", png_info, {})]
+            ("png_info", png_info, {}), ("verify_image", verify_image, {})]
 
 
 def _ints(field: str, text: str, count: int) -> list[int]:

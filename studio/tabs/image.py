@@ -10,8 +10,7 @@ import gradio as gr
 
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, lora_set, open_user_image
 from pipelines.image_prompt import parse_weights
-from pipelines.media import read_png_info
-from studio.actions import keep_images, loras_from, start_generation
+from studio.actions import keep_images, loras_from, start_generation, verify_file, verify_summary
 from studio.services import Services
 from studio.tabs.common import (
     TabHandle,
@@ -114,8 +113,10 @@ def _results_panel(services: Services) -> SimpleNamespace:
         ui.to_explore = gr.Button("Explore around the selected image", size="sm", elem_id="image-to-explore")
     ui.wire_plot = build_plot_panel(services)
     build_upscale_panel(services)
-    with gr.Accordion("PNG info: drop any PNG to read how it was made", open=False):
-        ui.png_in = gr.File(label="PNG file", file_types=[".png"])
+    with gr.Accordion("Verify & PNG info: drop any picture to see where it came from", open=False):
+        ui.png_in = gr.File(label="Picture or video", file_types=[".png", ".jpg", ".jpeg", ".webp", ".gif", ".mp4"],
+                            elem_id="verify-file")
+        ui.verdict = gr.Markdown("", elem_id="verify-verdict")
         ui.png_text = gr.Textbox(label="Parameters", lines=4, interactive=False)
         ui.png_json = gr.JSON(label="Parsed")
         ui.png_send = gr.Button("Send these parameters to the Image tab")
@@ -279,7 +280,8 @@ def build(services: Services) -> TabHandle:
     compose.cancel.click(stop, None, None, api_visibility="private", queue=False)
     _wire_sending(compose, results, selected_path)
     restore, restore_outputs = _restorer(compose, side)
-    results.png_in.upload(png_info, results.png_in, [results.png_text, results.png_json], api_visibility="private")
+    results.png_in.upload(lambda file: png_info(services, file), results.png_in,
+                          [results.png_text, results.verdict, results.png_json], api_visibility="private")
     results.png_send.click(lambda info: from_png(info, restore), results.png_json, restore_outputs,
                            api_visibility="private")
 
@@ -323,13 +325,13 @@ def _restorer(compose: SimpleNamespace, side: SimpleNamespace):
 
 
 @friendly_errors
-def png_info(file):
+def png_info(services: Services, file):
+    """Parameters, the Verify verdict, and the parsed details (which `from_png` restores from)."""
     if not file:
-        return "", None
-    info = read_png_info(file)
-    if not info["parameters"] and not info["studio"]:
-        return "This PNG has no generation parameters.", info
-    return info["parameters"], info
+        return "", "", None
+    report = verify_file(services, file)
+    info = {**report["png"], "content_credentials": report["credentials"], "watermark": report["watermark"]}
+    return report["png"].get("parameters") or "No generation parameters.", verify_summary(report), info
 
 
 def from_png(info, restore):

@@ -18,7 +18,7 @@ from pipelines.image_upscale import (
     UpscaleParams,
     upscale,
 )
-from studio.actions import NO_STYLE, style_named, styles_path, upscaler_choices, upscaler_folder
+from studio.actions import NO_STYLE, style_named, styles_path, upscaled_origin, upscaler_choices, upscaler_folder
 from studio.tabs.common import as_int, friendly_errors, guarded, keep_output, user_of
 
 
@@ -129,7 +129,8 @@ def build_upscale_panel(services) -> None:
 
         item = keep_output(services, "image", {".png": png_bytes(out)}, prompt="upscale",
                            params={"upscale": float(factor), "upscaler": Path(name).name, "size": list(out.size)},
-                           device=services.placement.describe(), owner=user_of(request))
+                           device=services.placement.describe(), owner=user_of(request),
+                           origin=upscaled_origin(picture, name))
         saved = f" · saved as {item.id}" if item else " · not saved: the disk is full"
         return out, f"{picture.size[0]}×{picture.size[1]} → **{out.size[0]}×{out.size[1]}**{saved}"
 
