@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio import api
+from studio.explorations import QUERY
 from studio.services import Services
 from studio.tabs import explore as explore_tab
 from studio.tabs import gan as gan_tab
@@ -73,8 +74,18 @@ def build_app(services: Services) -> gr.Blocks:
                  "history": history_page, "models": models_page}
         for tab_id, page in pages.items():
             page.select(lambda t=tab_id: t, None, last_tab, api_visibility="private", queue=False)
-        app.load(lambda last: gr.Tabs(selected=last) if last in pages else gr.skip(), last_tab, tabs,
-                 api_visibility="private", queue=False)
+        def first_tab(last, request: gr.Request):
+            """The tab an exploration link opens, else the one this browser used last."""
+            link = request.query_params.get(QUERY) if request else None
+            if link:
+                tab = services.explorations.tab_of(link)
+                if tab is None:
+                    gr.Warning("This exploration link does not open anything: it was revoked, or it is not complete.")
+                else:
+                    return gr.Tabs(selected=tab)
+            return gr.Tabs(selected=last) if last in pages else gr.skip()
+
+        app.load(first_tab, last_tab, tabs, api_visibility="private")  # queued: a warning shows only so
         models_page.select(model_rows, None, models_table, api_visibility="private")
         history_page.select(rows, filters, table, api_visibility="private")
 
@@ -91,6 +102,8 @@ def build_app(services: Services) -> gr.Blocks:
         for handle in (image_handle, gan_handle):
             _wire_send_to_vae(handle, vae_handle, tabs)
         _wire_image_and_explore(image_handle, explore_handle, tabs)
+        for handle in (explore_handle, vae_handle, gan_handle):
+            handle.workbench.wire_open(app)
     app.queue(max_size=services.settings.queue_size, default_concurrency_limit=1)
     # Gradio's queue looks for new work every 1 ms when idle; on a 2-core machine those 1,000 wake-ups a
     # second take time from the model's threads. Every 10 ms costs a request at most 10 ms to start.

@@ -105,3 +105,10 @@ class Services:
         from studio.share import ItemLinks
 
         return ItemLinks(self.history, self.history.root / "settings" / "share.key")
+
+    @cached_property
+    def explorations(self):
+        """Exploration links (the workbench's state, kept in the settings folder; signed with the links' secret)."""
+        from studio.explorations import Explorations
+
+        return Explorations(self.history.root / "settings" / "explorations", lambda: self.links.secret)

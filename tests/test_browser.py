@@ -262,6 +262,27 @@ def test_explore_timeline_keyframes_from_a_grid_scrub_render_and_a_prompt_direct
     wait_new_picture(page, "explore-current", start)
     page.screenshot(path=str(artifacts_dir / "explore-tab.png"), full_page=False)
 
+    # the whole exploration, shared: a fresh browser shows the same preview picture and the same tools
+    page.wait_for_timeout(500)
+    shown = picture_bytes(page, "explore-current")
+    page.get_by_text("Share this exploration").first.click()
+    page.locator("#explore-share").click()
+    page.wait_for_function("() => (document.querySelector('#explore-share-link textarea, #explore-share-link "
+                           "input')?.value || '').includes('?exploration=')", timeout=SLOW)
+    link = page.locator("#explore-share-link textarea, #explore-share-link input").first.input_value()
+    other = page.context.browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    other.goto(link)
+    wait_text(other, "explore-current-label", "opened from a shared link")
+    other.wait_for_timeout(1000)  # the sliders' own live picture, if any, has come
+    assert picture_bytes(other, "explore-current") == shown
+    assert other.locator("#explore-model input").input_value() == "tiny-sd"
+    open_inner_tab(other, "explore", "Directions")
+    assert other.locator("#explore-direction-0 input[type=number]").input_value() == "2"
+    open_inner_tab(other, "explore", "Timeline")
+    other.locator("#explore-key-1-frames").wait_for(timeout=SLOW)
+    assert other.locator("#explore-key-0-frames input").input_value() == "4"
+    other.context.close()
+
 
 def test_history_and_models_tabs(served_app, page, artifacts_dir):
     url, services = served_app
@@ -345,6 +366,47 @@ def test_a_guest_sees_what_they_may_do_and_cannot_pick_models(tmp_path, tiny_lm_
                 assert page.locator("#text-model input").is_enabled()
                 assert "guest" not in page.locator("#studio-who").inner_text()
             context.close()
+    finally:
+        app.close()
+
+
+def test_a_guest_opens_an_owners_exploration_link_after_logging_in_but_cannot_share(tmp_path, tiny_lm_dir,
+                                                                                    tiny_sd_dir, free_port, browser):
+    port = free_port()
+    app, services = start(tmp_path / "outputs", tiny_lm_dir, port, tmp_path / "cache", tiny_sd_dir,
+                          auth=(("owner", "owner-pw"),), guest_auth=(("guest", "guest-pw"),))
+
+    def login(page, user, password, address=f"http://127.0.0.1:{port}/"):
+        page.goto(address)
+        page.get_by_label("username").fill(user)
+        page.get_by_label("password").fill(password)
+        page.get_by_role("button", name="Login").click()
+
+    try:
+        owner = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        login(owner, "owner", "owner-pw")
+        owner.get_by_role("tab", name="GAN", exact=True).click()
+        choose_model(owner, "gan-model", "tiny-gan")  # loaded now: guests may use a loaded model
+        owner.locator("#gan-seed textarea, #gan-seed input").first.fill("5")
+        owner.locator("#gan-open").click()
+        wait_text(owner, "gan-current-label", "seed 5")
+        owner.get_by_text("Share this exploration").first.click()
+        owner.locator("#gan-share").click()
+        owner.wait_for_function("() => (document.querySelector('#gan-share-link textarea, #gan-share-link input')"
+                                "?.value || '').includes('?exploration=')", timeout=SLOW)
+        link = owner.locator("#gan-share-link textarea, #gan-share-link input").first.input_value()
+        owner.context.close()
+
+        guest = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+        login(guest, "guest", "guest-pw", link)  # the login page keeps the link's address
+        wait_text(guest, "gan-current-label", "opened from a shared link")
+        assert "seed 5" in guest.locator("#gan-current-label").inner_text()
+        guest.get_by_text("Share this exploration").first.click()
+        guest.locator("#gan-share").click()
+        guest.wait_for_function("() => [...document.querySelectorAll('.toast-body')].some(t => "
+                                "t.innerText.includes(\"Guests can't share explorations\"))", timeout=SLOW)
+        assert len(services.explorations.mine("owner")) == 1 and services.explorations.mine("guest") == []
+        guest.context.close()
     finally:
         app.close()
 
@@ -565,3 +627,74 @@ def test_verify_panel_says_valid_with_watermark_then_tampered(served_app, page, 
     page.locator("#verify-file input[type=file]").first.set_input_files(str(tampered))
     wait_text(page, "verify-verdict", "Content Credentials: tampered")
     assert "Invisible watermark: found" in page.locator("#verify-verdict").inner_text()
+
+
+def picture_bytes(page, elem_id: str) -> bytes:
+    """The bytes of the picture an Image component shows, fetched as the browser fetches them."""
+    src = src_of(page, elem_id)
+    assert src, f"#{elem_id} shows no picture"
+    return page.request.get(src).body()
+
+
+def test_an_exploration_link_reopens_the_same_state_in_a_fresh_browser_and_can_be_revoked(served_app, browser,
+                                                                                         page, artifacts_dir):
+    import torch
+
+    url, services = served_app
+    page.goto(url)
+    page.get_by_role("tab", name="GAN", exact=True).click()
+    choose_model(page, "gan-model", "tiny-gan")
+    page.locator("#gan-seed textarea, #gan-seed input").first.fill("7")
+    page.locator("#gan-open").click()
+    wait_text(page, "gan-current-label", "seed 7")
+    page.locator("#gan-add-parent").click()
+    page.locator("#gan-add-key").click()
+    open_inner_tab(page, "gan", "Directions")
+    page.locator("#gan-find").click()
+    page.locator("#gan-direction-0 input[type=range]").wait_for(timeout=SLOW)
+    before = src_of(page, "gan-current")
+    move_slider(page, "gan-direction-1", 2)
+    wait_new_picture(page, "gan-current", before)
+    page.wait_for_timeout(500)  # the live slider's last picture
+    shown = picture_bytes(page, "gan-current")
+    page.get_by_text("Share this exploration").first.click()
+    page.locator("#gan-share").click()
+    page.wait_for_function("() => (document.querySelector('#gan-share-link textarea, #gan-share-link input')"
+                           "?.value || '').includes('?exploration=')", timeout=SLOW)
+    link = page.locator("#gan-share-link textarea, #gan-share-link input").first.input_value()
+    assert link.startswith(url.rstrip("/")) and "?exploration=" in link
+
+    fresh = browser.new_context(viewport={"width": 1280, "height": 900})
+    other = fresh.new_page()
+    other.goto(link)
+    wait_text(other, "gan-current-label", "opened from a shared link")
+    assert picture_bytes(other, "gan-current") == shown  # the very picture, byte for byte
+    open_inner_tab(other, "gan", "Directions")
+    assert other.locator("#gan-direction-1 input[type=number]").input_value() == "2"
+    open_inner_tab(other, "gan", "Breed")
+    other.wait_for_function("() => document.querySelector('#gan-parents img')", timeout=SLOW)
+    open_inner_tab(other, "gan", "Timeline")
+    wait_text(other, "gan-tab-timeline", "seed 7")  # the keyframe, with its frame count
+    other.screenshot(path=str(artifacts_dir / "exploration-link.png"), full_page=True)
+    fresh.close()
+
+    page.locator("#gan-share-revoke").click()
+    wait_text(page, "gan-share-note", "Revoked")
+    gone = browser.new_context().new_page()
+    gone.goto(link)
+    gone.wait_for_function("() => [...document.querySelectorAll('.toast-body')].some(t => "
+                           "t.innerText.includes('does not open anything'))", timeout=SLOW)
+    assert services.explorations.mine("local") == []
+    gone.context.close()
+
+    # a link to a model this machine does not have says which model and how to get it
+    from pipelines.latent import LatentPoint
+    from studio.explore import Bench
+
+    elsewhere = Bench(model="someone/their-gan", current=LatentPoint(torch.zeros(8), model="someone/their-gan"))
+    share_id = services.explorations.save("local", "gan", elsewhere, {"model": "someone/their-gan"}, {})
+    missing = browser.new_context().new_page()
+    missing.goto(url.rstrip("/") + "/" + services.explorations.query(share_id))
+    missing.wait_for_function("() => [...document.querySelectorAll('.toast-body')].some(t => "
+                              "t.innerText.includes('made with the model someone/their-gan'))", timeout=SLOW)
+    missing.context.close()

@@ -55,7 +55,10 @@ def build(services: Services) -> TabHandle:
         control.change(set_look, controls, [look, look_note], api_visibility="private", show_progress="hidden")
     bench = build_workbench(services, tab="explore", prefix="explore", kind="diffusion", model=model, look=look,
                             methods=("prompt-pair", "h-space"), prompt=prompt, can_encode=True, max_grid=4,
-                            max_frames=services.settings.gan_limits.max_frames * 2)
+                            max_frames=services.settings.gan_limits.max_frames * 2,
+                            settings={"model": model, "prompt": prompt, "steps": steps, "preview_steps": preview_steps,
+                                      "guidance": guidance, "scheduler": sampler, "width": width, "height": height,
+                                      "negative_prompt": negative})
     fields = {"model": model, "prompt": prompt, "steps": steps, "guidance": guidance, "scheduler": sampler,
               "width": width, "height": height, "negative_prompt": negative}
 

@@ -25,7 +25,7 @@ def build(services: Services) -> TabHandle:
     look = gr.State(None)
     bench = build_workbench(services, tab="gan", prefix="gan", kind="gan", model=model, look=look,
                             methods=("ganspace", "sefa"), truncation=psi, max_grid=limits.max_grid,
-                            max_frames=limits.max_frames * 10)
+                            max_frames=limits.max_frames * 10, settings={"model": model, "truncation": psi})
 
     @friendly_errors
     @guarded(services, "gan")  # renders on the named model: the host admits the name for this user

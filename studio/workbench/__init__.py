@@ -17,6 +17,7 @@ from studio import explore as ex
 from studio.workbench.common import Context, CurrentPanel, wire_current_files
 from studio.workbench.directions import DirectionPanel
 from studio.workbench.panels import BreedPanel, GridPanel, MapPanel, StartRow
+from studio.workbench.share import SharePanel, shown_picture, slider_values
 from studio.workbench.timeline import TimelinePanel
 
 # -- the whole workbench ---------------------------------------------------------------------------------
@@ -31,18 +32,57 @@ class Workbench:
     map: MapPanel
     timeline: TimelinePanel
     breed: BreedPanel
+    share: SharePanel
+
+    def controls(self) -> dict:
+        """The controls an exploration link keeps, by name (the direction sliders are kept apart)."""
+        g, d, m, t, b = self.grid, self.directions, self.map, self.timeline, self.breed
+        return {"seed": self.start.seed, "grid_first_seed": g.first_seed, "grid_size": g.size,
+                "variation_strength": g.strength, "direction_method": d.method, "direction_count": d.count,
+                "axis_x": m.axis_x, "axis_y": m.axis_y, "map_extent": m.extent, "map_cells": m.cells,
+                "frames": t.frames, "ease": t.ease, "path": t.method, "text_path": t.text_method, "loop": t.loop,
+                "fps": t.fps, "children": b.children, "crossover": b.crossover, "mutation": b.mutation}
+
+    def wire_share(self, settings: dict) -> None:
+        """Sharing and opening links; `settings` are the tab's render settings by name (model, prompt, …)."""
+        ctx, controls = self.ctx, self.controls()
+        pictures = [ctx.bench, ctx.look, self.current.image, self.current.label, self.timeline.keys, self.breed.parents]
+
+        def restore(shared, model) -> list:
+            bench = shared.bench
+            names = [d.name for d in bench.directions]
+            values = {**shared.controls, "axis_x": gr.Dropdown(choices=names, value=shared.controls.get("axis_x")),
+                      "axis_y": gr.Dropdown(choices=names, value=shared.controls.get("axis_y"))}
+            parents = self.breed.parents_picture(ctx, bench, model) if bench.parents else None
+            label = f"**{bench.current.label or 'point'}** · opened from a shared link"
+            return [bench, shared.settings.get("look"), shown_picture(ctx, shared, model), label,
+                    self.timeline.summary(bench), parents,
+                    *[shared.settings.get(k, gr.skip()) for k in settings],
+                    *[values.get(k, gr.skip()) for k in controls], *slider_values(shared),
+                    gr.Dropdown(choices=names, value=names[0] if names else None)]
+
+        outputs = [*pictures, *settings.values(), *controls.values(), *self.directions.sliders, self.directions.which]
+        self.share.wire(ctx, settings, controls, self.directions.sliders, outputs, restore)
+
+    def wire_open(self, app: gr.Blocks) -> None:
+        """On page load, open the exploration link in the address, when it is this tab's."""
+        fn, outputs = self.share.opener
+        app.load(fn, None, outputs, api_visibility="private")
 
 
 def build_workbench(services, *, tab: str, prefix: str, kind: str, model: gr.Dropdown, look: gr.State,
                     methods: tuple[str, ...], prompt: gr.Textbox | None = None, truncation: gr.Slider | None = None,
-                    can_encode: bool = False, max_grid: int = 8, max_frames: int = 2400) -> Workbench:
+                    can_encode: bool = False, max_grid: int = 8, max_frames: int = 2400,
+                    settings: dict | None = None) -> Workbench:
     """The picture being changed (left, sticky) beside the tools (right): start, grid, directions, map,
-    timeline, breed — the same pieces for every model kind."""
+    timeline, breed — the same pieces for every model kind. `settings`: the tab's render settings by name,
+    which exploration links keep (default: the model alone)."""
     bench = gr.State(ex.Bench())
     ctx = Context(services, tab, (kind,), bench, model, look, prompt)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=260, elem_classes=["bench-current"]):
             current = CurrentPanel.build(prefix)
+            share = SharePanel.build(prefix)
         with gr.Column(scale=3):
             start = StartRow.build(prefix, can_encode)
             with gr.Tabs():
@@ -64,4 +104,6 @@ def build_workbench(services, *, tab: str, prefix: str, kind: str, model: gr.Dro
     brood.wire(ctx, current, timeline)
     wire_current_files(ctx, current)
     grid_panel.wire_variations(ctx)
-    return Workbench(ctx, current, start, grid_panel, directions, map_panel, timeline, brood)
+    bench_ui = Workbench(ctx, current, start, grid_panel, directions, map_panel, timeline, brood, share)
+    bench_ui.wire_share(settings or {"model": model})
+    return bench_ui
