@@ -338,8 +338,9 @@ class Verification:
     png: dict  # pipelines.media.read_png_info for images PIL reads (A1111 parameters), else {}
 
 
-def verify(data: bytes, serial: int | None = None) -> Verification:
-    """Content Credentials, watermark and AUTOMATIC1111 parameters of any picture or MP4."""
+def verify(data: bytes, serial: int | None = None, max_pixels: int = 16_000_000) -> Verification:
+    """Content Credentials, watermark and AUTOMATIC1111 parameters of any picture or MP4; pictures above
+    `max_pixels` are refused before they are decoded (a small file can hold a huge picture)."""
     from PIL import Image, UnidentifiedImageError
 
     from pipelines import watermark
@@ -353,9 +354,12 @@ def verify(data: bytes, serial: int | None = None) -> Verification:
     if mime != "video/mp4":
         try:
             with Image.open(io.BytesIO(data)) as image:
+                if image.width * image.height > max_pixels:
+                    raise ValueError(f"file: the picture is {image.width}×{image.height}, more than "
+                                     f"{max_pixels / 1e6:.1f} megapixels; verify a smaller copy")
                 image.seek(0)
                 detection = watermark.detect(image.convert("RGB"))
             png = read_png_info(io.BytesIO(data))
-        except (UnidentifiedImageError, OSError) as exc:
-            raise ValueError(f"file: the picture cannot be decoded ({exc})") from None
+        except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+            raise ValueError(f"file: the picture cannot be decoded ({str(exc)[:200]})") from None
     return Verification(mime, credentials, detection, png)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import importlib.util
+import os
 import platform
 import random
 import sys
@@ -146,6 +147,17 @@ def amx_granted() -> bool:
         return False
 
 
+AMX_OPT_IN = "GENAI_STUDIO_LLAMA_AMX"
+
+
+def amx_allowed() -> bool:
+    """Whether to run llama.cpp's AMX variant: only when asked (GENAI_STUDIO_LLAMA_AMX=1) and the OS grants AMX.
+    Even a granted AMX is not enough: on a Xeon VM whose kernel grants the tiles, that variant's first
+    `tilezero` in a worker thread raised an illegal instruction (ggml's AMX matmul, 2026-12, llama-cpp-python
+    0.3.36), killing the process; the AVX-512 VNNI variants ran the same model there."""
+    return os.environ.get(AMX_OPT_IN, "") == "1" and amx_granted()
+
+
 def cpu_variants(lib_dir: Path) -> list[Path]:
     """The CPU backend variants of a dynamic-backend build (empty for a single native build). The
     llama-cpp-python wheel puts them in the wheel's `bin/` (site-packages/bin), beside or above `lib/`."""
@@ -190,7 +202,7 @@ def load_cpu_backend(lib_dir: Path) -> str | None:
             scores[str(path)] = int(lib.ggml_backend_score())
         except (OSError, AttributeError):
             scores[str(path)] = 0
-    best = choose_cpu_variant(scores, amx_granted())
+    best = choose_cpu_variant(scores, amx_allowed())
     if best is None:
         raise ModelNotAvailable("no llama.cpp CPU variant in this build can run on this CPU. " + REBUILD_HINT)
     ggml = ctypes.CDLL(str(_library(lib_dir, "ggml")))

@@ -28,6 +28,7 @@ SCALE = 36.0  # the package's default step for the U channel
 BLOCK = 4
 MIN_PIXELS = 256 * 256  # the package's own floor: smaller pictures have too few blocks to carry 48 bits
 FOUND_AT = 44  # bits of 48 that must match; a random picture reaches it with odds below 1 in 10⁹
+MAX_READ_PIXELS = 16_800_000  # detection reads at most this many pixels (a 2× read of a big picture is skipped)
 
 _N = np.arange(BLOCK)
 _DCT = np.sqrt(np.where(_N[:, None] == 0, 1.0, 2.0) / BLOCK) * np.cos(np.pi * (2 * _N[None, :] + 1) * _N[:, None]
@@ -123,7 +124,7 @@ def detect(image) -> Detection:
     best = Detection(False, 0, 1.0, "")
     for scale in (1.0, 2.0):
         size = (round(picture.width * scale), round(picture.height * scale))
-        if not can_mark(*size):
+        if not can_mark(*size) or size[0] * size[1] > MAX_READ_PIXELS:
             continue
         seen = picture if scale == 1.0 else picture.resize(size, Image.Resampling.BICUBIC)
         matching = _read(np.asarray(seen))

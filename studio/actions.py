@@ -116,7 +116,7 @@ def verify_file(services, path) -> dict:
     `/verify_image`)."""
     sealer = services.history.provenance
     serial = sealer.credentials().serial if sealer is not None and sealer.credentials_on else None
-    report = asdict(verify(Path(path).read_bytes(), serial))
+    report = asdict(verify(Path(path).read_bytes(), serial, services.settings.image_limits.max_image_pixels))
     report["png"] = {k: v for k, v in report["png"].items() if k in ("parameters", "prompt", "negative_prompt",
                                                                      "settings", "studio", "ai_generated")}
     return report

@@ -117,6 +117,24 @@ def download_gif(page, elem_id: str, target) -> bytes:
     return target.read_bytes()
 
 
+def open_gan_seed(page, seed: str) -> None:
+    """The GAN tab on tiny-gan, with `seed` typed into the seed box and Open seed pressed."""
+    page.get_by_role("tab", name="GAN", exact=True).click()
+    choose_model(page, "gan-model", "tiny-gan")
+    page.locator("#gan-seed textarea, #gan-seed input").first.fill(seed)
+    page.locator("#gan-open").click()
+
+
+def make_link(page, prefix: str) -> str:
+    """Open the Share accordion of a workbench tab, make a link, and return the address it shows."""
+    page.get_by_text("Share this exploration").first.click()
+    page.locator(f"#{prefix}-share").click()
+    box = f"#{prefix}-share-link textarea, #{prefix}-share-link input"
+    page.wait_for_function(f"() => (document.querySelector({box!r})?.value || '').includes('?exploration=')",
+                           timeout=SLOW)
+    return page.locator(box).first.input_value()
+
+
 def test_text_tab_streams_into_the_page(served_app, page, artifacts_dir):
     url, services = served_app
     page.goto(url)
@@ -265,11 +283,7 @@ def test_explore_timeline_keyframes_from_a_grid_scrub_render_and_a_prompt_direct
     # the whole exploration, shared: a fresh browser shows the same preview picture and the same tools
     page.wait_for_timeout(500)
     shown = picture_bytes(page, "explore-current")
-    page.get_by_text("Share this exploration").first.click()
-    page.locator("#explore-share").click()
-    page.wait_for_function("() => (document.querySelector('#explore-share-link textarea, #explore-share-link "
-                           "input')?.value || '').includes('?exploration=')", timeout=SLOW)
-    link = page.locator("#explore-share-link textarea, #explore-share-link input").first.input_value()
+    link = make_link(page, "explore")
     other = page.context.browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
     other.goto(link)
     wait_text(other, "explore-current-label", "opened from a shared link")
@@ -385,16 +399,9 @@ def test_a_guest_opens_an_owners_exploration_link_after_logging_in_but_cannot_sh
     try:
         owner = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
         login(owner, "owner", "owner-pw")
-        owner.get_by_role("tab", name="GAN", exact=True).click()
-        choose_model(owner, "gan-model", "tiny-gan")  # loaded now: guests may use a loaded model
-        owner.locator("#gan-seed textarea, #gan-seed input").first.fill("5")
-        owner.locator("#gan-open").click()
+        open_gan_seed(owner, "5")  # tiny-gan loaded now: guests may use a loaded model
         wait_text(owner, "gan-current-label", "seed 5")
-        owner.get_by_text("Share this exploration").first.click()
-        owner.locator("#gan-share").click()
-        owner.wait_for_function("() => (document.querySelector('#gan-share-link textarea, #gan-share-link input')"
-                                "?.value || '').includes('?exploration=')", timeout=SLOW)
-        link = owner.locator("#gan-share-link textarea, #gan-share-link input").first.input_value()
+        link = make_link(owner, "gan")
         owner.context.close()
 
         guest = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
@@ -414,10 +421,7 @@ def test_a_guest_opens_an_owners_exploration_link_after_logging_in_but_cannot_sh
 def test_a_bad_value_is_explained_next_to_its_field(served_app, page, artifacts_dir):
     url, _ = served_app
     page.goto(url)
-    page.get_by_role("tab", name="GAN", exact=True).click()
-    choose_model(page, "gan-model", "tiny-gan")
-    page.locator("#gan-seed textarea, #gan-seed input").first.fill("abc")
-    page.locator("#gan-open").click()
+    open_gan_seed(page, "abc")
     wait_text(page, "gan-seed", "seed must be blank (random) or a whole number")  # beside the field itself
     assert page.locator("#gan-seed textarea, #gan-seed input").first.input_value() == "abc"  # nothing lost
     page.get_by_role("tab", name="Image", exact=True).click()
@@ -642,10 +646,7 @@ def test_an_exploration_link_reopens_the_same_state_in_a_fresh_browser_and_can_b
 
     url, services = served_app
     page.goto(url)
-    page.get_by_role("tab", name="GAN", exact=True).click()
-    choose_model(page, "gan-model", "tiny-gan")
-    page.locator("#gan-seed textarea, #gan-seed input").first.fill("7")
-    page.locator("#gan-open").click()
+    open_gan_seed(page, "7")
     wait_text(page, "gan-current-label", "seed 7")
     page.locator("#gan-add-parent").click()
     page.locator("#gan-add-key").click()
@@ -657,11 +658,7 @@ def test_an_exploration_link_reopens_the_same_state_in_a_fresh_browser_and_can_b
     wait_new_picture(page, "gan-current", before)
     page.wait_for_timeout(500)  # the live slider's last picture
     shown = picture_bytes(page, "gan-current")
-    page.get_by_text("Share this exploration").first.click()
-    page.locator("#gan-share").click()
-    page.wait_for_function("() => (document.querySelector('#gan-share-link textarea, #gan-share-link input')"
-                           "?.value || '').includes('?exploration=')", timeout=SLOW)
-    link = page.locator("#gan-share-link textarea, #gan-share-link input").first.input_value()
+    link = make_link(page, "gan")
     assert link.startswith(url.rstrip("/")) and "?exploration=" in link
 
     fresh = browser.new_context(viewport={"width": 1280, "height": 900})

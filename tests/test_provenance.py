@@ -222,3 +222,5 @@ def test_your_own_certificate_signs_instead_and_settings_check_the_pair(tmp_path
 def test_verify_names_what_it_cannot_read():
     with pytest.raises(ValueError, match="not a PNG, JPEG, WebP, GIF or MP4"):
         verify(b"%PDF-1.7 not a picture")
+    with pytest.raises(ValueError, match=r"the picture is 512×512, more than 0.1 megapixels"):
+        verify(png_bytes(picture(1)), max_pixels=100_000)

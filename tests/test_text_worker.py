@@ -18,6 +18,8 @@ from pipelines.text import TextParams
 from pipelines.text_llama import (
     LlamaTextPipeline,
     _gguf_path,
+    AMX_OPT_IN,
+    amx_allowed,
     amx_granted,
     choose_backend,
     choose_cpu_variant,
@@ -158,17 +160,18 @@ def test_cpu_variant_choice_follows_what_the_os_grants():
     assert choose_cpu_variant(scores, amx_ok=False) == "libggml-cpu-icelake.so"
     assert choose_cpu_variant({"libggml-cpu-x64.so": 0}, amx_ok=True) is None
     assert isinstance(amx_granted(), bool)  # a real syscall on Linux x86-64; False elsewhere
+    assert amx_allowed() is (os.environ.get(AMX_OPT_IN) == "1" and amx_granted())  # AMX only when asked for
 
 
 def test_the_installed_build_runs_the_best_variant_this_machine_allows(worker):
     """On x86-64 the set-up builds every CPU variant; the worker loaded one that scores here (and never
-    the AMX one where the OS does not grant AMX)."""
+    the AMX one unless asked for and granted by the OS)."""
     variants = cpu_variants(llama_lib_dir())
     if not variants:
         pytest.skip("a native (single-variant) llama.cpp build is installed")
     chosen = worker._worker.info["variant"]
     assert chosen in {v.name for v in variants}
-    assert amx_granted() or "sapphirerapids" not in chosen
+    assert amx_allowed() or "sapphirerapids" not in chosen
 
 
 def test_exit_descriptions_name_the_cause():
