@@ -103,6 +103,56 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
     return kept
 
 
+def make_plot(services, plot, base: ImageParams, model_name: str, loras: dict, owner: str, session: str) -> dict:
+    """An X/Y/Z plot (the Image tab's panel and `/plot_xyz`): every cell made in turn with the same seed and kept
+    in History with its own parameters, then the labelled grid kept too. Cancel (the user's own) keeps the cells
+    made so far. Returns done (cell, params, picture), the grid picture, its History item, kept ids, total and
+    whether it was stopped."""
+    import dataclasses
+    import random
+
+    from pipelines.image import GenerationCancelled, lora_set
+    from pipelines.image_plot import draw_grid, run_plot
+
+    if base.seed is None:  # one seed for every cell, so only the axes change the picture
+        base = dataclasses.replace(base, seed=random.SystemRandom().randrange(2**32 - 1))
+    cancel = services.jobs.start(session, "image")
+    kept: list[str] = []
+
+    def make_cell(params, settings):
+        chosen = loras
+        if "LoRA weight" in settings:
+            if not loras:
+                raise ValueError("LoRA weight: add a LoRA file to plot its weight")
+            chosen = {name: (path, settings["LoRA weight"]) for name, (path, _) in loras.items()}
+        params = replace(params, loras=lora_set(chosen))
+        try:
+            with services.image_lease(settings.get("Model", model_name)) as pipe:
+                out = start_generation(services, pipe, params, cancel, watched=False).result()
+        except GenerationCancelled:
+            return None
+        (_path, _seed, item_id), = keep_images(services, pipe, params, out, owner)
+        kept.append(item_id)
+        return out.images[0]
+
+    try:
+        done = run_plot(plot, base, make_cell, cancelled=cancel.is_set)
+        stopped = cancel.is_set()
+    finally:
+        services.jobs.finish(session, "image", cancel)
+    result = {"done": done, "kept": [i for i in kept if i], "total": len(plot.cells()), "stopped": stopped,
+              "picture": None, "item": None}
+    if done:
+        result["picture"] = picture = draw_grid(plot, done)
+        axes = {which: {"axis": a.name, "values": [a.label(v) for v in a.values]}
+                for which, a in zip("xyz", (plot.x, plot.y, plot.z)) if a.name != "Nothing"}
+        result["axes"] = axes
+        result["item"] = keep_output(services, "image", {".png": png_bytes(picture)}, prompt=done[0][1].prompt,
+                                     params={"plot": axes, "cells": result["kept"]},
+                                     device=services.placement.describe(), owner=owner)
+    return result
+
+
 def upscaled_origin(picture, upscaler: str) -> Origin:
     """An upscale edits the user's picture: a model upscaler adds detail it made up, Lanczos only resizes."""
     by_model = Path(upscaler).name != "Lanczos"

@@ -209,6 +209,33 @@ def test_daily_image_tools_through_the_api(tmp_path, client_factory):
     assert info["size"] == [192, 192] and Image.open(big).size == (192, 192) and info["history_id"]
     c = client.predict(image=handle_file(big), api_name="/verify_image")["credentials"]
     assert c["state"] == "valid" and c["actions"] == ["c2pa.opened", "c2pa.resized"] and not c["source_type"]
+
+    # the X/Y/Z plot, styles and item links over the API
+    base = {k: image_args()[k] for k in ("prompt", "model", "steps", "width", "height")}
+    info, plot = client.predict(**base, seed=5, x_type="CFG scale", x_values="2, 7", y_type="Seed", y_values="5-6",
+                                api_name="/plot_xyz")
+    assert info["cells"] == info["total"] == 4 and info["axes"]["x"] == {"axis": "CFG scale", "values": ["2", "7"]}
+    cells = [services.history.get(i) for i in info["cell_ids"]]
+    assert sorted((c.params["guidance"], c.seed) for c in cells) == [(2.0, 5), (2.0, 6), (7.0, 5), (7.0, 6)]
+    assert Image.open(plot).width > 2 * 64 and services.history.get(info["history_id"]).params["cells"]
+    with pytest.raises(AppError, match="X values: the axis must be one of"):
+        client.predict(x_type="Colour", x_values="1", api_name="/plot_xyz")
+    style = client.predict(name="Ink wash", prompt="{prompt}, ink wash painting", negative_prompt="photo",
+                           api_name="/save_style")
+    assert style["name"] == "Ink wash" and "Ink wash" in style["styles"]
+    info, files = client.predict(**image_args(batch_size=1, styles="Ink wash"), api_name="/generate_image")
+    png = read_png_info(files[0])
+    assert png["settings"]["Style"] == "Ink wash" and png["studio"]["style"]["prompt"] == "{prompt}, ink wash painting"
+    with pytest.raises(AppError, match="style name: 1 to 60 characters"):
+        client.predict(name="", api_name="/save_style")
+    link = client.predict(id=info["history_ids"][0], api_name="/share_item")
+    assert link["url"].endswith(link["route"]) and link["route"].startswith(f"/item/{info['history_ids'][0]}/")
+    import urllib.request
+
+    with urllib.request.urlopen(link["url"], timeout=30) as page:
+        assert "a red fox" in page.read().decode()
+    with pytest.raises(AppError, match="no such History item"):
+        client.predict(id="20260101-000000-00000000", api_name="/share_item")
     for changes, message in [({"prompt": "(word:abc)"}, r"prompt: the weight in '\(word:abc\)' must be a number"),
                              ({"enable_hr": True, "hr_upscaler": "/etc/passwd"}, "hr_upscaler must be one of Latent"),
                              ({"enable_hr": True, "hr_scale": 9}, r"hires scale must be a number in \(1.0, 4.0\]"),

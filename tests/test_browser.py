@@ -554,6 +554,7 @@ def test_an_xy_plot_is_made_labelled_and_downloaded_and_hires_styles_apply(serve
     page.get_by_text("Hires fix").click()
     page.locator("#image-hires input").check()
     page.get_by_text("Style", exact=True).first.click()
+    page.locator("#image-style input").wait_for(state="visible", timeout=SLOW)  # the accordion has opened
     choose_model(page, "image-style", "Pixel art")
     page.locator("#image-generate").click()
     wait_text(page, "image-status", "1 image(s)")
@@ -681,7 +682,7 @@ def test_an_exploration_link_reopens_the_same_state_in_a_fresh_browser_and_can_b
     gone.goto(link)
     gone.wait_for_function("() => [...document.querySelectorAll('.toast-body')].some(t => "
                            "t.innerText.includes('does not open anything'))", timeout=SLOW)
-    assert services.explorations.mine("local") == []
+    assert services.explorations.mine("local", "gan") == []
     gone.context.close()
 
     # a link to a model this machine does not have says which model and how to get it

@@ -21,11 +21,15 @@ EXAMPLES: dict[str, str] = {
     "chat": 'answer = client.predict(message="Name three colours.", max_new_tokens=32, temperature=0, api_name="/chat")',
     "stop_text": 'stopped = client.predict(api_name="/stop_text")',
     "generate_image": 'info, pictures = client.predict(prompt="red heart", steps=8, seed=1, api_name="/generate_image")',
+    "plot_xyz": 'info, plot = client.predict(prompt="red heart", steps=4, seed=1, x_type="CFG scale", x_values="3, 7", '
+                'y_type="Steps", y_values="2, 4", api_name="/plot_xyz")',
     "cancel_image": 'cancelled = client.predict(api_name="/cancel_image")',
     "upscale_image": 'info, big = client.predict(image=handle_file(pictures[0]), scale=2, api_name="/upscale_image")',
     "png_info": 'info = client.predict(image=handle_file(pictures[0]), api_name="/png_info")',
     "verify_image": 'report = client.predict(image=handle_file(pictures[0]), api_name="/verify_image")\n'
                     'print(report["summary"])',
+    "save_style": 'style = client.predict(name="Ink wash", prompt="{prompt}, ink wash painting", '
+                  'negative_prompt="photo", api_name="/save_style")',
     "gan_sample": 'info, files = client.predict(seed=42, grid_size=4, truncation=0.7, api_name="/gan_sample")',
     "gan_interpolate": 'info, files = client.predict(keyframes="1, 42, 7", frames=24, api_name="/gan_interpolate")',
     "vae_interpolate": 'info, files = client.predict(model="digit-vae-2d", random_samples=3, frames=12, '
@@ -51,6 +55,7 @@ EXAMPLES: dict[str, str] = {
     "history_get": 'item, files = client.predict(id=items[0]["id"], api_name="/history_get")',
     "history_star": 'result = client.predict(id=items[0]["id"], starred=True, api_name="/history_star")',
     "history_export": 'archive = client.predict(starred=True, api_name="/history_export")',
+    "share_item": 'link = client.predict(id=items[0]["id"], api_name="/share_item")',
     "history_delete": 'result = client.predict(id=items[-1]["id"], api_name="/history_delete")',
     "models_list": 'models = client.predict(api_name="/models_list")',
     "models_fetch": 'result = client.predict(name="dcgan-faces-64", api_name="/models_fetch")',

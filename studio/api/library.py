@@ -6,7 +6,7 @@ import gradio as gr
 from gradio import FileData
 
 from studio.api.media import files
-from studio.tabs.common import friendly_errors, guarded, user_of
+from studio.tabs.common import friendly_errors, guarded, origin, user_of
 from studio.actions import day_bound, seed_filter
 from studio.catalog import model_rows
 
@@ -101,6 +101,19 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         item = own(history.get(str(id)[:64]), request)
         return {"deleted": history.delete(item.id), "id": item.id}
 
+    @friendly_errors
+    @guarded(services, "history", owner_only="share items")
+    def share_item(id: str, request: gr.Request = None) -> dict:
+        """A link that shows one of your History items — its pictures, video or text and how it was made — to
+        anyone who has it, without a login (owners only). Deleting the item ends the link.
+
+        Args:
+            id: the item's id.
+        """
+        item = own(history.get(str(id)[:64]), request)
+        path = services.links.path(item.id)
+        return {"id": item.id, "route": path, "url": origin(request) + path}  # not "path": clients fetch those
+
     def models_list() -> list[dict]:
         """Every known model: name, tab, source, license, whether it is in the cache or loaded, and its engine."""
         keys = ("name", "tab", "source", "where_from", "license", "in_cache", "loaded", "runs_with", "about")
@@ -123,5 +136,6 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
     return [("history_list", history_list, {}), ("history_get", history_get, {}),
             ("history_delete", history_delete, {}),
             ("history_star", history_star, {}), ("history_export", history_export, {}),
+            ("share_item", share_item, {}),
             ("models_list", models_list, {}),
             ("models_fetch", models_fetch, {})]

@@ -12,11 +12,14 @@ from gradio import FileData
 
 from pipelines.checks import check_int
 from pipelines.image import GenerationCancelled, ImageParams, lora_set, open_user_image
+from pipelines.image_plot import PlotParams
+from pipelines.image_prompt import Style, load_styles
+from pipelines.image_prompt import save_style as save_style_file
 from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
-from pipelines.media import read_png_info
+from pipelines.media import png_bytes, read_png_info
 from studio.tabs.common import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
-from studio.actions import (build_params, keep_images, loras_from, resolve_upscaler, run_text, start_generation,
-                             style_named, upscaled_origin, verify_file, verify_summary)
+from studio.actions import (build_params, keep_images, loras_from, make_plot, resolve_upscaler, run_text, start_generation,
+                             style_named, styles_path, upscaled_origin, verify_file, verify_summary)
 
 
 def seed_or_random(name: str, value) -> int | None:
@@ -263,8 +266,72 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
             services.jobs.finish(session, "image", cancel)
         return _generated(services, pipe, params, out, user_of(request))
 
+    @friendly_errors
+    @guarded(services, "image", generation=True)
+    def plot_xyz(
+        prompt: str = "",
+        negative_prompt: str = "",
+        steps: int = 20,
+        cfg_scale: float = 7.0,
+        width: int = 0,
+        height: int = 0,
+        sampler_name: str = "DPM++ 2M",
+        seed: int = -1,
+        model: str = "",
+        styles: str = "",
+        x_type: str = "CFG scale",
+        x_values: str = "3, 5, 7.5",
+        y_type: str = "Nothing",
+        y_values: str = "",
+        z_type: str = "Nothing",
+        z_values: str = "",
+        request: gr.Request = None,
+    ) -> tuple[dict, FileData]:
+        """An X/Y/Z plot (text to image): the same picture across the values of up to three settings, one
+        picture per cell with one seed for all, drawn as one labelled grid. Each cell and the grid go to History.
+
+        Args:
+            prompt: what to draw; "Prompt S/R" replaces its first value by each value in turn.
+            negative_prompt: what to avoid.
+            steps: 1 to the server's limit (150).
+            cfg_scale: classifier-free guidance, 0 to 30.
+            width: multiple of 8 from 64 to 2048; 0 = the model's own size.
+            height: multiple of 8 from 64 to 2048; 0 = the model's own size.
+            sampler_name: Euler, Euler a, DPM++ 2M, DPM++ 2M Karras, DDIM, UniPC or LCM.
+            seed: -1 = random (one seed for every cell).
+            model: a listed image model, a diffusers folder, a .safetensors file or a hub id; empty = default.
+            styles: a style's name; empty = none.
+            x_type: Nothing, Prompt S/R, Seed, Steps, CFG scale, Sampler, Size, Denoising strength, Hires denoising strength, LoRA weight or Model.
+            x_values: a list ("3, 5, 7") or a range ("1-5", "5-50 (+5)", "0.2-1 [5]"); at most 100 cells in all.
+            y_type: as x_type (Nothing = no Y axis).
+            y_values: as x_values.
+            z_type: as x_type (Nothing = no Z axis).
+            z_values: as x_values.
+
+        Returns a JSON object (cells made, axes with their values, the seed, the plot's and each cell's History
+        ids) and the plot PNG.
+        """
+        limits = services.settings.image_limits
+        check_int("steps", steps, 1, limits.max_steps)
+        plot = PlotParams.parse((x_type, x_values), (y_type, y_values), (z_type, z_values))
+        size = services.image_pipeline(model).model.default_size
+        base = ImageParams(prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps,
+                           guidance=float(cfg_scale), width=width or size, height=height or size,
+                           scheduler=sampler_name, seed=seed_or_random("seed", seed),
+                           style=style_named(services, styles.strip()) if styles.strip() else None)
+        base.validate(limits)
+        made = make_plot(services, plot, base, model, {}, user_of(request), session_of(request))
+        if not made["done"]:
+            raise ValueError("cancelled before the first picture: nothing was saved")
+        item = made["item"]
+        path = str(services.history.path(item.files[0])) if item else unsaved({".png": png_bytes(made["picture"])})[0]
+        return ({"cells": len(made["done"]), "total": made["total"], "stopped": made["stopped"], "axes": made["axes"],
+                 "seed": made["done"][0][1].seed, "history_id": item.id if item else None, "cell_ids": made["kept"]},
+                FileData(path=str(path)))
+
     image_options = dict(concurrency_limit=services.image_concurrency, concurrency_id="image")
-    return [("generate_image", generate_image, image_options), *_image_tool_endpoints(services, image_options)]
+    return [("generate_image", generate_image, image_options), ("plot_xyz", plot_xyz, image_options),
+            *_image_tool_endpoints(services, image_options)]
 
 
 def _start_and_mask(init_images, mask, max_pixels: int):
@@ -283,7 +350,6 @@ def _start_and_mask(init_images, mask, max_pixels: int):
 
 def _generated(services, pipe, params, out, owner: str) -> tuple[dict, list[FileData]]:
     """Keep the pictures in History and answer with their files and what made them."""
-    from pipelines.media import png_bytes
 
     kept = keep_images(services, pipe, params, out, owner)
     paths = [k[0] if isinstance(k[0], str) else unsaved({".png": png_bytes(k[0])})[0] for k in kept]
@@ -310,7 +376,6 @@ def _image_tool_endpoints(services, image_options: dict) -> list[tuple[str, obje
             scale: upscale by, above 1 to 8 (the result stays within 16.8 megapixels).
             upscaler: Lanczos, or an upscaler model's file name.
         """
-        from pipelines.media import png_bytes
 
         picture, _ = open_user_image(_path(image), services.settings.image_limits.max_image_pixels)
         params = UpscaleParams(float(scale), resolve_upscaler(services, upscaler, latent=False))
@@ -346,12 +411,28 @@ def _image_tool_endpoints(services, image_options: dict) -> list[tuple[str, obje
         report = verify_file(services, _path(image))
         return {**report, "summary": verify_summary(report)}
 
+    @friendly_errors
+    @guarded(services, "image", owner_only="save styles")
+    def save_style(name: str, prompt: str = "{prompt}", negative_prompt: str = "", request: gr.Request = None) -> dict:
+        """Save a style (owners only): a named prompt template that generate_image's `styles` applies. A style
+        with the same name is replaced.
+
+        Args:
+            name: 1 to 60 characters.
+            prompt: the template; `{prompt}` is replaced by the picture's prompt (appended when absent).
+            negative_prompt: added to the picture's negative prompt.
+        """
+        created = Style(str(name).strip(), prompt or "{prompt}", negative_prompt or "")
+        save_style_file(styles_path(services), created)
+        return {"name": created.name, "prompt": created.prompt, "negative_prompt": created.negative,
+                "styles": [s.name for s in load_styles(styles_path(services))]}
+
     def cancel_image(request: gr.Request = None) -> bool:
         """Cancel your own running image generation (another user's is never touched). Returns whether one ran."""
         return services.jobs.cancel(session_of(request), "image")
 
     return [("cancel_image", cancel_image, dict(queue=False)), ("upscale_image", upscale_image, image_options),
-            ("png_info", png_info, {}), ("verify_image", verify_image, {})]
+            ("png_info", png_info, {}), ("verify_image", verify_image, {}), ("save_style", save_style, {})]
 
 
 def _ints(field: str, text: str, count: int) -> list[int]:

@@ -39,6 +39,12 @@ class TabHandle:
     owner_controls: list = field(default_factory=list)  # made read-only on a guest's page
 
 
+def origin(request) -> str:
+    """The address the caller reached the studio at (scheme and host), for links it can open."""
+    headers = request.headers if request is not None else {}
+    return f"{headers.get('x-forwarded-proto', 'http')}://{headers.get('host', '127.0.0.1')}"
+
+
 def parse_seed(value) -> int | None:
     """Blank → None (random); otherwise a whole number from 0 to 2**32-1."""
     if value is None or (isinstance(value, str) and not value.strip()):

@@ -8,7 +8,7 @@ import gradio as gr
 
 from studio.actions import day_bound, seed_filter
 from studio.services import Services
-from studio.tabs.common import TabHandle, friendly_errors, guarded, user_of
+from studio.tabs.common import TabHandle, friendly_errors, guarded, origin, user_of
 
 COLUMNS = ["★", "When", "Tab", "Prompt", "Model", "Seed", "Id"]
 
@@ -126,9 +126,7 @@ def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs):
 
     def make_link(item_id: str, request: gr.Request):
         item = chosen(item_id, request)
-        headers = request.headers
-        origin = f"{headers.get('x-forwarded-proto', 'http')}://{headers.get('host', '127.0.0.1')}"
-        link = origin + services.links.path(item.id)
+        link = origin(request) + services.links.path(item.id)
         return (f"Anyone with this link sees this item only (no login): [{link}]({link}) — deleting the item "
                 "ends the link.")
 

@@ -4,17 +4,13 @@ cells made so far and draws them."""
 
 from __future__ import annotations
 
-import dataclasses
-import random
 import time
 
 import gradio as gr
 
-from pipelines.image import GenerationCancelled, lora_set
-from pipelines.image_plot import AXES, PlotParams, draw_grid, example, run_plot
-from pipelines.media import png_bytes
-from studio.actions import keep_images, loras_from, start_generation
-from studio.tabs.common import friendly_errors, guarded, keep_output, session_of, user_of
+from pipelines.image_plot import AXES, PlotParams, example
+from studio.actions import loras_from, make_plot
+from studio.tabs.common import friendly_errors, guarded, session_of, user_of
 
 
 def build_plot_panel(services):
@@ -41,57 +37,21 @@ def build_plot_panel(services):
 
 def _wire(services, rows, make, status, grid, grid_file, inputs, model, lora_files, lora_weights,
           page_params) -> None:
-    def run(request: gr.Request, x, x_values, y, y_values, z, z_values, *page):
+    def show(request: gr.Request, x, x_values, y, y_values, z, z_values, *page):
         plot = PlotParams.parse((x, x_values), (y, y_values), (z, z_values))
         base, _ = page_params(services, list(page))
-        if base.seed is None:  # one seed for every cell, so only the axes change the picture
-            base = dataclasses.replace(base, seed=random.SystemRandom().randrange(2**32 - 1))
-        model_name, files, weights = page[inputs.index(model)], page[inputs.index(lora_files)], \
-            page[inputs.index(lora_weights)]
-        owner, session = user_of(request), session_of(request)
-        cancel = services.jobs.start(session, "image")
-        kept: list[str] = []
-        total = len(plot.cells())
         started = time.perf_counter()
-
-        def make_cell(params, settings):
-            loras = loras_from(files, weights)
-            if "LoRA weight" in settings:
-                if not loras:
-                    raise ValueError("LoRA weight: add a LoRA file to plot its weight")
-                loras = {name: (path, settings["LoRA weight"]) for name, (path, _) in loras.items()}
-            params = dataclasses.replace(params, loras=lora_set(loras))
-            try:
-                with services.image_lease(settings.get("Model", model_name)) as pipe:
-                    out = start_generation(services, pipe, params, cancel, watched=False).result()
-            except GenerationCancelled:
-                return None
-            (_path, _seed, item_id), = keep_images(services, pipe, params, out, owner)
-            kept.append(item_id)
-            return out.images[0]
-
-        try:
-            done = run_plot(plot, base, make_cell, cancelled=cancel.is_set)
-            stopped = cancel.is_set()
-        finally:
-            services.jobs.finish(session, "image", cancel)
-        return done, plot, kept, total, started, stopped, owner
-
-    def show(request: gr.Request, x, x_values, y, y_values, z, z_values, *page):
-        done, plot, kept, total, started, stopped, owner = run(request, x, x_values, y, y_values, z, z_values, *page)
-        if not done:
+        loras = loras_from(page[inputs.index(lora_files)], page[inputs.index(lora_weights)])
+        made = make_plot(services, plot, base, page[inputs.index(model)], loras, user_of(request),
+                         session_of(request))
+        if not made["done"]:
             return None, None, "Cancelled before the first picture: nothing was saved."
-        picture = draw_grid(plot, done)
-        axes = {which: {"axis": a.name, "values": [a.label(v) for v in a.values]}
-                for which, a in zip("xyz", (plot.x, plot.y, plot.z)) if a.name != "Nothing"}
-        item = keep_output(services, "image", {".png": png_bytes(picture)}, prompt=done[0][1].prompt,
-                           params={"plot": axes, "cells": [i for i in kept if i]}, device=services.placement.describe(),
-                           owner=owner)
+        item = made["item"]
         path = str(services.history.path(item.files[0])) if item else None
         took = time.perf_counter() - started
-        head = f"**{len(done)} of {total} picture(s)**" + (" · cancelled: the cells made so far are kept" if stopped
-                                                          else "")
-        return picture, path, f"{head} · {took:.1f}s · each cell and the plot are in History"
+        head = f"**{len(made['done'])} of {made['total']} picture(s)**" + (
+            " · cancelled: the cells made so far are kept" if made["stopped"] else "")
+        return made["picture"], path, f"{head} · {took:.1f}s · each cell and the plot are in History"
 
     handler = friendly_errors(guarded(services, "image", generation=True)(show))
     make.click(handler, [*rows, *inputs], [grid, grid_file, status], api_visibility="private",

@@ -86,6 +86,10 @@ def test_guests_cannot_fetch_train_or_change_engines_or_load_weights(server):
         guest.predict(*text_args(backend="transformers"), api_name="/generate_text")
     with pytest.raises(AppError, match="Guests can't switch models"):
         guest.predict("/etc", 0, 4, 1.0, api_name="/gan_sample")  # a server path as a model
+    with pytest.raises(AppError, match="Guests can't save styles"):
+        guest.predict(name="mine", prompt="{prompt}, ink", api_name="/save_style")
+    with pytest.raises(AppError, match="Guests can't share items"):
+        guest.predict(id="20260101-000000-00000000", api_name="/share_item")
 
 
 def test_guests_cannot_load_lora_weights(server, tmp_path):
