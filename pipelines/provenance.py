@@ -226,6 +226,21 @@ class Provenance:
                 self._credentials = load_credentials(self.folder, self.cert, self.key)
             return self._credentials
 
+    def check(self) -> None:
+        """Sign a 1-pixel picture now, so a certificate and key that do not go together (or that C2PA refuses)
+        are a clear start-up error naming the settings, not pictures kept unsigned later."""
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.new("RGB", (1, 1)).save(buffer, format="PNG")
+        try:
+            self.sign(buffer.getvalue(), "image/png", title="check.png", origin=CREATED_ORIGIN, model="",
+                      parameters={})
+        except Exception as exc:  # noqa: BLE001 — c2pa's own error types
+            raise ValueError(f"signing_cert / signing_key: Content Credentials cannot be signed with them "
+                             f"({str(exc)[:200]}). C2PA needs an ES256 (EC P-256) certificate chain that is not "
+                             "self-signed, and its own private key.") from None
+
     def seal(self, suffix: str, data: bytes, *, title: str, origin: Origin = CREATED_ORIGIN, model: str = "",
              parameters: dict | None = None) -> bytes:
         """`data` as it should be kept: watermarked (PNG) and signed (PNG, GIF, MP4); other files unchanged."""

@@ -64,8 +64,10 @@ def provenance(settings: Settings):
     cert, key = (Path(p).expanduser() if p else None for p in (settings.signing_cert, settings.signing_key))
     sealer = Provenance(Path(settings.outputs) / "settings" / "credentials", settings.content_credentials,
                         settings.watermark, cert, key, release)
-    if settings.content_credentials:
-        sealer.credentials()  # a broken certificate file is a start-up error, not a silent unsigned picture
+    if settings.content_credentials and cert:
+        sealer.check()  # the user's own certificate: a start-up error when it cannot sign, not unsigned pictures
+    elif settings.content_credentials:
+        sealer.credentials()  # this install's own, made now on the first run
     return sealer
 
 

@@ -213,6 +213,11 @@ def test_your_own_certificate_signs_instead_and_settings_check_the_pair(tmp_path
     assert found.state == "valid" and "Ada's studio signer" in found.signer and found.this_install
     assert not (tmp_path / "unused").exists()  # no install credentials made when the user brings their own
     assert oct((tmp_path / "mine" / "signer.key").stat().st_mode & 0o777) == "0o600"
+    sealer.check()  # a pair that signs
+    provenance.make_credentials(tmp_path / "other")
+    mismatched = Provenance(tmp_path / "unused", cert=chain, key=tmp_path / "other" / "signer.key")
+    with pytest.raises(ValueError, match="signing_cert / signing_key: Content Credentials cannot be signed"):
+        mismatched.check()
     with pytest.raises(ValueError, match="signing_cert and signing_key go together"):
         load_settings(signing_cert=str(chain))
     with pytest.raises(ValueError, match="signing_key: no such file"):
