@@ -275,7 +275,7 @@ class Adapters:
             while self.users and self.active != wanted:
                 self._cond.wait()
             if self.active != wanted:
-                self._switch(model.pipe, model.name, wanted)
+                self._switch(model, wanted)
             self.users += 1
         try:
             yield
@@ -284,9 +284,14 @@ class Adapters:
                 self.users -= 1
                 self._cond.notify_all()
 
-    def _switch(self, pipe, name: str, wanted: tuple[Lora, ...]) -> None:
+    def _switch(self, model: ImageModel, wanted: tuple[Lora, ...]) -> None:
         """Load (or reweight) exactly `wanted` on the shared weights; called with no request running."""
+        pipe, name = model.pipe, model.name
         if {lora.name for lora in wanted} != {lora.name for lora in self.active}:
+            if wanted:
+                from pipelines.image_speed import unfuse_projections
+
+                unfuse_projections(model)  # LoRAs target the separate query, key and value projections
             if self.active:
                 pipe.unload_lora_weights()
                 self.active = ()
@@ -319,6 +324,10 @@ class ImageModel:
     allow_pickle: bool = False
     adapters: Adapters = field(default_factory=Adapters)
     lock: threading.RLock = field(default_factory=threading.RLock)  # made-once parts: variants, encoders, upcasts
+    speedups: tuple[str, ...] = ()  # what pipelines.image_speed applied, in words (the Models tab)
+    compiled: object = None  # image_speed.Compiled when the UNet and decoder are compiled
+    fused: bool = False  # fused QKV projections (undone before a LoRA loads)
+    preview_vae: object = None  # an AutoencoderTiny (TAESD) for live previews, when one is on disk
 
     @property
     def loras(self) -> dict[str, float]:
@@ -466,11 +475,15 @@ class ImageOutput:
     notes: tuple[str, ...] = ()  # e.g. how the prompt was read (weights ignored, long prompt chunked)
 
 
-def preview_image(pipe, latents: torch.Tensor):
-    """A cheap RGB preview of latents [C, h, w]: decode small latents, else a linear SD approximation."""
+def preview_image(pipe, latents: torch.Tensor, tiny=None):
+    """A cheap RGB preview of latents [C, h, w]: decode small latents with the model's VAE, larger ones with
+    `tiny` (TAESD) when there is one, else a linear SD approximation."""
     from PIL import Image
 
-    if latents.shape[-1] * latents.shape[-2] <= 32 * 32 and hasattr(pipe, "vae"):
+    if tiny is not None and latents.shape[-1] * latents.shape[-2] > 32 * 32:
+        with torch.inference_mode():
+            rgb = tiny.decode(latents[None].to(tiny.device, tiny.dtype)).sample[0].float().clamp(-1, 1).add(1).div(2)
+    elif latents.shape[-1] * latents.shape[-2] <= 32 * 32 and hasattr(pipe, "vae"):
         vae = pipe.vae
         with torch.inference_mode():
             decoded = vae_decode(vae, latents[None] / vae.config.scaling_factor)[0]
@@ -513,8 +526,9 @@ def prompt_inputs(prompt: str, negative: str, conditioning: Conditioning | None,
 class _Progress:
     """Steps done across runs and passes, reported to `callback` (throttled), and the cancel check."""
 
-    def __init__(self, params: ImageParams, callback, cancel, preview_every: int, interval: float, started: float):
-        self.params, self.callback, self.cancel = params, callback, cancel
+    def __init__(self, params: ImageParams, callback, cancel, preview_every: int, interval: float, started: float,
+                 tiny=None):
+        self.params, self.callback, self.cancel, self.tiny = params, callback, cancel, tiny
         self.preview_every, self.interval, self.last = preview_every, interval, started
         hires = params.hires
         self.second = max(1, int((hires.steps or params.steps) * hires.strength)) if hires else 0
@@ -537,7 +551,7 @@ class _Progress:
                 self.last = now
                 every = self.preview_every
                 due = (step + 1) % every == 0 if every and not self.interval else True
-                preview = preview_image(p, callback_kwargs["latents"][0]) if every and due else None
+                preview = preview_image(p, callback_kwargs["latents"][0], self.tiny) if every and due else None
                 self.callback(done, self.total, preview)
             return callback_kwargs
 
@@ -575,6 +589,26 @@ class ImagePipeline:
         with self.model.adapters.using(self.model, params.loras):
             return self._generate(params, callback, cancel, preview_every, progress_interval)
 
+    def shapes(self, params: ImageParams) -> list[tuple]:
+        """The picture shapes a request runs its UNet and decoder at (each its own compiled graph)."""
+        from pipelines.image_speed import picture_shape
+
+        guided = params.guidance > 1
+        mode = "inpaint" if params.mode == "outpaint" else params.mode
+        shapes = [picture_shape(mode, params.batch_size, params.width, params.height, guided)]
+        if params.hires:
+            width, height = params.hires.target(params.width, params.height)
+            shapes.append(picture_shape("img2img", params.batch_size, width, height, guided))
+        return shapes
+
+    def compile_note(self, params: ImageParams) -> str:
+        """With a compiled model, what a request of a shape not compiled yet waits for ("" otherwise)."""
+        compiled = self.model.compiled
+        if compiled is None or not compiled.new_shapes(self.shapes(params)):
+            return ""
+        return (f"Compiling the model for {params.width}×{params.height} pictures, batch {params.batch_size} "
+                "(once per size; a minute or more — later pictures of this size are fast)…")
+
     def _generate(self, params: ImageParams, callback, cancel, preview_every: int, progress_interval: float):
         # 1. This request's pipeline view (its own scheduler) and seeds
         pipe = self.model.view("inpaint" if params.mode == "outpaint" else params.mode, params.scheduler)
@@ -588,7 +622,8 @@ class ImagePipeline:
         prompt, negative = params.prompts()
         with self.model.lock:  # one compel object per model, made once
             conditioning = encode_prompts(pipe, prompt, negative, self.model.prompt_encoders)
-        progress = _Progress(params, callback, cancel, preview_every, progress_interval, started)
+        progress = _Progress(params, callback, cancel, preview_every, progress_interval, started,
+                             self.model.preview_vae)
         canvas = outpaint_canvas(params.init_image.resize((params.width, params.height)), params.outpaint) \
             if params.mode == "outpaint" else None
         for run in range(params.batch_count):
@@ -626,6 +661,9 @@ class ImagePipeline:
                 init = params.init_image.resize((params.width, params.height))
                 result = [keep_original(image, init, params.outpaint) for image in result]
             images.extend(result)
+            if self.model.compiled is not None:
+                for shape in self.shapes(params):
+                    self.model.compiled.done(shape)
         return ImageOutput(images, seeds, time.perf_counter() - started, params,
                            conditioning.notes if conditioning else ())
 

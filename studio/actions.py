@@ -42,17 +42,40 @@ def loras_from(files, weights_text) -> dict:
     return {Path(f).stem: (Path(f), weights[i] if weights else 1.0) for i, f in enumerate(files)}
 
 
-def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bool = True):
+def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bool = True,
+                     interactive: bool = False):
     """Generate on the image lane, reporting (step, total, preview) at most 4 times a second — previews only
     when someone `watched` (a page; an API call waits for the result). A slider move meanwhile runs beside it
-    (studio/lanes.py), never inside this job's step callback."""
+    (studio/lanes.py), never inside this job's step callback; `interactive` work is such a move."""
     def generate(report):
         return pipe(params, cancel=cancel, callback=report, progress_interval=0.25,
                     preview_every=5 if watched else 0)
 
     if getattr(pipe, "remote", False):  # the Ray model tier does the work: wait for it off the model thread
         return services.lanes.submit_parallel("remote", generate)
-    return services.lanes.submit("model", generate)
+    return services.lanes.submit("model", generate, interactive=interactive)
+
+
+LIVE_PAUSE = 0.12  # seconds a real-time request waits for the next keystroke or slider step before it starts
+
+
+def live_picture(services, model: str, params: ImageParams, session: str):
+    """Real-time mode: one picture for the newest of a session's requests. A new request stops the one before it
+    (mid-denoise) and waits `LIVE_PAUSE` for a newer one, so typing and dragging draw only where the user pauses.
+    Runs as interactive work (beside a long job, never inside it). Returns the ImageOutput, or None when a newer
+    request took over. Nothing is kept: the page's Keep does that."""
+    from pipelines.image import GenerationCancelled
+
+    cancel = services.jobs.supersede(session, "live")
+    try:
+        if cancel.wait(LIVE_PAUSE):
+            return None
+        with services.image_lease(model) as pipe:
+            return start_generation(services, pipe, params, cancel, watched=False, interactive=True).result()
+    except GenerationCancelled:
+        return None
+    finally:
+        services.jobs.finish(session, "live", cancel)
 
 
 def second_pass_settings(params: ImageParams) -> dict:

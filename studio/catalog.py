@@ -14,6 +14,9 @@ TABS = {"text": "Text", "image": "Image", "vae": "VAE", "gan": "GAN"}
 
 def runs_with(services, spec) -> str:
     """The engine that serves a model, and for text models why (llama.cpp vs transformers)."""
+    if spec.modality == "image":  # a loaded model also says how it runs (SDPA, compiled, TAESD previews…)
+        speedups = getattr(getattr(services.cache.peek("image", spec.name), "model", None), "speedups", ())
+        return ENGINES["image"] + (f" — {', '.join(speedups)}" if speedups else "")
     if spec.modality != "text":
         return ENGINES[spec.modality]
     try:

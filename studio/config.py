@@ -14,6 +14,7 @@ from pathlib import Path
 from pipelines.checks import short
 from pipelines.gan import GANLimits
 from pipelines.image import ImageLimits
+from pipelines.image_speed import SpeedParams
 from pipelines.text import TextLimits
 from pipelines.text_llama import BACKENDS as TEXT_BACKENDS
 
@@ -117,6 +118,10 @@ class Settings:
     watermark: bool = True  # the invisible watermark on pictures of 256×256 pixels and more
     signing_cert: str = ""  # your own PEM certificate chain for Content Credentials ("" = this install's own)
     signing_key: str = ""  # its PEM private key
+    compile: bool = False  # torch.compile image models' UNet and VAE decoder (pipelines.image_speed)
+    compile_mode: str = "max-autotune-no-cudagraphs"  # a torch.compile mode (image_speed.COMPILE_MODES)
+    compile_backend: str = "inductor"  # inductor | eager (eager: dynamo captures graphs, no code generation)
+    preview_decoder: str = "auto"  # live previews of SD-family models: auto (TAESD when on disk) | off | a folder
 
     def backend_for(self, model: str) -> str:
         return dict(self.text_backends).get(model, self.text_backend)
@@ -158,6 +163,10 @@ class Settings:
         for name in ("signing_cert", "signing_key"):
             if getattr(self, name) and not Path(getattr(self, name)).expanduser().is_file():
                 raise ValueError(f"{name}: no such file {short(getattr(self, name))}")
+        SpeedParams(compile_mode=self.compile_mode, compile_backend=self.compile_backend)  # names the bad field
+        if self.preview_decoder not in ("auto", "off") and not Path(self.preview_decoder).expanduser().is_dir():
+            raise ValueError(f"preview_decoder must be auto, off or a folder holding a TAESD model, got "
+                             f"{short(self.preview_decoder)}")
         if not 0 <= self.prompt_cache_entries <= 64:
             raise ValueError(f"prompt_cache_entries must be from 0 to 64, got {self.prompt_cache_entries}")
 

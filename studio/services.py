@@ -34,6 +34,16 @@ class Jobs:
             self._events[(session, tab)] = event
         return event
 
+    def supersede(self, session: str, tab: str) -> threading.Event:
+        """A new job that stops the one it replaces (real-time pictures: the newest request wins)."""
+        event = threading.Event()
+        with self._lock:
+            older = self._events.get((session, tab))
+            self._events[(session, tab)] = event
+        if older is not None:
+            older.set()
+        return event
+
     def cancel(self, session: str, tab: str) -> bool:
         with self._lock:
             event = self._events.get((session, tab))

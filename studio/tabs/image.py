@@ -24,6 +24,7 @@ from studio.tabs.common import (
     user_of,
 )
 from studio.tabs.image_extras import Extras, build_extras, build_upscale_panel
+from studio.tabs.image_live import LivePanel
 from studio.tabs.image_plot import build_plot_panel
 
 MODE_LABELS = {"Text to image": "txt2img", "Image to image": "img2img", "Inpaint": "inpaint", "Outpaint": "outpaint"}
@@ -201,6 +202,8 @@ def _runner(services: Services):
         try:
             # held in use (never evicted) until the pictures are made
             with services.image_lease(model_name, log=lambda msg: progress(0.0, desc=msg)) as pipe:
+                if note := getattr(pipe, "compile_note", lambda _: "")(params):  # a compiled model, a new size
+                    yield gr.skip(), gr.skip(), note
                 job = start_generation(services, pipe, params, cancel_flag)
                 for done, total, image in job:
                     elapsed = time.perf_counter() - started
@@ -259,6 +262,7 @@ def build(services: Services) -> TabHandle:
         with gr.Column(scale=3, elem_classes=["image-left"]):
             with gr.Column(elem_classes=["image-compose"]):
                 compose = _compose_panel()
+                live = LivePanel.build(services.settings.image_limits.max_steps)
             with gr.Column(elem_classes=["image-results"]):
                 results = _results_panel(services)
         with gr.Column(scale=2, elem_classes=["image-settings"]):
@@ -270,6 +274,10 @@ def build(services: Services) -> TabHandle:
               side.batch_size, side.batch_count, side.variation_seed, side.variation_strength, side.lora_files,
               side.lora_weights, *side.extras.inputs]
     results.wire_plot(inputs, side.model, side.lora_files, side.lora_weights, page_params)
+    live.wire(services, page_params, inputs, [compose.prompt, compose.negative, side.scheduler, side.steps,
+                                              side.guidance, side.width, side.height, side.seed,
+                                              side.variation_seed, side.variation_strength, compose.strength],
+              side.seed, results.preview, compose.status)
     compose.generate.click(_runner(services), inputs, [results.preview, results.gallery, compose.status],
                            api_visibility="private", concurrency_limit=services.image_concurrency,
                            concurrency_id="image", validator=_validator())

@@ -1,0 +1,82 @@
+"""Real-time mode in the Image tab: the picture follows the prompt as you type and the sliders as you move them
+(SD-Turbo / LCM-class models in 1–4 steps; the emoji model in 4). The newest request wins: each one stops the one
+before it and waits a moment for the next keystroke (studio.actions.live_picture). Keep saves the picture shown,
+with its parameters, to History."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, replace
+
+import gradio as gr
+
+from pipelines.image import lora_set
+from studio.actions import keep_images, live_picture, loras_from
+from studio.tabs.common import friendly_errors, guarded, session_of, user_of
+
+LIVE_STEPS = 4
+
+
+@dataclass
+class LivePanel:
+    on: gr.Checkbox
+    steps: gr.Slider
+    keep: gr.Button
+    last: gr.State  # (model, params, output) of the picture shown, for Keep
+
+    @classmethod
+    def build(cls, max_steps: int) -> LivePanel:
+        with gr.Row(equal_height=True, elem_id="image-live-row"):
+            on = gr.Checkbox(False, label="Real-time", scale=1, elem_id="image-live",
+                             info="the picture follows the prompt and sliders")
+            steps = gr.Slider(1, min(8, max_steps), value=LIVE_STEPS, step=1, label="Real-time steps", scale=2,
+                              elem_id="image-live-steps")
+            keep = gr.Button("Keep this picture", size="sm", scale=1, elem_id="image-live-keep")
+        return cls(on, steps, keep, gr.State(None))
+
+    def wire(self, services, page_params, inputs: list, triggers: list, seed: gr.Textbox, picture: gr.Image,
+             status: gr.Markdown) -> None:
+        """inputs: the Generate event's inputs (page_params reads them); triggers: the ones whose change draws."""
+
+        def turned(on, seed_text):
+            """A blank seed becomes a fixed one while real-time is on, so only what you change changes the picture."""
+            if on and not str(seed_text or "").strip():
+                return str(random.SystemRandom().randrange(2**32 - 1))
+            return gr.skip()
+
+
+        @friendly_errors
+        @guarded(services, "image")
+        def draw(on, live_steps, mode_label, prompt_text, negative_text, init_path, editor_value, strength, model,
+                 sampler, n_steps, cfg, w, h, seed_text, size, count, var_seed, var_strength, loras, lora_w, *extra,
+                 request: gr.Request):
+            if not on:
+                return gr.skip(), gr.skip(), gr.skip()
+            values = [mode_label, prompt_text, negative_text, init_path, editor_value, strength, model, sampler,
+                      n_steps, cfg, w, h, seed_text, size, count, var_seed, var_strength, loras, lora_w, *extra]
+            params, _ = page_params(services, values)
+            params = replace(params, steps=int(live_steps), batch_size=1, batch_count=1, hires=None,
+                             loras=lora_set(loras_from(loras, lora_w)))
+            out = live_picture(services, model, params, session_of(request))
+            if out is None:  # a newer request took over
+                return gr.skip(), gr.skip(), gr.skip()
+            return (out.images[0], (model, params, out),
+                    f"Real-time · seed {out.seeds[0]} · {params.steps} steps · {out.seconds * 1000:.0f} ms")
+
+        # what the user changes (typing, dragging), not values put back from History; off, each is one quick skip
+        drawing = dict(inputs=[self.on, self.steps, *inputs], outputs=[picture, self.last, status],
+                       api_visibility="private", queue=False, show_progress="hidden")
+        gr.on([trigger.input for trigger in (*triggers, self.steps)], draw, **drawing)
+        self.on.input(turned, [self.on, seed], seed, api_visibility="private", queue=False).then(draw, **drawing)
+
+        @friendly_errors
+        @guarded(services, "image", generation=True)
+        def keep(last, request: gr.Request):
+            if not last:
+                raise ValueError("Real-time: turn it on and draw a picture first, then keep it.")
+            model, params, out = last
+            with services.image_lease(model) as pipe:
+                (path, seed_used, _), = keep_images(services, pipe, params, out, user_of(request))
+            return f"Kept in History: seed {seed_used}, {params.steps} steps."
+
+        self.keep.click(keep, self.last, status, api_visibility="private")
