@@ -1,6 +1,6 @@
 """End to end: what a user of the served studio gets, beside the bare libraries, in one run.
 
-    python benchmarks/e2e.py [--reps 5] [--rows text,image,gan,vae,trivial,browser] [--sd15]
+    python benchmarks/e2e.py [--reps 5] [--rows text,image,gan,vae,trivial,browser]
 
 A studio is launched as its own process (`python -m studio launch`) and called through
 `gradio_client`, exactly as a user's script would; the bare libraries run in a second process of
@@ -10,13 +10,15 @@ Requests alternate (studio, bare, studio, bare, …) so machine load hits both a
 Rows:
 - text: chat, greedy, 128 new tokens — `/generate_text` vs `llama_cpp.Llama.create_chat_completion`
   (same GGUF file, threads and prompt; both include templating), tokens per second.
-- image: 4 emoji images 64², 20 steps, DPM++ 2M — `/generate_image` vs a diffusers pipeline call.
+- image: 4 emoji images 64², 20 steps, DPM++ 2M — `/generate_image` through gradio_client and through Gradio's
+  HTTP API as a browser calls it (HttpClient: one connection, one session, no polling), each fetching the
+  PNGs, vs a diffusers pipeline call.
 - gan: 1×1, 4×4, 8×8 grids — `/gan_sample` vs one generator batch (the same weights).
 - vae: a 12×12 map of the 2-D digit VAE — `/vae_map` vs one batch of 144 decodes.
 - trivial: `/history_list`, the floor of a round trip.
-- browser (needs Chromium): event → new picture in the page, for a GAN direction slider, a VAE slider,
-  a VAE map cell click, and the diffusion preview scrub — measured in Chromium with Playwright.
-`--sd15`: a random-weight SD 1.5-architecture model at 256² (4 steps) through both sides.
+- browser (needs Chromium): event → new picture in the page, for real-time mode (a word typed), a GAN direction
+  slider, a VAE slider, a VAE map cell click, and the diffusion preview scrub — measured in Chromium with
+  Playwright.
 Results: benchmarks/results/e2e-*.md.
 """
 
@@ -164,6 +166,73 @@ def launch_studio(outputs: Path) -> tuple[subprocess.Popen, str]:
     raise RuntimeError("the studio did not start within 5 minutes")
 
 
+class HttpClient:
+    """Gradio's HTTP API the way a browser uses it: one kept-alive connection, one session (`session_hash`: a
+    call without one is a new session, which Gradio sets up afresh for every component of the app — ~60–90 ms
+    for the studio's page), the answer pushed as server-sent events as soon as it is ready (no polling), then the
+    files fetched on the same connection. gradio_client keeps a session too, but checks for the answer every
+    50 ms and opens a new connection (and TLS context) for each file."""
+
+    def __init__(self, url: str) -> None:
+        import uuid
+
+        import httpx
+
+        self.http = httpx.Client(base_url=url, timeout=600)
+        self.session = uuid.uuid4().hex
+
+    def predict(self, api_name: str, data: list):
+        """The answer (one value, as gradio_client gives it, or a list of several), with every file's bytes
+        fetched in place of its FileData."""
+        started = time.perf_counter()
+        event = self.http.post(f"gradio_api/call/{api_name}",
+                               json={"data": data, "session_hash": self.session}).json()["event_id"]
+        kind, payload = "", None
+        with self.http.stream("GET", f"gradio_api/call/{api_name}/{event}") as stream:
+            for line in stream.iter_lines():
+                if line.startswith("event:"):
+                    kind = line[6:].strip()
+                elif line.startswith("data:") and kind in ("complete", "error"):
+                    payload = json.loads(line[5:])
+                    break
+        if kind != "complete":
+            raise RuntimeError(f"{api_name} failed: {payload}")
+        answered = time.perf_counter()
+        values = [self._fetched(value) for value in payload]
+        self.answer_s, self.files_s = answered - started, time.perf_counter() - answered  # the last call's parts
+        return values[0] if len(values) == 1 else values
+
+    def _fetched(self, value):
+        """A FileData's bytes: from its URL, or (an API function's answer) from its path, as gradio_client does."""
+        if isinstance(value, list):
+            return [self._fetched(v) for v in value]
+        if isinstance(value, dict) and value.get("meta", {}).get("_type") == "gradio.FileData":
+            from urllib.parse import quote
+
+            return self.http.get(value.get("url") or f"gradio_api/file={quote(value['path'])}").content
+        return value
+
+    def close(self) -> None:
+        self.http.close()
+
+
+IMAGE_API_ORDER = ("prompt", "negative_prompt", "steps", "cfg_scale", "width", "height", "sampler_name", "seed",
+                   "subseed", "subseed_strength", "batch_size", "n_iter", "init_images", "mask", "denoising_strength",
+                   "model", "lora_files", "lora_weights", "enable_hr", "hr_scale", "hr_upscaler",
+                   "hr_second_pass_steps", "hr_denoising_strength", "styles", "outpaint")
+IMAGE_API_DEFAULTS = dict(negative_prompt="", steps=20, cfg_scale=7.0, width=0, height=0, sampler_name="DPM++ 2M",
+                          seed=-1, subseed=-1, subseed_strength=0.0, batch_size=1, n_iter=1, init_images=None,
+                          mask=None, denoising_strength=0.75, model="", lora_files=None, lora_weights="",
+                          enable_hr=False, hr_scale=2.0, hr_upscaler="Latent", hr_second_pass_steps=0,
+                          hr_denoising_strength=0.5, styles="", outpaint="")
+
+
+def image_api_data(**given) -> list:
+    """/generate_image's inputs in order (Gradio's HTTP API takes them by position)."""
+    values = {**IMAGE_API_DEFAULTS, **given}
+    return [values[name] for name in IMAGE_API_ORDER]
+
+
 def timed(fn) -> tuple[float, object]:
     start = time.perf_counter()
     out = fn()
@@ -196,21 +265,30 @@ def rows_text(client, bare, reps: int, report) -> None:
     report.line(f"{'chat, greedy, 128 tokens (tok/s)':44} {s:10.1f} {b:10.1f} {s / b:7.3f}")
 
 
-def rows_image(client, bare, reps: int, report, model: str = "emoji-ldm", size: int = 64, steps: int = 20,
-               batch: int = 4) -> None:
+def rows_image(client, bare, reps: int, report, url: str, model: str = "emoji-ldm", size: int = 64,
+               steps: int = 20, batch: int = 4) -> None:
+    """The same pictures through gradio_client, through the HTTP API as a browser calls it (HttpClient), and
+    bare, alternating; each studio side fetches every PNG."""
     args = dict(prompt="red heart", model=model, sampler_name="DPM++ 2M", steps=steps, cfg_scale=7.0, width=size,
                 height=size, batch_size=batch)
-
-    def studio(rep):
-        return timed(lambda: client.predict(**args, seed=rep, api_name="/generate_image"))[0]
-
-    def bare_side(rep):
-        return bare("image", model=model, prompt="red heart", batch=batch, steps=steps, size=size, guidance=7.0,
-                    seed=rep)["seconds"]
-
-    s, b = side_by_side(reps, studio, bare_side)
-    s, b = statistics.median(s), statistics.median(b)
-    report.line(f"{f'{model}, {batch} × {size}², {steps} steps (s)':44} {s:10.2f} {b:10.2f} {b / s:7.3f}")
+    http = HttpClient(url)
+    sides = {
+        "gradio_client": lambda rep: timed(lambda: client.predict(**args, seed=rep, api_name="/generate_image"))[0],
+        "HTTP API": lambda rep: timed(lambda: http.predict("generate_image", image_api_data(**args, seed=rep)))[0],
+        "bare": lambda rep: bare("image", model=model, prompt="red heart", batch=batch, steps=steps, size=size,
+                                 guidance=7.0, seed=rep)["seconds"],
+    }
+    times: dict[str, list[float]] = {name: [] for name in sides}
+    for rep in range(reps + 1):  # round 0 warms every side up (loads models) and is dropped
+        for name, side in sides.items():
+            seconds = side(rep)
+            if rep:
+                times[name].append(seconds)
+    http.close()
+    b = statistics.median(times["bare"])
+    for name in ("gradio_client", "HTTP API"):
+        s = statistics.median(times[name])
+        report.line(f"{f'{model}, {batch} × {size}², {steps} steps, {name} (s)':44} {s:10.2f} {b:10.2f} {b / s:7.3f}")
 
 
 def rows_gan(client, bare, reps: int, report) -> None:
@@ -260,7 +338,7 @@ def main() -> None:
         if "text" in rows:
             rows_text(client, bare, args.reps, report)
         if "image" in rows:
-            rows_image(client, bare, args.reps, report)
+            rows_image(client, bare, args.reps, report, url)
         if "gan" in rows:
             rows_gan(client, bare, args.reps, report)
         if "vae" in rows:

@@ -81,6 +81,7 @@ def browser_rows(url: str, reps: int, report) -> None:
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
         page.goto(url)
         rows = _Rows(report)
+        rows.append(("emoji-ldm: real-time, a word typed (4 steps)", statistics.median(real_time(page, reps)), None))
         for tab, prefix, model, target in (("GAN", "gan", "dcgan-faces-64", 0.15), ("VAE", "vae", "digit-vae-2d", 0.15),
                                            ("VAE", "vae", "emoji-vae", 0.5), ("Explore", "explore", "emoji-ldm", 0.5)):
             open_sliders(page, tab, prefix, model)
@@ -137,6 +138,27 @@ def browser_rows(url: str, reps: int, report) -> None:
                         scrubs.append(seconds)
                 rows.append(("emoji-ldm: timeline scrub preview", statistics.median(scrubs), 0.5))
         browser.close()
+
+
+def real_time(page, reps: int) -> list[float]:
+    """Image tab, real-time on: seconds from the last key of a word typed into the prompt to its picture shown
+    (the studio waits LIVE_PAUSE after a key for the next one; the first word is a warm-up)."""
+    page.get_by_role("tab", name="Image", exact=True).click()
+    page.locator("#image-seed textarea, #image-seed input").first.fill("7")
+    page.locator("#image-live input[type=checkbox]").check()
+    prompt = page.locator("#image-prompt textarea")
+    times = []
+    for i, word in enumerate(["red heart", " smiling", " cat", " sun", " star", " moon", " tree", " fish",
+                              " blue"][:reps + 1]):
+        prompt.press_sequentially(word[:-1], delay=30)
+        page.wait_for_timeout(400)  # the words before it drawn: the next picture is this word's
+        before = _src(page, "image-preview")
+        prompt.press_sequentially(word[-1])
+        seconds = _until_new(page, "image-preview", before)
+        if i:
+            times.append(seconds)
+    page.locator("#image-live input[type=checkbox]").uncheck()
+    return times
 
 
 class _Rows(list):

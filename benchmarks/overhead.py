@@ -1,13 +1,13 @@
-"""Where a served picture's time goes beyond the pipeline call: a breakdown, through a launched studio
-(`python -m studio launch`) and `gradio_client`, as a user's script calls it.
+"""Where a served picture's time goes beyond the pipeline call, through a launched studio (`python -m studio
+launch`), for three clients: the page in Chromium, Gradio's HTTP API called as a browser calls it (one kept-alive
+connection, the answer pushed as server-sent events; benchmarks.e2e.HttpClient) and gradio_client.
 
-    python benchmarks/overhead.py [--reps 8]
+    python benchmarks/overhead.py [--reps 8] [--size 64] [--batch 4] [--no-browser]
 
-For `/generate_image` (emoji-ldm, 4 pictures 64², 20 steps) it prints the median of: the whole call; the
-pipeline's own time (the `seconds` the server reports); the same call with the client fetching no files;
-a queued request that does nothing (`/history_list`, limit 1) and an unqueued one (`/stop_text`), the floor of
-any call, and the queued one over plain HTTP without gradio_client; and, in this process, keeping the four
-pictures (PNG with parameters, History files and rows).
+For `/generate_image` (emoji-ldm, 20 steps) it prints the medians of: the pipeline's own time (the `seconds` the
+server reports); each client's whole call with every PNG fetched, and what it adds beyond the pipeline (the served
+overhead); a call that does nothing on each client (the floor of any call); and, in this process, keeping the
+pictures (mark, PNG with parameters, Content Credentials, History files and rows).
 Results: benchmarks/results/overhead-*.md.
 """
 
@@ -23,59 +23,89 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Report  # noqa: E402
-from benchmarks.e2e import launch_studio  # noqa: E402
-
-JOB = dict(prompt="red heart", steps=20, batch_size=4, api_name="/generate_image")
+from benchmarks.e2e import HttpClient, image_api_data, launch_studio  # noqa: E402
 
 
 def median_ms(values: list[float]) -> float:
     return statistics.median(values) * 1000
 
 
-def served(url: str, reps: int) -> dict[str, list[float]]:
+def served(url: str, reps: int, job: dict) -> dict[str, list[float]]:
     from gradio_client import Client
 
-    fetching, bare = Client(url, verbose=False), Client(url, verbose=False, download_files=False)
-    rows: dict[str, list[float]] = {"whole": [], "pipeline": [], "no file fetch": [], "queued no-op": [],
-                                    "unqueued no-op": []}
+    client, http = Client(url, verbose=False), HttpClient(url)
+    rows: dict[str, list[float]] = {}
     for rep in range(reps + 2):  # two warm-ups: the model loads, caches fill
         started = time.perf_counter()
-        info, _ = fetching.predict(seed=rep, **JOB)
+        info, _ = http.predict("generate_image", image_api_data(**job, seed=rep))
+        lean = time.perf_counter() - started
+        lean_pipeline, answer, fetch = info["seconds"], http.answer_s, http.files_s
+        started = time.perf_counter()
+        info, _ = client.predict(**job, seed=rep, api_name="/generate_image")
         whole = time.perf_counter() - started
         started = time.perf_counter()
-        bare.predict(seed=rep, **JOB)
-        no_fetch = time.perf_counter() - started
+        http.predict("history_list", ["all", "", 1, "", "", "", False])
+        lean_noop = time.perf_counter() - started
         started = time.perf_counter()
-        fetching.predict(limit=1, api_name="/history_list")
-        queued = time.perf_counter() - started
-        started = time.perf_counter()
-        fetching.predict(api_name="/stop_text")
-        unqueued = time.perf_counter() - started
-        raw = raw_call(url)
+        client.predict(limit=1, api_name="/history_list")
+        noop = time.perf_counter() - started
         if rep >= 2:
-            for name, value in (("whole", whole), ("pipeline", info["seconds"]), ("no file fetch", no_fetch),
-                                ("queued no-op", queued), ("unqueued no-op", unqueued), ("raw no-op", raw)):
+            for name, value in (("http", lean), ("http pipeline", lean_pipeline), ("http answer", answer),
+                                ("http files", fetch), ("client", whole),
+                                ("client pipeline", info["seconds"]), ("http no-op", lean_noop),
+                                ("client no-op", noop)):
                 rows.setdefault(name, []).append(value)
+    http.close()
     return rows
 
 
-def raw_call(url: str) -> float:
-    """The queued no-op through Gradio's HTTP API (POST, then its event stream) with plain httpx: the server's
-    share of a call's floor, without gradio_client."""
-    import httpx
-
-    started = time.perf_counter()
-    with httpx.Client(base_url=url) as http:
-        event = http.post("gradio_api/call/history_list", json={"data": ["", "", 1]}).json()["event_id"]
-        with http.stream("GET", f"gradio_api/call/history_list/{event}") as stream:
-            for line in stream.iter_lines():
-                if line.startswith("event: complete"):
-                    break
-    return time.perf_counter() - started
+POLL_MS = 20  # how often the page is asked whether the pictures are there (every frame would take a core)
 
 
-def keeping(reps: int) -> list[float]:
-    """Keeping four pictures in this process: PNG encoding with parameters, History files and rows."""
+def in_the_page(url: str, reps: int, job: dict, outputs: Path) -> tuple[list[float], list[float]]:
+    """Seconds from the Generate click to every new picture of the batch shown in the gallery, and the pipeline
+    seconds of the same requests (what History recorded for their pictures)."""
+    import sqlite3
+
+    from playwright.sync_api import sync_playwright
+
+    from benchmarks.e2e_browser import CHROMIUM_ARGS
+
+    whole, pipeline = [], []
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(url)
+        page.get_by_role("tab", name="Image").click()
+        page.locator("#image-steps input[type=number]").fill(str(job["steps"]))
+        page.locator("#image-batch input[type=number]").fill(str(job["batch_size"]))
+        page.locator("#image-prompt textarea").fill(job["prompt"])
+        for rep in range(reps + 2):
+            page.locator("#image-seed textarea, #image-seed input").first.fill(str(1000 + rep))
+            page.locator("#image-batch input[type=number]").press("Enter")
+            seen = page.evaluate("() => [...document.querySelectorAll('#image-gallery img')].map(i => i.src)")
+            started = time.perf_counter()
+            page.locator("#image-generate").click()
+            page.wait_for_function(
+                "(a) => { const s = [...document.querySelectorAll('#image-gallery .thumbnail-item img, "
+                "#image-gallery .grid-container img')]; return s.length >= a[1] && s.every(i => i.complete && "
+                "i.naturalWidth > 0 && !a[0].includes(i.src)); }", arg=[seen, job["batch_size"]], timeout=120_000,
+                polling=POLL_MS)
+            seconds = time.perf_counter() - started
+            with sqlite3.connect(outputs / "history.sqlite3") as db:
+                rows = db.execute("SELECT timings FROM items WHERE tab = 'image' ORDER BY created_at DESC LIMIT ?",
+                                  (job["batch_size"],)).fetchall()
+            import json
+
+            if rep >= 2:
+                whole.append(seconds)
+                pipeline.append(sum(json.loads(r[0])["seconds"] for r in rows))
+        browser.close()
+    return whole, pipeline
+
+
+def keeping(reps: int, job: dict) -> list[float]:
+    """Keeping the batch in this process: mark, PNG encoding with parameters, Content Credentials, History."""
     from pipelines.image import ImageParams
     from studio.actions import keep_images
     from studio.config import Settings
@@ -84,7 +114,8 @@ def keeping(reps: int) -> list[float]:
     with tempfile.TemporaryDirectory() as tmp:
         services = Services.create(Settings(device="cpu", outputs=Path(tmp) / "outputs"))
         pipe = services.image_pipeline("emoji-ldm")
-        params = ImageParams(prompt="red heart", steps=20, batch_size=4, seed=1, width=64, height=64)
+        params = ImageParams(prompt=job["prompt"], steps=job["steps"], batch_size=job["batch_size"], seed=1,
+                             width=job["width"], height=job["height"])
         out = pipe(params)
         times = []
         for _ in range(reps):
@@ -97,29 +128,47 @@ def keeping(reps: int) -> list[float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--reps", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--no-browser", action="store_true")
     args = parser.parse_args()
+    job = dict(prompt="red heart", steps=20, batch_size=args.batch, width=args.size, height=args.size,
+               model="emoji-ldm")
     report = Report("overhead")
     with tempfile.TemporaryDirectory() as tmp:
-        process, url = launch_studio(Path(tmp) / "outputs")
+        outputs = Path(tmp) / "outputs"
+        process, url = launch_studio(outputs)
         try:
-            rows = served(url, args.reps)
+            rows = served(url, args.reps, job)
+            page = None if args.no_browser else in_the_page(url, args.reps, job, outputs)
         finally:
             process.kill()
-    kept = keeping(args.reps)
-    whole, pipeline = median_ms(rows["whole"]), median_ms(rows["pipeline"])
-    overhead = statistics.median([w - p for w, p in zip(rows["whole"], rows["pipeline"])]) * 1000
-    fetch = statistics.median([w - n for w, n in zip(rows["whole"], rows["no file fetch"])]) * 1000
-    report.line(f"/generate_image, emoji-ldm, 4 pictures 64², 20 steps; median of {args.reps}, 2 CPU cores")
-    report.line(f"whole call (client fetches the 4 PNGs)          {whole:8.1f} ms")
-    report.line(f"  the pipeline call (server-reported)           {pipeline:8.1f} ms")
-    report.line(f"  served overhead beyond it                     {overhead:8.1f} ms, made of about:")
-    report.line(f"    client fetching the 4 files                 {fetch:8.1f} ms (whole call − the same without)")
-    report.line(f"    keeping the 4 pictures (PNG + History)      {median_ms(kept):8.1f} ms (in-process)")
-    report.line(f"    a queued call that does nothing             {median_ms(rows['queued no-op']):8.1f} ms")
-    report.line(f"    an unqueued call that does nothing          {median_ms(rows['unqueued no-op']):8.1f} ms")
-    report.line(f"    the queued no-op over plain HTTP (httpx)    {median_ms(rows['raw no-op']):8.1f} ms "
-                "(a new connection each call)")
-    report.line("(each row is measured on its own; medians of noisy parts do not add up exactly)")
+    kept = keeping(args.reps, job)
+
+    def beyond(whole: list[float], pipeline: list[float]) -> float:
+        return statistics.median([w - p for w, p in zip(whole, pipeline)]) * 1000
+
+    n = args.batch
+    report.line(f"/generate_image, emoji-ldm, {n} pictures {args.size}², 20 steps; median of {args.reps}")
+    report.line(f"{'client':34} {'whole call':>11} {'pipeline':>9} {'served overhead':>16}")
+    sides = [("HTTP API (kept-alive, no polling)", rows["http"], rows["http pipeline"]),
+             ("gradio_client", rows["client"], rows["client pipeline"])]
+    if page:
+        sides.insert(0, ("the page in Chromium", *page))
+    for label, whole, pipeline in sides:
+        report.line(f"{label:34} {median_ms(whole):8.1f} ms {median_ms(pipeline):6.1f} ms "
+                    f"{beyond(whole, pipeline):10.1f} ms")
+    answer = beyond(rows["http answer"], rows["http pipeline"])
+    report.line(f"HTTP API, the parts of its served overhead:")
+    report.line(f"  request → answer, beyond the pipeline {answer:8.1f} ms (the studio's share and Gradio's)")
+    report.line(f"    of which a call that does nothing   {median_ms(rows['http no-op']):8.1f} ms (Gradio's HTTP "
+                "API and queue: the floor of any call)")
+    report.line(f"    of which keeping the {n} pictures     {median_ms(kept):8.1f} ms (mark, PNG, credentials, History; "
+                "measured in-process)")
+    report.line(f"  fetching the {n} PNGs, one by one     {median_ms(rows['http files']):8.1f} ms (a browser fetches "
+                "them side by side)")
+    report.line(f"a call that does nothing, gradio_client {median_ms(rows['client no-op']):6.1f} ms "
+                "(its answer loop sleeps 50 ms when nothing has arrived; each file is a new connection)")
     report.save()
 
 

@@ -589,25 +589,11 @@ class ImagePipeline:
         with self.model.adapters.using(self.model, params.loras):
             return self._generate(params, callback, cancel, preview_every, progress_interval)
 
-    def shapes(self, params: ImageParams) -> list[tuple]:
-        """The picture shapes a request runs its UNet and decoder at (each its own compiled graph)."""
-        from pipelines.image_speed import picture_shape
-
-        guided = params.guidance > 1
-        mode = "inpaint" if params.mode == "outpaint" else params.mode
-        shapes = [picture_shape(mode, params.batch_size, params.width, params.height, guided)]
-        if params.hires:
-            width, height = params.hires.target(params.width, params.height)
-            shapes.append(picture_shape("img2img", params.batch_size, width, height, guided))
-        return shapes
-
     def compile_note(self, params: ImageParams) -> str:
-        """With a compiled model, what a request of a shape not compiled yet waits for ("" otherwise)."""
-        compiled = self.model.compiled
-        if compiled is None or not compiled.new_shapes(self.shapes(params)):
-            return ""
-        return (f"Compiling the model for {params.width}×{params.height} pictures, batch {params.batch_size} "
-                "(once per size; a minute or more — later pictures of this size are fast)…")
+        """With a compiled model, what a request of a picture shape not compiled yet waits for ("" otherwise)."""
+        from pipelines.image_speed import compile_note
+
+        return compile_note(self.model, params)
 
     def _generate(self, params: ImageParams, callback, cancel, preview_every: int, progress_interval: float):
         # 1. This request's pipeline view (its own scheduler) and seeds
@@ -662,8 +648,7 @@ class ImagePipeline:
                 result = [keep_original(image, init, params.outpaint) for image in result]
             images.extend(result)
             if self.model.compiled is not None:
-                for shape in self.shapes(params):
-                    self.model.compiled.done(shape)
+                self.model.compiled.done_with(params)
         return ImageOutput(images, seeds, time.perf_counter() - started, params,
                            conditioning.notes if conditioning else ())
 

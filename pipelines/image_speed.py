@@ -68,18 +68,32 @@ class Compiled:
     shapes: set = field(default_factory=set)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def new_shapes(self, shapes) -> list:
+    def new_shapes(self, params) -> list:
         with self.lock:
-            return [shape for shape in shapes if shape not in self.shapes]
+            return [shape for shape in picture_shapes(params) if shape not in self.shapes]
 
-    def done(self, shape: tuple) -> None:
+    def done_with(self, params) -> None:
         with self.lock:
-            self.shapes.add(shape)
+            self.shapes.update(picture_shapes(params))
 
 
-def picture_shape(mode: str, batch: int, width: int, height: int, guided: bool) -> tuple:
-    """The shape key compiled graphs are kept under: what changes the UNet's and the decoder's input shapes."""
-    return (mode, batch * (2 if guided else 1), width, height)
+def picture_shapes(params) -> list[tuple]:
+    """The shapes an ImageParams request runs its UNet and decoder at, each its own compiled graph: the mode, the
+    UNet's batch (doubled by guidance) and the size — and the hires pass's, when there is one."""
+    unet_batch = params.batch_size * (2 if params.guidance > 1 else 1)
+    mode = "inpaint" if params.mode == "outpaint" else params.mode
+    shapes = [(mode, unet_batch, params.width, params.height)]
+    if params.hires:
+        shapes.append(("img2img", unet_batch, *params.hires.target(params.width, params.height)))
+    return shapes
+
+
+def compile_note(model, params) -> str:
+    """What a request waits for when its model is compiled and its picture shape is not yet ("" otherwise)."""
+    if model.compiled is None or not model.compiled.new_shapes(params):
+        return ""
+    return (f"Compiling the model for {params.width}×{params.height} pictures, batch {params.batch_size} "
+            "(once per size; a minute or more — later pictures of this size are fast)…")
 
 
 def speed_up(model, speed: SpeedParams) -> tuple[str, ...]:

@@ -176,13 +176,26 @@ def _png_ingredient(data: bytes) -> bytes:
     return buffer.getvalue()
 
 
+def marked_image(image):
+    """A PIL picture with the invisible watermark in its colour pixels (RGB or RGBA of 256×256 and more; any
+    other picture is returned as it is)."""
+    import numpy as np
+    from PIL import Image
+
+    from pipelines import watermark
+
+    if image.mode not in ("RGB", "RGBA") or not watermark.can_mark(image.width, image.height):
+        return image
+    pixels = np.asarray(image)
+    rgb = watermark.mark(np.ascontiguousarray(pixels[..., :3]))
+    return Image.fromarray(np.dstack([rgb, pixels[..., 3:]]) if pixels.shape[-1] == 4 else rgb)
+
+
 def watermarked_png(data: bytes) -> bytes:
     """The PNG with the invisible watermark in its colour pixels, its text chunks (parameters) kept; unchanged
     when smaller than 256×256."""
     from PIL import Image
     from PIL.PngImagePlugin import PngInfo
-
-    import numpy as np
 
     from pipelines import watermark
 
@@ -191,9 +204,7 @@ def watermarked_png(data: bytes) -> bytes:
             return data
         image.load()
         text = dict(getattr(image, "text", {}))
-        pixels = np.asarray(image)
-    rgb = watermark.mark(np.ascontiguousarray(pixels[..., :3]))
-    out = Image.fromarray(np.dstack([rgb, pixels[..., 3:]]) if pixels.shape[-1] == 4 else rgb)
+        out = marked_image(image)
     info = PngInfo()
     for key, value in text.items():
         if value.isascii() and key == "parameters":
@@ -209,7 +220,7 @@ def watermarked_png(data: bytes) -> bytes:
 @dataclass
 class Provenance:
     """Seals what History writes: watermark (pictures ≥256²) and Content Credentials. Safe to share between
-    requests: a signer and builder are made per file; credentials load once under a lock."""
+    requests: a builder is made per file, a signer per thread; credentials load once under a lock."""
 
     folder: Path  # where this install's credentials live (made on first use)
     credentials_on: bool = True
@@ -219,6 +230,7 @@ class Provenance:
     version: str = "0"
     _credentials: Credentials | None = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
+    _per_thread: threading.local = field(default_factory=threading.local, init=False, repr=False)
 
     def credentials(self) -> Credentials:
         with self._lock:
@@ -241,12 +253,18 @@ class Provenance:
                              f"({str(exc)[:200]}). C2PA needs an ES256 (EC P-256) certificate chain that is not "
                              "self-signed, and its own private key.") from None
 
+    def mark(self, image):
+        """A PIL picture with the invisible watermark in its pixels (when on and the picture is ≥256²), so it is
+        encoded once, marked (`seal(..., marked=True)`), instead of encoded, decoded, marked and encoded again."""
+        return marked_image(image) if self.watermark_on else image
+
     def seal(self, suffix: str, data: bytes, *, title: str, origin: Origin = CREATED_ORIGIN, model: str = "",
-             parameters: dict | None = None) -> bytes:
-        """`data` as it should be kept: watermarked (PNG) and signed (PNG, GIF, MP4); other files unchanged."""
+             parameters: dict | None = None, marked: bool = False) -> bytes:
+        """`data` as it should be kept: watermarked (PNG; `marked`: its pixels already are) and signed (PNG, GIF,
+        MP4); other files unchanged."""
         if suffix not in MIME:
             return data
-        if suffix == ".png" and self.watermark_on:
+        if suffix == ".png" and self.watermark_on and not marked:
             data = watermarked_png(data)
         if not self.credentials_on:
             return data
@@ -255,10 +273,7 @@ class Provenance:
     def sign(self, data: bytes, mime: str, *, title: str, origin: Origin, model: str, parameters: dict) -> bytes:
         import c2pa
 
-        credentials = self.credentials()
-        signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, credentials.chain,
-                                                           credentials.key, None))
-        context = c2pa.Context(c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
+        signer, context = self._signing()
         plain = json.loads(json.dumps(parameters, default=str))  # the manifest is JSON: paths and tuples as text
         builder = c2pa.Builder(manifest(title, origin, model, plain, self.version), context)
         if origin.action == "edited" and origin.ingredient:
@@ -269,9 +284,22 @@ class Provenance:
         try:
             builder.sign(signer, mime, io.BytesIO(data), out)
         finally:
-            for closing in (builder, signer, context):
-                getattr(closing, "close", lambda: None)()
+            builder.close()
         return out.getvalue()
+
+    def _signing(self):
+        """This thread's signer and context (made once per thread: half of a small picture's signing time;
+        a builder is still made per file)."""
+        import c2pa
+
+        made = getattr(self._per_thread, "made", None)
+        if made is None:
+            credentials = self.credentials()
+            signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(c2pa.C2paSigningAlg.ES256, credentials.chain,
+                                                               credentials.key, None))
+            context = c2pa.Context(c2pa.Settings.from_dict({"builder": {"thumbnail": {"enabled": False}}}))
+            made = self._per_thread.made = (signer, context)
+        return made
 
 
 # -- reading ------------------------------------------------------------------------------------------------

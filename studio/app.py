@@ -25,6 +25,8 @@ CSS = """
 .gradio-container { overflow: clip !important; }
 .bench-current { position: sticky; top: 8px; align-self: flex-start; z-index: 50;
                  background: var(--body-background-fill); }
+/* the live preview and real-time picture fill their box: a 64-pixel emoji is drawn big, its pixels crisp */
+#image-preview img { width: 100%; height: 100%; object-fit: contain; image-rendering: pixelated; }
 /* phones: every tab's name fits (no "more tabs" menu), and the Image tab reads prompt → settings → results */
 @media (max-width: 640px) {
   .tab-wrapper button { padding: 4px 7px !important; font-size: 13px !important; min-width: 0 !important; }

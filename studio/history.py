@@ -123,14 +123,16 @@ class History:
         owner: str = "local",
         parent: str | None = None,
         origin: Origin = CREATED_ORIGIN,
+        marked: bool = False,
     ) -> HistoryItem:
         """Save `files` ({suffix: bytes}, e.g. {".txt": b"..."}) and index them in one step; pictures and videos
-        are sealed first (`origin` says whether they were made from noise or edit a start picture)."""
+        are sealed first (`origin` says whether they were made from noise or edit a start picture; `marked`: the
+        PNG's pixels carry the watermark already, see `mark`)."""
         item_id, base = self.new_path(tab, "")
         paths = []
         for suffix, data in files.items():
             path = base.with_name(base.name + suffix)
-            write_atomic(path, self.seal(path.name, data, origin=origin, model=model,
+            write_atomic(path, self.seal(path.name, data, origin=origin, model=model, marked=marked,
                                          parameters={"prompt": prompt, "seed": seed, **(params or {})}))
             paths.append(str(path.relative_to(self.root)))
         item = HistoryItem(item_id, time.time(), tab, owner, prompt, params or {}, seed, model, device,
@@ -142,6 +144,10 @@ class History:
                  json.dumps(item.timings), json.dumps(paths), parent, 0),
             )
         return item
+
+    def mark(self, image):
+        """The picture as History keeps it: watermarked in its pixels when this History's Provenance marks."""
+        return image if self.provenance is None else self.provenance.mark(image)
 
     def seal(self, name: str, data: bytes, **details) -> bytes:
         """`data` watermarked and signed when this History has a Provenance. Should signing fail (a broken

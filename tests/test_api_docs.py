@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from studio.api.docs import DOC_PATH, EXAMPLES, NOT_RUN, current
+from studio.api.docs import DOC_PATH, EXAMPLES, NOT_RUN, PLAIN_HTTP, current
 from tests.live import start
 
 
@@ -60,3 +60,14 @@ def test_every_example_runs(served, tmp_path):
     with zipfile.ZipFile(scope["archive"]) as archive:  # the starred item, with its index
         names = archive.namelist()
     assert "index.json" in names and any(n.startswith(scope["items"][0]["id"] + "/") for n in names)
+
+
+def test_the_plain_http_example_makes_a_signed_picture(served):
+    from pipelines.provenance import read_credentials
+
+    client, services = served
+    scope: dict = {}
+    exec(PLAIN_HTTP.replace("http://127.0.0.1:7860/", client.src), scope)
+    assert scope["png"].startswith(b"\x89PNG") and scope["info"]["seeds"] == [1]
+    assert read_credentials(scope["png"], services.history.provenance.credentials().serial).state == "valid"
+    assert services.history.get(scope["info"]["history_ids"][0]).seed == 1

@@ -91,7 +91,7 @@ def move_slider(page, elem_id: str, value: int) -> None:
     """Drag-equivalent: set the range input the way a browser does when the thumb moves."""
     page.locator(f"#{elem_id} input[type=range]").fill(str(value))
     page.wait_for_function(
-        f"() => document.querySelector('#{elem_id} input[type=number]').value == '{value}'", timeout=5_000)
+        f"() => document.querySelector('#{elem_id} input[type=number]').value == '{value}'", timeout=20_000)
 
 
 def wait_text(page, elem_id: str, needle: str, timeout: int = SLOW) -> None:
@@ -168,6 +168,28 @@ def test_image_tab_generates_a_batch(served_app, page, artifacts_dir):
     assert page.locator("#image-gallery img").count() >= 2
     page.screenshot(path=str(artifacts_dir / "image-tab.png"), full_page=True)
     assert sorted(i.seed for i in services.history.list(tab="image") if i.id not in before) == [5, 6]
+
+
+def test_real_time_mode_follows_the_typing_and_the_sliders_and_keeps_the_picture(served_app, page, artifacts_dir):
+    url, services = served_app
+    before = {item.id for item in services.history.list(tab="image")}
+    page.goto(url)
+    page.get_by_role("tab", name="Image").click()
+    choose_model(page, "image-model", "tiny-sd")
+    page.locator("#image-seed textarea, #image-seed input").first.fill("9")
+    page.locator("#image-live input[type=checkbox]").check()
+    page.locator("#image-prompt textarea").press_sequentially("a red fox", delay=40)  # typed, key by key
+    wait_text(page, "image-status", "Real-time · seed 9 · 4 steps")
+    first = src_of(page, "image-preview")
+    assert first
+    move_slider(page, "image-live-steps", 2)  # the picture follows the slider
+    wait_text(page, "image-status", "Real-time · seed 9 · 2 steps")
+    wait_new_picture(page, "image-preview", first)
+    page.screenshot(path=str(artifacts_dir / "image-real-time.png"), full_page=True)
+    page.locator("#image-live-keep").click()
+    wait_text(page, "image-status", "Kept in History: seed 9, 2 steps")
+    kept = [i for i in services.history.list(tab="image") if i.id not in before]
+    assert [(i.seed, i.params["steps"], i.prompt) for i in kept] == [(9, 2, "a red fox")]
 
 
 def src_of(page, elem_id: str) -> str | None:

@@ -229,3 +229,30 @@ def test_verify_names_what_it_cannot_read():
         verify(b"%PDF-1.7 not a picture")
     with pytest.raises(ValueError, match=r"the picture is 512×512, more than 0.1 megapixels"):
         verify(png_bytes(picture(1)), max_pixels=100_000)
+
+
+def test_a_kept_batch_is_marked_in_its_pixels_encoded_once_and_signed(tmp_path):
+    """keep_images marks each picture's pixels before its one PNG encode (no decode and re-encode), keeps big
+    batches side by side, and every file still carries its mark, its credentials and its parameters."""
+    from types import SimpleNamespace
+
+    from pipelines.image import ImageOutput, ImageParams
+    from pipelines.provenance import marked_image
+    from studio.actions import keep_images
+
+    history = History(tmp_path / "outputs", Provenance(tmp_path / "credentials"))
+    services = SimpleNamespace(history=history, placement=SimpleNamespace(describe=lambda: "cpu"))
+    params = ImageParams(prompt="a red fox", steps=4, width=256, height=256, seed=11, batch_size=3)
+    images = [picture(20 + i, size=256) for i in range(3)]
+    out = ImageOutput(images, [11, 12, 13], 0.5, params)
+    kept = keep_images(services, SimpleNamespace(model=SimpleNamespace(name="emoji-ldm")), params, out, "local")
+    assert [seed for _, seed, _ in kept] == [11, 12, 13]
+    for (path, seed, item_id), image in zip(kept, images):
+        data = open(path, "rb").read()
+        with Image.open(io.BytesIO(data)) as saved:
+            assert np.array_equal(np.asarray(saved), np.asarray(marked_image(image)))  # lossless, marked once
+            assert "Seed: " + str(seed) in saved.text["parameters"]
+        assert watermark.detect(Image.open(io.BytesIO(data))).found
+        found = read_credentials(data, history.provenance.credentials().serial)
+        assert found.state == "valid" and found.parameters["seed"] == seed
+        assert history.get(item_id).seed == seed

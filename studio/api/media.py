@@ -266,6 +266,13 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
             services.jobs.finish(session, "image", cancel)
         return _generated(services, pipe, params, out, user_of(request))
 
+    image_options = dict(concurrency_limit=services.image_concurrency, concurrency_id="image")
+    return [("generate_image", generate_image, image_options), *_plot_endpoints(services, image_options),
+            *_image_tool_endpoints(services, image_options)]
+
+
+def _plot_endpoints(services, image_options: dict) -> list[tuple[str, object, dict]]:
+    """The X/Y/Z plot (the Image tab's panel, over the API)."""
     @friendly_errors
     @guarded(services, "image", generation=True)
     def plot_xyz(
@@ -329,9 +336,7 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
                  "seed": made["done"][0][1].seed, "history_id": item.id if item else None, "cell_ids": made["kept"]},
                 FileData(path=str(path)))
 
-    image_options = dict(concurrency_limit=services.image_concurrency, concurrency_id="image")
-    return [("generate_image", generate_image, image_options), ("plot_xyz", plot_xyz, image_options),
-            *_image_tool_endpoints(services, image_options)]
+    return [("plot_xyz", plot_xyz, image_options)]
 
 
 def _start_and_mask(init_images, mask, max_pixels: int):

@@ -105,7 +105,7 @@ def _results_panel(services: Services) -> SimpleNamespace:
     """Live preview, results, send-to buttons, the plot and upscale panels, PNG info."""
     ui = SimpleNamespace()
     with gr.Row(equal_height=False):
-        ui.preview = gr.Image(label="Live preview", height=256, interactive=False, scale=1)
+        ui.preview = gr.Image(label="Live preview", height=256, interactive=False, scale=1, elem_id="image-preview")
         ui.gallery = gr.Gallery(label="Results", columns=4, height=380, format="png", scale=3, elem_id="image-gallery")
     with gr.Row():
         ui.to_img2img = gr.Button("Send selected to img2img", size="sm")
@@ -195,7 +195,8 @@ def _runner(services: Services):
             n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w,
             style, hires_on, hires_scale, hires_upscaler, hires_steps, hires_strength, left, right, up, down, seam])
         params = replace(params, loras=lora_set(loras_from(loras, lora_w)))
-        yield None, gr.skip(), "Loading the model… (the first request loads it)"
+        loaded = services.cache.peek("image", str(model_name or services.registry.default("image")).strip())
+        yield None, gr.skip(), "Generating…" if loaded else "Loading the model… (the first request loads it)"
         session = session_of(request)
         cancel_flag = services.jobs.start(session, "image")
         started = time.perf_counter()
@@ -280,7 +281,7 @@ def build(services: Services) -> TabHandle:
               side.seed, results.preview, compose.status)
     compose.generate.click(_runner(services), inputs, [results.preview, results.gallery, compose.status],
                            api_visibility="private", concurrency_limit=services.image_concurrency,
-                           concurrency_id="image", validator=_validator())
+                           concurrency_id="image", validator=_validator(), show_progress="minimal")
 
     def stop(request: gr.Request):
         services.jobs.cancel(session_of(request), "image")

@@ -47,9 +47,9 @@ class LivePanel:
 
         @friendly_errors
         @guarded(services, "image")
-        def draw(on, live_steps, mode_label, prompt_text, negative_text, init_path, editor_value, strength, model,
-                 sampler, n_steps, cfg, w, h, seed_text, size, count, var_seed, var_strength, loras, lora_w, *extra,
-                 request: gr.Request):
+        def draw(request: gr.Request, on, live_steps, mode_label, prompt_text, negative_text, init_path, editor_value,
+                 strength, model, sampler, n_steps, cfg, w, h, seed_text, size, count, var_seed, var_strength, loras,
+                 lora_w, *extra):  # the request first: Gradio passes the rest by position (`loras` by name to guarded)
             if not on:
                 return gr.skip(), gr.skip(), gr.skip()
             values = [mode_label, prompt_text, negative_text, init_path, editor_value, strength, model, sampler,
@@ -64,8 +64,11 @@ class LivePanel:
                     f"Real-time · seed {out.seeds[0]} · {params.steps} steps · {out.seconds * 1000:.0f} ms")
 
         # what the user changes (typing, dragging), not values put back from History; off, each is one quick skip
+        # every change is sent, even while a picture is being drawn ("multiple"; Gradio's default drops changes
+        # made while one is pending, and would leave the picture behind the last keystroke): the server stops
+        # the older one and draws the newest
         drawing = dict(inputs=[self.on, self.steps, *inputs], outputs=[picture, self.last, status],
-                       api_visibility="private", queue=False, show_progress="hidden")
+                       api_visibility="private", queue=False, show_progress="hidden", trigger_mode="multiple")
         gr.on([trigger.input for trigger in (*triggers, self.steps)], draw, **drawing)
         self.on.input(turned, [self.on, seed], seed, api_visibility="private", queue=False).then(draw, **drawing)
 
