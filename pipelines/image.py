@@ -26,6 +26,8 @@ import torch
 
 from pipelines.checks import check_float, check_int, short
 from pipelines.device import Placement
+from pipelines.image_control import MAX_UNITS as MAX_CONTROL_UNITS
+from pipelines.image_control import ControlUnit, control_inputs, control_pipeline
 from pipelines.image_prompt import Conditioning, Style, encode_prompts, parse_weights
 from pipelines.image_upscale import (
     LATENT_UPSCALERS,
@@ -140,6 +142,7 @@ class ImageParams:
     outpaint: OutpaintParams | None = None
     style: Style | None = None
     loras: tuple[Lora, ...] = ()
+    controls: tuple[ControlUnit, ...] = ()  # ControlNets with their pictures (pipelines.image_control)
 
     def prompts(self) -> tuple[str, str]:
         """The prompt and negative prompt the model reads: the style applied, when there is one."""
@@ -165,6 +168,12 @@ class ImageParams:
             raise ValueError("loras must be a tuple of Lora (file and weight)")
         if len({lora.name for lora in self.loras}) != len(self.loras):
             raise ValueError("loras: each LoRA once (two files have the same name)")
+        if not isinstance(self.controls, tuple) or not all(isinstance(c, ControlUnit) for c in self.controls):
+            raise ValueError("controls must be a tuple of ControlUnit")
+        if len(self.controls) > MAX_CONTROL_UNITS:
+            raise ValueError(f"controlnet: at most {MAX_CONTROL_UNITS} ControlNet units at once, got {len(self.controls)}")
+        if self.controls and self.mode == "outpaint":
+            raise ValueError("controlnet: not with outpainting (text to image, image to image and inpainting take it)")
         for name, kind in (("hires", HiresParams), ("outpaint", OutpaintParams), ("style", Style)):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), kind):
                 raise ValueError(f"{name} must be a {kind.__name__} or None")
@@ -328,6 +337,7 @@ class ImageModel:
     compiled: object = None  # image_speed.Compiled when the UNet and decoder are compiled
     fused: bool = False  # fused QKV projections (undone before a LoRA loads)
     preview_vae: object = None  # an AutoencoderTiny (TAESD) for live previews, when one is on disk
+    controlnets: dict = field(default_factory=dict)  # ControlNetModels loaded for this model, by location
 
     @property
     def loras(self) -> dict[str, float]:
@@ -350,12 +360,13 @@ class ImageModel:
                 self._variants[mode] = variant
             return self._variants[mode]
 
-    def view(self, mode: str, scheduler: str):
+    def view(self, mode: str, scheduler: str, controls: tuple = ()):
         """A pipeline object for one request: the mode's pipeline sharing its weights, with a scheduler instance
         of its own (schedulers keep per-run state: step index, sigmas) and its own per-call attributes
-        (diffusers keeps guidance scale, timesteps and the like on the pipeline object). Its tokenizers are
-        the shared ones, called one request at a time (`SerialTokenizer`)."""
-        base = self.for_mode(mode)
+        (diffusers keeps guidance scale, timesteps and the like on the pipeline object); with `controls`, the
+        mode's ControlNet pipeline over the same weights. Its tokenizers are the shared ones, called one request
+        at a time (`SerialTokenizer`)."""
+        base = control_pipeline(self, mode, controls) if controls else self.for_mode(mode)
         view = object.__new__(type(base))
         view.__dict__.update(base.__dict__)
         view.scheduler = scheduler_for(base, scheduler)
@@ -597,7 +608,8 @@ class ImagePipeline:
 
     def _generate(self, params: ImageParams, callback, cancel, preview_every: int, progress_interval: float):
         # 1. This request's pipeline view (its own scheduler) and seeds
-        pipe = self.model.view("inpaint" if params.mode == "outpaint" else params.mode, params.scheduler)
+        pipe = self.model.view("inpaint" if params.mode == "outpaint" else params.mode, params.scheduler,
+                               params.controls)
         device, dtype = self.model.placement.device, self.model.placement.dtype
         base = params.seed if params.seed is not None else random.SystemRandom().randrange(2**32 - 1024)
         total = params.batch_size * params.batch_count
@@ -620,6 +632,8 @@ class ImagePipeline:
                                 output_type="latent" if params.hires and params.hires.upscaler in LATENT_UPSCALERS
                                 else "pil")
             kwargs.update(prompt_inputs(prompt, negative, conditioning, n))
+            if params.controls:
+                kwargs.update(control_inputs(params, params.controls))
             # 3. Inputs per mode: our own seeded noise for txt2img; the start image (and mask) otherwise
             if params.mode == "txt2img":
                 channels = pipe.unet.config.in_channels if hasattr(pipe, "unet") else 4

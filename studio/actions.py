@@ -64,6 +64,45 @@ def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bo
     return services.lanes.submit("model", generate, interactive=interactive)
 
 
+CONTROL_FIELDS = {"model": str, "module": str, "weight": float, "guidance_start": float, "guidance_end": float,
+                  "threshold_a": int, "threshold_b": int}  # AUTOMATIC1111's ControlNet API names
+
+
+def control_units(services, specs, pictures: list) -> tuple:
+    """ControlNet units (pipelines.image_control.ControlUnit) from their settings — a JSON list, or a list of
+    dicts, with AUTOMATIC1111's names (model, module, weight, guidance_start, guidance_end, threshold_a,
+    threshold_b) — and one picture each (PIL). Each model is admitted by the host (a folder inside the model
+    folders or a hub id; guests load none)."""
+    from pipelines.image_control import ControlUnit
+
+    if isinstance(specs, str):
+        try:
+            specs = json.loads(specs) if specs.strip() else []
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"controlnet: not JSON ({exc.msg}); give a list such as "
+                             '[{"model": "lllyasviel/control_v11p_sd15_canny", "module": "canny", "weight": 1}]') \
+                from None
+    if not isinstance(specs, list) or not all(isinstance(spec, dict) for spec in specs):
+        raise ValueError("controlnet: a list of units, each an object with model, module, weight…")
+    if len(pictures) != len(specs):
+        raise ValueError(f"controlnet_images: give one picture per ControlNet unit ({len(specs)}), got {len(pictures)}")
+    units = []
+    for i, (spec, picture) in enumerate(zip(specs, pictures)):
+        unknown = sorted(set(spec) - set(CONTROL_FIELDS))
+        if unknown:
+            raise ValueError(f"controlnet[{i}]: unknown {', '.join(unknown)}; known: {', '.join(CONTROL_FIELDS)}")
+        try:
+            value = {k: CONTROL_FIELDS[k](v) for k, v in spec.items()}
+        except (TypeError, ValueError):
+            raise ValueError(f"controlnet[{i}]: weight, guidance_start and guidance_end are numbers, thresholds "
+                             "whole numbers") from None
+        units.append(ControlUnit(services.admit_controlnet(value.get("model", "")), picture,
+                                 value.get("module", "canny"), value.get("weight", 1.0),
+                                 value.get("guidance_start", 0.0), value.get("guidance_end", 1.0),
+                                 value.get("threshold_a", 100), value.get("threshold_b", 200)))
+    return tuple(units)
+
+
 LIVE_PAUSE = 0.12  # seconds a real-time request waits for the next keystroke or slider step before it starts
 
 
@@ -120,6 +159,7 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                     "Variation seed": params.variation_seed if varied else None,
                     "Variation seed strength": params.variation_strength if varied else None,
                     "Lora": ", ".join(f"{lora.name}:{lora.weight:g}" for lora in params.loras) or None,
+                    **{f"ControlNet {i}": unit.a1111(Path(unit.model).name) for i, unit in enumerate(params.controls)},
                     **second_pass_settings(params)}
         record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
                   "steps": params.steps, "guidance": params.guidance, "width": params.width,
@@ -128,6 +168,7 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                   "variation_strength": params.variation_strength if varied else 0.0,
                   "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
                   "model": pipe.model.name, "loras": {lora.name: lora.weight for lora in params.loras},
+                  "controlnet": [unit.record() for unit in params.controls],
                   **{name: asdict(value) for name in ("hires", "outpaint", "style")
                      if (value := getattr(params, name)) is not None}}
         data = png_with_metadata(services.history.mark(image),

@@ -141,24 +141,45 @@ class ModelHost:
             self._admit_path(text, modality)
         return self.registry.lookup(text, modality)
 
-    def _admit_path(self, text: str, modality: str) -> None:
-        """A path (or what could be one) must lie inside the model folders and be a model folder or file."""
+    def _admit_path(self, text: str, modality: str, field: str = "model") -> None:
+        """A path (or what could be one) must lie inside the model folders and be a model folder or file; the
+        errors name `field`."""
         try:
             path = Path(text).expanduser()
             exists = path.exists()
         except OSError:
-            raise ValueError(f"model: {short(text)} is not a usable path or model name") from None
+            raise ValueError(f"{field}: {short(text)} is not a usable path or model name") from None
         if not exists and not text.startswith((".", "/", "~", "\\")):
             return  # a hub id (the registry checks its form)
         resolved = path.resolve()
         if not any(resolved == d or d in resolved.parents for d in self.model_dirs):
             folders = ", ".join(map(str, self.model_dirs))
-            raise ValueError(f"model: {short(text)} is outside the model folders ({folders}); put the model in one "
+            raise ValueError(f"{field}: {short(text)} is outside the model folders ({folders}); put the model in one "
                              f"of them (or add a folder with model_dirs in the settings file), or choose a listed "
                              f"{modality} model")
         if exists and resolved.is_file() and resolved.suffix.lower() not in MODEL_FILES:
-            raise ValueError(f"model: {resolved.name} is not a model file (expected {', '.join(MODEL_FILES)}, or a "
+            raise ValueError(f"{field}: {resolved.name} is not a model file (expected {', '.join(MODEL_FILES)}, or a "
                              "model folder)")
+
+    def admit_controlnet(self, name: str) -> str:
+        """Where a ControlNet a request names lives — a folder inside the model folders, or a hub id — if this
+        caller may load one (guests may not: they load no weights of their own). A ValueError names the field."""
+        text = (name or "").strip()
+        if not text:
+            raise ValueError("controlnet model: give a ControlNet folder or hub id (e.g. "
+                             "lllyasviel/control_v11p_sd15_canny)")
+        if len(text) > MAX_MODEL_NAME or any(ord(c) < 32 for c in text):
+            raise ValueError(f"controlnet model: at most {MAX_MODEL_NAME} characters and no control characters")
+        if self.admission and self.caller().guest:
+            raise AccessDenied("Guests can't load ControlNet models; the studio's owner can.")
+        self._admit_path(text, "ControlNet", field="controlnet model")
+        path = Path(text).expanduser()
+        if path.exists():
+            return str(path.resolve())
+        if self.settings.offline:
+            raise ValueError(f"controlnet model: {short(text)} is a model-hub id and the studio is offline: give the "
+                             "folder of a downloaded ControlNet instead")
+        return text
 
     def admit_look(self, look):
         """A diffusion look (Explore's render settings) within the server's image limits."""

@@ -359,3 +359,35 @@ def test_explore_endpoints_on_every_model_kind(tmp_path, client_factory, model, 
         with pytest.raises(AppError, match="the positive side is empty"):
             client.predict(model=model, method="prompt-pair", positive="", negative="sad", **look,
                            api_name="/explore_directions")
+
+
+def test_generate_image_takes_controlnet_units_and_names_a_bad_one(tmp_path, client_factory):
+    """ControlNet over the API: AUTOMATIC1111's unit names as JSON, one picture each; the PNG records the unit."""
+    import json as _json
+
+    from diffusers import UNet2DConditionModel
+    from gradio_client import handle_file
+    from gradio_client.exceptions import AppError
+
+    from pipelines.media import read_png_info
+    from tests.test_control import build_controlnet, square
+
+    client, services = client_factory(tmp_path / "outputs")
+    unet = UNet2DConditionModel.from_pretrained(services.registry.lookup("tiny-sd", "image").location, subfolder="unet")
+    net = build_controlnet(tmp_path / "edges-net", unet, 1)
+    square(64).save(tmp_path / "square.png")
+    units = [{"model": net, "module": "canny", "weight": 0.8, "guidance_start": 0.0, "guidance_end": 0.9}]
+    info, files = client.predict(**image_args(batch_size=1), controlnet=_json.dumps(units),
+                                 controlnet_images=[handle_file(str(tmp_path / "square.png"))],
+                                 api_name="/generate_image")
+    settings = read_png_info(files[0])["settings"]
+    assert settings["ControlNet 0"] == "Module: canny, Model: edges-net, Weight: 0.8, Guidance Start: 0, Guidance End: 0.9"
+    for units, pictures, message in (
+            ([{"model": net, "modul": "canny"}], 1, r"controlnet\[0\]: unknown modul"),
+            ([{"model": net}], 0, "controlnet_images: give one picture per ControlNet unit"),
+            ("[{", 1, "controlnet: not JSON"),
+            ([{"model": "/etc"}], 1, "controlnet model: .* is outside the model folders")):
+        with pytest.raises(AppError, match=message):
+            client.predict(**image_args(batch_size=1), controlnet=units if isinstance(units, str) else
+                           _json.dumps(units), controlnet_images=[handle_file(str(tmp_path / "square.png"))] * pictures,
+                           api_name="/generate_image")

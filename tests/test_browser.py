@@ -614,6 +614,49 @@ def test_chat_continues_a_cut_off_answer_counts_tokens_and_exports(served_app, p
     page.screenshot(path=str(artifacts_dir / "text-chat-tools.png"), full_page=True)
 
 
+def test_a_controlnet_unit_previews_its_edges_steers_the_pictures_and_is_recorded(served_app, page, tmp_path,
+                                                                                  artifacts_dir):
+    import numpy as np
+    from diffusers import UNet2DConditionModel
+    from PIL import Image
+
+    from pipelines.media import read_png_info
+    from tests.test_control import build_controlnet, square
+
+    url, services = served_app
+    unet = UNet2DConditionModel.from_pretrained(services.registry.lookup("tiny-sd", "image").location, subfolder="unet")
+    net = build_controlnet(tmp_path / "tiny-controlnet", unet, 1)
+    source = tmp_path / "square.png"
+    square(64).save(source)
+    before = {item.id for item in services.history.list(tab="image")}
+    page.goto(url)
+    choose_model(page, "image-model", "tiny-sd")
+    move_slider(page, "image-steps", 3)
+    move_slider(page, "image-batch", 1)
+    page.locator("#image-seed textarea, #image-seed input").first.fill("4")
+    page.locator("#image-control").click()
+    page.locator("#image-control-0-on input[type=checkbox]").check()
+    page.locator("#image-control-0-picture").wait_for(timeout=SLOW)
+    page.wait_for_timeout(1000)  # the editor wires its file input once shown
+    page.locator("#image-control-0-picture input[type=file]").first.set_input_files(str(source))
+    fill_box(page, "image-control-0-model", net)
+    page.locator("#image-control-0-preview").click()
+    wait_new_picture(page, "image-control-0-shown", None)
+    page.locator("#image-prompt textarea").fill("a red fox")
+    page.locator("#image-generate").click()
+    wait_text(page, "image-status", "1 image(s)")
+    page.screenshot(path=str(artifacts_dir / "image-controlnet.png"), full_page=True)
+    kept, = [i for i in services.history.list(tab="image") if i.id not in before]
+    info = read_png_info(services.history.path(kept.files[0]))
+    assert 'ControlNet 0: "Module: canny, Model: tiny-controlnet, Weight: 1' in info["parameters"]
+    assert kept.params["controlnet"][0]["preprocessor"] == "canny"
+    other = build_controlnet(tmp_path / "wider-controlnet", unet, 2, cross_attention_dim=48)
+    fill_box(page, "image-control-0-model", other)  # a ControlNet for another model family: said in words
+    page.locator("#image-generate").click()
+    page.wait_for_function("() => [...document.querySelectorAll('.toast-body')].some(t => "
+                           "t.innerText.includes('made for another kind of model'))", timeout=SLOW)
+
+
 def test_the_inpaint_brush_fits_the_picture_and_its_size_is_in_view(served_app, page, tmp_path):
     from PIL import Image
 

@@ -18,8 +18,8 @@ from pipelines.image_prompt import save_style as save_style_file
 from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
 from pipelines.media import png_bytes, read_png_info
 from studio.tabs.common import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
-from studio.actions import (build_params, keep_images, loras_from, make_plot, resolve_upscaler, run_text, start_generation,
-                             style_named, styles_path, upscaled_origin, verify_file, verify_summary)
+from studio.actions import (build_params, control_units, keep_images, loras_from, make_plot, resolve_upscaler, run_text,
+                             start_generation, style_named, styles_path, upscaled_origin, verify_file, verify_summary)
 
 
 def seed_or_random(name: str, value) -> int | None:
@@ -194,6 +194,8 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
         hr_denoising_strength: float = 0.5,
         styles: str = "",
         outpaint: str = "",
+        controlnet: str = "",
+        controlnet_images: list[FileData] | None = None,
         request: gr.Request = None,
     ) -> tuple[dict, list[FileData]]:
         """Text to image; image to image with `init_images`; inpainting with `init_images` and `mask`;
@@ -225,6 +227,11 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
             hr_denoising_strength: hires fix: the second pass's denoising strength, above 0 to 1.
             styles: a style's name (see the Image tab's Style list); empty = none.
             outpaint: pixels to add as "left,right,up,down" (multiples of 8, up to 1024), with init_images.
+            controlnet: ControlNet units as a JSON list, AUTOMATIC1111's names: [{"model": folder or hub id,
+                "module": canny | lineart | scribble | sketch | none, "weight": 0-2, "guidance_start": 0-1,
+                "guidance_end": 0-1, "threshold_a": canny low, "threshold_b": canny high}]; at most 3.
+            controlnet_images: one picture per ControlNet unit (what its module reads; with "none", the control
+                picture itself: a depth, normal or pose map).
 
         Returns a JSON object (seeds, parameters, seconds, history_ids) and the PNG files, each carrying its
         parameters (AUTOMATIC1111 text, JSON, XMP).
@@ -247,6 +254,8 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
                 raise ValueError("outpaint: give the picture to grow in init_images (and no mask)")
             mode, extra["outpaint"] = "outpaint", OutpaintParams(*_ints("outpaint", outpaint, 4))
         extra["loras"] = lora_set(loras_from([_path(f) for f in lora_files or []], lora_weights))
+        extra["controls"] = control_units(services, controlnet, [
+            open_user_image(_path(f), limits.max_image_pixels)[0] for f in controlnet_images or []])
         params = ImageParams(prompt=prompt or "", negative_prompt=negative_prompt or "", mode=mode, steps=steps,
                              guidance=float(cfg_scale), width=width or (init.width // 8 * 8 if init else size),
                              height=height or (init.height // 8 * 8 if init else size), scheduler=sampler_name,

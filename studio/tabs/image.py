@@ -23,6 +23,7 @@ from studio.tabs.common import (
     session_of,
     user_of,
 )
+from studio.tabs.image_control import ControlPanel
 from studio.tabs.image_extras import Extras, build_extras, build_upscale_panel
 from studio.tabs.image_live import LivePanel
 from studio.tabs.image_plot import build_plot_panel
@@ -57,7 +58,7 @@ def page_params(services, values: list) -> tuple[ImageParams, list[str]]:
      w, h, seed_text, size, count, var_seed_text, var_strength, _loras, _lora_w, *extra_values) = values
     mode_name = MODE_LABELS.get(mode_label, mode_label)
     init, mask, notes = None, None, []
-    extra = Extras.params(services, mode_name, *extra_values)
+    extra = Extras.params(services, mode_name, *extra_values[:Extras.COUNT])
     if mode_name in ("img2img", "outpaint"):
         if not init_path:
             raise ValueError(f"init_image: {str(mode_label).lower()} needs a starting image; upload one or send one "
@@ -73,7 +74,7 @@ def page_params(services, values: list) -> tuple[ImageParams, list[str]]:
         seed=parse_seed(seed_text), variation_seed=parse_seed(var_seed_text),
         variation_strength=float(var_strength), strength=float(strength_value),
         batch_size=as_int("batch_size", size), batch_count=as_int("batch_count", count), init_image=init, mask=mask,
-        **extra,
+        controls=ControlPanel.params(services, extra_values[Extras.COUNT:]), **extra,
     )
     params.validate(limits)
     return params, notes
@@ -149,6 +150,7 @@ def _settings_panel(services: Services, prompt, negative) -> SimpleNamespace:
         ui.lora_files = gr.File(label="LoRA .safetensors files", file_count="multiple", file_types=[".safetensors"])
         ui.lora_weights = gr.Textbox(label="Weights", placeholder="one per file, e.g. 0.8, 0.5 (default 1)")
     ui.extras = build_extras(services, prompt, negative)
+    ui.control = ControlPanel.build()
     return ui
 
 
@@ -186,14 +188,12 @@ def _runner(services: Services):
     """The Generate handler: (preview, gallery, status) as the picture is made, then the saved results."""
     @friendly_errors
     @guarded(services, "image", generation=True)
-    def run(mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
-            n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w,
-            style, hires_on, hires_scale, hires_upscaler, hires_steps, hires_strength, left, right, up, down, seam,
-            request: gr.Request, progress=gr.Progress()):
+    def generate(request, progress, mode_label, prompt_text, negative_text, init_path, editor_value, strength_value,
+                 model_name, sampler, n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras,
+                 lora_w, *extra):  # extra: styles, hires, outpaint, ControlNet units (`loras` by name to guarded)
         params, notes = page_params(services, [
             mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
-            n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w,
-            style, hires_on, hires_scale, hires_upscaler, hires_steps, hires_strength, left, right, up, down, seam])
+            n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w, *extra])
         params = replace(params, loras=lora_set(loras_from(loras, lora_w)))
         loaded = services.cache.peek("image", str(model_name or services.registry.default("image")).strip())
         yield None, gr.skip(), "Generating…" if loaded else "Loading the model… (the first request loads it)"
@@ -225,6 +225,9 @@ def _runner(services: Services):
         note = f" · {'; '.join(notes)}" if notes else ""
         yield (gr.skip(), cells, f"**{len(cells)} image(s)** · seeds {', '.join(str(s) for s in out.seeds)} · "
                f"{out.seconds:.1f}s{note}")
+
+    def run(request: gr.Request, progress=gr.Progress(), *values):  # Gradio passes these two first, then inputs
+        yield from generate(request, progress, *values)
 
     return run
 
@@ -273,11 +276,13 @@ def build(services: Services) -> TabHandle:
     inputs = [compose.mode, compose.prompt, compose.negative, compose.init_image, compose.editor, compose.strength,
               side.model, side.scheduler, side.steps, side.guidance, side.width, side.height, side.seed,
               side.batch_size, side.batch_count, side.variation_seed, side.variation_strength, side.lora_files,
-              side.lora_weights, *side.extras.inputs]
+              side.lora_weights, *side.extras.inputs, *side.control.inputs]
+    side.control.wire(services, [side.width, side.height])
     results.wire_plot(inputs, side.model, side.lora_files, side.lora_weights, page_params)
     live.wire(services, page_params, inputs, [compose.prompt, compose.negative, side.scheduler, side.steps,
                                               side.guidance, side.width, side.height, side.seed,
-                                              side.variation_seed, side.variation_strength, compose.strength],
+                                              side.variation_seed, side.variation_strength, compose.strength,
+                                              *side.control.pictures],
               side.seed, results.preview, compose.status)
     compose.generate.click(_runner(services), inputs, [results.preview, results.gallery, compose.status],
                            api_visibility="private", concurrency_limit=services.image_concurrency,

@@ -25,6 +25,8 @@ from studio.tabs.common import as_int, friendly_errors, guarded, keep_output, us
 
 @dataclass
 class Extras:
+    COUNT = 11  # values in `inputs`: style, hires (5), outpaint (5)
+
     style: gr.Dropdown
     hires_box: gr.Accordion
     hires: list  # on, scale, upscaler, steps, strength

@@ -4,6 +4,8 @@ test uses a guest of its own (no test leans on another's quota)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from pipelines.image import ImageLimits
@@ -51,6 +53,7 @@ def test_a_guests_explore_moves_count_against_the_quota(server):
 
 
 def test_a_guest_cannot_reach_another_model_through_explore_or_a_path(server):
+    from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
     url, services = server
@@ -59,6 +62,11 @@ def test_a_guest_cannot_reach_another_model_through_explore_or_a_path(server):
         guest.predict(model="../../../../etc/passwd", grid_size=2, api_name="/vae_map")
     with pytest.raises(AppError, match="Guests can't switch models"):
         guest.predict(origin="1", model="sd-1.5", kind="diffusion", steps=2, api_name="/explore_move")
+    with pytest.raises(AppError, match="Guests can't load ControlNet models"):  # no weights of their own either
+        guest.predict(prompt="red", steps=1, width=64, height=64, model="tiny-sd",
+                      controlnet='[{"model": "lllyasviel/control_v11p_sd15_canny"}]',
+                      controlnet_images=[handle_file(str(Path(__file__).parent.parent.parent / "assets" / "models"
+                                                         / "emoji-ldm" / "samples.png"))], api_name="/generate_image")
     assert services.access.remaining(GUESTS[1][0]) == QUOTA  # refused requests cost nothing
     assert [key for _, key in services.cache.loaded("image")] == ["tiny-sd"]  # nothing was loaded for them
 

@@ -1,0 +1,228 @@
+"""ControlNet: a control picture (edges, lines, a sketch, a depth or normal map) steering where things go.
+
+A `ControlUnit` is one ControlNet with its picture, weight and the part of the denoising it acts in; several
+run at once (diffusers' MultiControlNetModel). The preprocessors here need no model weights: canny edges,
+line art and scribbles made from any picture, the user's own sketch, or a depth / normal / pose picture used as
+it is. Preprocessors that need weights of their own (depth or pose estimation) are not built in: make that
+picture elsewhere and give it with "none".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pipelines.checks import check_float, check_int, short
+
+PREPROCESSORS = ("canny", "lineart", "scribble", "sketch", "none")
+MAX_UNITS = 3
+
+
+@dataclass(frozen=True)
+class ControlUnit:
+    """One ControlNet in a request.
+
+    model: the ControlNet — a diffusers ControlNetModel folder or a hub id (for SD 1.x or SDXL, matching the
+        image model).
+    image: the source picture (PIL), read by `preprocessor` at the picture's size.
+    preprocessor: one of PREPROCESSORS; "none" takes the picture as the control picture (a depth map, normal map
+        or pose picture made elsewhere); "sketch" takes a drawing (dark strokes on a light ground are turned
+        into light on dark, as ControlNets are trained).
+    weight: 0 to 2, how strongly it steers (ControlNet's conditioning scale).
+    start, end: the part of the denoising it acts in, 0 to 1 (start < end).
+    low, high: canny's hysteresis thresholds, 1 to 255 (low < high).
+    """
+
+    model: str
+    image: object = field(compare=False, repr=False)
+    preprocessor: str = "canny"
+    weight: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+    low: int = 100
+    high: int = 200
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise ValueError("controlnet model: give a ControlNet folder or hub id")
+        if self.preprocessor not in PREPROCESSORS:
+            raise ValueError(f"controlnet preprocessor must be one of {', '.join(PREPROCESSORS)}, got "
+                             f"{short(self.preprocessor)}")
+        if self.image is None or not hasattr(self.image, "size"):
+            raise ValueError("controlnet image: give each ControlNet unit a picture")
+        check_float("controlnet weight", self.weight, 0.0, 2.0)
+        check_float("controlnet start", self.start, 0.0, 1.0)
+        check_float("controlnet end", self.end, 0.0, 1.0)
+        if self.start >= self.end:
+            raise ValueError(f"controlnet start must be before its end (0 to 1), got {self.start} and {self.end}")
+        check_int("canny low threshold", self.low, 1, 254)
+        check_int("canny high threshold", self.high, 2, 255)
+        if self.low >= self.high:
+            raise ValueError(f"canny thresholds: low must be below high, got {self.low} and {self.high}")
+
+    def a1111(self, name: str) -> str:
+        """The unit as AUTOMATIC1111's ControlNet extension writes it in a PNG's parameters."""
+        return (f'"Module: {self.preprocessor}, Model: {name}, Weight: {self.weight:g}, '
+                f'Guidance Start: {self.start:g}, Guidance End: {self.end:g}"')
+
+    def record(self) -> dict:
+        """What History keeps of the unit (the picture itself is not kept)."""
+        return {"model": self.model, "preprocessor": self.preprocessor, "weight": self.weight, "start": self.start,
+                "end": self.end, "low": self.low, "high": self.high}
+
+
+def control_picture(unit: ControlUnit, width: int, height: int):
+    """The control picture the ControlNet reads, at the picture's size: light lines or shapes on black."""
+    from PIL import Image
+
+    source = unit.image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    if unit.preprocessor == "none":
+        return source
+    gray = np.asarray(source.convert("L"), dtype=np.float64)
+    if unit.preprocessor == "sketch":
+        lines = 255 - gray if gray.mean() > 127 else gray  # strokes light on dark, whichever way it was drawn
+    elif unit.preprocessor == "canny":
+        lines = canny(gray, unit.low, unit.high) * 255.0
+    elif unit.preprocessor == "lineart":
+        magnitude, _ = _gradients(_blur(gray))  # soft lines of any strength, scaled to the picture's own
+        lines = np.clip(magnitude / (np.percentile(magnitude, 99) + 1e-6), 0, 1) * 255.0
+    else:  # scribble: edges thickened into strokes, as a hand would draw them
+        edges = canny(gray, unit.low, unit.high)
+        radius = max(1, min(width, height) // 128)
+        lines = _dilate(edges, radius) * 255.0
+    rgb = np.repeat(np.clip(lines, 0, 255).round().astype(np.uint8)[..., None], 3, axis=2)
+    return Image.fromarray(rgb)
+
+
+def canny(gray: np.ndarray, low: float, high: float) -> np.ndarray:
+    """Canny edges of a grayscale picture (0–255) as 0/1, as OpenCV's `Canny(picture, low, high)` (which
+    ControlNet's canny annotator calls) makes them: 3×3 Sobel gradients with the L1 magnitude, thinning to one
+    pixel along the gradient, then hysteresis (weak edges kept where they touch strong ones)."""
+    magnitude, angle = _gradients(gray)
+    thin = _non_maximum(magnitude, angle)
+    strong = thin >= high
+    weak = (thin >= low) & ~strong
+    edges = strong.copy()
+    for _ in range(gray.shape[0] + gray.shape[1]):  # grow strong edges along weak ones until nothing changes
+        grown = edges | (_dilate(edges, 1) & weak)
+        if np.array_equal(grown, edges):
+            break
+        edges = grown
+    return edges.astype(np.float64)
+
+
+def _blur(gray: np.ndarray, sigma: float = 1.4) -> np.ndarray:
+    radius = int(3 * sigma)
+    x = np.arange(-radius, radius + 1)
+    kernel = np.exp(-(x ** 2) / (2 * sigma ** 2))
+    kernel /= kernel.sum()
+    padded = np.pad(gray, radius, mode="edge")
+    rows = sum(k * padded[:, i:i + gray.shape[1]] for i, k in enumerate(kernel))
+    return sum(k * rows[i:i + gray.shape[0], :] for i, k in enumerate(kernel))
+
+
+def _gradients(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    p = np.pad(gray, 1, mode="edge")
+    gx = (p[:-2, 2:] + 2 * p[1:-1, 2:] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[1:-1, :-2] + p[2:, :-2])
+    gy = (p[2:, :-2] + 2 * p[2:, 1:-1] + p[2:, 2:]) - (p[:-2, :-2] + 2 * p[:-2, 1:-1] + p[:-2, 2:])
+    return np.abs(gx) + np.abs(gy), np.arctan2(gy, gx)  # OpenCV's scale: a step of 255 gives 1,020
+
+
+def _non_maximum(magnitude: np.ndarray, angle: np.ndarray) -> np.ndarray:
+    """Keep a pixel only where it is the largest of its two neighbours across the edge (4 directions)."""
+    direction = (np.round(angle / (np.pi / 4)) % 4).astype(int)  # 0: →, 1: ↘, 2: ↓, 3: ↙
+    p = np.pad(magnitude, 1)
+    h, w = magnitude.shape
+    shifted = {(dy, dx): p[1 + dy:1 + dy + h, 1 + dx:1 + dx + w] for dy in (-1, 0, 1) for dx in (-1, 0, 1)}
+    steps = [(0, 1), (1, 1), (1, 0), (1, -1)]
+    keep = np.zeros_like(magnitude, dtype=bool)
+    for d, (dy, dx) in enumerate(steps):
+        side_a, side_b = shifted[(dy, dx)], shifted[(-dy, -dx)]
+        keep |= (direction == d) & (magnitude > side_a) & (magnitude >= side_b)  # a tie keeps one of two
+    return np.where(keep, magnitude, 0.0)
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    out = np.asarray(mask, dtype=bool)
+    for _ in range(radius):
+        p = np.pad(out, 1)
+        out = (p[1:-1, 1:-1] | p[:-2, 1:-1] | p[2:, 1:-1] | p[1:-1, :-2] | p[1:-1, 2:] | p[:-2, :-2] | p[:-2, 2:]
+               | p[2:, :-2] | p[2:, 2:])
+    return out
+
+
+def load_controlnet(model, location: str):
+    """The ControlNet at `location` (a folder or hub id the host admitted), loaded once per image model on the
+    model's device and dtype. One for another model family (its cross-attention width differs from the UNet's)
+    is refused in words."""
+    import torch
+    from diffusers import ControlNetModel
+
+    from pipelines.registry import ModelNotAvailable
+
+    with model.lock:
+        if location in model.controlnets:
+            return model.controlnets[location]
+        plan = model.plan
+        if plan is not None and plan.placement != "device":
+            raise ModelNotAvailable(f"ControlNet needs {model.name} wholly on the GPU, and this card's memory plan "
+                                    f"offloads it ({plan.describe()}): free the GPU or use a smaller model")
+        try:
+            net = ControlNetModel.from_pretrained(location, torch_dtype=model.placement.dtype,
+                                                  local_files_only=_is_folder(location), use_safetensors=True)
+        except Exception as exc:  # missing, corrupt, not a ControlNet: one plain message
+            raise ModelNotAvailable(f"could not load the ControlNet {short(location)}: {short(str(exc), 300)}") \
+                from exc
+        unet = getattr(model.pipe, "unet", None)
+        wants, has = getattr(net.config, "cross_attention_dim", None), getattr(getattr(unet, "config", None),
+                                                                              "cross_attention_dim", None)
+        if unet is None or wants != has:
+            raise ModelNotAvailable(f"the ControlNet {short(location)} is made for another kind of model (its text "
+                                    f"width is {wants}, {model.name}'s is {has}): use a ControlNet trained for "
+                                    f"{model.name}'s family (SD 1.x, or SDXL)")
+        net = net.to(model.placement.device).eval()
+        if model.placement.device.type == "cuda":  # as the UNet (pipelines.image_speed)
+            net = net.to(memory_format=torch.channels_last)
+        model.controlnets[location] = net
+        return net
+
+
+def _is_folder(location: str) -> bool:
+    from pathlib import Path
+
+    try:
+        return Path(location).expanduser().is_dir()
+    except OSError:
+        return False
+
+
+def control_pipeline(model, mode: str, units: tuple[ControlUnit, ...]):
+    """A pipeline object for one request: the mode's ControlNet pipeline over the shared weights and the units'
+    ControlNets (one, or several as a MultiControlNetModel)."""
+    from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting, AutoPipelineForText2Image
+    from diffusers.models.controlnets.multicontrolnet import MultiControlNetModel
+
+    from pipelines.registry import ModelNotAvailable
+
+    nets = [load_controlnet(model, unit.model) for unit in units]
+    controlnet = nets[0] if len(nets) == 1 else MultiControlNetModel(nets)
+    auto = {"txt2img": AutoPipelineForText2Image, "img2img": AutoPipelineForImage2Image}.get(
+        mode, AutoPipelineForInpainting)
+    try:
+        with model.lock:
+            return auto.from_pipe(model.pipe, controlnet=controlnet)
+    except (ValueError, KeyError) as exc:
+        raise ModelNotAvailable(f"{model.name} has no ControlNet pipeline ({exc})") from exc
+
+
+def control_inputs(params, units: tuple[ControlUnit, ...]) -> dict:
+    """The ControlNet arguments of a diffusers call: the control pictures (the txt2img pipeline takes them as
+    `image`, img2img and inpaint as `control_image`; diffusers repeats them over the batch), weights, start/end."""
+    pictures = [control_picture(unit, params.width, params.height) for unit in units]
+    single = len(units) == 1
+    images = pictures[0] if single else pictures
+    key = "image" if params.mode == "txt2img" else "control_image"
+    scale = [u.weight for u in units]
+    return {key: images, "controlnet_conditioning_scale": scale[0] if single else scale,
+            "control_guidance_start": [u.start for u in units], "control_guidance_end": [u.end for u in units]}

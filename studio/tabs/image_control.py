@@ -1,0 +1,120 @@
+"""The Image tab's ControlNet panel: up to three units, each a picture to upload or a sketch to draw, what reads
+it (canny, line art, scribble, the sketch as it is drawn, or a depth / normal / pose map as it is), the ControlNet
+model, its weight and the part of the denoising it acts in — and a preview of the control picture. The units
+become `ControlUnit`s of the request (studio.actions.control_units); the work is in pipelines/image_control.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import gradio as gr
+
+from pipelines.image import open_user_image
+from pipelines.image_control import MAX_UNITS, PREPROCESSORS, ControlUnit, control_picture
+from studio.actions import control_units
+from studio.tabs.common import friendly_errors, guarded
+
+# ControlNets for Stable Diffusion 1.5 and SDXL on the model hub (downloaded on first use when online); any other
+# diffusers ControlNet folder or hub id can be typed in
+KNOWN_CONTROLNETS = ("lllyasviel/control_v11p_sd15_canny", "lllyasviel/control_v11p_sd15_lineart",
+                     "lllyasviel/control_v11p_sd15_scribble", "lllyasviel/control_v11f1p_sd15_depth",
+                     "lllyasviel/control_v11p_sd15_normalbae", "lllyasviel/control_v11p_sd15_openpose",
+                     "diffusers/controlnet-canny-sdxl-1.0", "diffusers/controlnet-depth-sdxl-1.0")
+MODULE_INFO = ("canny / lineart / scribble: lines from any picture · sketch: your drawing as drawn · "
+               "none: a depth, normal or pose map as it is")
+FIELDS = 9  # per unit: on, picture, module, model, weight, start, end, low, high
+
+
+@dataclass
+class ControlPanel:
+    units: list  # per unit: [on, picture, module, model, weight, start, end, low, high]
+    previews: list  # per unit: (button, picture shown)
+
+    @property
+    def inputs(self) -> list:
+        return [component for unit in self.units for component in unit]
+
+    @property
+    def pictures(self) -> list:
+        return [unit[1] for unit in self.units]
+
+    @classmethod
+    def build(cls) -> ControlPanel:
+        units, previews = [], []
+        with gr.Accordion("ControlNet: steer the picture with edges, lines, a sketch or a depth map", open=False,
+                          elem_id="image-control"):
+            with gr.Tabs():
+                for i in range(MAX_UNITS):
+                    with gr.Tab(f"Unit {i + 1}"):
+                        units.append(_unit(i))
+                        with gr.Row():
+                            button = gr.Button("Preview the control picture", size="sm",
+                                               elem_id=f"image-control-{i}-preview")
+                            shown = gr.Image(label="Control picture", height=160, interactive=False,
+                                             elem_id=f"image-control-{i}-shown")
+                        previews.append((button, shown))
+        return cls(units, previews)
+
+    @staticmethod
+    def params(services, values: list) -> tuple:
+        """The request's ControlUnits from the panel's values (in `inputs` order): the units switched on."""
+        specs, pictures = [], []
+        for i in range(0, len(values), FIELDS):
+            on, picture, module, model, weight, start, end, low, high = values[i:i + FIELDS]
+            if not on:
+                continue
+            pictures.append(_picture(services, picture, i // FIELDS))
+            specs.append({"model": model or "", "module": module, "weight": weight, "guidance_start": start,
+                          "guidance_end": end, "threshold_a": low, "threshold_b": high})
+        return control_units(services, specs, pictures)
+
+    def wire(self, services, size) -> None:
+        """Each unit's Preview shows what its ControlNet will read, at the picture's size (`size`: width, height)."""
+        for i, (unit, (button, shown)) in enumerate(zip(self.units, self.previews)):
+            button.click(_previewer(services, i), [unit[1], unit[2], unit[7], unit[8], *size], shown,
+                         api_visibility="private")
+
+
+def _previewer(services, index: int):
+    @friendly_errors
+    @guarded(services, "image")
+    def preview(request: gr.Request, picture, module, low, high, width, height):
+        source = _picture(services, picture, index)
+        return control_picture(ControlUnit("preview", source, module, low=int(low), high=int(high)), int(width),
+                               int(height))
+
+    return preview
+
+
+def _unit(i: int) -> list:
+    on = gr.Checkbox(False, label=f"Use unit {i + 1}", elem_id=f"image-control-{i}-on")
+    picture = gr.ImageEditor(label="Picture — upload one, or draw a sketch on the white canvas", type="filepath",
+                             height=300, canvas_size=(512, 512), elem_id=f"image-control-{i}-picture",
+                             brush=gr.Brush(colors=["#000000"], color_mode="fixed", default_size=4))
+    with gr.Row():
+        module = gr.Dropdown(list(PREPROCESSORS), value="canny", label="Reads the picture as", info=MODULE_INFO,
+                             elem_id=f"image-control-{i}-module")
+        model = gr.Dropdown(list(KNOWN_CONTROLNETS), value=KNOWN_CONTROLNETS[0], allow_custom_value=True,
+                            label="ControlNet", info="a hub id or a diffusers ControlNet folder (SD 1.x or SDXL, as "
+                                                     "the image model)", elem_id=f"image-control-{i}-model")
+    with gr.Row():
+        weight = gr.Slider(0, 2, value=1.0, step=0.05, label="Weight", elem_id=f"image-control-{i}-weight")
+        start = gr.Slider(0, 1, value=0.0, step=0.05, label="Starts at", info="of the denoising")
+        end = gr.Slider(0, 1, value=1.0, step=0.05, label="Ends at")
+    with gr.Row():
+        low = gr.Slider(1, 254, value=100, step=1, label="Canny low threshold")
+        high = gr.Slider(2, 255, value=200, step=1, label="Canny high threshold")
+    return [on, picture, module, model, weight, start, end, low, high]
+
+
+def _picture(services, value, index: int):
+    """The unit's picture from its editor: what was uploaded and drawn on it, flattened."""
+    path = (value or {}).get("composite") if isinstance(value, dict) else value
+    if not path:
+        raise ValueError(f"controlnet unit {index + 1}: upload a picture or draw a sketch, or switch the unit off")
+    picture, _ = open_user_image(path, services.settings.image_limits.max_image_pixels, mode="RGBA")
+    from PIL import Image
+
+    flat = Image.new("RGB", picture.size, "white")  # an empty canvas is transparent: draw on white paper
+    flat.paste(picture, mask=picture.getchannel("A"))
+    return flat
