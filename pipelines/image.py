@@ -29,6 +29,7 @@ from pipelines.device import Placement
 from pipelines.image_control import MAX_UNITS as MAX_CONTROL_UNITS
 from pipelines.image_control import ControlUnit, control_inputs, control_pipeline
 from pipelines.image_prompt import Conditioning, Style, encode_prompts, parse_weights
+from pipelines.image_regions import MAX_REGIONS, Region, regional_unet, whole_prompt
 from pipelines.image_upscale import (
     LATENT_UPSCALERS,
     HiresParams,
@@ -143,11 +144,13 @@ class ImageParams:
     style: Style | None = None
     loras: tuple[Lora, ...] = ()
     controls: tuple[ControlUnit, ...] = ()  # ControlNets with their pictures (pipelines.image_control)
+    regions: tuple[Region, ...] = ()  # regional prompts (pipelines.image_regions); the prompt's BREAKs join
 
     def prompts(self) -> tuple[str, str]:
-        """The prompt and negative prompt the model reads: the style applied, when there is one."""
-        return self.style.apply(self.prompt, self.negative_prompt) if self.style else \
-            (self.prompt, self.negative_prompt)
+        """The prompt and negative prompt the model reads: the style applied, when there is one; with regions,
+        the whole picture reads every region's words."""
+        prompt = whole_prompt(self.prompt) if self.regions else self.prompt
+        return self.style.apply(prompt, self.negative_prompt) if self.style else (prompt, self.negative_prompt)
 
     def output_size(self) -> tuple[int, int]:
         """The size of the pictures made: the hires target, the outpainted canvas, or width × height."""
@@ -172,6 +175,10 @@ class ImageParams:
             raise ValueError("controls must be a tuple of ControlUnit")
         if len(self.controls) > MAX_CONTROL_UNITS:
             raise ValueError(f"controlnet: at most {MAX_CONTROL_UNITS} ControlNet units at once, got {len(self.controls)}")
+        if not isinstance(self.regions, tuple) or not all(isinstance(r, Region) for r in self.regions):
+            raise ValueError("regions must be a tuple of Region")
+        if len(self.regions) > MAX_REGIONS:
+            raise ValueError(f"regions: at most {MAX_REGIONS} regional prompts, got {len(self.regions)}")
         if self.controls and self.mode == "outpaint":
             raise ValueError("controlnet: not with outpainting (text to image, image to image and inpainting take it)")
         for name, kind in (("hires", HiresParams), ("outpaint", OutpaintParams), ("style", Style)):
@@ -632,6 +639,8 @@ class ImagePipeline:
                                 output_type="latent" if params.hires and params.hires.upscaler in LATENT_UPSCALERS
                                 else "pil")
             kwargs.update(prompt_inputs(prompt, negative, conditioning, n))
+            if params.regions:  # this request's stand-in for the UNet blends each region's prompt in its box
+                pipe.__dict__["unet"] = regional_unet(pipe, params, device)
             if params.controls:
                 kwargs.update(control_inputs(params, params.controls))
             # 3. Inputs per mode: our own seeded noise for txt2img; the start image (and mask) otherwise

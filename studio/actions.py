@@ -160,6 +160,7 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                     "Variation seed strength": params.variation_strength if varied else None,
                     "Lora": ", ".join(f"{lora.name}:{lora.weight:g}" for lora in params.loras) or None,
                     **{f"ControlNet {i}": unit.a1111(Path(unit.model).name) for i, unit in enumerate(params.controls)},
+                    "Regional prompts": f"{len(params.regions)} (latent couple)" if params.regions else None,
                     **second_pass_settings(params)}
         record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
                   "steps": params.steps, "guidance": params.guidance, "width": params.width,
@@ -169,6 +170,7 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                   "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
                   "model": pipe.model.name, "loras": {lora.name: lora.weight for lora in params.loras},
                   "controlnet": [unit.record() for unit in params.controls],
+                  "regions": [asdict(region) for region in params.regions],
                   **{name: asdict(value) for name in ("hires", "outpaint", "style")
                      if (value := getattr(params, name)) is not None}}
         data = png_with_metadata(services.history.mark(image),

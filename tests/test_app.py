@@ -391,3 +391,16 @@ def test_generate_image_takes_controlnet_units_and_names_a_bad_one(tmp_path, cli
             client.predict(**image_args(batch_size=1), controlnet=units if isinstance(units, str) else
                            _json.dumps(units), controlnet_images=[handle_file(str(tmp_path / "square.png"))] * pictures,
                            api_name="/generate_image")
+
+
+def test_generate_image_draws_regional_prompts_in_columns(tmp_path, client_factory):
+    from gradio_client.exceptions import AppError
+
+    client, services = client_factory(tmp_path / "outputs")
+    info, files = client.predict(**image_args(prompt="red heart BREAK blue cat", batch_size=1), regions="columns",
+                                 regions_ratios="1,1", api_name="/generate_image")
+    item = services.history.get(info["history_ids"][0])
+    assert [r["prompt"] for r in item.params["regions"]] == ["red heart", "blue cat"]
+    assert item.params["regions"][1]["box"] == [0.5, 0.0, 1.0, 1.0]
+    with pytest.raises(AppError, match="separate the regions' prompts with BREAK"):
+        client.predict(**image_args(batch_size=1), regions="columns", api_name="/generate_image")

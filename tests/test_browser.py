@@ -657,6 +657,24 @@ def test_a_controlnet_unit_previews_its_edges_steers_the_pictures_and_is_recorde
                            "t.innerText.includes('made for another kind of model'))", timeout=SLOW)
 
 
+def test_regional_prompts_draw_the_parts_between_breaks_side_by_side(served_app, page):
+    url, services = served_app
+    before = {item.id for item in services.history.list(tab="image")}
+    page.goto(url)
+    choose_model(page, "image-model", "tiny-sd")
+    move_slider(page, "image-steps", 3)
+    move_slider(page, "image-batch", 1)
+    page.locator("#image-regions-box").click()
+    page.locator("#image-regions").get_by_label("Rows").check()
+    fill_box(page, "image-regions-ratios", "1,2")
+    page.locator("#image-prompt textarea").fill("red heart BREAK blue cat")
+    page.locator("#image-generate").click()
+    wait_text(page, "image-status", "1 image(s)")
+    kept, = [i for i in services.history.list(tab="image") if i.id not in before]
+    assert [(r["prompt"], r["box"]) for r in kept.params["regions"]] == [
+        ("red heart", [0.0, 0.0, 1.0, 1 / 3]), ("blue cat", [0.0, 1 / 3, 1.0, 1.0])]
+
+
 def test_the_inpaint_brush_fits_the_picture_and_its_size_is_in_view(served_app, page, tmp_path):
     from PIL import Image
 

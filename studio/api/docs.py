@@ -101,8 +101,9 @@ def parameters(fn) -> list[dict]:
 # Gradio's HTTP API without gradio_client (the test suite runs it against a studio serving the embedded models)
 PLAIN_HTTP = """import httpx, json, uuid
 http, session = httpx.Client(base_url="http://127.0.0.1:7860/"), uuid.uuid4().hex
-data = ["red heart", "", 8, 7.0, 0, 0, "DPM++ 2M", 1, -1, 0.0, 1, 1, None, None, 0.75, "", None, "", False, 2.0,
-        "Latent", 0, 0.5, "", ""]  # /generate_image's parameters, in the order of its table below
+parameters = http.get("gradio_api/info").json()["named_endpoints"]["/generate_image"]["parameters"]
+given = {"prompt": "red heart", "steps": 8, "seed": 1}  # every other parameter at its default, in order:
+data = [given.get(p["parameter_name"], p.get("parameter_default")) for p in parameters]
 event = http.post("gradio_api/call/generate_image", json={"data": data, "session_hash": session}).json()["event_id"]
 lines = http.get(f"gradio_api/call/generate_image/{event}").text.splitlines()  # server-sent events
 info, files = json.loads(lines[lines.index("event: complete") + 1].removeprefix("data:"))[0]

@@ -15,6 +15,7 @@ from pipelines.image import GenerationCancelled, ImageParams, lora_set, open_use
 from pipelines.image_plot import PlotParams
 from pipelines.image_prompt import Style, load_styles
 from pipelines.image_prompt import save_style as save_style_file
+from pipelines.image_regions import regions_from_layout
 from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
 from pipelines.media import png_bytes, read_png_info
 from studio.tabs.common import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
@@ -196,6 +197,9 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
         outpaint: str = "",
         controlnet: str = "",
         controlnet_images: list[FileData] | None = None,
+        regions: str = "",
+        regions_ratios: str = "",
+        regions_weight: float = 1.0,
         request: gr.Request = None,
     ) -> tuple[dict, list[FileData]]:
         """Text to image; image to image with `init_images`; inpainting with `init_images` and `mask`;
@@ -232,6 +236,10 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
                 "guidance_end": 0-1, "threshold_a": canny low, "threshold_b": canny high}]; at most 3.
             controlnet_images: one picture per ControlNet unit (what its module reads; with "none", the control
                 picture itself: a depth, normal or pose map).
+            regions: regional prompts: "columns" or "rows" (empty = off); the prompt's parts between BREAKs are
+                drawn side by side, e.g. prompt="a castle BREAK a dragon" (latent couple).
+            regions_ratios: the parts' sizes, e.g. "2,1" (empty = equal).
+            regions_weight: 0 to 1, how much each part keeps to its own prompt.
 
         Returns a JSON object (seeds, parameters, seconds, history_ids) and the PNG files, each carrying its
         parameters (AUTOMATIC1111 text, JSON, XMP).
@@ -254,6 +262,9 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
                 raise ValueError("outpaint: give the picture to grow in init_images (and no mask)")
             mode, extra["outpaint"] = "outpaint", OutpaintParams(*_ints("outpaint", outpaint, 4))
         extra["loras"] = lora_set(loras_from([_path(f) for f in lora_files or []], lora_weights))
+        if regions.strip():
+            extra["regions"] = regions_from_layout(prompt or "", regions.strip().lower(), regions_ratios,
+                                                   float(regions_weight))
         extra["controls"] = control_units(services, controlnet, [
             open_user_image(_path(f), limits.max_image_pixels)[0] for f in controlnet_images or []])
         params = ImageParams(prompt=prompt or "", negative_prompt=negative_prompt or "", mode=mode, steps=steps,

@@ -23,7 +23,7 @@ from studio.tabs.common import (
     session_of,
     user_of,
 )
-from studio.tabs.image_control import ControlPanel
+from studio.tabs.image_control import ControlPanel, RegionsPanel
 from studio.tabs.image_extras import Extras, build_extras, build_upscale_panel
 from studio.tabs.image_live import LivePanel
 from studio.tabs.image_plot import build_plot_panel
@@ -74,7 +74,8 @@ def page_params(services, values: list) -> tuple[ImageParams, list[str]]:
         seed=parse_seed(seed_text), variation_seed=parse_seed(var_seed_text),
         variation_strength=float(var_strength), strength=float(strength_value),
         batch_size=as_int("batch_size", size), batch_count=as_int("batch_count", count), init_image=init, mask=mask,
-        controls=ControlPanel.params(services, extra_values[Extras.COUNT:]), **extra,
+        controls=ControlPanel.params(services, extra_values[Extras.COUNT:Extras.COUNT + ControlPanel.COUNT]),
+        regions=RegionsPanel.params(prompt_text, *extra_values[Extras.COUNT + ControlPanel.COUNT:]), **extra,
     )
     params.validate(limits)
     return params, notes
@@ -151,6 +152,7 @@ def _settings_panel(services: Services, prompt, negative) -> SimpleNamespace:
         ui.lora_weights = gr.Textbox(label="Weights", placeholder="one per file, e.g. 0.8, 0.5 (default 1)")
     ui.extras = build_extras(services, prompt, negative)
     ui.control = ControlPanel.build()
+    ui.regions = RegionsPanel.build()
     return ui
 
 
@@ -276,7 +278,7 @@ def build(services: Services) -> TabHandle:
     inputs = [compose.mode, compose.prompt, compose.negative, compose.init_image, compose.editor, compose.strength,
               side.model, side.scheduler, side.steps, side.guidance, side.width, side.height, side.seed,
               side.batch_size, side.batch_count, side.variation_seed, side.variation_strength, side.lora_files,
-              side.lora_weights, *side.extras.inputs, *side.control.inputs]
+              side.lora_weights, *side.extras.inputs, *side.control.inputs, *side.regions.inputs]
     side.control.wire(services, [side.width, side.height])
     results.wire_plot(inputs, side.model, side.lora_files, side.lora_weights, page_params)
     live.wire(services, page_params, inputs, [compose.prompt, compose.negative, side.scheduler, side.steps,

@@ -1,4 +1,4 @@
-"""The Image tab's ControlNet panel: up to three units, each a picture to upload or a sketch to draw, what reads
+"""The Image tab's ControlNet and regional-prompt panels. ControlNet: up to three units, each a picture to upload or a sketch to draw, what reads
 it (canny, line art, scribble, the sketch as it is drawn, or a depth / normal / pose map as it is), the ControlNet
 model, its weight and the part of the denoising it acts in — and a preview of the control picture. The units
 become `ControlUnit`s of the request (studio.actions.control_units); the work is in pipelines/image_control.py."""
@@ -11,6 +11,7 @@ import gradio as gr
 
 from pipelines.image import open_user_image
 from pipelines.image_control import MAX_UNITS, PREPROCESSORS, ControlUnit, control_picture
+from pipelines.image_regions import regions_from_layout
 from studio.actions import control_units
 from studio.tabs.common import friendly_errors, guarded
 
@@ -27,6 +28,8 @@ FIELDS = 9  # per unit: on, picture, module, model, weight, start, end, low, hig
 
 @dataclass
 class ControlPanel:
+    COUNT = MAX_UNITS * FIELDS  # values in `inputs`
+
     units: list  # per unit: [on, picture, module, model, weight, start, end, low, high]
     previews: list  # per unit: (button, picture shown)
 
@@ -118,3 +121,35 @@ def _picture(services, value, index: int):
     flat = Image.new("RGB", picture.size, "white")  # an empty canvas is transparent: draw on white paper
     flat.paste(picture, mask=picture.getchannel("A"))
     return flat
+
+
+@dataclass
+class RegionsPanel:
+    """Regional prompts as AUTOMATIC1111's Regional Prompter lays them out: the prompt's parts between BREAKs, side
+    by side in columns or rows (pipelines/image_regions.py draws them by latent couple)."""
+
+    layout: gr.Radio
+    ratios: gr.Textbox
+    weight: gr.Slider
+
+    @property
+    def inputs(self) -> list:
+        return [self.layout, self.ratios, self.weight]
+
+    @classmethod
+    def build(cls) -> RegionsPanel:
+        with gr.Accordion("Regional prompts: a different prompt for each part of the picture", open=False,
+                          elem_id="image-regions-box"):
+            gr.Markdown("Write the parts' prompts in the prompt box with **BREAK** between them, e.g. "
+                        "`a castle on a hill BREAK a red dragon`; the whole picture also reads all of them.")
+            layout = gr.Radio(["Off", "Columns", "Rows"], value="Off", label="Parts side by side in",
+                              elem_id="image-regions")
+            with gr.Row():
+                ratios = gr.Textbox(label="Sizes", placeholder="1,1 (blank: equal)", elem_id="image-regions-ratios")
+                weight = gr.Slider(0, 1, value=1.0, step=0.05, label="How much each part keeps to its own prompt")
+        return cls(layout, ratios, weight)
+
+    @staticmethod
+    def params(prompt: str, layout: str, ratios: str, weight: float) -> tuple:
+        return () if layout in (None, "Off") else regions_from_layout(prompt or "", layout.lower(), ratios or "",
+                                                                      float(weight))
