@@ -192,7 +192,7 @@ def _runner(services: Services):
     @guarded(services, "image", generation=True)
     def generate(request, progress, mode_label, prompt_text, negative_text, init_path, editor_value, strength_value,
                  model_name, sampler, n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras,
-                 lora_w, *extra):  # extra: styles, hires, outpaint, ControlNet units (`loras` by name to guarded)
+                 lora_w, *extra):  # extra: style, hires, outpaint, ControlNet, regions (`loras` by name to guarded)
         params, notes = page_params(services, [
             mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
             n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w, *extra])
@@ -281,7 +281,7 @@ def build(services: Services) -> TabHandle:
               side.lora_weights, *side.extras.inputs, *side.control.inputs, *side.regions.inputs]
     side.control.wire(services, [side.width, side.height])
     results.wire_plot(inputs, side.model, side.lora_files, side.lora_weights, page_params)
-    live.wire(services, page_params, inputs, [compose.prompt, compose.negative, side.scheduler, side.steps,
+    live.wire(services, page_params, inputs, [compose.prompt, compose.negative, side.scheduler,
                                               side.guidance, side.width, side.height, side.seed,
                                               side.variation_seed, side.variation_strength, compose.strength,
                                               *side.control.pictures],
