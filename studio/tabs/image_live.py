@@ -44,7 +44,6 @@ class LivePanel:
                 return str(random.SystemRandom().randrange(2**32 - 1))
             return gr.skip()
 
-
         @friendly_errors
         @guarded(services, "image")
         def draw(request: gr.Request, on, live_steps, mode_label, prompt_text, negative_text, init_path, editor_value,
@@ -63,10 +62,10 @@ class LivePanel:
             return (out.images[0], (model, params, out),
                     f"Real-time · seed {out.seeds[0]} · {params.steps} steps · {out.seconds * 1000:.0f} ms")
 
-        # what the user changes (typing, dragging), not values put back from History; off, each is one quick skip
-        # every change is sent, even while a picture is being drawn ("multiple"; Gradio's default drops changes
+        # what the user changes (typing, dragging), not values put back from History; off, each is one quick skip.
+        # Every change is sent, even while a picture is being drawn ("multiple"; Gradio's default drops changes
         # made while one is pending, and would leave the picture behind the last keystroke): the server stops
-        # the older one and draws the newest
+        # the older one and draws the newest.
         drawing = dict(inputs=[self.on, self.steps, *inputs], outputs=[picture, self.last, status],
                        api_visibility="private", queue=False, show_progress="hidden", trigger_mode="multiple")
         gr.on([trigger.input for trigger in (*triggers, self.steps)], draw, **drawing)
