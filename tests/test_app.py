@@ -361,8 +361,9 @@ def test_explore_endpoints_on_every_model_kind(tmp_path, client_factory, model, 
                            api_name="/explore_directions")
 
 
-def test_generate_image_takes_controlnet_units_and_names_a_bad_one(tmp_path, client_factory):
-    """ControlNet over the API: AUTOMATIC1111's unit names as JSON, one picture each; the PNG records the unit."""
+def test_generate_image_takes_controlnet_units_and_regional_prompts(tmp_path, client_factory):
+    """ControlNet over the API: AUTOMATIC1111's unit names as JSON, one picture each; the PNG records the unit.
+    Regional prompts: the prompt's parts between BREAKs in columns. Bad values name their field."""
     import json as _json
 
     from diffusers import UNet2DConditionModel
@@ -391,12 +392,6 @@ def test_generate_image_takes_controlnet_units_and_names_a_bad_one(tmp_path, cli
             client.predict(**image_args(batch_size=1), controlnet=units if isinstance(units, str) else
                            _json.dumps(units), controlnet_images=[handle_file(str(tmp_path / "square.png"))] * pictures,
                            api_name="/generate_image")
-
-
-def test_generate_image_draws_regional_prompts_in_columns(tmp_path, client_factory):
-    from gradio_client.exceptions import AppError
-
-    client, services = client_factory(tmp_path / "outputs")
     info, files = client.predict(**image_args(prompt="red heart BREAK blue cat", batch_size=1), regions="columns",
                                  regions_ratios="1,1", api_name="/generate_image")
     item = services.history.get(info["history_ids"][0])

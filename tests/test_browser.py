@@ -88,7 +88,10 @@ def fill_box(page, elem_id: str, text: str) -> None:
 
 
 def move_slider(page, elem_id: str, value: int) -> None:
-    """Drag-equivalent: set the range input the way a browser does when the thumb moves."""
+    """Drag-equivalent: set the range input the way a browser does when the thumb moves — once its range reaches
+    the value (a slider whose range another event sets, such as the timeline's, is set afterwards)."""
+    page.wait_for_function(f"() => Number(document.querySelector('#{elem_id} input[type=range]')?.max) >= {value}",
+                           timeout=20_000)
     page.locator(f"#{elem_id} input[type=range]").fill(str(value))
     page.wait_for_function(
         f"() => document.querySelector('#{elem_id} input[type=number]').value == '{value}'", timeout=20_000)

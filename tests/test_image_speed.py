@@ -49,6 +49,15 @@ def test_a_compiled_model_draws_the_eager_pictures_and_says_when_a_new_size_comp
     assert pipe.compile_note(PARAMS) == ""  # this shape is compiled now
     assert pipe.compile_note(replace(PARAMS, width=96)) != ""  # another size compiles again
     assert pipe.compile_note(replace(PARAMS, guidance=1.0)) != ""  # no guidance: half the UNet batch
+    # two requests of one new shape at once (one compiles, the other waits for it): both draw the eager picture
+    params, results = replace(PARAMS, batch_size=1, width=72, height=72), [None, None]
+    threads = [threading.Thread(target=lambda i=i: results.__setitem__(i, pipe(params))) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    plain = pixels(eager(params))
+    assert all(np.array_equal(pixels(out), plain) for out in results)
 
 
 def test_fused_projections_come_apart_before_a_lora_and_the_lora_picture_is_unchanged(tiny_sd_dir, eager,
@@ -112,21 +121,3 @@ def test_the_host_uses_a_taesd_folder_from_the_settings_and_none_when_off(tmp_pa
     auto = ModelHost.create(Settings(device="cpu", cache_dir=tmp_path / "cache", offline=True))
     assert auto.speed.preview_decoder == ""  # not on disk: never downloaded by itself
 
-
-def test_two_requests_compile_one_new_shape_and_both_get_the_eager_picture(tiny_sd_dir, eager):
-    pipe = load(tiny_sd_dir)
-    speed_up(pipe.model, SpeedParams(compile=True, compile_backend="eager"))
-    params = replace(PARAMS, batch_size=1, width=72, height=72)
-    results = [None, None]
-
-    def run(i):
-        results[i] = pipe(params)
-
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    plain = pixels(eager(params))
-    for out in results:
-        assert np.array_equal(pixels(out), plain)
