@@ -28,6 +28,7 @@ from pipelines.checks import check_float, check_int, short
 from pipelines.device import Placement
 from pipelines.image_control import MAX_UNITS as MAX_CONTROL_UNITS
 from pipelines.image_control import ControlUnit, control_inputs, control_pipeline
+from pipelines.image_ipadapter import ImagePrompt, image_prompt_inputs, is_guided, read_ip_adapter
 from pipelines.image_prompt import Conditioning, Style, encode_prompts, parse_weights
 from pipelines.image_regions import MAX_REGIONS, Region, regional_unet, whole_prompt
 from pipelines.image_upscale import (
@@ -121,6 +122,7 @@ class ImageParams:
     hires: a second, img2img pass at a bigger size (txt2img only); the final size is within the limits.
     style: a prompt/negative template applied before encoding (the prompt itself is kept as typed).
     loras: the LoRAs this request runs with (`Lora`: file and weight); they apply to this request alone.
+    controls, regions, image_prompt: ControlNets, regional prompts and an image prompt (IP-Adapter).
     """
 
     prompt: str = ""
@@ -145,6 +147,7 @@ class ImageParams:
     loras: tuple[Lora, ...] = ()
     controls: tuple[ControlUnit, ...] = ()  # ControlNets with their pictures (pipelines.image_control)
     regions: tuple[Region, ...] = ()  # regional prompts (pipelines.image_regions); the prompt's BREAKs join
+    image_prompt: ImagePrompt | None = None  # an IP-Adapter and its picture (pipelines.image_ipadapter)
 
     def prompts(self) -> tuple[str, str]:
         """The prompt and negative prompt the model reads: the style applied, when there is one; with regions,
@@ -181,7 +184,8 @@ class ImageParams:
             raise ValueError(f"regions: at most {MAX_REGIONS} regional prompts, got {len(self.regions)}")
         if self.controls and self.mode == "outpaint":
             raise ValueError("controlnet: not with outpainting (text to image, image to image and inpainting take it)")
-        for name, kind in (("hires", HiresParams), ("outpaint", OutpaintParams), ("style", Style)):
+        for name, kind in (("hires", HiresParams), ("outpaint", OutpaintParams), ("style", Style),
+                           ("image_prompt", ImagePrompt)):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), kind):
                 raise ValueError(f"{name} must be a {kind.__name__} or None")
         if not isinstance(self.prompt, str) or not isinstance(self.negative_prompt, str):
@@ -275,23 +279,26 @@ class SerialTokenizer:
 
 
 class Adapters:
-    """The LoRA set the model's shared weights hold, and how many requests run with it now. A request
-    with the same set runs at once; one with another set waits until the running ones finish, then the set
-    is switched (nothing a request sets outlives it: the next request states its own set, `()` for none)."""
+    """The LoRA set and IP-Adapter the model's shared weights hold, and how many requests run with them now. A
+    request with the same set runs at once; one with another set waits until the running ones finish, then the
+    set is switched (nothing a request sets outlives it: the next request states its own set, `()` and None for
+    none)."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition()
         self.active: tuple[Lora, ...] = ()
         self.users = 0
+        self.image_prompt = None  # pipelines.image_ipadapter.IPAdapterRef the UNet holds, or None
 
     @contextlib.contextmanager
-    def using(self, model: ImageModel, loras: tuple[Lora, ...]):
-        wanted = tuple(loras)
+    def using(self, model: ImageModel, loras: tuple[Lora, ...], image_prompt=None):
+        """`image_prompt`: an IPAdapterRef whose weights `read_ip_adapter` has read for this model."""
+        wanted = (tuple(loras), image_prompt)
         with self._cond:
-            while self.users and self.active != wanted:
+            while self.users and (self.active, self.image_prompt) != wanted:
                 self._cond.wait()
-            if self.active != wanted:
-                self._switch(model, wanted)
+            if (self.active, self.image_prompt) != wanted:
+                self._switch(model, *wanted)
             self.users += 1
         try:
             yield
@@ -300,8 +307,11 @@ class Adapters:
                 self.users -= 1
                 self._cond.notify_all()
 
-    def _switch(self, model: ImageModel, wanted: tuple[Lora, ...]) -> None:
-        """Load (or reweight) exactly `wanted` on the shared weights; called with no request running."""
+    def _switch(self, model: ImageModel, wanted: tuple[Lora, ...], image_prompt) -> None:
+        """Load (or reweight) exactly `wanted` and `image_prompt` on the shared weights; called with no request
+        running."""
+        from pipelines.image_ipadapter import switch_ip_adapter
+
         pipe, name = model.pipe, model.name
         if {lora.name for lora in wanted} != {lora.name for lora in self.active}:
             if wanted:
@@ -320,6 +330,17 @@ class Adapters:
         if wanted:
             pipe.set_adapters([lora.name for lora in wanted], adapter_weights=[lora.weight for lora in wanted])
         self.active = wanted
+        if image_prompt != self.image_prompt:
+            previous, self.image_prompt = self.image_prompt, None
+            try:
+                switch_ip_adapter(model, previous, image_prompt)
+            except Exception as exc:  # diffusers refused it: the UNet holds none
+                if previous is not None or image_prompt is not None:
+                    with contextlib.suppress(Exception):
+                        pipe.unload_ip_adapter()
+                raise ModelNotAvailable(f"the IP-Adapter {image_prompt.location if image_prompt else ''} does not "
+                                        f"fit {name}: {exc}") from exc
+            self.image_prompt = image_prompt
 
 
 @dataclass
@@ -345,6 +366,7 @@ class ImageModel:
     fused: bool = False  # fused QKV projections (undone before a LoRA loads)
     preview_vae: object = None  # an AutoencoderTiny (TAESD) for live previews, when one is on disk
     controlnets: dict = field(default_factory=dict)  # ControlNetModels loaded for this model, by location
+    ip_adapters: dict = field(default_factory=dict)  # IP-Adapters read for this model (image_ipadapter), by location
 
     @property
     def loras(self) -> dict[str, float]:
@@ -604,8 +626,11 @@ class ImagePipeline:
         With `params.hires`, each batch gets its second (img2img) pass at the target size. The request runs on
         its own view of the model (scheduler, per-call state) with its own LoRAs: nothing it sets outlives it."""
         params.validate(self.limits)
-        with self.model.adapters.using(self.model, params.loras):
-            return self._generate(params, callback, cancel, preview_every, progress_interval)
+        image_prompt = params.image_prompt
+        embedding = read_ip_adapter(image_prompt.adapter.location, self.model).embed(image_prompt.image) \
+            if image_prompt else None
+        with self.model.adapters.using(self.model, params.loras, image_prompt.adapter if image_prompt else None):
+            return self._generate(params, callback, cancel, preview_every, progress_interval, embedding)
 
     def compile_note(self, params: ImageParams) -> str:
         """With a compiled model, what a request of a picture shape not compiled yet waits for ("" otherwise)."""
@@ -613,7 +638,8 @@ class ImagePipeline:
 
         return compile_note(self.model, params)
 
-    def _generate(self, params: ImageParams, callback, cancel, preview_every: int, progress_interval: float):
+    def _generate(self, params: ImageParams, callback, cancel, preview_every: int, progress_interval: float,
+                  embedding: torch.Tensor | None):
         # 1. This request's pipeline view (its own scheduler) and seeds
         pipe = self.model.view("inpaint" if params.mode == "outpaint" else params.mode, params.scheduler,
                                params.controls)
@@ -643,6 +669,8 @@ class ImagePipeline:
                 pipe.__dict__["unet"] = regional_unet(pipe, params, device)
             if params.controls:
                 kwargs.update(control_inputs(params, params.controls))
+            image_prompt = self._image_prompt_inputs(pipe, params, embedding)
+            kwargs.update(image_prompt)
             # 3. Inputs per mode: our own seeded noise for txt2img; the start image (and mask) otherwise
             if params.mode == "txt2img":
                 channels = pipe.unet.config.in_channels if hasattr(pipe, "unet") else 4
@@ -665,7 +693,8 @@ class ImagePipeline:
                 result = pipe(**kwargs).images
             # 5. Hires fix: upscale (latents or pixels), then img2img at the target size
             if params.hires:
-                result = self._hires_pass(params, result, run_seeds, prompt, negative, conditioning, progress, run)
+                result = self._hires_pass(params, result, run_seeds, prompt, negative, conditioning, progress, run,
+                                          image_prompt)
             if canvas is not None:
                 init = params.init_image.resize((params.width, params.height))
                 result = [keep_original(image, init, params.outpaint) for image in result]
@@ -675,7 +704,15 @@ class ImagePipeline:
         return ImageOutput(images, seeds, time.perf_counter() - started, params,
                            conditioning.notes if conditioning else ())
 
-    def _hires_pass(self, params: ImageParams, first, seeds, prompt, negative, conditioning, progress, run):
+    def _image_prompt_inputs(self, pipe, params: ImageParams, embedding) -> dict:
+        if embedding is None:
+            return {}
+        weights = self.model.ip_adapters[params.image_prompt.adapter.location]
+        return image_prompt_inputs(embedding, weights, is_guided(pipe, params.guidance), self.model.placement.device,
+                                   self.model.placement.dtype)
+
+    def _hires_pass(self, params: ImageParams, first, seeds, prompt, negative, conditioning, progress, run,
+                    image_prompt: dict):
         hires = params.hires
         width, height = hires.target(params.width, params.height)
         if hires.upscaler in LATENT_UPSCALERS:
@@ -693,7 +730,7 @@ class ImagePipeline:
         kwargs = dict(image=start, strength=hires.strength, num_inference_steps=hires.steps or params.steps,
                       guidance_scale=params.guidance, generator=[torch.Generator().manual_seed(s) for s in seeds],
                       output_type="latent" if tiled else "pil", callback_on_step_end=progress.step_callback(run, 1))
-        kwargs.update(prompt_inputs(prompt, negative, conditioning, len(seeds)))
+        kwargs.update(prompt_inputs(prompt, negative, conditioning, len(seeds)), **image_prompt)
         with torch.inference_mode():
             images = pipe(**kwargs).images
             if tiled:

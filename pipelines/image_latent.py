@@ -8,7 +8,8 @@
 
 A point is the initial noise latent plus the prompt's text embedding (token embeddings, and the pooled
 embedding where the model has one, e.g. SDXL), optionally with an offset for the UNet's mid-block
-activations ("h-space"). Rendering is the model's own denoising run with fixed sampler, steps,
+activations ("h-space"), and optionally an image prompt: a picture's CLIP embedding, read by the look's IP-Adapter
+(a walk between two image prompts mixes their embeddings). Rendering is the model's own denoising run with fixed sampler, steps,
 guidance and size (`DiffusionLook`), called with the embeddings instead of prompt strings — the same
 numbers the Image tab's pipeline computes, so a point made from a seed and a prompt renders the very
 image that seed and prompt make there. Many points render in batches. The preview runs fewer steps.
@@ -32,6 +33,14 @@ import torch
 
 from pipelines.checks import check_float, check_int, short
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageModel, scheduler_for
+from pipelines.image_ipadapter import (
+    DEFAULT_WEIGHT,
+    IPAdapterRef,
+    IPAdapterWeights,
+    is_guided,
+    per_picture_image_prompts,
+    read_ip_adapter,
+)
 from pipelines.image_prompt import can_weight, encode_prompts, has_syntax, plain_text
 from pipelines.latent import Direction, LatentModel, LatentPoint, pca
 
@@ -82,6 +91,8 @@ class DiffusionLook:
     height: int = 512
     negative_prompt: str = ""
     preview_steps: int = 8
+    ip_adapter: str = ""  # the IP-Adapter that reads points' image prompts ("" = none; pipelines.image_ipadapter)
+    ip_weight: float = DEFAULT_WEIGHT
 
     def __post_init__(self) -> None:
         check_int("steps", self.steps, 1, 150)
@@ -96,6 +107,9 @@ class DiffusionLook:
                 raise ValueError(f"{name} must be a multiple of 8 (from 64 to 2048), got {value}")
         if not isinstance(self.negative_prompt, str) or len(self.negative_prompt) > 4000:
             raise ValueError("negative_prompt must be text of at most 4,000 characters")
+        if not isinstance(self.ip_adapter, str) or len(self.ip_adapter) > 512:
+            raise ValueError("ip_adapter must be an IP-Adapter file or hub file of at most 512 characters")
+        check_float("ip_weight", self.ip_weight, 0.0, 2.0)
 
 
 class DiffusionLatentModel(LatentModel):
@@ -169,13 +183,22 @@ class DiffusionLatentModel(LatentModel):
         pooled = out[2][0].float().cpu() if len(out) == 4 and out[2] is not None else None
         return tokens, pooled
 
-    def point_for_seed(self, seed: int, prompt: str = "", **_) -> LatentPoint:
-        """The noise the Image tab draws for `seed` (one generator per image) and the prompt's embedding."""
+    def point_for_seed(self, seed: int, prompt: str = "", image=None, **_) -> LatentPoint:
+        """The noise the Image tab draws for `seed` (one generator per image) and the prompt's embedding; with
+        `image` (PIL), the picture's embedding as the point's image prompt (read by the look's IP-Adapter)."""
         check_int("seed", seed, 0, 2**32 - 1)
         noise = torch.randn(self.z_shape, generator=torch.Generator().manual_seed(seed))
         tokens, pooled = self.embed(prompt)
-        label = f"seed {seed}" + (f" · {prompt[:60]}" if prompt else "")
-        return LatentPoint(noise, tokens, pooled, None, self.name, label, seed)
+        label = f"seed {seed}" + (f" · {prompt[:60]}" if prompt else "") + (" · image prompt" if image is not None else "")
+        embedding = self.image_adapter()[1].embed(image) if image is not None else None
+        return LatentPoint(noise, tokens, pooled, None, self.name, label, seed, embedding)
+
+    def image_adapter(self) -> tuple[IPAdapterRef, IPAdapterWeights]:
+        """The look's IP-Adapter, read for this model (image prompts of points need one)."""
+        if not self.look.ip_adapter:
+            raise ValueError("image prompt: choose an IP-Adapter in the render settings first (it reads the picture)")
+        ref = IPAdapterRef(self.look.ip_adapter, self.look.ip_weight)
+        return ref, read_ip_adapter(ref.location, self.model)
 
     def check(self, point: LatentPoint) -> LatentPoint:
         point = super().check(point)
@@ -193,26 +216,37 @@ class DiffusionLatentModel(LatentModel):
         points = [self.check(p) for p in points]
         steps = self.look.preview_steps if preview else self.look.steps
         negative = self.embed(self.look.negative_prompt)
-        out = []
-        with self.model.adapters.using(self.model, ()):
-            pipe = self.model.view("txt2img", self.look.scheduler)
-            for start in range(0, len(points), RENDER_BATCH):
-                if cancel is not None and cancel.is_set():
-                    raise GenerationCancelled()
-                batch = points[start:start + RENDER_BATCH]
-                kwargs = self._inputs(batch, negative)
-                generators = [torch.Generator().manual_seed(p.noise_seed()) for p in batch]
-                token = _H_OFFSETS.set([p.h for p in batch] if any(p.h is not None for p in batch) else None)
-                try:
-                    images = pipe(num_inference_steps=steps, guidance_scale=self.look.guidance,
-                                  width=self.look.width, height=self.look.height, output_type="np",
-                                  generator=generators, **kwargs).images
-                finally:
-                    _H_OFFSETS.reset(token)
-                out.append((np.clip(images, 0, 1) * 255).round().astype(np.uint8))
-                if callback is not None:
-                    callback(min(start + RENDER_BATCH, len(points)), len(points))
-        return np.concatenate(out)
+        out: list = [None] * len(points)
+        done = 0
+        for prompted in sorted({p.image is not None for p in points}):  # without image prompts, then with
+            indices = [i for i, p in enumerate(points) if (p.image is not None) == prompted]
+            ref, weights = self.image_adapter() if prompted else (None, None)
+            with self.model.adapters.using(self.model, (), ref):
+                pipe = self.model.view("txt2img", self.look.scheduler)
+                for start in range(0, len(indices), RENDER_BATCH):
+                    if cancel is not None and cancel.is_set():
+                        raise GenerationCancelled()
+                    chosen = indices[start:start + RENDER_BATCH]
+                    batch = [points[i] for i in chosen]
+                    kwargs = self._inputs(batch, negative)
+                    if weights is not None:
+                        kwargs.update(per_picture_image_prompts(pipe, [p.image for p in batch], weights,
+                                                                is_guided(pipe, self.look.guidance), self.device,
+                                                                self.model.placement.dtype))
+                    generators = [torch.Generator().manual_seed(p.noise_seed()) for p in batch]
+                    token = _H_OFFSETS.set([p.h for p in batch] if any(p.h is not None for p in batch) else None)
+                    try:
+                        images = pipe(num_inference_steps=steps, guidance_scale=self.look.guidance,
+                                      width=self.look.width, height=self.look.height, output_type="np",
+                                      generator=generators, **kwargs).images
+                    finally:
+                        _H_OFFSETS.reset(token)
+                    for i, image in zip(chosen, (np.clip(images, 0, 1) * 255).round().astype(np.uint8)):
+                        out[i] = image
+                    done += len(batch)
+                    if callback is not None:
+                        callback(done, len(points))
+        return np.stack(out)
 
     def _inputs(self, batch: list[LatentPoint], negative: tuple) -> dict:
         dtype, device = self.model.placement.dtype, self.device

@@ -138,6 +138,8 @@ class LatentPoint:
     h: an offset added to a diffusion UNet's mid-block activations (h-space directions); None = none.
     model: the model it belongs to (points of another model are refused by name).
     label: what a person calls it ("seed 42", "red heart", "map cell 3, 7").
+    image: a diffusion model's image prompt — the CLIP embedding of a picture, read by an IP-Adapter ([1, D], or
+        [1, T, D] for Plus adapters); None = no image prompt. Walks and breeding mix it like the text.
     seed: the seed of the sampler's own noise while rendering (ancestral and LCM samplers draw noise at
         every step): a point from a seed keeps that seed, as the Image tab's picture of it does; a moved point
         keeps its origin's. None: one derived from z (`noise_seed`), so a render is always reproducible.
@@ -150,6 +152,7 @@ class LatentPoint:
     model: str = ""
     label: str = ""
     seed: int | None = None
+    image: torch.Tensor | None = None
 
     def noise_seed(self) -> int:
         """The seed of this point's sampler noise: its own, or one made from its z (the same z, the same seed)."""
@@ -169,7 +172,7 @@ class LatentPoint:
     def to_tensors(self) -> dict[str, torch.Tensor]:
         """For saving as .safetensors (see `save_points` / `load_points`)."""
         out = {"z": self.z.detach().clone().contiguous()}  # copies: points may share a prompt's tensor
-        for name in ("text", "pooled", "h"):
+        for name in ("text", "pooled", "h", "image"):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value.detach().clone().contiguous()
@@ -277,8 +280,11 @@ def between(a: LatentPoint, b: LatentPoint, t: float, method: str = "slerp", tex
         y = y if y is not None else torch.zeros_like(x)
         return fn[how](x.flatten().float(), y.flatten().float(), t).view(x.shape)
 
+    if (a.image is None) != (b.image is None):
+        raise ValueError("one keyframe has an image prompt and the other none: give both one (or neither)")
     return LatentPoint(z, mix(a.text, b.text, text_method), mix(a.pooled, b.pooled, text_method),
-                       mix(a.h, b.h, "lerp"), a.model or b.model, f"{t:.2f} of the way")
+                       mix(a.h, b.h, "lerp"), a.model or b.model, f"{t:.2f} of the way",
+                       image=mix(a.image, b.image, text_method))
 
 
 @dataclass(frozen=True)
@@ -376,7 +382,7 @@ def _same(a: LatentPoint, b: LatentPoint) -> bool:
     def eq(x, y):
         return (x is None and y is None) or (x is not None and y is not None and torch.equal(x, y))
 
-    return eq(a.z, b.z) and eq(a.text, b.text) and eq(a.pooled, b.pooled) and eq(a.h, b.h)
+    return eq(a.z, b.z) and eq(a.text, b.text) and eq(a.pooled, b.pooled) and eq(a.h, b.h) and eq(a.image, b.image)
 
 
 def map_points(origin: LatentPoint, x: Direction, y: Direction, extent: float, grid: int) -> list[LatentPoint]:
@@ -438,7 +444,7 @@ def breed(parents: list[LatentPoint], children: int, crossover: float, mutation:
             return sum(wi * (v if v is not None else torch.zeros_like(ref)).float() for wi, v in zip(w, values))
 
         out.append(LatentPoint(kids[i].view(shape), mix("text"), mix("pooled"), mix("h"), parents[0].model,
-                               f"child {i + 1}"))
+                               f"child {i + 1}", image=mix("image")))
     return out
 
 
@@ -490,7 +496,7 @@ def load_points(path) -> list[LatentPoint]:
     seeds = [int(s) if s.isdigit() and int(s) < 2**32 else None for s in meta.get("seeds", "").split(",")]
     return [LatentPoint(tensors[f"{i}.z"], tensors.get(f"{i}.text"), tensors.get(f"{i}.pooled"), tensors.get(f"{i}.h"),
                         meta.get("model", ""), labels[i] if i < len(labels) else "",
-                        seeds[i] if i < len(seeds) else None) for i in range(count)]
+                        seeds[i] if i < len(seeds) else None, tensors.get(f"{i}.image")) for i in range(count)]
 
 
 # -- walk quality (AID, NeurIPS 2024): smoothness and consistency of consecutive frames --------------

@@ -103,6 +103,21 @@ def control_units(services, specs, pictures: list) -> tuple:
     return tuple(units)
 
 
+def image_prompt(services, adapter: str, weight, picture):
+    """The request's image prompt (pipelines.image_ipadapter.ImagePrompt) from its IP-Adapter, weight and picture
+    (PIL); None without a picture. The IP-Adapter is admitted by the host (inside the model folders or a hub file;
+    guests load none)."""
+    from pipelines.image_ipadapter import DEFAULT_WEIGHT, ImagePrompt, IPAdapterRef
+
+    if picture is None:
+        return None
+    try:
+        weight = DEFAULT_WEIGHT if weight in (None, "") else float(weight)
+    except (TypeError, ValueError):
+        raise ValueError("ip_adapter_weight: a number from 0 to 2") from None
+    return ImagePrompt(IPAdapterRef(services.admit_ip_adapter(adapter), weight), picture)
+
+
 LIVE_PAUSE = 0.12  # seconds a real-time request waits for the next keystroke or slider step before it starts
 
 
@@ -160,6 +175,8 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                     "Variation seed strength": params.variation_strength if varied else None,
                     "Lora": ", ".join(f"{lora.name}:{lora.weight:g}" for lora in params.loras) or None,
                     **{f"ControlNet {i}": unit.a1111(Path(unit.model).name) for i, unit in enumerate(params.controls)},
+                    **({f"ControlNet {len(params.controls)}": params.image_prompt.a1111()} if params.image_prompt
+                       else {}),
                     "Regional prompts": f"{len(params.regions)} (latent couple)" if params.regions else None,
                     **second_pass_settings(params)}
         record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
@@ -170,6 +187,7 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                   "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
                   "model": pipe.model.name, "loras": {lora.name: lora.weight for lora in params.loras},
                   "controlnet": [unit.record() for unit in params.controls],
+                  "image_prompt": params.image_prompt.record() if params.image_prompt else None,
                   "regions": [asdict(region) for region in params.regions],
                   **{name: asdict(value) for name in ("hires", "outpaint", "style")
                      if (value := getattr(params, name)) is not None}}

@@ -72,8 +72,8 @@ def latent_model(services, name: str, kind: str, look: DiffusionLook | None = No
 
         return _cached(services, "vae", name, lambda p: VAELatentModel(p), services.vae_pipeline(name))
     if kind == "diffusion":
-        if look is not None:
-            services.host.admit_look(look)  # the server's step and size limits hold in Explore too
+        if look is not None:  # the server's step and size limits hold in Explore too; its IP-Adapter is admitted
+            look = services.host.admit_look(look)
         base = _cached(services, "image", name, lambda p: DiffusionLatentModel(p.model, look or DiffusionLook()),
                        services.local_image_pipeline(name))
         return base.with_look(look) if look is not None else base
@@ -187,9 +187,22 @@ def from_picture(params: dict) -> tuple[dict, list[str]]:
         left_out.append(f"its start picture ({params['mode']})")
     if params.get("variation_seed") is not None and params.get("variation_strength"):
         left_out.append("the variation seed")
+    if params.get("controlnet") or params.get("regions"):
+        left_out.append("its ControlNets and regions")
+    if params.get("image_prompt"):
+        left_out.append("its image prompt (give Explore the picture and IP-Adapter to add one)")
     notes = [f"Explore shows this picture's seed and prompt without {', '.join(left_out)}: a point holds start "
              "noise and a prompt."] if left_out else []
     return settings, notes
+
+
+def image_prompt(services, path):
+    """An uploaded image prompt (PIL), or None when there is none; oversized or broken files are refused."""
+    if not path:
+        return None
+    from pipelines.image import open_user_image
+
+    return open_user_image(path, services.settings.image_limits.max_image_pixels)[0]
 
 
 def random_seed() -> int:

@@ -18,7 +18,7 @@ import logging
 import tempfile
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 
@@ -164,26 +164,39 @@ class ModelHost:
     def admit_controlnet(self, name: str) -> str:
         """Where a ControlNet a request names lives — a folder inside the model folders, or a hub id — if this
         caller may load one (guests may not: they load no weights of their own). A ValueError names the field."""
+        return self._admit_addon(name, "ControlNet", "controlnet model", "lllyasviel/control_v11p_sd15_canny")
+
+    def admit_ip_adapter(self, name: str) -> str:
+        """Where an IP-Adapter a request names lives — a .safetensors file inside the model folders (its
+        image_encoder folder beside it), or a hub file — if this caller may load one (guests may not)."""
+        location = self._admit_addon(name, "IP-Adapter", "ip_adapter", "h94/IP-Adapter/models/ip-adapter_sd15"
+                                                                       ".safetensors")
+        if not location.endswith(".safetensors"):
+            raise ValueError(f"ip_adapter: {short(name)} is not an IP-Adapter .safetensors file")
+        return location
+
+    def _admit_addon(self, name: str, kind: str, field: str, example: str) -> str:
         text = (name or "").strip()
         if not text:
-            raise ValueError("controlnet model: give a ControlNet folder or hub id (e.g. "
-                             "lllyasviel/control_v11p_sd15_canny)")
+            raise ValueError(f"{field}: give a {kind} folder, file or hub id (e.g. {example})")
         if len(text) > MAX_MODEL_NAME or any(ord(c) < 32 for c in text):
-            raise ValueError(f"controlnet model: at most {MAX_MODEL_NAME} characters and no control characters")
+            raise ValueError(f"{field}: at most {MAX_MODEL_NAME} characters and no control characters")
         if self.admission and self.caller().guest:
-            raise AccessDenied("Guests can't load ControlNet models; the studio's owner can.")
-        self._admit_path(text, "ControlNet", field="controlnet model")
+            raise AccessDenied(f"Guests can't load {kind} models; the studio's owner can.")
+        self._admit_path(text, kind, field=field)
         path = Path(text).expanduser()
         if path.exists():
             return str(path.resolve())
         if self.settings.offline:
-            raise ValueError(f"controlnet model: {short(text)} is a model-hub id and the studio is offline: give the "
-                             "folder of a downloaded ControlNet instead")
+            raise ValueError(f"{field}: {short(text)} is a model-hub id and the studio is offline: give the "
+                             f"downloaded {kind} instead")
         return text
 
     def admit_look(self, look):
-        """A diffusion look (Explore's render settings) within the server's image limits."""
+        """A diffusion look (Explore's render settings) within the server's image limits, its IP-Adapter admitted."""
         limits = self.settings.image_limits
+        if look.ip_adapter:
+            look = replace(look, ip_adapter=self.admit_ip_adapter(look.ip_adapter))
         for name in ("steps", "preview_steps"):
             value = getattr(look, name)
             if value > limits.max_steps:

@@ -185,3 +185,38 @@ def build_tiny_lora(folder: Path, tiny_sd_dir: Path) -> Path:
                                     target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
     StableDiffusionPipeline.save_lora_weights(folder, unet_lora_layers=get_peft_model_state_dict(unet))
     return next(Path(folder).glob("*.safetensors"))
+
+
+def build_tiny_ip_adapter(folder: Path, unet, seed: int = 0, text_width: int | None = None) -> Path:
+    """A random-weight IP-Adapter for `unet` as h94/IP-Adapter lays one out: `ip-adapter.safetensors` (a plain
+    image projection to 4 tokens, and key/value projections for every cross-attention layer, numbered as diffusers
+    reads them) with a tiny CLIP image encoder in `image_encoder/` beside it. `text_width` other than the UNet's
+    makes one for another kind of model."""
+    from safetensors.torch import save_file
+    from transformers import CLIPVisionConfig, CLIPVisionModelWithProjection
+
+    width = text_width or unet.config.cross_attention_dim
+    embed = 24
+    folder.mkdir(parents=True, exist_ok=True)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        CLIPVisionModelWithProjection(CLIPVisionConfig(
+            hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+            patch_size=8, projection_dim=embed)).save_pretrained(folder / "image_encoder")
+        state = {"image_proj.proj.weight": torch.randn(4 * width, embed) * 0.3,
+                 "image_proj.proj.bias": torch.randn(4 * width) * 0.1,
+                 "image_proj.norm.weight": torch.ones(width), "image_proj.norm.bias": torch.zeros(width)}
+        key = 1
+        for name in unet.attn_processors:
+            if name.endswith("attn1.processor"):
+                continue
+            block = name.split(".")[0]
+            channels = unet.config.block_out_channels
+            hidden = channels[-1] if block == "mid_block" else (
+                list(reversed(channels))[int(name.split(".")[1])] if block == "up_blocks"
+                else channels[int(name.split(".")[1])])
+            for part in ("to_k_ip", "to_v_ip"):
+                state[f"ip_adapter.{key}.{part}.weight"] = torch.randn(hidden, width) * 0.3
+            key += 2
+    save_file(state, str(folder / "ip-adapter.safetensors"))
+    return folder / "ip-adapter.safetensors"

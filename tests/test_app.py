@@ -399,3 +399,22 @@ def test_generate_image_takes_controlnet_units_and_regional_prompts(tmp_path, cl
     assert item.params["regions"][1]["box"] == [0.5, 0.0, 1.0, 1.0]
     with pytest.raises(AppError, match="separate the regions' prompts with BREAK"):
         client.predict(**image_args(batch_size=1), regions="columns", api_name="/generate_image")
+    # an image prompt (IP-Adapter): a file in the model folders with its image encoder beside it
+    from tests.conftest import build_tiny_ip_adapter
+
+    adapter = str(build_tiny_ip_adapter(tmp_path / "ip", unet, 1))
+    plain, _ = client.predict(**image_args(batch_size=1), api_name="/generate_image")
+    info, files = client.predict(**image_args(batch_size=1), ip_adapter=adapter, ip_adapter_weight=0.9,
+                                 ip_adapter_image=handle_file(str(tmp_path / "square.png")), api_name="/generate_image")
+    assert read_png_info(files[0])["settings"]["ControlNet 0"] == (
+        "Module: ip-adapter_clip, Model: ip-adapter, Weight: 0.9, Guidance Start: 0, Guidance End: 1")
+    assert services.history.get(info["history_ids"][0]).params["image_prompt"] == {"adapter": adapter, "weight": 0.9}
+    for changes, message in (({"ip_adapter": adapter}, "ip_adapter_image: give the image prompt's picture"),
+                             ({"ip_adapter": adapter, "ip_adapter_weight": 3, "ip_adapter_image": True},
+                              "ip_adapter weight must be .*2"),
+                             ({"ip_adapter": "/etc/x.safetensors", "ip_adapter_image": True},
+                              "ip_adapter: .* is outside the model folders")):
+        if changes.get("ip_adapter_image"):
+            changes["ip_adapter_image"] = handle_file(str(tmp_path / "square.png"))
+        with pytest.raises(AppError, match=message):
+            client.predict(**image_args(batch_size=1), **changes, api_name="/generate_image")

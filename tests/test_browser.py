@@ -660,6 +660,43 @@ def test_a_controlnet_unit_previews_its_edges_steers_the_pictures_and_is_recorde
                            "t.innerText.includes('made for another kind of model'))", timeout=SLOW)
 
 
+def test_an_image_prompt_steers_the_image_tab_and_an_explore_point(served_app, page, tmp_path):
+    """The Image tab's image-prompt panel (picture, IP-Adapter, weight) is recorded with the picture; in Explore the
+    render settings' IP-Adapter reads the image prompt of the seeds opened."""
+    from diffusers import UNet2DConditionModel
+
+    from tests.conftest import build_tiny_ip_adapter
+    from tests.test_control import square
+
+    url, services = served_app
+    unet = UNet2DConditionModel.from_pretrained(services.registry.lookup("tiny-sd", "image").location, subfolder="unet")
+    adapter = str(build_tiny_ip_adapter(tmp_path / "tiny-ip", unet, 1))
+    source = tmp_path / "square.png"
+    square(64).save(source)
+    before = {item.id for item in services.history.list(tab="image")}
+    page.goto(url)
+    choose_model(page, "image-model", "tiny-sd")
+    move_slider(page, "image-steps", 3)
+    move_slider(page, "image-batch", 1)
+    page.locator("#image-ip-box").click()
+    page.locator("#image-ip-picture input[type=file]").first.set_input_files(str(source))
+    choose_model(page, "image-ip-adapter", adapter)
+    page.locator("#image-prompt textarea").fill("a red fox")
+    page.locator("#image-generate").click()
+    wait_text(page, "image-status", "1 image(s)")
+    kept, = [i for i in services.history.list(tab="image") if i.id not in before]
+    assert kept.params["image_prompt"] == {"adapter": adapter, "weight": 0.6}
+    page.get_by_role("tab", name="Explore", exact=True).click()
+    choose_model(page, "explore-model", "tiny-sd")
+    page.get_by_text("Render settings").click()
+    choose_model(page, "explore-ip-adapter", adapter)
+    page.get_by_text("…with an image prompt").click()
+    page.locator("#explore-image-prompt input[type=file]").first.set_input_files(str(source))
+    page.locator("#explore-image-prompt img").first.wait_for(timeout=SLOW)
+    page.locator("#explore-open").click()
+    wait_text(page, "explore-current-label", "image prompt")
+
+
 def test_regional_prompts_draw_the_parts_between_breaks_side_by_side(served_app, page):
     url, services = served_app
     before = {item.id for item in services.history.list(tab="image")}

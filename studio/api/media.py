@@ -19,8 +19,9 @@ from pipelines.image_regions import regions_from_layout
 from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
 from pipelines.media import png_bytes, read_png_info
 from studio.tabs.common import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
-from studio.actions import (build_params, control_units, keep_images, loras_from, make_plot, resolve_upscaler, run_text,
-                             start_generation, style_named, styles_path, upscaled_origin, verify_file, verify_summary)
+from studio.actions import (build_params, control_units, image_prompt, keep_images, loras_from, make_plot,
+                             resolve_upscaler, run_text, start_generation, style_named, styles_path, upscaled_origin,
+                             verify_file, verify_summary)
 
 
 def seed_or_random(name: str, value) -> int | None:
@@ -200,6 +201,9 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
         regions: str = "",
         regions_ratios: str = "",
         regions_weight: float = 1.0,
+        ip_adapter: str = "",
+        ip_adapter_image: FileData | None = None,
+        ip_adapter_weight: float = 0.6,
         request: gr.Request = None,
     ) -> tuple[dict, list[FileData]]:
         """Text to image; image to image with `init_images`; inpainting with `init_images` and `mask`;
@@ -240,6 +244,10 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
                 drawn side by side, e.g. prompt="a castle BREAK a dragon" (latent couple).
             regions_ratios: the parts' sizes, e.g. "2,1" (empty = equal).
             regions_weight: 0 to 1, how much each part keeps to its own prompt.
+            ip_adapter: an image prompt's IP-Adapter: a hub file (e.g. h94/IP-Adapter/models/ip-adapter_sd15.safetensors)
+                or a .safetensors file in the model folders with its image_encoder folder beside it.
+            ip_adapter_image: the image prompt: a picture whose subject, look or style the picture follows.
+            ip_adapter_weight: 0 to 2, how strongly the image prompt steers (0.5-0.8 keeps the words).
 
         Returns a JSON object (seeds, parameters, seconds, history_ids) and the PNG files, each carrying its
         parameters (AUTOMATIC1111 text, JSON, XMP).
@@ -267,6 +275,11 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
                                                    float(regions_weight))
         extra["controls"] = control_units(services, controlnet, [
             open_user_image(_path(f), limits.max_image_pixels)[0] for f in controlnet_images or []])
+        if ip_adapter_image is not None:
+            extra["image_prompt"] = image_prompt(services, ip_adapter, ip_adapter_weight,
+                                                 open_user_image(_path(ip_adapter_image), limits.max_image_pixels)[0])
+        elif ip_adapter.strip():
+            raise ValueError("ip_adapter_image: give the image prompt's picture (or leave ip_adapter empty)")
         params = ImageParams(prompt=prompt or "", negative_prompt=negative_prompt or "", mode=mode, steps=steps,
                              guidance=float(cfg_scale), width=width or (init.width // 8 * 8 if init else size),
                              height=height or (init.height // 8 * 8 if init else size), scheduler=sampler_name,

@@ -10,6 +10,7 @@ import gradio as gr
 
 from pipelines.image import SCHEDULERS
 from pipelines.image_latent import DiffusionLook
+from studio.tabs.image_control import KNOWN_IP_ADAPTERS
 from studio.services import Services
 from studio.tabs.common import TabHandle, as_int, friendly_errors, guarded
 from studio.workbench import build_workbench
@@ -37,18 +38,24 @@ def build(services: Services) -> TabHandle:
                               info="the model's own size: 64 emoji, 512 SD 1.5, 1024 SDXL")
             height = gr.Slider(64, 2048, value=DEFAULT_LOOK.height, step=8, label="Height")
             negative = gr.Textbox(label="Negative prompt", scale=2)
+        with gr.Row():
+            ip_adapter = gr.Dropdown(["", *KNOWN_IP_ADAPTERS], value="", allow_custom_value=True, scale=2,
+                                     label="IP-Adapter (reads the points' image prompts)", elem_id="explore-ip-adapter",
+                                     info="a .safetensors file with its image_encoder folder beside it, or a hub file")
+            ip_weight = gr.Slider(0, 2, value=DEFAULT_LOOK.ip_weight, step=0.05, label="Image prompt weight")
         look_note = gr.Markdown("")
     with gr.Row():
         to_img2img = gr.Button("Send the current picture to img2img", size="sm", elem_id="explore-to-img2img")
         to_inpaint = gr.Button("Send the current picture to inpaint", size="sm")
     look = gr.State(asdict(DEFAULT_LOOK))
-    controls = [steps, preview_steps, guidance, sampler, width, height, negative]
+    controls = [steps, preview_steps, guidance, sampler, width, height, negative, ip_adapter, ip_weight]
 
     @friendly_errors
-    def set_look(n_steps, n_preview, cfg, scheduler, w, h, negative_prompt):
+    def set_look(n_steps, n_preview, cfg, scheduler, w, h, negative_prompt, adapter, adapter_weight):
         chosen = DiffusionLook(steps=as_int("steps", n_steps), preview_steps=as_int("preview steps", n_preview),
                                guidance=float(cfg), scheduler=scheduler, width=as_int("width", w),
-                               height=as_int("height", h), negative_prompt=negative_prompt or "")
+                               height=as_int("height", h), negative_prompt=negative_prompt or "",
+                               ip_adapter=(adapter or "").strip(), ip_weight=float(adapter_weight))
         return asdict(chosen), ""
 
     for control in controls:
@@ -58,7 +65,7 @@ def build(services: Services) -> TabHandle:
                             max_frames=services.settings.gan_limits.max_frames * 2,
                             settings={"model": model, "prompt": prompt, "steps": steps, "preview_steps": preview_steps,
                                       "guidance": guidance, "scheduler": sampler, "width": width, "height": height,
-                                      "negative_prompt": negative})
+                                      "negative_prompt": negative, "ip_adapter": ip_adapter, "ip_weight": ip_weight})
     fields = {"model": model, "prompt": prompt, "steps": steps, "guidance": guidance, "scheduler": sampler,
               "width": width, "height": height, "negative_prompt": negative}
 

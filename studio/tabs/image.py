@@ -23,11 +23,12 @@ from studio.tabs.common import (
     session_of,
     user_of,
 )
-from studio.tabs.image_control import ControlPanel, RegionsPanel
+from studio.tabs.image_control import ControlPanel, ImagePromptPanel, RegionsPanel
 from studio.tabs.image_extras import Extras, build_extras, build_upscale_panel
 from studio.tabs.image_live import LivePanel
 from studio.tabs.image_plot import build_plot_panel
 
+IMAGE_PROMPT = Extras.COUNT + ControlPanel.COUNT  # where the image prompt's values start among the extras
 MODE_LABELS = {"Text to image": "txt2img", "Image to image": "img2img", "Inpaint": "inpaint", "Outpaint": "outpaint"}
 
 
@@ -75,7 +76,9 @@ def page_params(services, values: list) -> tuple[ImageParams, list[str]]:
         variation_strength=float(var_strength), strength=float(strength_value),
         batch_size=as_int("batch_size", size), batch_count=as_int("batch_count", count), init_image=init, mask=mask,
         controls=ControlPanel.params(services, extra_values[Extras.COUNT:Extras.COUNT + ControlPanel.COUNT]),
-        regions=RegionsPanel.params(prompt_text, *extra_values[Extras.COUNT + ControlPanel.COUNT:]), **extra,
+        image_prompt=ImagePromptPanel.params(services,
+                                             *extra_values[IMAGE_PROMPT:IMAGE_PROMPT + ImagePromptPanel.COUNT]),
+        regions=RegionsPanel.params(prompt_text, *extra_values[IMAGE_PROMPT + ImagePromptPanel.COUNT:]), **extra,
     )
     params.validate(limits)
     return params, notes
@@ -152,6 +155,7 @@ def _settings_panel(services: Services, prompt, negative) -> SimpleNamespace:
         ui.lora_weights = gr.Textbox(label="Weights", placeholder="one per file, e.g. 0.8, 0.5 (default 1)")
     ui.extras = build_extras(services, prompt, negative)
     ui.control = ControlPanel.build()
+    ui.image_prompt = ImagePromptPanel.build()
     ui.regions = RegionsPanel.build()
     return ui
 
@@ -192,7 +196,7 @@ def _runner(services: Services):
     @guarded(services, "image", generation=True)
     def generate(request, progress, mode_label, prompt_text, negative_text, init_path, editor_value, strength_value,
                  model_name, sampler, n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras,
-                 lora_w, *extra):  # extra: style, hires, outpaint, ControlNet, regions (`loras` by name to guarded)
+                 lora_w, *extra):  # extra: style, hires, outpaint, ControlNet, image prompt, regions (`loras` by name to guarded)
         params, notes = page_params(services, [
             mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
             n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w, *extra])
@@ -278,13 +282,14 @@ def build(services: Services) -> TabHandle:
     inputs = [compose.mode, compose.prompt, compose.negative, compose.init_image, compose.editor, compose.strength,
               side.model, side.scheduler, side.steps, side.guidance, side.width, side.height, side.seed,
               side.batch_size, side.batch_count, side.variation_seed, side.variation_strength, side.lora_files,
-              side.lora_weights, *side.extras.inputs, *side.control.inputs, *side.regions.inputs]
+              side.lora_weights, *side.extras.inputs, *side.control.inputs, *side.image_prompt.inputs,
+              *side.regions.inputs]
     side.control.wire(services, [side.width, side.height])
     results.wire_plot(inputs, side.model, side.lora_files, side.lora_weights, page_params)
     live.wire(services, page_params, inputs, [compose.prompt, compose.negative, side.scheduler,
                                               side.guidance, side.width, side.height, side.seed,
                                               side.variation_seed, side.variation_strength, compose.strength,
-                                              *side.control.pictures],
+                                              *side.control.pictures, side.image_prompt.picture],
               side.seed, results.preview, compose.status)
     compose.generate.click(_runner(services), inputs, [results.preview, results.gallery, compose.status],
                            api_visibility="private", concurrency_limit=services.image_concurrency,

@@ -1,4 +1,4 @@
-"""The Image tab's ControlNet and regional-prompt panels. ControlNet: up to three units, each a picture to upload or a sketch to draw, what reads
+"""The Image tab's ControlNet, image-prompt and regional-prompt panels. ControlNet: up to three units, each a picture to upload or a sketch to draw, what reads
 it (canny, line art, scribble, the sketch as it is drawn, or a depth / normal / pose map as it is), the ControlNet
 model, its weight and the part of the denoising it acts in — and a preview of the control picture. The units
 become `ControlUnit`s of the request (studio.actions.control_units); the work is in pipelines/image_control.py."""
@@ -12,7 +12,8 @@ import gradio as gr
 from pipelines.image import open_user_image
 from pipelines.image_control import MAX_UNITS, PREPROCESSORS, ControlUnit, control_picture
 from pipelines.image_regions import regions_from_layout
-from studio.actions import control_units
+from pipelines.image_ipadapter import DEFAULT_WEIGHT
+from studio.actions import control_units, image_prompt
 from studio.tabs.common import friendly_errors, guarded
 
 # ControlNets for Stable Diffusion 1.5 and SDXL on the model hub (downloaded on first use when online); any other
@@ -21,6 +22,11 @@ KNOWN_CONTROLNETS = ("lllyasviel/control_v11p_sd15_canny", "lllyasviel/control_v
                      "lllyasviel/control_v11p_sd15_scribble", "lllyasviel/control_v11f1p_sd15_depth",
                      "lllyasviel/control_v11p_sd15_normalbae", "lllyasviel/control_v11p_sd15_openpose",
                      "diffusers/controlnet-canny-sdxl-1.0", "diffusers/controlnet-depth-sdxl-1.0")
+# IP-Adapters for SD 1.5 and SDXL (h94's layout: each file's image encoder in an image_encoder folder beside it)
+KNOWN_IP_ADAPTERS = ("h94/IP-Adapter/models/ip-adapter_sd15.safetensors",
+                     "h94/IP-Adapter/models/ip-adapter-plus_sd15.safetensors",
+                     "h94/IP-Adapter/sdxl_models/ip-adapter_sdxl.safetensors",
+                     "h94/IP-Adapter/sdxl_models/ip-adapter_sdxl_vit-h.safetensors")
 MODULE_INFO = ("canny / lineart / scribble: lines from any picture · sketch: your drawing as drawn · "
                "none: a depth, normal or pose map as it is")
 FIELDS = 9  # per unit: on, picture, module, model, weight, start, end, low, high
@@ -121,6 +127,44 @@ def _picture(services, value, index: int):
     flat = Image.new("RGB", picture.size, "white")  # an empty canvas is transparent: draw on white paper
     flat.paste(picture, mask=picture.getchannel("A"))
     return flat
+
+
+@dataclass
+class ImagePromptPanel:
+    """An image prompt (IP-Adapter): a picture whose look, subject or style the picture follows, with a weight."""
+
+    picture: gr.Image
+    adapter: gr.Dropdown
+    weight: gr.Slider
+
+    COUNT = 3
+
+    @property
+    def inputs(self) -> list:
+        return [self.picture, self.adapter, self.weight]
+
+    @classmethod
+    def build(cls) -> ImagePromptPanel:
+        with gr.Accordion("Image prompt: a picture to follow, beside the words (IP-Adapter)", open=False,
+                          elem_id="image-ip-box"):
+            with gr.Row():
+                picture = gr.Image(label="Image prompt", type="filepath", height=200, elem_id="image-ip-picture")
+                with gr.Column():
+                    adapter = gr.Dropdown(list(KNOWN_IP_ADAPTERS), value=KNOWN_IP_ADAPTERS[0], allow_custom_value=True,
+                                          label="IP-Adapter", elem_id="image-ip-adapter",
+                                          info="a hub file, or a .safetensors file with its image_encoder folder "
+                                               "beside it (SD 1.x or SDXL, as the image model)")
+                    weight = gr.Slider(0, 2, value=DEFAULT_WEIGHT, step=0.05, label="Weight", elem_id="image-ip-weight",
+                                       info="0.5–0.8 keeps the words; 1 and above follows the picture")
+        return cls(picture, adapter, weight)
+
+    @staticmethod
+    def params(services, picture, adapter, weight):
+        """The request's ImagePrompt, or None when no picture is given."""
+        if not picture:
+            return None
+        image, _ = open_user_image(picture, services.settings.image_limits.max_image_pixels)
+        return image_prompt(services, adapter or "", weight, image)
 
 
 @dataclass

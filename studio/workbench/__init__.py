@@ -84,7 +84,7 @@ def build_workbench(services, *, tab: str, prefix: str, kind: str, model: gr.Dro
             current = CurrentPanel.build(prefix)
             share = SharePanel.build(prefix)
         with gr.Column(scale=3):
-            start = StartRow.build(prefix, can_encode)
+            start = StartRow.build(prefix, can_encode, image_prompts=kind == "diffusion")
             with gr.Tabs():
                 with gr.Tab("Grid", id=f"{prefix}-tab-grid", elem_id=f"{prefix}-tab-grid"):
                     grid_panel = GridPanel.build(prefix, max_grid)

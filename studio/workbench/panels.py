@@ -31,9 +31,10 @@ class StartRow:
     open_seed: gr.Button
     dice: gr.Button
     upload: gr.Image | None
+    image_prompt: gr.Image | None = None
 
     @classmethod
-    def build(cls, prefix: str, can_encode: bool) -> StartRow:
+    def build(cls, prefix: str, can_encode: bool, image_prompts: bool = False) -> StartRow:
         with gr.Row():
             seed = gr.Textbox(value="0", label="Seed", scale=2, elem_id=f"{prefix}-seed")
             open_seed = gr.Button("Open seed", variant="primary", scale=1, elem_id=f"{prefix}-open")
@@ -42,7 +43,13 @@ class StartRow:
         if can_encode:
             with gr.Accordion("…or start from a picture (encoded into the latent space)", open=False):
                 upload = gr.Image(label="Picture", type="numpy", height=160, elem_id=f"{prefix}-upload")
-        return cls(seed, open_seed, dice, upload)
+        image_prompt = None
+        if image_prompts:
+            with gr.Accordion("…with an image prompt: the seeds you open also follow this picture (IP-Adapter)",
+                              open=False):
+                image_prompt = gr.Image(label="Image prompt (choose the IP-Adapter in the render settings)",
+                                        type="filepath", height=160, elem_id=f"{prefix}-image-prompt")
+        return cls(seed, open_seed, dice, upload, image_prompt)
 
     def wire(self, ctx: Context, current: CurrentPanel) -> None:
         prompt = [ctx.prompt] if ctx.prompt is not None else []
@@ -51,7 +58,9 @@ class StartRow:
             model = ctx.space(model_name, look, bench)
             seed = parse_seed(seed_text)
             seed = seed if seed is not None else ex.random_seed()
-            point = model.point_for_seed(seed, prompt=rest[0] if rest else "")
+            image = ex.image_prompt(ctx.services, rest[-1]) if self.image_prompt is not None else None
+            point = model.point_for_seed(seed, prompt=rest[0] if prompt else "",
+                                         **({"image": image} if image is not None else {}))
             return show(ctx, bench, model, point)
 
         def encode(request: gr.Request, bench, model_name, look, image, *rest):
@@ -68,7 +77,8 @@ class StartRow:
                                               interactive=True)
             return show(ctx, bench, model, point, "encoded from your picture")
 
-        inputs = [ctx.bench, ctx.model, ctx.look, self.seed, *prompt]
+        inputs = [ctx.bench, ctx.model, ctx.look, self.seed, *prompt,
+                  *([self.image_prompt] if self.image_prompt is not None else [])]
         self.open_args = (ctx.event(open_seed), inputs, current.outputs(ctx))  # other tabs open points too
         self.open_seed.click(ctx.event(open_seed), inputs, current.outputs(ctx), api_visibility="private",
                              validator=check_fields(None, None, None, seed_field))

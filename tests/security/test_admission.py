@@ -67,6 +67,11 @@ def test_a_guest_cannot_reach_another_model_through_explore_or_a_path(server):
                       controlnet='[{"model": "lllyasviel/control_v11p_sd15_canny"}]',
                       controlnet_images=[handle_file(str(Path(__file__).parent.parent.parent / "assets" / "models"
                                                          / "emoji-ldm" / "samples.png"))], api_name="/generate_image")
+    with pytest.raises(AppError, match="Guests can't load IP-Adapter models"):
+        guest.predict(prompt="red", steps=1, width=64, height=64, model="tiny-sd",
+                      ip_adapter="h94/IP-Adapter/models/ip-adapter_sd15.safetensors",
+                      ip_adapter_image=handle_file(str(Path(__file__).parent.parent.parent / "assets" / "models"
+                                                       / "emoji-ldm" / "samples.png")), api_name="/generate_image")
     assert services.access.remaining(GUESTS[1][0]) == QUOTA  # refused requests cost nothing
     assert [key for _, key in services.cache.loaded("image")] == ["tiny-sd"]  # nothing was loaded for them
 
