@@ -159,3 +159,16 @@ def test_an_image_prompt_joins_controlnets_regions_and_the_hires_pass(tiny, adap
         plain = pixels(tiny(params))
         steered = pixels(tiny(replace(params, image_prompt=prompt(adapters["good"]))))
         assert steered.shape == plain.shape and np.abs(steered - plain).mean() > 1, name
+
+
+def test_the_emoji_model_says_no_sd_ip_adapter_fits_it(cache_dir, adapters):
+    """The embedded emoji model reads MiniLM's 384-wide text: an SD IP-Adapter (here one 32 wide) is refused in
+    words, and the model still draws without it."""
+    registry = Registry(cache_dir)
+    emoji = ImagePipeline(load_image_model(registry.resolve(registry.lookup("emoji-ldm", "image")),
+                                           pick_placement("cpu")))
+    params = replace(PARAMS, batch_size=1)
+    with pytest.raises(ModelNotAvailable, match=r"emoji-ldm cannot take an image prompt|another kind of model .*"
+                                                r"emoji-ldm has 384"):
+        emoji(replace(params, image_prompt=prompt(adapters["good"])))
+    assert emoji(params).images[0].size == (64, 64)
