@@ -171,6 +171,18 @@ def tiny_sd_dir(tmp_path_factory) -> Path:
     return build_tiny_sd(tmp_path_factory.mktemp("tiny-sd"))
 
 
+@pytest.fixture(scope="session")
+def emoji_pipeline(cache_dir):
+    """The embedded emoji model's image pipeline, on the CPU."""
+    from pipelines.device import pick_placement
+    from pipelines.image import ImagePipeline, load_image_model
+    from pipelines.registry import Registry
+
+    registry = Registry(cache_dir)
+    return ImagePipeline(load_image_model(registry.resolve(registry.lookup("emoji-ldm", "image")),
+                                          pick_placement("cpu")))
+
+
 def build_tiny_lora(folder: Path, tiny_sd_dir: Path) -> Path:
     """A random-weight LoRA (.safetensors) for the tiny SD UNet."""
     pytest.importorskip("peft")

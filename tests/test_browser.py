@@ -617,6 +617,14 @@ def test_chat_continues_a_cut_off_answer_counts_tokens_and_exports(served_app, p
     page.screenshot(path=str(artifacts_dir / "text-chat-tools.png"), full_page=True)
 
 
+def image_tab_on_tiny_sd(page, url) -> None:
+    """The Image tab on the tiny SD model, 3 steps, one picture at a time."""
+    page.goto(url)
+    choose_model(page, "image-model", "tiny-sd")
+    move_slider(page, "image-steps", 3)
+    move_slider(page, "image-batch", 1)
+
+
 def test_a_controlnet_unit_previews_its_edges_steers_the_pictures_and_is_recorded(served_app, page, tmp_path,
                                                                                   artifacts_dir):
     import numpy as np
@@ -632,10 +640,7 @@ def test_a_controlnet_unit_previews_its_edges_steers_the_pictures_and_is_recorde
     source = tmp_path / "square.png"
     square(64).save(source)
     before = {item.id for item in services.history.list(tab="image")}
-    page.goto(url)
-    choose_model(page, "image-model", "tiny-sd")
-    move_slider(page, "image-steps", 3)
-    move_slider(page, "image-batch", 1)
+    image_tab_on_tiny_sd(page, url)
     page.locator("#image-seed textarea, #image-seed input").first.fill("4")
     page.locator("#image-control").click()
     page.locator("#image-control-0-on input[type=checkbox]").check()
@@ -674,10 +679,7 @@ def test_an_image_prompt_steers_the_image_tab_and_an_explore_point(served_app, p
     source = tmp_path / "square.png"
     square(64).save(source)
     before = {item.id for item in services.history.list(tab="image")}
-    page.goto(url)
-    choose_model(page, "image-model", "tiny-sd")
-    move_slider(page, "image-steps", 3)
-    move_slider(page, "image-batch", 1)
+    image_tab_on_tiny_sd(page, url)
     page.locator("#image-ip-box").click()
     page.locator("#image-ip-picture input[type=file]").first.set_input_files(str(source))
     choose_model(page, "image-ip-adapter", adapter)
@@ -700,10 +702,7 @@ def test_an_image_prompt_steers_the_image_tab_and_an_explore_point(served_app, p
 def test_regional_prompts_draw_the_parts_between_breaks_side_by_side(served_app, page):
     url, services = served_app
     before = {item.id for item in services.history.list(tab="image")}
-    page.goto(url)
-    choose_model(page, "image-model", "tiny-sd")
-    move_slider(page, "image-steps", 3)
-    move_slider(page, "image-batch", 1)
+    image_tab_on_tiny_sd(page, url)
     page.locator("#image-regions-box").click()
     page.locator("#image-regions").get_by_label("Rows").check()
     fill_box(page, "image-regions-ratios", "1,2")

@@ -131,12 +131,10 @@ def test_a_controlnet_for_another_model_family_is_refused_in_words(tiny, nets):
         tiny(replace(PARAMS, controls=(ControlUnit(str(nets[2]) + "-missing", square()),)))
 
 
-def test_the_emoji_model_says_no_sd_controlnet_fits_it(cache_dir, nets):
+def test_the_emoji_model_says_no_sd_controlnet_fits_it(emoji_pipeline, nets):
     """The embedded emoji model reads MiniLM's 384-wide text: an SD ControlNet (here one 32 wide) is refused in
     words, and the model still draws without it."""
-    registry = Registry(cache_dir)
-    emoji = ImagePipeline(load_image_model(registry.resolve(registry.lookup("emoji-ldm", "image")),
-                                           pick_placement("cpu")))
+    emoji = emoji_pipeline
     params = replace(PARAMS, batch_size=1)
     with pytest.raises(ModelNotAvailable, match="made for another kind of model .* 32, emoji-ldm's is 384"):
         emoji(replace(params, controls=(ControlUnit(nets[0], square()),)))

@@ -15,24 +15,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pipelines.device import pick_placement
-from pipelines.image import ImageLimits, ImageParams, ImagePipeline, load_image_model
+from pipelines.image import ImageParams
 from pipelines.image_ipadapter import ImagePrompt, IPAdapterRef
 from pipelines.image_latent import DiffusionLatentModel, DiffusionLook
 from pipelines.latent import between, load_points, save_points
-from pipelines.registry import ModelNotAvailable, Registry
+from pipelines.registry import ModelNotAvailable
 from tests.conftest import build_tiny_ip_adapter
+from tests.test_control import tiny  # noqa: F401 (the tiny SD model, a fixture of this module's own)
 
 PARAMS = ImageParams(prompt="a red fox", steps=3, batch_size=2, width=64, height=64, seed=4, scheduler="Euler")
 RED, BLUE = Image.new("RGB", (80, 80), (230, 20, 20)), Image.new("RGB", (80, 80), (20, 20, 230))
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_sd_dir):
-    registry = Registry(tiny_sd_dir.parent / "cache-ip", offline=True)
-    model = load_image_model(registry.resolve(registry.lookup(str(tiny_sd_dir), "image")), pick_placement("cpu"),
-                             offline=True)
-    return ImagePipeline(model, ImageLimits(max_steps=60, max_batch_size=4))
 
 
 @pytest.fixture(scope="module")
@@ -161,12 +153,10 @@ def test_an_image_prompt_joins_controlnets_regions_and_the_hires_pass(tiny, adap
         assert steered.shape == plain.shape and np.abs(steered - plain).mean() > 1, name
 
 
-def test_the_emoji_model_says_no_sd_ip_adapter_fits_it(cache_dir, adapters):
+def test_the_emoji_model_says_no_sd_ip_adapter_fits_it(emoji_pipeline, adapters):
     """The embedded emoji model reads MiniLM's 384-wide text: an SD IP-Adapter (here one 32 wide) is refused in
     words, and the model still draws without it."""
-    registry = Registry(cache_dir)
-    emoji = ImagePipeline(load_image_model(registry.resolve(registry.lookup("emoji-ldm", "image")),
-                                           pick_placement("cpu")))
+    emoji = emoji_pipeline
     params = replace(PARAMS, batch_size=1)
     with pytest.raises(ModelNotAvailable, match=r"emoji-ldm cannot take an image prompt|another kind of model .*"
                                                 r"emoji-ldm has 384"):
