@@ -8,10 +8,10 @@
 
 A point is the initial noise latent plus the prompt's text embedding (token embeddings, and the pooled
 embedding where the model has one, e.g. SDXL), optionally with an offset for the UNet's mid-block
-activations ("h-space"), and optionally an image prompt: a picture's CLIP embedding, read by the look's IP-Adapter
-(a walk between two image prompts mixes their embeddings). Rendering is the model's own denoising run with fixed sampler, steps,
-guidance and size (`DiffusionLook`), called with the embeddings instead of prompt strings — the same
-numbers the Image tab's pipeline computes, so a point made from a seed and a prompt renders the very
+activations ("h-space"), and optionally an image prompt: a picture's CLIP embedding, read by the look's
+IP-Adapter (a walk between two image prompts mixes their embeddings). Rendering is the model's own denoising
+run with fixed sampler, steps, guidance and size (`DiffusionLook`), called with the embeddings instead of
+prompt strings — the same numbers the Image tab's pipeline computes, so a point made from a seed and a prompt renders the very
 image that seed and prompt make there. Many points render in batches. The preview runs fewer steps.
 
 Directions: "prompt-pair" — the difference of two prompts' embeddings ("smiling" ↔ "frowning") in
@@ -189,9 +189,13 @@ class DiffusionLatentModel(LatentModel):
         check_int("seed", seed, 0, 2**32 - 1)
         noise = torch.randn(self.z_shape, generator=torch.Generator().manual_seed(seed))
         tokens, pooled = self.embed(prompt)
-        label = f"seed {seed}" + (f" · {prompt[:60]}" if prompt else "") + (" · image prompt" if image is not None else "")
-        embedding = self.image_adapter()[1].embed(image) if image is not None else None
-        return LatentPoint(noise, tokens, pooled, None, self.name, label, seed, embedding)
+        point = LatentPoint(noise, tokens, pooled, None, self.name, f"seed {seed}" + (f" · {prompt[:60]}" if prompt
+                                                                                     else ""), seed)
+        return self.with_image_prompt(point, image) if image is not None else point
+
+    def with_image_prompt(self, point: LatentPoint, image) -> LatentPoint:
+        """The point with `image` (PIL) as its image prompt: the picture's embedding by the look's IP-Adapter."""
+        return point.with_parts(image=self.image_adapter()[1].embed(image), label=f"{point.label} · image prompt")
 
     def image_adapter(self) -> tuple[IPAdapterRef, IPAdapterWeights]:
         """The look's IP-Adapter, read for this model (image prompts of points need one)."""

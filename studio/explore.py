@@ -205,6 +205,15 @@ def image_prompt(services, path):
     return open_user_image(path, services.settings.image_limits.max_image_pixels)[0]
 
 
+def with_image_prompts(services, model: LatentModel, keys: list[LatentPoint], paths: list) -> list[LatentPoint]:
+    """Keyframes each given the image prompt of its picture (one per keyframe; diffusion models only)."""
+    if not hasattr(model, "image_adapter"):
+        raise ValueError("image_prompts: only diffusion models take image prompts")
+    if len(paths) != len(keys):
+        raise ValueError(f"image_prompts: give one picture per keyframe ({len(keys)}), got {len(paths)}")
+    return [model.with_image_prompt(key, image_prompt(services, path)) for key, path in zip(keys, paths)]
+
+
 def random_seed() -> int:
     return random.SystemRandom().randrange(2**31)
 

@@ -370,6 +370,8 @@ def test_generate_image_takes_controlnet_units_and_regional_prompts(tmp_path, cl
     from gradio_client import handle_file
     from gradio_client.exceptions import AppError
 
+    from PIL import Image
+
     from pipelines.media import read_png_info
     from tests.test_control import build_controlnet, square
 
@@ -418,3 +420,11 @@ def test_generate_image_takes_controlnet_units_and_regional_prompts(tmp_path, cl
             changes["ip_adapter_image"] = handle_file(str(tmp_path / "square.png"))
         with pytest.raises(AppError, match=message):
             client.predict(**image_args(batch_size=1), **changes, api_name="/generate_image")
+    # Explore over the API: a walk between two keyframes' image prompts (the morph)
+    Image.new("RGB", (64, 64), (20, 20, 230)).save(tmp_path / "blue.png")
+    walk_args = dict(model="tiny-sd", keyframes="1: red heart\n1: red heart", frames=3, steps=2, width=64, height=64,
+                     image_prompts=[handle_file(str(tmp_path / name)) for name in ("square.png", "blue.png")])
+    info, _ = client.predict(**walk_args, ip_adapter=adapter, api_name="/explore_walk")
+    assert info["frames"] == 4 and info["keyframes"] == ["seed 1 · red heart · image prompt"] * 2
+    with pytest.raises(AppError, match="choose an IP-Adapter in the render settings"):
+        client.predict(**walk_args, api_name="/explore_walk")

@@ -70,13 +70,15 @@ def _tools(services) -> SimpleNamespace:
         default = services.registry.default("image" if kind == "diffusion" else kind)
         return ex.latent_model(services, model or default, kind, look if kind == "diffusion" else None)
 
-    def look_of(model: str, kind: str, steps, cfg_scale, sampler_name, width, height, negative_prompt):
+    def look_of(model: str, kind: str, steps, cfg_scale, sampler_name, width, height, negative_prompt,
+                ip_adapter="", ip_adapter_weight=0.6):
         if kind_of(services, model, kind) != "diffusion":
             return None
         size = max(64, services.image_pipeline(model).model.default_size)
         return DiffusionLook(steps=steps, guidance=float(cfg_scale), scheduler=sampler_name, width=width or size,
                              height=height or size, negative_prompt=negative_prompt or "",
-                             preview_steps=max(1, min(steps, 8)))
+                             preview_steps=max(1, min(steps, 8)), ip_adapter=(ip_adapter or "").strip(),
+                             ip_weight=float(ip_adapter_weight))
 
     def keep(tab: str, outputs: dict, prompt: str, params: dict, request, model) -> tuple[str | None, list]:
         item = keep_output(services, tab, outputs, prompt=prompt, params={**params, "model": model.name},
@@ -330,9 +332,11 @@ def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, obj
     @guarded(services, "explore", generation=True)
     def explore_walk(model: str = "", keyframes: str = "1\n2", frames: int = 24, ease: str = "ease-in-out",
                      method: str = "slerp", text_method: str = "lerp", loop: bool = False, fps: int = 12,
-                     latents: list[FileData] | None = None, prompt: str = "", kind: str = "", steps: int = 20,
+                     latents: list[FileData] | None = None, prompt: str = "",
+                     image_prompts: list[FileData] | None = None, kind: str = "", steps: int = 20,
                      cfg_scale: float = 7.0, sampler_name: str = "DPM++ 2M", width: int = 0, height: int = 0,
-                     negative_prompt: str = "", request: gr.Request = None) -> tuple[dict, list[FileData]]:
+                     negative_prompt: str = "", ip_adapter: str = "",
+            ip_adapter_weight: float = 0.6, request: gr.Request = None) -> tuple[dict, list[FileData]]:
         """Seed and prompt travel: a walk through keyframes on any model (GAN, VAE or diffusion) as GIF + MP4.
 
         Args:
@@ -346,6 +350,8 @@ def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, obj
             fps: 1 to 60.
             latents: keyframes as .safetensors latent files (from other explore_* results), used instead of `keyframes`.
             prompt: the prompt for keyframes given without one (diffusion).
+            image_prompts: diffusion, with `ip_adapter`: one picture per keyframe, its image prompt (a walk between
+                two pictures morphs one into the other).
             kind: gan, vae or diffusion, when `model` is not a listed one.
             steps: diffusion: denoising steps per picture, 1 to 150 (held fixed for every picture).
             cfg_scale: diffusion: guidance, 0 to 30.
@@ -353,9 +359,15 @@ def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, obj
             width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
             height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
             negative_prompt: diffusion: what to avoid, for every picture.
+            ip_adapter: diffusion: the IP-Adapter that reads points' image prompts (a hub file or a .safetensors
+                file in the model folders); needed for latent files that carry one.
+            ip_adapter_weight: diffusion: 0 to 2, how strongly image prompts steer.
         """
-        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt,
+                          ip_adapter, ip_adapter_weight)
         keys = ex.points_from_files([_path(f) for f in latents or []], m) or ex.parse_keyframes(keyframes, m, prompt)
+        if image_prompts:
+            keys = ex.with_image_prompts(services, m, keys, [_path(f) for f in image_prompts])
         limit = gan_limits.max_frames * (2 if m.kind == "diffusion" else 10)
         params = WalkParams(frames=(frames,), ease=ease, method=method, text_method=text_method, loop=bool(loop),
                             fps=fps, max_total=limit)
@@ -377,7 +389,8 @@ def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, obj
     def explore_directions(model: str = "", method: str = "", count: int = 6, origin: str = "0",
                            positive: str = "", negative: str = "", prompt: str = "", kind: str = "",
                            steps: int = 20, cfg_scale: float = 7.0, sampler_name: str = "DPM++ 2M", width: int = 0,
-                           height: int = 0, negative_prompt: str = "", request: gr.Request = None) -> tuple[dict, list[FileData]]:
+                           height: int = 0, negative_prompt: str = "", ip_adapter: str = "",
+            ip_adapter_weight: float = 0.6, request: gr.Request = None) -> tuple[dict, list[FileData]]:
         """Find latent directions: GAN — ganspace, sefa; VAE — dimensions, pca; diffusion — prompt-pair, h-space.
 
         Args:
@@ -395,11 +408,15 @@ def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, obj
             width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
             height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
             negative_prompt: diffusion: what to avoid, for every picture.
+            ip_adapter: diffusion: the IP-Adapter that reads points' image prompts (a hub file or a .safetensors
+                file in the model folders); needed for latent files that carry one.
+            ip_adapter_weight: diffusion: 0 to 2, how strongly image prompts steer.
 
         Returns the directions' names, methods and spreads, the directions as a .safetensors file (give it to
         explore_move or explore_map) and a picture of what each does at −2, 0 and +2.
         """
-        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt,
+                          ip_adapter, ip_adapter_weight)
         start = origin_of(m, origin, None, prompt)
         found = directions_of(m, method, count, start, None, positive, negative)
         path = history.root / "directions" / f"api-{ex.random_seed()}.safetensors"
@@ -418,7 +435,8 @@ def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, obj
                      method: str = "", count: int = 6, positive: str = "", negative: str = "",
                      latent: FileData | None = None, prompt: str = "", kind: str = "", steps: int = 20,
                      cfg_scale: float = 7.0, sampler_name: str = "DPM++ 2M", width: int = 0, height: int = 0,
-                     negative_prompt: str = "", request: gr.Request = None) -> tuple[dict, list[FileData]]:
+                     negative_prompt: str = "", ip_adapter: str = "",
+            ip_adapter_weight: float = 0.6, request: gr.Request = None) -> tuple[dict, list[FileData]]:
         """Move a point along directions (slider values) and render it: the API of the workbench's sliders.
 
         Args:
@@ -439,10 +457,14 @@ def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, obj
             width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
             height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
             negative_prompt: diffusion: what to avoid, for every picture.
+            ip_adapter: diffusion: the IP-Adapter that reads points' image prompts (a hub file or a .safetensors
+                file in the model folders); needed for latent files that carry one.
+            ip_adapter_weight: diffusion: 0 to 2, how strongly image prompts steer.
 
         Returns the picture and the moved latent (.safetensors).
         """
-        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt,
+                          ip_adapter, ip_adapter_weight)
         start = origin_of(m, origin, latent, prompt)
         found = directions_of(m, method, count, start, directions_file, positive, negative)
         values = _numbers("amounts", amounts)
@@ -475,7 +497,8 @@ def _explore_space_endpoints(services, t: SimpleNamespace) -> list[tuple[str, ob
                     directions_file: FileData | None = None, method: str = "", extent: float = 2.5, grid_size: int = 8,
                     latent: FileData | None = None, prompt: str = "", kind: str = "", steps: int = 20,
                     cfg_scale: float = 7.0, sampler_name: str = "DPM++ 2M", width: int = 0, height: int = 0,
-                    negative_prompt: str = "", request: gr.Request = None) -> tuple[dict, list[FileData]]:
+                    negative_prompt: str = "", ip_adapter: str = "",
+            ip_adapter_weight: float = 0.6, request: gr.Request = None) -> tuple[dict, list[FileData]]:
         """A map around a point over two directions, as one picture (top row = +extent on y), with its cells' latents.
 
         Args:
@@ -496,8 +519,12 @@ def _explore_space_endpoints(services, t: SimpleNamespace) -> list[tuple[str, ob
             width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
             height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
             negative_prompt: diffusion: what to avoid, for every picture.
+            ip_adapter: diffusion: the IP-Adapter that reads points' image prompts (a hub file or a .safetensors
+                file in the model folders); needed for latent files that carry one.
+            ip_adapter_weight: diffusion: 0 to 2, how strongly image prompts steer.
         """
-        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt,
+                          ip_adapter, ip_adapter_weight)
         start = origin_of(m, origin, latent, prompt)
         found = directions_of(m, method, max(4, y_direction + 1, x_direction + 1), start, directions_file)
         for name, index in (("x_direction", x_direction), ("y_direction", y_direction)):
@@ -519,6 +546,7 @@ def _explore_space_endpoints(services, t: SimpleNamespace) -> list[tuple[str, ob
                       mutation: float = 0.05, seed: int = -1, latents: list[FileData] | None = None,
                       prompt: str = "", kind: str = "", steps: int = 20, cfg_scale: float = 7.0,
                       sampler_name: str = "DPM++ 2M", width: int = 0, height: int = 0, negative_prompt: str = "",
+                      ip_adapter: str = "", ip_adapter_weight: float = 0.6,
                       request: gr.Request = None) -> tuple[dict, list[FileData]]:
         """Children of two or more parents (crossover and mutation of their latents), as one picture + latents.
 
@@ -538,8 +566,12 @@ def _explore_space_endpoints(services, t: SimpleNamespace) -> list[tuple[str, ob
             width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
             height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
             negative_prompt: diffusion: what to avoid, for every picture.
+            ip_adapter: diffusion: the IP-Adapter that reads points' image prompts (a hub file or a .safetensors
+                file in the model folders); needed for latent files that carry one.
+            ip_adapter_weight: diffusion: 0 to 2, how strongly image prompts steer.
         """
-        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt,
+                          ip_adapter, ip_adapter_weight)
         keys = ex.points_from_files([_path(f) for f in latents or []], m) or ex.parse_keyframes(parents, m, prompt)
         seed = seed_or_random("seed", seed)
         seed = seed if seed is not None else ex.random_seed()
@@ -558,7 +590,8 @@ def _explore_space_endpoints(services, t: SimpleNamespace) -> list[tuple[str, ob
     def explore_variations(model: str = "", origin: str = "0", strength: float = 0.25, count: int = 8,
                            seed: int = -1, latent: FileData | None = None, prompt: str = "", kind: str = "",
                            steps: int = 20, cfg_scale: float = 7.0, sampler_name: str = "DPM++ 2M", width: int = 0,
-                           height: int = 0, negative_prompt: str = "",
+                           height: int = 0, negative_prompt: str = "", ip_adapter: str = "",
+                           ip_adapter_weight: float = 0.6,
                            request: gr.Request = None) -> tuple[dict, list[FileData]]:
         """Variations of a point: its noise/latent turned toward fresh draws by `strength`.
 
@@ -577,8 +610,12 @@ def _explore_space_endpoints(services, t: SimpleNamespace) -> list[tuple[str, ob
             width: diffusion: picture width, a multiple of 8; 0 = the model's own size.
             height: diffusion: picture height, a multiple of 8; 0 = the model's own size.
             negative_prompt: diffusion: what to avoid, for every picture.
+            ip_adapter: diffusion: the IP-Adapter that reads points' image prompts (a hub file or a .safetensors
+                file in the model folders); needed for latent files that carry one.
+            ip_adapter_weight: diffusion: 0 to 2, how strongly image prompts steer.
         """
-        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt)
+        m = default_space(model, kind, steps, cfg_scale, sampler_name, width, height, negative_prompt,
+                          ip_adapter, ip_adapter_weight)
         if not 1 <= count <= gan_limits.max_children:
             raise ValueError(f"count must be from 1 to {gan_limits.max_children}, got {count}")
         start = origin_of(m, origin, latent, prompt)

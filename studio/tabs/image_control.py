@@ -1,5 +1,5 @@
-"""The Image tab's ControlNet, image-prompt and regional-prompt panels. ControlNet: up to three units, each a picture to upload or a sketch to draw, what reads
-it (canny, line art, scribble, the sketch as it is drawn, or a depth / normal / pose map as it is), the ControlNet
+"""The Image tab's ControlNet, image-prompt and regional-prompt panels. ControlNet: up to three units, each a
+picture to upload or a sketch to draw, what reads it (canny, line art, scribble, the sketch as it is drawn, or a depth / normal / pose map as it is), the ControlNet
 model, its weight and the part of the denoising it acts in — and a preview of the control picture. The units
 become `ControlUnit`s of the request (studio.actions.control_units); the work is in pipelines/image_control.py."""
 
