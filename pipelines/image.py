@@ -369,6 +369,11 @@ class ImageModel:
     ip_adapters: dict = field(default_factory=dict)  # IP-Adapters read for this model (image_ipadapter), by location
 
     @property
+    def addon_modules(self) -> list:
+        """What this model loaded beside its pipeline (ControlNets, IP-Adapters' image encoders): memory it holds."""
+        return [*self.controlnets.values(), *(weights.encoder for weights in self.ip_adapters.values())]
+
+    @property
     def loras(self) -> dict[str, float]:
         """The LoRAs the shared weights hold now (the Models tab); a picture's own are in its params."""
         return {lora.name: lora.weight for lora in self.adapters.active}

@@ -159,6 +159,7 @@ def load_controlnet(model, location: str):
     import torch
     from diffusers import ControlNetModel
 
+    from pipelines.memory import DoesNotFit, check_addon_fits, module_bytes
     from pipelines.registry import ModelNotAvailable
 
     with model.lock:
@@ -181,6 +182,10 @@ def load_controlnet(model, location: str):
             raise ModelNotAvailable(f"the ControlNet {short(location)} is made for another kind of model (its text "
                                     f"width is {wants}, {model.name}'s is {has}): use a ControlNet trained for "
                                     f"{model.name}'s family (SD 1.x, or SDXL)")
+        try:  # memory plans count it: it joins the model on the device
+            check_addon_fits(model.placement.device, f"the ControlNet {short(location)}", module_bytes(net))
+        except DoesNotFit as exc:
+            raise ModelNotAvailable(str(exc)) from exc
         net = net.to(model.placement.device).eval()
         if model.placement.device.type == "cuda":  # as the UNet (pipelines.image_speed)
             net = net.to(memory_format=torch.channels_last)

@@ -130,6 +130,7 @@ def read_ip_adapter(location: str, model, *, offline: bool = False) -> IPAdapter
     from safetensors import safe_open
     from transformers import CLIPImageProcessor, CLIPVisionModelWithProjection
 
+    from pipelines.memory import DoesNotFit, check_addon_fits, module_bytes
     from pipelines.registry import ModelNotAvailable
 
     with model.lock:
@@ -166,6 +167,13 @@ def read_ip_adapter(location: str, model, *, offline: bool = False) -> IPAdapter
             raise ModelNotAvailable(f"could not load the IP-Adapter {short(location)}: {short(str(exc), 300)}") \
                 from exc
         _check_fits(state, model, location)
+        weights = module_bytes(encoder) + sum(t.numel() * t.element_size() for group in state.values()
+                                              for t in group.values())
+        try:  # memory plans count it: the encoder and the adapter's layers join the model on the device
+            check_addon_fits(model.placement.device, f"the IP-Adapter {short(location)}", weights)
+        except DoesNotFit as exc:
+            raise ModelNotAvailable(str(exc)) from exc
+        encoder = encoder.to(model.placement.device).eval()
         size = encoder.config.image_size
         weights = IPAdapterWeights(state, encoder, CLIPImageProcessor(size=size, crop_size=size),
                                    hidden="proj.weight" not in state["image_proj"])
@@ -174,13 +182,13 @@ def read_ip_adapter(location: str, model, *, offline: bool = False) -> IPAdapter
 
 
 def _first_encoder(cls, roots: list[tuple[str, str | None]], offline: bool, placement):
+    """The adapter's CLIP image encoder, from the first place that has one (on the CPU, in the model's dtype)."""
     errors = []
     for root, subfolder in roots:
         try:
             kwargs = {"subfolder": subfolder} if subfolder else {}
-            encoder = cls.from_pretrained(root, local_files_only=offline or subfolder is None, use_safetensors=True,
-                                          dtype=placement.dtype, **kwargs)
-            return encoder.to(placement.device).eval()
+            return cls.from_pretrained(root, local_files_only=offline or subfolder is None, use_safetensors=True,
+                                       dtype=placement.dtype, **kwargs)
         except (OSError, ValueError) as exc:
             errors.append(f"{root}{'/' + subfolder if subfolder else ''}: {short(str(exc), 120)}")
     raise OSError("its CLIP image encoder was not found (an image_encoder folder beside the file): "

@@ -109,7 +109,8 @@ def module_bytes(module) -> int:
 
 def held_bytes(obj, depth: int = 3) -> int:
     """Bytes of weights a loaded pipeline holds (its torch modules, found through `model`, `net`,
-    `pipe` and diffusers components) — what unloading it would give back."""
+    `pipe` and diffusers components, and the add-ons it loaded since: ControlNets, image encoders) — what
+    unloading it would give back."""
     if isinstance(obj, torch.nn.Module):
         return module_bytes(obj)
     if depth == 0 or obj is None:
@@ -117,7 +118,23 @@ def held_bytes(obj, depth: int = 3) -> int:
     components = getattr(obj, "components", None)
     if isinstance(components, dict):
         return sum(module_bytes(part) for part in components.values())
-    return sum(held_bytes(getattr(obj, name, None), depth - 1) for name in ("model", "net", "pipe", "generator"))
+    addons = sum(module_bytes(part) for part in getattr(obj, "addon_modules", ()) or ())
+    return addons + sum(held_bytes(getattr(obj, name, None), depth - 1)
+                        for name in ("model", "net", "pipe", "generator"))
+
+
+def check_addon_fits(device: torch.device, name: str, weights: int, memory: DeviceMemory | None = None) -> None:
+    """An add-on (a ControlNet, an IP-Adapter's image encoder) joins a model already on the accelerator: its
+    weights and about half as much again for its activations must fit in what is free now (DoesNotFit, in words,
+    otherwise). On the CPU nothing is checked: the system's memory is the model's too."""
+    if device.type == "cpu":
+        return
+    memory = memory or probe_memory(device)
+    need = weights + weights // 2
+    if memory.free < need:
+        raise DoesNotFit(f"{name} needs about {need / GiB:.1f} GB of GPU memory beside the model, and "
+                         f"{memory.free / GiB:.1f} GB is free: close other tabs' models (the Models tab) or use a "
+                         "smaller model")
 
 
 def component_bytes(pipe) -> dict[str, int]:

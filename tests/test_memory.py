@@ -211,3 +211,21 @@ def test_out_of_memory_frees_prompt_caches_and_says_so_in_plain_words(tmp_path, 
     assert "Apple GPU (MPS) ran out of memory" in message and "the next request will work" in message
     # the retry works
     assert pipe(TextParams(prompt="Hello again", max_new_tokens=3, temperature=0)).new_tokens > 0
+
+
+def test_an_addon_is_counted_against_the_gpu_memory_free_and_in_what_a_model_holds():
+    """A ControlNet or an IP-Adapter's encoder joins a model on the GPU: it must fit (weights and half again for
+    its work) in what is free, said in words otherwise; and what the model holds counts it."""
+    from types import SimpleNamespace
+
+    from pipelines.memory import DeviceMemory, DoesNotFit, check_addon_fits, held_bytes
+
+    gpu = DeviceMemory("cuda", 8 * GiB, 2 * GiB)
+    check_addon_fits(torch.device("cuda"), "the ControlNet x", GiB, gpu)  # 1.5 GB of 2 free
+    with pytest.raises(DoesNotFit, match=r"the ControlNet x needs about 2.2 GB of GPU memory beside the model, and "
+                                         r"2.0 GB is free"):
+        check_addon_fits(torch.device("cuda"), "the ControlNet x", int(1.5 * GiB), gpu)
+    check_addon_fits(torch.device("cpu"), "the ControlNet x", 100 * GiB)  # the CPU: not checked
+    net = torch.nn.Linear(100, 10)  # 1,010 float32 numbers
+    model = SimpleNamespace(pipe=SimpleNamespace(components={"unet": torch.nn.Linear(10, 10)}), addon_modules=[net])
+    assert held_bytes(SimpleNamespace(model=model)) == 4 * (110 + 1010)
