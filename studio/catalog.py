@@ -6,10 +6,11 @@ from __future__ import annotations
 from pipelines.packages import PACKAGES
 
 
-ENGINES = {"image": "diffusers", "vae": "PyTorch (diffusers for AutoencoderKL folders)", "gan": "PyTorch"}
+ENGINES = {"image": "diffusers", "vae": "PyTorch (diffusers for AutoencoderKL folders)", "gan": "PyTorch",
+           "helper": "diffusers (TAESD) or transformers (depth), inside the Image tab"}
 
 
-TABS = {"text": "Text", "image": "Image", "vae": "VAE", "gan": "GAN"}
+TABS = {"text": "Text", "image": "Image", "vae": "VAE", "gan": "GAN", "helper": "Image (used by itself)"}
 
 
 def runs_with(services, spec) -> str:

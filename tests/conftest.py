@@ -232,3 +232,20 @@ def build_tiny_ip_adapter(folder: Path, unet, seed: int = 0, text_width: int | N
             key += 2
     save_file(state, str(folder / "ip-adapter.safetensors"))
     return folder / "ip-adapter.safetensors"
+
+
+def build_tiny_depth_model(folder: Path) -> Path:
+    """A random-weight Depth Anything (tiny DINOv2 backbone) with its image processor, saved like a hub model."""
+    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessor
+
+    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=4, intermediate_size=37,
+                            image_size=32, patch_size=8, out_features=["stage1", "stage2", "stage3", "stage4"],
+                            reshape_hidden_states=False)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        DepthAnythingForDepthEstimation(DepthAnythingConfig(
+            backbone_config=backbone, reassemble_hidden_size=32, patch_size=8, neck_hidden_sizes=[16, 16, 16, 16],
+            fusion_hidden_size=16, head_hidden_size=8)).save_pretrained(folder)
+    DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=True, ensure_multiple_of=8,
+                      do_pad=False).save_pretrained(folder)
+    return folder

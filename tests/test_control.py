@@ -139,3 +139,22 @@ def test_the_emoji_model_says_no_sd_controlnet_fits_it(emoji_pipeline, nets):
     with pytest.raises(ModelNotAvailable, match="made for another kind of model .* 32, emoji-ldm's is 384"):
         emoji(replace(params, controls=(ControlUnit(nets[0], square()),)))
     assert emoji(params).images[0].size == (64, 64)
+
+
+def test_the_depth_preprocessor_reads_a_picture_with_a_depth_model(tiny, nets, tmp_path):
+    """Depth: a depth model's estimate of the picture, stretched to black … white at the picture's size, steers
+    the picture; without the model on disk (offline) it says how to get one."""
+    from pipelines.image_control import load_depth_estimator
+    from tests.conftest import build_tiny_depth_model
+
+    estimator = load_depth_estimator(str(build_tiny_depth_model(tmp_path / "depth")), pick_placement("cpu"))
+    picture = Image.fromarray((np.random.default_rng(1).random((48, 80, 3)) * 255).astype(np.uint8))
+    depth = np.asarray(control_picture(ControlUnit("net", picture, "depth", estimator=estimator), 64, 40))
+    assert depth.shape == (40, 64, 3) and (depth[..., 0] == depth[..., 2]).all()
+    assert depth.min() == 0 and depth.max() == 255
+    unit = ControlUnit(nets[0], picture, "depth", estimator=estimator)
+    assert np.abs(pixels(tiny(replace(PARAMS, controls=(unit,)))) - pixels(tiny(PARAMS))).mean() > 1
+    with pytest.raises(ValueError, match="no depth estimator was given"):
+        ControlUnit(nets[0], picture, "depth")
+    with pytest.raises(ModelNotAvailable, match="needs Depth Anything V2 Small .* `studio fetch depth-anything-v2-small`"):
+        load_depth_estimator("nobody/no-such-depth-model", pick_placement("cpu"), offline=True)

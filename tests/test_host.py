@@ -336,3 +336,17 @@ def test_requests_tokenizing_at_once_each_get_their_own_padding(tiny):
     finally:
         sys.setswitchinterval(interval)
     assert wrong == []
+
+
+def test_the_depth_estimator_is_the_settings_model_loaded_once_and_not_for_guests(tmp_path):
+    from tests.conftest import build_tiny_depth_model
+
+    folder = build_tiny_depth_model(tmp_path / "depth")
+    settings = Settings(outputs=tmp_path, cache_dir=tmp_path / "cache", device="cpu", offline=True,
+                        auth=(("o", "pw"),), guest_auth=(("g", "pw"),), depth_model=str(folder))
+    host = ModelHost.create(settings)
+    with calling(Caller("g", guest=True)), pytest.raises(AccessDenied, match="Guests can't use the depth"):
+        host.depth_estimator()
+    with calling(Caller("o")):
+        first = host.depth_estimator()
+        assert host.depth_estimator() is first and host.cache.peek("helper", str(folder)) is first

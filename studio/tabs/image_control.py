@@ -27,8 +27,8 @@ KNOWN_IP_ADAPTERS = ("h94/IP-Adapter/models/ip-adapter_sd15.safetensors",
                      "h94/IP-Adapter/models/ip-adapter-plus_sd15.safetensors",
                      "h94/IP-Adapter/sdxl_models/ip-adapter_sdxl.safetensors",
                      "h94/IP-Adapter/sdxl_models/ip-adapter_sdxl_vit-h.safetensors")
-MODULE_INFO = ("canny / lineart / scribble: lines from any picture · sketch: your drawing as drawn · "
-               "none: a depth, normal or pose map as it is")
+MODULE_INFO = ("canny / lineart / scribble: lines from any picture · sketch: your drawing as drawn · depth: "
+               "estimated by Depth Anything (a 100 MB download) · none: a depth, normal or pose map as it is")
 FIELDS = 9  # per unit: on, picture, module, model, weight, start, end, low, high
 
 
@@ -89,8 +89,9 @@ def _previewer(services, index: int):
     @guarded(services, "image")
     def preview(request: gr.Request, picture, module, low, high, width, height):
         source = _picture(services, picture, index)
-        return control_picture(ControlUnit("preview", source, module, low=int(low), high=int(high)), int(width),
-                               int(height))
+        estimator = services.depth_estimator() if module == "depth" else None
+        return control_picture(ControlUnit("preview", source, module, low=int(low), high=int(high),
+                                           estimator=estimator), int(width), int(height))
 
     return preview
 

@@ -112,7 +112,9 @@ def build(services: Services):
         spec = services.registry.all_by_name()[model_name]
         progress(0.05, desc=f"Getting {model_name}…")
         services.registry.fetch(spec, log=lambda msg: progress(0.1, desc=msg))
-        return page_rows(services), detail_rows(services), f"**{model_name}** is ready: pick it in the {TABS[spec.modality]} tab."
+        where = "the Image tab uses it by itself" if spec.modality == "helper" else \
+            f"pick it in the {TABS[spec.modality]} tab"
+        return page_rows(services), detail_rows(services), f"**{model_name}** is ready: {where}."
 
     fetch.click(do_fetch, [name], [table, details, result], api_visibility="private")
     refresh.click(lambda: (page_rows(services), detail_rows(services), tier_text(services)), None,
