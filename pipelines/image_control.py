@@ -3,9 +3,9 @@
 A `ControlUnit` is one ControlNet with its picture, weight and the part of the denoising it acts in; several
 run at once (diffusers' MultiControlNetModel). Most preprocessors here need no model weights: canny edges,
 line art and scribbles made from any picture, the user's own sketch, or a depth / normal / pose picture used as
-it is ("none"). The depth preprocessor needs weights: Depth Anything V2 Small (about 100 MB from the model hub,
-on first use or by `studio fetch depth-anything-v2-small`; offline without it, said in words). Pose estimation
-is not built in: make the pose picture elsewhere and give it with "none".
+it is ("none"). Two read the picture with a model of their own, an optional download from the model hub (on first
+use or by `studio fetch`; offline without it, said in words): "depth" (Depth Anything V2 Small, about 100 MB)
+and "pose" (ViTPose, about 360 MB: one person's keypoints over the whole picture, drawn as OpenPose draws them).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import numpy as np
 
 from pipelines.checks import check_float, check_int, short
 
-PREPROCESSORS = ("canny", "lineart", "scribble", "sketch", "depth", "none")
-DEPTH_MODEL = "depth-anything-v2-small"  # the registry's name of the depth estimator
+PREPROCESSORS = ("canny", "lineart", "scribble", "sketch", "depth", "pose", "none")
+ESTIMATORS = {"depth": "depth-anything-v2-small", "pose": "vitpose-base-simple"}  # their models' registry names
 MAX_UNITS = 3
 
 
@@ -44,7 +44,7 @@ class ControlUnit:
     end: float = 1.0
     low: int = 100
     high: int = 200
-    estimator: object = field(default=None, compare=False, repr=False)  # DepthEstimator, for "depth"
+    estimator: object = field(default=None, compare=False, repr=False)  # a Depth/PoseEstimator, for depth and pose
 
     def __post_init__(self) -> None:
         if not isinstance(self.model, str) or not self.model.strip():
@@ -63,8 +63,9 @@ class ControlUnit:
         check_int("canny high threshold", self.high, 2, 255)
         if self.low >= self.high:
             raise ValueError(f"canny thresholds: low must be below high, got {self.low} and {self.high}")
-        if self.preprocessor == "depth" and not callable(self.estimator):
-            raise ValueError("controlnet preprocessor depth: no depth estimator was given to read the picture")
+        if self.preprocessor in ESTIMATORS and not callable(self.estimator):
+            raise ValueError(f"controlnet preprocessor {self.preprocessor}: no {self.preprocessor} estimator was "
+                             "given to read the picture")
 
     def a1111(self, name: str) -> str:
         """The unit as AUTOMATIC1111's ControlNet extension writes it in a PNG's parameters."""
@@ -72,7 +73,7 @@ class ControlUnit:
                 f'Guidance Start: {self.start:g}, Guidance End: {self.end:g}"')
 
     def record(self) -> dict:
-        """What History keeps of the unit (the picture itself and the depth model are not kept)."""
+        """What History keeps of the unit (the picture itself and the estimator are not kept)."""
         return {"model": self.model, "preprocessor": self.preprocessor, "weight": self.weight, "start": self.start,
                 "end": self.end, "low": self.low, "high": self.high}
 
@@ -84,7 +85,7 @@ def control_picture(unit: ControlUnit, width: int, height: int):
     source = unit.image.convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
     if unit.preprocessor == "none":
         return source
-    if unit.preprocessor == "depth":
+    if unit.preprocessor in ESTIMATORS:
         return unit.estimator(source)
     gray = np.asarray(source.convert("L"), dtype=np.float64)
     if unit.preprocessor == "sketch":
@@ -125,24 +126,92 @@ class DepthEstimator:
         return Image.fromarray(np.repeat(gray[..., None], 3, axis=2))
 
 
-def load_depth_estimator(location: str, placement, *, offline: bool = False) -> DepthEstimator:
-    """The depth model at `location` (a folder, or a hub id in the hub's cache; downloaded when online)."""
-    from transformers import AutoImageProcessor, AutoModelForDepthEstimation
+# OpenPose's body: its 18 points from COCO's 17 (the neck is between the shoulders), the limbs it draws, and
+# its colours, as ControlNet's openpose annotator draws them
+OPENPOSE_FROM_COCO = (0, None, 6, 8, 10, 5, 7, 9, 12, 14, 16, 11, 13, 15, 2, 1, 4, 3)
+OPENPOSE_LIMBS = ((1, 2), (1, 5), (2, 3), (3, 4), (5, 6), (6, 7), (1, 8), (8, 9), (9, 10), (1, 11), (11, 12),
+                  (12, 13), (1, 0), (0, 14), (14, 16), (0, 15), (15, 17))
+OPENPOSE_COLOURS = ((255, 0, 0), (255, 85, 0), (255, 170, 0), (255, 255, 0), (170, 255, 0), (85, 255, 0),
+                    (0, 255, 0), (0, 255, 85), (0, 255, 170), (0, 255, 255), (0, 170, 255), (0, 85, 255),
+                    (0, 0, 255), (85, 0, 255), (170, 0, 255), (255, 0, 255), (255, 0, 170), (255, 0, 85))
+
+
+class PoseEstimator:
+    """A top-down keypoint model (transformers' ViTPose, COCO's 17 keypoints) read over the whole picture as one
+    person's box, drawn as OpenPose's skeleton on black at the picture's size. Thread-safe."""
+
+    def __init__(self, model, processor, threshold: float = 0.3) -> None:
+        import torch
+
+        self.model, self.threshold = model, threshold
+        self.size = tuple(model.config.backbone_config.image_size)  # (height, width)
+        self.mean, self.std = (torch.tensor(list(v), dtype=torch.float32) for v in (processor.image_mean,
+                                                                                    processor.image_std))
+
+    def keypoints(self, picture) -> list[tuple[float, float] | None]:
+        """OpenPose's 18 body points in the picture's pixels (None: not found)."""
+        import torch
+        from PIL import Image
+
+        (height, width), (w, h) = self.size, picture.size
+        scale = min(width / w, height / h)
+        fit = (max(1, round(w * scale)), max(1, round(h * scale)))
+        left, top = (width - fit[0]) // 2, (height - fit[1]) // 2
+        canvas = Image.new("RGB", (width, height))
+        canvas.paste(picture.convert("RGB").resize(fit, Image.Resampling.BILINEAR), (left, top))
+        pixels = (torch.from_numpy(np.asarray(canvas, dtype=np.float32) / 255) - self.mean) / self.std
+        with torch.inference_mode():
+            heat = self.model(pixel_values=pixels.permute(2, 0, 1)[None].to(self.model.device, self.model.dtype)
+                              ).heatmaps[0].float().cpu()  # [17, h', w']
+        score, index = heat.flatten(1).max(1)
+        rows, cols = heat.shape[1:]
+        xs = ((index % cols).float() + 0.5) * width / cols
+        ys = ((index // cols).float() + 0.5) * height / rows
+        coco = [((float(x) - left) / scale, (float(y) - top) / scale) if float(s) > self.threshold else None
+                for x, y, s in zip(xs, ys, score)]
+        shoulders = (coco[5], coco[6])
+        neck = None if None in shoulders else ((shoulders[0][0] + shoulders[1][0]) / 2,
+                                               (shoulders[0][1] + shoulders[1][1]) / 2)
+        return [neck if i is None else coco[i] for i in OPENPOSE_FROM_COCO]
+
+    def __call__(self, picture):
+        from PIL import Image, ImageDraw
+
+        points = self.keypoints(picture)
+        drawing = Image.new("RGB", picture.size)
+        draw = ImageDraw.Draw(drawing)
+        width = max(2, round(min(picture.size) / 128))
+        for i, (a, b) in enumerate(OPENPOSE_LIMBS):
+            if points[a] is not None and points[b] is not None:
+                draw.line([points[a], points[b]], fill=tuple(int(c * 0.6) for c in OPENPOSE_COLOURS[i]), width=width)
+        for point, colour in zip(points, OPENPOSE_COLOURS):
+            if point is not None:
+                x, y = point
+                draw.ellipse([x - width, y - width, x + width, y + width], fill=colour)
+        return drawing
+
+
+def load_estimator(kind: str, location: str, placement, *, offline: bool = False):
+    """The `kind` ("depth" or "pose") preprocessor's model at `location` (a folder, or a hub id in the hub's cache;
+    downloaded when online)."""
+    from transformers import AutoImageProcessor, AutoModelForDepthEstimation, VitPoseForPoseEstimation
 
     from pipelines.registry import ModelNotAvailable
 
     try:
         local = offline or _is_folder(location)
         processor = AutoImageProcessor.from_pretrained(location, local_files_only=local, use_fast=False)
-        model = AutoModelForDepthEstimation.from_pretrained(location, local_files_only=local, use_safetensors=True,
-                                                            dtype=placement.dtype)
+        loader = AutoModelForDepthEstimation if kind == "depth" else VitPoseForPoseEstimation
+        model = loader.from_pretrained(location, local_files_only=local, use_safetensors=True, dtype=placement.dtype)
     except Exception as exc:  # missing, offline, corrupt: one plain message
-        hint = (" The depth preprocessor needs Depth Anything V2 Small (about 100 MB) from the model hub: start "
-                f"the studio online once, or run `studio fetch {DEPTH_MODEL}`; or make the depth map elsewhere and "
-                "give it with \"none\".") if offline or not _is_folder(location) else ""
-        raise ModelNotAvailable(f"could not load the depth estimator {short(location)}: {short(str(exc), 200)}."
+        what = {"depth": "Depth Anything V2 Small (about 100 MB)", "pose": "ViTPose (about 360 MB)"}[kind]
+        hint = (f" The {kind} preprocessor needs {what} from the model hub: start the studio online once, or run "
+                f"`studio fetch {ESTIMATORS[kind]}`; or make the {kind} picture elsewhere and give it with \"none\".") \
+            if offline or not _is_folder(location) else ""
+        raise ModelNotAvailable(f"could not load the {kind} estimator {short(location)}: {short(str(exc), 200)}."
                                 f"{hint}") from exc
-    return DepthEstimator(model.to(placement.device).eval(), processor)
+    model = model.to(placement.device).eval()
+    return DepthEstimator(model, processor) if kind == "depth" else PoseEstimator(model, processor)
 
 
 def canny(gray: np.ndarray, low: float, high: float) -> np.ndarray:

@@ -146,6 +146,8 @@ CURATED_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("depth-anything-v2-small", "helper", "hub", "depth-anything/Depth-Anything-V2-Small-hf",
               license="Apache-2.0", description="Depth estimation for the Image tab's ControlNet depth preprocessor",
               size="about 100 MB"),
+    ModelSpec("vitpose-base-simple", "helper", "hub", "usyd-community/vitpose-base-simple", license="Apache-2.0",
+              description="Body keypoints for the Image tab's ControlNet pose preprocessor", size="about 360 MB"),
     ModelSpec("smollm2-360m-instruct", "text", "hub", "HuggingFaceTB/SmolLM2-360M-Instruct", license="Apache-2.0",
               description="SmolLM2 360M chat model: better answers than the 135M, still fast on a CPU",
               size="about 0.7 GB"),

@@ -73,7 +73,7 @@ def control_units(services, specs, pictures: list) -> tuple:
     dicts, with AUTOMATIC1111's names (model, module, weight, guidance_start, guidance_end, threshold_a,
     threshold_b) — and one picture each (PIL). Each model is admitted by the host (a folder inside the model
     folders or a hub id; guests load none)."""
-    from pipelines.image_control import ControlUnit
+    from pipelines.image_control import ESTIMATORS, ControlUnit
 
     if isinstance(specs, str):
         try:
@@ -101,7 +101,7 @@ def control_units(services, specs, pictures: list) -> tuple:
                                  value.get("weight", 1.0), value.get("guidance_start", 0.0),
                                  value.get("guidance_end", 1.0), value.get("threshold_a", 100),
                                  value.get("threshold_b", 200),
-                                 estimator=services.depth_estimator() if module == "depth" else None))
+                                 estimator=services.estimator(module) if module in ESTIMATORS else None))
     return tuple(units)
 
 

@@ -123,6 +123,7 @@ class Settings:
     compile_backend: str = "inductor"  # inductor | eager (eager: dynamo captures graphs, no code generation)
     preview_decoder: str = "auto"  # live previews of SD-family models: auto (TAESD when on disk) | off | a folder
     depth_model: str = ""  # ControlNet's depth preprocessor: "" = depth-anything-v2-small, or a folder / hub id
+    pose_model: str = ""  # ControlNet's pose preprocessor: "" = vitpose-base-simple, or a folder / hub id
 
     def backend_for(self, model: str) -> str:
         return dict(self.text_backends).get(model, self.text_backend)

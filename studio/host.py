@@ -192,17 +192,17 @@ class ModelHost:
                              f"downloaded {kind} instead")
         return text
 
-    def depth_estimator(self):
-        """The ControlNet depth preprocessor's model (the settings' depth_model, else Depth Anything V2 Small from
-        the hub's cache or, online, downloaded), loaded once into the model cache."""
-        from pipelines.image_control import DEPTH_MODEL, load_depth_estimator
+    def estimator(self, kind: str):
+        """The ControlNet `kind` ("depth" or "pose") preprocessor's model — the settings' depth_model / pose_model,
+        else the registry's (from the hub's cache, or downloaded when online) — loaded once into the model cache."""
+        from pipelines.image_control import ESTIMATORS, load_estimator
 
         if self.admission and self.caller().guest:
-            raise AccessDenied("Guests can't use the depth preprocessor (it loads a model of its own); the studio's "
-                               "owner can.")
-        location = self.settings.depth_model or self.registry.all_by_name()[DEPTH_MODEL].location
+            raise AccessDenied(f"Guests can't use the {kind} preprocessor (it loads a model of its own); the "
+                               "studio's owner can.")
+        location = getattr(self.settings, f"{kind}_model") or self.registry.all_by_name()[ESTIMATORS[kind]].location
         placement, offline = self.placement, self.settings.offline
-        return self.cache.get("helper", location, lambda: load_depth_estimator(location, placement, offline=offline))
+        return self.cache.get("helper", location, lambda: load_estimator(kind, location, placement, offline=offline))
 
     def admit_look(self, look):
         """A diffusion look (Explore's render settings) within the server's image limits, its IP-Adapter admitted."""

@@ -249,3 +249,18 @@ def build_tiny_depth_model(folder: Path) -> Path:
     DPTImageProcessor(size={"height": 32, "width": 32}, keep_aspect_ratio=True, ensure_multiple_of=8,
                       do_pad=False).save_pretrained(folder)
     return folder
+
+
+def build_tiny_pose_model(folder: Path) -> Path:
+    """A random-weight ViTPose (COCO's 17 keypoints) with its image processor's settings, saved like a hub model."""
+    from transformers import VitPoseBackboneConfig, VitPoseConfig, VitPoseForPoseEstimation
+    from transformers.models.vitpose.image_processing_pil_vitpose import VitPoseImageProcessorPil
+
+    backbone = VitPoseBackboneConfig(image_size=(64, 48), patch_size=(8, 8), hidden_size=32, num_hidden_layers=2,
+                                     num_attention_heads=4, part_features=8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        VitPoseForPoseEstimation(VitPoseConfig(backbone_config=backbone, id2label={i: f"point {i}" for i in range(17)})
+                                 ).save_pretrained(folder)
+    VitPoseImageProcessorPil(size={"height": 64, "width": 48}).save_pretrained(folder)
+    return folder

@@ -144,10 +144,10 @@ def test_the_emoji_model_says_no_sd_controlnet_fits_it(emoji_pipeline, nets):
 def test_the_depth_preprocessor_reads_a_picture_with_a_depth_model(tiny, nets, tmp_path):
     """Depth: a depth model's estimate of the picture, stretched to black … white at the picture's size, steers
     the picture; without the model on disk (offline) it says how to get one."""
-    from pipelines.image_control import load_depth_estimator
+    from pipelines.image_control import load_estimator
     from tests.conftest import build_tiny_depth_model
 
-    estimator = load_depth_estimator(str(build_tiny_depth_model(tmp_path / "depth")), pick_placement("cpu"))
+    estimator = load_estimator("depth", str(build_tiny_depth_model(tmp_path / "depth")), pick_placement("cpu"))
     picture = Image.fromarray((np.random.default_rng(1).random((48, 80, 3)) * 255).astype(np.uint8))
     depth = np.asarray(control_picture(ControlUnit("net", picture, "depth", estimator=estimator), 64, 40))
     assert depth.shape == (40, 64, 3) and (depth[..., 0] == depth[..., 2]).all()
@@ -157,4 +157,44 @@ def test_the_depth_preprocessor_reads_a_picture_with_a_depth_model(tiny, nets, t
     with pytest.raises(ValueError, match="no depth estimator was given"):
         ControlUnit(nets[0], picture, "depth")
     with pytest.raises(ModelNotAvailable, match="needs Depth Anything V2 Small .* `studio fetch depth-anything-v2-small`"):
-        load_depth_estimator("nobody/no-such-depth-model", pick_placement("cpu"), offline=True)
+        load_estimator("depth", "nobody/no-such-depth-model", pick_placement("cpu"), offline=True)
+
+
+def test_the_pose_preprocessor_finds_keypoints_in_the_picture_and_draws_openposes_skeleton(tmp_path):
+    """Pose: a keypoint model's heatmap peaks, mapped back from its letterboxed input to the picture's pixels,
+    become OpenPose's 18 points (the neck between the shoulders), drawn in its colours; a real (tiny random) ViTPose
+    loads and draws at the picture's size."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from pipelines.image_control import OPENPOSE_COLOURS, PoseEstimator, load_estimator
+    from tests.conftest import build_tiny_pose_model
+
+    class Peaks(torch.nn.Module):  # heatmaps [17, 16, 12] for a 64×48 input, each keypoint peaking where told
+        config = SimpleNamespace(backbone_config=SimpleNamespace(image_size=(64, 48)))
+
+        device, dtype = torch.device("cpu"), torch.float32
+
+        def __init__(self, cells):
+            super().__init__()
+            self.cells = cells
+
+        def forward(self, pixel_values):
+            heat = torch.zeros(1, 17, 16, 12)
+            for k, (row, col) in enumerate(self.cells):
+                heat[0, k, row, col] = 1.0
+            return SimpleNamespace(heatmaps=heat)
+
+    cells = [(14, 1)] * 17
+    cells[0], cells[5], cells[6] = (8, 6), (4, 2), (4, 10)  # the nose, the left and the right shoulder
+    pose = PoseEstimator(Peaks(cells), SimpleNamespace(image_mean=(0.5,) * 3, image_std=(0.5,) * 3))
+    points = pose.keypoints(Image.new("RGB", (96, 64)))  # 96×64 fills the 48-wide input at ×0.5, 16 px bands above
+    assert points[0] == (52.0, 36.0)  # the nose: cell (8, 6) of 4×4 px → input (26, 34) → picture (52, (34-16)×2)
+    assert points[5] == (20.0, 4.0)  # OpenPose's 5 is COCO's left shoulder: cell (4, 2) → input (10, 18)
+    assert points[1] == ((points[2][0] + points[5][0]) / 2, (points[2][1] + points[5][1]) / 2)  # the neck
+    drawn = np.asarray(pose(Image.new("RGB", (96, 64))))
+    assert drawn.shape == (64, 96, 3) and tuple(drawn[36, 52]) == OPENPOSE_COLOURS[0]
+    real = load_estimator("pose", str(build_tiny_pose_model(tmp_path / "pose")), pick_placement("cpu"))
+    real.threshold = float("-inf")  # random weights: every keypoint drawn wherever it peaks
+    assert np.asarray(real(square(80))).shape == (80, 80, 3) and np.asarray(real(square(80))).max() > 0

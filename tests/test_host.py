@@ -338,7 +338,7 @@ def test_requests_tokenizing_at_once_each_get_their_own_padding(tiny):
     assert wrong == []
 
 
-def test_the_depth_estimator_is_the_settings_model_loaded_once_and_not_for_guests(tmp_path):
+def test_a_preprocessor_model_is_the_settings_one_loaded_once_and_not_for_guests(tmp_path):
     from tests.conftest import build_tiny_depth_model
 
     folder = build_tiny_depth_model(tmp_path / "depth")
@@ -346,7 +346,7 @@ def test_the_depth_estimator_is_the_settings_model_loaded_once_and_not_for_guest
                         auth=(("o", "pw"),), guest_auth=(("g", "pw"),), depth_model=str(folder))
     host = ModelHost.create(settings)
     with calling(Caller("g", guest=True)), pytest.raises(AccessDenied, match="Guests can't use the depth"):
-        host.depth_estimator()
+        host.estimator("depth")
     with calling(Caller("o")):
-        first = host.depth_estimator()
-        assert host.depth_estimator() is first and host.cache.peek("helper", str(folder)) is first
+        first = host.estimator("depth")
+        assert host.estimator("depth") is first and host.cache.peek("helper", str(folder)) is first

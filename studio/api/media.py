@@ -236,7 +236,7 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
             styles: a style's name (see the Image tab's Style list); empty = none.
             outpaint: pixels to add as "left,right,up,down" (multiples of 8, up to 1024), with init_images.
             controlnet: ControlNet units as a JSON list, AUTOMATIC1111's names: [{"model": folder or hub id,
-                "module": canny | lineart | scribble | sketch | depth | none, "weight": 0-2, "guidance_start": 0-1,
+                "module": canny | lineart | scribble | sketch | depth | pose | none, "weight": 0-2, "guidance_start": 0-1,
                 "guidance_end": 0-1, "threshold_a": canny low, "threshold_b": canny high}]; at most 3.
             controlnet_images: one picture per ControlNet unit (what its module reads; with "none", the control
                 picture itself: a depth, normal or pose map).

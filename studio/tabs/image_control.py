@@ -1,5 +1,6 @@
 """The Image tab's ControlNet, image-prompt and regional-prompt panels. ControlNet: up to three units, each a
-picture to upload or a sketch to draw, what reads it (canny, line art, scribble, the sketch as it is drawn, or a depth / normal / pose map as it is), the ControlNet
+picture to upload or a sketch to draw, what reads it (canny, line art, scribble, the sketch as it is drawn, depth
+or pose estimation, or a depth / normal / pose map as it is), the ControlNet
 model, its weight and the part of the denoising it acts in — and a preview of the control picture. The units
 become `ControlUnit`s of the request (studio.actions.control_units); the work is in pipelines/image_control.py."""
 
@@ -10,7 +11,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from pipelines.image import open_user_image
-from pipelines.image_control import MAX_UNITS, PREPROCESSORS, ControlUnit, control_picture
+from pipelines.image_control import ESTIMATORS, MAX_UNITS, PREPROCESSORS, ControlUnit, control_picture
 from pipelines.image_regions import regions_from_layout
 from pipelines.image_ipadapter import DEFAULT_WEIGHT
 from studio.actions import control_units, image_prompt
@@ -27,8 +28,9 @@ KNOWN_IP_ADAPTERS = ("h94/IP-Adapter/models/ip-adapter_sd15.safetensors",
                      "h94/IP-Adapter/models/ip-adapter-plus_sd15.safetensors",
                      "h94/IP-Adapter/sdxl_models/ip-adapter_sdxl.safetensors",
                      "h94/IP-Adapter/sdxl_models/ip-adapter_sdxl_vit-h.safetensors")
-MODULE_INFO = ("canny / lineart / scribble: lines from any picture · sketch: your drawing as drawn · depth: "
-               "estimated by Depth Anything (a 100 MB download) · none: a depth, normal or pose map as it is")
+MODULE_INFO = ("canny / lineart / scribble: lines from any picture · sketch: your drawing as drawn · depth, pose: "
+               "estimated by a model of their own (a download on first use) · none: a depth, normal or pose map as "
+               "it is")
 FIELDS = 9  # per unit: on, picture, module, model, weight, start, end, low, high
 
 
@@ -89,7 +91,7 @@ def _previewer(services, index: int):
     @guarded(services, "image")
     def preview(request: gr.Request, picture, module, low, high, width, height):
         source = _picture(services, picture, index)
-        estimator = services.depth_estimator() if module == "depth" else None
+        estimator = services.estimator(module) if module in ESTIMATORS else None
         return control_picture(ControlUnit("preview", source, module, low=int(low), high=int(high),
                                            estimator=estimator), int(width), int(height))
 
