@@ -5,7 +5,7 @@ beside it, as h94/IP-Adapter lays them out: `models/ip-adapter_sd15.safetensors`
 `sdxl_models/ip-adapter_sdxl.safetensors` with `sdxl_models/image_encoder/` (the `vit-h` SDXL ones use
 `models/image_encoder/`). It is given as that file's path, or as a hub file, `owner/repo/folder/name.safetensors`.
 
-The picture's CLIP embedding is computed here (`embed_picture`) and handed to diffusers as
+The picture's CLIP embedding is computed here (`IPAdapterWeights.embed`) and handed to diffusers as
 `ip_adapter_image_embeds`, one per picture of a batch: so an Explore point can carry it as part of the point, and
 a walk between two image prompts mixes their embeddings.
 
@@ -145,7 +145,8 @@ def read_ip_adapter(location: str, model, *, offline: bool = False) -> IPAdapter
                 from huggingface_hub import hf_hub_download
 
                 file = Path(hf_hub_download(hub[0], hub[1], local_files_only=offline))
-                folder = str(Path(hub[1]).parent).replace(".", "")
+                parent = Path(hub[1]).parent.as_posix()
+                folder = "" if parent == "." else parent
                 roots = [(hub[0], place) for place in _encoder_places(folder)]
             else:
                 file = Path(location).expanduser()

@@ -11,8 +11,8 @@ embedding where the model has one, e.g. SDXL), optionally with an offset for the
 activations ("h-space"), and optionally an image prompt: a picture's CLIP embedding, read by the look's
 IP-Adapter (a walk between two image prompts mixes their embeddings). Rendering is the model's own denoising
 run with fixed sampler, steps, guidance and size (`DiffusionLook`), called with the embeddings instead of
-prompt strings — the same numbers the Image tab's pipeline computes, so a point made from a seed and a prompt renders the very
-image that seed and prompt make there. Many points render in batches. The preview runs fewer steps.
+prompt strings — the same numbers the Image tab's pipeline computes, so a point made from a seed and a prompt
+renders the very image that seed and prompt make there. Many points render in batches. The preview runs fewer steps.
 
 Directions: "prompt-pair" — the difference of two prompts' embeddings ("smiling" ↔ "frowning") in
 text-embedding space; "h-space" — unsupervised directions from PCA of the UNet's mid-block activations

@@ -156,7 +156,7 @@ def test_the_depth_preprocessor_reads_a_picture_with_a_depth_model(tiny, nets, t
     assert np.abs(pixels(tiny(replace(PARAMS, controls=(unit,)))) - pixels(tiny(PARAMS))).mean() > 1
     with pytest.raises(ValueError, match="no depth estimator was given"):
         ControlUnit(nets[0], picture, "depth")
-    with pytest.raises(ModelNotAvailable, match="needs Depth Anything V2 Small .* `studio fetch depth-anything-v2-small`"):
+    with pytest.raises(ModelNotAvailable, match="needs Depth Anything V2 Small .* `studio fetch depth-anything"):
         load_estimator("depth", "nobody/no-such-depth-model", pick_placement("cpu"), offline=True)
 
 

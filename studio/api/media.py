@@ -236,7 +236,8 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
             styles: a style's name (see the Image tab's Style list); empty = none.
             outpaint: pixels to add as "left,right,up,down" (multiples of 8, up to 1024), with init_images.
             controlnet: ControlNet units as a JSON list, AUTOMATIC1111's names: [{"model": folder or hub id,
-                "module": canny | lineart | scribble | sketch | depth | pose | none, "weight": 0-2, "guidance_start": 0-1,
+                "module": canny | lineart | scribble | sketch | depth | pose | none, "weight": 0-2,
+                "guidance_start": 0-1,
                 "guidance_end": 0-1, "threshold_a": canny low, "threshold_b": canny high}]; at most 3.
             controlnet_images: one picture per ControlNet unit (what its module reads; with "none", the control
                 picture itself: a depth, normal or pose map).
@@ -244,8 +245,9 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
                 drawn side by side, e.g. prompt="a castle BREAK a dragon" (latent couple).
             regions_ratios: the parts' sizes, e.g. "2,1" (empty = equal).
             regions_weight: 0 to 1, how much each part keeps to its own prompt.
-            ip_adapter: an image prompt's IP-Adapter: a hub file (e.g. h94/IP-Adapter/models/ip-adapter_sd15.safetensors)
-                or a .safetensors file in the model folders with its image_encoder folder beside it.
+            ip_adapter: an image prompt's IP-Adapter: a hub file (e.g.
+                h94/IP-Adapter/models/ip-adapter_sd15.safetensors) or a .safetensors file in the model folders with
+                its image_encoder folder beside it.
             ip_adapter_image: the image prompt: a picture whose subject, look or style the picture follows.
             ip_adapter_weight: 0 to 2, how strongly the image prompt steers (0.5-0.8 keeps the words).
 

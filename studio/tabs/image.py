@@ -196,7 +196,8 @@ def _runner(services: Services):
     @guarded(services, "image", generation=True)
     def generate(request, progress, mode_label, prompt_text, negative_text, init_path, editor_value, strength_value,
                  model_name, sampler, n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras,
-                 lora_w, *extra):  # extra: style, hires, outpaint, ControlNet, image prompt, regions (`loras` by name to guarded)
+                 lora_w, *extra):  # extra: style, hires, outpaint, ControlNet, image prompt, regions
+        # (`loras` by name: `guarded` reads it)
         params, notes = page_params(services, [
             mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
             n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w, *extra])
