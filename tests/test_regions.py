@@ -63,3 +63,13 @@ def test_regions_say_what_is_wrong():
                           (lambda: Region(" "), "each region needs a prompt")):
         with pytest.raises(ValueError, match=message):
             call()
+
+
+def test_the_emoji_model_draws_regions_too(emoji_pipeline):
+    """Latent couple needs nothing of a model family: the embedded emoji model (MiniLM text, its own UNet) draws a
+    left-half region in its left half."""
+    params = replace(PARAMS, steps=8)
+    plain = pixels(emoji_pipeline(params))
+    left = (Region("blue circle", (0.0, 0.0, 0.5, 1.0)),)
+    changed = np.abs(pixels(emoji_pipeline(replace(params, regions=left))) - plain).mean(axis=(0, 1, 3))
+    assert changed[:28].mean() > 2 * changed[36:].mean()
