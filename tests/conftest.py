@@ -199,9 +199,11 @@ def build_tiny_lora(folder: Path, tiny_sd_dir: Path) -> Path:
     return next(Path(folder).glob("*.safetensors"))
 
 
-def build_tiny_ip_adapter(folder: Path, unet, seed: int = 0, text_width: int | None = None) -> Path:
+def build_tiny_ip_adapter(folder: Path, unet, seed: int = 0, text_width: int | None = None,
+                          plus: bool = False) -> Path:
     """A random-weight IP-Adapter for `unet` as h94/IP-Adapter lays one out: `ip-adapter.safetensors` (a plain
-    image projection to 4 tokens, and key/value projections for every cross-attention layer, numbered as diffusers
+    image projection to 4 tokens — or, with `plus`, a Plus one: a resampler over the encoder's hidden states, in
+    the original file's names — and key/value projections for every cross-attention layer, numbered as diffusers
     reads them) with a tiny CLIP image encoder in `image_encoder/` beside it. `text_width` other than the UNet's
     makes one for another kind of model."""
     from safetensors.torch import save_file
@@ -218,6 +220,8 @@ def build_tiny_ip_adapter(folder: Path, unet, seed: int = 0, text_width: int | N
         state = {"image_proj.proj.weight": torch.randn(4 * width, embed) * 0.3,
                  "image_proj.proj.bias": torch.randn(4 * width) * 0.1,
                  "image_proj.norm.weight": torch.ones(width), "image_proj.norm.bias": torch.zeros(width)}
+        if plus:
+            state = {f"image_proj.{k}": v for k, v in _plus_projection(width).items()}
         key = 1
         for name in unet.attn_processors:
             if name.endswith("attn1.processor"):
@@ -232,6 +236,32 @@ def build_tiny_ip_adapter(folder: Path, unet, seed: int = 0, text_width: int | N
             key += 2
     save_file(state, str(folder / "ip-adapter.safetensors"))
     return folder / "ip-adapter.safetensors"
+
+
+def _plus_projection(width: int) -> dict:
+    """A random Plus image projection (diffusers' IPAdapterPlusImageProjection over the tiny encoder's 32-wide
+    hidden states) under the original IP-Adapter file's names, which diffusers converts when it loads them."""
+    import re
+
+    from diffusers.models.embeddings import IPAdapterPlusImageProjection
+
+    ours = IPAdapterPlusImageProjection(embed_dims=32, output_dims=width, hidden_dims=64, heads=1, num_queries=4)
+    for p in ours.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    names = ((r"\.ln0\.", ".0.norm1."), (r"\.ln1\.", ".0.norm2."), (r"\.attn\.to_q\.", ".0.to_q."),
+             (r"\.attn\.to_out\.0\.", ".0.to_out."), (r"\.ff\.0\.", ".1.0."),
+             (r"\.ff\.1\.net\.0\.proj\.", ".1.1."), (r"\.ff\.1\.net\.2\.", ".1.3."))
+    state, weights = {}, ours.state_dict()
+    for key, value in weights.items():
+        if ".attn.to_v." in key:
+            continue
+        if ".attn.to_k." in key:  # the original keeps key and value as one projection
+            state[key.replace(".attn.to_k.", ".0.to_kv.")] = torch.cat([value, weights[key.replace("to_k", "to_v")]])
+            continue
+        for pattern, original in names:
+            key = re.sub(pattern, original, key)
+        state[key] = value.clone()
+    return state
 
 
 def build_tiny_depth_model(folder: Path) -> Path:

@@ -32,7 +32,8 @@ def adapters(tiny, tmp_path_factory):
     root = tmp_path_factory.mktemp("ip-adapters")
     unet = tiny.model.pipe.unet
     return {"good": str(build_tiny_ip_adapter(root / "good", unet, 1)),
-            "other": str(build_tiny_ip_adapter(root / "other", unet, 2, text_width=48))}
+            "other": str(build_tiny_ip_adapter(root / "other", unet, 2, text_width=48)),
+            "plus": str(build_tiny_ip_adapter(root / "plus", unet, 3, plus=True))}
 
 
 def pixels(out) -> np.ndarray:
@@ -162,3 +163,16 @@ def test_the_emoji_model_says_no_sd_ip_adapter_fits_it(emoji_pipeline, adapters)
                                                 r"emoji-ldm has 384"):
         emoji(replace(params, image_prompt=prompt(adapters["good"])))
     assert emoji(params).images[0].size == (64, 64)
+
+
+def test_a_plus_ip_adapter_reads_the_encoders_hidden_states(tiny, adapters):
+    """A Plus adapter (a resampler over the image encoder's penultimate hidden states, in the original file's names)
+    loads, steers by its picture, and its "no picture" is a black picture's encoding, as diffusers makes it."""
+    plain = pixels(tiny(PARAMS))
+    red, blue = (pixels(tiny(replace(PARAMS, image_prompt=prompt(adapters["plus"], picture))))
+                 for picture in (RED, BLUE))
+    assert np.abs(red - plain).mean() > 1 and np.abs(red - blue).mean() > 1
+    weights = tiny.model.ip_adapters[adapters["plus"]]
+    assert weights.hidden and weights.embed(RED).shape == (1, 17, 32)  # 16 patches + the class token, 32 wide
+    assert weights.negative().abs().sum() > 0  # a black picture's hidden states, not zeros
+    assert np.array_equal(pixels(tiny(PARAMS)), plain)
