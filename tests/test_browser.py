@@ -90,11 +90,19 @@ def fill_box(page, elem_id: str, text: str) -> None:
 def move_slider(page, elem_id: str, value: int) -> None:
     """Drag-equivalent: set the range input the way a browser does when the thumb moves — once its range reaches
     the value (a slider whose range another event sets, such as the timeline's, is set afterwards)."""
+    from playwright.sync_api import TimeoutError as PageTimeout
+
     page.wait_for_function(f"() => Number(document.querySelector('#{elem_id} input[type=range]')?.max) >= {value}",
                            timeout=20_000)
-    page.locator(f"#{elem_id} input[type=range]").fill(str(value))
-    page.wait_for_function(
-        f"() => document.querySelector('#{elem_id} input[type=number]').value == '{value}'", timeout=20_000)
+    shown = f"() => document.querySelector('#{elem_id} input[type=number]').value == '{value}'"
+    for _ in range(3):  # a slider in a tab just opened can be drawn again and miss the first move (seen under load)
+        page.locator(f"#{elem_id} input[type=range]").fill(str(value))
+        try:
+            page.wait_for_function(shown, timeout=7_000)
+            return
+        except PageTimeout:
+            continue
+    page.wait_for_function(shown, timeout=1_000)
 
 
 def wait_text(page, elem_id: str, needle: str, timeout: int = SLOW) -> None:
