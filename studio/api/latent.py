@@ -57,7 +57,8 @@ def latent_options(services) -> dict:
 
 def endpoints(services) -> list[tuple[str, object, dict]]:
     tools = _tools(services)
-    return [endpoint for group in (_gan_endpoints, _vae_endpoints, _explore_path_endpoints, _explore_space_endpoints)
+    return [endpoint for group in (_gan_endpoints, _vae_endpoints, _explore_walk_endpoints, _explore_path_endpoints,
+                                  _explore_space_endpoints)
             for endpoint in group(services, tools)]
 
 
@@ -322,11 +323,10 @@ def _vae_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
             ("vae_train", vae_train, dict(concurrency_limit=1, concurrency_id="vae-train"))]
 
 
-def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
-    """The workbench on any model: walks, directions, moves."""
-    history = services.history
+def _explore_walk_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
+    """The workbench on any model: walks through keyframes (seeds, prompts, image prompts or latent files)."""
     gan_limits = services.settings.gan_limits
-    keep, origin_of, directions_of, default_space = t.keep, t.origin_of, t.directions_of, t.default_space
+    keep, default_space = t.keep, t.default_space
 
     @friendly_errors
     @guarded(services, "explore", generation=True)
@@ -383,6 +383,14 @@ def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, obj
                                "text_method": text_method, "loop": bool(loop), "fps": fps}, request, m)
         return {"frames": len(images), "keyframes": [k.label for k in keys], "history_id": item_id,
                 "smoothness": round(quality["smoothness"], 4), "consistency": round(quality["consistency"], 4)}, files(paths)
+
+    return [("explore_walk", explore_walk, dict(concurrency_limit=1, concurrency_id="model"))]
+
+
+def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
+    """The workbench on any model: directions and moves."""
+    history = services.history
+    keep, origin_of, directions_of, default_space = t.keep, t.origin_of, t.directions_of, t.default_space
 
     @friendly_errors
     @guarded(services, "explore", generation=True)
@@ -481,8 +489,7 @@ def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, obj
             [stem.with_suffix(".png"), stem.with_suffix(".safetensors")])
 
     options = dict(concurrency_limit=1, concurrency_id="model")
-    return [("explore_walk", explore_walk, options), ("explore_directions", explore_directions, options),
-            ("explore_move", explore_move, options)]
+    return [("explore_directions", explore_directions, options), ("explore_move", explore_move, options)]
 
 
 def _explore_space_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
