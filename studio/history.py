@@ -94,15 +94,20 @@ class History:
         self.db_path = self.root / "history.sqlite3"
         self._lock = threading.Lock()
         with self._connect() as db:
+            db.execute("PRAGMA journal_mode=WAL")  # kept in the database file: every later connection uses it
             db.executescript(SCHEMA)
             known = {row[1] for row in db.execute("PRAGMA table_info(items)")}
             if "starred" not in known:  # a History from before stars: add the column, keep every row
                 db.execute("ALTER TABLE items ADD COLUMN starred INTEGER NOT NULL DEFAULT 0")
 
     def _connect(self) -> sqlite3.Connection:
-        db = sqlite3.connect(self.db_path, timeout=30)
-        db.execute("PRAGMA journal_mode=WAL")
-        return db
+        return sqlite3.connect(self.db_path, timeout=30)
+
+    def private_paths(self) -> list[Path]:
+        """What the studio keeps in the outputs folder for itself, never to be served: the database (every
+        user's prompts) and `settings/` (share-link key, Content Credentials private key, explorations, styles)."""
+        return [self.root / "settings", *(self.db_path.with_name(self.db_path.name + end)
+                                          for end in ("", "-wal", "-shm", "-journal"))]
 
     def new_path(self, tab: str, suffix: str) -> tuple[str, Path]:
         """A fresh id and the file path (relative layout: <tab>/<YYYY-MM-DD>/<id><suffix>)."""
@@ -125,9 +130,20 @@ class History:
         origin: Origin = CREATED_ORIGIN,
         marked: bool = False,
     ) -> HistoryItem:
-        """Save `files` ({suffix: bytes}, e.g. {".txt": b"..."}) and index them in one step; pictures and videos
+        """Save `files` ({suffix: bytes}, e.g. {".txt": b"..."}) and list them in one step; pictures and videos
         are sealed first (`origin` says whether they were made from noise or edit a start picture; `marked`: the
         PNG's pixels carry the watermark already, see `mark`)."""
+        item = self.write(tab, files, prompt=prompt, params=params, seed=seed, model=model, device=device,
+                          timings=timings, owner=owner, parent=parent, origin=origin, marked=marked)
+        self.list_items([item])
+        return item
+
+    def write(self, tab: str, files: dict[str, bytes], *, prompt: str = "", params: dict | None = None,
+              seed: int | None = None, model: str = "", device: str = "", timings: dict | None = None,
+              owner: str = "local", parent: str | None = None, origin: Origin = CREATED_ORIGIN,
+              marked: bool = False) -> HistoryItem:
+        """`add`'s first half: the files sealed and written to disk (durably), not yet listed; a batch's items
+        are then listed together by `list_items`, in one transaction."""
         item_id, base = self.new_path(tab, "")
         paths = []
         for suffix, data in files.items():
@@ -135,15 +151,17 @@ class History:
             write_atomic(path, self.seal(path.name, data, origin=origin, model=model, marked=marked,
                                          parameters={"prompt": prompt, "seed": seed, **(params or {})}))
             paths.append(str(path.relative_to(self.root)))
-        item = HistoryItem(item_id, time.time(), tab, owner, prompt, params or {}, seed, model, device,
+        return HistoryItem(item_id, time.time(), tab, owner, prompt, params or {}, seed, model, device,
                            timings or {}, paths, parent)
+
+    def list_items(self, items: list[HistoryItem]) -> None:
+        """Add written items to the list, in one transaction."""
         with self._lock, self._connect() as db:
-            db.execute(
+            db.executemany(
                 f"INSERT INTO items ({', '.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
-                (item.id, item.created_at, tab, owner, prompt, json.dumps(item.params), seed, model, device,
-                 json.dumps(item.timings), json.dumps(paths), parent, 0),
+                [(i.id, i.created_at, i.tab, i.owner, i.prompt, json.dumps(i.params), i.seed, i.model, i.device,
+                  json.dumps(i.timings), json.dumps(i.files), i.parent, int(i.starred)) for i in items],
             )
-        return item
 
     def mark(self, image):
         """The picture as History keeps it: watermarked in its pixels when this History's Provenance marks."""

@@ -219,6 +219,30 @@ def test_path_traversal_and_files_outside_the_outputs_are_refused(server):
     assert code in (401, 403, 404)
 
 
+def test_the_studios_own_files_in_the_outputs_are_never_served(server):
+    """The outputs folder is served (pictures, videos, latent files), but not what the studio keeps beside them:
+    the History database (every user's prompts), the share-link key, the Content Credentials private key,
+    saved explorations and styles — to nobody, not even an owner, by any spelling of the path."""
+    url, services, _ = server
+    services.links.secret  # the share-link key exists once a link is made; make it now
+    root = services.history.root
+    private = [root / "history.sqlite3", root / "settings" / "share.key"]
+    private += sorted((root / "settings" / "credentials").glob("*"))
+    assert len(private) >= 3 and all(p.is_file() for p in private), private
+    picture = root / "image" / "served.png"
+    picture.parent.mkdir(parents=True, exist_ok=True)
+    picture.write_bytes(b"\x89PNG served")
+    for who in (OWNER, GUEST):
+        cookie = _login_cookie(url, who)
+        assert _get(url, f"/gradio_api/file={picture}", cookie)[:2] == (200, b"\x89PNG served")  # the control
+        for path in private:
+            for spelling in (str(path), f"{root}/image/../{path.relative_to(root)}",
+                             f"{root}/image/%2e%2e/{path.relative_to(root)}"):
+                code, body, _ = _get(url, f"/gradio_api/file={spelling}", cookie)
+                assert code in (403, 404), (who[0], spelling, code)
+                assert body != path.read_bytes()
+
+
 def _upload(url: str, cookie: str, name: str, data: bytes) -> tuple[int, list]:
     boundary = "studioboundary"
     body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"{name}\"\r\n"
