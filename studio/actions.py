@@ -22,7 +22,7 @@ from pipelines.provenance import Origin, verify
 from pipelines.registry import ModelSpec
 from pipelines.text import TextParams, parse_stop
 from pipelines.vae import VAETrainParams, load_image_folder, prepare_images, train_conv_vae
-from studio.tabs.common import as_int, keep_output, parse_seed
+from studio.tabs.common import as_int, keep_output, list_outputs, parse_seed
 
 STREAM_INTERVAL = 0.04  # seconds between streamed page updates
 NO_STYLE = "(none)"
@@ -195,20 +195,23 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                      if (value := getattr(params, name)) is not None}}
         data = png_with_metadata(services.history.mark(image),
                                  a1111_parameters(params.prompt, params.negative_prompt, settings), record)
-        item = keep_output(services, "image", {".png": data}, prompt=params.prompt, params=record,
+        return keep_output(services, "image", {".png": data}, listed=False, prompt=params.prompt, params=record,
                            seed=image_seed, model=pipe.model.name, device=services.placement.describe(),
                            timings={"seconds": out.seconds / len(out.images)}, owner=owner, origin=origin,
                            marked=True)
-        return (str(services.history.path(item.files[0])) if item else image, image_seed, item.id if item else None)
 
     pairs = list(zip(out.images, out.seeds))
     if len(pairs) < 2:
-        return [keep(image, seed) for image, seed in pairs]
-    import contextvars
+        written = [keep(image, seed) for image, seed in pairs]
+    else:
+        import contextvars
 
-    # each in a copy of this request's context: a full-disk warning still reaches this user's page
-    futures = [_keepers().submit(contextvars.copy_context().run, keep, image, seed) for image, seed in pairs]
-    return [future.result() for future in futures]
+        # each in a copy of this request's context: a full-disk warning still reaches this user's page
+        futures = [_keepers().submit(contextvars.copy_context().run, keep, image, seed) for image, seed in pairs]
+        written = [future.result() for future in futures]
+    items = list_outputs(services, "image", written)  # one transaction for the batch
+    return [(str(services.history.path(item.files[0])) if item else image, seed, item.id if item else None)
+            for item, (image, seed) in zip(items, pairs)]
 
 
 _KEEPERS: list = []

@@ -30,13 +30,15 @@ def served(tmp_path, tiny_lm_dir, tiny_sd_dir, free_port):
 
 
 def test_a_full_disk_still_shows_every_output_and_saving_resumes(served, monkeypatch):
-    client, services = served
-    real_add = services.history.add
+    import studio.history
 
-    def disk_full(*args, **kwargs):
+    client, services = served
+    real_write = studio.history.write_atomic
+
+    def disk_full(*args, **kwargs):  # where a full disk fails: writing History's files
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(services.history, "add", disk_full)
+    monkeypatch.setattr(studio.history, "write_atomic", disk_full)
     text, status = client.predict("Once upon a time", "completion", "", "tiny-llama", 8, 0.8, 0.9, 40, 1.1, "", 4,
                                   api_name="/generate_text")
     assert text and json.loads(status)["history_id"] is None
@@ -47,7 +49,7 @@ def test_a_full_disk_still_shows_every_output_and_saving_resumes(served, monkeyp
     info, files = client.predict("digit-vae-2d", 3, 2.0, 0, 1, None, api_name="/vae_map")
     assert info["cells"] == 9 and files
     assert services.history.list() == []
-    monkeypatch.setattr(services.history, "add", real_add)  # space freed: saving works again
+    monkeypatch.setattr(studio.history, "write_atomic", real_write)  # space freed: saving works again
     client.predict("tiny-gan", 3, 2, 1.0, api_name="/gan_sample")
     assert len(services.history.list(tab="gan")) == 1
 

@@ -256,3 +256,5 @@ def test_a_kept_batch_is_marked_in_its_pixels_encoded_once_and_signed(tmp_path):
         found = read_credentials(data, history.provenance.credentials().serial)
         assert found.state == "valid" and found.parameters["seed"] == seed
         assert history.get(item_id).seed == seed
+    # listed together in one transaction, in the batch's order (History shows the newest first)
+    assert [item.seed for item in history.list(tab="image")] == [13, 12, 11]

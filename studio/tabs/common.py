@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import logging
 import math
+import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -213,13 +215,36 @@ def guarded(services, tab: str, *, generation: bool = False, owner_only: str = "
     return decorate
 
 
-def keep_output(services, tab: str, files: dict[str, bytes], **fields):
+def keep_output(services, tab: str, files: dict[str, bytes], *, listed: bool = True, **fields):
     """Save an output to History; if the disk is full (or unwritable) warn and return None, so the
-    caller still shows the result from memory and the user can download it."""
+    caller still shows the result from memory and the user can download it. `listed=False`: written only;
+    the caller lists a batch's items together (`list_outputs`)."""
     try:
+        if not listed:
+            return services.history.write(tab, files, **fields)
         return services.history.add(tab, files, **fields)
     except OSError as exc:
-        log.error("could not save a %s output to History: %s", tab, exc)
-        gr.Warning(f"Your result is shown but could not be saved to History ({exc.strerror or exc}). "
-                   "Free some disk space; download anything you want to keep now.")
+        _not_kept(tab, exc)
         return None
+
+
+def list_outputs(services, tab: str, items: list) -> list:
+    """List a batch's written items in History in one transaction, in the batch's order (newest last);
+    returns them, or Nones if they could not be listed (a full disk: the user is warned as by `keep_output`)."""
+    written = [item for item in items if item is not None]
+    if not written:
+        return items
+    first = min(item.created_at for item in written)
+    ordered = {id(item): dataclasses.replace(item, created_at=first + n * 1e-6) for n, item in enumerate(written)}
+    try:
+        services.history.list_items(list(ordered.values()))
+    except (OSError, sqlite3.OperationalError) as exc:
+        _not_kept(tab, exc)
+        return [None] * len(items)
+    return [ordered[id(item)] if item is not None else None for item in items]
+
+
+def _not_kept(tab: str, exc: Exception) -> None:
+    log.error("could not save a %s output to History: %s", tab, exc)
+    gr.Warning(f"Your result is shown but could not be saved to History ({getattr(exc, 'strerror', None) or exc}). "
+               "Free some disk space; download anything you want to keep now.")
