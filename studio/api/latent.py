@@ -57,8 +57,8 @@ def latent_options(services) -> dict:
 
 def endpoints(services) -> list[tuple[str, object, dict]]:
     tools = _tools(services)
-    return [endpoint for group in (_gan_endpoints, _vae_endpoints, _explore_walk_endpoints, _explore_path_endpoints,
-                                  _explore_space_endpoints)
+    return [endpoint for group in (_gan_endpoints, _vae_endpoints, _vae_model_endpoints, _explore_walk_endpoints,
+                                  _explore_path_endpoints, _explore_space_endpoints, _explore_variation_endpoints)
             for endpoint in group(services, tools)]
 
 
@@ -109,13 +109,18 @@ def _tools(services) -> SimpleNamespace:
         return services.lanes.run("model", model.directions, method, count, origin, positive=positive,
                                   negative=negative, interactive=True)
 
+    def vae_pictures(p, images):
+        """Uploaded pictures at the VAE's size, and notes on what was changed to fit."""
+        return uploads(services, [_path(f) for f in images or []], p.model.size)
+
     def default_space(model: str, kind: str, *look_values):
         kind = kind or ("" if model else "diffusion")
         look = look_of(model or services.registry.default("image"), kind, *look_values)
         return space(model, kind, look)
 
     return SimpleNamespace(space=space, look_of=look_of, keep=keep, latents_bytes=latents_bytes,
-                           origin_of=origin_of, directions_of=directions_of, default_space=default_space)
+                           origin_of=origin_of, directions_of=directions_of, default_space=default_space,
+                           vae_pictures=vae_pictures)
 
 
 def _gan_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
@@ -188,12 +193,7 @@ def _gan_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
 
 def _vae_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
     """VAE morphs, maps, reconstructions, samples and training."""
-    keep = t.keep
-
-    # -- VAE ----------------------------------------------------------------------------------------------
-    def vae_pictures(p, images):
-        pictures, notes = uploads(services, [_path(f) for f in images or []], p.model.size)
-        return pictures, notes
+    keep, vae_pictures = t.keep, t.vae_pictures
 
     @friendly_errors
     @guarded(services, "vae", generation=True)
@@ -257,6 +257,14 @@ def _vae_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
                                "axis_y": params.axis_y}, request, m)
         return {"cells": len(images), "history_id": item_id}, files(paths)
 
+    options = latent_options(services)
+    return [("vae_interpolate", vae_interpolate, options), ("vae_map", vae_map, options)]
+
+
+def _vae_model_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
+    """VAE reconstructions, prior samples and training your own."""
+    keep, vae_pictures = t.keep, t.vae_pictures
+
     @friendly_errors
     @guarded(services, "vae", generation=True)
     def vae_reconstruct(images: list[FileData], model: str = "", request: gr.Request = None) -> tuple[dict, list[FileData]]:
@@ -318,8 +326,7 @@ def _vae_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
                                user_of(request))
 
     options = latent_options(services)
-    return [("vae_interpolate", vae_interpolate, options), ("vae_map", vae_map, options),
-            ("vae_reconstruct", vae_reconstruct, options), ("vae_sample", vae_sample, options),
+    return [("vae_reconstruct", vae_reconstruct, options), ("vae_sample", vae_sample, options),
             ("vae_train", vae_train, dict(concurrency_limit=1, concurrency_id="vae-train"))]
 
 
@@ -493,7 +500,7 @@ def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, obj
 
 
 def _explore_space_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
-    """The workbench on any model: maps, breeding, variations."""
+    """The workbench on any model: maps and breeding."""
     gan_limits = services.settings.gan_limits
     keep, latents_bytes, default_space = t.keep, t.latents_bytes, t.default_space
     origin_of, directions_of = t.origin_of, t.directions_of
@@ -592,6 +599,15 @@ def _explore_space_endpoints(services, t: SimpleNamespace) -> list[tuple[str, ob
                               request, m)
         return {"children": len(kids), "breed_seed": seed, "history_id": item_id}, files(paths)
 
+    options = dict(concurrency_limit=1, concurrency_id="model")
+    return [("explore_map", explore_map, options), ("explore_breed", explore_breed, options)]
+
+
+def _explore_variation_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict]]:
+    """The workbench on any model: variations of a point."""
+    gan_limits = services.settings.gan_limits
+    keep, latents_bytes, default_space, origin_of = t.keep, t.latents_bytes, t.default_space, t.origin_of
+
     @friendly_errors
     @guarded(services, "explore", generation=True)
     def explore_variations(model: str = "", origin: str = "0", strength: float = 0.25, count: int = 8,
@@ -637,10 +653,7 @@ def _explore_space_endpoints(services, t: SimpleNamespace) -> list[tuple[str, ob
         return {"count": count, "variation_seed": seed, "history_id": item_id}, files(paths)
 
     options = dict(concurrency_limit=1, concurrency_id="model")
-    return [("explore_map", explore_map, options), ("explore_breed", explore_breed, options),
-            ("explore_variations", explore_variations, options)]
-
-
+    return [("explore_variations", explore_variations, options)]
 
 
 def _numbers(name: str, text: str) -> list[float]:
