@@ -170,20 +170,36 @@ class HttpClient:
     """Gradio's HTTP API the way a browser uses it: one kept-alive connection, one session (`session_hash`: a
     call without one is a new session, which Gradio sets up afresh for every component of the app — ~60–90 ms
     for the studio's page), the answer pushed as server-sent events as soon as it is ready (no polling), then the
-    files fetched on the same connection. gradio_client keeps a session too, but checks for the answer every
-    50 ms and opens a new connection (and TLS context) for each file."""
+    files fetched side by side on up to `fetchers` kept-alive connections (a browser opens up to 6 to one host;
+    1 = one by one). gradio_client keeps a session too, but checks for the answer every 50 ms and fetches each
+    file on a new connection, one after another."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, fetchers: int = 6) -> None:
         import uuid
+        from concurrent.futures import ThreadPoolExecutor
 
         import httpx
 
         self.http = httpx.Client(base_url=url, timeout=600)
         self.session = uuid.uuid4().hex
+        self.fetchers = ThreadPoolExecutor(fetchers) if fetchers > 1 else None
 
-    def predict(self, api_name: str, data: list):
+    def inputs(self, api_name: str, **given) -> list:
+        """An endpoint's inputs in order (Gradio's HTTP API takes them by position), from the server's own API
+        description: the given values by name, every other one its default."""
+        if not hasattr(self, "_info"):
+            self._info = self.http.get("gradio_api/info").json()["named_endpoints"]
+        parameters = self._info[f"/{api_name}"]["parameters"]
+        unknown = set(given) - {p["parameter_name"] for p in parameters}
+        if unknown:
+            raise ValueError(f"/{api_name} has no input named {', '.join(sorted(unknown))}")
+        return [given.get(p["parameter_name"], p.get("parameter_default")) for p in parameters]
+
+    def predict(self, api_name: str, data: list | dict):
         """The answer (one value, as gradio_client gives it, or a list of several), with every file's bytes
-        fetched in place of its FileData."""
+        fetched in place of its FileData. `data`: the inputs in order, or by name."""
+        if isinstance(data, dict):
+            data = self.inputs(api_name, **data)
         started = time.perf_counter()
         event = self.http.post(f"gradio_api/call/{api_name}",
                                json={"data": data, "session_hash": self.session}).json()["event_id"]
@@ -198,39 +214,43 @@ class HttpClient:
         if kind != "complete":
             raise RuntimeError(f"{api_name} failed: {payload}")
         answered = time.perf_counter()
-        values = [self._fetched(value) for value in payload]
+        self.file_urls = []  # the last answer's files, in order
+        values = [self._fetched(value, self.file_urls) for value in payload]
+        fetched = self.fetch(self.file_urls)
+        values = [self._filled(value, iter(fetched)) for value in values] if fetched else values
         self.answer_s, self.files_s = answered - started, time.perf_counter() - answered  # the last call's parts
         return values[0] if len(values) == 1 else values
 
-    def _fetched(self, value):
-        """A FileData's bytes: from its URL, or (an API function's answer) from its path, as gradio_client does."""
+    def fetch(self, urls: list[str]) -> list[bytes]:
+        """Files' bytes, side by side (or one by one with one fetcher)."""
+        def get(url: str) -> bytes:
+            return self.http.get(url).content
+        return list(self.fetchers.map(get, urls)) if self.fetchers else [get(url) for url in urls]
+
+    def _fetched(self, value, urls: list[str]):
+        """`value` with each FileData replaced by a placeholder, its URL (or, for an API function's answer, its
+        path, as gradio_client does) added to `urls`."""
         if isinstance(value, list):
-            return [self._fetched(v) for v in value]
+            return [self._fetched(v, urls) for v in value]
         if isinstance(value, dict) and value.get("meta", {}).get("_type") == "gradio.FileData":
             from urllib.parse import quote
 
-            return self.http.get(value.get("url") or f"gradio_api/file={quote(value['path'])}").content
+            urls.append(value.get("url") or f"gradio_api/file={quote(value['path'])}")
+            return _FILE
         return value
+
+    def _filled(self, value, fetched):
+        if isinstance(value, list):
+            return [self._filled(v, fetched) for v in value]
+        return next(fetched) if value is _FILE else value
 
     def close(self) -> None:
         self.http.close()
+        if self.fetchers:
+            self.fetchers.shutdown()
 
 
-IMAGE_API_ORDER = ("prompt", "negative_prompt", "steps", "cfg_scale", "width", "height", "sampler_name", "seed",
-                   "subseed", "subseed_strength", "batch_size", "n_iter", "init_images", "mask", "denoising_strength",
-                   "model", "lora_files", "lora_weights", "enable_hr", "hr_scale", "hr_upscaler",
-                   "hr_second_pass_steps", "hr_denoising_strength", "styles", "outpaint")
-IMAGE_API_DEFAULTS = dict(negative_prompt="", steps=20, cfg_scale=7.0, width=0, height=0, sampler_name="DPM++ 2M",
-                          seed=-1, subseed=-1, subseed_strength=0.0, batch_size=1, n_iter=1, init_images=None,
-                          mask=None, denoising_strength=0.75, model="", lora_files=None, lora_weights="",
-                          enable_hr=False, hr_scale=2.0, hr_upscaler="Latent", hr_second_pass_steps=0,
-                          hr_denoising_strength=0.5, styles="", outpaint="")
-
-
-def image_api_data(**given) -> list:
-    """/generate_image's inputs in order (Gradio's HTTP API takes them by position)."""
-    values = {**IMAGE_API_DEFAULTS, **given}
-    return [values[name] for name in IMAGE_API_ORDER]
+_FILE = object()  # where a fetched file's bytes go
 
 
 def timed(fn) -> tuple[float, object]:
@@ -274,7 +294,7 @@ def rows_image(client, bare, reps: int, report, url: str, model: str = "emoji-ld
     http = HttpClient(url)
     sides = {
         "gradio_client": lambda rep: timed(lambda: client.predict(**args, seed=rep, api_name="/generate_image"))[0],
-        "HTTP API": lambda rep: timed(lambda: http.predict("generate_image", image_api_data(**args, seed=rep)))[0],
+        "HTTP API": lambda rep: timed(lambda: http.predict("generate_image", {**args, "seed": rep}))[0],
         "bare": lambda rep: bare("image", model=model, prompt="red heart", batch=batch, steps=steps, size=size,
                                  guidance=7.0, seed=rep)["seconds"],
     }

@@ -23,7 +23,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Report  # noqa: E402
-from benchmarks.e2e import HttpClient, image_api_data, launch_studio  # noqa: E402
+from benchmarks.e2e import HttpClient, launch_studio  # noqa: E402
 
 
 def median_ms(values: list[float]) -> float:
@@ -37,7 +37,7 @@ def served(url: str, reps: int, job: dict) -> dict[str, list[float]]:
     rows: dict[str, list[float]] = {}
     for rep in range(reps + 2):  # two warm-ups: the model loads, caches fill
         started = time.perf_counter()
-        info, _ = http.predict("generate_image", image_api_data(**job, seed=rep))
+        info, _ = http.predict("generate_image", {**job, "seed": rep})
         lean = time.perf_counter() - started
         lean_pipeline, answer, fetch = info["seconds"], http.answer_s, http.files_s
         started = time.perf_counter()
