@@ -107,7 +107,7 @@ def build_app(services: Services) -> gr.Blocks:
         for handle in (explore_handle, vae_handle, gan_handle):
             handle.workbench.wire_open(app)
     app.queue(max_size=services.settings.queue_size, default_concurrency_limit=1)
-    # a request starts as soon as it arrives; the idle queue looks for work every 12.5 ms, not every 1 ms
+    # a request starts as soon as it arrives (or a slot frees); the idle queue looks for work every ~50 ms
     if hasattr(app, "_queue") and hasattr(app._queue, "sleep_when_free"):
         wake_on_arrival(app._queue)
     return app

@@ -3,21 +3,20 @@
 Gradio's queue loop looks for new work by sleeping `sleep_when_free` seconds between looks: 1 ms costs an idle
 2-core machine ~7% of a core, 10 ms costs every request up to 10 ms (5 on average) before it starts. Here the
 queue's idle sleep ends early when a request is pushed or a running one finishes (a waiting one may start), so
-requests start at once and the idle loop still wakes only every `IDLE_LOOK_SECONDS`.
+requests start at once and the idle loop wakes only every `IDLE_LOOK_SECONDS` (~50 ms: 20 looks a second).
 
 How: `gradio.queueing` sees asyncio through `_Wakeable`, the same module except that a sleep of exactly
-`IDLE_LOOK_SECONDS` (only the idle queue loop sleeps that long) waits on a per-event-loop wake-up; the queue's
+`IDLE_LOOK_SECONDS` (only the idle queue loop sleeps that long) can be ended early on its event loop; the queue's
 `push` and `process_events` wake it. Should a Gradio release sleep elsewhere, it degrades to polling every
-`IDLE_LOOK_SECONDS`, today's behaviour.
+`IDLE_LOOK_SECONDS`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import weakref
 
-IDLE_LOOK_SECONDS = 0.0125  # an unusual value on purpose: no other sleep in gradio.queueing is this long
+IDLE_LOOK_SECONDS = 0.0497  # an unusual value on purpose: no other sleep in gradio.queueing is this long
 
 
 class _Wakeable:
@@ -25,30 +24,34 @@ class _Wakeable:
 
     def __init__(self, module) -> None:
         self._module = module
-        self._wake_ups: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → asyncio.Event
+        self._sleepers: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # event loop → its idle sleeps
 
     def __getattr__(self, name: str):
         return getattr(self._module, name)
 
-    def _wake_up(self) -> asyncio.Event:
-        loop = self._module.get_running_loop()
-        if loop not in self._wake_ups:
-            self._wake_ups[loop] = self._module.Event()
-        return self._wake_ups[loop]
-
     async def sleep(self, delay: float, result=None):
         if delay != IDLE_LOOK_SECONDS:
             return await self._module.sleep(delay, result)
-        wake_up = self._wake_up()
+        loop = self._module.get_running_loop()
+        waiter = loop.create_future()  # as cheap as asyncio.sleep: a future and a timer, no task
+        timer = loop.call_later(delay, _finish, waiter)
+        sleepers = self._sleepers.setdefault(loop, set())
+        sleepers.add(waiter)
         try:
-            await self._module.wait_for(wake_up.wait(), delay)
-        except (TimeoutError, self._module.TimeoutError):
-            pass
-        wake_up.clear()
+            await waiter
+        finally:
+            timer.cancel()
+            sleepers.discard(waiter)
         return result
 
     def wake(self) -> None:
-        self._wake_up().set()
+        for waiter in list(self._sleepers.get(self._module.get_running_loop(), ())):
+            _finish(waiter)
+
+
+def _finish(waiter) -> None:
+    if not waiter.done():
+        waiter.set_result(None)
 
 
 def wake_on_arrival(queue) -> None:
