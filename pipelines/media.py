@@ -35,9 +35,15 @@ def grid(images: np.ndarray, columns: int, pad: int = 2, background=(255, 255, 2
     return canvas
 
 
+# zlib level 4 (ComfyUI's choice) instead of PIL's 6: a 512² picture encodes in ~40% of the time, ~1% larger
+# (benchmarks/overhead.py measures both); on a GPU, where a picture takes a fraction of a second, level 6's
+# extra ~50 ms (512²) or ~160 ms (1024²) a picture would be much of the wait
+PNG_LEVEL = 4
+
+
 def png_bytes(image) -> bytes:
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG")
+    image.save(buffer, format="PNG", compress_level=PNG_LEVEL)
     return buffer.getvalue()
 
 
@@ -135,8 +141,8 @@ def _split_settings(line: str) -> list[tuple[str, str]]:
     return [(m.group(1).strip(), m.group(2).strip().strip('"')) for m in pattern.finditer(line) if m.group(1).strip()]
 
 
-def png_with_metadata(image, parameters: str, data: dict) -> bytes:
-    """PNG bytes with `parameters` (A1111), `genai-studio` (JSON) and XMP provenance chunks."""
+def png_with_metadata(image, parameters: str, data: dict, level: int = PNG_LEVEL) -> bytes:
+    """PNG bytes with `parameters` (A1111), `genai-studio` (JSON) and XMP provenance chunks (zlib `level`)."""
     import json as _json
 
     from PIL.PngImagePlugin import PngInfo
@@ -146,7 +152,7 @@ def png_with_metadata(image, parameters: str, data: dict) -> bytes:
     info.add_itxt("genai-studio", _json.dumps(data))
     info.add_itxt("XML:com.adobe.xmp", XMP_AI_GENERATED)
     buffer = io.BytesIO()
-    image.save(buffer, format="PNG", pnginfo=info)
+    image.save(buffer, format="PNG", pnginfo=info, compress_level=level)
     return buffer.getvalue()
 
 
