@@ -6,8 +6,8 @@ import gradio as gr
 
 from studio import api
 from studio.explorations import QUERY
-from studio.services import Services
 from studio.queue_wake import wake_on_arrival
+from studio.services import Services
 from studio.tabs import explore as explore_tab
 from studio.tabs import gan as gan_tab
 from studio.tabs import history as history_tab
