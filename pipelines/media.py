@@ -35,9 +35,9 @@ def grid(images: np.ndarray, columns: int, pad: int = 2, background=(255, 255, 2
     return canvas
 
 
-# zlib level 4 (ComfyUI's choice) instead of PIL's 6: a 512² picture encodes in ~40% of the time, ~1% larger
-# (benchmarks/overhead.py measures both); on a GPU, where a picture takes a fraction of a second, level 6's
-# extra ~50 ms (512²) or ~160 ms (1024²) a picture would be much of the wait
+# zlib level 4 (ComfyUI's choice) instead of PIL's 6: a 512² picture encodes in less than half the time, ~2%
+# larger (benchmarks/overhead.py measures both); on a GPU, where a picture takes a fraction of a second, level
+# 6's extra ~35 ms a 512² picture would be much of the wait
 PNG_LEVEL = 4
 
 
