@@ -121,11 +121,13 @@ def _load_state(path: Path, allow_pickle: bool = False) -> dict:
         from safetensors.torch import load_file
 
         return load_file(path)
-    full_pickle = path.suffix in (".ckpt", ".pkl", ".pickle")
-    if full_pickle and not allow_pickle:
+    if path.suffix not in (".ckpt", ".pkl", ".pickle"):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    elif allow_pickle:  # the owner's --allow-pickle: a full pickle from a source they trust
+        state = torch.load(path, map_location="cpu", weights_only=False)
+    else:
         raise ModelNotAvailable(f"{path.name}: pickle files can run code when loaded; convert it to .safetensors, "
                                 "or start the studio with --allow-pickle if you trust its source")
-    state = torch.load(path, map_location="cpu", weights_only=not full_pickle)
     if isinstance(state, dict) and "netG_state_dict" in state:
         state = state["netG_state_dict"]
     if not isinstance(state, dict):

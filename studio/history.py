@@ -18,7 +18,7 @@ import sqlite3
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from pipelines.provenance import CREATED_ORIGIN, Origin, Provenance
@@ -114,27 +114,10 @@ class History:
         item_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:8]
         return item_id, self.root / tab / time.strftime("%Y-%m-%d") / f"{item_id}{suffix}"
 
-    def add(
-        self,
-        tab: str,
-        files: dict[str, bytes],
-        *,
-        prompt: str = "",
-        params: dict | None = None,
-        seed: int | None = None,
-        model: str = "",
-        device: str = "",
-        timings: dict | None = None,
-        owner: str = "local",
-        parent: str | None = None,
-        origin: Origin = CREATED_ORIGIN,
-        marked: bool = False,
-    ) -> HistoryItem:
-        """Save `files` ({suffix: bytes}, e.g. {".txt": b"..."}) and list them in one step; pictures and videos
-        are sealed first (`origin` says whether they were made from noise or edit a start picture; `marked`: the
-        PNG's pixels carry the watermark already, see `mark`)."""
-        item = self.write(tab, files, prompt=prompt, params=params, seed=seed, model=model, device=device,
-                          timings=timings, owner=owner, parent=parent, origin=origin, marked=marked)
+    def add(self, tab: str, files: dict[str, bytes], **fields) -> HistoryItem:
+        """Save `files` ({suffix: bytes}, e.g. {".txt": b"..."}) and list them in one step (`fields` as `write`
+        takes them)."""
+        item = self.write(tab, files, **fields)
         self.list_items([item])
         return item
 
@@ -142,8 +125,9 @@ class History:
               seed: int | None = None, model: str = "", device: str = "", timings: dict | None = None,
               owner: str = "local", parent: str | None = None, origin: Origin = CREATED_ORIGIN,
               marked: bool = False) -> HistoryItem:
-        """`add`'s first half: the files sealed and written to disk (durably), not yet listed; a batch's items
-        are then listed together by `list_items`, in one transaction."""
+        """`add`'s first half: the files written to disk (durably), not yet listed; pictures and videos are
+        sealed first (`origin` says whether they were made from noise or edit a start picture; `marked`: the
+        PNG's pixels carry the watermark already, see `mark`). A batch's items are then listed together."""
         item_id, base = self.new_path(tab, "")
         paths = []
         for suffix, data in files.items():
@@ -154,14 +138,18 @@ class History:
         return HistoryItem(item_id, time.time(), tab, owner, prompt, params or {}, seed, model, device,
                            timings or {}, paths, parent)
 
-    def list_items(self, items: list[HistoryItem]) -> None:
-        """Add written items to the list, in one transaction."""
+    def list_items(self, items: list[HistoryItem]) -> list[HistoryItem]:
+        """Add written items to the list in one transaction, in the order given (the last is the newest, even
+        when they were written side by side); returns them as listed."""
+        first = min(item.created_at for item in items)
+        items = [replace(item, created_at=first + n * 1e-6) for n, item in enumerate(items)]
         with self._lock, self._connect() as db:
             db.executemany(
                 f"INSERT INTO items ({', '.join(COLUMNS)}) VALUES ({','.join('?' * len(COLUMNS))})",
                 [(i.id, i.created_at, i.tab, i.owner, i.prompt, json.dumps(i.params), i.seed, i.model, i.device,
                   json.dumps(i.timings), json.dumps(i.files), i.parent, int(i.starred)) for i in items],
             )
+        return items
 
     def mark(self, image):
         """The picture as History keeps it: watermarked in its pixels when this History's Provenance marks."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import inspect
 import logging
@@ -229,19 +228,17 @@ def keep_output(services, tab: str, files: dict[str, bytes], *, listed: bool = T
 
 
 def list_outputs(services, tab: str, items: list) -> list:
-    """List a batch's written items in History in one transaction, in the batch's order (newest last);
-    returns them, or Nones if they could not be listed (a full disk: the user is warned as by `keep_output`)."""
+    """List a batch's written items (None: not written) in History in one transaction, in the batch's order;
+    returns them as listed, or Nones if they could not be (a full disk: the user is warned as by `keep_output`)."""
     written = [item for item in items if item is not None]
     if not written:
         return items
-    first = min(item.created_at for item in written)
-    ordered = {id(item): dataclasses.replace(item, created_at=first + n * 1e-6) for n, item in enumerate(written)}
     try:
-        services.history.list_items(list(ordered.values()))
+        listed = iter(services.history.list_items(written))
     except (OSError, sqlite3.OperationalError) as exc:
         _not_kept(tab, exc)
         return [None] * len(items)
-    return [ordered[id(item)] if item is not None else None for item in items]
+    return [next(listed) if item is not None else None for item in items]
 
 
 def _not_kept(tab: str, exc: Exception) -> None:
