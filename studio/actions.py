@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pipelines.image import ImageParams, open_user_image
+from pipelines.image import GenerationCancelled, ImageParams, open_user_image
 from pipelines.image_prompt import Style, load_styles
 from pipelines.image_upscale import LATENT_UPSCALERS, PIXEL_UPSCALERS, UPSCALER_SUFFIXES
 from pipelines.media import a1111_parameters, png_bytes, png_with_metadata
@@ -54,14 +54,74 @@ def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bo
                      interactive: bool = False):
     """Generate on the image lane, reporting (step, total, preview) at most once a second — previews only
     when someone `watched` (a page; an API call waits for the result). A slider move meanwhile runs beside it
-    (studio/lanes.py), never inside this job's step callback; `interactive` work is such a move."""
+    (studio/lanes.py), never inside this job's step callback; `interactive` work is such a move.
+
+    Every picture of every door (the page, real-time mode, the plot, the API) starts here, so this is where the
+    request's Caller is asked for it (`admit_pictures`). A guest's job that runs past their time budget is stopped
+    with a message."""
+    budget = admit_pictures(services, params, interactive=interactive)
+
     def generate(report):
-        return pipe(params, cancel=cancel, callback=report, progress_interval=PROGRESS_SECONDS,
-                    preview_every=5 if watched else 0)
+        timer, fired = None, threading.Event()
+        if budget:
+            timer = threading.Timer(budget, lambda: (fired.set(), cancel.set()))
+            timer.daemon = True
+            timer.start()
+        try:
+            return pipe(params, cancel=cancel, callback=report, progress_interval=PROGRESS_SECONDS,
+                        preview_every=5 if watched else 0)
+        except GenerationCancelled:
+            if fired.is_set():
+                raise ValueError(f"This request ran past the {budget:.0f} seconds a guest's request may take, and was "
+                                 "stopped. Ask for fewer or smaller pictures, or fewer steps.") from None
+            raise
+        finally:
+            if timer is not None:
+                timer.cancel()
 
     if getattr(pipe, "remote", False):  # the Ray model tier does the work: wait for it off the model thread
         return services.lanes.submit_parallel("remote", generate)
     return services.lanes.submit("model", generate, interactive=interactive)
+
+
+def check_loras(services, loras):
+    """LoRA files change the weights every user shares: owners only. Returns `loras`."""
+    from studio.access import AccessDenied
+
+    if loras and services.host.caller().guest:
+        raise AccessDenied("Guests can't load LoRA files; only the studio's owner can add weights.")
+    return loras
+
+
+def check_pictures(services, params: ImageParams, *, interactive: bool = False) -> None:
+    """The caller's rules for these pictures, before anything is loaded: guests load no LoRA files and keep to
+    their own limits (real-time pictures to their preview steps). `start_generation` checks again, always."""
+
+    caller, settings = services.host.caller(), services.settings
+    check_loras(services, params.loras)
+    if caller.guest:
+        params.validate(settings.guest_limits)
+        if interactive and params.steps > settings.guest_preview_steps:
+            raise ValueError(f"steps must be from 1 to {settings.guest_preview_steps} for a guest's real-time "
+                             f"picture, got {params.steps}")
+
+
+def admit_pictures(services, params: ImageParams, *, interactive: bool = False) -> float:
+    """May this request's Caller have these pictures? Guests load no LoRA files and keep to their own limits
+    (real-time pictures to their preview steps); there must be room to keep them; and their work — pictures ×
+    steps × size — counts against a guest's quota. Returns a guest's time budget in seconds (0: none)."""
+    from studio.boundary import image_units
+
+    caller, settings = services.host.caller(), services.settings
+    check_pictures(services, params, interactive=interactive)
+    if not interactive:
+        services.history.check_room(caller.user, guest=caller.guest, user_mb=settings.max_user_storage_mb,
+                                    total_mb=settings.max_storage_mb, free_mb=settings.min_free_disk_mb)
+    steps = params.steps + ((params.hires.steps or params.steps) if params.hires else 0)
+    scale = params.hires.scale ** 2 if params.hires else 1.0
+    caller.spend(image_units(params.batch_size * params.batch_count, steps, params.width,
+                             round(params.height * scale)), "this request")
+    return settings.guest_job_seconds if caller.guest else 0.0
 
 
 CONTROL_FIELDS = {"model": str, "module": str, "weight": float, "guidance_start": float, "guidance_end": float,
@@ -134,6 +194,7 @@ def live_picture(services, model: str, params: ImageParams, session: str):
     try:
         if cancel.wait(LIVE_PAUSE):
             return None
+        check_pictures(services, params, interactive=True)
         with services.image_lease(model) as pipe:
             out = start_generation(services, pipe, params, cancel, watched=False, interactive=True).result()
         # a newer request came after the last step: its picture, not this one, is the one to show
@@ -253,6 +314,7 @@ def make_plot(services, plot, base: ImageParams, model_name: str, loras: dict, o
                 raise ValueError("LoRA weight: add a LoRA file to plot its weight")
             chosen = {name: (path, settings["LoRA weight"]) for name, (path, _) in loras.items()}
         params = replace(params, loras=lora_set(chosen))
+        check_pictures(services, params)  # a guest's LoRA files never reach the loader, whichever input held them
         try:
             with services.image_lease(settings.get("Model", model_name)) as pipe:
                 out = start_generation(services, pipe, params, cancel, watched=False).result()
@@ -278,6 +340,26 @@ def make_plot(services, plot, base: ImageParams, model_name: str, loras: dict, o
                                      params={"plot": axes, "cells": result["kept"]},
                                      device=services.placement.describe(), owner=owner)
     return result
+
+
+def kept_item(services, item_id, *, field: str = "picture"):
+    """A History item the request's Caller may use (their own; owners: any) — found by its id, the only handle a
+    page or a client holds on what the studio keeps. Never a path from the client."""
+    caller = services.host.caller()
+    item = services.history.get(str(item_id)) if isinstance(item_id, str) and len(item_id) <= 64 else None
+    if item is None or (caller.guest and item.owner != caller.user):
+        raise ValueError(f"{field}: click one of your pictures in the results first")
+    return item
+
+
+def kept_picture(services, item_id, *, field: str = "picture"):
+    """The first picture of a History item the caller may use, opened (PIL, RGB)."""
+    item = kept_item(services, item_id, field=field)
+    pngs = [name for name in item.files if name.lower().endswith(".png")]
+    if not pngs:
+        raise ValueError(f"{field}: this History item holds no picture")
+    picture, _ = open_user_image(services.history.path(pngs[0]), services.settings.image_limits.max_image_pixels)
+    return picture
 
 
 def upscaled_origin(picture, upscaler: str) -> Origin:
@@ -360,6 +442,16 @@ def resolve_upscaler(services, name: str, *, latent: bool, field: str = "upscale
     raise ValueError(f"{field} must be one of {', '.join(by_name)}, got {str(name)[:60]!r}")
 
 
+def save_shared_style(services, style: Style) -> list[str]:
+    """Save (or replace) a style every user picks from — owners only, whatever door asked: a guest's words must
+    never reach other users' pictures. Returns the style names now listed."""
+    from pipelines.image_prompt import save_style
+
+    services.access.require_owner(services.host.caller().user, "save styles")
+    save_style(styles_path(services), style)
+    return [s.name for s in load_styles(styles_path(services))]
+
+
 def style_named(services, name: str | None) -> Style | None:
     if not name or name == NO_STYLE:
         return None
@@ -383,7 +475,14 @@ def run_text(services, model: str, params: TextParams, session: str, owner: str,
              progress=None, backend: str = "") -> Iterator[tuple[str, dict]]:
     """Stream (text so far, stats) and save the finished text to History. Stats are empty until done.
     Fetching and loading the model (first use) are reported on `progress`. The model is held in use until the
-    answer ends (never evicted, its engine never closed, mid-answer); the session's own prompt cache only."""
+    answer ends (never evicted, its engine never closed, mid-answer); the session's own prompt cache only. The
+    tokens it may write count against a guest's quota, and there must be room to keep the answer."""
+    from studio.boundary import text_units
+
+    caller, settings = services.host.caller(), services.settings
+    services.history.check_room(caller.user, guest=caller.guest, user_mb=settings.max_user_storage_mb,
+                                total_mb=settings.max_storage_mb, free_mb=settings.min_free_disk_mb)
+    caller.spend(text_units(params.max_new_tokens), "this answer")
     params = replace(params, cache_scope=session)
     cancel = services.jobs.start(session, "text")
     stats: dict = {}

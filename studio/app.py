@@ -5,6 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from studio import api
+from studio.boundary import seal
 from studio.explorations import QUERY
 from studio.queue_wake import wake_on_arrival
 from studio.services import Services
@@ -103,9 +104,10 @@ def build_app(services: Services) -> gr.Blocks:
         app.load(on_open, None, [who, *owner_controls], api_visibility="private")
         for handle in (image_handle, gan_handle):
             _wire_send_to_vae(handle, vae_handle, tabs)
-        _wire_image_and_explore(image_handle, explore_handle, tabs)
+        _wire_image_and_explore(services, image_handle, explore_handle, tabs)
         for handle in (explore_handle, vae_handle, gan_handle):
             handle.workbench.wire_open(app)
+    seal(app, services)  # every event above — page, API, MCP — runs as its request's Caller, or not at all
     app.queue(max_size=services.settings.queue_size, default_concurrency_limit=1)
     # a request starts as soon as it arrives (or a slot frees); the idle queue looks for work every ~50 ms
     if hasattr(app, "_queue") and hasattr(app._queue, "sleep_when_free"):
@@ -136,19 +138,21 @@ def _wire_send_to_vae(source, vae, tabs) -> None:
     button.click(send, [*inputs, vae.receive_images], [tabs, vae.receive_images], api_visibility="private")
 
 
-def _wire_image_and_explore(image, explore, tabs) -> None:
+def _wire_image_and_explore(services: Services, image, explore, tabs) -> None:
     """Image → Explore: a picture's seed, prompt and settings open it as the workbench's current point.
     Explore → Image: the current point's picture becomes the img2img or inpaint start image."""
     from pipelines.media import read_png_info
+    from studio.actions import kept_item
+    from studio.tabs.common import friendly_errors
 
     button, selected = image.to_explore
     outputs, from_params, (open_fn, open_inputs, open_outputs) = explore.receive_point
 
-    def to_explore(path):
-        if not path:
-            raise gr.Error("Click an image in the results first.")
-        info = read_png_info(path)
-        params = info.get("studio") or {}
+    @friendly_errors
+    def to_explore(item_id):
+        item = kept_item(services, item_id)  # the caller's own item, by the id the results hold (never a path)
+        pngs = [name for name in item.files if name.lower().endswith(".png")]
+        params = (read_png_info(services.history.path(pngs[0])).get("studio") or {}) if pngs else {}
         if not params:
             raise gr.Error("This picture carries no generation parameters to explore from.")
         return [gr.Tabs(selected="explore"), *from_params(params)]
@@ -171,6 +175,7 @@ def _wire_image_and_explore(image, explore, tabs) -> None:
 
 
 def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
+    from studio.file_route import add_file_route
     from studio.share import add_routes
 
     s = services.settings
@@ -185,6 +190,7 @@ def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
         footer_links=["api", "settings"], **extra,
     )
     add_routes(result[0], services.links)  # per-item share links, before anyone can ask for one
+    add_file_route(result[0], services)  # History's files: only to whom they belong
     if block:
         app.block_thread()
     return result

@@ -47,7 +47,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="require a login; repeat for more users, or give a file of USER:PASS lines")
     launch.add_argument("--guest-auth", action="append", default=[], metavar="USER:PASS",
                         help="guest logins: generate only (no model switching, training or settings), with a quota")
-    launch.add_argument("--guest-quota", type=int, help="generations per hour for each guest (default 30)")
+    launch.add_argument("--guest-quota", type=float,
+                        help="units of work per hour for each guest (default 30; one unit: a 512×512 picture at 20 "
+                             "steps, or 512 tokens of text)")
+    launch.add_argument("--public", dest="behind_proxy", action="store_true", default=None,
+                        help="served to others through a reverse proxy: a login is required (as with --share)")
     launch.add_argument("--insecure-public", action="store_true", default=None,
                         help="allow --share / a non-loopback --host without --auth (a red banner says so)")
     launch.add_argument("--no-watermark", dest="watermark", action="store_false", default=None,
@@ -128,7 +132,7 @@ def _settings(args):
         host=getattr(args, "host", None), port=getattr(args, "port", None), share=getattr(args, "share", None),
         auth=parse_auth(getattr(args, "auth", [])) or None, insecure_public=getattr(args, "insecure_public", None),
         guest_auth=parse_auth(getattr(args, "guest_auth", [])) or None,
-        guest_generations_per_hour=getattr(args, "guest_quota", None),
+        guest_generations_per_hour=getattr(args, "guest_quota", None), behind_proxy=getattr(args, "behind_proxy", None),
         device=args.device, dtype=args.dtype,
         outputs=args.outputs, cache_dir=args.cache_dir, offline=args.offline,
         trust_remote_code=args.trust_remote_code, allow_pickle=args.allow_pickle,

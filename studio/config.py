@@ -92,7 +92,17 @@ class Settings:
     share: bool = False
     auth: tuple[tuple[str, str], ...] = ()  # owners: may do everything
     guest_auth: tuple[tuple[str, str], ...] = ()  # guests: generate only, with a quota
-    guest_generations_per_hour: int = 30
+    guest_generations_per_hour: float = 30  # units of work a guest may use per rolling hour (studio.access.UNIT)
+    # guests' own, lower limits (each at most the owner's): what one request may ask for
+    guest_image_limits: ImageLimits = ImageLimits(max_steps=50, max_megapixels=0.6, max_batch_size=4,
+                                                  max_batch_count=2, max_image_pixels=4_000_000)
+    guest_preview_steps: int = 12  # steps of a guest's slider preview or real-time picture
+    guest_job_seconds: float = 300.0  # a guest's request is stopped, with a message, after this long on the model
+    max_user_storage_mb: float = 2000.0  # what one guest may keep in History (owners: the total only)
+    max_storage_mb: float = 0.0  # what History may hold in all (0 = no cap but the disk's own, see min_free_disk_mb)
+    min_free_disk_mb: float = 500.0  # new work is refused, in words, before the disk has less than this free
+    waiting_room: int = 16  # image requests let into the fair queue at once (the model lane takes turns per user)
+    behind_proxy: bool = False  # --public: served to others through a reverse proxy; a login is required
     max_upload_mb: float = 50.0  # any single upload (images, zips, LoRA files, latents)
     device: str = "auto"
     dtype: str = "auto"
@@ -125,6 +135,12 @@ class Settings:
     depth_model: str = ""  # ControlNet's depth preprocessor: "" = depth-anything-v2-small, or a folder / hub id
     pose_model: str = ""  # ControlNet's pose preprocessor: "" = vitpose-base-simple, or a folder / hub id
 
+    @property
+    def guest_limits(self) -> ImageLimits:
+        """What one guest request may ask for: the guests' own limits, never above the owner's."""
+        owner, guest = self.image_limits, self.guest_image_limits
+        return replace(guest, **{f.name: min(getattr(guest, f.name), getattr(owner, f.name)) for f in fields(guest)})
+
     def backend_for(self, model: str) -> str:
         return dict(self.text_backends).get(model, self.text_backend)
 
@@ -134,8 +150,9 @@ class Settings:
 
     @property
     def public(self) -> bool:
-        """Reachable by others: a share link, or listening beyond this machine's loopback."""
-        return self.share or self.host not in ("127.0.0.1", "localhost", "::1")
+        """Reachable by others: a share link, listening beyond this machine's loopback, or --public (a reverse
+        proxy in front)."""
+        return self.share or self.behind_proxy or self.host not in ("127.0.0.1", "localhost", "::1")
 
     def validate(self) -> None:
         if self.public and not self.logins and not self.insecure_public:
@@ -147,11 +164,20 @@ class Settings:
             )
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be from 0 to 65535, got {self.port}")
-        if not 1 <= self.guest_generations_per_hour <= 100_000:
-            raise ValueError(f"guest_generations_per_hour must be from 1 to 100,000, got {self.guest_generations_per_hour}")
+        if not 0.1 <= self.guest_generations_per_hour <= 100_000:
+            raise ValueError(f"guest_generations_per_hour must be from 0.1 to 100,000 units, got "
+                             f"{self.guest_generations_per_hour}")
+        for name in ("guest_job_seconds", "max_user_storage_mb", "min_free_disk_mb"):
+            if not 0 < getattr(self, name) <= 10**9:
+                raise ValueError(f"{name} must be above 0, got {getattr(self, name)}")
+        if not 0 <= self.max_storage_mb <= 10**9:
+            raise ValueError(f"max_storage_mb must be 0 (no cap) or more, got {self.max_storage_mb}")
+        if not 1 <= self.guest_preview_steps <= self.image_limits.max_steps:
+            raise ValueError(f"guest_preview_steps must be from 1 to {self.image_limits.max_steps}, got "
+                             f"{self.guest_preview_steps}")
         if not 0.1 <= self.max_upload_mb <= 10_000:
             raise ValueError(f"max_upload_mb must be from 0.1 to 10,000, got {self.max_upload_mb}")
-        for name in ("models_per_modality", "text_concurrency", "queue_size"):
+        for name in ("models_per_modality", "text_concurrency", "queue_size", "waiting_room"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         for model, backend in (("text_backend", self.text_backend), *self.text_backends):
@@ -198,6 +224,7 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
         gan_limits = data.pop("gan_limits", {})
         ray = data.pop("ray", {})
         image_limits = data.pop("image_limits", {})
+        guest_image_limits = data.pop("guest_image_limits", {})
         if "model_dirs" in data:
             data["model_dirs"] = tuple(str(d) for d in data["model_dirs"])
         if "text_backends" in data:
@@ -210,6 +237,8 @@ def load_settings(config_file: Path | None = None, **overrides) -> Settings:
             data["text_limits"] = replace(settings.text_limits, **limits)
         if image_limits:
             data["image_limits"] = replace(settings.image_limits, **image_limits)
+        if guest_image_limits:
+            data["guest_image_limits"] = replace(settings.guest_image_limits, **guest_image_limits)
         if gan_limits:
             data["gan_limits"] = replace(settings.gan_limits, **gan_limits)
         if ray:

@@ -96,8 +96,20 @@ def render(services, model: LatentModel, points: list[LatentPoint], *, preview: 
     """Pictures of `points`, rendered on the model lane (interactive work first: beside a running job, never
     inside it). The host admits it first: at most its cap of pictures, and a full render (not a slider
     preview) counts against a guest's quota."""
-    services.host.admit_render(len(points), preview=preview, kind=model.kind)
+    services.host.admit_render(len(points), preview=preview, kind=model.kind,
+                               units=render_units(model, len(points), preview))
     return services.lanes.run("model", model.render, points, preview=preview, interactive=interactive)
+
+
+def render_units(model: LatentModel, count: int, preview: bool) -> float:
+    """What a render costs a guest: a diffusion model's pictures by steps and size; a GAN's or VAE's 64 pictures
+    (one decoder pass each) are one unit."""
+    from studio.boundary import MIN_UNITS, image_units
+
+    look = getattr(model, "look", None)
+    if model.kind == "diffusion" and look is not None:
+        return image_units(count, look.preview_steps if preview else look.steps, look.width, look.height)
+    return max(MIN_UNITS, count / 64)
 
 
 def picture(image: np.ndarray, size: int = 256):

@@ -47,6 +47,20 @@ COLUMNS = ("id", "created_at", "tab", "owner", "prompt", "params", "seed", "mode
            "parent", "starred")
 SELECT = f"SELECT {', '.join(COLUMNS)} FROM items"
 MAX_EXPORT = 500
+SCRATCH_HOURS = 24.0  # a user's exports, downloads and sent pictures are removed after this long
+SCRATCH_MB = 200.0  # and their oldest go once a user holds more than this there
+
+
+class StorageFull(ValueError):
+    """New work refused before the disk or a user's share of it fills; the message says what to do."""
+
+
+def _folder_name(user: str) -> str:
+    """A user's name as a folder name (their scratch folder), distinct per user."""
+    import hashlib
+
+    safe = re.sub(r"[^A-Za-z0-9_.-]", "_", user)[:48].strip(".") or "user"
+    return f"{safe}-{hashlib.sha256(user.encode()).hexdigest()[:8]}"
 
 
 @dataclass(frozen=True)
@@ -93,6 +107,7 @@ class History:
         self.root.mkdir(parents=True, exist_ok=True)
         self.db_path = self.root / "history.sqlite3"
         self._lock = threading.Lock()
+        self._usage: dict[str, int] | None = None  # bytes each owner's items hold (counted on first use)
         with self._connect() as db:
             db.execute("PRAGMA journal_mode=WAL")  # kept in the database file: every later connection uses it
             db.executescript(SCHEMA)
@@ -135,6 +150,7 @@ class History:
             write_atomic(path, self.seal(path.name, data, origin=origin, model=model, marked=marked,
                                          parameters={"prompt": prompt, "seed": seed, **(params or {})}))
             paths.append(str(path.relative_to(self.root)))
+        self._count(owner, sum(self._size(p) for p in paths))
         return HistoryItem(item_id, time.time(), tab, owner, prompt, params or {}, seed, model, device,
                            timings or {}, paths, parent)
 
@@ -210,6 +226,7 @@ class History:
             return False
         with self._lock, self._connect() as db:
             db.execute("DELETE FROM items WHERE id = ?", (item_id,))
+        self._count(item.owner, -sum(self._size(name) for name in item.files))
         for name in item.files:
             (self.root / name).unlink(missing_ok=True)
         return True
@@ -220,7 +237,7 @@ class History:
             return db.execute("UPDATE items SET starred = ? WHERE id = ?", (int(bool(on)), item_id)).rowcount > 0
 
     def export(self, items: list[HistoryItem], owner: str = "local") -> Path:
-        """Write `items` into a new zip under exports/<owner>/ (written whole, then renamed): each item's files under
+        """Write `items` into a new zip in the owner's scratch folder (written whole, then renamed): each item's files under
         `<id>/` as they are (PNGs keep their metadata, GIF/MP4/latents too) and `index.json` with every
         item's parameters, prompt, model, seed, time and file names."""
         import zipfile
@@ -230,9 +247,7 @@ class History:
         if len(items) > MAX_EXPORT:
             raise ValueError(f"export: at most {MAX_EXPORT} items at once, got {len(items)}; narrow the search")
         index = []
-        folder = re.sub(r"[^A-Za-z0-9_.-]", "_", owner)[:64] or "local"
-        target = self.root / "exports" / folder / f"history-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:4]}.zip"
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = self.scratch_file(owner, f"history-{time.strftime('%Y%m%d-%H%M%S')}", ".zip")
         tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
         try:
             with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as archive:
@@ -256,6 +271,88 @@ class History:
 
     def path(self, relative: str) -> Path:
         return self.root / relative
+
+    # -- owners: whose files, how much room ----------------------------------------------------------------
+    def _size(self, relative: str) -> int:
+        try:
+            return (self.root / relative).stat().st_size
+        except OSError:
+            return 0
+
+    def _count(self, owner: str, delta: int) -> None:
+        with self._lock:
+            if self._usage is not None:
+                self._usage[owner] = max(0, self._usage.get(owner, 0) + delta)
+
+    def usage(self, owner: str | None = None) -> int:
+        """Bytes the items of `owner` (None: everyone) hold in History."""
+        with self._lock:
+            if self._usage is None:
+                usage: dict[str, int] = {}
+                with self._connect() as db:
+                    for item_owner, files in db.execute("SELECT owner, files FROM items"):
+                        usage[item_owner] = usage.get(item_owner, 0) + sum(map(self._size, json.loads(files)))
+                self._usage = usage
+            return sum(self._usage.values()) if owner is None else self._usage.get(owner, 0)
+
+    def check_room(self, owner: str, *, guest: bool, user_mb: float, total_mb: float, free_mb: float) -> None:
+        """Refuse new work, in words, before it would not fit: a guest's share (`user_mb`), History's cap
+        (`total_mb`, 0 = none) and the disk's own free space (at least `free_mb` left). Nothing kept is touched."""
+        import shutil
+
+        mb = 2**20
+        if guest and self.usage(owner) >= user_mb * mb:
+            raise StorageFull(f"Your History is full ({self.usage(owner) / mb:,.0f} MB of the {user_mb:,.0f} MB a guest "
+                              "may keep): delete some items in the History tab, then try again. Nothing you made "
+                              "was lost.")
+        if total_mb and self.usage() >= total_mb * mb:
+            raise StorageFull(f"The studio's History is full ({self.usage() / mb:,.0f} MB of {total_mb:,.0f} MB): "
+                              "nothing new can be kept until some items are deleted. Nothing made so far was lost.")
+        if shutil.disk_usage(self.root).free < free_mb * mb:
+            raise StorageFull("The disk is almost full: new work is paused so that nothing already kept is lost. "
+                              "Ask the studio's owner to free some space.")
+
+    def may_read(self, user: str, path: Path, *, guest: bool) -> bool:
+        """Whether `user` may fetch `path` (resolved, inside the outputs folder): a History item's file that is
+        theirs, or a file in their scratch folder; owners may fetch any item's and any scratch file. Nothing else
+        under the outputs folder (the database, settings/, keys, strays) is ever served."""
+        try:
+            relative = path.relative_to(self.root)
+        except ValueError:
+            return False
+        parts = relative.parts
+        if len(parts) >= 3 and parts[0] == "users":
+            return not guest or parts[1] == _folder_name(user)
+        if not _ITEM_FILE.match(path.name) or path.name.startswith("."):
+            return False
+        item = self.get(path.name[:24])
+        if item is None or str(relative) not in item.files:
+            return False
+        return not guest or item.owner == user
+
+    def scratch(self, owner: str) -> Path:
+        """`owner`'s own folder for exports, downloads and pictures sent between tabs: served to them alone
+        (`owner_of_file`), files removed after SCRATCH_HOURS, the oldest first past SCRATCH_MB."""
+        folder = self.root / "users" / _folder_name(owner)
+        folder.mkdir(parents=True, exist_ok=True)
+        self._sweep(folder)
+        return folder
+
+    def scratch_file(self, owner: str, stem: str, suffix: str) -> Path:
+        """A new, unguessable file name in `owner`'s scratch folder."""
+        safe = re.sub(r"[^A-Za-z0-9_.-]", "_", stem)[:40] or "file"
+        return self.scratch(owner) / f"{safe}-{uuid.uuid4().hex[:12]}{suffix}"
+
+    @staticmethod
+    def _sweep(folder: Path) -> None:
+        now = time.time()
+        files = sorted((p for p in folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_mtime)
+        total = sum(p.stat().st_size for p in files)
+        for path in files:
+            old = path.stat().st_mtime < now - SCRATCH_HOURS * 3600
+            if old or total > SCRATCH_MB * 2**20:
+                total -= path.stat().st_size
+                path.unlink(missing_ok=True)
 
     def repair(self) -> dict:
         """Start-up check: drop rows whose files are gone, delete temp files and unindexed outputs."""

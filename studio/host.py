@@ -6,18 +6,16 @@ History, Access, Jobs, share links — is `studio.services.Services`, which hold
 
 Admission is checked here, for every path (page, API, MCP, Explore, a replica's caller): model names
 (listed names; for owners also hub ids and paths inside the model folders), server limits on what
-Explore renders, and guests' rules. Who is asking comes from the request's `Caller`, which the app's
-`guarded` wrapper sets around each handler; a request with no caller on a studio that has guests is
-treated as a guest (fail closed).
+Explore renders, and guests' rules. Who is asking comes from the request's `Caller` (`studio.caller`), which
+`studio.boundary` sets around every event; a request with no caller on a studio that has guests is treated as a
+guest (fail closed).
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import tempfile
-from collections.abc import Callable, Iterator
-from contextvars import ContextVar
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
@@ -42,6 +40,7 @@ from pipelines.text_llama import BackendChoice, _gguf_path, choose_backend, llam
 from pipelines.text_worker import BuildHealth, EngineCrashed, LlamaWorkerConfig, LlamaWorkerPipeline
 from pipelines.vae import VAEPipeline, load_vae
 from studio.access import AccessDenied
+from studio.caller import Caller, calling, current_caller  # noqa: F401 (calling: re-exported for tests)
 from studio.config import Settings
 from studio.lanes import Lanes
 
@@ -55,34 +54,6 @@ REMOTE_IMAGE = "image [ray]"  # the cache slot of image stand-ins for the Ray ti
 def _console(message: str) -> None:
     log.warning(message)
     print(message, flush=True)
-
-
-@dataclass(frozen=True)
-class Caller:
-    """Who a request comes from: the user, whether a guest, and how to count one generation against a
-    guest's quota (`charge()`; at most once per request: `charged` says whether the handler already did)."""
-
-    user: str = "local"
-    guest: bool = False
-    charge: Callable[[], object] | None = None
-    charged: list = field(default_factory=list)  # one entry once the request's generation was counted
-
-    def count_generation(self) -> None:
-        if self.guest and self.charge is not None and not self.charged:
-            self.charged.append(self.charge())
-
-
-_CALLER: ContextVar[Caller | None] = ContextVar("caller", default=None)
-
-
-@contextlib.contextmanager
-def calling(caller: Caller) -> Iterator[Caller]:
-    """Run a block as `caller` (what the host's admission reads)."""
-    token = _CALLER.set(caller)
-    try:
-        yield caller
-    finally:
-        _CALLER.reset(token)
 
 
 @dataclass
@@ -107,7 +78,7 @@ class ModelHost:
     # -- admission -------------------------------------------------------------------------------------------
     def caller(self) -> Caller:
         """The request's caller; without one, a guest where the studio has guests (fail closed), else the owner."""
-        caller = _CALLER.get()
+        caller = current_caller()
         if caller is not None:
             return caller
         return Caller("anonymous", guest=bool(self.settings.guest_auth) and self.admission)
@@ -206,7 +177,11 @@ class ModelHost:
 
     def admit_look(self, look):
         """A diffusion look (Explore's render settings) within the server's image limits, its IP-Adapter admitted."""
-        limits = self.settings.image_limits
+        guest = self.admission and self.caller().guest
+        limits = self.settings.guest_limits if guest else self.settings.image_limits
+        if guest and look.preview_steps > self.settings.guest_preview_steps:
+            raise ValueError(f"preview_steps must be from 1 to {self.settings.guest_preview_steps} for guests, got "
+                             f"{look.preview_steps}")
         if look.ip_adapter:
             look = replace(look, ip_adapter=self.admit_ip_adapter(look.ip_adapter))
         for name in ("steps", "preview_steps"):
@@ -225,14 +200,13 @@ class ModelHost:
         frames = self.settings.gan_limits.max_frames
         return frames * 2 if kind == "diffusion" else max(frames * 10, 24 * 24)
 
-    def admit_render(self, count: int, *, preview: bool, kind: str = "diffusion") -> None:
-        """A latent render of `count` pictures: within the cap; a full render (not a slider preview) counts one
-        generation against a guest's quota (once per request)."""
+    def admit_render(self, count: int, *, preview: bool, kind: str = "diffusion", units: float = 0.0) -> None:
+        """A latent render of `count` pictures: within the cap; its `units` of work count against a guest's quota
+        (slider previews too: they are work)."""
         cap = self.render_cap(kind)
         if not 1 <= count <= cap:
             raise ValueError(f"pictures: one {kind} request renders 1 to {cap:,} pictures, got {count:,}")
-        if not preview:
-            self.caller().count_generation()
+        self.caller().spend(units, "this preview" if preview else "this render")
 
     def admit_backend(self, backend: str) -> None:
         if backend not in ("", "auto", self.settings.text_backend) and self.admission and self.caller().guest:
@@ -442,6 +416,12 @@ class ModelHost:
         tier, as many as its replicas take."""
         r = self.settings.ray.for_tier("image")
         return r.max_replicas * r.max_ongoing_requests if r.runs("image") else 1
+
+    @property
+    def image_slots(self) -> int:
+        """Image requests let in at once (Gradio's concurrency for the "image" events): the waiting room, so that
+        the model lane — not Gradio's first-in-first-out queue — decides whose turn it is (a turn per user)."""
+        return max(self.image_concurrency, self.settings.waiting_room)
 
     # -- GAN and VAE -----------------------------------------------------------------------------------------
     def gan_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> GANPipeline:

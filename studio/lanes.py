@@ -26,6 +26,7 @@ from __future__ import annotations
 import itertools
 import queue
 import threading
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -50,28 +51,121 @@ class Job:
         return self.future.result()
 
 
+class FairQueue:
+    """One lane's waiting work: interactive work first, in arrival order; then batch work, a turn per user — the
+    user whose work ran least recently goes next, so another user's queue never costs you more than the job in
+    progress (first-in-first-out made one user wait for another's whole queue)."""
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._interactive: deque = deque()
+        self._batch: dict[str, deque] = {}
+        self._served: dict[str, int] = {}  # user → when their work last started (a counter)
+        self._clock = itertools.count()
+
+    def put(self, priority: int, user: str, work: Callable[[], None]) -> None:
+        with self._ready:
+            if priority == INTERACTIVE:
+                self._interactive.append(work)
+            else:
+                self._batch.setdefault(user, deque()).append((next(self._clock), work))
+            self._ready.notify()
+
+    def get(self, timeout: float) -> tuple[int, Callable[[], None]] | None:
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._interactive or self._batch, timeout):
+                return None
+            if self._interactive:
+                return INTERACTIVE, self._interactive.popleft()
+            user = min(self._batch, key=lambda u: (self._served.get(u, -1), self._batch[u][0][0]))
+            _, work = self._batch[user].popleft()
+            if not self._batch[user]:
+                del self._batch[user]
+            self._served[user] = next(self._clock)
+            if len(self._served) > 10_000:  # forget the longest-idle users (they simply come first next time)
+                for name in sorted(self._served, key=self._served.get)[:5_000]:
+                    del self._served[name]
+            return BATCH, work
+
+
+class Gate:
+    """Who may add work now: a guest has at most one batch job waiting or running; interactive work (a slider
+    preview, a real-time picture) is one at a time per browser session, and a guest has at most
+    `guest_interactive` of it waiting or running however many sessions they open."""
+
+    def __init__(self, guest_interactive: int = 2) -> None:
+        self.guest_interactive = guest_interactive
+        self._lock = threading.Lock()
+        self._jobs: dict[str, int] = {}
+        self._previews: dict[str, int] = {}
+        self._sessions: dict[str, threading.Lock] = {}
+
+    def enter(self, interactive: bool) -> Callable[[], None]:
+        """Admit the current caller's new work, or raise AccessDenied; returns what to call when it is done."""
+        from studio.access import AccessDenied
+        from studio.caller import current_caller
+
+        caller = current_caller()
+        if caller is None:
+            return lambda: None
+        user, counts = caller.user, self._previews if interactive else self._jobs
+        with self._lock:
+            limit = self.guest_interactive if interactive else 1
+            if caller.guest and counts.get(user, 0) >= limit:
+                raise AccessDenied("You already have a preview being drawn: wait for it (guests have one or two "
+                                   "at a time)." if interactive else "You already have a job waiting or running: "
+                                   "wait for it to finish (guests have one at a time).")
+            counts[user] = counts.get(user, 0) + 1
+            session = self._sessions.setdefault(caller.session, threading.Lock()) if interactive else None
+
+        def leave() -> None:
+            with self._lock:
+                counts[user] -= 1
+                if not counts[user]:
+                    del counts[user]
+
+        if session is None:
+            return leave
+        if not session.acquire(timeout=60):  # this session's previous preview is still being drawn
+            leave()
+            raise AccessDenied("The previous preview is still being drawn; try again in a moment.")
+
+        def leave_session() -> None:
+            session.release()
+            leave()
+
+        return leave_session
+
+
+def _user() -> str:
+    from studio.caller import current_caller
+
+    caller = current_caller()
+    return caller.user if caller is not None else ""
+
+
 class Lanes:
     def __init__(self) -> None:
         self._pools: dict[str, ThreadPoolExecutor] = {}
+        self._queues: dict[str, FairQueue] = {}
+        self._workers: dict[str, threading.Thread] = {}
         self._lock = threading.Lock()
-        self._main: queue.PriorityQueue | None = None
+        self._main: FairQueue | None = None
         self._main_thread: threading.Thread | None = None
-        self._order = itertools.count()
         self._here = threading.local()  # which lane the current thread is working for, if any
         self._batch_running: dict[str, int] = {}  # lane → batch tasks running on it now
+        self.gate = Gate()
 
     # -- the main thread ---------------------------------------------------------------------------------
     def serve_here(self, stop: threading.Event) -> None:
         """Run model work on this (the main) thread until `stop` is set. Call it once, from `main`."""
-        self._main = queue.PriorityQueue()
+        self._main = FairQueue()
         self._main_thread = threading.current_thread()
         try:
             while not stop.is_set():
-                try:
-                    priority, _, task = self._main.get(timeout=0.2)
-                except queue.Empty:
-                    continue
-                self._running(MAIN, priority, task)
+                task = self._main.get(timeout=0.2)
+                if task is not None:
+                    self._running(MAIN, *task)
         finally:
             self._main, self._main_thread = None, None
 
@@ -93,6 +187,23 @@ class Lanes:
         with self._lock:
             return self._batch_running.get(MAIN if self._main is not None else lane, 0) > 0
 
+    def _lane_queue(self, lane: str) -> FairQueue:
+        """The lane's own queue and worker thread (when no main thread serves it)."""
+        with self._lock:
+            if lane not in self._queues:
+                self._queues[lane] = waiting = FairQueue()
+
+                def serve() -> None:
+                    self._here.lane = lane
+                    while True:
+                        task = waiting.get(timeout=5.0)
+                        if task is not None:
+                            self._running(lane, *task)
+
+                self._workers[lane] = threading.Thread(target=serve, name=f"lane-{lane}", daemon=True)
+                self._workers[lane].start()
+            return self._queues[lane]
+
     # -- submitting ----------------------------------------------------------------------------------------
     def _dispatch(self, lane: str, work: Callable[[], None], priority: int) -> None:
         main = self._main
@@ -103,10 +214,7 @@ class Lanes:
         if priority == INTERACTIVE and self.busy(lane):
             self._pool(f"{lane}-interactive").submit(self._on_lane(lane, work, INTERACTIVE))
             return
-        if main is not None:
-            main.put((priority, next(self._order), work))
-            return
-        self._pool(lane).submit(self._on_lane(lane, work, priority))
+        (main if main is not None else self._lane_queue(lane)).put(priority, _user(), work)
 
     def _on_lane(self, lane: str, work: Callable[[], None], priority: int) -> Callable[[], None]:
         def on_lane():
@@ -116,18 +224,25 @@ class Lanes:
         return on_lane
 
     def submit(self, lane: str, fn: Callable[[Callable], object], *, interactive: bool = False) -> Job:
-        """Run `fn(report)` on the lane; iterate the job for what it reports, then `job.result()`."""
+        """Run `fn(report)` on the lane; iterate the job for what it reports, then `job.result()`. The request's
+        Caller is admitted by the gate first (a guest's one job; one preview per session)."""
         job = Job()
+        inline = getattr(self._here, "lane", None) == lane or (
+            self._main is not None and threading.current_thread() is self._main_thread)
+        done = (lambda: None) if inline else self.gate.enter(interactive)
 
         def work():
-            if not job.future.set_running_or_notify_cancel():
-                return
             try:
-                job.future.set_result(fn(job.report))
-            except BaseException as exc:  # handed to the caller through the future
-                job.future.set_exception(exc)
+                if not job.future.set_running_or_notify_cancel():
+                    return
+                try:
+                    job.future.set_result(fn(job.report))
+                except BaseException as exc:  # handed to the caller through the future
+                    job.future.set_exception(exc)
+                finally:
+                    job.events.put(_DONE)
             finally:
-                job.events.put(_DONE)
+                done()
 
         self._dispatch(lane, work, INTERACTIVE if interactive else BATCH)
         return job

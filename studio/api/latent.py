@@ -487,9 +487,7 @@ def _explore_path_endpoints(services, t: SimpleNamespace) -> list[tuple[str, obj
             raise ValueError(f"amounts: {len(values)} values for {len(found)} directions")
         moved = move(start, found, values)
         image = ex.render(services, m, [moved])[0]
-        folder = history.root / "explore" / "moves"
-        folder.mkdir(parents=True, exist_ok=True)
-        stem = folder / f"move-{ex.random_seed()}"
+        stem = history.scratch_file(user_of(), "move", "")  # the caller's own folder, with a lifetime
         stem.with_suffix(".png").write_bytes(png_bytes(ex.picture(image, image.shape[0])))
         save_points([moved], stem.with_suffix(".safetensors"))
         return {"directions": [d.name for d in found], "amounts": values}, files(

@@ -13,15 +13,14 @@ from gradio import FileData
 from pipelines.checks import check_int
 from pipelines.image import GenerationCancelled, ImageParams, lora_set, open_user_image
 from pipelines.image_plot import PlotParams
-from pipelines.image_prompt import Style, load_styles
-from pipelines.image_prompt import save_style as save_style_file
+from pipelines.image_prompt import Style
 from pipelines.image_regions import regions_from_layout
 from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
 from pipelines.media import png_bytes, read_png_info
 from studio.tabs.common import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
-from studio.actions import (build_params, control_units, image_prompt, keep_images, loras_from, make_plot,
-                             resolve_upscaler, run_text, start_generation, style_named, styles_path, upscaled_origin,
-                             verify_file, verify_summary)
+from studio.actions import (build_params, check_loras, check_pictures, control_units, image_prompt, keep_images, loras_from,
+                             make_plot, resolve_upscaler, run_text, save_shared_style, start_generation, style_named,
+                             upscaled_origin, verify_file, verify_summary)
 
 
 def seed_or_random(name: str, value) -> int | None:
@@ -259,6 +258,7 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
         check_int("batch_size", batch_size, 1, limits.max_batch_size)
         check_int("n_iter", n_iter, 1, limits.max_batch_count)
         init, mask_image = _start_and_mask(init_images, mask, limits.max_image_pixels)
+        loras = check_loras(services, lora_set(loras_from([_path(f) for f in lora_files or []], lora_weights)))
         pipe = services.image_pipeline(model)
         size = pipe.model.default_size
         mode = "inpaint" if mask_image is not None else "img2img" if init is not None else "txt2img"
@@ -271,7 +271,7 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
             if init is None or mask_image is not None:
                 raise ValueError("outpaint: give the picture to grow in init_images (and no mask)")
             mode, extra["outpaint"] = "outpaint", OutpaintParams(*_ints("outpaint", outpaint, 4))
-        extra["loras"] = lora_set(loras_from([_path(f) for f in lora_files or []], lora_weights))
+        extra["loras"] = loras
         if regions.strip():
             extra["regions"] = regions_from_layout(prompt or "", regions.strip().lower(), regions_ratios,
                                                    float(regions_weight))
@@ -290,6 +290,7 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
                              batch_size=batch_size, batch_count=n_iter, init_image=init, mask=mask_image,
                              **extra)
         params.validate(limits)
+        check_pictures(services, params)  # the caller's rules (a guest's LoRA files…) before anything loads
         session = session_of(request)
         cancel = services.jobs.start(session, "image")
         try:
@@ -301,7 +302,7 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
             services.jobs.finish(session, "image", cancel)
         return _generated(services, pipe, params, out, user_of(request))
 
-    image_options = dict(concurrency_limit=services.image_concurrency, concurrency_id="image")
+    image_options = dict(concurrency_limit=services.host.image_slots, concurrency_id="image")
     return [("generate_image", generate_image, image_options), *_plot_endpoints(services, image_options),
             *_image_tool_endpoints(services, image_options)]
 
@@ -463,9 +464,8 @@ def _image_tool_endpoints(services, image_options: dict) -> list[tuple[str, obje
             negative_prompt: added to the picture's negative prompt.
         """
         created = Style(str(name).strip(), prompt or "{prompt}", negative_prompt or "")
-        save_style_file(styles_path(services), created)
-        return {"name": created.name, "prompt": created.prompt, "negative_prompt": created.negative,
-                "styles": [s.name for s in load_styles(styles_path(services))]}
+        names = save_shared_style(services, created)
+        return {"name": created.name, "prompt": created.prompt, "negative_prompt": created.negative, "styles": names}
 
     def cancel_image(request: gr.Request = None) -> bool:
         """Cancel your own running image generation (another user's is never touched). Returns whether one ran."""

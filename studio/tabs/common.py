@@ -40,6 +40,22 @@ class TabHandle:
     owner_controls: list = field(default_factory=list)  # made read-only on a guest's page
 
 
+def page_file(data: bytes, name: str) -> str:
+    """A file the server made for this page (a picture sent between tabs, an export), placed where Gradio keeps the
+    files it serves, under a random folder: what the browser sends back later is then an ordinary upload."""
+    import re
+    import uuid
+    from pathlib import Path
+
+    from gradio.utils import get_upload_folder
+
+    folder = Path(get_upload_folder()) / f"studio-{uuid.uuid4().hex}"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / (re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60] or "file")
+    path.write_bytes(data)
+    return str(path)
+
+
 def origin(request) -> str:
     """The address the caller reached the studio at (scheme and host), for links it can open."""
     headers = request.headers if request is not None else {}
@@ -94,12 +110,18 @@ def seed_field(value) -> None:
     parse_seed(value)
 
 
-def session_of(request: gr.Request | None) -> str:
-    return getattr(request, "session_hash", None) or "local"
+def session_of(request: gr.Request | None = None) -> str:
+    """The request's browser session, from its Caller (`request` is not read: the boundary already did)."""
+    from studio.boundary import the_caller
+
+    return the_caller().session
 
 
-def user_of(request: gr.Request | None) -> str:
-    return getattr(request, "username", None) or "local"
+def user_of(request: gr.Request | None = None) -> str:
+    """The request's user, from its Caller (never from the handler's arguments)."""
+    from studio.boundary import the_caller
+
+    return the_caller().user
 
 
 def _explain(exc: BaseException) -> gr.Error:
@@ -112,8 +134,12 @@ def _explain(exc: BaseException) -> gr.Error:
                         "programs; memory was freed, so the next request will work.")
     if isinstance(exc, (ValueError, ModelNotAvailable, PackageError, AccessDenied, EngineCrashed)):
         return gr.Error(str(exc))
-    log.exception("unexpected error")
-    return gr.Error(f"Something went wrong ({type(exc).__name__}: {exc}). Your inputs are kept; try again.")
+    import uuid
+
+    reference = uuid.uuid4().hex[:8]  # the details (exception, server paths) stay in the server's log
+    log.exception("unexpected error (reference %s)", reference)
+    return gr.Error(f"Something went wrong on the server (reference {reference}: its log has the details). Your "
+                    "inputs are kept; try again.")
 
 
 def friendly_errors(fn):
@@ -136,80 +162,51 @@ def friendly_errors(fn):
     return wrapped
 
 
-def _guest_checks(services, user: str, arguments: dict) -> None:
-    """What guests may not name in an otherwise allowed event: engines and LoRA files. (Model names are the
-    host's admission: `ModelHost.admit_model`, on every path that reaches a model.)"""
-    if not services.access.is_guest(user):
-        return
-    engine = arguments.get("engine_", arguments.get("backend"))
-    if isinstance(engine, str) and engine not in ("", "auto", services.settings.text_backend):
-        raise AccessDenied("Guests can't change the text engine; it is the owner's setting.")
-    if arguments.get("loras") or arguments.get("lora_files"):
-        raise AccessDenied("Guests can't load LoRA files; only the studio's owner can add weights.")
-
-
 def guarded(services, tab: str, *, generation: bool = False, owner_only: str = ""):
-    """Server-side permission check for an event handler (put it under @friendly_errors).
+    """What a handler asks of its request's `Caller` (put it under @friendly_errors). The Caller itself is built
+    once per request by `studio.boundary.seal`, before any handler runs; this reads it (and refuses when there is
+    none: fail closed). `owner_only="train models"` refuses guests outright. `generation=True`: a guest's request
+    is refused up front once their quota is used up; the work itself is counted where it is done (pictures by
+    steps and size in `actions.start_generation`, text by tokens in `actions.run_text`, renders in the host), and
+    a request that made something without being counted there costs one unit. A failed request is refunded
+    (by the boundary) and a model that ran out of memory is freed."""
+    from studio.boundary import the_caller
 
-    Finds the request among the handler's arguments by name and runs the handler as that user's `Caller`, which
-    the model host's admission reads (model names, limits, a guest's quota for full renders). `generation=True`
-    counts one generation against a guest's quota up front (given back if the handler fails; the host then
-    counts no more for this request); `owner_only="train models"` refuses guests outright. A handler using it
-    must take a `request: gr.Request` parameter so Gradio passes the user in.
-    """
-    from studio.host import calling
+    def admit():
+        caller = the_caller()
+        if owner_only:
+            services.access.require_owner(caller.user, owner_only)
+        if generation and caller.guest and (services.access.remaining(caller.user) or 0) <= 0:
+            caller.spend(1.0, "this request")  # says when the quota has room again
+        return caller
+
+    def settle(caller):
+        if generation and caller.guest and not caller.charged:
+            caller.spend(1.0, "this request")
 
     def decorate(fn):
-        signature = inspect.signature(fn)
-
-        def admit(args, kwargs):
-            arguments = signature.bind_partial(*args, **kwargs).arguments
-            request = next((v for v in arguments.values() if isinstance(v, gr.Request)), None)
-            user = user_of(request)
-            if owner_only:
-                services.access.require_owner(user, owner_only)
-            _guest_checks(services, user, arguments)
-            caller = services.caller(user, tab)
-            admission = services.access.admit(user, tab) if generation else None
-            if admission is not None and caller.guest:
-                caller.charged.append(admission)
-            return caller, admission
-
         if inspect.isgeneratorfunction(fn):
             @functools.wraps(fn)
             def wrapped_gen(*args, **kwargs):
-                caller, admission = admit(args, kwargs)
-                steps = fn(*args, **kwargs)
+                caller = admit()
                 try:
-                    while True:
-                        with calling(caller):  # each step may run on another thread: the caller goes along
-                            try:
-                                item = next(steps)
-                            except StopIteration:
-                                return
-                        yield item
+                    yield from fn(*args, **kwargs)
                 except BaseException as exc:
                     services.recover_from_out_of_memory(exc)
-                    for charge in caller.charged:
-                        if charge:
-                            charge.refund()
                     raise
-                finally:
-                    steps.close()
+                settle(caller)
             return wrapped_gen
 
         @functools.wraps(fn)
         def wrapped(*args, **kwargs):
-            caller, admission = admit(args, kwargs)
+            caller = admit()
             try:
-                with calling(caller):
-                    return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             except BaseException as exc:
                 services.recover_from_out_of_memory(exc)
-                for charge in caller.charged:
-                    if charge:
-                        charge.refund()
                 raise
+            settle(caller)
+            return result
         return wrapped
     return decorate
 

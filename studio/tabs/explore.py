@@ -12,7 +12,7 @@ from pipelines.image import SCHEDULERS
 from pipelines.image_latent import DiffusionLook
 from studio.tabs.image_control import KNOWN_IP_ADAPTERS
 from studio.services import Services
-from studio.tabs.common import TabHandle, as_int, friendly_errors, guarded
+from studio.tabs.common import TabHandle, as_int, friendly_errors, guarded, page_file
 from studio.workbench import build_workbench
 
 DEFAULT_LOOK = DiffusionLook(steps=20, guidance=5.0, scheduler="DPM++ 2M", width=64, height=64, preview_steps=6)
@@ -83,10 +83,8 @@ def build(services: Services) -> TabHandle:
             raise gr.Error("Open a picture first (a seed, a grid cell or an upload).")
         space = ex.latent_model(services, model_name, "diffusion", DiffusionLook(**look_values))
         image = ex.render(services, space, [state.current])[0]
-        path = services.history.root / "explore" / "sent" / f"point-{ex.random_seed()}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(png_bytes(ex.picture(image, image.shape[0])))
-        return str(path)
+        path = page_file(png_bytes(ex.picture(image, image.shape[0])), "point.png")
+        return path
 
     def from_image(params: dict) -> list:
         """Look settings, prompt (its style applied) and seed of an Image tab picture, so Explore opens that very

@@ -8,7 +8,7 @@ import gradio as gr
 from pipelines.media import png_bytes
 from studio import explore as ex
 from studio.services import Services
-from studio.tabs.common import TabHandle, friendly_errors, guarded
+from studio.tabs.common import TabHandle, friendly_errors, guarded, page_file
 from studio.workbench import build_workbench
 
 
@@ -34,10 +34,8 @@ def build(services: Services) -> TabHandle:
             raise gr.Error("Open a face first (a seed, or a grid cell).")
         space = ex.latent_model(services, model_name, "gan")
         image = ex.render(services, space, [state.current])[0]
-        path = services.history.root / "gan" / "sent" / f"face-{ex.random_seed()}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(png_bytes(ex.picture(image, image.shape[0])))
-        return str(path)
+        path = page_file(png_bytes(ex.picture(image, image.shape[0])), "face.png")
+        return path
 
     fields = {"model": model, "truncation": psi}
 

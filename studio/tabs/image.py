@@ -10,7 +10,8 @@ import gradio as gr
 
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, lora_set, open_user_image
 from pipelines.image_prompt import parse_weights
-from studio.actions import keep_images, loras_from, start_generation, verify_file, verify_summary
+from pipelines.media import png_bytes
+from studio.actions import check_pictures, kept_picture, keep_images, loras_from, start_generation, verify_file, verify_summary
 from studio.services import Services
 from studio.tabs.common import (
     TabHandle,
@@ -18,6 +19,7 @@ from studio.tabs.common import (
     check_fields,
     friendly_errors,
     guarded,
+    page_file,
     parse_seed,
     seed_field,
     session_of,
@@ -202,8 +204,9 @@ def _runner(services: Services):
             mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
             n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w, *extra])
         params = replace(params, loras=lora_set(loras_from(loras, lora_w)))
+        check_pictures(services, params)  # the caller's rules (a guest's LoRA files…) before anything loads
         loaded = services.cache.peek("image", str(model_name or services.registry.default("image")).strip())
-        yield None, gr.skip(), "Generating…" if loaded else "Loading the model… (the first request loads it)"
+        yield None, gr.skip(), "Generating…" if loaded else "Loading the model… (the first request loads it)", gr.skip()
         session = session_of(request)
         cancel_flag = services.jobs.start(session, "image")
         started = time.perf_counter()
@@ -211,13 +214,13 @@ def _runner(services: Services):
             # held in use (never evicted) until the pictures are made
             with services.image_lease(model_name, log=lambda msg: progress(0.0, desc=msg)) as pipe:
                 if note := getattr(pipe, "compile_note", lambda _: "")(params):  # a compiled model, a new size
-                    yield gr.skip(), gr.skip(), note
+                    yield gr.skip(), gr.skip(), note, gr.skip()
                 job = start_generation(services, pipe, params, cancel_flag)
                 for done, total, image in job:
                     elapsed = time.perf_counter() - started
                     eta = elapsed / done * (total - done)
                     yield (image if image is not None else gr.skip(), gr.skip(),
-                           f"Step {done}/{total} · {elapsed:.1f}s · about {eta:.0f}s left")
+                           f"Step {done}/{total} · {elapsed:.1f}s · about {eta:.0f}s left", gr.skip())
                 out = job.result()
         except GenerationCancelled:
             out = None
@@ -225,13 +228,14 @@ def _runner(services: Services):
             cancel_flag.set()  # a closed page or dropped request stops the worker too (harmless once done)
             services.jobs.finish(session, "image", cancel_flag)
         if out is None:
-            yield gr.skip(), gr.skip(), "Cancelled: nothing was saved."
+            yield gr.skip(), gr.skip(), "Cancelled: nothing was saved.", gr.skip()
             return
-        cells = [(path, f"seed {seed}") for path, seed, _ in keep_images(services, pipe, params, out, user_of(request))]
+        kept = keep_images(services, pipe, params, out, user_of(request))
+        cells = [(path, f"seed {seed}") for path, seed, _ in kept]
         notes = [*notes, *out.notes]
         note = f" · {'; '.join(notes)}" if notes else ""
         yield (gr.skip(), cells, f"**{len(cells)} image(s)** · seeds {', '.join(str(s) for s in out.seeds)} · "
-               f"{out.seconds:.1f}s{note}")
+               f"{out.seconds:.1f}s{note}", [item_id for _, _, item_id in kept])
 
     def run(request: gr.Request, progress=gr.Progress(), *values):  # Gradio passes these two first, then inputs
         yield from generate(request, progress, *values)
@@ -250,22 +254,23 @@ def _validator():
                                                 text))
 
 
-def _wire_sending(compose: SimpleNamespace, results: SimpleNamespace, selected_path) -> None:
-    def remember(evt: gr.SelectData):
-        value = evt.value
-        return value.get("image", {}).get("path") if isinstance(value, dict) else None
+def _wire_sending(services, compose: SimpleNamespace, results: SimpleNamespace, kept_ids, selected) -> None:
+    """The gallery's pictures are History items: a click remembers the item's id (server-side state, from the
+    index clicked — never a path the browser sends), and "Send to" reads that item, if it is the caller's."""
+    def remember(ids, evt: gr.SelectData):
+        index = evt.index if isinstance(evt.index, int) else None
+        return ids[index] if ids and index is not None and 0 <= index < len(ids) else None
 
-    def send(path, target):
-        if not path:
-            raise gr.Error("Click an image in the results first.")
+    def send(item_id, target):
+        picture = kept_picture(services, item_id)
         if target == "img2img":
-            return "Image to image", path, gr.skip()
-        return "Inpaint", gr.skip(), {"background": path, "layers": [], "composite": path}
+            return "Image to image", picture, gr.skip()
+        return "Inpaint", gr.skip(), {"background": picture, "layers": [], "composite": picture}
 
-    results.gallery.select(remember, None, selected_path, api_visibility="private")
+    results.gallery.select(remember, kept_ids, selected, api_visibility="private")
     for button, target in ((results.to_img2img, "img2img"), (results.to_inpaint, "inpaint")):
-        button.click(lambda p, t=target: send(p, t), selected_path, [compose.mode, compose.init_image, compose.editor],
-                     api_visibility="private")
+        button.click(friendly_errors(lambda item_id, t=target: send(item_id, t)), selected,
+                     [compose.mode, compose.init_image, compose.editor], api_visibility="private")
 
 
 def build(services: Services) -> TabHandle:
@@ -278,7 +283,7 @@ def build(services: Services) -> TabHandle:
                 results = _results_panel(services)
         with gr.Column(scale=2, elem_classes=["image-settings"]):
             side = _settings_panel(services, compose.prompt, compose.negative)
-    selected_path = gr.State(None)
+    kept_ids, selected = gr.State([]), gr.State(None)  # the results' History ids; the one clicked
     _wire_mode(compose, side.extras)
     inputs = [compose.mode, compose.prompt, compose.negative, compose.init_image, compose.editor, compose.strength,
               side.model, side.scheduler, side.steps, side.guidance, side.width, side.height, side.seed,
@@ -292,29 +297,27 @@ def build(services: Services) -> TabHandle:
                                               side.variation_seed, side.variation_strength, compose.strength,
                                               *side.control.pictures, side.image_prompt.picture],
               side.seed, results.preview, compose.status)
-    compose.generate.click(_runner(services), inputs, [results.preview, results.gallery, compose.status],
-                           api_visibility="private", concurrency_limit=services.image_concurrency,
+    compose.generate.click(_runner(services), inputs, [results.preview, results.gallery, compose.status, kept_ids],
+                           api_visibility="private", concurrency_limit=services.host.image_slots,
                            concurrency_id="image", validator=_validator(), show_progress="minimal")
 
     def stop(request: gr.Request):
         services.jobs.cancel(session_of(request), "image")
 
     compose.cancel.click(stop, None, None, api_visibility="private", queue=False)
-    _wire_sending(compose, results, selected_path)
+    _wire_sending(services, compose, results, kept_ids, selected)
     restore, restore_outputs = _restorer(compose, side)
     results.png_in.upload(lambda file: png_info(services, file), results.png_in,
                           [results.png_text, results.verdict, results.png_json], api_visibility="private")
     results.png_send.click(lambda info: from_png(info, restore), results.png_json, restore_outputs,
                            api_visibility="private")
 
-    def selected_file(path, request: gr.Request = None):
-        if not path:
-            raise gr.Error("Click an image in the results first.")
-        return path
+    def selected_file(item_id, request: gr.Request = None):
+        return page_file(png_bytes(kept_picture(services, item_id)), "picture.png")
 
     handle = TabHandle(restore_outputs=restore_outputs, restore=restore, owner_controls=[side.model, side.lora_files],
-                       send_to_vae=(results.to_vae, [selected_path], selected_file))
-    handle.to_explore = (results.to_explore, selected_path)
+                       send_to_vae=(results.to_vae, [selected], selected_file))
+    handle.to_explore = (results.to_explore, selected)
     handle.receive = (compose.mode, compose.init_image, compose.editor)
     return handle
 

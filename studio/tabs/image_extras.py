@@ -11,14 +11,15 @@ from pathlib import Path
 
 import gradio as gr
 
-from pipelines.image_prompt import Style, load_styles, save_style
+from pipelines.image_prompt import Style, load_styles
 from pipelines.image_upscale import (
     HiresParams,
     OutpaintParams,
     UpscaleParams,
     upscale,
 )
-from studio.actions import NO_STYLE, style_named, styles_path, upscaled_origin, upscaler_choices, upscaler_folder
+from studio.actions import (NO_STYLE, save_shared_style, style_named, styles_path, upscaled_origin, upscaler_choices,
+                            upscaler_folder)
 from studio.tabs.common import as_int, friendly_errors, guarded, keep_output, user_of
 
 
@@ -92,8 +93,7 @@ def build_extras(services, prompt: gr.Textbox, negative: gr.Textbox) -> Extras:
     def save_current(name, prompt_text, negative_text):
         text = prompt_text if "{prompt}" in (prompt_text or "") else f"{{prompt}}, {prompt_text}".rstrip(", ")
         created = Style(name.strip() if name else "", text, negative_text or "")
-        save_style(styles_path(services), created)
-        choices = [NO_STYLE, *(s.name for s in load_styles(styles_path(services)))]
+        choices = [NO_STYLE, *save_shared_style(services, created)]
         return gr.Dropdown(choices=choices, value=created.name), ""
 
     def refresh(current):

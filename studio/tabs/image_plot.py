@@ -55,4 +55,4 @@ def _wire(services, rows, make, status, grid, grid_file, inputs, model, lora_fil
 
     handler = friendly_errors(guarded(services, "image", generation=True)(show))
     make.click(handler, [*rows, *inputs], [grid, grid_file, status], api_visibility="private",
-               concurrency_limit=services.image_concurrency, concurrency_id="image")
+               concurrency_limit=services.host.image_slots, concurrency_id="image")

@@ -184,7 +184,7 @@ def _wire_chat(services: Services, ui: SimpleNamespace, side: SimpleNamespace, s
     ui.go_on.click(chat_more, [ui.chatbot, ui.system_prompt, side.model, *side.all], [ui.chatbot, status], **options)
     ui.chatbot.edit(edit_from, [ui.chatbot], [ui.chatbot, ui.message], **private).then(
         chat, inputs, outputs, concurrency_id="text", **private)
-    ui.export.click(lambda h, s_, m: gr.File(export_chat(services.history.root / "exports" / "chats", h, s_, m),
+    ui.export.click(lambda h, s_, m: gr.File(export_chat(services.history, h, s_, m),
                                              visible=True),
                     [ui.chatbot, ui.system_prompt, side.model], ui.file, **private)
     ui.import_button.upload(friendly_errors(import_chat), ui.import_button, [ui.chatbot, ui.system_prompt], **private)

@@ -30,12 +30,14 @@ def turns_of(chat_history) -> tuple[tuple[str, str], ...]:
     return tuple((m["role"], content_text(m["content"])) for m in chat_history or [])
 
 
-def export_chat(folder: Path, chat_history, system_prompt: str, model: str) -> str:
-    """Write the conversation as JSON ({format, model, system_prompt, messages}) and return its path."""
+def export_chat(history, chat_history, system_prompt: str, model: str) -> str:
+    """Write the conversation as JSON ({format, model, system_prompt, messages}) into the caller's own scratch
+    folder (an unguessable name, served to them alone, removed after a day) and return its path."""
+    from studio.tabs.common import user_of
+
     if not chat_history:
         raise gr.Error("Nothing to export yet: the conversation is empty.")
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"chat-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    path = history.scratch_file(user_of(), f"chat-{time.strftime('%Y%m%d-%H%M%S')}", ".json")
     data = {"format": FORMAT, "model": model or "", "system_prompt": system_prompt or "",
             "messages": [{"role": r, "content": c} for r, c in turns_of(chat_history)]}
     path.write_text(json.dumps(data, indent=1, ensure_ascii=False), encoding="utf-8")

@@ -20,7 +20,8 @@ from pipelines.vae import (
 from studio import explore as ex
 from studio.actions import finish_training, training_setup, uploads
 from studio.services import Services
-from studio.tabs.common import TabHandle, as_int, friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
+from studio.tabs.common import (TabHandle, as_int, friendly_errors, guarded, keep_output, page_file, parse_seed,
+                                session_of, user_of)
 from studio.workbench import build_workbench
 
 
@@ -56,10 +57,8 @@ def build(services: Services) -> TabHandle:
             raise ValueError("Open a picture in Explore first (a seed, a grid cell or an upload).")
         space = ex.latent_model(services, model_name, "vae")
         image = ex.render(services, space, [state.current])[0]
-        path = services.history.root / "vae" / "sent" / f"current-{ex.random_seed()}.png"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(png_bytes(upscale(image, 1)))
-        return gr.Tabs(selected="morph"), [*(current_files or []), str(path)]
+        path = page_file(png_bytes(upscale(image, 1)), "current.png")
+        return gr.Tabs(selected="morph"), [*(current_files or []), path]
 
     to_morph.click(add_to_morph, [bench.ctx.bench, model, morph_files], [inner, morph_files], api_visibility="private")
 

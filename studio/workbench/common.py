@@ -169,9 +169,7 @@ def wire_current_files(ctx: Context, current: CurrentPanel) -> None:
     def download(bench):
         if bench.current is None:
             raise gr.Error("Nothing to download yet: open a picture first.")
-        folder = ctx.services.history.root / ctx.tab / "latents"
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"latent-{ex.random_seed()}.safetensors"
+        path = ctx.services.history.scratch_file(user_of(), "latent", ".safetensors")  # theirs, with a lifetime
         save_points([bench.current], path)
         return str(path)
 

@@ -60,17 +60,23 @@ def test_guests_generate_within_their_quota_and_are_told_when_it_resets(server):
     with pytest.raises(AppError, match="prompt is empty"):  # … a guest's bad input costs no quota
         guest.predict(*text_args("quota-llama", prompt=""), api_name="/generate_text")
     assert services.access.remaining("guest") == QUOTA  # no other test generates as this guest
-    for _ in range(QUOTA):
+    from studio.boundary import text_units
+
+    for n in range(1, 3):  # each answer costs its tokens' work (6 new tokens: the least a request costs)
         text, status = guest.predict(*text_args("quota-llama"), api_name="/generate_text")
         assert text and json.loads(status)["history_id"]
-    with pytest.raises(AppError, match=r"Quota reached: guests may make 3 generations per hour. "
-                                       r"Your next one is available at \d\d:\d\d"):
+        assert services.access.remaining("guest") == pytest.approx(QUOTA - n * text_units(6))
+    services.access.admit("guest", services.access.remaining("guest") - 0.01)  # all but a sliver used
+    with pytest.raises(AppError, match=r"Quota reached: guests may use 3 units of work per hour \(one unit is one "
+                                       r"512×512 picture at 20 steps.*This answer needs 0.05, and 0.01 are left; "
+                                       r"more is available at \d\d:\d\d"):
         guest.predict(*text_args("quota-llama"), api_name="/generate_text")
     # the owner has no quota, and another guest has their own
     owner.predict(*text_args("quota-llama"), api_name="/generate_text")
     visitor_left = services.access.remaining("visitor")
     client(url, OTHER_GUEST).predict(*text_args("quota-llama"), api_name="/generate_text")
-    assert services.access.remaining("guest") == 0 and services.access.remaining("visitor") == visitor_left - 1
+    assert services.access.remaining("guest") == pytest.approx(0.01)  # the refused answer cost nothing
+    assert services.access.remaining("visitor") == pytest.approx(visitor_left - text_units(6))
 
 
 def test_guests_cannot_fetch_train_or_change_engines_or_load_weights(server):
@@ -157,18 +163,29 @@ def test_login_endpoint_slows_down_guessing(server):
     assert attempt("guest-pw")[0] == 200
 
 
-def test_quota_messages_use_the_reset_time():
+def test_quota_counts_units_of_work_and_says_when_it_resets():
     now = [10_000.0]
     access = Access(guests=(GUEST,), guest_generations_per_hour=2, clock=lambda: now[0])
-    first = access.admit("guest", "text")
-    access.admit("guest", "text")
-    with pytest.raises(AccessDenied, match="available at"):
-        access.admit("guest", "text")
-    first.refund()  # a failed generation gives its slot back
-    access.admit("guest", "text")
+    first = access.admit("guest", 1.5, "this request")
+    with pytest.raises(AccessDenied, match=r"This request needs 0.75, and 0.50 are left; more is available at "
+                                           r"\d\d:\d\d"):
+        access.admit("guest", 0.75, "this request")
+    access.admit("guest", 0.5)
+    first.refund()  # a failed generation gives its work back
+    assert access.remaining("guest") == pytest.approx(1.5)
+    access.admit("guest", 1.5)
     now[0] += 3601
-    access.admit("guest", "text")  # an hour later the window has moved on
-    assert access.admit("owner-less", "text").access is None  # not a guest: never counted
+    access.admit("guest", 2.0)  # an hour later the window has moved on
+    assert access.admit("owner-less", 50).access is None  # not a guest: never counted
+
+
+def test_work_is_priced_by_pictures_steps_and_size():
+    from studio.boundary import MIN_UNITS, image_units, text_units
+
+    assert image_units(1, 20, 512, 512) == pytest.approx(1.0)
+    assert image_units(8 * 16, 150, 1024, 1024) == pytest.approx(128 * 7.5 * 4)  # what one request used to buy
+    assert image_units(1, 1, 64, 64) == MIN_UNITS  # even a tiny picture is work
+    assert text_units(1024) == pytest.approx(2.0)
 
 
 def _get(url: str, path: str, cookie: str = "") -> tuple[int, bytes, dict]:
@@ -189,11 +206,10 @@ def _login_cookie(url: str, who: tuple[str, str]) -> str:
 def test_path_traversal_and_files_outside_the_outputs_are_refused(server):
     url, services, root = server
     cookie = _login_cookie(url, OWNER)
-    inside = services.history.root / "text" / "probe.txt"
-    inside.parent.mkdir(parents=True, exist_ok=True)
-    inside.write_text("served")
+    item = services.history.add("text", {".txt": b"served"}, owner=OWNER[0])
+    inside = services.history.path(item.files[0])
     code, body, _ = _get(url, f"/gradio_api/file={inside}", cookie)
-    assert code == 200 and body == b"served"  # the control: outputs are served
+    assert code == 200 and body == b"served"  # the control: the owner's own item is served
     secret = root / "secret.txt"
     repo = Path(__file__).resolve().parents[2]
     attacks = [
@@ -229,12 +245,15 @@ def test_the_studios_own_files_in_the_outputs_are_never_served(server):
     private = [root / "history.sqlite3", root / "settings" / "share.key"]
     private += sorted((root / "settings" / "credentials").glob("*"))
     assert len(private) >= 3 and all(p.is_file() for p in private), private
-    picture = root / "image" / "served.png"
-    picture.parent.mkdir(parents=True, exist_ok=True)
-    picture.write_bytes(b"\x89PNG served")
+    item = services.history.add("image", {".png": b"\x89PNG served"}, owner=GUEST[0])
+    picture = services.history.path(item.files[0])
+    stray = picture.with_name("stray.png")  # in the same folder, but no History item: nobody's
+    stray.write_bytes(b"\x89PNG stray")
+    assert _get(url, f"/gradio_api/file={picture}", _login_cookie(url, OTHER_GUEST))[0] == 404  # not theirs
     for who in (OWNER, GUEST):
         cookie = _login_cookie(url, who)
         assert _get(url, f"/gradio_api/file={picture}", cookie)[:2] == (200, b"\x89PNG served")  # the control
+        assert _get(url, f"/gradio_api/file={stray}", cookie)[0] == 404
         for path in private:
             for spelling in (str(path), f"{root}/image/../{path.relative_to(root)}",
                              f"{root}/image/%2e%2e/{path.relative_to(root)}"):
