@@ -17,7 +17,10 @@ import hmac
 import threading
 import time
 from collections import defaultdict, deque
+from contextvars import ContextVar
 from dataclasses import dataclass
+
+LOGIN_ADDRESS: ContextVar[str] = ContextVar("login_address", default="")  # set around the login route (app.launch)
 
 
 class AccessDenied(ValueError):
@@ -66,10 +69,10 @@ class Access:
         # compare even for unknown users, so timing does not tell which user names exist
         return hmac.compare_digest((expected or "\0unknown").encode(), password.encode()) and expected is not None
 
-    def failure_delay(self, user: str) -> float:
-        """Seconds to wait before answering a failed login: 0.5 s doubling per recent failure of this user name,
-        at most 8 s; and, however the names are varied, 0.1 s more per failure anyone had in the last minute past
-        20 (a guesser spreading tries over made-up names slows every failed try), at most 8 s."""
+    def failure_delay(self, user: str, address: str = "") -> float:
+        """Seconds to wait before answering a failed login: 0.5 s doubling per recent failure of this user name or
+        from this address (whichever had more), at most 8 s; and, however names and addresses are varied, 0.1 s
+        more per failure anyone had in the last minute past 20, at most 8 s more. The tables stay bounded."""
         now = self.clock()
         with self._lock:
             if len(self._failures) > 10_000:  # many made-up user names: forget the stale ones
@@ -77,16 +80,21 @@ class Access:
                     del self._failures[name]
                 if len(self._failures) > 10_000:  # still too many: the table stays bounded all the same
                     self._failures.clear()
-            recent = self._failures[user]
-            while recent and recent[0] < now - 900:
-                recent.popleft()
-            recent.append(now)
+            worst = 0
+            for key in (user, "\0address " + address if address else None):
+                if key is None:
+                    continue
+                recent = self._failures[key]
+                while recent and recent[0] < now - 900:
+                    recent.popleft()
+                recent.append(now)
+                worst = max(worst, len(recent))
             overall = self._all_failures
             while overall and overall[0] < now - 60:
                 overall.popleft()
             if len(overall) < 100_000:
                 overall.append(now)
-            return min(0.5 * 2 ** (len(recent) - 1), 8.0) + min(max(0, len(overall) - 20) * 0.1, 8.0)
+            return min(0.5 * 2 ** (worst - 1), 8.0) + min(max(0, len(overall) - 20) * 0.1, 8.0)
 
     async def authenticate(self, user: str, password: str) -> bool:
         """Gradio's login check. Failed attempts are answered ever more slowly (per user name and overall)."""
@@ -94,7 +102,7 @@ class Access:
             with self._lock:
                 self._failures.pop(user, None)
             return True
-        await asyncio.sleep(self.failure_delay(user))
+        await asyncio.sleep(self.failure_delay(user, LOGIN_ADDRESS.get()))
         return False
 
     # -- permissions -----------------------------------------------------------------------------------

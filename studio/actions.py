@@ -84,6 +84,13 @@ def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bo
     return services.lanes.submit("model", generate, interactive=interactive)
 
 
+def check_room(services) -> None:
+    """Refuse new work, in words, before what it makes could not be kept (History.check_room)."""
+    caller, settings = services.host.caller(), services.settings
+    services.history.check_room(caller.user, guest=caller.guest, user_mb=settings.max_user_storage_mb,
+                                total_mb=settings.max_storage_mb, free_mb=settings.min_free_disk_mb)
+
+
 def check_loras(services, loras):
     """LoRA files change the weights every user shares: owners only. Returns `loras`."""
     from studio.access import AccessDenied
@@ -99,6 +106,8 @@ def check_pictures(services, params: ImageParams, *, interactive: bool = False) 
 
     caller, settings = services.host.caller(), services.settings
     check_loras(services, params.loras)
+    if not interactive:  # room to keep them (real-time pictures are not kept)
+        check_room(services)
     if caller.guest:
         params.validate(settings.guest_limits)
         if interactive and params.steps > settings.guest_preview_steps:
@@ -114,9 +123,6 @@ def admit_pictures(services, params: ImageParams, *, interactive: bool = False) 
 
     caller, settings = services.host.caller(), services.settings
     check_pictures(services, params, interactive=interactive)
-    if not interactive:
-        services.history.check_room(caller.user, guest=caller.guest, user_mb=settings.max_user_storage_mb,
-                                    total_mb=settings.max_storage_mb, free_mb=settings.min_free_disk_mb)
     steps = params.steps + ((params.hires.steps or params.steps) if params.hires else 0)
     scale = params.hires.scale ** 2 if params.hires else 1.0
     caller.spend(image_units(params.batch_size * params.batch_count, steps, params.width,
@@ -479,10 +485,8 @@ def run_text(services, model: str, params: TextParams, session: str, owner: str,
     tokens it may write count against a guest's quota, and there must be room to keep the answer."""
     from studio.boundary import text_units
 
-    caller, settings = services.host.caller(), services.settings
-    services.history.check_room(caller.user, guest=caller.guest, user_mb=settings.max_user_storage_mb,
-                                total_mb=settings.max_storage_mb, free_mb=settings.min_free_disk_mb)
-    caller.spend(text_units(params.max_new_tokens), "this answer")
+    check_room(services)
+    services.host.caller().spend(text_units(params.max_new_tokens), "this answer")
     params = replace(params, cache_scope=session)
     cancel = services.jobs.start(session, "text")
     stats: dict = {}

@@ -174,11 +174,39 @@ def _wire_image_and_explore(services: Services, image, explore, tabs) -> None:
     to_inpaint.click(send("inpaint"), inputs, [tabs, mode, init_image, editor], api_visibility="private")
 
 
+def _slow_logins_per_address(fastapi_app, behind_proxy: bool) -> None:
+    """Failed logins are slowed per address too (Access.failure_delay): the login route learns the caller's
+    address — behind --public's proxy, the one the proxy saw (the last X-Forwarded-For hop, which it adds)."""
+    from studio.access import LOGIN_ADDRESS
+
+    def with_address(inner):
+        async def app(scope, receive, send):
+            address = (scope.get("client") or ("", 0))[0]
+            if behind_proxy:
+                forwarded = dict(scope.get("headers") or []).get(b"x-forwarded-for", b"").decode("latin-1")
+                address = forwarded.rsplit(",", 1)[-1].strip() or address
+            token = LOGIN_ADDRESS.set(address)
+            try:
+                await inner(scope, receive, send)
+            finally:
+                LOGIN_ADDRESS.reset(token)
+        return app
+
+    for route in fastapi_app.router.routes:
+        if getattr(route, "path", "") in ("/login", "/login/") and hasattr(route, "app"):
+            route.app = with_address(route.app)
+
+
 def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
     from studio.file_route import add_file_route
     from studio.share import add_routes
 
     s = services.settings
+    from PIL import Image
+
+    # any picture decoded anywhere (Gradio's own `pil` uploads and `data:` images too) refuses a decompression bomb
+    # past the studio's pixel limit (PIL raises above twice this number)
+    Image.MAX_IMAGE_PIXELS = max(s.image_limits.max_image_pixels // 2, 1)
     # History's files are served where they are (not copied into Gradio's cache on every answer); what the
     # studio keeps beside them (its database, keys, explorations) is never served, to anyone
     gr.set_static_paths([str(services.history.root)])
@@ -191,6 +219,7 @@ def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
     )
     add_routes(result[0], services.links)  # per-item share links, before anyone can ask for one
     add_file_route(result[0], services)  # History's files: only to whom they belong
+    _slow_logins_per_address(result[0], services.settings.behind_proxy)
     if block:
         app.block_thread()
     return result

@@ -302,11 +302,11 @@ class History:
 
         mb = 2**20
         if guest and self.usage(owner) >= user_mb * mb:
-            raise StorageFull(f"Your History is full ({self.usage(owner) / mb:,.0f} MB of the {user_mb:,.0f} MB a guest "
+            raise StorageFull(f"Your History is full ({self.usage(owner) / mb:,.1f} MB of the {user_mb:,.1f} MB a guest "
                               "may keep): delete some items in the History tab, then try again. Nothing you made "
                               "was lost.")
         if total_mb and self.usage() >= total_mb * mb:
-            raise StorageFull(f"The studio's History is full ({self.usage() / mb:,.0f} MB of {total_mb:,.0f} MB): "
+            raise StorageFull(f"The studio's History is full ({self.usage() / mb:,.1f} MB of {total_mb:,.1f} MB): "
                               "nothing new can be kept until some items are deleted. Nothing made so far was lost.")
         if shutil.disk_usage(self.root).free < free_mb * mb:
             raise StorageFull("The disk is almost full: new work is paused so that nothing already kept is lost. "

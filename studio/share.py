@@ -1,16 +1,17 @@
 """Per-item links: an owner makes a link that shows one History item — its pictures or text and how it was
-made — and nothing else, without a login. The link carries an HMAC of the item id under a secret kept in
-the settings folder, so it cannot be guessed or turned into a link to another item; deleting the item ends
-the link (and a new secret ends every link)."""
+made — and nothing else, without a login. The link carries a random token kept (with the item's id) in the
+settings folder, so it cannot be guessed or turned into a link to another item; revoking it (`revoke`) or deleting
+the item ends the link, and sharing the item again makes a new one. (The secret beside it signs exploration
+links.)"""
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import html
 import json
 import os
 import secrets
+import threading
 from pathlib import Path
 
 from studio.history import History
@@ -24,6 +25,7 @@ class ItemLinks:
         self.history = history
         self.secret_file = Path(secret_file)
         self._secret: bytes | None = None
+        self._lock = threading.Lock()
 
     @property
     def secret(self) -> bytes:
@@ -36,15 +38,46 @@ class ItemLinks:
             self._secret = bytes.fromhex(self.secret_file.read_text().strip())
         return self._secret
 
+    @property
+    def _tokens_file(self) -> Path:
+        return self.secret_file.with_name("links.json")
+
+    def _tokens(self) -> dict[str, str]:
+        try:
+            return json.loads(self._tokens_file.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _save(self, tokens: dict[str, str]) -> None:
+        from studio.history import write_atomic
+
+        write_atomic(self._tokens_file, json.dumps(tokens).encode())
+
     def token(self, item_id: str) -> str:
-        return hmac.new(self.secret, item_id.encode(), hashlib.sha256).hexdigest()[:32]
+        """The item's link token: the one it has, or a new random one."""
+        with self._lock:
+            tokens = self._tokens()
+            if item_id not in tokens:
+                tokens[item_id] = secrets.token_hex(16)
+                self._save(tokens)
+            return tokens[item_id]
+
+    def revoke(self, item_id: str) -> bool:
+        """End the item's link (sharing it again makes a new one); False when it had none."""
+        with self._lock:
+            tokens = self._tokens()
+            if tokens.pop(item_id, None) is None:
+                return False
+            self._save(tokens)
+            return True
 
     def path(self, item_id: str) -> str:
         return f"/item/{item_id}/{self.token(item_id)}"
 
     def item(self, item_id: str, token: str):
-        """The item when the token is right for it, else None."""
-        if not hmac.compare_digest(self.token(item_id), token or ""):
+        """The item when the token is its current one, else None."""
+        expected = self._tokens().get(item_id)
+        if expected is None or not hmac.compare_digest(expected, token or ""):
             return None
         return self.history.get(item_id)
 

@@ -219,7 +219,9 @@ def test_history_export_and_delete(tmp_path):
                        params={"steps": 8})
     other = history.add("text", {".txt": b"poem"}, prompt="poem", seed=1)
     archive = history.export(history.list(), owner="../../evil")
-    assert archive.parent == history.root / "exports" / ".._.._evil" and archive.suffix == ".zip"
+    assert archive.parent.parent == history.root / "users" and archive.suffix == ".zip"  # the owner's own folder
+    assert archive.parent.name.startswith("_.._evil-") and history.may_read("../../evil", archive, guest=True)
+    assert not history.may_read("someone else", archive, guest=True)
     with zipfile.ZipFile(archive) as z:
         index = json.loads(z.read("index.json"))
         assert {e["id"] for e in index} == {item.id, other.id}

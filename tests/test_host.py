@@ -246,8 +246,8 @@ def test_guests_are_held_to_the_defaults_on_every_path_and_unknown_callers_are_g
 
 
 def test_explore_is_held_to_the_server_limits_and_full_renders_count_for_guests(tmp_path):
-    """3 and 2. Explore's look obeys the image limits, a render request has a cap, and each full render (not a
-    slider preview) counts one generation for a guest — once per request."""
+    """3 and 2. Explore's look obeys the image limits, a render request has a cap, and every render — a slider
+    preview too — counts its work against a guest's quota."""
     settings = Settings(outputs=tmp_path, cache_dir=tmp_path / "cache", device="cpu", offline=True,
                         image_limits=ImageLimits(max_steps=20, max_megapixels=0.3))
     host = ModelHost.create(settings)
@@ -259,13 +259,14 @@ def test_explore_is_held_to_the_server_limits_and_full_renders_count_for_guests(
         host.admit_render(4096, preview=True)  # a walk of 480 frames is Explore's longest
     host.admit_render(24 * 24, preview=True, kind="vae")  # a VAE's biggest map
     charged = []
-    guest = Caller("g", guest=True, charge=lambda: charged.append(1) or "admission")
+    guest = Caller("g", guest=True, charge=lambda units, what: charged.append((units, what)) or "admission")
     with calling(guest):
-        host.admit_render(1, preview=True)
-        assert charged == []  # a slider preview is free
-        host.admit_render(64, preview=False)
-        host.admit_render(64, preview=False)
-    assert charged == [1] and guest.charged == ["admission"]
+        host.admit_render(1, preview=True, units=0.05)
+        host.admit_render(64, preview=False, units=2.5)
+    assert charged == [(0.05, "this preview"), (2.5, "this render")] and guest.charged == ["admission"] * 2
+    with calling(Caller("g", guest=True, session="s")), pytest.raises(ValueError, match="preview_steps must be from "
+                                                                                       "1 to 12 for guests, got 20"):
+        host.admit_look(DiffusionLook(steps=10, preview_steps=20, width=64, height=64))
 
 
 def test_an_image_tab_picture_opens_in_explore_as_the_model_read_it_and_says_what_it_leaves_out():

@@ -56,6 +56,7 @@ EXAMPLES: dict[str, str] = {
     "history_star": 'result = client.predict(id=items[0]["id"], starred=True, api_name="/history_star")',
     "history_export": 'archive = client.predict(starred=True, api_name="/history_export")',
     "share_item": 'link = client.predict(id=items[0]["id"], api_name="/share_item")',
+    "unshare_item": 'client.predict(id=items[0]["id"], api_name="/unshare_item")',
     "history_delete": 'result = client.predict(id=items[-1]["id"], api_name="/history_delete")',
     "models_list": 'models = client.predict(api_name="/models_list")',
     "models_fetch": 'result = client.predict(name="dcgan-faces-64", api_name="/models_fetch")',

@@ -114,6 +114,17 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         path = services.links.path(item.id)
         return {"id": item.id, "route": path, "url": origin(request) + path}  # not "path": clients fetch those
 
+    @friendly_errors
+    @guarded(services, "history", owner_only="share items")
+    def unshare_item(id: str, request: gr.Request = None) -> dict:
+        """End the link made by share_item for one of your items (sharing it again makes a new link).
+
+        Args:
+            id: the item's id.
+        """
+        item = own(history.get(str(id)[:64]), request)
+        return {"id": item.id, "revoked": services.links.revoke(item.id)}
+
     def models_list() -> list[dict]:
         """Every known model: name, tab, source, license, whether it is in the cache or loaded, and its engine."""
         keys = ("name", "tab", "source", "where_from", "license", "in_cache", "loaded", "runs_with", "about")
@@ -136,6 +147,6 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
     return [("history_list", history_list, {}), ("history_get", history_get, {}),
             ("history_delete", history_delete, {}),
             ("history_star", history_star, {}), ("history_export", history_export, {}),
-            ("share_item", share_item, {}),
+            ("share_item", share_item, {}), ("unshare_item", unshare_item, {}),
             ("models_list", models_list, {}),
             ("models_fetch", models_fetch, {})]

@@ -6,6 +6,7 @@ import functools
 import inspect
 import logging
 import math
+import re
 import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -124,6 +125,20 @@ def user_of(request: gr.Request | None = None) -> str:
     return the_caller().user
 
 
+_SERVER_PATH = re.compile(r"(?<![\w:/.])/(?:[\w.~+-]+/)+[\w.~+-]*")
+
+
+def _for_caller(message: str) -> str:
+    """A message as the request's caller may read it: a guest is not shown the server's folders (the owner is,
+    to fix them)."""
+    from studio.caller import current_caller
+
+    caller = current_caller()
+    if caller is None or not caller.guest:
+        return message
+    return _SERVER_PATH.sub("(a folder on the server)", message)
+
+
 def _explain(exc: BaseException) -> gr.Error:
     if isinstance(exc, gr.Error):
         return exc
@@ -133,7 +148,7 @@ def _explain(exc: BaseException) -> gr.Error:
         return gr.Error(f"The {where} ran out of memory. Try a smaller size, batch or token count, or close other "
                         "programs; memory was freed, so the next request will work.")
     if isinstance(exc, (ValueError, ModelNotAvailable, PackageError, AccessDenied, EngineCrashed)):
-        return gr.Error(str(exc))
+        return gr.Error(_for_caller(str(exc)))
     import uuid
 
     reference = uuid.uuid4().hex[:8]  # the details (exception, server paths) stay in the server's log

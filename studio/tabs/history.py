@@ -61,6 +61,7 @@ def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs):
                                     elem_id="history-delete-yes")
                 keep = gr.Button("Keep it", size="sm")
             share = gr.Button("Make a link that shows only this item", size="sm", elem_id="history-share")
+            unshare = gr.Button("End its link", size="sm", elem_id="history-unshare")
             export = gr.Button("Export the listed items (.zip)", size="sm", elem_id="history-export")
             exported = gr.File(label="Export (PNGs with their metadata, GIF/MP4, latents, index.json)",
                                interactive=False, elem_id="history-export-file")
@@ -133,6 +134,13 @@ def build(services: Services, handles: dict[str, TabHandle], tabs: gr.Tabs):
     filters = [tab_filter, text_filter, seed_box, since_box, until_box, starred_only]
     share.click(friendly_errors(guarded(services, "history", owner_only="share items")(make_link)), [selected], note,
                 api_visibility="private")
+
+    def end_link(item_id: str):
+        item = chosen(item_id, None)
+        return "Its link is ended." if services.links.revoke(item.id) else "This item had no link."
+
+    unshare.click(friendly_errors(guarded(services, "history", owner_only="share items")(end_link)), [selected], note,
+                  api_visibility="private")
     refresh.click(rows, filters, table, api_visibility="private")
     for box in (text_filter, seed_box, since_box, until_box):
         box.submit(rows, filters, table, api_visibility="private")
