@@ -17,6 +17,7 @@ import functools
 import inspect
 import logging
 import math
+import threading
 
 import gradio as gr
 
@@ -78,15 +79,52 @@ def _refused(exc: AccessDenied) -> gr.Error:
     return gr.Error(str(exc))
 
 
+class _AtTheDoor:
+    """Events that skip Gradio's queue (`queue=False`: sliders, scrubbing, real-time pictures, page toggles) start
+    at once on the server's threads. A guest may have at most `GUEST_UNQUEUED` of them running at a time, however
+    many browser sessions they open: a flood is refused at the door, before any of it is worked on."""
+
+    GUEST_UNQUEUED = 4
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._running: dict[str, int] = {}
+
+    def enter(self, caller: Caller, block_fn) -> bool:
+        if not caller.guest or getattr(block_fn, "queue", True) is not False:
+            return False
+        with self._lock:
+            if self._running.get(caller.user, 0) >= self.GUEST_UNQUEUED:
+                raise AccessDenied("Too many previews at once: wait for the ones being drawn.")
+            self._running[caller.user] = self._running.get(caller.user, 0) + 1
+        return True
+
+    def leave(self, caller: Caller) -> None:
+        with self._lock:
+            self._running[caller.user] -= 1
+            if not self._running[caller.user]:
+                del self._running[caller.user]
+
+
+_DOOR = _AtTheDoor()
+
+
 def _begin(services, block_fn, args: tuple, kwargs: dict) -> Caller:
     from gradio.context import LocalContext
 
     try:
         caller = request_caller(services, LocalContext.request.get(None))
         uploads_only(block_fn, args, kwargs)
+        caller.at_door = _DOOR.enter(caller, block_fn)
         return caller
     except AccessDenied as exc:
         raise _refused(exc) from None
+
+
+def _end(caller: Caller) -> None:
+    if getattr(caller, "at_door", False):
+        caller.at_door = False
+        _DOOR.leave(caller)
 
 
 FILE_COMPONENTS = (gr.Image, gr.File, gr.ImageEditor, gr.Gallery, gr.Video, gr.Audio, gr.Model3D, gr.UploadButton)
@@ -172,6 +210,8 @@ def _as_caller(services, fn, block_fn):
             except BaseException as exc:
                 _settle(caller, exc)
                 raise
+            finally:
+                _end(caller)
         wrapped = sealed_asyncgen
     elif inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
@@ -192,6 +232,7 @@ def _as_caller(services, fn, block_fn):
                 raise
             finally:
                 steps.close()
+                _end(caller)
         wrapped = sealed_gen
     elif inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
@@ -203,6 +244,8 @@ def _as_caller(services, fn, block_fn):
             except BaseException as exc:
                 _settle(caller, exc)
                 raise
+            finally:
+                _end(caller)
         wrapped = sealed_async
     else:
         @functools.wraps(fn)
@@ -214,6 +257,8 @@ def _as_caller(services, fn, block_fn):
             except BaseException as exc:
                 _settle(caller, exc)
                 raise
+            finally:
+                _end(caller)
         wrapped = sealed
     wrapped._studio_sealed = True
     return wrapped

@@ -23,6 +23,7 @@ class Caller:
     session: str = "local"
     charge: Callable[[float, str], object] | None = None
     charged: list = field(default_factory=list)
+    at_door: bool = False  # holds one of a guest's few unqueued events (studio.boundary)
 
     def spend(self, units: float, what: str) -> None:
         """Count `units` of work (a guest's quota; owners are not counted). Raises AccessDenied past the quota."""

@@ -542,7 +542,7 @@ def test_history_search_star_export_and_delete_with_a_confirm_step(served_app, p
     shared.close()
     page.locator("#history-export").click()
     page.locator("#history-export-file a").first.wait_for(timeout=SLOW)
-    exported = list((services.history.root / "exports").rglob("*.zip"))
+    exported = list((services.history.root / "users").rglob("history-*.zip"))  # the user's own folder
     assert exported
     page.locator("#history-delete").click()
     assert services.history.get(doomed.id) is not None  # nothing happens before the confirm

@@ -11,7 +11,7 @@ from dataclasses import dataclass, replace
 import gradio as gr
 
 from pipelines.image import lora_set
-from studio.actions import keep_images, live_picture, loras_from
+from studio.actions import check_room, keep_images, live_picture, loras_from
 from studio.tabs.common import friendly_errors, guarded, session_of, user_of
 
 LIVE_STEPS = 4
@@ -72,10 +72,11 @@ class LivePanel:
         self.on.input(turned, [self.on, seed], seed, api_visibility="private", queue=False).then(draw, **drawing)
 
         @friendly_errors
-        @guarded(services, "image", generation=True)
+        @guarded(services, "image")  # the picture was counted when it was drawn; keeping it needs room
         def keep(last, request: gr.Request):
             if not last:
                 raise ValueError("Real-time: turn it on and draw a picture first, then keep it.")
+            check_room(services)
             model, params, out = last
             with services.image_lease(model) as pipe:
                 (path, seed_used, _), = keep_images(services, pipe, params, out, user_of(request))
