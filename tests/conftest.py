@@ -44,14 +44,17 @@ def cache_dir() -> Path:
     default that an offline test studio needs fetched into it first."""
     from pipelines.packages import PACKAGES, fetch_package
 
-    import fcntl
-
     path = Path(os.environ.get("GENAI_STUDIO_CACHE", Path.home() / ".cache" / "genai-studio"))
     path.mkdir(parents=True, exist_ok=True)
     # One fetch at a time across pytest-xdist workers: a second fetch of a package would replace the folder the
     # first worker's tests are reading.
     with open(path / ".tests-fetch.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock (run one worker there)
+            fcntl = None
+        if fcntl:
+            fcntl.flock(lock, fcntl.LOCK_EX)
         for name in OFFLINE_NEEDS:
             fetch_package(PACKAGES[name], path, log=print)
     return path
