@@ -16,8 +16,8 @@ LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 
 def anchors(page: Path) -> set[str]:
     """GitHub's heading ids: lower case, punctuation dropped, spaces as hyphens (code blocks are not headings)."""
-    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
-    titles = re.findall(r"^#{1,6} (.+)$", text, flags=re.M)
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.DOTALL)
+    titles = re.findall(r"^#{1,6} (.+)$", text, flags=re.MULTILINE)
     return {re.sub(r"[^\w\- ]", "", title.strip().lower()).replace(" ", "-") for title in titles}
 
 
@@ -40,9 +40,7 @@ def test_every_relative_link_reaches_its_file_and_heading(page):
             continue
         path, _, anchor = target.partition("#")
         file = (page.parent / path).resolve() if path else page
-        if not file.exists():
-            broken.append(target)
-        elif anchor and file.suffix == ".md" and anchor not in anchors(file):
+        if not file.exists() or (anchor and file.suffix == ".md" and anchor not in anchors(file)):
             broken.append(target)
     assert not broken, f"{page.name}: broken links {broken}"
 
@@ -53,7 +51,7 @@ def test_the_slow_marker_covers_ray_browser_and_load_files():
              *(ROOT / "tests" / "load").glob("test_*.py")]
     assert len(heavy) >= 6
     for path in heavy:
-        marks = re.search(r"^pytestmark = (.+)$", path.read_text(), flags=re.M)
+        marks = re.search(r"^pytestmark = (.+)$", path.read_text(), flags=re.MULTILINE)
         assert marks and "pytest.mark.slow" in marks.group(1), f"{path.name}: no module-level slow mark"
     drivers = [path for path in (ROOT / "tests").rglob("test_*.py")
                if "sync_playwright" in path.read_text() and path != Path(__file__).resolve()]
