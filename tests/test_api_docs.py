@@ -45,6 +45,7 @@ def test_every_public_endpoint_is_documented_with_its_real_parameters(served):
             assert f"`{default}`" in row, (name, parameter["parameter_name"], default, row)
 
 
+@pytest.mark.slow  # the examples run on the real embedded models
 def test_every_example_runs(served, tmp_path):
     from gradio_client import handle_file
 
@@ -62,6 +63,7 @@ def test_every_example_runs(served, tmp_path):
     assert "index.json" in names and any(n.startswith(scope["items"][0]["id"] + "/") for n in names)
 
 
+@pytest.mark.slow  # the examples run on the real embedded models
 def test_the_plain_http_example_makes_a_signed_picture(served):
     from pipelines.provenance import read_credentials
 

@@ -12,7 +12,7 @@ import pytest
 from tests.live import start
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.browser
+pytestmark = [pytest.mark.browser, pytest.mark.slow]  # Chromium: the fast tier drives no browser
 SLOW = 90_000  # ms: first requests load models on a 2-core machine
 
 

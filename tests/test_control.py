@@ -131,6 +131,7 @@ def test_a_controlnet_for_another_model_family_is_refused_in_words(tiny, nets):
         tiny(replace(PARAMS, controls=(ControlUnit(str(nets[2]) + "-missing", square()),)))
 
 
+@pytest.mark.slow  # the real embedded emoji model
 def test_the_emoji_model_says_no_sd_controlnet_fits_it(emoji_pipeline, nets):
     """The embedded emoji model reads MiniLM's 384-wide text: an SD ControlNet (here one 32 wide) is refused in
     words, and the model still draws without it."""

@@ -11,6 +11,8 @@ from pipelines.packages import PACKAGES, fetch_package
 from pipelines.registry import DEFAULT_ASSETS, Registry
 from pipelines.training.emoji_data import is_held_out, parse_annotations, rasterize_svg
 
+pytestmark = pytest.mark.slow  # the real emoji sets and the shipped emoji weights
+
 
 @pytest.fixture(scope="module")
 def openmoji(cache_dir):

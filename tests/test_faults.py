@@ -98,6 +98,7 @@ def _serve(outputs: Path, cache: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("studio did not start")
 
 
+@pytest.mark.slow  # two `studio launch` processes, one killed mid-picture: the fast tier's slowest test
 def test_killed_mid_generation_then_restarted_history_is_whole(tmp_path, tiny_lm_dir, tiny_sd_dir, free_port):
     from gradio_client import Client
 

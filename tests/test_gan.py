@@ -163,6 +163,7 @@ def test_config_that_does_not_match_the_weights(tmp_path):
                  config=GANConfig(resolution=32, z_dim=16, ngf=8))
 
 
+@pytest.mark.slow  # the real embedded faces GAN
 def test_embedded_faces_model(cache_dir):
     registry = Registry(cache_dir)
     pipe = GANPipeline(load_gan(registry.resolve(registry.lookup("dcgan-faces-64", "gan")), pick_placement("cpu")))

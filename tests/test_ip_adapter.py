@@ -154,6 +154,7 @@ def test_an_image_prompt_joins_controlnets_regions_and_the_hires_pass(tiny, adap
         assert steered.shape == plain.shape and np.abs(steered - plain).mean() > 1, name
 
 
+@pytest.mark.slow  # the real embedded emoji model
 def test_the_emoji_model_says_no_sd_ip_adapter_fits_it(emoji_pipeline, adapters):
     """The embedded emoji model reads MiniLM's 384-wide text: an SD IP-Adapter (here one 32 wide) is refused in
     words, and the model still draws without it."""

@@ -14,6 +14,8 @@ import pytest
 
 from tests.live import start
 
+pytestmark = pytest.mark.slow  # ten users at once on one served studio: a load test in small
+
 IMAGE = dict(model="tiny-sd", prompt="red heart", steps=10, batch_size=3, width=64, height=64,
              sampler_name="Euler a", api_name="/generate_image")
 LOOK = dict(model="tiny-sd", steps=6, width=64, height=64, sampler_name="Euler a", kind="diffusion")

@@ -18,6 +18,8 @@ from pipelines.registry import ModelSpec
 from studio.config import RaySettings, Settings
 from studio.services import Services
 
+pytestmark = pytest.mark.slow  # starts Ray clusters (ray start --head): the fast tier starts none
+
 BIN = Path(sys.executable).parent
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = ImageParams(prompt="a red fox", steps=2, width=64, height=64, seed=4)

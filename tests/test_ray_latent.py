@@ -19,6 +19,8 @@ from pipelines.gan import GANParams, InterpolationParams
 from pipelines.vae import MorphParams
 from studio.config import RaySettings
 
+pytestmark = pytest.mark.slow  # a local Ray cluster: the fast tier starts none
+
 RAY = RaySettings(address="local", cpus=2, min_replicas=1, max_replicas=1, max_ongoing_requests=16,
                   target_ongoing_requests=16.0, tiers=("latent",))
 

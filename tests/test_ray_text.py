@@ -19,6 +19,8 @@ from pipelines.text import TextParams
 from studio.config import RaySettings
 from tests.live import wait_for_replacement
 
+pytestmark = pytest.mark.slow  # a local Ray cluster: the fast tier starts none
+
 RAY = RaySettings(address="local", cpus=2, min_replicas=1, max_replicas=2, max_ongoing_requests=2,
                   target_ongoing_requests=2.0, tiers=("text",))
 # greedy over random weights: a long answer that never ends early

@@ -19,6 +19,8 @@ from pipelines.image import GenerationCancelled, ImageParams, lora_set
 from studio.config import RaySettings
 from tests.live import wait_for_replacement
 
+pytestmark = pytest.mark.slow  # a local Ray cluster: the fast tier starts none
+
 RAY = RaySettings(address="local", cpus=2, min_replicas=1, max_replicas=2, max_ongoing_requests=1,
                   target_ongoing_requests=1.0, upscale_delay_s=0.0, downscale_delay_s=3.0, tiers=("image",))
 LONG = ImageParams(prompt="a red fox", steps=40, width=128, height=128, seed=11)  # ~5 s on one core

@@ -65,6 +65,7 @@ def test_regions_say_what_is_wrong():
             call()
 
 
+@pytest.mark.slow  # the real embedded emoji model
 def test_the_emoji_model_draws_regions_too(emoji_pipeline):
     """Latent couple needs nothing of a model family: the embedded emoji model (MiniLM text, its own UNet) draws a
     left-half region in its left half."""

@@ -15,6 +15,8 @@ from pipelines.registry import Registry
 from pipelines.text import TextParams, TextPipeline, load_text_model
 from pipelines.text_llama import LlamaTextPipeline, llama_cpp_available, load_llama_model
 
+pytestmark = pytest.mark.slow  # the real embedded text model on both engines
+
 BACKENDS = ("transformers", "llama.cpp")
 CHAT = ("Hi! Who are you?", "Name three colours.", "Which one is the warmest?", "Write one line about it.",
         "Thanks! Say goodbye.")

@@ -48,6 +48,7 @@ def worker(gguf):
     pipe.close()
 
 
+@pytest.mark.slow  # the real embedded text model
 def test_worker_answers_exactly_as_in_process(worker, gguf):
     local = LlamaTextPipeline(load_llama_model(Registry(Path("/nonexistent")).resolve(
         ModelSpec("smollm2", "text", "file", gguf)), pick_placement("cpu"), threads=2, n_ctx=2048))
@@ -67,6 +68,7 @@ def test_worker_answers_exactly_as_in_process(worker, gguf):
     assert out.prompt_tokens_evaluated < out.prompt_tokens / 2
 
 
+@pytest.mark.slow  # the real embedded text model
 def test_stop_reaches_the_worker_within_a_token(worker):
     cancel = threading.Event()
     pieces = []
@@ -81,6 +83,7 @@ def test_stop_reaches_the_worker_within_a_token(worker):
     assert worker(TextParams(prompt="Say hi.", mode="chat", max_new_tokens=4, temperature=0)).new_tokens > 0
 
 
+@pytest.mark.slow  # the real embedded text model
 def test_a_killed_worker_costs_one_request_and_restarts(gguf):
     messages = []
     pipe = LlamaWorkerPipeline(LlamaWorkerConfig(gguf, "smollm2", threads=2, n_ctx=2048), pick_placement("cpu"),
@@ -122,6 +125,7 @@ def test_a_build_that_dies_on_a_multi_token_prompt_fails_at_load(tmp_path):
     assert info.value.at_load
 
 
+@pytest.mark.slow  # the real embedded text model
 def test_services_fall_back_to_transformers_and_remember_why(tmp_path, cache_dir, monkeypatch):
     _need_llama()
     from studio.config import load_settings
@@ -163,6 +167,7 @@ def test_cpu_variant_choice_follows_what_the_os_grants():
     assert amx_allowed() is (os.environ.get(AMX_OPT_IN) == "1" and amx_granted())  # AMX only when asked for
 
 
+@pytest.mark.slow  # the real embedded text model
 def test_the_installed_build_runs_the_best_variant_this_machine_allows(worker):
     """On x86-64 the set-up builds every CPU variant; the worker loaded one that scores here (and never
     the AMX one unless asked for and granted by the OS)."""
@@ -180,6 +185,7 @@ def test_exit_descriptions_name_the_cause():
     assert describe_exit(3, "GGML_ASSERT(x) failed\n") == "exit code 3 (it said: GGML_ASSERT(x) failed)"
 
 
+@pytest.mark.slow  # the real embedded text model
 def test_in_process_loading_works_whatever_was_imported_first(gguf):
     """A dynamic-backend build has no CPU backend until one is loaded; loading it into the very ggml copy
     that libllama uses must work even when llama_cpp was imported before (benchmarks, notebooks)."""
@@ -196,6 +202,7 @@ def test_in_process_loading_works_whatever_was_imported_first(gguf):
     assert done.returncode == 0 and "tokens" in done.stdout, done.stderr[-500:]
 
 
+@pytest.mark.slow  # the real embedded text model
 def test_the_worker_counts_tokens_continues_answers_and_samples_with_min_p(worker, gguf):
     params = TextParams(prompt="Name three colours.", mode="chat")
     counted = worker.count_tokens(params)

@@ -176,6 +176,7 @@ def test_dataset_guards(tmp_path):
     assert load_image_folder(good, 28)[0].shape == (8, 28, 28, 3)
 
 
+@pytest.mark.slow  # the shipped digit VAEs and the real digits
 @pytest.mark.parametrize("name", ["digit-vae-2d", "digit-vae-16d"])
 def test_shipped_digit_vaes_reconstruct_held_out_digits(name, cache_dir):
     from pipelines.training.digits import load_digits, split
