@@ -45,9 +45,15 @@ class Access:
         self._used: dict[str, deque[float]] = defaultdict(deque)
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
+        self.key_guests: set[str] = set()  # users of guest API keys (studio/keys.py): guests without a login
 
     def is_guest(self, user: str) -> bool:
-        return user in self.guests
+        return user in self.guests or user in self.key_guests
+
+    def register_key_guest(self, user: str) -> None:
+        """A guest API key's user is a guest from now on (the same models, limits and quota as a guest login)."""
+        with self._lock:
+            self.key_guests.add(user)
 
     # -- logins ----------------------------------------------------------------------------------------
     def check_password(self, user: str, password: str) -> bool:
