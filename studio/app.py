@@ -171,6 +171,7 @@ def _wire_image_and_explore(image, explore, tabs) -> None:
 
 
 def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
+    from studio.compat import add_compat_routes
     from studio.share import add_routes
 
     s = services.settings
@@ -185,6 +186,7 @@ def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
         footer_links=["api", "settings"], **extra,
     )
     add_routes(result[0], services.links)  # per-item share links, before anyone can ask for one
+    add_compat_routes(result[0], services)  # the OpenAI- and AUTOMATIC1111-compatible APIs (/v1, /sdapi/v1)
     if block:
         app.block_thread()
     return result
