@@ -213,6 +213,13 @@ def test_a_seed_gives_the_same_picture_through_both_layers(server):
     assert (pixels(base64.b64decode(a1111["images"][0]))
             == pixels(base64.b64decode(openai_answer["data"][0]["b64_json"]))).all()
     assert json.loads(a1111["info"])["all_seeds"] == [1234]
+    from gradio_client import Client  # and the studio's own API, as the page makes it
+
+    _info, files = Client(url + "/", auth=OWNER, verbose=False).predict(
+        prompt="a lighthouse", seed=1234, cfg_scale=7, sampler_name="DPM++ 2M", model="tiny-sd", steps=2, width=64,
+        height=64, api_name="/generate_image")
+    with open(files[0], "rb") as page_picture:
+        assert (pixels(page_picture.read()) == pixels(base64.b64decode(a1111["images"][0]))).all()
 
 
 # -- AUTOMATIC1111 ---------------------------------------------------------------------------------------------
@@ -236,6 +243,12 @@ def test_webuiapi_txt2img_img2img_inpaint_and_png_info(server):
     assert kept.shape == (64, 64, 3)
     newest = services.history.list(tab="image", owner="owner", limit=1)[0]
     assert newest.params["mode"] == "inpaint"
+    hires = api.txt2img(prompt="a cat", seed=42, enable_hr=True, hr_scale=2, hr_upscaler="Latent",
+                        hr_second_pass_steps=2, denoising_strength=0.5, **TINY)
+    assert hires.image.size == (128, 128) and "Hires upscale: 2" in hires.info["infotexts"][0]
+    bigger = api.extra_single_image(made.image, upscaler_1="Lanczos", upscaling_resize=2)
+    assert bigger.image.size == (128, 128)
+    assert services.history.list(tab="image", owner="owner", limit=1)[0].params["upscaler"] == "Lanczos"
     info = api.png_info(made.image)  # webuiapi sends the picture with its text chunks
     assert info.info.startswith("a cat\n") and "Seed: 42" in info.info
     status, read = call(url, "/sdapi/v1/png-info", {"image": base64.b64encode(
@@ -267,6 +280,14 @@ def test_progress_and_interrupt_touch_only_the_callers_own_job(server):
     worker.join(60)
     status, body = result["answer"]
     assert status == 409 and "interrupted" in body["detail"]
+
+
+def test_a_studio_login_works_as_http_basic_and_a_wrong_one_is_refused(server):
+    url, _, _ = server
+    assert webui(url, *OWNER).get_options()["sd_model_checkpoint"]
+    refused = webui(url, OWNER[0], "wrong-password").get_options()  # webuiapi returns the error body here
+    assert refused == {"error": "invalid_api_key", "detail": "Incorrect API key or login.", "body": "",
+                       "errors": "Incorrect API key or login."}
 
 
 def test_guest_keys_keep_the_guest_rules(server):
