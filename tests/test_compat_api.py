@@ -293,6 +293,7 @@ def test_a_studio_login_works_as_http_basic_and_a_wrong_one_is_refused(server):
 def test_guest_keys_keep_the_guest_rules(server):
     url, services, keys = server
     guest = keys["artist"]
+    assert call(url, "/sdapi/v1/options", {"sd_model_checkpoint": "tiny-sd"}, keys["owner"])[0] == 200  # loads it
     status, body = call(url, "/sdapi/v1/options", {"sd_model_checkpoint": "tiny-sd"}, guest)
     assert status == 403 and "Guests can't" in body["detail"]
     services.registry.add(type(services.registry.lookup("tiny-sd", "image"))(
@@ -304,6 +305,15 @@ def test_guest_keys_keep_the_guest_rules(server):
         "sd_model_checkpoint": "tiny-sd-2"}, **TINY}, guest)
     assert status == 403 and "switch models" in body["detail"]
     assert services.access.is_guest("artist")
+    unit = {"model": "lllyasviel/control_v11p_sd15_canny", "module": "canny", "weight": 1,
+            "image": base64.b64encode(png(Image.new("RGB", (64, 64)))).decode()}
+    status, body = call(url, "/sdapi/v1/txt2img", {"prompt": "x", "alwayson_scripts": {"controlnet": {"args": [unit]}},
+                                                   "override_settings": {"sd_model_checkpoint": "tiny-sd"}, **TINY},
+                        guest)
+    assert status == 403 and "Guests can't load ControlNet models" in body["detail"]
+    status, body = call(url, "/v1/chat/completions", {"model": "tiny-sd-2", "messages": [
+        {"role": "user", "content": "hi"}]}, guest)
+    assert status == 404 and body["error"]["code"] == "model_not_found"
     answers = [call(url, "/sdapi/v1/txt2img", {"prompt": "x", "steps": 1, "width": 64, "height": 64,
                                                "override_settings": {"sd_model_checkpoint": "tiny-sd"}}, guest)[0]
                for _ in range(QUOTA + 1)]
