@@ -66,12 +66,13 @@ def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bo
 
 def make_images(services, params: ImageParams, model: str, owner: str, session: str, progress=None):
     """Make pictures as `session`'s cancellable image job and keep them in History as `owner`'s (parameters,
-    Content Credentials, watermark): the Gradio API's and the compatibility APIs' one way. `progress` hears each
-    step's event. Returns (kept: keep_images' list, out: the ImageOutput, pipe); raises GenerationCancelled."""
+    Content Credentials, watermark): the Gradio API's and the compatibility APIs' one way. `progress` hears the
+    job's (step, total, preview) at most once a second (its previews cost a decode each). Returns (kept:
+    keep_images' list, out: the ImageOutput, pipe); raises GenerationCancelled."""
     cancel = services.jobs.start(session, "image")
     try:
         with services.image_lease(model) as pipe:  # in use (never evicted) until the pictures are made
-            job = start_generation(services, pipe, params, cancel, watched=False)
+            job = start_generation(services, pipe, params, cancel, watched=progress is not None)
             if progress is not None and hasattr(job, "events"):
                 for event in job:
                     progress(event)

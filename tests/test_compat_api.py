@@ -272,6 +272,10 @@ def test_progress_and_interrupt_touch_only_the_callers_own_job(server):
         time.sleep(0.05)
     _, seen = call(url, "/sdapi/v1/progress", key=keys["owner"])
     assert seen["state"]["sampling_steps"] == 150 and 0 <= seen["progress"] <= 1
+    while time.time() < deadline and not seen["current_image"]:  # a preview comes with the first report
+        time.sleep(0.1)
+        _, seen = call(url, "/sdapi/v1/progress", key=keys["owner"])
+    assert seen["state"]["sampling_step"] > 0 and Image.open(io.BytesIO(base64.b64decode(seen["current_image"])))
     assert call(url, "/sdapi/v1/progress", key=keys["other"])[1]["state"]["job_count"] == 0  # not theirs
     assert call(url, "/sdapi/v1/interrupt", b"", keys["other"])[0] == 200  # another user's interrupt …
     time.sleep(0.3)

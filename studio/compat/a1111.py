@@ -49,10 +49,14 @@ class Progress:
                                    "count": params.batch_count, "interrupted": False}
 
     def step(self, session: str, event) -> None:
+        """A job's (step, total, preview) event; the preview, when there is one, is kept as /progress's image."""
         if isinstance(event, tuple) and len(event) >= 2:
+            preview = event[2] if len(event) > 2 else None
             with self._lock:
                 if session in self._jobs:
-                    self._jobs[session].update(step=int(event[0]), total=int(event[1]))
+                    job = self._jobs[session]
+                    job.update(step=int(event[0]), total=int(event[1]))
+                    job["preview"] = preview if preview is not None else job.get("preview")
 
     def mark_interrupted(self, session: str) -> None:
         with self._lock:
@@ -75,7 +79,7 @@ class Progress:
                           **job_state,
                           "job_timestamp": time.strftime("%Y%m%d%H%M%S", time.localtime(job.get("started", 0))),
                           "job_no": 0, "sampling_step": job.get("step", 0), "sampling_steps": job.get("total", 0)},
-                "current_image": None, "textinfo": None}
+                "current_image": b64(png_bytes(job["preview"])) if job.get("preview") else None, "textinfo": None}
 
 
 def sampler_of(body: dict) -> str:

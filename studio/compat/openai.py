@@ -35,7 +35,7 @@ def model_named(services, user: ApiUser, modality: str, name: str) -> str:
     name = (name or "").strip()
     if not name or name in allowed_models(services, user, modality):
         return name
-    if not user.guest and name not in ("", *services.registry.names(modality)) and "/" in name:
+    if not user.guest and "/" in name:
         return name  # a path or hub id: the host's admission decides, as for the page
     raise CompatError(404, f"The model '{name[:80]}' does not exist or you do not have access to it.",
                       param="model", code="model_not_found")
@@ -128,8 +128,7 @@ class TextAnswer:
         if not self.chat:
             return {"index": 0, "text": content, "logprobs": None, "finish_reason": finish}
         if chunk:
-            delta = ({"role": "assistant", "content": content} if first else {"content": content}) if content or \
-                first else {}
+            delta = {"role": "assistant", "content": content} if first else {"content": content} if content else {}
             return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
         return {"index": 0, "message": {"role": "assistant", "content": content, "refusal": None},
                 "logprobs": None, "finish_reason": finish}
