@@ -12,7 +12,7 @@ import uuid
 from dataclasses import replace
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from pipelines.image import ImageParams
 from pipelines.text import ROLES
