@@ -1,6 +1,6 @@
 """End to end: what a user of the served studio gets, beside the bare libraries, in one run.
 
-    python benchmarks/e2e.py [--reps 5] [--rows text,image,gan,vae,trivial,browser]
+    python benchmarks/e2e.py [--reps 5] [--rows text,image,gan,vae,trivial,compat,browser]
 
 A studio is launched as its own process (`python -m studio launch`) and called through
 `gradio_client`, exactly as a user's script would; the bare libraries run in a second process of
@@ -16,6 +16,8 @@ Rows:
 - gan: 1×1, 4×4, 8×8 grids — `/gan_sample` vs one generator batch (the same weights).
 - vae: a 12×12 map of the 2-D digit VAE — `/vae_map` vs one batch of 144 decodes.
 - trivial: `/history_list`, the floor of a round trip.
+- compat: `/v1/chat/completions` (the text row's chat, tokens per second) and `/sdapi/v1/txt2img` (the image row's
+  pictures) over plain HTTP, vs the same bare calls.
 - browser (needs Chromium): event → new picture in the page, for real-time mode (a word typed), a GAN direction
   slider, a VAE slider, a VAE map cell click, and the diffusion preview scrub — measured in Chromium with
   Playwright.
@@ -322,6 +324,36 @@ def rows_image(client, bare, reps: int, report, url: str, model: str = "emoji-ld
     report.line(f"{'  of which served overhead, HTTP (ms)':44} {served * 1000:10.1f}")
 
 
+def rows_compat(url: str, bare, reps: int, report, model: str = "emoji-ldm") -> None:
+    """The compatibility APIs over plain HTTP (one kept-alive connection): `/v1/chat/completions` (the chat row's
+    prompt, greedy, 128 tokens; tokens/s from its usage) and `/sdapi/v1/txt2img` (the image row's pictures),
+    each beside the same bare call, alternating."""
+    import httpx
+
+    http = httpx.Client(base_url=url.rstrip("/"), timeout=600)
+
+    def chat(rep):
+        seconds, answer = timed(lambda: http.post("/v1/chat/completions", json={
+            "model": "", "messages": [{"role": "user", "content": CHAT}], "max_tokens": 128, "temperature": 0,
+            "seed": rep}).json())
+        return answer["usage"]["completion_tokens"] / seconds
+
+    def chat_bare(rep):
+        out = bare("text", tokens=128, seed=rep)
+        return out["tokens"] / out["seconds"]
+
+    s, b = (statistics.median(side) for side in side_by_side(reps, chat, chat_bare))
+    report.line(f"{'/v1/chat/completions, 128 tokens (tok/s)':44} {s:10.1f} {b:10.1f} {s / b:7.3f}")
+    body = {"prompt": "red heart", "sampler_name": "DPM++ 2M", "steps": 20, "cfg_scale": 7.0, "width": 64,
+            "height": 64, "batch_size": 4, "override_settings": {"sd_model_checkpoint": model}}
+    s, b = (statistics.median(side) for side in side_by_side(
+        reps, lambda rep: timed(lambda: http.post("/sdapi/v1/txt2img", json={**body, "seed": rep}).json())[0],
+        lambda rep: bare("image", model=model, prompt="red heart", batch=4, steps=20, size=64, guidance=7.0,
+                         seed=rep)["seconds"]))
+    report.line(f"{'/sdapi/v1/txt2img, 4 × 64², 20 steps (s)':44} {s:10.2f} {b:10.2f} {b / s:7.3f}")
+    http.close()
+
+
 def rows_gan(client, bare, reps: int, report) -> None:
     for n in (1, 4, 8):
         s, b = side_by_side(reps, lambda rep: timed(lambda: client.predict("dcgan-faces-64", rep, n, 1.0,
@@ -348,7 +380,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reps", type=int, default=5)
-    parser.add_argument("--rows", default="text,image,gan,vae,trivial,browser")
+    parser.add_argument("--rows", default="text,image,gan,vae,trivial,compat,browser")
     args = parser.parse_args()
     if args.bare:
         bare_server()
@@ -376,6 +408,8 @@ def main() -> None:
             rows_vae(client, bare, args.reps, report)
         if "trivial" in rows:
             rows_trivial(client, args.reps, report)
+        if "compat" in rows:
+            rows_compat(url, bare, args.reps, report)
         if "browser" in rows:
             from benchmarks.e2e_browser import browser_rows
 

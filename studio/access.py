@@ -55,13 +55,19 @@ class Access:
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._all_failures: deque[float] = deque()
         self._lock = threading.Lock()
+        self.key_guests: set[str] = set()  # users of guest API keys (studio/keys.py): guests without a login
 
     def is_guest(self, user: str) -> bool:
-        return user in self.guests
+        return user in self.guests or user in self.key_guests
+
+    def register_key_guest(self, user: str) -> None:
+        """A guest API key's user is a guest from now on (the same models, limits and quota as a guest login)."""
+        with self._lock:
+            self.key_guests.add(user)
 
     def knows(self, user: str) -> bool:
-        """A user with a login (owner or guest)."""
-        return user in self.owners or user in self.guests
+        """A user with a login (owner or guest) or a guest API key."""
+        return user in self.owners or user in self.guests or user in self.key_guests
 
     # -- logins ----------------------------------------------------------------------------------------
     def check_password(self, user: str, password: str) -> bool:

@@ -130,6 +130,25 @@ def admit_pictures(services, params: ImageParams, *, interactive: bool = False) 
     return settings.guest_job_seconds if caller.guest else 0.0
 
 
+def make_images(services, params: ImageParams, model: str, owner: str, session: str, progress=None):
+    """Make pictures as `session`'s cancellable image job and keep them in History as `owner`'s (parameters,
+    Content Credentials, watermark): the Gradio API's and the compatibility APIs' one way. `progress` hears the
+    job's (step, total, preview) at most once a second (its previews cost a decode each). Returns (kept:
+    keep_images' list, out: the ImageOutput, pipe); raises GenerationCancelled."""
+    check_pictures(services, params)  # the caller's rules (a guest's LoRA files, limits, room) before any load
+    cancel = services.jobs.start(session, "image")
+    try:
+        with services.image_lease(model) as pipe:  # in use (never evicted) until the pictures are made
+            job = start_generation(services, pipe, params, cancel, watched=progress is not None)
+            if progress is not None and hasattr(job, "events"):
+                for event in job:
+                    progress(event)
+            out = job.result()
+    finally:
+        services.jobs.finish(session, "image", cancel)
+    return keep_images(services, pipe, params, out, owner), out, pipe
+
+
 CONTROL_FIELDS = {"model": str, "module": str, "weight": float, "guidance_start": float, "guidance_end": float,
                   "threshold_a": int, "threshold_b": int}  # AUTOMATIC1111's ControlNet API names
 

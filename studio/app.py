@@ -198,6 +198,7 @@ def _slow_logins_per_address(fastapi_app, behind_proxy: bool) -> None:
 
 
 def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
+    from studio.compat import add_compat_routes
     from studio.file_route import add_file_route
     from studio.share import add_routes
 
@@ -218,6 +219,7 @@ def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
         footer_links=["api", "settings"], **extra,
     )
     add_routes(result[0], services.links)  # per-item share links, before anyone can ask for one
+    add_compat_routes(result[0], services)  # the OpenAI- and AUTOMATIC1111-compatible APIs (/v1, /sdapi/v1)
     add_file_route(result[0], services)  # History's files: only to whom they belong
     _slow_logins_per_address(result[0], services.settings.behind_proxy)
     if block:

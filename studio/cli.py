@@ -1,4 +1,4 @@
-"""`studio` command line: launch · models · fetch · text · train.
+"""`studio` command line: launch · models · fetch · text · train · keys.
 
 `studio` alone is `studio launch`. Every subcommand builds the same params objects the UI builds.
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from pipelines.checks import short
 
-SUBCOMMANDS = ("launch", "models", "fetch", "text", "train")
+SUBCOMMANDS = ("launch", "models", "fetch", "text", "train", "keys")
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -119,7 +119,22 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--vae-channels", default="32,64,64", help="emoji: VAE block widths")
     train.add_argument("--no-text-encoder", action="store_true",
                        help="do not link MiniLM into the output folder (the shipped assets omit it for size)")
+    _keys_parser(sub)
     return parser
+
+
+def _keys_parser(sub) -> None:
+    """`studio keys add NAME [--guest]` · `studio keys list` · `studio keys revoke NAME` (studio/keys.py)."""
+    keys = sub.add_parser("keys", help="API keys for the OpenAI- and AUTOMATIC1111-compatible routes")
+    action = keys.add_subparsers(dest="keys_command", required=True)
+    add = action.add_parser("add", help="make a new key for user NAME and print it (shown once)")
+    add.add_argument("name")
+    add.add_argument("--guest", action="store_true", help="a guest's key: provided models only, with the quota")
+    action.add_parser("list", help="list the keys (names, guest or owner, when made; never the keys)")
+    revoke = action.add_parser("revoke", help="remove every key of user NAME")
+    revoke.add_argument("name")
+    for parser in action.choices.values():
+        _common(parser)  # --outputs (where the keys file is) and --config, after the action
 
 
 def _settings(args):
@@ -281,12 +296,36 @@ def cmd_train(args) -> int:
     return 0
 
 
+def cmd_keys(args) -> int:
+    import time
+
+    from studio.keys import ApiKeys
+
+    keys = ApiKeys(_settings(args).outputs)
+    if args.keys_command == "add":
+        key = keys.add(args.name, guest=args.guest)
+        _log(f"New {'guest' if args.guest else 'owner'} key for {args.name} (shown once; keep it secret):")
+        print(key)
+    elif args.keys_command == "list":
+        for entry in keys.entries():
+            made = time.strftime("%Y-%m-%d %H:%M", time.localtime(entry.created))
+            print(f"{entry.name:24} {'guest' if entry.guest else 'owner':6} {made}  {entry.id}")
+    else:
+        removed = keys.revoke(args.name)
+        if not removed:
+            _log(f"no key for {args.name}")
+            return 1
+        print(f"revoked {removed} key(s) of {args.name}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in SUBCOMMANDS and argv[0] not in ("-h", "--help")):
         argv.insert(0, "launch")
     args = build_parser().parse_args(argv)
-    handlers = {"launch": cmd_launch, "models": cmd_models, "fetch": cmd_fetch, "text": cmd_text, "train": cmd_train}
+    handlers = {"launch": cmd_launch, "models": cmd_models, "fetch": cmd_fetch, "text": cmd_text, "train": cmd_train,
+                "keys": cmd_keys}
     try:
         return handlers[args.command](args)
     except (ValueError, RuntimeError) as exc:

@@ -16,7 +16,7 @@ from pathlib import Path
 from studio.access import Access
 from studio.config import Settings
 from studio.history import History
-from studio.host import Caller, ModelHost
+from studio.host import ModelHost
 
 log = logging.getLogger("studio")
 
@@ -106,10 +106,6 @@ class Services:
         if name.startswith("__") or name == "host":
             raise AttributeError(name)
         return getattr(self.host, name)
-
-    def caller(self, user: str, tab: str) -> Caller:
-        """The host's view of a request from `user` in `tab`: a guest's full renders count against the quota."""
-        return Caller(user, guest=self.access.is_guest(user), charge=lambda: self.access.admit(user, tab))
 
     @cached_property
     def links(self):

@@ -152,7 +152,9 @@ def render(endpoints: list[tuple[str, object]]) -> str:
         if returns:
             lines += ["", returns[0].replace("\n", " ")]
         lines += ["", "```python", EXAMPLES[name], "```"]
-    return "\n".join(lines) + "\n"
+    from studio.compat.docs import markdown as compat_sections
+
+    return "\n".join(lines) + "\n" + compat_sections()
 
 
 def current(services=None) -> str:

@@ -18,8 +18,8 @@ from pipelines.image_regions import regions_from_layout
 from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
 from pipelines.media import png_bytes, read_png_info
 from studio.tabs.common import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
-from studio.actions import (build_params, check_loras, check_pictures, control_units, image_prompt, keep_images, loras_from,
-                             make_plot, resolve_upscaler, run_text, save_shared_style, start_generation, style_named,
+from studio.actions import (build_params, check_loras, check_pictures, control_units, image_prompt, loras_from,
+                             make_images, make_plot, resolve_upscaler, run_text, save_shared_style, style_named,
                              upscaled_origin, verify_file, verify_summary)
 
 
@@ -291,16 +291,11 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
                              **extra)
         params.validate(limits)
         check_pictures(services, params)  # the caller's rules (a guest's LoRA files…) before anything loads
-        session = session_of(request)
-        cancel = services.jobs.start(session, "image")
         try:
-            with services.image_lease(model) as pipe:  # in use (never evicted) until the pictures are made
-                out = start_generation(services, pipe, params, cancel, watched=False).result()
+            kept, out, pipe = make_images(services, params, model, user_of(request), session_of(request))
         except GenerationCancelled:
             raise ValueError("cancelled: nothing was saved") from None
-        finally:
-            services.jobs.finish(session, "image", cancel)
-        return _generated(services, pipe, params, out, user_of(request))
+        return _generated(pipe, params, out, kept)
 
     image_options = dict(concurrency_limit=services.host.image_slots, concurrency_id="image")
     return [("generate_image", generate_image, image_options), *_plot_endpoints(services, image_options),
@@ -389,10 +384,8 @@ def _start_and_mask(init_images, mask, max_pixels: int):
     return init, mask_image
 
 
-def _generated(services, pipe, params, out, owner: str) -> tuple[dict, list[FileData]]:
-    """Keep the pictures in History and answer with their files and what made them."""
-
-    kept = keep_images(services, pipe, params, out, owner)
+def _generated(pipe, params, out, kept) -> tuple[dict, list[FileData]]:
+    """Answer with the kept pictures' files and what made them."""
     paths = [k[0] if isinstance(k[0], str) else unsaved({".png": png_bytes(k[0])})[0] for k in kept]
     info = {"seeds": out.seeds, "seconds": round(out.seconds, 3), "history_ids": [k[2] for k in kept],
             "model": pipe.model.name, "notes": list(out.notes),
