@@ -142,12 +142,12 @@ def build_tiny_sd3(folder: Path) -> Path:
     tokenizer_3 = build_t5_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        transformer = SD3Transformer2DModel(sample_size=32, patch_size=2, in_channels=4, num_layers=1,
+        transformer = SD3Transformer2DModel(sample_size=32, patch_size=2, in_channels=16, num_layers=1,
                                             attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
-                                            joint_attention_dim=32, pooled_projection_dim=64, out_channels=4)
+                                            joint_attention_dim=32, pooled_projection_dim=64, out_channels=16)
         text_encoder, text_encoder_2 = _clip_encoder(tokenizer, True), _clip_encoder(tokenizer, True)
         text_encoder_3 = _t5_encoder(len(tokenizer_3))
-        vae = _kl_vae(4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+        vae = _kl_vae(16, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
     pipe = StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
                                     text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
                                     tokenizer_2=tokenizer, text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3,
