@@ -176,3 +176,18 @@ def test_a_gguf_file_without_its_base_folder_is_refused_in_words(tmp_path):
     lonely.write_bytes(b"GGUF")
     with pytest.raises(ModelNotAvailable, match="put its base model's diffusers folder beside it"):
         load(lonely)
+
+
+def test_curated_entries_for_each_family_say_license_size_and_vram(tmp_path):
+    from pipelines.registry import CURATED_MODELS
+
+    registry = Registry(tmp_path, offline=True)
+    names = ("flux.1-schnell", "flux.1-dev", "flux.2-klein-4b", "z-image-turbo", "qwen-image", "qwen-image-edit",
+             "sd3.5-medium", "chroma1-hd", "sana-600m-512")
+    specs = {spec.name: spec for spec in CURATED_MODELS}
+    for name in names:
+        spec = registry.lookup(name, "image")
+        assert spec is specs[name] and spec.source == "hub" and "/" in spec.location
+        assert spec.license and spec.size.startswith("about") and "GB" in spec.vram and spec.description
+    with pytest.raises(ModelNotAvailable, match="the studio is offline"):
+        registry.resolve(registry.lookup("flux.1-schnell", "image"))
