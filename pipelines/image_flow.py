@@ -278,3 +278,36 @@ def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.d
     transformer = getattr(diffusers, family.transformer).from_single_file(str(path), **kwargs)
     return diffusers.DiffusionPipeline.from_pretrained(base, transformer=transformer, dtype=dtype,
                                                        local_files_only=True)
+
+
+def spec_family(spec) -> Family | None:
+    """The family of a registry spec when it can be known without loading or downloading anything: a folder's
+    (or a transformer file's base folder's) model_index.json, or a hub model's cached one; None otherwise."""
+    if spec.source == "folder":
+        return folder_family(Path(spec.location))
+    if spec.source == "file":
+        from pipelines.image import find_single_file_config
+
+        base = find_single_file_config(Path(spec.location))
+        return folder_family(base) if base is not None else None
+    if spec.source == "hub":
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        found = try_to_load_from_cache(spec.location, "model_index.json")
+        return folder_family(Path(found).parent) if isinstance(found, str) else None
+    return None
+
+
+def sampler_choices(spec, sd_samplers: tuple[str, ...]) -> tuple[list[str], str]:
+    """The samplers the Image tab offers for a model, and the one it starts on: the family's flow samplers, SD's
+    for a UNet model, or both when the family cannot be known yet (a hub model not downloaded)."""
+    if spec is not None and spec.source in ("asset", "package"):
+        return list(sd_samplers), "DPM++ 2M"
+    family = spec_family(spec) if spec is not None else None
+    if family is not None:
+        return list(family.samplers), family.samplers[0]
+    if spec is not None and spec.source in ("folder", "file"):
+        return list(sd_samplers), "DPM++ 2M"
+    return [*sd_samplers, *FLOW_SCHEDULERS], "DPM++ 2M"

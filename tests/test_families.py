@@ -191,3 +191,15 @@ def test_curated_entries_for_each_family_say_license_size_and_vram(tmp_path):
         assert spec.license and spec.size.startswith("about") and "GB" in spec.vram and spec.description
     with pytest.raises(ModelNotAvailable, match="the studio is offline"):
         registry.resolve(registry.lookup("flux.1-schnell", "image"))
+
+
+def test_the_image_tab_offers_the_familys_samplers(folders, tiny_sd_dir, tmp_path):
+    from pipelines.image import SCHEDULERS
+    from pipelines.image_flow import FLOW_SCHEDULERS, sampler_choices
+
+    registry = Registry(tmp_path, offline=True)
+    sd = tuple(SCHEDULERS)
+    assert sampler_choices(registry.lookup(str(folders["flux"]), "image"), sd) == (list(FLOW_SCHEDULERS), "Flow Euler")
+    assert sampler_choices(registry.lookup(str(tiny_sd_dir), "image"), sd) == (list(SCHEDULERS), "DPM++ 2M")
+    choices, value = sampler_choices(registry.lookup("someone/not-downloaded", "image"), sd)
+    assert choices == [*SCHEDULERS, *FLOW_SCHEDULERS] and value == "DPM++ 2M"
