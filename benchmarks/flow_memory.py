@@ -25,7 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Report
-from pipelines.memory import GiB, DeviceMemory, DoesNotFit
+from pipelines.memory import DeviceMemory, DoesNotFit, GiB
 from pipelines.memory_flow import plan_flow_memory
 
 # Component sizes of the published models in bfloat16 (what the plan reasons about)

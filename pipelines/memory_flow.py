@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import torch
 
-from pipelines.memory import GiB, MPS_SLICING_BELOW, DeviceMemory, DoesNotFit, MemoryPlan
+from pipelines.memory import MPS_SLICING_BELOW, DeviceMemory, DoesNotFit, GiB, MemoryPlan
 
 TEXT_ENCODERS = ("text_encoder", "text_encoder_2", "text_encoder_3")
 
@@ -35,7 +35,7 @@ def plan_flow_memory(components: dict[str, int], memory: DeviceMemory) -> Memory
     transformer = components.get("transformer", 0)
     total = sum(components.values())
     headroom = flow_headroom(transformer)
-    gb = lambda n: f"{n / GiB:.1f} GB"  # noqa: E731
+    gb = lambda n: f"{n / GiB:.1f} GB"
     if memory.kind == "cpu":
         if total > memory.host_free:
             raise DoesNotFit(f"this model needs {gb(total)} of memory and the system has {gb(memory.host_free)} free: "
@@ -52,7 +52,7 @@ def plan_flow_memory(components: dict[str, int], memory: DeviceMemory) -> Memory
         return MemoryPlan("device", attention_slicing=slicing, vae_tiling=True,
                           reason=f"{gb(total)} of weights fit in {gb(memory.total)} of unified memory")
     room = memory.free + memory.held_by_others
-    evict = lambda need: need > memory.free  # noqa: E731
+    evict = lambda need: need > memory.free
     if total + headroom <= room:
         return MemoryPlan("device", vae_tiling=total + headroom + 2 * GiB > room, evict_others=evict(total + headroom),
                           reason=f"{gb(total)} of weights fit in {gb(room)} usable")

@@ -181,8 +181,12 @@ def build_tiny_z_image(folder: Path) -> Path:
 
 def build_tiny_qwen_image(folder: Path) -> Path:
     """QwenImagePipeline (a Qwen2.5-VL text encoder, a 2-layer MMDiT, the Qwen-Image causal-3D VAE)."""
-    from diffusers import AutoencoderKLQwenImage, FlowMatchEulerDiscreteScheduler, QwenImagePipeline
-    from diffusers import QwenImageTransformer2DModel
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
     from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tokenizer = build_qwen_tokenizer()

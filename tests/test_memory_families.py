@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from pipelines.memory import GiB, DeviceMemory, DoesNotFit, MemoryPlan, apply_image_plan, plan_image_memory
+from pipelines.memory import DeviceMemory, DoesNotFit, GiB, MemoryPlan, plan_image_memory
 
 # Component sizes as loaded in bfloat16 (the models' own files)
 FLUX_DEV = {"transformer": int(23.8 * GiB), "text_encoder_2": int(9.5 * GiB), "text_encoder": int(0.25 * GiB),
