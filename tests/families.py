@@ -242,6 +242,32 @@ def build_tiny_sana(folder: Path) -> Path:
     return _save(pipe, folder, "sana")
 
 
+def build_tiny_flux2_klein(folder: Path) -> Path:
+    """Flux2KleinPipeline (a 28-layer Qwen3 whose layers 9, 18 and 27 are read, the Flux.2 VAE, 2×2-patched
+    latents)."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+    from diffusers import Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = build_qwen_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = Flux2Transformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
+                                              timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
+                                              guidance_embeds=False)
+        text_encoder = Qwen3ForCausalLM(Qwen3Config(intermediate_size=16, hidden_size=16, num_hidden_layers=28,
+                                                    num_attention_heads=2, num_key_value_heads=2, head_dim=8,
+                                                    vocab_size=len(tokenizer), max_position_embeddings=512)).eval()
+        vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8),
+                                 down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                                 layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
+                                 use_post_quant_conv=False)
+    pipe = Flux2KleinPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                              tokenizer=tokenizer, transformer=transformer, is_distilled=True)
+    return _save(pipe, folder, "flux2-klein")
+
+
 def build_tiny_flux_lora(folder: Path, flux_dir: Path, seed: int = 1) -> Path:
     """A random LoRA for the tiny Flux transformer, in diffusers/peft names (.safetensors)."""
     from diffusers import FluxPipeline, FluxTransformer2DModel
@@ -266,4 +292,4 @@ def model_index(folder: Path) -> dict:
 
 
 BUILDERS = {"flux": build_tiny_flux, "chroma": build_tiny_chroma, "sd3": build_tiny_sd3, "z-image": build_tiny_z_image,
-            "qwen-image": build_tiny_qwen_image, "sana": build_tiny_sana}
+            "qwen-image": build_tiny_qwen_image, "sana": build_tiny_sana, "flux2-klein": build_tiny_flux2_klein}

@@ -19,7 +19,7 @@ from pipelines.registry import ModelNotAvailable, Registry
 from tests.families import BUILDERS, build_tiny_flux_lora
 
 FAMILY_OF_BUILDER = {"flux": "flux", "chroma": "chroma", "sd3": "sd3", "z-image": "z-image",
-                     "qwen-image": "qwen-image", "sana": "sana"}
+                     "qwen-image": "qwen-image", "sana": "sana", "flux2-klein": "flux2"}
 
 
 @pytest.fixture(scope="module")
@@ -88,6 +88,13 @@ def test_what_a_family_cannot_do_is_said_in_words(models):
     with pytest.raises(ValueError, match="mode: Chroma has no inpainting in diffusers that runs"):
         make(models["chroma"], mode="inpaint", init_image=start, mask=Image.new("L", (64, 64), 255))
     assert make(models["chroma"], mode="img2img", init_image=start, strength=0.6).shape == (1, 64, 64, 3)
+    with pytest.raises(ValueError, match="mode: Flux.2 has no image to image in diffusers .Flux.2 takes reference"):
+        make(models["flux2-klein"], mode="img2img", init_image=start)
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    painted = make(models["flux2-klein"], mode="inpaint", init_image=start, mask=mask, strength=1.0)
+    assert painted.shape == (1, 64, 64, 3)
+    assert np.abs(painted[0, :, :32].astype(int) - np.asarray(start)[:, :32].astype(int)).mean() > 5  # repainted
     with pytest.raises(ValueError, match="hires: the hires fix is for SD/SDXL models here"):
         from pipelines.image_upscale import HiresParams
 
