@@ -618,6 +618,7 @@ class _Progress:
     def __init__(self, params: ImageParams, callback, cancel, preview_every: int, interval: float, started: float,
                  tiny=None):
         self.params, self.callback, self.cancel, self.tiny = params, callback, cancel, tiny
+        self.preview = preview_image  # (pipe, latents of one image, tiny) → PIL or None; a flow family has its own
         self.preview_every, self.interval, self.last = preview_every, interval, started
         hires = params.hires
         self.second = max(1, int((hires.steps or params.steps) * hires.strength)) if hires else 0
@@ -640,7 +641,7 @@ class _Progress:
                 self.last = now
                 every = self.preview_every
                 due = (step + 1) % every == 0 if every and not self.interval else True
-                preview = preview_image(p, callback_kwargs["latents"][0], self.tiny) if every and due else None
+                preview = self.preview(p, callback_kwargs["latents"][0], self.tiny) if every and due else None
                 self.callback(done, self.total, preview)
             return callback_kwargs
 
@@ -678,7 +679,7 @@ class ImagePipeline:
         if self.model.family is not None:
             self.model.family.refuse(params)
             with self.model.adapters.using(self.model, params.loras):
-                return generate_flow(self, params, callback, cancel, progress_interval)
+                return generate_flow(self, params, callback, cancel, preview_every, progress_interval)
         image_prompt = params.image_prompt
         embedding = read_ip_adapter(image_prompt.adapter.location, self.model).embed(image_prompt.image) \
             if image_prompt else None

@@ -210,7 +210,8 @@ def check_size(family: Family, pipe, width: int, height: int) -> None:
                              f"multiple of {multiple} (got {value})")
 
 
-def generate_flow(image_pipeline, params, callback=None, cancel=None, progress_interval: float = 0.0):
+def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_every: int = 5,
+                  progress_interval: float = 0.0):
     """`ImagePipeline.__call__` for a flow family (its LoRAs already in place): batch_count runs of batch_size
     pictures, each from its seed's own noise, drawn unpacked and packed here."""
     import random
@@ -229,7 +230,8 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, progress_i
     prompt, negative = params.prompts()
     prompt, notes = prompt_notes(family, prompt, negative)
     started = time.perf_counter()
-    progress = _Progress(params, callback, cancel, 0, progress_interval, started)
+    progress = _Progress(params, callback, cancel, preview_every, progress_interval, started)
+    progress.preview = lambda p, latents, tiny: flow_preview(family, p, latents, params.width, params.height)
     shape = noise_shape(family, pipe, params.width, params.height)
     device, dtype = model.placement.device, model.placement.dtype
     images = []
@@ -311,3 +313,36 @@ def sampler_choices(spec, sd_samplers: tuple[str, ...]) -> tuple[list[str], str]
     if spec is not None and spec.source in ("folder", "file"):
         return list(sd_samplers), "DPM++ 2M"
     return [*sd_samplers, *FLOW_SCHEDULERS], "DPM++ 2M"
+
+
+PREVIEW_LATENT = 32  # previews decode at most 32×32 latents (256² pictures from a VAE scaling by 8)
+
+
+def flow_preview(family: Family, pipe, latents: torch.Tensor, width: int, height: int):
+    """A live preview of one image's latents in the pipeline's layout: unpacked, shrunk to at most 32×32 (area
+    average) and decoded by the model's own VAE — a small, blurry picture of where denoising is, at a fraction
+    of a full decode's cost. None for a VAE this does not know how to read (Flux.2's patch-normalized one)."""
+    import torch.nn.functional as F
+    from PIL import Image
+
+    vae = getattr(pipe, "vae", None)
+    if vae is None or family.key == "flux2":
+        return None
+    shape = noise_shape(family, pipe, width, height)
+    x = unpack(family, latents[None].float(), shape)[0] if family.packed else latents.float()
+    h, w = x.shape[-2:]
+    if max(h, w) > PREVIEW_LATENT:
+        scale = PREVIEW_LATENT / max(h, w)
+        x = F.interpolate(x[None], size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")[0]
+    config = vae.config
+    with torch.inference_mode():
+        if getattr(config, "latents_mean", None) is not None:  # Qwen-Image's causal-3D VAE: [B, C, frames, h, w]
+            mean = torch.tensor(config.latents_mean).view(-1, 1, 1)
+            std = torch.tensor(config.latents_std).view(-1, 1, 1)
+            raw = (x * std + mean)[None, :, None]
+            rgb = vae.decode(raw.to(vae.device, vae.dtype)).sample[0, :, 0]
+        else:
+            raw = x / config.scaling_factor + (getattr(config, "shift_factor", None) or 0.0)
+            rgb = vae.decode(raw[None].to(vae.device, vae.dtype)).sample[0]
+    array = (rgb.float().clamp(-1, 1).add(1).div(2).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
+    return Image.fromarray(array)

@@ -210,3 +210,22 @@ def test_the_image_tab_offers_the_familys_samplers(folders, tiny_sd_dir, tmp_pat
     assert sampler_choices(registry.lookup(str(tiny_sd_dir), "image"), sd) == (list(SCHEDULERS), "DPM++ 2M")
     choices, value = sampler_choices(registry.lookup("someone/not-downloaded", "image"), sd)
     assert choices == [*SCHEDULERS, *FLOW_SCHEDULERS] and value == "DPM++ 2M"
+
+
+@pytest.mark.parametrize("name", ["flux", "qwen-image", "z-image", "sana"])
+def test_live_previews_decode_the_familys_latents(models, name):
+    seen = []
+    params = ImageParams(prompt="a red fox", steps=3, width=64, height=64, scheduler="Flow Euler", seed=1)
+    ImagePipeline(models[name], ImageLimits())(params, callback=lambda done, total, preview: seen.append(
+        (done, total, preview)), preview_every=1)
+    assert [(done, total) for done, total, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    previews = [preview for _, _, preview in seen]
+    assert all(p is not None and p.size == (64, 64) for p in previews)
+    assert np.asarray(previews[0]).std() > 1
+
+
+def test_previews_of_big_pictures_decode_shrunk_latents(models):
+    seen = []
+    params = ImageParams(prompt="a red fox", steps=1, width=128, height=96, scheduler="Flow Euler", seed=1)
+    ImagePipeline(models["flux"], ImageLimits())(params, callback=lambda d, t, p: seen.append(p), preview_every=1)
+    assert seen[0].size == (64, 48)  # 64×48 latents area-averaged to 32×24, decoded by the VAE (×2)
