@@ -189,17 +189,18 @@ def guidance_inputs(family: Family, guidance: float, negative: str, n: int) -> d
     return {"guidance_scale": guidance, **({"negative_prompt": [negative] * n} if family.negative else {})}
 
 
-def prompt_notes(family: Family, prompt: str, negative: str) -> tuple[str, tuple[str, ...]]:
-    """The prompt the family reads (A1111 (word:1.3) weighting is SD's: removed here, with a note)."""
+def prompt_notes(family: Family, prompt: str, negative: str) -> tuple[str, str, tuple[str, ...]]:
+    """The prompt and negative prompt the family reads (A1111 (word:1.3) weighting is SD's: removed here, with a
+    note), and the notes."""
     from pipelines.image_prompt import has_syntax, plain_text
 
     notes = []
     if has_syntax(prompt) or has_syntax(negative):
-        prompt = plain_text(prompt)
+        prompt, negative = plain_text(prompt), plain_text(negative)
         notes.append(f"{family.label} does not weight words; the prompt was used without (…) and […]")
     if negative.strip() and not family.negative:
         notes.append(f"{family.label} is guidance-distilled and reads no negative prompt; it was not used")
-    return prompt, tuple(notes)
+    return prompt, negative, tuple(notes)
 
 
 def check_size(family: Family, pipe, width: int, height: int) -> None:
@@ -228,7 +229,7 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_ev
     base = params.seed if params.seed is not None else random.SystemRandom().randrange(2**32 - 1024)
     seeds = [(base + i) % 2**32 for i in range(params.batch_size * params.batch_count)]
     prompt, negative = params.prompts()
-    prompt, notes = prompt_notes(family, prompt, negative)
+    prompt, negative, notes = prompt_notes(family, prompt, negative)
     started = time.perf_counter()
     progress = _Progress(params, callback, cancel, preview_every, progress_interval, started)
     progress.preview = lambda p, latents, tiny: flow_preview(family, p, latents, params.width, params.height)

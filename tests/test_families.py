@@ -229,3 +229,14 @@ def test_previews_of_big_pictures_decode_shrunk_latents(models):
     params = ImageParams(prompt="a red fox", steps=1, width=128, height=96, scheduler="Flow Euler", seed=1)
     ImagePipeline(models["flux"], ImageLimits())(params, callback=lambda d, t, p: seen.append(p), preview_every=1)
     assert seen[0].size == (64, 48)  # 64×48 latents area-averaged to 32×24, decoded by the VAE (×2)
+
+
+def test_weighting_syntax_and_a_distilled_models_negative_prompt_are_said_not_hidden(models):
+    out = ImagePipeline(models["flux"], ImageLimits())(ImageParams(
+        prompt="a (red:1.4) fox", negative_prompt="blurry", steps=1, width=64, height=64, scheduler="Flow Euler",
+        seed=2))
+    assert out.notes == ("Flux.1 does not weight words; the prompt was used without (…) and […]",
+                         "Flux.1 is guidance-distilled and reads no negative prompt; it was not used")
+    plain = ImagePipeline(models["flux"], ImageLimits())(ImageParams(
+        prompt="a red fox", steps=1, width=64, height=64, scheduler="Flow Euler", seed=2))
+    assert np.array_equal(np.asarray(out.images[0]), np.asarray(plain.images[0]))
