@@ -1,4 +1,4 @@
-"""The latent workbench on flow-matching transformer models (Flux.1, Qwen-Image), behind the one explorer
+"""The latent workbench on flow-matching transformer models (Flux.1, SD3/3.5, Qwen-Image), behind the one explorer
 contract (`pipelines.latent`), as `DiffusionLatentModel` is on UNet models.
 
     space = FlowLatentModel(image_model, DiffusionLook(steps=20, guidance=3.5, scheduler="Flow Euler"))
@@ -7,7 +7,8 @@ contract (`pipelines.latent`), as `DiffusionLatentModel` is on UNet models.
 
 A point is the start noise, unpacked [C, h, w] exactly as the Image tab draws it for its seed (the packed token
 layout is the pipeline's business: `image_flow.pack`), plus the prompt as the family's text encoders read it:
-Flux — the T5 token embeddings [512, E] and CLIP's pooled embedding [P]; Qwen-Image — the Qwen2.5-VL token
+Flux — the T5 token embeddings [512, E] and CLIP's pooled embedding [P]; SD3/3.5 — CLIP-L, CLIP-G and T5 tokens
+[77 + 256, E] and the two CLIPs' pooled [P]; Qwen-Image — the Qwen2.5-VL token
 embeddings padded to 512 tokens [512, E] with their attention mask in `pooled` [512] (mixed masks keep every
 token either prompt has). Rendering is the family's own pipeline called with those embeddings: a point made from
 a seed and a prompt renders the very picture the Image tab makes from them. Directions come from prompt pairs.
@@ -28,7 +29,8 @@ from pipelines.latent import Direction, LatentModel, LatentPoint
 
 RENDER_BATCH = 8
 TOKENS = 512  # the pipelines' own max_sequence_length default: the Image tab's prompts are read at this length
-EXPLORABLE = {"flux": "pooled", "flux-kontext": "pooled", "qwen-image": "mask"}
+EXPLORABLE = {"flux": "pooled", "flux-kontext": "pooled", "qwen-image": "mask", "sd3": "sd3"}
+SD3_TOKENS = 256  # StableDiffusion3Pipeline's own max_sequence_length default
 
 
 class FlowLatentModel(LatentModel):
@@ -38,7 +40,7 @@ class FlowLatentModel(LatentModel):
 
     def __init__(self, model, look) -> None:
         if model.family.key not in EXPLORABLE:
-            raise ValueError(f"model: Explore reaches Flux.1 and Qwen-Image among the flow models so far; "
+            raise ValueError(f"model: Explore reaches Flux.1, SD3/3.5 and Qwen-Image among the flow models so far; "
                              f"{model.family.label} is not one yet")
         self.model, self.look, self.name = model, look, model.name
         # an SD sampler in the look (Explore's default) means the family's own: flow-matching Euler
@@ -78,7 +80,11 @@ class FlowLatentModel(LatentModel):
                 self._prompts.move_to_end(prompt)
                 return self._prompts[prompt]
         with self.model.adapters.using(self.model, ()), self.model.lock:  # no LoRA; the shared tokenizers
-            if EXPLORABLE[self.family.key] == "pooled":
+            if EXPLORABLE[self.family.key] == "sd3":  # CLIP-L + CLIP-G + T5 tokens, the two CLIPs pooled
+                out = self.pipe.encode_prompt(prompt=prompt, prompt_2=None, prompt_3=None, device=self.device,
+                                              do_classifier_free_guidance=False, max_sequence_length=SD3_TOKENS)
+                parts = (out[0][0].float().cpu(), out[2][0].float().cpu())
+            elif EXPLORABLE[self.family.key] == "pooled":
                 tokens, pooled, _ = self.pipe.encode_prompt(prompt=prompt, prompt_2=None, device=self.device,
                                                             max_sequence_length=TOKENS)
                 parts = (tokens[0].float().cpu(), pooled[0].float().cpu())
@@ -150,9 +156,13 @@ class FlowLatentModel(LatentModel):
         guidance = guidance_inputs(self.family, self.look.guidance, self.look.negative_prompt, n)
         kwargs.update({k: v for k, v in guidance.items() if k != "negative_prompt"})
         tokens = torch.stack([p.text for p in batch])
-        if EXPLORABLE[self.family.key] == "pooled":
+        if EXPLORABLE[self.family.key] != "mask":
             kwargs.update(prompt_embeds=tokens.to(device, dtype),
                           pooled_prompt_embeds=torch.stack([p.pooled for p in batch]).to(device, dtype))
+            if self.family.guidance == "cfg" and self.look.guidance > 1:  # SD3: CFG against the look's negative
+                negative = self.embed(self.look.negative_prompt)
+                kwargs.update(negative_prompt_embeds=negative[0][None].expand(n, -1, -1).to(device, dtype),
+                              negative_pooled_prompt_embeds=negative[1][None].expand(n, -1).to(device, dtype))
             return kwargs
         kwargs.update(self._masked("", tokens, torch.stack([p.pooled for p in batch])))
         if "negative_prompt" in guidance:  # true CFG: the look's negative prompt (a blank one when none)

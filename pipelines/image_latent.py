@@ -120,7 +120,7 @@ class DiffusionLatentModel(LatentModel):
     direction_methods = ("prompt-pair", "h-space")
 
     def __new__(cls, model: ImageModel, look: DiffusionLook):
-        """A flow-matching transformer model (Flux, Qwen-Image) gets its own adapter, behind the same contract."""
+        """A flow-matching transformer model (Flux, SD3, Qwen-Image) gets its own adapter, behind the same contract."""
         if cls is DiffusionLatentModel and getattr(model, "family", None) is not None:
             from pipelines.image_flow_latent import FlowLatentModel
 

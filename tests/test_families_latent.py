@@ -1,4 +1,4 @@
-"""The latent workbench on flow-matching transformer models (tiny random Flux and Qwen-Image): Explore this
+"""The latent workbench on flow-matching transformer models (tiny random Flux, SD3 and Qwen-Image): Explore this
 picture gives that very picture back byte for byte; seed travel, prompt travel (pooled and sequence embeddings
 mixed), directions from prompt pairs, the keyframe timeline and breeding, and refusals in words."""
 
@@ -14,15 +14,18 @@ from pipelines.image_flow_latent import TOKENS, FlowLatentModel
 from pipelines.image_latent import DiffusionLatentModel, DiffusionLook
 from pipelines.latent import WalkParams, between, breed, keyframe_frames, move, walk
 from pipelines.registry import Registry
-from tests.families import build_tiny_flux, build_tiny_qwen_image
+from tests.families import build_tiny_flux, build_tiny_qwen_image, build_tiny_sd3
 
 LOOK = DiffusionLook(steps=3, guidance=3.5, scheduler="Flow Euler", width=64, height=64, preview_steps=2)
 
 
-@pytest.fixture(scope="module", params=["flux", "qwen-image"])
+BUILD = {"flux": build_tiny_flux, "qwen-image": build_tiny_qwen_image, "sd3": build_tiny_sd3}
+
+
+@pytest.fixture(scope="module", params=list(BUILD))
 def model(request, tmp_path_factory):
     root = tmp_path_factory.mktemp(request.param)
-    folder = (build_tiny_flux if request.param == "flux" else build_tiny_qwen_image)(root)
+    folder = BUILD[request.param](root)
     registry = Registry(root / "cache", offline=True)
     return load_image_model(registry.resolve(registry.lookup(str(folder), "image")), pick_placement("cpu"),
                             offline=True)
@@ -43,7 +46,7 @@ def alone(model, seed: int, prompt: str) -> np.ndarray:
 def test_a_flow_model_gets_the_flow_adapter_behind_the_same_contract(space, model):
     assert isinstance(space, FlowLatentModel) and space.kind == "diffusion"
     c, h, w = space.z_shape
-    assert (c, h, w) == (model.pipe.transformer.config.in_channels // 4, 32, 32)  # unpacked, as drawn
+    assert (c, h, w) == (model.pipe.transformer.config.in_channels // model.family.channel_div, 32, 32)  # unpacked
     assert space.with_look(DiffusionLook(scheduler="DPM++ 2M", width=64, height=64)).scheduler == "Flow Euler"
 
 
