@@ -18,3 +18,7 @@ timeout 300 python3 -m pytest tests/gpu -m gpu -s -q -p no:cacheprovider 2>&1 | 
 timeout 240 python3 benchmarks/image.py --model /tmp/sd15-random --size 512 --steps 20 --batch 1 --reps 3 \
   --unet-512 --compile 2>&1 | tee "$out/gpu-image.log"
 cp benchmarks/results/image-*.md "$out/" 2>/dev/null || true
+# Today's transformer families: one real-size random-weight Flux.1 / Z-Image step under each memory profile the
+# plan picks for 80/24/16/12/8 GB cards (imitated by capping this process's share of the GPU): time and peak memory
+timeout 420 python3 benchmarks/flow_memory.py --model both --size 1024 --reps 2 2>&1 | tee "$out/gpu-flow-memory.log"
+cp benchmarks/results/flow-memory-*.md "$out/" 2>/dev/null || true

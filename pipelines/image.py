@@ -28,6 +28,15 @@ from pipelines.checks import check_float, check_int, short
 from pipelines.device import Placement
 from pipelines.image_control import MAX_UNITS as MAX_CONTROL_UNITS
 from pipelines.image_control import ControlUnit, control_inputs, control_pipeline
+from pipelines.image_flow import (
+    FLOW_SCHEDULERS,
+    Family,
+    family_of,
+    flow_scheduler,
+    folder_family,
+    generate_flow,
+    load_transformer_file,
+)
 from pipelines.image_ipadapter import ImagePrompt, image_prompt_inputs, is_guided, read_ip_adapter
 from pipelines.image_prompt import Conditioning, Style, encode_prompts, parse_weights
 from pipelines.image_regions import MAX_REGIONS, Region, regional_unet, whole_prompt
@@ -212,8 +221,9 @@ class ImageParams:
             raise ValueError("hires fix: only for text to image (img2img and inpaint already start from a picture)")
         if self.mode == "outpaint" and not isinstance(self.outpaint, OutpaintParams):
             raise ValueError("outpaint: choose how many pixels to add on each side")
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {short(self.scheduler)}")
+        if self.scheduler not in SCHEDULERS and self.scheduler not in FLOW_SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join([*SCHEDULERS, *FLOW_SCHEDULERS])}, got "
+                             f"{short(self.scheduler)}")
         for name in ("seed", "variation_seed"):
             if getattr(self, name) is not None:
                 check_int(name, getattr(self, name), 0, 2**32 - 1)
@@ -367,6 +377,7 @@ class ImageModel:
     preview_vae: object = None  # an AutoencoderTiny (TAESD) for live previews, when one is on disk
     controlnets: dict = field(default_factory=dict)  # ControlNetModels loaded for this model, by location
     ip_adapters: dict = field(default_factory=dict)  # IP-Adapters read for this model (image_ipadapter), by location
+    family: Family | None = None  # a flow-matching transformer family (pipelines.image_flow); None: SD/SDXL UNet
 
     @property
     def addon_modules(self) -> list:
@@ -382,6 +393,8 @@ class ImageModel:
         if mode == "txt2img":
             return self.pipe
         with self.lock:
+            if mode not in self._variants and self.family is not None:
+                self._variants[mode] = self._family_variant(mode)
             if mode not in self._variants:
                 from diffusers import AutoPipelineForImage2Image, AutoPipelineForInpainting
 
@@ -393,6 +406,17 @@ class ImageModel:
                 variant.set_progress_bar_config(disable=True)
                 self._variants[mode] = variant
             return self._variants[mode]
+
+    def _family_variant(self, mode: str):
+        """The family's own pipeline class for `mode` over the same components (ValueError in words if none)."""
+        import diffusers
+
+        class_name = self.family.pipeline_class(mode)
+        if class_name == type(self.pipe).__name__:
+            return self.pipe
+        variant = getattr(diffusers, class_name).from_pipe(self.pipe)
+        variant.set_progress_bar_config(disable=True)
+        return variant
 
     def view(self, mode: str, scheduler: str, controls: tuple = ()):
         """A pipeline object for one request: the mode's pipeline sharing its weights, with a scheduler instance
@@ -415,6 +439,8 @@ class ImageModel:
 
     @property
     def default_size(self) -> int:
+        if self.family is not None:
+            return int(getattr(self.pipe, "default_sample_size", 128)) * self.vae_scale
         unet = getattr(self.pipe, "unet", None)
         sample = getattr(getattr(unet, "config", None), "sample_size", 64)
         return int(sample) * self.vae_scale
@@ -438,7 +464,15 @@ def load_image_model(
     location = resolved.path
     name = resolved.spec.name
     try:
-        if isinstance(location, Path) and location.is_file():
+        base = single_file_config or find_single_file_config(location) \
+            if isinstance(location, Path) and location.is_file() else None
+        family = folder_family(base) if base is not None else None
+        if family is not None:  # a transformer file beside its base model's folder (Flux, Z-Image… GGUF too)
+            pipe = load_transformer_file(location, base, family, placement.dtype, offline=offline)
+        elif isinstance(location, Path) and location.suffix == ".gguf":
+            raise ModelNotAvailable(f"{location.name} is a GGUF transformer: put its base model's diffusers folder "
+                                    f"beside it as {location.stem}/ or {location.stem}-config/ (with model_index.json)")
+        elif isinstance(location, Path) and location.is_file():
             pipe = _load_single_file(location, placement, offline=offline, allow_pickle=allow_pickle,
                                      config=single_file_config or find_single_file_config(location))
         else:
@@ -447,9 +481,11 @@ def load_image_model(
                     f"{location} is not a diffusers model folder (it has no model_index.json). Point to the folder "
                     "that contains model_index.json, or to a single .safetensors checkpoint file."
                 )
+            sd_only = {} if isinstance(location, Path) and folder_family(location) else \
+                dict(safety_checker=None, requires_safety_checker=False)
             pipe = DiffusionPipeline.from_pretrained(
                 location, dtype=placement.dtype, local_files_only=offline or isinstance(location, Path),
-                safety_checker=None, requires_safety_checker=False, use_safetensors=not allow_pickle or None,
+                use_safetensors=not allow_pickle or None, **sd_only,
                 **({"variant": resolved.spec.variant} if resolved.spec.variant else {}),
             )
     except ModelNotAvailable:
@@ -467,7 +503,7 @@ def load_image_model(
         raise ModelNotAvailable(f"{name} does not fit on this machine: {exc}") from exc
     apply_image_plan(pipe, plan, placement.device)
     pipe.set_progress_bar_config(disable=True)
-    return ImageModel(pipe, name, placement, plan=plan, allow_pickle=allow_pickle)
+    return ImageModel(pipe, name, placement, plan=plan, allow_pickle=allow_pickle, family=family_of(type(pipe).__name__))
 
 
 def find_single_file_config(path: Path) -> Path | None:
@@ -507,6 +543,14 @@ def _load_single_file(path: Path, placement: Placement, *, offline: bool, allow_
 def scheduler_for(pipe, name: str):
     import diffusers
 
+    family = family_of(type(pipe).__name__)
+    if name in FLOW_SCHEDULERS:
+        if family is None:
+            raise ValueError(f"scheduler: {name} is for flow-matching models; choose one of {', '.join(SCHEDULERS)}")
+        return flow_scheduler(pipe, name)
+    if family is not None:
+        raise ValueError(f"scheduler: {family.label} is a flow-matching model; choose one of "
+                         f"{', '.join(family.samplers)} (got {name})")
     class_name, extra = SCHEDULERS[name]
     return getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
 
@@ -574,6 +618,7 @@ class _Progress:
     def __init__(self, params: ImageParams, callback, cancel, preview_every: int, interval: float, started: float,
                  tiny=None):
         self.params, self.callback, self.cancel, self.tiny = params, callback, cancel, tiny
+        self.preview = preview_image  # (pipe, latents of one image, tiny) → PIL or None; a flow family has its own
         self.preview_every, self.interval, self.last = preview_every, interval, started
         hires = params.hires
         self.second = max(1, int((hires.steps or params.steps) * hires.strength)) if hires else 0
@@ -596,7 +641,7 @@ class _Progress:
                 self.last = now
                 every = self.preview_every
                 due = (step + 1) % every == 0 if every and not self.interval else True
-                preview = preview_image(p, callback_kwargs["latents"][0], self.tiny) if every and due else None
+                preview = self.preview(p, callback_kwargs["latents"][0], self.tiny) if every and due else None
                 self.callback(done, self.total, preview)
             return callback_kwargs
 
@@ -631,6 +676,10 @@ class ImagePipeline:
         With `params.hires`, each batch gets its second (img2img) pass at the target size. The request runs on
         its own view of the model (scheduler, per-call state) with its own LoRAs: nothing it sets outlives it."""
         params.validate(self.limits)
+        if self.model.family is not None:
+            self.model.family.refuse(params)
+            with self.model.adapters.using(self.model, params.loras):
+                return generate_flow(self, params, callback, cancel, preview_every, progress_interval)
         image_prompt = params.image_prompt
         embedding = read_ip_adapter(image_prompt.adapter.location, self.model).embed(image_prompt.image) \
             if image_prompt else None

@@ -33,6 +33,7 @@ import torch
 
 from pipelines.checks import check_float, check_int, short
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageModel, scheduler_for
+from pipelines.image_flow import FLOW_SCHEDULERS
 from pipelines.image_ipadapter import (
     DEFAULT_WEIGHT,
     IPAdapterRef,
@@ -98,8 +99,9 @@ class DiffusionLook:
         check_int("steps", self.steps, 1, 150)
         check_int("preview_steps", self.preview_steps, 1, 150)
         check_float("guidance", self.guidance, 0.0, 30.0)
-        if self.scheduler not in SCHEDULERS:
-            raise ValueError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {short(self.scheduler)}")
+        if self.scheduler not in SCHEDULERS and self.scheduler not in FLOW_SCHEDULERS:
+            raise ValueError(f"scheduler must be one of {', '.join([*SCHEDULERS, *FLOW_SCHEDULERS])}, got "
+                             f"{short(self.scheduler)}")
         for name in ("width", "height"):
             value = getattr(self, name)
             check_int(name, value, 64, 2048)
@@ -116,6 +118,14 @@ class DiffusionLatentModel(LatentModel):
     kind = "diffusion"
     can_encode = True
     direction_methods = ("prompt-pair", "h-space")
+
+    def __new__(cls, model: ImageModel, look: DiffusionLook):
+        """A flow-matching transformer model (Flux, SD3, Qwen-Image) gets its own adapter, behind the same contract."""
+        if cls is DiffusionLatentModel and getattr(model, "family", None) is not None:
+            from pipelines.image_flow_latent import FlowLatentModel
+
+            return FlowLatentModel(model, look)
+        return super().__new__(cls)
 
     def __init__(self, model: ImageModel, look: DiffusionLook) -> None:
         self.model = model

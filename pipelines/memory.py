@@ -51,13 +51,17 @@ class MemoryPlan:
     vae_tiling: bool = False
     evict_others: bool = False
     reason: str = ""
+    fp8_storage: bool = False  # transformer weights stored in float8, computed in bfloat16 (layerwise casting)
 
     def describe(self) -> str:
-        extras = [name for name, on in (("attention slicing", self.attention_slicing),
+        extras = [name for name, on in (("fp8 layerwise casting of the transformer", self.fp8_storage),
+                                        ("attention slicing", self.attention_slicing),
                                         ("VAE slicing", self.vae_slicing), ("VAE tiling", self.vae_tiling),
                                         ("other tabs' models unloaded", self.evict_others)) if on]
         where = {"device": "all on the GPU", "model_offload": "model CPU offload",
-                 "sequential_offload": "sequential CPU offload"}.get(self.placement, self.placement)
+                 "sequential_offload": "sequential CPU offload",
+                 "group_offload": "group offload (transformer blocks stream to the GPU)"}.get(self.placement,
+                                                                                            self.placement)
         return where + (f" + {', '.join(extras)}" if extras else "") + (f" ({self.reason})" if self.reason else "")
 
 
@@ -150,7 +154,12 @@ def activation_headroom(denoiser_bytes: int) -> int:
 
 
 def plan_image_memory(components: dict[str, int], memory: DeviceMemory) -> MemoryPlan:
-    """The placement for a diffusion pipeline with these component sizes on this device."""
+    """The placement for a diffusion pipeline with these component sizes on this device (a flow-matching
+    transformer's pipeline: `pipelines.memory_flow`)."""
+    if "transformer" in components:
+        from pipelines.memory_flow import plan_flow_memory
+
+        return plan_flow_memory(components, memory)
     total = sum(components.values())
     denoiser = max((components.get(k, 0) for k in ("unet", "transformer")), default=0) or max(components.values(), default=0)
     largest = max(components.values(), default=0)
@@ -219,7 +228,15 @@ def apply_text_plan(model, plan: MemoryPlan, device: torch.device, memory: Devic
 def apply_image_plan(pipe, plan: MemoryPlan, device: torch.device) -> None:
     """Place a pipeline that is still on the CPU as `plan` says. Offload hooks are installed *instead of*
     moving to the device (diffusers: moving first defeats the offload and can run out of memory)."""
-    if plan.placement == "model_offload":
+    if plan.fp8_storage:
+        from pipelines.memory_flow import cast_transformer_fp8
+
+        cast_transformer_fp8(pipe)
+    if plan.placement == "group_offload":
+        from pipelines.memory_flow import enable_group_offload
+
+        enable_group_offload(pipe, device)
+    elif plan.placement == "model_offload":
         pipe.enable_model_cpu_offload(device=device)
     elif plan.placement == "sequential_offload":
         pipe.enable_sequential_cpu_offload(device=device)

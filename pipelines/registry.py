@@ -61,6 +61,7 @@ class ModelSpec:
     links: tuple[tuple[str, str, str], ...] = ()
     size: str = ""  # download size, for people ("about 2.2 GB")
     variant: str = ""  # hub image models: the weights variant to fetch (e.g. "fp16")
+    vram: str = ""  # what it needs to run, for people ("16 GB with fp8 casting; 8 GB with group offload")
 
     def __post_init__(self) -> None:
         if self.modality not in MODALITIES:
@@ -138,6 +139,38 @@ CURATED_MODELS: tuple[ModelSpec, ...] = (
     ModelSpec("sdxl-base-1.0", "image", "hub", "stabilityai/stable-diffusion-xl-base-1.0",
               license="CreativeML OpenRAIL++-M", description="SDXL 1.0: 1024×1024, needs a GPU with 8 GB or more",
               size="about 7 GB", variant="fp16"),
+    # Today's flow-matching transformer families (pipelines.image_flow; memory plans in pipelines.memory_flow)
+    ModelSpec("flux.1-schnell", "image", "hub", "black-forest-labs/FLUX.1-schnell", license="Apache-2.0",
+              description="Flux.1 [schnell]: 1024×1024 in 1–4 steps (guidance 0), strong prompt following and text",
+              size="about 34 GB", vram="24 GB+ at full speed; 16 GB with fp8 casting; 8 GB with group offload"),
+    ModelSpec("flux.1-dev", "image", "hub", "black-forest-labs/FLUX.1-dev",
+              license="FLUX.1 [dev] Non-Commercial License (gated: accept it on the model page first)",
+              description="Flux.1 [dev]: guidance-distilled, 20–50 steps; the most LoRAs of the new models",
+              size="about 34 GB", vram="24 GB+ at full speed; 16 GB with fp8 casting; 8 GB with group offload"),
+    ModelSpec("flux.2-klein-4b", "image", "hub", "black-forest-labs/FLUX.2-klein-4B", license="Apache-2.0",
+              description="Flux.2 [klein] 4B: fast text to image and reference editing, made for consumer cards",
+              size="about 16 GB", vram="16 GB at full speed; 12 GB with offload; 8 GB with fp8 casting"),
+    ModelSpec("z-image-turbo", "image", "hub", "Tongyi-MAI/Z-Image-Turbo", license="Apache-2.0",
+              description="Z-Image-Turbo (6B): photoreal 1024² in 8 steps (guidance 0), English and Chinese text",
+              size="about 21 GB", vram="24 GB at full speed; 16 GB with offload; 12 GB with fp8 casting"),
+    ModelSpec("qwen-image", "image", "hub", "Qwen/Qwen-Image", license="Apache-2.0",
+              description="Qwen-Image (20B): the best at writing text in pictures, many languages; true CFG",
+              size="about 58 GB", vram="48 GB+ at full speed; 24 GB with fp8 casting; 16 GB with group offload"),
+    ModelSpec("qwen-image-edit", "image", "hub", "Qwen/Qwen-Image-Edit", license="Apache-2.0",
+              description="Qwen-Image-Edit (20B): edits a picture by instruction (image to image with the change "
+                          "as the prompt)", size="about 58 GB",
+              vram="48 GB+ at full speed; 24 GB with fp8 casting; 16 GB with group offload"),
+    ModelSpec("sd3.5-medium", "image", "hub", "stabilityai/stable-diffusion-3.5-medium",
+              license="Stability AI Community License (free under US$1M annual revenue)",
+              description="Stable Diffusion 3.5 Medium (2.5B): 1024², CFG with negative prompts, light to run",
+              size="about 16 GB", vram="16 GB at full speed; 8 GB with offload"),
+    ModelSpec("chroma1-hd", "image", "hub", "lodestones/Chroma1-HD", license="Apache-2.0",
+              description="Chroma1-HD (8.9B, from Flux.1 schnell): uncensored-trained, real CFG and negative prompts",
+              size="about 27 GB", vram="24 GB with fp8 casting; 12 GB with group offload"),
+    ModelSpec("sana-600m-512", "image", "hub", "Efficient-Large-Model/Sana_600M_512px_diffusers",
+              license="NVIDIA Sana license (non-commercial research; check the model card)",
+              description="Sana 600M at 512²: the smallest of these (a 32× autoencoder); quick even on small cards",
+              size="about 8 GB", variant="fp16", vram="8 GB; runs on a CPU, slowly"),
     ModelSpec("taesd", "helper", "hub", "madebyollin/taesd", license="MIT",
               description="Tiny autoencoder for SD 1.x/2.x latents: sharp live previews in the Image tab",
               size="about 10 MB"),

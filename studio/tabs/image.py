@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, lora_set, open_user_image
+from pipelines.image_flow import FLOW_SCHEDULERS
 from pipelines.image_prompt import parse_weights
 from pipelines.media import png_bytes
 from studio.actions import check_pictures, kept_picture, keep_images, loras_from, start_generation, verify_file, verify_summary
@@ -131,6 +132,18 @@ def _results_panel(services: Services) -> SimpleNamespace:
     return ui
 
 
+def _family_samplers(services: Services, name: str):
+    """The Sampler dropdown for the chosen model: its family's samplers (flow-matching for Flux, SD3, Z-Image…)."""
+    from pipelines.image_flow import sampler_choices
+
+    try:
+        spec = services.registry.lookup(name, "image")
+    except ValueError:
+        spec = None
+    choices, value = sampler_choices(spec, tuple(SCHEDULERS))
+    return gr.update(choices=choices, value=value)
+
+
 def _settings_panel(services: Services, prompt, negative) -> SimpleNamespace:
     registry, limits = services.registry, services.settings.image_limits
     ui = SimpleNamespace()
@@ -138,6 +151,7 @@ def _settings_panel(services: Services, prompt, negative) -> SimpleNamespace:
                            label="Model", info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
                            elem_id="image-model")
     ui.scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler")
+    ui.model.change(lambda name: _family_samplers(services, name), ui.model, ui.scheduler)
     with gr.Row():
         ui.steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps", elem_id="image-steps")
         ui.guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Guidance (CFG)")
@@ -370,7 +384,7 @@ def from_png(info, restore):
     values = {"prompt": info.get("prompt", ""), "negative_prompt": info.get("negative_prompt", ""),
               "steps": int(s["Steps"]) if s.get("Steps", "").isdigit() else None,
               "guidance": float(s["CFG scale"]) if s.get("CFG scale") else None,
-              "scheduler": s.get("Sampler") if s.get("Sampler") in SCHEDULERS else None,
+              "scheduler": s.get("Sampler") if s.get("Sampler") in (*SCHEDULERS, *FLOW_SCHEDULERS) else None,
               "seed": s.get("Seed"), "width": int(size[0]) if size[0].isdigit() else None,
               "height": int(size[1]) if len(size) > 1 and size[1].isdigit() else None}
     return restore(values)

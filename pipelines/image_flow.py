@@ -1,0 +1,349 @@
+"""Today's flow-matching transformer families (Flux.1, Flux.2, SD3/3.5, Z-Image, Qwen-Image, Chroma, Sana):
+what each one is, read from the folder's `model_index.json` `_class_name` (never the model's name), and what
+differs from the SD/SDXL UNet path in `pipelines.image`.
+
+    family = family_of("FluxPipeline")               # FAMILIES["flux"]
+    family.refuse(params)                            # ValueError in words for what it cannot do
+    kwargs = flow_inputs(family, pipe, params, seeds, noise_for)   # prompt, guidance, packed noise
+
+A family's samplers are flow-matching ones (diffusers' FlowMatchEulerDiscreteScheduler with its sigma
+schedules); its guidance is "distilled" (a guidance embedding: Flux.1-dev, Flux.2), "cfg" (classifier-free
+guidance with a negative prompt) or "true-cfg" (Qwen-Image's true_cfg_scale). Latents: the noise is drawn
+unpacked per image, [C, h, w], exactly as diffusers draws it from a per-image generator, then packed into
+the pipeline's layout here ("packed": 2×2 patches as a token sequence, Flux/Chroma/Qwen-Image).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+# name → (scheduler class, config overrides); built from the model's own scheduler config (shift, dynamic shift)
+FLOW_SCHEDULERS = {
+    "Flow Euler": ("FlowMatchEulerDiscreteScheduler", {}),
+    "Flow Euler Karras": ("FlowMatchEulerDiscreteScheduler", {"use_karras_sigmas": True}),
+    "Flow Euler exponential": ("FlowMatchEulerDiscreteScheduler", {"use_exponential_sigmas": True}),
+}
+GUIDANCE_KINDS = ("distilled", "cfg", "true-cfg")
+
+
+@dataclass(frozen=True)
+class Family:
+    """One model family: its pipeline classes and what it can do.
+
+    classes: model_index.json `_class_name`s that are this family. transformer: the denoiser's class (for single
+    files). img2img / inpaint: the diffusers classes for those modes ("" = the family has none; `missing` says
+    why in words). guidance: one of GUIDANCE_KINDS. channel_div / stride: the unpacked noise per image is
+    [transformer in_channels / channel_div, H / (vae_scale·stride), W / (vae_scale·stride)]. packed: the
+    pipeline takes that noise as 2×2 patches in a token sequence. patch: sizes must be multiples of
+    vae_scale·patch. edits: the model edits a start picture by instruction (its img2img is an edit)."""
+
+    key: str
+    label: str
+    classes: tuple[str, ...]
+    transformer: str
+    img2img: str = ""
+    inpaint: str = ""
+    guidance: str = "cfg"
+    channel_div: int = 1
+    stride: int = 1
+    packed: bool = False
+    patch: int = 2
+    edits: bool = False
+    negative: bool = True  # whether the pipeline reads a negative prompt
+    missing: str = ""  # why img2img/inpaint is missing, when it is
+
+    @property
+    def samplers(self) -> tuple[str, ...]:
+        return tuple(FLOW_SCHEDULERS)
+
+    def size_multiple(self, pipe) -> int:
+        return int(getattr(pipe, "vae_scale_factor", 8)) * self.patch
+
+    def pipeline_class(self, mode: str) -> str:
+        """The diffusers class for `mode`, or a ValueError in words when the family has none."""
+        if self.edits and mode == "txt2img":
+            raise ValueError(f"mode: {self.label} edits a picture by instruction; choose img2img with a start "
+                             "image and write the change as the prompt")
+        name = {"img2img": self.img2img, "inpaint": self.inpaint}.get(mode, self.classes[0])
+        if not name:
+            what = {"img2img": "image to image", "inpaint": "inpainting"}.get(mode, mode)
+            raise ValueError(f"mode: {self.label} has no {what} in diffusers{self.missing}; use "
+                             f"{' or '.join(m for m in ('text to image', 'image to image', 'inpainting') if self._has(m))}")
+        return name
+
+    def _has(self, what: str) -> bool:
+        return {"text to image": not self.edits, "image to image": bool(self.img2img),
+                "inpainting": bool(self.inpaint)}[what]
+
+    def refuse(self, params) -> None:
+        """ValueError in words for what this family cannot do with `params` (checked before any work)."""
+        if params.scheduler not in FLOW_SCHEDULERS:
+            raise ValueError(f"scheduler: {self.label} is a flow-matching model; choose one of "
+                             f"{', '.join(self.samplers)} (got {params.scheduler})")
+        if params.mode == "outpaint":
+            raise ValueError(f"mode: outpainting is for SD/SDXL models here; with {self.label}, inpaint on a "
+                             "bigger canvas")
+        self.pipeline_class(params.mode)
+        for name, what in (("controls", "ControlNet"), ("regions", "regional prompts"),
+                           ("image_prompt", "IP-Adapter image prompts")):
+            if getattr(params, name):
+                raise ValueError(f"{name}: {what} are for SD/SDXL models here; {self.label} runs without them")
+        if params.hires is not None:
+            raise ValueError(f"hires: the hires fix is for SD/SDXL models here; make {self.label} pictures at the "
+                             "size you want (up to the megapixel limit)")
+
+
+FAMILIES: dict[str, Family] = {f.key: f for f in (
+    Family("flux", "Flux.1", ("FluxPipeline",), "FluxTransformer2DModel", "FluxImg2ImgPipeline",
+           "FluxInpaintPipeline", guidance="distilled", channel_div=4, packed=True, negative=False),
+    Family("flux-kontext", "Flux.1 Kontext", ("FluxKontextPipeline",), "FluxTransformer2DModel",
+           "FluxKontextPipeline", "FluxKontextInpaintPipeline", guidance="distilled", channel_div=4, packed=True,
+           edits=True, negative=False),
+    Family("flux2", "Flux.2", ("Flux2Pipeline", "Flux2KleinPipeline"), "Flux2Transformer2DModel", "",
+           "Flux2KleinInpaintPipeline", guidance="distilled", stride=2, negative=False,
+           missing=" (Flux.2 takes reference pictures in text to image instead)"),
+    Family("sd3", "Stable Diffusion 3/3.5", ("StableDiffusion3Pipeline",), "SD3Transformer2DModel",
+           "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
+    Family("z-image", "Z-Image", ("ZImagePipeline",), "ZImageTransformer2DModel", "ZImageImg2ImgPipeline",
+           "ZImageInpaintPipeline"),
+    Family("qwen-image", "Qwen-Image", ("QwenImagePipeline",), "QwenImageTransformer2DModel",
+           "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline", guidance="true-cfg", channel_div=4, packed=True),
+    Family("qwen-image-edit", "Qwen-Image-Edit", ("QwenImageEditPipeline", "QwenImageEditPlusPipeline"),
+           "QwenImageTransformer2DModel", "QwenImageEditPipeline", "QwenImageEditInpaintPipeline",
+           guidance="true-cfg", channel_div=4, packed=True, edits=True),
+    Family("chroma", "Chroma", ("ChromaPipeline",), "ChromaTransformer2DModel", "ChromaImg2ImgPipeline",
+           channel_div=4, packed=True,
+           missing=" that runs (its inpainting pipeline reads a Flux setting Chroma's transformer lacks)"),
+    Family("sana", "Sana", ("SanaPipeline", "SanaSprintPipeline"), "SanaTransformer2DModel", patch=1,
+           missing=" (SanaSprint has image to image; the Sana pipeline has neither it nor inpainting)"),
+)}
+
+
+def family_of(class_name: str) -> Family | None:
+    """The flow family of a pipeline class name, or None for the SD/SDXL (UNet) path."""
+    for family in FAMILIES.values():
+        if class_name in family.classes:
+            return family
+    for family in FAMILIES.values():  # its image-to-image and inpainting pipelines are the family too
+        if class_name in (family.img2img, family.inpaint):
+            return family
+    return None
+
+
+def folder_family(folder: Path) -> Family | None:
+    """The family a diffusers folder declares in model_index.json (None: not one of these)."""
+    index = Path(folder) / "model_index.json"
+    if not index.is_file():
+        return None
+    return family_of(json.loads(index.read_text()).get("_class_name", ""))
+
+
+def flow_scheduler(pipe, name: str):
+    """A new flow-matching scheduler `name` from the model's own scheduler config (its shift schedule kept)."""
+    import diffusers
+
+    class_name, extra = FLOW_SCHEDULERS[name]
+    return getattr(diffusers, class_name).from_config(pipe.scheduler.config, **extra)
+
+
+# -- latents ------------------------------------------------------------------------------------------------
+def noise_shape(family: Family, pipe, width: int, height: int) -> tuple[int, int, int]:
+    """The unpacked noise of one image, [C, h, w], as the family's pipeline draws it."""
+    channels = int(pipe.transformer.config.in_channels) // family.channel_div
+    scale = int(getattr(pipe, "vae_scale_factor", 8)) * family.stride
+    return channels, height // scale, width // scale
+
+
+def pack(family: Family, pipe, noise: torch.Tensor) -> torch.Tensor:
+    """[B, C, h, w] noise → the latents the pipeline's `latents=` takes (2×2 patches as tokens when packed)."""
+    if not family.packed:
+        return noise
+    b, c, h, w = noise.shape
+    return noise.view(b, c, h // 2, 2, w // 2, 2).permute(0, 2, 4, 1, 3, 5).reshape(b, (h // 2) * (w // 2), c * 4)
+
+
+def unpack(family: Family, latents: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """The inverse of `pack`: the pipeline's latents [B, …] → [B, C, h, w]."""
+    if not family.packed:
+        return latents
+    c, h, w = shape
+    b = latents.shape[0]
+    return latents.view(b, h // 2, w // 2, c, 2, 2).permute(0, 3, 1, 4, 2, 5).reshape(b, c, h, w)
+
+
+# -- one request's inputs -----------------------------------------------------------------------------------
+def guidance_inputs(family: Family, guidance: float, negative: str, n: int) -> dict:
+    """The guidance arguments: a distilled guidance embedding, CFG with a negative prompt, or Qwen-Image's
+    true CFG (it needs a negative prompt to guide at all: a blank one when none is given)."""
+    if family.guidance == "distilled":
+        return {"guidance_scale": guidance}
+    if family.guidance == "true-cfg":
+        kwargs = {"true_cfg_scale": guidance, "guidance_scale": 1.0}
+        if guidance > 1.0:
+            kwargs["negative_prompt"] = [negative or " "] * n
+        return kwargs
+    return {"guidance_scale": guidance, **({"negative_prompt": [negative] * n} if family.negative else {})}
+
+
+def prompt_notes(family: Family, prompt: str, negative: str) -> tuple[str, str, tuple[str, ...]]:
+    """The prompt and negative prompt the family reads (A1111 (word:1.3) weighting is SD's: removed here, with a
+    note), and the notes."""
+    from pipelines.image_prompt import has_syntax, plain_text
+
+    notes = []
+    if has_syntax(prompt) or has_syntax(negative):
+        prompt, negative = plain_text(prompt), plain_text(negative)
+        notes.append(f"{family.label} does not weight words; the prompt was used without (…) and […]")
+    if negative.strip() and not family.negative:
+        notes.append(f"{family.label} is guidance-distilled and reads no negative prompt; it was not used")
+    return prompt, negative, tuple(notes)
+
+
+def check_size(family: Family, pipe, width: int, height: int) -> None:
+    multiple = family.size_multiple(pipe)
+    for name, value in (("width", width), ("height", height)):
+        if value % multiple:
+            raise ValueError(f"{name}: {family.label} makes pictures in steps of {multiple} pixels; choose a "
+                             f"multiple of {multiple} (got {value})")
+
+
+def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_every: int = 5,
+                  progress_interval: float = 0.0):
+    """`ImagePipeline.__call__` for a flow family (its LoRAs already in place): batch_count runs of batch_size
+    pictures, each from its seed's own noise, drawn unpacked and packed here."""
+    import random
+    import time
+
+    from pipelines.image import ImageOutput, _Progress
+
+    model = image_pipeline.model
+    family = model.family
+    mode = params.mode
+    # 1. This request's pipeline view (its own scheduler), seeds and the prompt the family reads
+    pipe = model.view(mode, params.scheduler)
+    check_size(family, pipe, params.width, params.height)
+    base = params.seed if params.seed is not None else random.SystemRandom().randrange(2**32 - 1024)
+    seeds = [(base + i) % 2**32 for i in range(params.batch_size * params.batch_count)]
+    prompt, negative = params.prompts()
+    prompt, negative, notes = prompt_notes(family, prompt, negative)
+    started = time.perf_counter()
+    progress = _Progress(params, callback, cancel, preview_every, progress_interval, started)
+    progress.preview = lambda p, latents, tiny: flow_preview(family, p, latents, params.width, params.height)
+    shape = noise_shape(family, pipe, params.width, params.height)
+    device, dtype = model.placement.device, model.placement.dtype
+    images = []
+    for run in range(params.batch_count):
+        run_seeds = seeds[run * params.batch_size:(run + 1) * params.batch_size]
+        n = len(run_seeds)
+        kwargs = dict(prompt=[prompt] * n, num_inference_steps=params.steps, width=params.width,
+                      height=params.height, generator=[torch.Generator().manual_seed(s) for s in run_seeds],
+                      callback_on_step_end=progress.step_callback(run, 0))
+        kwargs.update(guidance_inputs(family, params.guidance, negative, n))
+        # 2. Inputs per mode: our own seeded noise (packed as the family wants) for text to image
+        if params.mode == "txt2img":
+            noise = torch.stack([image_pipeline._noise(s, shape, params, run * params.batch_size + i)
+                                 for i, s in enumerate(run_seeds)])
+            kwargs["latents"] = pack(family, pipe, noise).to(device, dtype)
+        else:
+            kwargs.update(mode_inputs(family, params, n))
+        # 3. Denoise, with a cancel check after every step
+        with torch.inference_mode():
+            images.extend(pipe(**kwargs).images)
+    return ImageOutput(images, seeds, time.perf_counter() - started, params, notes)
+
+
+def mode_inputs(family: Family, params, n: int) -> dict:
+    """The start picture (and mask) of image to image, inpainting and instruction edits."""
+    size = (params.width, params.height)
+    kwargs = dict(image=[params.init_image.resize(size)] * n)
+    if not family.edits or params.mode == "inpaint":
+        kwargs["strength"] = params.strength
+    if params.mode == "inpaint":
+        kwargs["mask_image"] = [params.mask.resize(size)] * n
+    return kwargs
+
+
+def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.dtype, *, offline: bool):
+    """A family pipeline from the base folder's configs and parts, with its transformer from one file: a
+    `.safetensors` (diffusers' or the original layout) or a GGUF-quantized `.gguf` (kept quantized,
+    computed in `dtype`)."""
+    import diffusers
+
+    kwargs = dict(config=str(base), subfolder="transformer", dtype=dtype, local_files_only=True)
+    if path.suffix == ".gguf":
+        kwargs["quantization_config"] = diffusers.GGUFQuantizationConfig(compute_dtype=dtype)
+    elif path.suffix != ".safetensors":
+        raise ValueError(f"{path.name}: a {family.label} transformer file must be .safetensors or .gguf")
+    transformer = getattr(diffusers, family.transformer).from_single_file(str(path), **kwargs)
+    return diffusers.DiffusionPipeline.from_pretrained(base, transformer=transformer, dtype=dtype,
+                                                       local_files_only=True)
+
+
+def spec_family(spec) -> Family | None:
+    """The family of a registry spec when it can be known without loading or downloading anything: a folder's
+    (or a transformer file's base folder's) model_index.json, or a hub model's cached one; None otherwise."""
+    if spec.source == "folder":
+        return folder_family(Path(spec.location))
+    if spec.source == "file":
+        from pipelines.image import find_single_file_config
+
+        base = find_single_file_config(Path(spec.location))
+        return folder_family(base) if base is not None else None
+    if spec.source == "hub":
+        try:
+            from huggingface_hub import try_to_load_from_cache
+        except ImportError:
+            return None
+        found = try_to_load_from_cache(spec.location, "model_index.json")
+        return folder_family(Path(found).parent) if isinstance(found, str) else None
+    return None
+
+
+def sampler_choices(spec, sd_samplers: tuple[str, ...]) -> tuple[list[str], str]:
+    """The samplers the Image tab offers for a model, and the one it starts on: the family's flow samplers, SD's
+    for a UNet model, or both when the family cannot be known yet (a hub model not downloaded)."""
+    if spec is not None and spec.source in ("asset", "package"):
+        return list(sd_samplers), "DPM++ 2M"
+    family = spec_family(spec) if spec is not None else None
+    if family is not None:
+        return list(family.samplers), family.samplers[0]
+    if spec is not None and spec.source in ("folder", "file"):
+        return list(sd_samplers), "DPM++ 2M"
+    return [*sd_samplers, *FLOW_SCHEDULERS], "DPM++ 2M"
+
+
+PREVIEW_LATENT = 32  # previews decode at most 32×32 latents (256² pictures from a VAE scaling by 8)
+
+
+def flow_preview(family: Family, pipe, latents: torch.Tensor, width: int, height: int):
+    """A live preview of one image's latents in the pipeline's layout: unpacked, shrunk to at most 32×32 (area
+    average) and decoded by the model's own VAE — a small, blurry picture of where denoising is, at a fraction
+    of a full decode's cost. None for a VAE this does not know how to read (Flux.2's patch-normalized one)."""
+    import torch.nn.functional as F
+    from PIL import Image
+
+    vae = getattr(pipe, "vae", None)
+    if vae is None or family.key == "flux2":
+        return None
+    shape = noise_shape(family, pipe, width, height)
+    x = unpack(family, latents[None].float(), shape)[0] if family.packed else latents.float()
+    h, w = x.shape[-2:]
+    if max(h, w) > PREVIEW_LATENT:
+        scale = PREVIEW_LATENT / max(h, w)
+        x = F.interpolate(x[None], size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")[0]
+    config = vae.config
+    with torch.inference_mode():
+        if getattr(config, "latents_mean", None) is not None:  # Qwen-Image's causal-3D VAE: [B, C, frames, h, w]
+            mean = torch.tensor(config.latents_mean).view(-1, 1, 1)
+            std = torch.tensor(config.latents_std).view(-1, 1, 1)
+            raw = (x * std + mean)[None, :, None]
+            rgb = vae.decode(raw.to(vae.device, vae.dtype)).sample[0, :, 0]
+        else:
+            raw = x / config.scaling_factor + (getattr(config, "shift_factor", None) or 0.0)
+            rgb = vae.decode(raw[None].to(vae.device, vae.dtype)).sample[0]
+    array = (rgb.float().clamp(-1, 1).add(1).div(2).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
+    return Image.fromarray(array)

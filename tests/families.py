@@ -1,0 +1,295 @@
+"""Tiny random-weight models of today's image families, built offline and saved as diffusers folders.
+
+One function per family returns a saved folder (with model_index.json) the studio loads like any other; the
+configs follow diffusers' own tests (`tests/pipelines/<family>/test_*.py`, `get_dummy_components`), and the
+tokenizers (CLIP, T5, Qwen2) are written here with the `tokenizers` package, since no model hub is reachable.
+
+    folder = build_tiny_flux(tmp_path)          # FluxPipeline, 16×16 latents for a 64×64 picture
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from tests.conftest import build_tiny_clip_tokenizer
+
+WORDS = ("red", "heart", "blue", "fox", "cat", "bird", "smiling", "neutral")
+QWEN_TEMPLATE = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}"
+                 "<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+
+
+def _byte_level_tokenizer(specials: list[str], *, end: str | None = None):
+    """A byte-level BPE over every byte plus a few whole words, with `specials` first; `end` is appended to
+    every encoding (as T5 appends </s>)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+
+    chars = list(pre_tokenizers.ByteLevel.alphabet())
+    vocab, merges = list(specials) + chars, []
+    for word in WORDS:
+        done = word[0]
+        for ch in word[1:]:
+            merges.append((done, ch))
+            done += ch
+            vocab.append(done)
+    vocab = list(dict.fromkeys(vocab))
+    raw = Tokenizer(models.BPE({t: i for i, t in enumerate(vocab)}, merges))
+    raw.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    raw.decoder = decoders.ByteLevel()
+    raw.add_special_tokens(list(specials))
+    if end is not None:
+        raw.post_processor = processors.TemplateProcessing(single=f"$A {end}", pair=f"$A $B {end}",
+                                                           special_tokens=[(end, vocab.index(end))])
+    return raw
+
+
+def build_t5_tokenizer(max_length: int = 32):
+    """A T5-style tokenizer: <pad> 0, </s> 1, <unk> 2, every encoding ending in </s>."""
+    from transformers import PreTrainedTokenizerFast
+
+    raw = _byte_level_tokenizer(["<pad>", "</s>", "<unk>"], end="</s>")
+    return PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                                   model_max_length=max_length)
+
+
+def build_qwen_tokenizer(max_length: int = 512):
+    """A Qwen2-style tokenizer (byte-level BPE, <|im_start|>/<|im_end|> and a chat template)."""
+    from transformers import PreTrainedTokenizerFast
+
+    raw = _byte_level_tokenizer(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<|endoftext|>", eos_token="<|im_end|>",
+                                        model_max_length=max_length)
+    tokenizer.chat_template = QWEN_TEMPLATE
+    return tokenizer
+
+
+def _t5_encoder(vocab: int):
+    from transformers import T5Config, T5EncoderModel
+
+    return T5EncoderModel(T5Config(vocab_size=vocab, d_model=32, d_kv=8, d_ff=37, num_layers=2, num_heads=4,
+                                   relative_attention_num_buckets=8, dropout_rate=0.0)).eval()
+
+
+def _clip_encoder(tokenizer, with_projection: bool = False):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=37, num_hidden_layers=2,
+                            num_attention_heads=4, max_position_embeddings=tokenizer.model_max_length,
+                            bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                            pad_token_id=tokenizer.pad_token_id, projection_dim=32)
+    return (CLIPTextModelWithProjection if with_projection else CLIPTextModel)(config).eval()
+
+
+def _kl_vae(latent_channels: int, **extra):
+    from diffusers import AutoencoderKL
+
+    return AutoencoderKL(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8), layers_per_block=1,
+                         down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                         latent_channels=latent_channels, norm_num_groups=4, **extra)
+
+
+def _save(pipe, folder: Path, name: str) -> Path:
+    target = Path(folder) / name
+    pipe.save_pretrained(target)
+    return target
+
+
+def build_tiny_flux(folder: Path, *, guidance_embeds: bool = True) -> Path:
+    """FluxPipeline (CLIP + T5, a 1+1-block transformer over 4-channel latents, VAE scale 2)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
+
+    tokenizer, tokenizer_2 = build_tiny_clip_tokenizer(Path(folder) / "_clip"), build_t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = FluxTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                             attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                             pooled_projection_dim=32, axes_dims_rope=[4, 4, 8],
+                                             guidance_embeds=guidance_embeds)
+        text_encoder, text_encoder_2 = _clip_encoder(tokenizer), _t5_encoder(len(tokenizer_2))
+        vae = _kl_vae(4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    scheduler = FlowMatchEulerDiscreteScheduler(use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15,
+                                                base_image_seq_len=256, max_image_seq_len=4096)
+    pipe = FluxPipeline(scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer,
+                        text_encoder_2=text_encoder_2, tokenizer_2=tokenizer_2, transformer=transformer)
+    return _save(pipe, folder, "flux")
+
+
+def build_tiny_chroma(folder: Path) -> Path:
+    """ChromaPipeline (T5 only, Flux-like transformer with a modulation approximator)."""
+    from diffusers import ChromaPipeline, ChromaTransformer2DModel, FlowMatchEulerDiscreteScheduler
+
+    tokenizer = build_t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = ChromaTransformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                               attention_head_dim=16, num_attention_heads=2, joint_attention_dim=32,
+                                               axes_dims_rope=[4, 4, 8], approximator_hidden_dim=32,
+                                               approximator_layers=1, approximator_num_channels=16)
+        text_encoder = _t5_encoder(len(tokenizer))
+        vae = _kl_vae(4, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    pipe = ChromaPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                          tokenizer=tokenizer, transformer=transformer)
+    return _save(pipe, folder, "chroma")
+
+
+def build_tiny_sd3(folder: Path) -> Path:
+    """StableDiffusion3Pipeline (two CLIPs with projection + T5, a 1-block MMDiT)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+
+    tokenizer = build_tiny_clip_tokenizer(Path(folder) / "_clip")
+    tokenizer_3 = build_t5_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = SD3Transformer2DModel(sample_size=32, patch_size=2, in_channels=16, num_layers=1,
+                                            attention_head_dim=8, num_attention_heads=4, caption_projection_dim=32,
+                                            joint_attention_dim=32, pooled_projection_dim=64, out_channels=16)
+        text_encoder, text_encoder_2 = _clip_encoder(tokenizer, True), _clip_encoder(tokenizer, True)
+        text_encoder_3 = _t5_encoder(len(tokenizer_3))
+        vae = _kl_vae(16, use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
+    pipe = StableDiffusion3Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=vae,
+                                    text_encoder=text_encoder, tokenizer=tokenizer, text_encoder_2=text_encoder_2,
+                                    tokenizer_2=tokenizer, text_encoder_3=text_encoder_3, tokenizer_3=tokenizer_3,
+                                    transformer=transformer)
+    return _save(pipe, folder, "sd3")
+
+
+def build_tiny_z_image(folder: Path) -> Path:
+    """ZImagePipeline (a Qwen3 text encoder, a 2-layer single-stream transformer over 16-channel latents)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    tokenizer = build_qwen_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = ZImageTransformer2DModel(all_patch_size=(2,), all_f_patch_size=(1,), in_channels=16, dim=32,
+                                               n_layers=2, n_refiner_layers=1, n_heads=2, n_kv_heads=2, norm_eps=1e-5,
+                                               qk_norm=True, cap_feat_dim=16, rope_theta=256.0, t_scale=1000.0,
+                                               axes_dims=[8, 4, 4], axes_lens=[256, 32, 32])
+        with torch.no_grad():  # made with torch.empty: fixed, as diffusers' own test does
+            transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+            transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+        text_encoder = Qwen3Model(Qwen3Config(hidden_size=16, intermediate_size=16, num_hidden_layers=2,
+                                              num_attention_heads=2, num_key_value_heads=2, head_dim=8,
+                                              vocab_size=len(tokenizer), max_position_embeddings=512)).eval()
+        vae = _kl_vae(16, scaling_factor=0.3611, shift_factor=0.1159)
+    pipe = ZImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                          tokenizer=tokenizer, transformer=transformer)
+    return _save(pipe, folder, "z-image")
+
+
+def build_tiny_qwen_image(folder: Path) -> Path:
+    """QwenImagePipeline (a Qwen2.5-VL text encoder, a 2-layer MMDiT, the Qwen-Image causal-3D VAE)."""
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    tokenizer = build_qwen_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                                  attention_head_dim=16, num_attention_heads=3, joint_attention_dim=16,
+                                                  guidance_embeds=False, axes_dims_rope=(8, 4, 4))
+        vae = AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2], num_res_blocks=1,
+                                     temperal_downsample=[False], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
+        config = Qwen2_5_VLConfig(
+            text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                         "num_key_value_heads": 2, "vocab_size": len(tokenizer),
+                         "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                         "rope_theta": 1000000.0},
+            vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
+                           "out_hidden_size": 16},
+            hidden_size=16, vocab_size=len(tokenizer))
+        text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+    pipe = QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                             tokenizer=tokenizer, transformer=transformer)
+    return _save(pipe, folder, "qwen-image")
+
+
+def build_tiny_sana(folder: Path) -> Path:
+    """SanaPipeline (a Gemma2 text encoder, a linear-attention DiT, the DC-AE autoencoder)."""
+    from diffusers import AutoencoderDC, FlowMatchEulerDiscreteScheduler, SanaPipeline, SanaTransformer2DModel
+    from transformers import Gemma2Config, Gemma2Model, PreTrainedTokenizerFast
+
+    raw = _byte_level_tokenizer(["<pad>", "<eos>", "<bos>", "<unk>"])
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<pad>", eos_token="<eos>",
+                                        bos_token="<bos>", unk_token="<unk>", model_max_length=300)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = SanaTransformer2DModel(patch_size=1, in_channels=4, out_channels=4, num_layers=1,
+                                             num_attention_heads=2, attention_head_dim=4, num_cross_attention_heads=2,
+                                             cross_attention_head_dim=4, cross_attention_dim=8, caption_channels=8,
+                                             sample_size=32)
+        vae = AutoencoderDC(in_channels=3, latent_channels=4, attention_head_dim=2,
+                            encoder_block_types=("ResBlock", "EfficientViTBlock"),
+                            decoder_block_types=("ResBlock", "EfficientViTBlock"),
+                            encoder_block_out_channels=(8, 8), decoder_block_out_channels=(8, 8),
+                            encoder_qkv_multiscales=((), (5,)), decoder_qkv_multiscales=((), (5,)),
+                            encoder_layers_per_block=(1, 1), decoder_layers_per_block=[1, 1],
+                            downsample_block_type="conv", upsample_block_type="interpolate",
+                            decoder_norm_types="rms_norm", decoder_act_fns="silu", scaling_factor=0.41407)
+        text_encoder = Gemma2Model(Gemma2Config(head_dim=16, hidden_size=8, intermediate_size=64,
+                                                max_position_embeddings=8192, num_attention_heads=2,
+                                                num_hidden_layers=1, num_key_value_heads=2, vocab_size=len(tokenizer),
+                                                attn_implementation="eager")).eval()
+    pipe = SanaPipeline(scheduler=FlowMatchEulerDiscreteScheduler(shift=7.0), vae=vae, text_encoder=text_encoder,
+                        tokenizer=tokenizer, transformer=transformer)
+    return _save(pipe, folder, "sana")
+
+
+def build_tiny_flux2_klein(folder: Path) -> Path:
+    """Flux2KleinPipeline (a 28-layer Qwen3 whose layers 9, 18 and 27 are read, the Flux.2 VAE, 2×2-patched
+    latents)."""
+    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+    from diffusers import Flux2Transformer2DModel
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = build_qwen_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = Flux2Transformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
+                                              timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
+                                              guidance_embeds=False)
+        text_encoder = Qwen3ForCausalLM(Qwen3Config(intermediate_size=16, hidden_size=16, num_hidden_layers=28,
+                                                    num_attention_heads=2, num_key_value_heads=2, head_dim=8,
+                                                    vocab_size=len(tokenizer), max_position_embeddings=512)).eval()
+        vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8),
+                                 down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                                 layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
+                                 use_post_quant_conv=False)
+    pipe = Flux2KleinPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                              tokenizer=tokenizer, transformer=transformer, is_distilled=True)
+    return _save(pipe, folder, "flux2-klein")
+
+
+def build_tiny_flux_lora(folder: Path, flux_dir: Path, seed: int = 1) -> Path:
+    """A random LoRA for the tiny Flux transformer, in diffusers/peft names (.safetensors)."""
+    from diffusers import FluxPipeline, FluxTransformer2DModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    transformer = FluxTransformer2DModel.from_pretrained(flux_dir / "transformer")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
+                                           target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        for name, param in transformer.named_parameters():  # big enough to change a 2-step picture visibly
+            if "lora_B" in name:
+                param.data.normal_(0, 0.5)
+    Path(folder).mkdir(parents=True, exist_ok=True)
+    FluxPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    return next(Path(folder).glob("*.safetensors"))
+
+
+def model_index(folder: Path) -> dict:
+    return json.loads((Path(folder) / "model_index.json").read_text())
+
+
+BUILDERS = {"flux": build_tiny_flux, "chroma": build_tiny_chroma, "sd3": build_tiny_sd3, "z-image": build_tiny_z_image,
+            "qwen-image": build_tiny_qwen_image, "sana": build_tiny_sana, "flux2-klein": build_tiny_flux2_klein}

@@ -1,0 +1,242 @@
+"""Today's image families on tiny random models built offline (tests/families.py): loading by model_index.json's
+class (never the name), text to image reproducible by seed, image to image and inpainting where the family has
+them, refusals in words, a LoRA on and off, and a transformer from one .safetensors or GGUF file."""
+
+from __future__ import annotations
+
+import shutil
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from pipelines.device import pick_placement
+from pipelines.image import ImageLimits, ImageParams, ImagePipeline, Lora, load_image_model
+from pipelines.image_flow import FAMILIES, check_size, family_of, pack, unpack
+from pipelines.registry import ModelNotAvailable, Registry
+from tests.families import BUILDERS, build_tiny_flux_lora
+
+FAMILY_OF_BUILDER = {"flux": "flux", "chroma": "chroma", "sd3": "sd3", "z-image": "z-image",
+                     "qwen-image": "qwen-image", "sana": "sana", "flux2-klein": "flux2"}
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory):
+    root = tmp_path_factory.mktemp("families")
+    return {name: build(root) for name, build in BUILDERS.items()}
+
+
+def load(folder, name=None):
+    registry = Registry(folder.parent / "cache", offline=True)
+    return load_image_model(registry.resolve(registry.lookup(str(folder), "image")), pick_placement("cpu"),
+                            offline=True)
+
+
+@pytest.fixture(scope="module")
+def models(folders):
+    return {name: load(folder) for name, folder in folders.items()}
+
+
+def make(model, **kw) -> np.ndarray:
+    params = dict(prompt="a red fox", steps=2, guidance=3.5, width=64, height=64, scheduler="Flow Euler", seed=1)
+    params.update(kw)
+    out = ImagePipeline(model, ImageLimits())(ImageParams(**params))
+    return np.stack([np.asarray(image) for image in out.images])
+
+
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_each_family_loads_by_its_class_and_reproduces_a_picture_by_seed(models, name):
+    model = models[name]
+    assert model.family is FAMILIES[FAMILY_OF_BUILDER[name]]
+    first, again, other = make(model, seed=7), make(model, seed=7), make(model, seed=8)
+    assert first.shape == (1, 64, 64, 3)
+    assert np.array_equal(first, again)
+    assert np.abs(first.astype(int) - other.astype(int)).mean() > 0.5
+    assert first.std() > 1  # a picture, not a flat field
+
+
+def test_the_family_comes_from_model_index_not_the_name(folders, tmp_path):
+    disguised = shutil.copytree(folders["flux"], tmp_path / "stable-diffusion-v1-5")
+    assert load(disguised).family is FAMILIES["flux"]
+
+
+def test_a_batch_image_equals_that_seed_alone(models):
+    batch = make(models["flux"], seed=20, batch_size=2)
+    alone = make(models["flux"], seed=21)[0]
+    assert np.abs(batch[1].astype(int) - alone.astype(int)).max() <= 2  # batched matmuls round a little apart
+    assert np.abs(batch[0].astype(int) - alone.astype(int)).mean() > 0.5
+
+
+def test_sd_samplers_are_refused_in_words_and_the_flow_ones_differ(models):
+    with pytest.raises(ValueError, match="scheduler: Flux.1 is a flow-matching model; choose one of Flow Euler"):
+        make(models["flux"], scheduler="DPM++ 2M")
+    karras = make(models["flux"], scheduler="Flow Euler Karras", steps=3)
+    assert not np.array_equal(karras, make(models["flux"], steps=3))
+
+
+def test_flow_samplers_are_refused_on_a_unet_model(tiny_sd_dir):
+    with pytest.raises(ValueError, match="Flow Euler is for flow-matching models"):
+        make(load(tiny_sd_dir), scheduler="Flow Euler")
+
+
+def test_what_a_family_cannot_do_is_said_in_words(models):
+    start = Image.new("RGB", (64, 64), (200, 30, 30))
+    with pytest.raises(ValueError, match="mode: Sana has no image to image in diffusers"):
+        make(models["sana"], mode="img2img", init_image=start)
+    with pytest.raises(ValueError, match="mode: Chroma has no inpainting in diffusers that runs"):
+        make(models["chroma"], mode="inpaint", init_image=start, mask=Image.new("L", (64, 64), 255))
+    assert make(models["chroma"], mode="img2img", init_image=start, strength=0.6).shape == (1, 64, 64, 3)
+    with pytest.raises(ValueError, match="mode: Flux.2 has no image to image in diffusers .Flux.2 takes reference"):
+        make(models["flux2-klein"], mode="img2img", init_image=start)
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    painted = make(models["flux2-klein"], mode="inpaint", init_image=start, mask=mask, strength=1.0)
+    assert painted.shape == (1, 64, 64, 3)
+    assert np.abs(painted[0, :, :32].astype(int) - np.asarray(start)[:, :32].astype(int)).mean() > 5  # repainted
+    with pytest.raises(ValueError, match="hires: the hires fix is for SD/SDXL models here"):
+        from pipelines.image_upscale import HiresParams
+
+        make(models["flux"], hires=HiresParams(scale=1.5))
+    real_flux = SimpleNamespace(vae_scale_factor=8)  # the tiny one's VAE scales by 2: any multiple of 8 fits it
+    with pytest.raises(ValueError, match="width: Flux.1 makes pictures in steps of 16 pixels; choose a multiple of 16"):
+        check_size(FAMILIES["flux"], real_flux, 72, 64)
+    check_size(FAMILIES["flux"], real_flux, 1024, 768)
+
+
+@pytest.mark.parametrize("name", ["flux", "z-image", "qwen-image", "sd3"])
+def test_image_to_image_and_inpainting_keep_what_they_should(models, name):
+    start = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    light = make(models[name], mode="img2img", init_image=start, strength=0.5)
+    assert light.shape == (1, 64, 64, 3)
+    assert np.array_equal(light, make(models[name], mode="img2img", init_image=start, strength=0.5))
+    mask = Image.new("L", (64, 64), 0)
+    mask.paste(255, (0, 0, 32, 64))
+    painted = make(models[name], mode="inpaint", init_image=start, mask=mask, strength=1.0)
+    assert painted.shape == (1, 64, 64, 3)
+    assert not np.array_equal(painted, light)
+
+
+def test_a_flux_lora_changes_the_picture_and_leaves_nothing_behind(models, folders, tmp_path):
+    path = build_tiny_flux_lora(tmp_path / "lora", folders["flux"])
+    model = models["flux"]
+    plain = make(model, seed=3)
+    with_lora = make(model, seed=3, loras=(Lora("tiny", path, 1.0),))
+    assert np.abs(with_lora.astype(int) - plain.astype(int)).mean() > 0.5
+    assert np.array_equal(make(model, seed=3), plain)
+
+
+def test_packing_is_the_pipelines_own(models):
+    pipe = models["flux"].pipe
+    noise = torch.randn(2, 4, 8, 12)
+    packed = pack(FAMILIES["flux"], pipe, noise)
+    assert torch.equal(packed, pipe._pack_latents(noise, 2, 4, 8, 12))
+    assert torch.equal(unpack(FAMILIES["flux"], packed, (4, 8, 12)), noise)
+    assert family_of("FluxImg2ImgPipeline") is FAMILIES["flux"]
+
+
+def _transformer_file(folder, tmp_path, suffix):
+    """The tiny Flux transformer as one file, with the base folder beside it as NAME-config/."""
+    from safetensors.torch import load_file, save_file
+
+    weights = load_file(next((folder / "transformer").glob("*.safetensors")))
+    base = shutil.copytree(folder, tmp_path / "flux-tiny-config")
+    if suffix == ".safetensors":
+        save_file(weights, tmp_path / "flux-tiny.safetensors")
+        return tmp_path / "flux-tiny.safetensors"
+    import gguf
+
+    writer = gguf.GGUFWriter(str(tmp_path / "flux-tiny.gguf"), "flux")
+    for key, tensor in weights.items():
+        array = tensor.float().numpy()
+        if array.ndim == 2 and array.shape[-1] % 32 == 0:  # Q8_0 blocks of 32
+            writer.add_tensor(key, gguf.quantize(array, gguf.GGMLQuantizationType.Q8_0),
+                              raw_shape=gguf.quant_shape_to_byte_shape(array.shape, gguf.GGMLQuantizationType.Q8_0),
+                              raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+        else:
+            writer.add_tensor(key, array)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    assert base.is_dir()
+    return tmp_path / "flux-tiny.gguf"
+
+
+def test_a_transformer_safetensors_file_loads_with_its_base_folder(folders, models, tmp_path):
+    model = load(_transformer_file(folders["flux"], tmp_path, ".safetensors"))
+    assert model.family is FAMILIES["flux"]
+    assert np.array_equal(make(model, seed=5), make(models["flux"], seed=5))
+
+
+def test_a_gguf_transformer_loads_quantized_and_makes_nearly_the_same_picture(folders, models, tmp_path):
+    model = load(_transformer_file(folders["flux"], tmp_path, ".gguf"))
+    quantized = [p for p in model.pipe.transformer.parameters() if type(p).__name__ == "GGUFParameter"]
+    assert quantized, "the GGUF weights stay quantized"
+    picture, reference = make(model, seed=5).astype(int), make(models["flux"], seed=5).astype(int)
+    assert np.abs(picture - reference).mean() < 8
+
+
+def test_a_gguf_file_without_its_base_folder_is_refused_in_words(tmp_path):
+    lonely = tmp_path / "flux1-dev-Q4_0.gguf"
+    lonely.write_bytes(b"GGUF")
+    with pytest.raises(ModelNotAvailable, match="put its base model's diffusers folder beside it"):
+        load(lonely)
+
+
+def test_curated_entries_for_each_family_say_license_size_and_vram(tmp_path):
+    from pipelines.registry import CURATED_MODELS
+
+    registry = Registry(tmp_path, offline=True)
+    names = ("flux.1-schnell", "flux.1-dev", "flux.2-klein-4b", "z-image-turbo", "qwen-image", "qwen-image-edit",
+             "sd3.5-medium", "chroma1-hd", "sana-600m-512")
+    specs = {spec.name: spec for spec in CURATED_MODELS}
+    for name in names:
+        spec = registry.lookup(name, "image")
+        assert spec is specs[name] and spec.source == "hub" and "/" in spec.location
+        assert spec.license and spec.size.startswith("about") and "GB" in spec.vram and spec.description
+    with pytest.raises(ModelNotAvailable, match="the studio is offline"):
+        registry.resolve(registry.lookup("flux.1-schnell", "image"))
+
+
+def test_the_image_tab_offers_the_familys_samplers(folders, tiny_sd_dir, tmp_path):
+    from pipelines.image import SCHEDULERS
+    from pipelines.image_flow import FLOW_SCHEDULERS, sampler_choices
+
+    registry = Registry(tmp_path, offline=True)
+    sd = tuple(SCHEDULERS)
+    assert sampler_choices(registry.lookup(str(folders["flux"]), "image"), sd) == (list(FLOW_SCHEDULERS), "Flow Euler")
+    assert sampler_choices(registry.lookup(str(tiny_sd_dir), "image"), sd) == (list(SCHEDULERS), "DPM++ 2M")
+    choices, value = sampler_choices(registry.lookup("someone/not-downloaded", "image"), sd)
+    assert choices == [*SCHEDULERS, *FLOW_SCHEDULERS] and value == "DPM++ 2M"
+
+
+@pytest.mark.parametrize("name", ["flux", "qwen-image", "z-image", "sana"])
+def test_live_previews_decode_the_familys_latents(models, name):
+    seen = []
+    params = ImageParams(prompt="a red fox", steps=3, width=64, height=64, scheduler="Flow Euler", seed=1)
+    ImagePipeline(models[name], ImageLimits())(params, callback=lambda done, total, preview: seen.append(
+        (done, total, preview)), preview_every=1)
+    assert [(done, total) for done, total, _ in seen] == [(1, 3), (2, 3), (3, 3)]
+    previews = [preview for _, _, preview in seen]
+    assert all(p is not None and p.size == (64, 64) for p in previews)
+    assert np.asarray(previews[0]).std() > 1
+
+
+def test_previews_of_big_pictures_decode_shrunk_latents(models):
+    seen = []
+    params = ImageParams(prompt="a red fox", steps=1, width=128, height=96, scheduler="Flow Euler", seed=1)
+    ImagePipeline(models["flux"], ImageLimits())(params, callback=lambda d, t, p: seen.append(p), preview_every=1)
+    assert seen[0].size == (64, 48)  # 64×48 latents area-averaged to 32×24, decoded by the VAE (×2)
+
+
+def test_weighting_syntax_and_a_distilled_models_negative_prompt_are_said_not_hidden(models):
+    out = ImagePipeline(models["flux"], ImageLimits())(ImageParams(
+        prompt="a (red:1.4) fox", negative_prompt="blurry", steps=1, width=64, height=64, scheduler="Flow Euler",
+        seed=2))
+    assert out.notes == ("Flux.1 does not weight words; the prompt was used without (…) and […]",
+                         "Flux.1 is guidance-distilled and reads no negative prompt; it was not used")
+    plain = ImagePipeline(models["flux"], ImageLimits())(ImageParams(
+        prompt="a red fox", steps=1, width=64, height=64, scheduler="Flow Euler", seed=2))
+    assert np.array_equal(np.asarray(out.images[0]), np.asarray(plain.images[0]))

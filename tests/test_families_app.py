@@ -1,0 +1,71 @@
+"""A launched studio serves tiny Flux- and Qwen-Image-shaped folders through the API: pictures by seed, the
+family's sampler, refusals in words, and Explore (walk, prompt-pair directions, move, breed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from pipelines.registry import ModelSpec
+from tests.families import build_tiny_flux, build_tiny_qwen_image
+from tests.live import start
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, tiny_lm_dir, tiny_sd_dir):
+    import socket
+
+    from gradio_client import Client
+
+    root = tmp_path_factory.mktemp("families-app")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    app, services = start(root / "outputs", tiny_lm_dir, port, root / "cache", tiny_sd_dir)
+    services.registry.add(ModelSpec("tiny-flux", "image", "folder", str(build_tiny_flux(root)), license="test"))
+    services.registry.add(ModelSpec("tiny-qwen-image", "image", "folder", str(build_tiny_qwen_image(root)),
+                                    license="test"))
+    yield Client(f"http://127.0.0.1:{port}/", verbose=False), services
+    app.close()
+
+
+def args(model: str, **changes) -> dict:
+    values = dict(prompt="a red fox", negative_prompt="", model=model, sampler_name="Flow Euler", steps=2,
+                  cfg_scale=3.5, width=64, height=64, seed=21, batch_size=1, n_iter=1)
+    values.update(changes)
+    return values
+
+
+@pytest.mark.parametrize("model", ["tiny-flux", "tiny-qwen-image"])
+def test_generate_and_explore_a_flow_model_through_the_api(served, model):
+    from gradio_client.exceptions import AppError
+    from PIL import Image
+
+    from pipelines.media import read_png_info
+
+    client, services = served
+    info, files = client.predict(**args(model), api_name="/generate_image")
+    assert info["seeds"] == [21] and read_png_info(files[0])["settings"]["Sampler"] == "Flow Euler"
+    _, again = client.predict(**args(model), api_name="/generate_image")
+    assert Image.open(files[0]).tobytes() == Image.open(again[0]).tobytes()
+    with pytest.raises(AppError, match="is a flow-matching model; choose one of Flow Euler"):
+        client.predict(**args(model, sampler_name="DDIM"), api_name="/generate_image")
+
+    look = dict(steps=2, width=64, height=64, sampler_name="Flow Euler")
+    info, files = client.predict(model=model, keyframes="1: a red fox\n2: a blue bird", frames=3, **look,
+                                 api_name="/explore_walk")
+    assert info["frames"] == 4 and sorted(Path(f).suffix for f in files) == [".gif", ".mp4", ".png"]
+    info, files = client.predict(model=model, method="prompt-pair", positive="smiling", negative="neutral",
+                                 origin="1: a red fox", **look, api_name="/explore_directions")
+    saved = next(f for f in files if f.endswith(".safetensors"))
+    from gradio_client import handle_file
+
+    info, files = client.predict(model=model, origin="1: a red fox", amounts="1.5", directions_file=handle_file(saved),
+                                 **look, api_name="/explore_move")
+    assert info["amounts"] == [1.5]
+    info, files = client.predict(model=model, parents="1: a red fox\n2: a blue bird", children=2, seed=5,
+                                 api_name="/explore_breed")
+    assert info["children"] == 2
+    with pytest.raises(AppError, match="method must be one of prompt-pair"):
+        client.predict(model=model, method="h-space", count=2, origin="1", **look, api_name="/explore_directions")

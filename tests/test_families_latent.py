@@ -1,0 +1,108 @@
+"""The latent workbench on flow-matching transformer models (tiny random Flux, SD3 and Qwen-Image): Explore this
+picture gives that very picture back byte for byte; seed travel, prompt travel (pooled and sequence embeddings
+mixed), directions from prompt pairs, the keyframe timeline and breeding, and refusals in words."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipelines.device import pick_placement
+from pipelines.image import ImageLimits, ImageParams, ImagePipeline, load_image_model
+from pipelines.image_flow_latent import TOKENS, FlowLatentModel
+from pipelines.image_latent import DiffusionLatentModel, DiffusionLook
+from pipelines.latent import WalkParams, between, breed, keyframe_frames, move, walk
+from pipelines.registry import Registry
+from tests.families import build_tiny_flux, build_tiny_qwen_image, build_tiny_sd3
+
+LOOK = DiffusionLook(steps=3, guidance=3.5, scheduler="Flow Euler", width=64, height=64, preview_steps=2)
+
+
+BUILD = {"flux": build_tiny_flux, "qwen-image": build_tiny_qwen_image, "sd3": build_tiny_sd3}
+
+
+@pytest.fixture(scope="module", params=list(BUILD))
+def model(request, tmp_path_factory):
+    root = tmp_path_factory.mktemp(request.param)
+    folder = BUILD[request.param](root)
+    registry = Registry(root / "cache", offline=True)
+    return load_image_model(registry.resolve(registry.lookup(str(folder), "image")), pick_placement("cpu"),
+                            offline=True)
+
+
+@pytest.fixture(scope="module")
+def space(model):
+    return DiffusionLatentModel(model, LOOK)
+
+
+def alone(model, seed: int, prompt: str) -> np.ndarray:
+    """The Image tab's picture for this seed and prompt with the look's settings."""
+    out = ImagePipeline(model, ImageLimits())(ImageParams(prompt=prompt, steps=LOOK.steps, guidance=LOOK.guidance,
+                                                          scheduler=LOOK.scheduler, width=64, height=64, seed=seed))
+    return np.asarray(out.images[0])
+
+
+def test_a_flow_model_gets_the_flow_adapter_behind_the_same_contract(space, model):
+    assert isinstance(space, FlowLatentModel) and space.kind == "diffusion"
+    c, h, w = space.z_shape
+    assert (c, h, w) == (model.pipe.transformer.config.in_channels // model.family.channel_div, 32, 32)  # unpacked
+    assert space.with_look(DiffusionLook(scheduler="DPM++ 2M", width=64, height=64)).scheduler == "Flow Euler"
+
+
+def test_explore_this_picture_gives_that_very_picture_back(space, model):
+    point = space.point_for_seed(11, prompt="a red fox")
+    assert np.array_equal(space.render([point])[0], alone(model, 11, "a red fox"))
+
+
+def test_seed_travel_starts_and_ends_on_its_keyframes(space, model):
+    a, b = space.point_for_seed(3, prompt="a red fox"), space.point_for_seed(9, prompt="a blue bird")
+    frames = space.render(walk([a, b], WalkParams(frames=(4,), ease="linear")))
+    assert frames.shape == (5, 64, 64, 3)
+    assert np.abs(frames[0].astype(int) - alone(model, 3, "a red fox").astype(int)).max() <= 2
+    assert np.abs(frames[-1].astype(int) - alone(model, 9, "a blue bird").astype(int)).max() <= 2
+    assert not np.array_equal(frames[2], frames[0])
+    assert keyframe_frames(2, WalkParams(frames=(4,))) == [0, 4]
+
+
+def test_prompt_travel_mixes_sequence_and_pooled_embeddings(space):
+    a, b = space.point_for_seed(5, prompt="red"), space.point_for_seed(5, prompt="a blue heart with a fox")
+    middle = between(a, b, 0.5)
+    assert torch.allclose(middle.text, (a.text + b.text) / 2, atol=1e-5)
+    assert torch.allclose(middle.z, a.z, atol=1e-5)  # the same seed: the same noise all the way
+    pictures = space.render([a, middle, b])
+    assert not np.array_equal(pictures[1], pictures[0]) and not np.array_equal(pictures[1], pictures[2])
+
+
+def test_qwen_masks_keep_every_token_either_prompt_has(space):
+    if space.family.key != "qwen-image":
+        pytest.skip("Flux reads fixed-length T5 tokens")
+    short_, long_ = space.embed("red"), space.embed("a blue heart with a fox and a bird")
+    assert short_[0].shape == (TOKENS, space.pipe.text_encoder.config.text_config.hidden_size)
+    assert 0 < int(short_[1].sum()) < int(long_[1].sum())
+    mixed = space._masked("", torch.stack([short_[0], long_[0]]), torch.stack([short_[1], (short_[1] + long_[1]) / 2]))
+    assert mixed["prompt_embeds"].shape[1] == int(long_[1].sum())
+
+
+def test_a_prompt_pair_direction_moves_the_picture_and_zero_keeps_it(space):
+    point = space.point_for_seed(2, prompt="a fox")
+    direction = space.directions("prompt-pair", positive="smiling", negative="neutral")[0]
+    original = space.render([point])[0]
+    assert np.array_equal(space.render([move(point, [direction], [0.0])])[0], original)
+    assert not np.array_equal(space.render([move(point, [direction], [2.0])])[0], original)
+
+
+def test_breeding_makes_children_between_the_parents(space):
+    parents = [space.point_for_seed(1, prompt="red"), space.point_for_seed(2, prompt="blue")]
+    kids = breed(parents, 2, crossover=0.5, mutation=0.05, seed=0)
+    pictures = space.render(kids, preview=True)
+    assert pictures.shape == (2, 64, 64, 3) and not np.array_equal(pictures[0], pictures[1])
+
+
+def test_what_flow_models_cannot_do_here_is_said_in_words(space):
+    with pytest.raises(ValueError, match="method must be one of prompt-pair"):
+        space.directions("h-space", k=2)
+    with pytest.raises(ValueError, match="inversion\\) is not available for flow models yet"):
+        space.encode(np.zeros((1, 64, 64, 3), dtype=np.uint8))
+    with pytest.raises(ValueError, match="prompt direction: the negative side is empty"):
+        space.directions("prompt-pair", positive="smiling", negative="")
