@@ -174,6 +174,48 @@ def _wire_image_and_explore(services: Services, image, explore, tabs) -> None:
     to_inpaint.click(send("inpaint"), inputs, [tabs, mode, init_image, editor], api_visibility="private")
 
 
+def _hold_guests_at_the_door(fastapi_app, services) -> None:
+    """Events that skip the queue reach the server by /gradio_api/run/<name> and start at once. A guest may have at
+    most a few running: more are refused at the door (HTTP 429, said in words) before Gradio reads a byte of them,
+    so a flood of real-time pictures from made-up sessions costs the server next to nothing and the page keeps
+    answering everyone else. Everything else goes on to Gradio's own route."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    from studio.boundary import GUEST_UNQUEUED
+    from studio.file_route import http_user
+
+    paths = ("/gradio_api/run/{api_name}", "/gradio_api/run/{api_name}/")
+    originals = [route for included in fastapi_app.router.routes
+                 for route in getattr(getattr(included, "original_router", None), "routes", [])
+                 if getattr(route, "path", "") in paths and "POST" in getattr(route, "methods", ())]
+    if not originals:
+        return
+    running: dict[str, int] = {}
+
+    class Door:
+        async def __call__(self, scope, receive, send):
+            user = http_user(fastapi_app, services, Request(scope))
+            guest = bool(user) and services.access.is_guest(user)
+            if guest and running.get(user, 0) >= GUEST_UNQUEUED:
+                await JSONResponse({"error": "Too many previews at once: wait for the ones being drawn."},
+                                   status_code=429)(scope, receive, send)
+                return
+            if guest:
+                running[user] = running.get(user, 0) + 1  # one event loop: no lock needed
+            try:
+                await originals[0].handle(scope, receive, send)
+            finally:
+                if guest:
+                    running[user] -= 1
+                    if not running[user]:
+                        del running[user]
+
+    for path in paths:
+        fastapi_app.router.routes.insert(0, Route(path, Door(), methods=["POST"]))
+
+
 def _slow_logins_per_address(fastapi_app, behind_proxy: bool) -> None:
     """Failed logins are slowed per address too (Access.failure_delay): the login route learns the caller's
     address — behind --public's proxy, the one the proxy saw (the last X-Forwarded-For hop, which it adds)."""
@@ -222,6 +264,7 @@ def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
     add_compat_routes(result[0], services)  # the OpenAI- and AUTOMATIC1111-compatible APIs (/v1, /sdapi/v1)
     add_file_route(result[0], services)  # History's files: only to whom they belong
     _slow_logins_per_address(result[0], services.settings.behind_proxy)
+    _hold_guests_at_the_door(result[0], services)
     if block:
         app.block_thread()
     return result

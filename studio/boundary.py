@@ -30,6 +30,7 @@ PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "forwarded", "x-real-ip"
 IMAGE_UNIT = 20 * 512 * 512  # steps × pixels of one unit of work: a 512×512 picture at 20 steps
 TEXT_UNIT = 512  # tokens of one unit of work
 MIN_UNITS = 0.05  # the least a request costs: even a tiny picture is work
+GUEST_UNQUEUED = 4  # events that skip the queue a guest may have running at once
 
 
 def caller_for(services, user: str, session: str = "local") -> Caller:
@@ -84,7 +85,7 @@ class _AtTheDoor:
     at once on the server's threads. A guest may have at most `GUEST_UNQUEUED` of them running at a time, however
     many browser sessions they open: a flood is refused at the door, before any of it is worked on."""
 
-    GUEST_UNQUEUED = 4
+    GUEST_UNQUEUED = GUEST_UNQUEUED
 
     def __init__(self) -> None:
         self._lock = threading.Lock()

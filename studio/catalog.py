@@ -15,9 +15,12 @@ TABS = {"text": "Text", "image": "Image", "vae": "VAE", "gan": "GAN", "helper": 
 
 def runs_with(services, spec) -> str:
     """The engine that serves a model, and for text models why (llama.cpp vs transformers)."""
-    if spec.modality == "image":  # a loaded model also says how it runs (SDPA, compiled, TAESD previews…)
-        speedups = getattr(getattr(services.cache.peek("image", spec.name), "model", None), "speedups", ())
-        return ENGINES["image"] + (f" — {', '.join(speedups)}" if speedups else "")
+    if spec.modality == "image":  # a loaded model also says how it runs (SDPA, compiled, TAESD previews…) and
+        model = getattr(services.cache.peek("image", spec.name), "model", None)  # the memory plan chosen, and why
+        speedups = getattr(model, "speedups", ())
+        plan = getattr(model, "plan", None)
+        return (ENGINES["image"] + (f" — {', '.join(speedups)}" if speedups else "")
+                + (f" — memory: {plan.describe()}" if plan is not None else ""))
     if spec.modality != "text":
         return ENGINES[spec.modality]
     try:
@@ -34,7 +37,8 @@ def comes_from(spec) -> str:
     if spec.source == "asset":
         return "shipped with the studio" + (" (its text encoder is downloaded once)" if spec.needs else "")
     if spec.source == "hub":
-        return f"the model hub: {spec.location}" + (f", {spec.size}" if spec.size else "")
+        return (f"the model hub: {spec.location}" + (f", {spec.size}" if spec.size else "")
+                + (f"; needs {spec.vram}" if getattr(spec, "vram", "") else ""))
     return f"your {spec.source}: {spec.location}"
 
 

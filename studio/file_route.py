@@ -83,5 +83,5 @@ def add_file_route(fastapi_app, services) -> None:
             return missing
         return FileResponse(path, media_type=kind, headers={"Cache-Control": "private, max-age=3600"})
 
-    for prefix in ("/gradio_api", ""):
-        fastapi_app.router.routes.insert(0, _OutputsFiles(prefix + "/file={path:path}", serve, history.root))
+    for path in ("/gradio_api/file={path:path}", "/gradio_api/file/{path:path}", "/file={path:path}"):
+        fastapi_app.router.routes.insert(0, _OutputsFiles(path, serve, history.root))

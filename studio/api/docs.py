@@ -127,7 +127,7 @@ def render(endpoints: list[tuple[str, object]]) -> str:
              "```", "",
              "**Plain HTTP**, for scripts that make many pictures: `gradio_client` looks for each answer every 50 ms "
              "and opens a new connection for each file it fetches (a call that does nothing takes ~76 ms through "
-             "it, ~6.5 ms over plain HTTP; README, \"Speed of the served studio\"). Any HTTP client can call "
+             "it, ~6.5 ms over plain HTTP; docs/TESTING.md, \"Speed of the served studio\"). Any HTTP client can call "
              "`POST /gradio_api/call/<endpoint>` with `{\"data\": [every parameter in order], \"session_hash\": "
              "\"…\"}`, read the answer from `GET /gradio_api/call/<endpoint>/<event_id>` (server-sent events; the "
              "`complete` event's data), and fetch each file at `/gradio_api/file=<its path>`, all on one kept-alive "

@@ -151,7 +151,7 @@ def _settings_panel(services: Services, prompt, negative) -> SimpleNamespace:
                            label="Model", info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
                            elem_id="image-model")
     ui.scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler")
-    ui.model.change(lambda name: _family_samplers(services, name), ui.model, ui.scheduler)
+    ui.model.change(lambda name: _family_samplers(services, name), ui.model, ui.scheduler, api_visibility="private")
     with gr.Row():
         ui.steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps", elem_id="image-steps")
         ui.guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Guidance (CFG)")

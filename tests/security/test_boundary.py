@@ -195,8 +195,10 @@ def test_a_guest_cannot_fetch_the_owners_picture_by_its_path(studio):
     assert get(url, f"/gradio_api/file={path}", cookies[OWNER[0]])[0] == 200  # the control
     for spelling in (str(path), str(path).replace("/image/", "/image/../image/"),
                      str(path).replace("/image/", "/image/%2e%2e/image/"), f"/proc/self/root{path}"):
-        code, body = get(url, f"/gradio_api/file={spelling}", cookies[GUEST[0]])
-        assert code in (403, 404) and not body.startswith(b"\x89PNG"), spelling
+        for route in ("/gradio_api/file=", "/gradio_api/file/", "/file="):  # every route Gradio serves files by
+            code, body = get(url, f"{route}{spelling}", cookies[GUEST[0]])
+            assert code in (403, 404) and not body.startswith(b"\x89PNG"), (route, spelling)
+    assert get(url, f"/gradio_api/file/{path}", cookies[OWNER[0]])[0] == 200  # the old route, checked the same
 
 
 def test_a_server_path_sent_as_a_file_input_is_refused(studio):
