@@ -34,9 +34,11 @@ GUEST_UNQUEUED = 4  # events that skip the queue a guest may have running at onc
 
 
 def caller_for(services, user: str, session: str = "local") -> Caller:
-    """The Caller for `user` (a login name, an API key's user, or "local"): guest or owner, charged in units."""
+    """The Caller for `user` (a login name, an API key's user, or "local"): guest or owner, charged in units. The
+    session is the browser's, under the user's name: a session id is the client's to choose, so one user's Stop
+    or prompt cache can never be reached by another user naming their session."""
     access = services.access
-    return Caller(user, guest=access.is_guest(user), session=session or "local",
+    return Caller(user, guest=access.is_guest(user), session=f"{user}/{session or 'local'}",
                   charge=lambda units, what: access.admit(user, units, what))
 
 

@@ -30,7 +30,8 @@ def studio(tmp_path_factory, tiny_lm_dir, tiny_sd_dir):
     root = tmp_path_factory.mktemp("boundary")
     port = _free_port()
     app, services = start(root / "outputs", tiny_lm_dir, port, root / "cache", tiny_sd_dir, auth=(OWNER,),
-                          guest_auth=(GUEST, OTHER), guest_generations_per_hour=40)
+                          guest_auth=(GUEST, OTHER), guest_generations_per_hour=40,
+                          launch_options={"mcp_server": True})
     url = f"http://127.0.0.1:{port}/"
     picture = png_bytes(Image.fromarray(np.full((64, 64, 3), 200, np.uint8)))
     owners = services.history.add("image", {".png": picture}, prompt=SECRET, owner=OWNER[0])
@@ -256,3 +257,25 @@ def test_a_guests_full_history_refuses_new_work_in_words_and_loses_nothing(studi
     finally:
         services.settings.__dict__["max_user_storage_mb"] = 2000.0
     assert services.history.get(kept.id) is not None and services.history.path(kept.files[0]).is_file()
+
+
+def test_mcp_tools_are_behind_the_same_login(studio):
+    """The MCP transport carries no studio login: on a studio with logins, its tool calls are refused (they once
+    ran as the owner, all callers sharing one session)."""
+    import asyncio
+
+    pytest.importorskip("mcp")
+    from mcp import ClientSession
+    from mcp.client.streamable_http import streamablehttp_client
+
+    url, services, _, _ = studio
+
+    async def run():
+        async with streamablehttp_client(f"{url}gradio_api/mcp/") as (read, write, _):
+            async with ClientSession(read, write) as session:
+                await session.initialize()
+                return await session.call_tool("history_list", {"tab": "all", "search": ""})
+
+    result = asyncio.run(run())
+    text = " ".join(getattr(c, "text", "") for c in result.content)
+    assert result.isError and SECRET not in text, text
