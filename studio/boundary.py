@@ -13,6 +13,7 @@ engines), the style store, History and the file route (items) — never from a h
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
@@ -22,7 +23,7 @@ import threading
 import gradio as gr
 
 from studio.access import UNIT, AccessDenied
-from studio.caller import Caller, calling, current_caller
+from studio.caller import Caller, calling, current_caller, run_steps
 
 log = logging.getLogger("studio")
 
@@ -188,9 +189,20 @@ def _is_upload(path: str) -> bool:
     return os.path.commonpath([real, folder]) == folder
 
 
-def _settle(caller: Caller, exc: BaseException) -> None:
-    """A failed request gets its quota back (the user's bad input or a crash costs them nothing)."""
-    caller.refund()
+@contextlib.contextmanager
+def _request(services, block_fn, args: tuple, kwargs: dict):
+    """One request as its Caller: built (or refused) first; its quota given back when it fails (a guest's bad
+    input or a crash costs them nothing); its place at the door freed when it ends."""
+    caller = _begin(services, block_fn, args, kwargs)
+    try:
+        yield caller
+    except GeneratorExit:  # the page went away mid-answer: the work done stays counted
+        raise
+    except BaseException:
+        caller.refund()
+        raise
+    finally:
+        _end(caller)
 
 
 def _as_caller(services, fn, block_fn):
@@ -199,10 +211,9 @@ def _as_caller(services, fn, block_fn):
     if inspect.isasyncgenfunction(fn):
         @functools.wraps(fn)
         async def sealed_asyncgen(*args, **kwargs):
-            caller = _begin(services, block_fn, args, kwargs)
-            with calling(caller):
-                steps = fn(*args, **kwargs)
-            try:
+            with _request(services, block_fn, args, kwargs) as caller:
+                with calling(caller):
+                    steps = fn(*args, **kwargs)
                 while True:
                     with calling(caller):
                         try:
@@ -210,58 +221,26 @@ def _as_caller(services, fn, block_fn):
                         except StopAsyncIteration:
                             return
                     yield item
-            except BaseException as exc:
-                _settle(caller, exc)
-                raise
-            finally:
-                _end(caller)
         wrapped = sealed_asyncgen
     elif inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def sealed_gen(*args, **kwargs):
-            caller = _begin(services, block_fn, args, kwargs)
-            with calling(caller):
-                steps = fn(*args, **kwargs)
-            try:
-                while True:
-                    with calling(caller):
-                        try:
-                            item = next(steps)
-                        except StopIteration:
-                            return
-                    yield item
-            except BaseException as exc:
-                _settle(caller, exc)
-                raise
-            finally:
-                steps.close()
-                _end(caller)
+            with _request(services, block_fn, args, kwargs) as caller:
+                with calling(caller):
+                    steps = fn(*args, **kwargs)
+                yield from run_steps(caller, steps)
         wrapped = sealed_gen
     elif inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
         async def sealed_async(*args, **kwargs):
-            caller = _begin(services, block_fn, args, kwargs)
-            try:
-                with calling(caller):
-                    return await fn(*args, **kwargs)
-            except BaseException as exc:
-                _settle(caller, exc)
-                raise
-            finally:
-                _end(caller)
+            with _request(services, block_fn, args, kwargs) as caller, calling(caller):
+                return await fn(*args, **kwargs)
         wrapped = sealed_async
     else:
         @functools.wraps(fn)
         def sealed(*args, **kwargs):
-            caller = _begin(services, block_fn, args, kwargs)
-            try:
-                with calling(caller):
-                    return fn(*args, **kwargs)
-            except BaseException as exc:
-                _settle(caller, exc)
-                raise
-            finally:
-                _end(caller)
+            with _request(services, block_fn, args, kwargs) as caller, calling(caller):
+                return fn(*args, **kwargs)
         wrapped = sealed
     wrapped._studio_sealed = True
     return wrapped

@@ -51,6 +51,20 @@ def calling(caller: Caller) -> Iterator[Caller]:
         _CALLER.reset(token)
 
 
+def run_steps(caller: Caller, steps: Iterator) -> Iterator:
+    """Each step of the generator `steps` run as `caller` (a streamed answer's steps may run on other threads)."""
+    try:
+        while True:
+            with calling(caller):
+                try:
+                    item = next(steps)
+                except StopIteration:
+                    return
+            yield item
+    finally:
+        steps.close()
+
+
 def current_caller() -> Caller | None:
     """The caller of the request being served on this thread, or None outside any request."""
     return _CALLER.get()

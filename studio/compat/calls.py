@@ -16,7 +16,7 @@ from pipelines.media import png_bytes
 from studio.actions import make_images
 from studio.compat.auth import ApiUser, caller_for
 from studio.compat.wire import CompatError
-from studio.host import calling
+from studio.caller import calling, run_steps
 
 
 def _admitted(services, user: ApiUser, tab: str, generation: bool):
@@ -46,18 +46,10 @@ def stream_as(services, user: ApiUser, tab: str, steps: Iterator, *, generation:
     """`steps`, each step run as `user` (a streamed answer's steps may run on different threads)."""
     caller = _admitted(services, user, tab, generation)
     try:
-        while True:
-            with calling(caller):
-                try:
-                    item = next(steps)
-                except StopIteration:
-                    return
-            yield item
+        yield from run_steps(caller, steps)
     except BaseException as exc:
         _failed(services, caller, exc)
         raise
-    finally:
-        steps.close()
 
 
 def make_pictures(services, user: ApiUser, params: ImageParams, model: str, progress=None):
