@@ -56,6 +56,20 @@ class ModelCache:
         self.release(modality, key)
         return model
 
+    @contextlib.contextmanager
+    def holding(self, model: Any) -> Iterator[None]:
+        """Hold an already loaded `model` (found by identity) in use until the block ends, so nobody else's load
+        evicts it mid-work; a model no longer in the cache is simply not held."""
+        with self._cond:
+            found = next(((m, k) for m, slot in self._models.items() for k, v in slot.items() if v is model), None)
+            if found is not None:
+                self._take(*found)
+        try:
+            yield
+        finally:
+            if found is not None:
+                self.release(*found)
+
     def in_use(self, modality: str, key: str) -> int:
         with self._cond:
             return self._users.get((modality, key), 0)

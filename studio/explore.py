@@ -66,18 +66,30 @@ def latent_model(services, name: str, kind: str, look: DiffusionLook | None = No
     if kind == "gan":
         from pipelines.gan import GANLatentModel
 
-        return _cached(services, "gan", name, lambda p: GANLatentModel(p), services.gan_pipeline(name))
+        pipe = services.gan_pipeline(name)
+        return _held(_cached(services, "gan", name, lambda p: GANLatentModel(p), pipe), pipe)
     if kind == "vae":
         from pipelines.vae import VAELatentModel
 
-        return _cached(services, "vae", name, lambda p: VAELatentModel(p), services.vae_pipeline(name))
+        pipe = services.vae_pipeline(name)
+        return _held(_cached(services, "vae", name, lambda p: VAELatentModel(p), pipe), pipe)
     if kind == "diffusion":
         if look is not None:  # the server's step and size limits hold in Explore too; its IP-Adapter is admitted
             look = services.host.admit_look(look)
-        base = _cached(services, "image", name, lambda p: DiffusionLatentModel(p.model, look or DiffusionLook()),
-                       services.local_image_pipeline(name))
-        return base.with_look(look) if look is not None else base
+        pipe = services.local_image_pipeline(name)
+        base = _cached(services, "image", name, lambda p: DiffusionLatentModel(p.model, look or DiffusionLook()), pipe)
+        return _held(base.with_look(look) if look is not None else base, pipe)
     raise ValueError(f"kind must be gan, vae or diffusion, got {short(kind)}")
+
+
+def _held(model: LatentModel, pipe) -> LatentModel:
+    """`model`, remembering the cached pipeline it renders with: `render` holds that one in use (another
+    request's load never evicts it mid-render)."""
+    try:
+        model.held = pipe
+    except AttributeError:  # a stand-in that takes no attributes: nothing to hold in this process
+        pass
+    return model
 
 
 def _cached(services, modality: str, name: str, make, pipe):
@@ -98,7 +110,8 @@ def render(services, model: LatentModel, points: list[LatentPoint], *, preview: 
     preview) counts against a guest's quota."""
     services.host.admit_render(len(points), preview=preview, kind=model.kind,
                                units=render_units(model, len(points), preview))
-    return services.lanes.run("model", model.render, points, preview=preview, interactive=interactive)
+    with services.cache.holding(getattr(model, "held", None)):
+        return services.lanes.run("model", model.render, points, preview=preview, interactive=interactive)
 
 
 def render_units(model: LatentModel, count: int, preview: bool) -> float:

@@ -351,3 +351,19 @@ def test_a_preprocessor_model_is_the_settings_one_loaded_once_and_not_for_guests
     with calling(Caller("o")):
         first = host.estimator("depth")
         assert host.estimator("depth") is first and host.cache.peek("helper", str(folder)) is first
+
+
+def test_a_render_holds_its_model_so_another_users_load_cannot_evict_it_midway():
+    """Explore, GAN and VAE renders hold the cached model they render with (ModelCache.holding, by identity):
+    another request's load waits for it instead of dropping it mid-render."""
+    cache = ModelCache(1, wait_for_room_s=1)
+    first = cache.get("gan", "a", lambda: object())
+    with cache.holding(first):
+        assert cache.in_use("gan", "a") == 1
+        with pytest.raises(ModelsBusy, match="a is still in use by another request"):
+            cache.get("gan", "b", object)
+    assert cache.in_use("gan", "a") == 0
+    second = cache.get("gan", "b", object)  # once the render is done, the next load takes its place
+    assert cache.peek("gan", "a") is None and cache.peek("gan", "b") is second
+    with cache.holding(first):  # no longer cached: nothing is held, nothing fails
+        assert cache.in_use("gan", "a") == 0
