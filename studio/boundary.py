@@ -16,16 +16,12 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import logging
-import math
 import threading
 
 import gradio as gr
 
-from studio.access import UNIT, AccessDenied
+from studio.access import AccessDenied
 from studio.caller import Caller, calling, current_caller, run_steps
-
-log = logging.getLogger("studio")
 
 PROXY_HEADERS = ("x-forwarded-for", "x-forwarded-host", "forwarded", "x-real-ip")
 IMAGE_UNIT = 20 * 512 * 512  # steps × pixels of one unit of work: a 512×512 picture at 20 steps
@@ -168,9 +164,9 @@ def _paths_in(value):
     elif isinstance(value, list):
         for part in value:
             yield from _paths_in(part)
-    elif hasattr(value, "path") and isinstance(getattr(value, "path"), str):
+    elif hasattr(value, "path") and isinstance(value.path, str):
         yield value.path
-    elif hasattr(value, "name") and isinstance(getattr(value, "name"), str) and hasattr(value, "read"):
+    elif hasattr(value, "name") and isinstance(value.name, str) and hasattr(value, "read"):
         yield value.name
 
 
@@ -263,7 +259,3 @@ def image_units(pictures: int, steps: int, width: int, height: int) -> float:
 
 def text_units(tokens: int) -> float:
     return max(MIN_UNITS, tokens / TEXT_UNIT)
-
-
-def describe_units(units: float) -> str:
-    return f"{units:.2f} units of work ({UNIT})" if not math.isclose(units, 1.0) else f"one unit of work ({UNIT})"
