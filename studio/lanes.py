@@ -8,6 +8,10 @@ thread per request is slower still. `studio launch` therefore gives its main thr
 `run` / `submit`. Models are loaded there too: the same call ran ~50% slower on weights that another
 thread had loaded.
 
+Waiting work takes turns between users (`FairQueue`): the user whose work ran least recently goes next, so another
+user's queue never costs you more than the job in progress; the `Gate` holds a guest to one job waiting or running
+and interactive work to one at a time per browser session. The user is the request's Caller (studio.caller).
+
 Interactive work (a slider move, a map cell) jumps the queue. While a long job holds the lane it runs
 beside it, on the lane's one interactive thread — never inside the long job's step callback: each request
 owns its pipeline view, scheduler, generators and hooks (`ModelHost`), so the two share only read-only
