@@ -19,7 +19,7 @@ from tests.security.events import config, get, login_cookie
 
 OWNER, OTHER_OWNER, GUEST = ("owner", "owner-pw"), ("painter", "painter-pw"), ("guest", "guest-pw")
 BIG = dict(prompt="a red fox", model="tiny-sd", sampler_name="DDIM", steps=30, width=64, height=64, batch_size=8,
-           n_iter=4, seed=3)
+           n_iter=2, seed=3)
 SMALL = dict(prompt="a blue bird", model="tiny-sd", sampler_name="DDIM", steps=2, width=64, height=64, batch_size=1,
              n_iter=1, seed=4)
 
