@@ -247,9 +247,9 @@ def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
     s = services.settings
     from PIL import Image
 
-    # any picture decoded anywhere (Gradio's own `pil` uploads and `data:` images too) refuses a decompression bomb
-    # past the studio's pixel limit (PIL raises above twice this number)
-    Image.MAX_IMAGE_PIXELS = max(s.image_limits.max_image_pixels // 2, 1)
+    # any picture decoded anywhere (Gradio's own `pil` uploads and `data:` images too) refuses a decompression bomb:
+    # PIL raises above twice this number (the studio's own check, with its size in words, refuses above it)
+    Image.MAX_IMAGE_PIXELS = s.image_limits.max_image_pixels
     # History's files are served where they are (not copied into Gradio's cache on every answer); what the
     # studio keeps beside them (its database, keys, explorations) is never served, to anyone
     gr.set_static_paths([str(services.history.root)])

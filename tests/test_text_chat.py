@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import types
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,15 @@ from studio.tabs.text_chat import edit_from, export_chat, import_chat, token_cou
 
 def test_a_conversation_exports_and_imports_round_trip(tmp_path):
     chat = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": [{"type": "text", "text": "Hello!"}]}]
-    path = export_chat(tmp_path, chat, "Be brief.", "smollm2")
+    from studio.caller import Caller, calling
+    from studio.history import History
+
+    history = History(tmp_path / "outputs")
+    with calling(Caller("ann")):
+        path = export_chat(history, chat, "Be brief.", "smollm2")
+        again = export_chat(history, chat, "Be brief.", "smollm2")
+    assert path != again  # two exports in one second never overwrite each other
+    assert history.may_read("ann", Path(path), guest=True) and not history.may_read("bob", Path(path), guest=True)
     data = json.loads(open(path, encoding="utf-8").read())
     assert data["format"] == "genai-studio.chat/1" and data["model"] == "smollm2"
     assert data["messages"][1] == {"role": "assistant", "content": "Hello!"}
