@@ -95,7 +95,8 @@ def turns(url: str, reps: int, report: Report) -> None:
             job.result(timeout=1200)
     wait = statistics.median(waits)
     report.line("1. User A queues 3 big jobs, then user B asks for one small picture (medians)")
-    report.line(f"   A's job alone {big:.2f} s · B's picture alone {small:.2f} s · B's wait behind A's queue {wait:.2f} s")
+    report.line(f"   A's job alone {big:.2f} s · B's picture alone {small:.2f} s · B's wait behind A's queue "
+                f"{wait:.2f} s")
     report.line(f"   B's wait / (one of A's jobs + B alone) = {wait / (big + small):.2f}  (target ≤ 1.0; "
                 f"first-in-first-out: {(3 * big + small) / (big + small):.2f})")
 

@@ -118,7 +118,7 @@ def keeping(reps: int, job: dict) -> list[float]:
 
     with tempfile.TemporaryDirectory() as tmp:
         services = Services.create(Settings(device="cpu", outputs=Path(tmp) / "outputs"))
-        pipe = services.image_pipeline("emoji-ldm")
+        pipe = services.host.image_pipeline("emoji-ldm")
         params = ImageParams(prompt=job["prompt"], steps=job["steps"], batch_size=job["batch_size"], seed=1,
                              width=job["width"], height=job["height"])
         out = pipe(params)

@@ -51,7 +51,7 @@ def part_text(report, reps: int) -> None:
     services = tier_services(1, outputs, "text")
     here = Services.create(replace(Settings(), outputs=outputs / "here", device="cpu", text_threads=1))
     try:
-        remote, local = services.text_pipeline(""), here.text_pipeline("")
+        remote, local = services.host.text_pipeline(""), here.text_pipeline("")
         report.line("")
         report.line(f"Text through Ray vs in-process, {remote.model.name} on {local.backend}, one thread each, "
                     f"128 new tokens, chat; median of {reps}")
@@ -76,7 +76,7 @@ def part_text(report, reps: int) -> None:
         report.line(f"ray / in-process: tokens per second {rr / lr:.3f}; first piece {1000 * (rf - lf):+.1f} ms; "
                     f"answer {1000 * (rt - lt):+.1f} ms")
     finally:
-        services.ray_bridge.close()
+        services.host.ray_bridge.close()
 
 
 def alternate(remote, local, params_for, reps: int) -> tuple[float, float]:
@@ -103,7 +103,7 @@ def part_hop(report, reps: int) -> None:
     torch.set_num_threads(1)  # as a replica with replica_cpus = 1
     services = tier_services(1, Path(tempfile.mkdtemp(prefix="scale-")))
     try:
-        remote, local = services.image_pipeline("emoji-ldm"), services.local_image_pipeline("emoji-ldm")
+        remote, local = services.host.image_pipeline("emoji-ldm"), services.host.local_image_pipeline("emoji-ldm")
         report.line(f"Ray hop vs in-process, emoji-ldm, one torch thread each; median of {reps}")
         report.line(f"{'request':34} {'ray (s)':>9} {'in-proc (s)':>11} {'overhead':>10} {'ratio':>7}")
         for label, params in (("4 × 64², 20 steps", ImageParams(prompt="red heart", steps=20, batch_size=4)),
@@ -111,7 +111,7 @@ def part_hop(report, reps: int) -> None:
             r, t = alternate(remote, local, lambda rep, p=params: replace(p, seed=rep, width=64, height=64), reps)
             report.line(f"{label:34} {r:9.3f} {t:11.3f} {1000 * (r - t):8.1f}ms {t / r:7.3f}")
     finally:
-        services.ray_bridge.close()
+        services.host.ray_bridge.close()
 
 
 def part_gan(report, reps: int) -> None:
@@ -127,7 +127,7 @@ def part_gan(report, reps: int) -> None:
     services = Services.create(replace(Settings(), outputs=outputs, device="cpu", ray=ray))
     here = Services.create(replace(Settings(), outputs=outputs / "here", device="cpu"))
     try:
-        remote, local = services.gan_pipeline(""), here.gan_pipeline("")
+        remote, local = services.host.gan_pipeline(""), here.gan_pipeline("")
         report.line("")
         report.line(f"GAN through Ray vs in-process, {local.model.name}, 4×4 grid, one torch thread each; median of "
                     f"{max(reps, 15)}")
@@ -143,11 +143,11 @@ def part_gan(report, reps: int) -> None:
                 run(batch)
                 rates.append(16 * 16 / (time.perf_counter() - start))
             report.line(f"  {label}: {statistics.median(rates):.0f} faces/s")
-        (published,) = services.ray_bridge.status()["latent"]["published"]
+        (published,) = services.host.ray_bridge.status()["latent"]["published"]
         report.line(f"  the replica rendered {published['renders']} batches, the largest of "
                     f"{published['largest_batch']} faces")
     finally:
-        services.ray_bridge.close()
+        services.host.ray_bridge.close()
 
 
 def _concurrently(fn, inputs: list) -> None:
@@ -166,7 +166,7 @@ def part_replicas(report, reps: int) -> None:
     for replicas in (1, 2):
         services = tier_services(replicas, Path(tempfile.mkdtemp(prefix="scale-")))
         try:
-            pipe = services.image_pipeline("emoji-ldm")
+            pipe = services.host.image_pipeline("emoji-ldm")
             params = ImageParams(prompt="red heart", steps=20, batch_size=4, width=64, height=64)
             for n in range(replicas * 2):  # warm every replica (each loads the model once)
                 pipe(replace(params, seed=n))
@@ -182,7 +182,7 @@ def part_replicas(report, reps: int) -> None:
                 rates.append(8 * 4 / (time.perf_counter() - start))
             report.line(f"  {replicas} replica(s): {statistics.median(rates):6.2f} images/s")
         finally:
-            services.ray_bridge.close()
+            services.host.ray_bridge.close()
 
 
 def part_load(report, users: int, rounds: int) -> None:

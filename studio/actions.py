@@ -22,7 +22,7 @@ from pipelines.provenance import Origin, verify
 from pipelines.registry import ModelSpec
 from pipelines.text import TextParams, parse_stop
 from pipelines.vae import VAETrainParams, load_image_folder, prepare_images, train_conv_vae
-from studio.tabs.common import as_int, keep_output, list_outputs, parse_seed
+from studio.events import as_int, keep_output, list_outputs, parse_seed
 
 STREAM_INTERVAL = 0.04  # seconds between streamed page updates
 NO_STYLE = "(none)"
@@ -80,8 +80,8 @@ def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bo
                 timer.cancel()
 
     if getattr(pipe, "remote", False):  # the Ray model tier does the work: wait for it off the model thread
-        return services.lanes.submit_parallel("remote", generate)
-    return services.lanes.submit("model", generate, interactive=interactive)
+        return services.host.lanes.submit_parallel("remote", generate)
+    return services.host.lanes.submit("model", generate, interactive=interactive)
 
 
 def check_room(services) -> None:
@@ -138,7 +138,7 @@ def make_images(services, params: ImageParams, model: str, owner: str, session: 
     check_pictures(services, params)  # the caller's rules (a guest's LoRA files, limits, room) before any load
     cancel = services.jobs.start(session, "image")
     try:
-        with services.image_lease(model) as pipe:  # in use (never evicted) until the pictures are made
+        with services.host.image_lease(model) as pipe:  # in use (never evicted) until the pictures are made
             job = start_generation(services, pipe, params, cancel, watched=progress is not None)
             if progress is not None and hasattr(job, "events"):
                 for event in job:
@@ -182,11 +182,11 @@ def control_units(services, specs, pictures: list) -> tuple:
             raise ValueError(f"controlnet[{i}]: weight, guidance_start and guidance_end are numbers, thresholds "
                              "whole numbers") from None
         module = value.get("module", "canny")
-        units.append(ControlUnit(services.admit_controlnet(value.get("model", "")), picture, module,
+        units.append(ControlUnit(services.host.admit_controlnet(value.get("model", "")), picture, module,
                                  value.get("weight", 1.0), value.get("guidance_start", 0.0),
                                  value.get("guidance_end", 1.0), value.get("threshold_a", 100),
                                  value.get("threshold_b", 200),
-                                 estimator=services.estimator(module) if module in ESTIMATORS else None))
+                                 estimator=services.host.estimator(module) if module in ESTIMATORS else None))
     return tuple(units)
 
 
@@ -202,7 +202,7 @@ def image_prompt(services, adapter: str, weight, picture):
         weight = DEFAULT_WEIGHT if weight in (None, "") else float(weight)
     except (TypeError, ValueError):
         raise ValueError("ip_adapter_weight: a number from 0 to 2") from None
-    return ImagePrompt(IPAdapterRef(services.admit_ip_adapter(adapter), weight), picture)
+    return ImagePrompt(IPAdapterRef(services.host.admit_ip_adapter(adapter), weight), picture)
 
 
 LIVE_PAUSE = 0.12  # seconds a real-time request waits for the next keystroke or slider step before it starts
@@ -220,7 +220,7 @@ def live_picture(services, model: str, params: ImageParams, session: str):
         if cancel.wait(LIVE_PAUSE):
             return None
         check_pictures(services, params, interactive=True)
-        with services.image_lease(model) as pipe:
+        with services.host.image_lease(model) as pipe:
             out = start_generation(services, pipe, params, cancel, watched=False, interactive=True).result()
         # a newer request came after the last step: its picture, not this one, is the one to show
         return None if cancel.is_set() else out
@@ -282,7 +282,7 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
         data = png_with_metadata(services.history.mark(image),
                                  a1111_parameters(params.prompt, params.negative_prompt, settings), record)
         return keep_output(services, "image", {".png": data}, listed=False, prompt=params.prompt, params=record,
-                           seed=image_seed, model=pipe.model.name, device=services.placement.describe(),
+                           seed=image_seed, model=pipe.model.name, device=services.host.placement.describe(),
                            timings={"seconds": out.seconds / len(out.images)}, owner=owner, origin=origin,
                            marked=True)
 
@@ -341,7 +341,7 @@ def make_plot(services, plot, base: ImageParams, model_name: str, loras: dict, o
         params = replace(params, loras=lora_set(chosen))
         check_pictures(services, params)  # a guest's LoRA files never reach the loader, whichever input held them
         try:
-            with services.image_lease(settings.get("Model", model_name)) as pipe:
+            with services.host.image_lease(settings.get("Model", model_name)) as pipe:
                 out = start_generation(services, pipe, params, cancel, watched=False).result()
         except GenerationCancelled:
             return None
@@ -363,7 +363,7 @@ def make_plot(services, plot, base: ImageParams, model_name: str, loras: dict, o
         result["axes"] = axes
         result["item"] = keep_output(services, "image", {".png": png_bytes(picture)}, prompt=done[0][1].prompt,
                                      params={"plot": axes, "cells": result["kept"]},
-                                     device=services.placement.describe(), owner=owner)
+                                     device=services.host.placement.describe(), owner=owner)
     return result
 
 
@@ -512,7 +512,7 @@ def run_text(services, model: str, params: TextParams, session: str, owner: str,
     text = ""
     shown = time.perf_counter()
     try:
-        with services.text_lease(model, (lambda msg: progress(0.0, desc=msg)) if progress else None,
+        with services.host.text_lease(model, (lambda msg: progress(0.0, desc=msg)) if progress else None,
                                  backend) as pipe:
             for piece in pipe.stream(params, cancel=cancel, stats=stats):
                 text += piece
@@ -542,7 +542,7 @@ def uploads(services, files, size):
 
 def training_setup(services, name: str, source, is_zip: bool, size, channels, latent, epochs):
     """Check a training request and load its images: (name, params, images, notes, source folder/zip, out)."""
-    registry = services.registry
+    registry = services.host.registry
     name = (name or "").strip()
     if not re.fullmatch(r"[A-Za-z0-9][\w\-]{0,39}", name):
         raise ValueError("model name: 1–40 letters, digits, - or _ (it names a folder)")
@@ -559,20 +559,20 @@ def training_setup(services, name: str, source, is_zip: bool, size, channels, la
 
 def finish_training(services, name: str, out: Path, params, done: int, images, owner: str) -> None:
     """Register a trained VAE and note it in History."""
-    services.registry.add(ModelSpec(name, "vae", "folder", str(out), license="yours",
+    services.host.registry.add(ModelSpec(name, "vae", "folder", str(out), license="yours",
                                     description="trained in the VAE tab"))
-    services.cache.clear("vae")
+    services.host.cache.clear("vae")
     services.history.add("vae", {".json": json.dumps({"model": name, "epochs": done}).encode()},
                          prompt=f"trained VAE {name}", params={"size": params.size, "latent_dim": params.latent_dim,
                                                                "epochs": done, "images": len(images)},
-                         model=name, device=services.placement.describe(), owner=owner)
+                         model=name, device=services.host.placement.describe(), owner=owner)
 
 
 def train_vae_model(services, name, source, is_zip, size, channels, latent, epochs, owner) -> dict:
     """Train in the calling thread (the API's form); returns the losses per epoch."""
     name, params, images, notes, source, out = training_setup(services, name, source, is_zip, size, channels,
                                                               latent, epochs)
-    reports = train_conv_vae(params, images, out, device=services.placement.device,
+    reports = train_conv_vae(params, images, out, device=services.host.placement.device,
                              extra_config={"trained_on": str(source.name), "images": len(images)})
     finish_training(services, name, out, params, len(reports), images, owner)
     return {"name": name, "epochs": len(reports), "images": len(images), "skipped": len(notes),

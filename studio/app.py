@@ -48,7 +48,7 @@ CSS = """
 def build_app(services: Services) -> gr.Blocks:
     with gr.Blocks(title="GenAI Studio") as app:
         gr.Markdown("# GenAI Studio\nText, images and latent spaces — running on "
-                    f"{services.placement.describe()}.", elem_id="studio-title")
+                    f"{services.host.placement.describe()}.", elem_id="studio-title")
         if services.settings.public and not services.settings.logins:
             gr.HTML('<div id="insecure-banner" style="background:#b91c1c;color:white;padding:10px 14px;'
                     'border-radius:8px;font-weight:600">This studio is public and has no login '
@@ -167,7 +167,8 @@ def _wire_image_and_explore(services: Services, image, explore, tabs) -> None:
             path = make_file(*values, request=request)  # guarded there: the user's own admission
             if target == "img2img":
                 return gr.Tabs(selected="image"), "Image to image", path, gr.skip()
-            return gr.Tabs(selected="image"), "Inpaint", gr.skip(), {"background": path, "layers": [], "composite": path}
+            editor = {"background": path, "layers": [], "composite": path}
+            return gr.Tabs(selected="image"), "Inpaint", gr.skip(), editor
         return fn
 
     to_img2img.click(send("img2img"), inputs, [tabs, mode, init_image, editor], api_visibility="private")

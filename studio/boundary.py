@@ -135,7 +135,7 @@ def uploads_only(block_fn, args: tuple, kwargs: dict) -> None:
     server's own — another user's picture, the database, /etc/passwd — sent as a file input is refused here,
     whatever Gradio's own checks say."""
     special = (gr.Request, gr.Progress, gr.EventData)
-    values = [a for a in args if not isinstance(a, special)] + [v for v in kwargs.values() if not isinstance(v, special)]
+    values = [a for a in (*args, *kwargs.values()) if not isinstance(a, special)]
     components = list(block_fn.inputs or [])
     if len(values) == 1 and isinstance(values[0], dict) and values[0] and all(
             isinstance(k, gr.components.Component) for k in values[0]):

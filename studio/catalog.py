@@ -16,7 +16,7 @@ TABS = {"text": "Text", "image": "Image", "vae": "VAE", "gan": "GAN", "helper": 
 def runs_with(services, spec) -> str:
     """The engine that serves a model, and for text models why (llama.cpp vs transformers)."""
     if spec.modality == "image":  # a loaded model also says how it runs (SDPA, compiled, TAESD previews…) and
-        model = getattr(services.cache.peek("image", spec.name), "model", None)  # the memory plan chosen, and why
+        model = getattr(services.host.cache.peek("image", spec.name), "model", None)  # the memory plan chosen, and why
         speedups = getattr(model, "speedups", ())
         plan = getattr(model, "plan", None)
         return (ENGINES["image"] + (f" — {', '.join(speedups)}" if speedups else "")
@@ -24,7 +24,7 @@ def runs_with(services, spec) -> str:
     if spec.modality != "text":
         return ENGINES[spec.modality]
     try:
-        choice = services.text_backend(spec)
+        choice = services.host.text_backend(spec)
     except ValueError as exc:
         return f"cannot run as configured: {exc}"
     return f"{choice.backend} — {choice.reason}"
@@ -43,12 +43,12 @@ def comes_from(spec) -> str:
 
 
 def _loaded(services) -> set[str]:
-    keys = {name for _, name in services.cache.loaded()}
+    keys = {name for _, name in services.host.cache.loaded()}
     return keys | {name.split(" [")[0] for name in keys}
 
 
 def ready(services, spec) -> str:
-    if services.registry.is_present(spec):
+    if services.host.registry.is_present(spec):
         return "yes"
     if spec.source == "hub":
         return f"download ({spec.size})" if spec.size else "download on first use"
@@ -59,7 +59,7 @@ def model_rows(services) -> list[list]:
     """Every field, for the API (models_list) and the details table."""
     loaded = _loaded(services)
     rows = []
-    for spec in services.registry.all():
+    for spec in services.host.registry.all():
         source = spec.location if spec.source != "package" else PACKAGES[spec.location].fetch_command
         rows.append([spec.name, spec.modality, spec.source, source, spec.license, ready(services, spec),
                      "loaded" if spec.name in loaded else "", runs_with(services, spec), spec.description])

@@ -199,26 +199,26 @@ def cmd_launch(args) -> int:
     if args.mcp and importlib.util.find_spec("mcp") is None:
         raise ValueError("--mcp needs the MCP extra: pip install 'genai-studio[mcp]'")
     if args.dry_run:
-        print(f"App built: {len(app.fns)} events; device {services.placement.describe()}; dry run, not serving.")
+        print(f"App built: {len(app.fns)} events; device {services.host.placement.describe()}; dry run, not serving.")
         return 0
-    _log(f"GenAI Studio on {services.placement.describe()}; outputs in {services.history.root}")
+    _log(f"GenAI Studio on {services.host.placement.describe()}; outputs in {services.history.root}")
     if services.settings.ray.enabled:  # connect to (or start) Ray while the page loads, not on the first click
         threading.Thread(target=_start_tier, args=(services,), daemon=True).start()
     launch(app, services, block=False, mcp_server=bool(args.mcp))
     stop = threading.Event()
     try:
-        services.lanes.serve_here(stop)  # model work runs on this, the main, thread (studio/lanes.py)
+        services.host.lanes.serve_here(stop)  # model work runs on this, the main, thread (studio/lanes.py)
     except KeyboardInterrupt:
         pass
     finally:
-        services.lanes.drain("history")  # History writes already promised land before we go
+        services.host.lanes.drain("history")  # History writes already promised land before we go
         app.close()
     return 0
 
 
 def _start_tier(services) -> None:
     try:
-        services.ray_bridge.start()
+        services.host.ray_bridge.start()
     except Exception as exc:  # noqa: BLE001 - said once here; each request says it again and retries
         _log(str(exc))
 
@@ -262,7 +262,7 @@ def cmd_text(args) -> int:
         seed=args.seed,
     )
     services = Services.create(_settings(args))
-    pipe = services.text_pipeline(args.model, log=_log)
+    pipe = services.host.text_pipeline(args.model, log=_log)
     out = pipe(params, callback=lambda piece: print(piece, end="", flush=True))
     print()
     _log(f"[seed {out.seed} · {out.new_tokens} tokens · {out.tokens_per_second:.1f} tok/s · {out.finish_reason} · "

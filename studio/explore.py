@@ -66,17 +66,17 @@ def latent_model(services, name: str, kind: str, look: DiffusionLook | None = No
     if kind == "gan":
         from pipelines.gan import GANLatentModel
 
-        pipe = services.gan_pipeline(name)
+        pipe = services.host.gan_pipeline(name)
         return _held(_cached(services, "gan", name, lambda p: GANLatentModel(p), pipe), pipe)
     if kind == "vae":
         from pipelines.vae import VAELatentModel
 
-        pipe = services.vae_pipeline(name)
+        pipe = services.host.vae_pipeline(name)
         return _held(_cached(services, "vae", name, lambda p: VAELatentModel(p), pipe), pipe)
     if kind == "diffusion":
         if look is not None:  # the server's step and size limits hold in Explore too; its IP-Adapter is admitted
             look = services.host.admit_look(look)
-        pipe = services.local_image_pipeline(name)
+        pipe = services.host.local_image_pipeline(name)
         base = _cached(services, "image", name, lambda p: DiffusionLatentModel(p.model, look or DiffusionLook()), pipe)
         return _held(base.with_look(look) if look is not None else base, pipe)
     raise ValueError(f"kind must be gan, vae or diffusion, got {short(kind)}")
@@ -110,8 +110,8 @@ def render(services, model: LatentModel, points: list[LatentPoint], *, preview: 
     preview) counts against a guest's quota."""
     services.host.admit_render(len(points), preview=preview, kind=model.kind,
                                units=render_units(model, len(points), preview))
-    with services.cache.holding(getattr(model, "held", None)):
-        return services.lanes.run("model", model.render, points, preview=preview, interactive=interactive)
+    with services.host.cache.holding(getattr(model, "held", None)):
+        return services.host.lanes.run("model", model.render, points, preview=preview, interactive=interactive)
 
 
 def render_units(model: LatentModel, count: int, preview: bool) -> float:
@@ -278,7 +278,7 @@ def check_model_kind(model: LatentModel, kinds: tuple[str, ...]) -> None:
 
 
 def walk_params(frames, ease: str, method: str, text_method: str, loop: bool, fps, limit: int) -> WalkParams:
-    from studio.tabs.common import as_int
+    from studio.events import as_int
 
     counts = tuple(as_int("frames", f) for f in (frames if isinstance(frames, (list, tuple)) else [frames]))
     return WalkParams(frames=counts, ease=ease, method=method, text_method=text_method, loop=bool(loop),

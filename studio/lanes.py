@@ -17,7 +17,7 @@ beside it, on the lane's one interactive thread — never inside the long job's 
 owns its pipeline view, scheduler, generators and hooks (`ModelHost`), so the two share only read-only
 weights, and the long job's pixels are the ones it makes alone.
 
-    job = services.lanes.submit("model", lambda report: pipe(params, callback=report))
+    job = services.host.lanes.submit("model", lambda report: pipe(params, callback=report))
     for event in job:          # progress events, as the job reports them
         ...
     out = job.result()         # or raises the job's exception

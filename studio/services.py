@@ -84,8 +84,8 @@ def provenance(settings: Settings):
 @dataclass
 class Services:
     """The app's state — History, Access, Jobs, share links, upscaler models of the Upscale panel — beside the
-    `ModelHost` that owns model execution. Model-side names (`placement`, `registry`, `cache`, `lanes`,
-    `text_pipeline`, `image_pipeline`, …) are the host's, read through this object."""
+    `ModelHost` that owns model execution (`services.host`: placement, registry, cache, lanes, pipelines, leases,
+    admission)."""
 
     settings: Settings
     host: ModelHost
@@ -101,11 +101,6 @@ class Services:
         return cls(settings=settings, host=ModelHost.create(settings), history=history,
                    repair_report=history.repair(),
                    access=Access(settings.auth, settings.guest_auth, settings.guest_generations_per_hour))
-
-    def __getattr__(self, name: str):
-        if name.startswith("__") or name == "host":
-            raise AttributeError(name)
-        return getattr(self.host, name)
 
     @cached_property
     def links(self):

@@ -22,9 +22,9 @@ def start(outputs: Path, tiny_lm_dir: Path, port: int, cache_dir: Path, tiny_sd_
     settings = replace(Settings(), port=port, outputs=outputs, device="cpu", cache_dir=cache_dir, offline=True,
                        **overrides)
     services = Services.create(settings)
-    services.registry.add(ModelSpec("tiny-llama", "text", "folder", str(tiny_lm_dir), license="test"))
-    services.registry.add(ModelSpec("tiny-gan", "gan", "file", str(gan_path), license="test"))
-    services.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
+    services.host.registry.add(ModelSpec("tiny-llama", "text", "folder", str(tiny_lm_dir), license="test"))
+    services.host.registry.add(ModelSpec("tiny-gan", "gan", "file", str(gan_path), license="test"))
+    services.host.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
     app = build_app(services)
     launch(app, services, block=False, quiet=True, **(launch_options or {}))
     return app, services

@@ -286,7 +286,7 @@ def test_vae_interpolate_and_map_endpoints(tmp_path, client_factory):
 
     client, services = client_factory(tmp_path / "outputs")
     folder = conv_vae(tmp_path, latent_dim=2).model
-    services.registry.add(ModelSpec("tiny-vae", "vae", "folder", str(tmp_path / "vae-2"), license="test"))
+    services.host.registry.add(ModelSpec("tiny-vae", "vae", "folder", str(tmp_path / "vae-2"), license="test"))
     files = []
     for i, image in enumerate(shapes(2)):
         path = tmp_path / f"shape-{i}.png"
@@ -326,7 +326,7 @@ def test_explore_endpoints_on_every_model_kind(tmp_path, client_factory, model, 
 
     client, services = client_factory(tmp_path / "outputs")
     conv_vae(tmp_path, latent_dim=4)
-    services.registry.add(ModelSpec("tiny-vae", "vae", "folder", str(tmp_path / "vae-4"), license="test"))
+    services.host.registry.add(ModelSpec("tiny-vae", "vae", "folder", str(tmp_path / "vae-4"), license="test"))
     look = dict(steps=2, width=64, height=64, sampler_name="DDIM") if kind == "diffusion" else {}
     info, files = client.predict(model=model, keyframes=key, frames=3, **look, api_name="/explore_walk")
     assert info["frames"] == 4 and sorted(Path(f).suffix for f in files) == [".gif", ".mp4", ".png"]
@@ -376,7 +376,7 @@ def test_generate_image_takes_controlnet_units_and_regional_prompts(tmp_path, cl
     from tests.test_control import build_controlnet, square
 
     client, services = client_factory(tmp_path / "outputs")
-    unet = UNet2DConditionModel.from_pretrained(services.registry.lookup("tiny-sd", "image").location, subfolder="unet")
+    unet = UNet2DConditionModel.from_pretrained(services.host.registry.lookup("tiny-sd", "image").location, subfolder="unet")
     net = build_controlnet(tmp_path / "edges-net", unet, 1)
     square(64).save(tmp_path / "square.png")
     units = [{"model": net, "module": "canny", "weight": 0.8, "guidance_start": 0.0, "guidance_end": 0.9}]

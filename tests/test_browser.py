@@ -643,7 +643,7 @@ def test_a_controlnet_unit_previews_its_edges_steers_the_pictures_and_is_recorde
     from tests.test_control import build_controlnet, square
 
     url, services = served_app
-    unet = UNet2DConditionModel.from_pretrained(services.registry.lookup("tiny-sd", "image").location, subfolder="unet")
+    unet = UNet2DConditionModel.from_pretrained(services.host.registry.lookup("tiny-sd", "image").location, subfolder="unet")
     net = build_controlnet(tmp_path / "tiny-controlnet", unet, 1)
     source = tmp_path / "square.png"
     square(64).save(source)
@@ -682,7 +682,7 @@ def test_an_image_prompt_steers_the_image_tab_and_an_explore_point(served_app, p
     from tests.test_control import square
 
     url, services = served_app
-    unet = UNet2DConditionModel.from_pretrained(services.registry.lookup("tiny-sd", "image").location, subfolder="unet")
+    unet = UNet2DConditionModel.from_pretrained(services.host.registry.lookup("tiny-sd", "image").location, subfolder="unet")
     adapter = str(build_tiny_ip_adapter(tmp_path / "tiny-ip", unet, 1))
     source = tmp_path / "square.png"
     square(64).save(source)

@@ -301,8 +301,8 @@ def test_guest_keys_keep_the_guest_rules(server):
     assert call(url, "/sdapi/v1/options", {"sd_model_checkpoint": "tiny-sd"}, keys["owner"])[0] == 200  # loads it
     status, body = call(url, "/sdapi/v1/options", {"sd_model_checkpoint": "tiny-sd"}, guest)
     assert status == 403 and "Guests can't" in body["detail"]
-    services.registry.add(type(services.registry.lookup("tiny-sd", "image"))(
-        "tiny-sd-2", "image", "folder", services.registry.lookup("tiny-sd", "image").location, license="test"))
+    services.host.registry.add(type(services.host.registry.lookup("tiny-sd", "image"))(
+        "tiny-sd-2", "image", "folder", services.host.registry.lookup("tiny-sd", "image").location, license="test"))
     status, body = call(url, "/v1/images/generations", {"model": "tiny-sd-2", "prompt": "x", "size": "64x64",
                                                         "steps": 1, "response_format": "b64_json"}, guest)
     assert status == 404  # not a model a guest may use: not even listed to them

@@ -23,8 +23,8 @@ def served(tmp_path_factory, tiny_lm_dir, tiny_sd_dir):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     app, services = start(root / "outputs", tiny_lm_dir, port, root / "cache", tiny_sd_dir)
-    services.registry.add(ModelSpec("tiny-flux", "image", "folder", str(build_tiny_flux(root)), license="test"))
-    services.registry.add(ModelSpec("tiny-qwen-image", "image", "folder", str(build_tiny_qwen_image(root)),
+    services.host.registry.add(ModelSpec("tiny-flux", "image", "folder", str(build_tiny_flux(root)), license="test"))
+    services.host.registry.add(ModelSpec("tiny-qwen-image", "image", "folder", str(build_tiny_qwen_image(root)),
                                     license="test"))
     yield Client(f"http://127.0.0.1:{port}/", verbose=False), services
     app.close()

@@ -152,7 +152,7 @@ def test_hires_fix_is_recorded_in_the_png(tmp_path, tiny):
         from studio.history import History
 
         history = History(tmp_path)
-        placement = types.SimpleNamespace(describe=lambda: "cpu")
+        host = types.SimpleNamespace(placement=types.SimpleNamespace(describe=lambda: "cpu"))
         settings = types.SimpleNamespace(logins=False)
 
     params = ImageParams(**FAST, hires=HiresParams(scale=2, upscaler="Lanczos", steps=4, strength=0.4),

@@ -21,8 +21,8 @@ QUICK = ImageParams(prompt="a red fox", steps=3, batch_size=1, width=64, height=
 def test_the_newest_request_wins_and_draws_what_generate_draws(tmp_path, tiny_sd_dir):
     services = Services.create(Settings(device="cpu", outputs=tmp_path / "outputs", cache_dir=tmp_path / "cache",
                                         offline=True))
-    services.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
-    alone = services.image_pipeline("tiny-sd")(QUICK)
+    services.host.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
+    alone = services.host.image_pipeline("tiny-sd")(QUICK)
     answers: dict[str, object] = {}
 
     def ask(name, params, session):
@@ -45,15 +45,15 @@ def test_the_newest_request_wins_and_draws_what_generate_draws(tmp_path, tiny_sd
 def test_a_request_superseded_within_the_pause_never_starts(tmp_path, tiny_sd_dir):
     services = Services.create(Settings(device="cpu", outputs=tmp_path / "outputs", cache_dir=tmp_path / "cache",
                                         offline=True))
-    services.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
+    services.host.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
     started = []
-    real = services.image_lease
+    real = services.host.image_lease
 
     def counting(model, *args, **kwargs):
         started.append(model)
         return real(model, *args, **kwargs)
 
-    services.image_lease = counting
+    services.host.image_lease = counting
     answers = []
     threads = [threading.Thread(target=lambda: answers.append(live_picture(services, "tiny-sd", QUICK, "alice")))
                for _ in range(5)]

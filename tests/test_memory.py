@@ -195,17 +195,17 @@ def test_out_of_memory_frees_prompt_caches_and_says_so_in_plain_words(tmp_path, 
     from pipelines.text import TextParams
     from studio.config import load_settings
     from studio.services import Services
-    from studio.tabs.common import _explain
+    from studio.events import _explain
 
     services = Services.create(load_settings(None, outputs=tmp_path / "out", cache_dir=tmp_path / "cache",
                                              device="cpu", offline=True))
-    pipe = services.text_pipeline(str(tiny_lm_dir))
+    pipe = services.host.text_pipeline(str(tiny_lm_dir))
     pipe(TextParams(prompt="Hello there, how are you today?", mode="chat", max_new_tokens=4, temperature=0))
     assert len(pipe.prompt_cache) == 1
-    assert not services.recover_from_out_of_memory(RuntimeError("shape mismatch"))
+    assert not services.host.recover_from_out_of_memory(RuntimeError("shape mismatch"))
     assert len(pipe.prompt_cache) == 1
     mps = RuntimeError("MPS backend out of memory (MPS allocated: 17.00 GB). Tried to allocate 256 MB")
-    assert services.recover_from_out_of_memory(mps)
+    assert services.host.recover_from_out_of_memory(mps)
     assert len(pipe.prompt_cache) == 0
     message = str(_explain(mps))
     assert "Apple GPU (MPS) ran out of memory" in message and "the next request will work" in message

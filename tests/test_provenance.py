@@ -241,7 +241,7 @@ def test_a_kept_batch_is_marked_in_its_pixels_encoded_once_and_signed(tmp_path):
     from studio.actions import keep_images
 
     history = History(tmp_path / "outputs", Provenance(tmp_path / "credentials"))
-    services = SimpleNamespace(history=history, placement=SimpleNamespace(describe=lambda: "cpu"))
+    services = SimpleNamespace(history=history, host=SimpleNamespace(placement=SimpleNamespace(describe=lambda: "cpu")))
     params = ImageParams(prompt="a red fox", steps=4, width=256, height=256, seed=11, batch_size=3)
     images = [picture(20 + i, size=256) for i in range(3)]
     out = ImageOutput(images, [11, 12, 13], 0.5, params)

@@ -93,10 +93,10 @@ def test_a_cluster_is_joined_and_its_loss_is_said_in_plain_words_then_recovered(
                         ray=RaySettings(address=f"127.0.0.1:{port}", min_replicas=1, max_replicas=1,
                                         tiers=("image",)))
     services = Services.create(settings)
-    services.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
+    services.host.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
     try:
-        pipe = services.image_pipeline("tiny-sd")
-        assert services.ray_bridge.info["deployed"]  # the app was not there: the studio deployed it
+        pipe = services.host.image_pipeline("tiny-sd")
+        assert services.host.ray_bridge.info["deployed"]  # the app was not there: the studio deployed it
         first = pipe(SMALL)
         ray_cli("stop", "--force", env=env)
         started = time.perf_counter()
@@ -107,7 +107,7 @@ def test_a_cluster_is_joined_and_its_loss_is_said_in_plain_words_then_recovered(
         again = pipe(SMALL)  # a new bridge joins the cluster that came back and deploys the app again
         assert [a.tobytes() for a in again.images] == [a.tobytes() for a in first.images]
     finally:
-        services.ray_bridge.close()
+        services.host.ray_bridge.close()
         subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env, timeout=120)
 
 
@@ -142,20 +142,20 @@ def test_serve_deploy_of_the_config_file_is_what_the_studio_joins(tmp_path, monk
         settings = Settings(outputs=tmp_path / "out", device="cpu", offline=True, cache_dir=tmp_path / "cache",
                             ray=RaySettings(address=f"127.0.0.1:{port}"))
         services = Services.create(settings)
-        services.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
-        services.registry.add(ModelSpec("tiny-llama", "text", "folder", str(tiny_lm_dir), license="test"))
-        services.registry.add(ModelSpec("tiny-gan", "gan", "file", str(save_tiny_gan(tmp_path)), license="test"))
+        services.host.registry.add(ModelSpec("tiny-sd", "image", "folder", str(tiny_sd_dir), license="test"))
+        services.host.registry.add(ModelSpec("tiny-llama", "text", "folder", str(tiny_lm_dir), license="test"))
+        services.host.registry.add(ModelSpec("tiny-gan", "gan", "file", str(save_tiny_gan(tmp_path)), license="test"))
         try:
-            picture = services.image_pipeline("tiny-sd")(SMALL)
-            assert services.ray_bridge.info["deployed"] == []  # found, not deployed by the studio
+            picture = services.host.image_pipeline("tiny-sd")(SMALL)
+            assert services.host.ray_bridge.info["deployed"] == []  # found, not deployed by the studio
             assert len(picture.images) == 1 and np.asarray(picture.images[0]).shape == (64, 64, 3)
-            answer = services.text_pipeline("tiny-llama")(TextParams(prompt="Hi", max_new_tokens=8, seed=1))
+            answer = services.host.text_pipeline("tiny-llama")(TextParams(prompt="Hi", max_new_tokens=8, seed=1))
             assert answer.new_tokens == 8 and answer.backend == "transformers"
-            grid = services.gan_pipeline("tiny-gan")(GANParams(seed=2, grid=2))
+            grid = services.host.gan_pipeline("tiny-gan")(GANParams(seed=2, grid=2))
             assert grid.images.shape[0] == 4 and grid.seeds == [2, 3, 4, 5]
-            report = services.ray_bridge.status()
+            report = services.host.ray_bridge.status()
             assert all(report[tier]["replicas"].get("RUNNING") == 1 for tier in ("image", "text", "latent"))
         finally:
-            services.ray_bridge.close()
+            services.host.ray_bridge.close()
     finally:
         subprocess.run([str(BIN / "ray"), "stop", "--force"], capture_output=True, env=env, timeout=120)

@@ -40,11 +40,11 @@ def tier(tmp_path_factory, tiny_lm_dir, tiny_sd_dir):
     from studio.services import Services
 
     here = Services.create(replace(services.settings, ray=RaySettings(), outputs=root / "here"))
-    for spec in services.registry.all():
+    for spec in services.host.registry.all():
         here.registry.add(spec)
     yield f"http://127.0.0.1:{port}/", services, here
     app.close()
-    services.ray_bridge.close()
+    services.host.ray_bridge.close()
 
 
 @pytest.fixture(autouse=True)
@@ -59,11 +59,11 @@ def one_thread():
 
 def test_gan_pictures_from_a_replica_match_in_process_and_keep_the_pipeline_interface(tier):
     _, services, here = tier
-    pipe, local = services.gan_pipeline("tiny-gan"), here.gan_pipeline("tiny-gan")
+    pipe, local = services.host.gan_pipeline("tiny-gan"), here.gan_pipeline("tiny-gan")
     assert pipe.remote and pipe.model.name == "tiny-gan" and pipe.model.z_dim == local.model.z_dim
     assert pipe.limits == local.limits
     params = GANParams(seed=3, grid=2, truncation=0.7)
-    out, expected = services.lanes.run("model", pipe, params), local(params)
+    out, expected = services.host.lanes.run("model", pipe, params), local(params)
     assert np.array_equal(out.images, expected.images) and out.seeds == expected.seeds
     walk = InterpolationParams(keyframes=(1, 2, 3), frames=6)
     assert np.array_equal(pipe.interpolate(walk).images, local.interpolate(walk).images)
@@ -92,7 +92,7 @@ def test_the_workbench_contract_is_answered_by_the_replica(tier):
 
 def test_vae_pipeline_calls_match_in_process(tier):
     _, services, here = tier
-    pipe, local = services.vae_pipeline("digit-vae-2d"), here.vae_pipeline("digit-vae-2d")
+    pipe, local = services.host.vae_pipeline("digit-vae-2d"), here.vae_pipeline("digit-vae-2d")
     assert pipe.model.size == local.model.size and pipe.model.latent_dim == local.model.latent_dim
     prior = pipe.model.prior(2, 4)
     assert prior.equal(local.model.prior(2, 4))
@@ -105,15 +105,15 @@ def test_vae_pipeline_calls_match_in_process(tier):
 
 def test_concurrent_requests_are_rendered_in_one_batch_with_the_same_pictures(tier):
     _, services, here = tier
-    pipe, local = services.gan_pipeline("tiny-gan"), here.gan_pipeline("tiny-gan")
+    pipe, local = services.host.gan_pipeline("tiny-gan"), here.gan_pipeline("tiny-gan")
     time.sleep(1.5)  # replicas publish their counts every second
-    before = {p["pid"]: p.get("renders", 0) for p in services.ray_bridge.status()["latent"]["published"]}
+    before = {p["pid"]: p.get("renders", 0) for p in services.host.ray_bridge.status()["latent"]["published"]}
     answers: dict = {}
     go = threading.Barrier(8)
 
     def user(seed: int) -> None:
         go.wait()
-        answers[seed] = services.lanes.run("model", pipe, GANParams(seed=seed, grid=2))
+        answers[seed] = services.host.lanes.run("model", pipe, GANParams(seed=seed, grid=2))
 
     users = [threading.Thread(target=user, args=(100 + i,)) for i in range(8)]
     for u in users:
@@ -125,7 +125,7 @@ def test_concurrent_requests_are_rendered_in_one_batch_with_the_same_pictures(ti
         expected = local(GANParams(seed=seed, grid=2)).images
         assert np.abs(out.images.astype(int) - expected.astype(int)).max() <= 1
     time.sleep(1.5)
-    (report,) = services.ray_bridge.status()["latent"]["published"]
+    (report,) = services.host.ray_bridge.status()["latent"]["published"]
     assert report["pid"] != os.getpid() and report["renders"] - before.get(report["pid"], 0) < 8
     assert report["largest_batch"] >= 8  # at least two requests' 4 pictures rendered together
     from studio.tabs.models import tier_text
@@ -138,7 +138,7 @@ def test_a_replicas_error_is_the_same_plain_error_as_in_process(tier):
     _, services, here = tier
     too_big = GANParams(seed=0, grid=9)  # valid for the class; over this server's limit (8)
     with pytest.raises(ValueError) as remote_error:
-        services.gan_pipeline("tiny-gan")(too_big)
+        services.host.gan_pipeline("tiny-gan")(too_big)
     with pytest.raises(ValueError) as local_error:
         here.gan_pipeline("tiny-gan")(too_big)
     assert str(remote_error.value) == str(local_error.value) and "grid" in str(local_error.value)
@@ -153,5 +153,5 @@ def test_served_gan_and_vae_endpoints_answer_from_the_replica(tier):
     assert info["seeds"] == [5, 6, 7, 8] and len(files) == 2
     info, files = client.predict(model="digit-vae-2d", grid_size=4, api_name="/vae_map")
     assert info["cells"] == 16
-    services.lanes.drain("history")
+    services.host.lanes.drain("history")
     assert {i.tab for i in services.history.list()} >= {"gan", "vae"}

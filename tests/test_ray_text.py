@@ -39,11 +39,11 @@ def tier(tmp_path_factory, tiny_lm_dir, tiny_sd_dir):
     app, services = start(root / "outputs", tiny_lm_dir, port, root / "cache", tiny_sd_dir, ray=RAY)
     yield f"http://127.0.0.1:{port}/", services
     app.close()
-    services.ray_bridge.close()
+    services.host.ray_bridge.close()
 
 
 def replica_pids(services) -> set[int]:
-    return {p["pid"] for p in services.ray_bridge.status()["text"]["published"]}
+    return {p["pid"] for p in services.host.ray_bridge.status()["text"]["published"]}
 
 
 def timed_stream(pipe, params, **options) -> tuple[list[str], list[float], dict]:
@@ -58,7 +58,7 @@ def test_text_streams_from_a_replica_piece_by_piece_and_matches_in_process(tier,
     import torch
 
     _, services = tier
-    pipe = services.text_pipeline("tiny-llama")
+    pipe = services.host.text_pipeline("tiny-llama")
     assert pipe.remote and pipe.model.name == "tiny-llama" and pipe.backend == "transformers"
     assert pipe.runs_on.endswith("transformers · Ray Serve")
     started = time.perf_counter()
@@ -77,7 +77,7 @@ def test_text_streams_from_a_replica_piece_by_piece_and_matches_in_process(tier,
     finally:
         torch.set_num_threads(threads)
     assert pipe.count_tokens(SHORT) == tiny_text_pipeline.count_tokens(SHORT)
-    report = services.ray_bridge.status()["text"]
+    report = services.host.ray_bridge.status()["text"]
     assert report["replicas"].get("RUNNING", 0) >= 1
     assert any("tiny-llama [transformers]" in p["models"] and p["pid"] != os.getpid() for p in report["published"])
     from studio.tabs.models import tier_text
@@ -89,7 +89,7 @@ def test_text_streams_from_a_replica_piece_by_piece_and_matches_in_process(tier,
 
 def test_bad_input_is_the_same_plain_error_as_in_process(tier):
     _, services = tier
-    pipe = services.text_pipeline("tiny-llama")
+    pipe = services.host.text_pipeline("tiny-llama")
     too_long = TextParams(prompt="hi", max_new_tokens=2000)  # a valid request, over this server's limit
     with pytest.raises(ValueError, match="max_new_tokens must be a whole number from 1 to 1,024, got 2000"):
         list(pipe.stream(too_long))
@@ -97,7 +97,7 @@ def test_bad_input_is_the_same_plain_error_as_in_process(tier):
 
 def test_stop_reaches_the_replica_and_the_answer_ends_as_in_process(tier):
     _, services = tier
-    pipe = services.text_pipeline("tiny-llama")
+    pipe = services.host.text_pipeline("tiny-llama")
     full = pipe(LONG)
     cancel = threading.Event()
     stats: dict = {}
@@ -112,7 +112,7 @@ def test_stop_reaches_the_replica_and_the_answer_ends_as_in_process(tier):
 
 def test_a_replica_killed_mid_answer_costs_no_text_and_repeats_none(tier):
     _, services = tier
-    pipe = services.text_pipeline("tiny-llama")
+    pipe = services.host.text_pipeline("tiny-llama")
     reference = pipe(LONG).text
     victims = replica_pids(services)
     text, stats = "", {}
@@ -151,7 +151,7 @@ def test_served_answers_stream_through_the_studio_and_land_in_history(tier):
     for seed, updates in answers:
         text, status = updates[-1]
         assert json.loads(status)["seed"] == seed and text
-    assert dict(answers)[7][-1][0] == services.text_pipeline("tiny-llama")(SHORT).text
-    services.lanes.drain("history")
+    assert dict(answers)[7][-1][0] == services.host.text_pipeline("tiny-llama")(SHORT).text
+    services.host.lanes.drain("history")
     items = services.history.list(tab="text")[: len(services.history.list(tab="text")) - before]
     assert sorted(i.seed for i in items) == [7, 8, 9]

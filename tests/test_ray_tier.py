@@ -37,7 +37,7 @@ def tier(tmp_path_factory, tiny_lm_dir, tiny_sd_dir):
     app, services = start(root / "outputs", tiny_lm_dir, port, root / "cache", tiny_sd_dir, ray=RAY)
     yield f"http://127.0.0.1:{port}/", services
     app.close()
-    services.ray_bridge.close()
+    services.host.ray_bridge.close()
 
 
 def pixels(out) -> list[np.ndarray]:
@@ -45,14 +45,14 @@ def pixels(out) -> list[np.ndarray]:
 
 
 def replica_pids(services) -> set[int]:
-    return {p["pid"] for p in services.ray_bridge.status()["image"]["published"]}
+    return {p["pid"] for p in services.host.ray_bridge.status()["image"]["published"]}
 
 
 def test_pictures_from_ray_replicas_match_in_process_pixel_for_pixel(tier):
     import torch
 
     _, services = tier
-    pipe = services.image_pipeline("tiny-sd")
+    pipe = services.host.image_pipeline("tiny-sd")
     assert pipe.remote and pipe.model.name == "tiny-sd" and pipe.model.default_size > 0
     params = ImageParams(prompt="a red fox", steps=3, width=64, height=64, seed=5, batch_size=2)
     steps = []
@@ -61,12 +61,12 @@ def test_pictures_from_ray_replicas_match_in_process_pixel_for_pixel(tier):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a replica's torch threads = its CPU share (1): same reductions, same pixels
     try:
-        local = services.local_image_pipeline("tiny-sd")(params)
+        local = services.host.local_image_pipeline("tiny-sd")(params)
     finally:
         torch.set_num_threads(threads)
     for a, b in zip(pixels(out), pixels(local)):
         assert np.array_equal(a, b)
-    report = services.ray_bridge.status()["image"]
+    report = services.host.ray_bridge.status()["image"]
     assert report["replicas"].get("RUNNING", 0) >= 1
     assert any("tiny-sd" in p["models"] and p["pid"] != os.getpid() for p in report["published"])
     from studio.tabs.models import tier_text
@@ -78,13 +78,13 @@ def test_pictures_from_ray_replicas_match_in_process_pixel_for_pixel(tier):
 def test_bad_input_is_the_same_plain_error_as_in_process(tier):
     _, services = tier
     with pytest.raises(ValueError, match="LoRA x.bin: only .safetensors"):
-        services.image_pipeline("tiny-sd")(ImageParams(prompt="a", steps=1, width=64, height=64, seed=1,
+        services.host.image_pipeline("tiny-sd")(ImageParams(prompt="a", steps=1, width=64, height=64, seed=1,
                                                        loras=lora_set({"x": ("x.bin", 1.0)})))
 
 
 def test_stop_reaches_the_replica_doing_the_work(tier):
     _, services = tier
-    pipe = services.image_pipeline("tiny-sd")
+    pipe = services.host.image_pipeline("tiny-sd")
     cancel = threading.Event()
     started = time.perf_counter()
     with pytest.raises(GenerationCancelled):
@@ -98,7 +98,7 @@ def test_stop_reaches_the_replica_doing_the_work(tier):
 
 def test_a_killed_replica_costs_no_request_and_is_replaced(tier):
     _, services = tier
-    pipe = services.image_pipeline("tiny-sd")
+    pipe = services.host.image_pipeline("tiny-sd")
     reference = pipe(LONG)
     victims = replica_pids(services)
     got: dict = {}
@@ -148,7 +148,7 @@ def test_served_requests_all_finish_while_a_replica_dies_and_history_has_no_half
     for u in users:
         u.join(300)
     assert not errors and len(answers) == 4
-    services.lanes.drain("history")
+    services.host.lanes.drain("history")
     items = services.history.list(tab="image")[: len(services.history.list(tab="image")) - before]
     assert sorted(i.seed for i in items) == [0, 1, 2, 3]
     assert all(services.history.path(i.files[0]).stat().st_size > 0 for i in items)
@@ -156,18 +156,18 @@ def test_served_requests_all_finish_while_a_replica_dies_and_history_has_no_half
 
 def test_a_burst_scales_the_deployment_up_and_back_down(tier):
     _, services = tier
-    pipe = services.image_pipeline("tiny-sd")
+    pipe = services.host.image_pipeline("tiny-sd")
     burst = [threading.Thread(target=pipe, args=(LONG,)) for _ in range(4)]
     for t in burst:
         t.start()
     seen = set()
     while any(t.is_alive() for t in burst):
-        seen.add(services.ray_bridge.status()["image"]["replicas"].get("RUNNING", 0))
+        seen.add(services.host.ray_bridge.status()["image"]["replicas"].get("RUNNING", 0))
         time.sleep(0.5)
     assert 2 in seen  # read from Serve's own status
     deadline = time.time() + 90
     while time.time() < deadline:
-        replicas = services.ray_bridge.status()["image"]["replicas"]
+        replicas = services.host.ray_bridge.status()["image"]["replicas"]
         if replicas == {"RUNNING": 1}:
             break
         time.sleep(1)
@@ -178,8 +178,8 @@ def test_the_cluster_gone_is_said_in_plain_words_and_the_studio_recovers(tier):
     from studio.raytier.client import TierUnreachable
 
     _, services = tier
-    pipe = services.image_pipeline("tiny-sd")
-    bridge = services.ray_bridge._process
+    pipe = services.host.image_pipeline("tiny-sd")
+    bridge = services.host.ray_bridge._process
     got: dict = {}
     working = threading.Event()
 
@@ -197,7 +197,7 @@ def test_the_cluster_gone_is_said_in_plain_words_and_the_studio_recovers(tier):
     assert isinstance(got.get("error"), TierUnreachable)
     assert "cannot be reached right now" in str(got["error"])
     again = pipe(ImageParams(prompt="a red fox", steps=2, width=64, height=64, seed=1))  # a new Ray, redeployed
-    assert len(again.images) == 1 and services.ray_bridge._process.pid != bridge.pid
+    assert len(again.images) == 1 and services.host.ray_bridge._process.pid != bridge.pid
 
 
 def test_ray_settings_are_checked_with_the_field_and_range(tmp_path):

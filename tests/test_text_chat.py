@@ -59,6 +59,6 @@ def test_the_token_count_never_loads_a_model():
                                          max_prompt_tokens=2048)))
     assert "not loaded yet" in token_count(services, "m", "auto", object(), 256)
     loaded = types.SimpleNamespace(count_tokens=lambda params: {"tokens": 2000, "context": 2048})
-    services.loaded_text_pipeline = lambda model, engine: loaded
+    services.host.loaded_text_pipeline = lambda model, engine: loaded
     shown = token_count(services, "m", "auto", object(), 256)
     assert "**2,000** of 1,792 tokens" in shown and "too long" in shown

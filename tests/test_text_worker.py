@@ -134,15 +134,15 @@ def test_services_fall_back_to_transformers_and_remember_why(tmp_path, cache_dir
     monkeypatch.setenv("PYTHONPATH", _fake_build_env()["PYTHONPATH"])
     services = Services.create(load_settings(None, outputs=tmp_path / "out", cache_dir=cache_dir, device="cpu"))
     services.host.llama_health = BuildHealth(tmp_path / "health.json", fingerprint="test-build")
-    spec = services.registry.lookup("smollm2-135m-instruct", "text")
-    assert services.text_backend(spec).backend == "llama.cpp"
-    pipe = services.text_pipeline("smollm2-135m-instruct")
+    spec = services.host.registry.lookup("smollm2-135m-instruct", "text")
+    assert services.host.text_backend(spec).backend == "llama.cpp"
+    pipe = services.host.text_pipeline("smollm2-135m-instruct")
     assert pipe.backend == "transformers"
     assert pipe(TextParams(prompt="Hi", max_new_tokens=3, temperature=0)).new_tokens > 0
-    choice = services.text_backend(spec)
+    choice = services.host.text_backend(spec)
     assert choice.backend == "transformers" and "SIGILL" in choice.reason and "rebuild-llama" in choice.reason
     with pytest.raises(ValueError, match="cannot run on this machine"):
-        services.text_backend(spec, "llama.cpp")
+        services.host.text_backend(spec, "llama.cpp")
     # the verdict is per build: another build (a rebuild) is tried again
     assert BuildHealth(tmp_path / "health.json", fingerprint="rebuilt").broken_reason() is None
 

@@ -6,8 +6,8 @@ Parameter names follow AUTOMATIC1111's web API where it has one (`prompt`, `nega
 Each function returns plain data — a JSON object with the seeds, the parameters used, timings and
 the History id — and, where it makes pictures or animations, the files themselves. The page's own
 events are private; only these are the API. The same server-side checks (guests, quotas, limits)
-apply as on the page, through `tabs.common.guarded`. `docs/API.md` is generated from these
-functions' signatures and docstrings (`python -m studio.api`), and a test keeps the two equal.
+apply as on the page (every event runs as its request's Caller: `studio.boundary`). `docs/API.md` is
+generated from these functions' signatures and docstrings (`python -m studio.api`), and a test keeps the two equal.
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ from pipelines.vae import MapParams, MorphParams
 from studio import explore as ex
 from studio.api.media import _path, files, seed_or_random, unsaved
 from studio.actions import train_vae_model, uploads
-from studio.tabs.common import friendly_errors, guarded, keep_output, user_of
+from studio.events import friendly_errors, guarded, keep_output, user_of
 
 KINDS = {"gan": "gan", "vae": "vae", "image": "diffusion", "diffusion": "diffusion"}
 
@@ -42,7 +42,7 @@ def kind_of(services, model: str, kind: str) -> str:
         if kind not in KINDS:
             raise ValueError(f"kind must be gan, vae or diffusion, got {short(kind)}")
         return KINDS[kind]
-    spec = services.registry.all_by_name().get(model or "")
+    spec = services.host.registry.all_by_name().get(model or "")
     if spec is None:
         raise ValueError(f"kind: {model!r} is not a listed model, so say what it is: kind=gan, vae or diffusion")
     return KINDS[spec.modality]
@@ -52,7 +52,7 @@ def latent_options(services) -> dict:
     """GAN and VAE endpoints: one at a time on the model thread in-process; with the Ray model tier, as many
     as its replicas take (their own concurrency group)."""
     remote = services.settings.ray.runs("latent")
-    return dict(concurrency_limit=services.latent_concurrency, concurrency_id="latent" if remote else "model")
+    return dict(concurrency_limit=services.host.latent_concurrency, concurrency_id="latent" if remote else "model")
 
 
 def endpoints(services) -> list[tuple[str, object, dict]]:
@@ -68,14 +68,14 @@ def _tools(services) -> SimpleNamespace:
 
     def space(model: str, kind: str, look: DiffusionLook | None = None):
         kind = kind_of(services, model, kind)
-        default = services.registry.default("image" if kind == "diffusion" else kind)
+        default = services.host.registry.default("image" if kind == "diffusion" else kind)
         return ex.latent_model(services, model or default, kind, look if kind == "diffusion" else None)
 
     def look_of(model: str, kind: str, steps, cfg_scale, sampler_name, width, height, negative_prompt,
                 ip_adapter="", ip_adapter_weight=0.6):
         if kind_of(services, model, kind) != "diffusion":
             return None
-        size = max(64, services.image_pipeline(model).model.default_size)
+        size = max(64, services.host.image_pipeline(model).model.default_size)
         return DiffusionLook(steps=steps, guidance=float(cfg_scale), scheduler=sampler_name, width=width or size,
                              height=height or size, negative_prompt=negative_prompt or "",
                              preview_steps=max(1, min(steps, 8)), ip_adapter=(ip_adapter or "").strip(),
@@ -83,7 +83,7 @@ def _tools(services) -> SimpleNamespace:
 
     def keep(tab: str, outputs: dict, prompt: str, params: dict, request, model) -> tuple[str | None, list]:
         item = keep_output(services, tab, outputs, prompt=prompt, params={**params, "model": model.name},
-                           model=model.name, device=services.placement.describe(), owner=user_of(request))
+                           model=model.name, device=services.host.placement.describe(), owner=user_of(request))
         if item is None:  # not saved (a full disk): the caller still gets the files
             return None, unsaved(outputs)
         return item.id, [history.path(f) for f in item.files]
@@ -106,7 +106,7 @@ def _tools(services) -> SimpleNamespace:
         if method == "prompt-pair" and not (positive or negative):
             method = "h-space"
         # interactive: finding a slider's direction is part of moving it (beside a running job, not after it)
-        return services.lanes.run("model", model.directions, method, count, origin, positive=positive,
+        return services.host.lanes.run("model", model.directions, method, count, origin, positive=positive,
                                   negative=negative, interactive=True)
 
     def vae_pictures(p, images):
@@ -115,7 +115,7 @@ def _tools(services) -> SimpleNamespace:
 
     def default_space(model: str, kind: str, *look_values):
         kind = kind or ("" if model else "diffusion")
-        look = look_of(model or services.registry.default("image"), kind, *look_values)
+        look = look_of(model or services.host.registry.default("image"), kind, *look_values)
         return space(model, kind, look)
 
     return SimpleNamespace(space=space, look_of=look_of, keep=keep, latents_bytes=latents_bytes,
@@ -143,10 +143,10 @@ def _gan_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
         Returns a JSON object (seeds, history_id) and two files: the grid picture and its latents (.safetensors).
         """
         check_int("grid_size", grid_size, 1, gan_limits.max_grid)
-        pipe = services.gan_pipeline(model)
+        pipe = services.host.gan_pipeline(model)
         params = GANParams(seed=seed, grid=grid_size, truncation=float(truncation))
         params.validate(gan_limits)
-        out = services.lanes.run("model", pipe, params)
+        out = services.host.lanes.run("model", pipe, params)
         m = ex.latent_model(services, pipe.model.name, "gan")
         points = [LatentPoint(z, model=m.name, label=f"seed {s}") for z, s in zip(out.latents, out.seeds)]
         item_id, paths = keep("gan", {".png": png_bytes(grid(out.images, params.grid)), ".safetensors": latents_bytes(points)},
@@ -172,12 +172,12 @@ def _gan_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
             truncation: ψ applied to every keyframe, 0 to 1.5.
         """
         check_int("frames", frames, 2, gan_limits.max_frames)
-        pipe = services.gan_pipeline(model)
+        pipe = services.host.gan_pipeline(model)
         seeds = tuple(seed_or_random("keyframes", s.strip()) for s in str(keyframes).split(",") if s.strip())
         params = InterpolationParams(keyframes=seeds, frames=frames, method=method, ease=ease, loop=bool(loop),
                                      truncation=float(truncation), fps=fps)
         params.validate(gan_limits)
-        out = services.lanes.run("model", pipe.interpolate, params)
+        out = services.host.lanes.run("model", pipe.interpolate, params)
         m = ex.latent_model(services, pipe.model.name, "gan")
         item_id, paths = keep("gan", {".gif": gif_bytes(out.images, params.fps, loop=params.loop, scale=4),
                                       ".mp4": mp4_bytes(out.images, params.fps, scale=4),
@@ -212,15 +212,15 @@ def _vae_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
             ease: linear, ease-in-out, ease-in or ease-out.
             fps: 1 to 60.
         """
-        p = services.vae_pipeline(model)
+        p = services.host.vae_pipeline(model)
         params = MorphParams(frames=frames, method=method, ease=ease, fps=fps)
         pictures, notes = vae_pictures(p, images)
         if pictures is None:
             if not 2 <= random_samples <= 8:
                 raise ValueError("images: give two or more images, or random_samples from 2 to 8")
-            latent_frames, fade = services.lanes.run("model", p.morph_latents, p.model.prior(random_samples, seed), params)
+            latent_frames, fade = services.host.lanes.run("model", p.morph_latents, p.model.prior(random_samples, seed), params)
         else:
-            latent_frames, fade = services.lanes.run("model", p.morph, pictures, params)
+            latent_frames, fade = services.host.lanes.run("model", p.morph, pictures, params)
         m = ex.latent_model(services, p.model.name, "vae")
         scale = max(1, 256 // p.model.size)
         item_id, paths = keep("vae", {".gif": gif_bytes(latent_frames, params.fps, scale=scale),
@@ -245,11 +245,11 @@ def _vae_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object, dict
             axis_y: another one.
             reference_images: for PCA axes: 3 or more pictures (optional).
         """
-        p = services.vae_pipeline(model)
+        p = services.host.vae_pipeline(model)
         params = MapParams(grid=grid_size, extent=float(extent), axis_x=axis_x, axis_y=axis_y)
         reference, _ = vae_pictures(p, reference_images)
         axes = p.axes(reference)
-        images = services.lanes.run("model", p.latent_map, params, axes=axes)
+        images = services.host.lanes.run("model", p.latent_map, params, axes=axes)
         m = ex.latent_model(services, p.model.name, "vae")
         item_id, paths = keep("vae", {".png": png_bytes(grid(images, params.grid, pad=1))},
                               f"latent map {params.grid}×{params.grid}",
@@ -274,11 +274,11 @@ def _vae_model_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object
             images: one or more pictures.
             model: a listed VAE or a diffusers VAE; empty = the default.
         """
-        p = services.vae_pipeline(model)
+        p = services.host.vae_pipeline(model)
         pictures, notes = vae_pictures(p, images)
         if pictures is None:
             raise ValueError("images: give one or more pictures to reconstruct")
-        out, scores = services.lanes.run("model", p.reconstruct, pictures)
+        out, scores = services.host.lanes.run("model", p.reconstruct, pictures)
         pairs = np.stack([im for pair in zip(pictures, out) for im in pair])
         m = ex.latent_model(services, p.model.name, "vae")
         item_id, paths = keep("vae", {".png": png_bytes(grid(pairs, 8))}, "reconstruction", {"psnr": scores}, request, m)
@@ -296,10 +296,10 @@ def _vae_model_endpoints(services, t: SimpleNamespace) -> list[tuple[str, object
         """
         if not 1 <= count <= 64:
             raise ValueError(f"count must be from 1 to 64, got {count}")
-        p = services.vae_pipeline(model)
+        p = services.host.vae_pipeline(model)
         seed = seed_or_random("seed", seed)
         seed = seed if seed is not None else ex.random_seed()
-        images = services.lanes.run("model", p.model.decode, p.model.prior(count, seed))
+        images = services.host.lanes.run("model", p.model.decode, p.model.prior(count, seed))
         m = ex.latent_model(services, p.model.name, "vae")
         item_id, paths = keep("vae", {".png": png_bytes(grid(images, 8))}, "prior samples", {"seed": seed}, request, m)
         return {"seed": seed, "history_id": item_id}, files(paths)

@@ -6,7 +6,7 @@ import gradio as gr
 from gradio import FileData
 
 from studio.api.media import files
-from studio.tabs.common import friendly_errors, guarded, origin, user_of
+from studio.events import friendly_errors, guarded, origin, user_of
 from studio.actions import day_bound, seed_filter
 from studio.catalog import model_rows
 
@@ -138,10 +138,10 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
         Args:
             name: a name from models_list.
         """
-        known = services.registry.all_by_name()
+        known = services.host.registry.all_by_name()
         if name not in known:
             raise ValueError(f"name: {name[:60]!r} is not a listed model; see models_list")
-        services.registry.fetch(known[name])
+        services.host.registry.fetch(known[name])
         return {"name": name, "in_cache": True}
 
     return [("history_list", history_list, {}), ("history_get", history_get, {}),

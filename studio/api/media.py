@@ -17,7 +17,7 @@ from pipelines.image_prompt import Style
 from pipelines.image_regions import regions_from_layout
 from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
 from pipelines.media import png_bytes, read_png_info
-from studio.tabs.common import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
+from studio.events import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
 from studio.actions import (build_params, check_loras, check_pictures, control_units, image_prompt, loras_from,
                              make_images, make_plot, resolve_upscaler, run_text, save_shared_style, style_named,
                              upscaled_origin, verify_file, verify_summary)
@@ -59,7 +59,7 @@ def endpoints(services) -> list[tuple[str, object, dict]]:
 
 
 def _text_endpoints(services) -> list[tuple[str, object, dict]]:
-    limit = services.text_concurrency
+    limit = services.host.text_concurrency
     text_options = dict(concurrency_limit=limit, concurrency_id="text")
 
     @friendly_errors
@@ -259,7 +259,7 @@ def _image_endpoints(services) -> list[tuple[str, object, dict]]:
         check_int("n_iter", n_iter, 1, limits.max_batch_count)
         init, mask_image = _start_and_mask(init_images, mask, limits.max_image_pixels)
         loras = check_loras(services, lora_set(loras_from([_path(f) for f in lora_files or []], lora_weights)))
-        pipe = services.image_pipeline(model)
+        pipe = services.host.image_pipeline(model)
         size = pipe.model.default_size
         mode = "inpaint" if mask_image is not None else "img2img" if init is not None else "txt2img"
         extra = {"style": style_named(services, styles.strip()) if styles.strip() else None}
@@ -352,7 +352,7 @@ def _plot_endpoints(services, image_options: dict) -> list[tuple[str, object, di
         limits = services.settings.image_limits
         check_int("steps", steps, 1, limits.max_steps)
         plot = PlotParams.parse((x_type, x_values), (y_type, y_values), (z_type, z_values))
-        size = services.image_pipeline(model).model.default_size
+        size = services.host.image_pipeline(model).model.default_size
         base = ImageParams(prompt=prompt or "", negative_prompt=negative_prompt or "", steps=steps,
                            guidance=float(cfg_scale), width=width or size, height=height or size,
                            scheduler=sampler_name, seed=seed_or_random("seed", seed),
@@ -414,11 +414,11 @@ def _image_tool_endpoints(services, image_options: dict) -> list[tuple[str, obje
         picture, _ = open_user_image(_path(image), services.settings.image_limits.max_image_pixels)
         params = UpscaleParams(float(scale), resolve_upscaler(services, upscaler, latent=False))
         params.check_size(*picture.size)
-        out = services.lanes.run("model", upscale, picture, params, device=services.placement.device,
+        out = services.host.lanes.run("model", upscale, picture, params, device=services.host.placement.device,
                                  allow_pickle=services.settings.allow_pickle, models=services.upscalers)
         item = keep_output(services, "image", {".png": png_bytes(out)}, prompt="upscale",
                            params={"upscale": float(scale), "upscaler": upscaler, "size": list(out.size)},
-                           device=services.placement.describe(), owner=user_of(request),
+                           device=services.host.placement.describe(), owner=user_of(request),
                            origin=upscaled_origin(picture, upscaler))
         path = str(services.history.path(item.files[0])) if item else unsaved({".png": png_bytes(out)})[0]
         return {"size": list(out.size), "history_id": item.id if item else None}, FileData(path=str(path))

@@ -24,7 +24,7 @@ from studio.actions import (CONTROL_FIELDS, control_units, resolve_upscaler, sec
 from studio.compat.auth import ApiUser
 from studio.compat.calls import b64, kept_pngs, make_pictures, picture, run_as
 from studio.compat.wire import CompatError, flag, json_body, number, route_class, text
-from studio.tabs.common import keep_output
+from studio.events import keep_output
 
 VERSION = "studio"  # what `info.version` says
 
@@ -195,7 +195,7 @@ class Options:
         self.model = ""
 
     def checkpoint(self) -> str:
-        return self.model or self.services.registry.default("image")
+        return self.model or self.services.host.registry.default("image")
 
 
 def generate(services, user: ApiUser, body: dict, options: Options, progress: Progress, *, img2img: bool) -> dict:
@@ -215,7 +215,7 @@ def generate(services, user: ApiUser, body: dict, options: Options, progress: Pr
             if mask.size != start.size:
                 mask = mask.resize(start.size)
     model = checkpoint_of(body, options.checkpoint())
-    size = run_as(services, user, "image", lambda: services.image_pipeline(model).model.default_size)
+    size = run_as(services, user, "image", lambda: services.host.image_pipeline(model).model.default_size)
     params = image_params(services, body, start=start, mask=mask, default_size=size)
     progress.start(user.session, params)
     try:
@@ -236,13 +236,13 @@ def upscale_one(services, user: ApiUser, body: dict) -> dict:
     params.check_size(*source.size)
 
     def work():
-        return services.lanes.run("model", upscale, source, params, device=services.placement.device,
+        return services.host.lanes.run("model", upscale, source, params, device=services.host.placement.device,
                                   allow_pickle=services.settings.allow_pickle, models=services.upscalers)
     result = run_as(services, user, "image", work, generation=True)
     data = png_bytes(result)
     keep_output(services, "image", {".png": data}, prompt="upscale",
                 params={"upscale": params.scale, "upscaler": Path(params.upscaler).name, "size": list(result.size)},
-                device=services.placement.describe(), owner=user.name, origin=upscaled_origin(source, params.upscaler))
+                device=services.host.placement.describe(), owner=user.name, origin=upscaled_origin(source, params.upscaler))
     return {"html_info": "", "image": b64(data)}
 
 
@@ -268,7 +268,7 @@ def listings(services, user: ApiUser, options: Options) -> dict:
     from studio.compat.openai import allowed_models
 
     models = [{"title": name, "model_name": name, "hash": None, "sha256": None,
-               "filename": name if user.guest else services.registry.all_by_name()[name].location, "config": None}
+               "filename": name if user.guest else services.host.registry.all_by_name()[name].location, "config": None}
               for name in allowed_models(services, user, "image")]
     return {
         "sd-models": models,
@@ -294,7 +294,7 @@ def set_options(services, user: ApiUser, body: dict, options: Options) -> bool:
             raise CompatError(400, "sd_model_checkpoint: a model name (see /sdapi/v1/sd-models)",
                               param="sd_model_checkpoint")
         name = name.split(" [")[0].strip()
-        run_as(services, user, "image", lambda: services.image_pipeline(name))
+        run_as(services, user, "image", lambda: services.host.image_pipeline(name))
         options.model = name
     return True
 

@@ -27,7 +27,7 @@ def _admitted(services, user: ApiUser, tab: str, generation: bool):
 
 
 def _failed(services, caller, exc: BaseException) -> None:
-    services.recover_from_out_of_memory(exc)
+    services.host.recover_from_out_of_memory(exc)
     caller.refund()
 
 

@@ -20,7 +20,7 @@ from studio.actions import build_params, run_text
 from studio.compat.auth import ApiUser
 from studio.compat.calls import b64, kept_pngs, make_pictures, picture, run_as, stream_as
 from studio.compat.wire import CompatError, flag, json_body, number, route_class, text
-from studio.tabs.common import origin
+from studio.events import origin
 
 FINISH = {"length": "length", "stop": "stop", "cancelled": "stop"}
 
@@ -43,11 +43,11 @@ def model_named(services, user: ApiUser, modality: str, name: str) -> str:
 
 def allowed_models(services, user: ApiUser, modality: str) -> list[str]:
     """The listed models of `modality` a caller may use: all for owners; the default and loaded ones for guests."""
-    names = services.registry.names(modality)
+    names = services.host.registry.names(modality)
     if not user.guest:
         return names
-    loaded = {key.split(" [")[0] for _, key in services.cache.loaded(modality)}
-    return [n for n in names if n == services.registry.default(modality) or n in loaded]
+    loaded = {key.split(" [")[0] for _, key in services.host.cache.loaded(modality)}
+    return [n for n in names if n == services.host.registry.default(modality) or n in loaded]
 
 
 def text_request(services, body: dict, *, chat: bool):
@@ -174,7 +174,7 @@ def answer_text(services, user: ApiUser, body: dict, *, chat: bool):
     options = body.get("stream_options") or {}
     if not isinstance(options, dict):
         raise CompatError(400, "stream_options: an object such as {\"include_usage\": true}", param="stream_options")
-    reply = TextAnswer(chat, name or services.registry.default("text"), bool(options.get("include_usage")))
+    reply = TextAnswer(chat, name or services.host.registry.default("text"), bool(options.get("include_usage")))
     updates = stream_as(services, user, "text", run_text(services, model, params, user.session, user.name))
     first = next(updates)  # here, not in the stream: a refusal (model, quota, prompt) gets its own status
     if not streamed:
@@ -224,7 +224,7 @@ def answer_images(services, user: ApiUser, request: Request, body: dict, start=N
     fields = image_request(services, body)
     size = 0
     if fields["width"] is None and start is None:  # "auto": the model's own size (loading it as the caller)
-        size = run_as(services, user, "image", lambda: services.image_pipeline(name).model.default_size)
+        size = run_as(services, user, "image", lambda: services.host.image_pipeline(name).model.default_size)
     width = fields.pop("width") or (start.width // 8 * 8 if start is not None else size)
     height = fields.pop("height") or (start.height // 8 * 8 if start is not None else size)
     mode = "inpaint" if mask is not None else "img2img" if start is not None else "txt2img"

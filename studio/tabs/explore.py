@@ -19,7 +19,7 @@ DEFAULT_LOOK = DiffusionLook(steps=20, guidance=5.0, scheduler="DPM++ 2M", width
 
 
 def build(services: Services) -> TabHandle:
-    registry = services.registry
+    registry = services.host.registry
     with gr.Row():
         model = gr.Dropdown(registry.names("image"), value=registry.default("image"), allow_custom_value=True,
                             label="Model", scale=2, elem_id="explore-model",

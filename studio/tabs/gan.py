@@ -13,7 +13,7 @@ from studio.workbench import build_workbench
 
 
 def build(services: Services) -> TabHandle:
-    registry = services.registry
+    registry = services.host.registry
     limits = services.settings.gan_limits
     with gr.Row():
         model = gr.Dropdown(registry.names("gan"), value=registry.default("gan"), allow_custom_value=True,

@@ -137,7 +137,7 @@ def _family_samplers(services: Services, name: str):
     from pipelines.image_flow import sampler_choices
 
     try:
-        spec = services.registry.lookup(name, "image")
+        spec = services.host.registry.lookup(name, "image")
     except ValueError:
         spec = None
     choices, value = sampler_choices(spec, tuple(SCHEDULERS))
@@ -145,7 +145,7 @@ def _family_samplers(services: Services, name: str):
 
 
 def _settings_panel(services: Services, prompt, negative) -> SimpleNamespace:
-    registry, limits = services.registry, services.settings.image_limits
+    registry, limits = services.host.registry, services.settings.image_limits
     ui = SimpleNamespace()
     ui.model = gr.Dropdown(registry.names("image"), value=registry.default("image"), allow_custom_value=True,
                            label="Model", info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
@@ -219,14 +219,14 @@ def _runner(services: Services):
             n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w, *extra])
         params = replace(params, loras=lora_set(loras_from(loras, lora_w)))
         check_pictures(services, params)  # the caller's rules (a guest's LoRA files…) before anything loads
-        loaded = services.cache.peek("image", str(model_name or services.registry.default("image")).strip())
+        loaded = services.host.cache.peek("image", str(model_name or services.host.registry.default("image")).strip())
         yield None, gr.skip(), "Generating…" if loaded else "Loading the model… (the first request loads it)", gr.skip()
         session = session_of(request)
         cancel_flag = services.jobs.start(session, "image")
         started = time.perf_counter()
         try:
             # held in use (never evicted) until the pictures are made
-            with services.image_lease(model_name, log=lambda msg: progress(0.0, desc=msg)) as pipe:
+            with services.host.image_lease(model_name, log=lambda msg: progress(0.0, desc=msg)) as pipe:
                 if note := getattr(pipe, "compile_note", lambda _: "")(params):  # a compiled model, a new size
                     yield gr.skip(), gr.skip(), note, gr.skip()
                 job = start_generation(services, pipe, params, cancel_flag)

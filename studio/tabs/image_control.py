@@ -91,7 +91,7 @@ def _previewer(services, index: int):
     @guarded(services, "image")
     def preview(request: gr.Request, picture, module, low, high, width, height):
         source = _picture(services, picture, index)
-        estimator = services.estimator(module) if module in ESTIMATORS else None
+        estimator = services.host.estimator(module) if module in ESTIMATORS else None
         return control_picture(ControlUnit("preview", source, module, low=int(low), high=int(high),
                                            estimator=estimator), int(width), int(height))
 

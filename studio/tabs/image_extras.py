@@ -124,14 +124,14 @@ def build_upscale_panel(services) -> None:
             raise ValueError("picture: upload a picture to upscale")
         params = UpscaleParams(float(factor), name)
         params.check_size(*picture.size)
-        out = services.lanes.run("model", upscale, picture, params, device=services.placement.device,
+        out = services.host.lanes.run("model", upscale, picture, params, device=services.host.placement.device,
                                  allow_pickle=services.settings.allow_pickle, models=services.upscalers,
                                  interactive=True)
         from pipelines.media import png_bytes
 
         item = keep_output(services, "image", {".png": png_bytes(out)}, prompt="upscale",
                            params={"upscale": float(factor), "upscaler": Path(name).name, "size": list(out.size)},
-                           device=services.placement.describe(), owner=user_of(request),
+                           device=services.host.placement.describe(), owner=user_of(request),
                            origin=upscaled_origin(picture, name))
         saved = f" · saved as {item.id}" if item else " · not saved: the disk is full"
         return out, f"{picture.size[0]}×{picture.size[1]} → **{out.size[0]}×{out.size[1]}**{saved}"

@@ -78,7 +78,7 @@ class LivePanel:
                 raise ValueError("Real-time: turn it on and draw a picture first, then keep it.")
             check_room(services)
             model, params, out = last
-            with services.image_lease(model) as pipe:
+            with services.host.image_lease(model) as pipe:
                 (path, seed_used, _), = keep_images(services, pipe, params, out, user_of(request))
             return f"Kept in History: seed {seed_used}, {params.steps} steps."
 

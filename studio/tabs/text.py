@@ -90,7 +90,7 @@ def _completion_panel() -> SimpleNamespace:
 
 
 def _settings_panel(services: Services) -> SimpleNamespace:
-    registry, limits = services.registry, services.settings.text_limits
+    registry, limits = services.host.registry, services.settings.text_limits
     ui = SimpleNamespace()
     ui.model = gr.Dropdown(registry.names("text"), value=registry.default("text"), allow_custom_value=True,
                            label="Model", info="A listed model, a hub id (e.g. gpt2) or a local folder / .gguf",
@@ -144,7 +144,7 @@ def _wire_completion(services: Services, ui: SimpleNamespace, side: SimpleNamesp
 
     options = dict(api_visibility="private", concurrency_id="text", show_progress="minimal")
     ui.generate.click(complete, [ui.prompt, side.model, *side.all], [ui.output, status],
-                      concurrency_limit=services.text_concurrency, **options)
+                      concurrency_limit=services.host.text_concurrency, **options)
     ui.more.click(complete_more, [ui.prompt, ui.output, side.model, *side.all], [ui.output, status], **options)
 
 
@@ -177,7 +177,7 @@ def _wire_chat(services: Services, ui: SimpleNamespace, side: SimpleNamespace, s
     options = dict(private, concurrency_id="text", show_progress="minimal")
     inputs = [ui.message, ui.chatbot, ui.system_prompt, side.model, *side.all]
     outputs = [ui.chatbot, ui.message, status]
-    ui.send.click(chat, inputs, outputs, concurrency_limit=services.text_concurrency, **options)
+    ui.send.click(chat, inputs, outputs, concurrency_limit=services.host.text_concurrency, **options)
     ui.message.submit(chat, inputs, outputs, **options)
     ui.regenerate.click(regenerate_last, [ui.chatbot], [ui.chatbot, ui.message], **private).then(
         chat, inputs, outputs, concurrency_id="text", **private)

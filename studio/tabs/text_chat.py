@@ -85,7 +85,7 @@ def token_count(services, model: str, engine: str, params: TextParams | None, ma
     if params is None:
         return ""
     try:
-        pipe = services.loaded_text_pipeline(model, engine)
+        pipe = services.host.loaded_text_pipeline(model, engine)
     except Exception:  # an unknown model name while typing it: no count
         return ""
     if pipe is None:

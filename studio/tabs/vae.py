@@ -30,7 +30,7 @@ def _scale(size: int) -> int:
 
 
 def build(services: Services) -> TabHandle:
-    registry = services.registry
+    registry = services.host.registry
     for folder in trained_vae_folders(services.history.root / "vae-models"):  # models trained earlier
         registry.add(ModelSpec(folder.name, "vae", "folder", str(folder), license="yours",
                                description="trained in the VAE tab"))
@@ -73,7 +73,7 @@ def build(services: Services) -> TabHandle:
 
 def save(services, files: dict, prompt: str, params: dict, request, model_name: str):
     return keep_output(services, "vae", files, prompt=prompt, params={**params, "model": model_name},
-                       model=model_name, device=services.placement.describe(), owner=user_of(request))
+                       model=model_name, device=services.host.placement.describe(), owner=user_of(request))
 
 
 def morph_section(services: Services, model: gr.Dropdown) -> gr.File:
@@ -100,7 +100,7 @@ def morph_section(services: Services, model: gr.Dropdown) -> gr.File:
     @friendly_errors
     @guarded(services, "vae", generation=True)
     def run(model_name, image_files, n_random, seed_text, n_frames, path, ease_mode, rate, request: gr.Request):
-        p = services.vae_pipeline(model_name)
+        p = services.host.vae_pipeline(model_name)
         params = MorphParams(frames=as_int("frames", n_frames), method=path, ease=ease_mode, fps=as_int("fps", rate))
         images, notes = uploads(services, image_files, p.model.size)
         if images is None:
@@ -109,10 +109,10 @@ def morph_section(services: Services, model: gr.Dropdown) -> gr.File:
                 raise ValueError("images: upload two or more images, or ask for 2 or more random samples")
             # straight between the samples' latents: both rows start and end on the same decoded pictures
             latents = p.model.prior(count, parse_seed(seed_text) or 0)
-            latent_frames, crossfade = services.lanes.run("model", p.morph_latents, latents, params)
+            latent_frames, crossfade = services.host.lanes.run("model", p.morph_latents, latents, params)
             count_label = count
         else:
-            latent_frames, crossfade = services.lanes.run("model", p.morph, images, params)
+            latent_frames, crossfade = services.host.lanes.run("model", p.morph, images, params)
             count_label = len(images)
         scale = _scale(p.model.size)
         columns = min(12, params.frames)
@@ -145,11 +145,11 @@ def reconstruct_section(services: Services, model: gr.Dropdown) -> None:
     @friendly_errors
     @guarded(services, "vae", generation=True)
     def reconstruct(model_name, image_files, request: gr.Request):
-        p = services.vae_pipeline(model_name)
+        p = services.host.vae_pipeline(model_name)
         images, notes = uploads(services, image_files, p.model.size)
         if images is None:
             raise ValueError("images: upload one or more images to reconstruct")
-        out, scores = services.lanes.run("model", p.reconstruct, images)
+        out, scores = services.host.lanes.run("model", p.reconstruct, images)
         pairs = [im for pair in zip(images, out) for im in pair]
         save(services, {".png": png_bytes(grid(np.stack(pairs), 8))}, "reconstruction", {"psnr": scores}, request,
              p.model.name)
@@ -161,10 +161,10 @@ def reconstruct_section(services: Services, model: gr.Dropdown) -> None:
     @friendly_errors
     @guarded(services, "vae", generation=True)
     def sample(model_name, n, seed_text, request: gr.Request):
-        p = services.vae_pipeline(model_name)
+        p = services.host.vae_pipeline(model_name)
         seed = parse_seed(seed_text)
         seed = seed if seed is not None else ex.random_seed()
-        images = services.lanes.run("model", p.model.decode, p.model.prior(as_int("samples", n), seed))
+        images = services.host.lanes.run("model", p.model.decode, p.model.prior(as_int("samples", n), seed))
         save(services, {".png": png_bytes(grid(images, 8))}, "prior samples", {"seed": seed}, request, p.model.name)
         return [(upscale(im, _scale(p.model.size)), f"prior sample {i + 1}") for i, im in enumerate(images)], \
             f"Samples from the prior, seed {seed} (decoded random latents — there are no originals)"
@@ -174,7 +174,7 @@ def reconstruct_section(services: Services, model: gr.Dropdown) -> None:
 
 
 def train_section(services: Services, model: gr.Dropdown) -> gr.Button:
-    registry = services.registry
+    registry = services.host.registry
     with gr.Row():
         folder = gr.Textbox(label="Folder of images on this machine", scale=2)
         zip_file = gr.File(label="…or a .zip of images", file_types=[".zip"], scale=2)
@@ -204,7 +204,7 @@ def train_section(services: Services, model: gr.Dropdown) -> gr.Button:
 
         def work():
             try:
-                result["reports"] = train_conv_vae(params, images, out, device=services.placement.device,
+                result["reports"] = train_conv_vae(params, images, out, device=services.host.placement.device,
                                                    on_epoch=events.put, cancel=stop,
                                                    extra_config={"trained_on": str(source.name), "images": len(images)})
             except BaseException as exc:  # handed to the request thread

@@ -12,7 +12,7 @@ from pipelines.image_latent import DiffusionLook
 from pipelines.latent import points_bytes, save_points
 from pipelines.media import png_bytes
 from studio import explore as ex
-from studio.tabs.common import friendly_errors, guarded, keep_output, user_of
+from studio.events import friendly_errors, guarded, keep_output, user_of
 
 MAX_SLIDERS = 16
 ACTIONS = ("open it", "add as keyframe", "add as parent")
@@ -34,7 +34,7 @@ class Context:
 
     def space(self, model_name: str, look: dict | None, bench: ex.Bench):
         kind = self.kinds[0]
-        model = ex.latent_model(self.services, model_name or self.services.registry.default(
+        model = ex.latent_model(self.services, model_name or self.services.host.registry.default(
             "image" if kind == "diffusion" else kind), kind, DiffusionLook(**look) if look else None)
         bench.use(model)
         return model
@@ -119,9 +119,9 @@ def keep_cells(ctx: Context, request, model, picture, points, prompt: str, param
     def write(_report):
         ctx.services.history.add(ctx.tab, {".png": png_bytes(picture), ".safetensors": points_bytes(points)},
                                  prompt=prompt, params={"model": model.name, **params}, model=model.name,
-                                 device=ctx.services.placement.describe(), owner=owner, parent=parent)
+                                 device=ctx.services.host.placement.describe(), owner=owner, parent=parent)
 
-    ctx.services.lanes.submit_background("history", write)
+    ctx.services.host.lanes.submit_background("history", write)
 
 
 def show(ctx: Context, bench: ex.Bench, model, point, note: str = ""):
@@ -162,7 +162,7 @@ def wire_current_files(ctx: Context, current: CurrentPanel) -> None:
         item = keep_output(ctx.services, ctx.tab, {".png": png_bytes(ex.picture(image, image.shape[0])),
                                                    ".safetensors": points_bytes([bench.current])},
                            prompt=bench.current.label, params={"model": model.name, "label": bench.current.label},
-                           model=model.name, device=ctx.services.placement.describe(), owner=user_of(request))
+                           model=model.name, device=ctx.services.host.placement.describe(), owner=user_of(request))
         bench.history_id = item.id if item else None
         return bench, f"**{bench.current.label}** · kept as {item.id}" if item else "Not saved: the disk is full"
 

@@ -8,7 +8,7 @@ import gradio as gr
 
 from pipelines.latent import move
 from studio import explore as ex
-from studio.tabs.common import as_int, friendly_errors, guarded
+from studio.events import as_int, friendly_errors, guarded
 from studio.workbench.common import MAX_SLIDERS, Context, CurrentPanel, MapAxes, show
 
 
@@ -68,7 +68,7 @@ class DirectionPanel:
                 method = model.direction_methods[0]
             origin = bench.current or model.point_for_seed(0, prompt="")
             options = dict(positive=pair[0], negative=pair[1]) if pair else {}
-            found = ctx.services.lanes.run("model", model.directions, method, as_int("directions", k), origin,
+            found = ctx.services.host.lanes.run("model", model.directions, method, as_int("directions", k), origin,
                                            interactive=True, **options)  # the sliders' own: beside a running job
             bench.directions = (bench.directions + found)[-MAX_SLIDERS:] if method == "prompt-pair" else found
             hints = ex.hint_strip(ctx.services, model, origin, bench.directions)

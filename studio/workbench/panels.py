@@ -73,7 +73,7 @@ class StartRow:
 
             size = DiffusionLook(**look).width if look else model.pipe.model.size  # diffusion / VAE
             images, _ = prepare_images([PILImage.fromarray(image)], size)
-            (point,) = ctx.services.lanes.run("model", model.encode, images, prompt=rest[0] if rest else "",
+            (point,) = ctx.services.host.lanes.run("model", model.encode, images, prompt=rest[0] if rest else "",
                                               interactive=True)
             return show(ctx, bench, model, point, "encoded from your picture")
 
@@ -197,7 +197,7 @@ class MapPanel:
                 if method == "prompt-pair":
                     method = "h-space"
                 origin = bench.current or model.point_for_seed(0)
-                bench.directions = ctx.services.lanes.run("model", model.directions, method, 4, origin,
+                bench.directions = ctx.services.host.lanes.run("model", model.directions, method, 4, origin,
                                                           interactive=True)
             names = [d.name for d in bench.directions]
             ax = ax if ax in names else names[0]

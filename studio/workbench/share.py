@@ -12,7 +12,7 @@ from pipelines.latent import move
 from pipelines.registry import ModelNotAvailable
 from studio import explore as ex
 from studio.explorations import QUERY
-from studio.tabs.common import friendly_errors, guarded, user_of
+from studio.events import friendly_errors, guarded, user_of
 from studio.workbench.common import MAX_SLIDERS, Context
 
 # the browser turns the answer (a query string) into the whole address it shows, share links included

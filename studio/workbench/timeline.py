@@ -9,7 +9,7 @@ import gradio as gr
 from pipelines.latent import EASES, WalkParams, point_at, walk
 from pipelines.media import gif_bytes, mp4_bytes, png_bytes
 from studio import explore as ex
-from studio.tabs.common import as_int, friendly_errors, keep_output, user_of
+from studio.events import as_int, friendly_errors, keep_output, user_of
 from studio.workbench.common import Context, CurrentPanel
 
 # -- the keyframe timeline ---------------------------------------------------------------------------------
@@ -150,7 +150,7 @@ class TimelinePanel:
                                params={"model": model.name, "keyframes": [k.point.label for k in bench.keyframes],
                                        "frames": list(params.frames), "ease": params.ease, "method": params.method,
                                        "text_method": params.text_method, "loop": params.loop, "fps": params.fps},
-                               model=model.name, device=ctx.services.placement.describe(), owner=user_of(request))
+                               model=model.name, device=ctx.services.host.placement.describe(), owner=user_of(request))
             paths = [str(ctx.services.history.path(f)) for f in item.files] if item else []
             return (ex.grid_picture(frames, min(12, len(frames)), 64),
                     next((p for p in paths if p.endswith(".gif")), None), [p for p in paths if not p.endswith(".png")])

@@ -136,7 +136,7 @@ def test_out_of_memory_recovery_returns_memory_to_the_baseline(tmp_path):
         while True:
             held.append(torch.empty(8 * GiB, dtype=torch.uint8, device="cuda"))
     held.clear()
-    assert services.recover_from_out_of_memory(info.value)
+    assert services.host.recover_from_out_of_memory(info.value)
     assert torch.cuda.memory_allocated() == baseline
     assert torch.cuda.memory_reserved() <= baseline + 64 * 2**20
     torch.ones(GiB, dtype=torch.uint8, device="cuda")  # the next request works

@@ -74,7 +74,7 @@ def test_a_guest_cannot_reach_another_model_through_explore_or_a_path(server):
                       ip_adapter_image=handle_file(str(Path(__file__).parent.parent.parent / "assets" / "models"
                                                        / "emoji-ldm" / "samples.png")), api_name="/generate_image")
     assert services.access.remaining(GUESTS[1][0]) == QUOTA  # refused requests cost nothing
-    assert [key for _, key in services.cache.loaded("image")] == ["tiny-sd"]  # nothing was loaded for them
+    assert [key for _, key in services.host.cache.loaded("image")] == ["tiny-sd"]  # nothing was loaded for them
 
 
 def test_explore_obeys_the_servers_limits(server):

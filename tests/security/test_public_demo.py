@@ -51,8 +51,8 @@ def test_guests_generate_within_their_quota_and_are_told_when_it_resets(server):
     from pipelines.registry import ModelSpec
 
     # a model of this test's own, so no other test has loaded it first (the suite may run in any order)
-    tiny = services.registry.lookup("tiny-llama", "text")
-    services.registry.add(ModelSpec("quota-llama", "text", tiny.source, tiny.location, license="test"))
+    tiny = services.host.registry.lookup("tiny-llama", "text")
+    services.host.registry.add(ModelSpec("quota-llama", "text", tiny.source, tiny.location, license="test"))
     owner, guest = client(url, OWNER), client(url, GUEST)
     with pytest.raises(AppError, match="Guests can't switch models: use smollm2-135m-instruct"):
         guest.predict(*text_args("quota-llama"), api_name="/generate_text")  # not loaded: that would switch models
