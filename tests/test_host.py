@@ -137,7 +137,7 @@ def test_a_picture_records_its_own_loras(tiny, lora_file, monkeypatch):
     kept = []
     monkeypatch.setattr(studio.actions, "keep_output",
                         lambda services, tab, files, **fields: kept.append((files, fields)))
-    keep_images(SimpleNamespace(placement=pipe.model.placement, history=SimpleNamespace(mark=lambda image: image)),
+    keep_images(SimpleNamespace(host=SimpleNamespace(placement=pipe.model.placement), history=SimpleNamespace(mark=lambda image: image)),
                 pipe, styled, out, "alice")
     (files, fields), = kept
     assert fields["params"]["loras"] == {"style": 0.8}

@@ -41,7 +41,7 @@ def tier(tmp_path_factory, tiny_lm_dir, tiny_sd_dir):
 
     here = Services.create(replace(services.settings, ray=RaySettings(), outputs=root / "here"))
     for spec in services.host.registry.all():
-        here.registry.add(spec)
+        here.host.registry.add(spec)
     yield f"http://127.0.0.1:{port}/", services, here
     app.close()
     services.host.ray_bridge.close()
@@ -59,7 +59,7 @@ def one_thread():
 
 def test_gan_pictures_from_a_replica_match_in_process_and_keep_the_pipeline_interface(tier):
     _, services, here = tier
-    pipe, local = services.host.gan_pipeline("tiny-gan"), here.gan_pipeline("tiny-gan")
+    pipe, local = services.host.gan_pipeline("tiny-gan"), here.host.gan_pipeline("tiny-gan")
     assert pipe.remote and pipe.model.name == "tiny-gan" and pipe.model.z_dim == local.model.z_dim
     assert pipe.limits == local.limits
     params = GANParams(seed=3, grid=2, truncation=0.7)
@@ -92,7 +92,7 @@ def test_the_workbench_contract_is_answered_by_the_replica(tier):
 
 def test_vae_pipeline_calls_match_in_process(tier):
     _, services, here = tier
-    pipe, local = services.host.vae_pipeline("digit-vae-2d"), here.vae_pipeline("digit-vae-2d")
+    pipe, local = services.host.vae_pipeline("digit-vae-2d"), here.host.vae_pipeline("digit-vae-2d")
     assert pipe.model.size == local.model.size and pipe.model.latent_dim == local.model.latent_dim
     prior = pipe.model.prior(2, 4)
     assert prior.equal(local.model.prior(2, 4))
@@ -105,7 +105,7 @@ def test_vae_pipeline_calls_match_in_process(tier):
 
 def test_concurrent_requests_are_rendered_in_one_batch_with_the_same_pictures(tier):
     _, services, here = tier
-    pipe, local = services.host.gan_pipeline("tiny-gan"), here.gan_pipeline("tiny-gan")
+    pipe, local = services.host.gan_pipeline("tiny-gan"), here.host.gan_pipeline("tiny-gan")
     time.sleep(1.5)  # replicas publish their counts every second
     before = {p["pid"]: p.get("renders", 0) for p in services.host.ray_bridge.status()["latent"]["published"]}
     answers: dict = {}
@@ -140,7 +140,7 @@ def test_a_replicas_error_is_the_same_plain_error_as_in_process(tier):
     with pytest.raises(ValueError) as remote_error:
         services.host.gan_pipeline("tiny-gan")(too_big)
     with pytest.raises(ValueError) as local_error:
-        here.gan_pipeline("tiny-gan")(too_big)
+        here.host.gan_pipeline("tiny-gan")(too_big)
     assert str(remote_error.value) == str(local_error.value) and "grid" in str(local_error.value)
 
 

@@ -54,7 +54,7 @@ def test_editing_a_message_answers_again_from_there():
 
 
 def test_the_token_count_never_loads_a_model():
-    services = types.SimpleNamespace(loaded_text_pipeline=lambda model, engine: None,
+    services = types.SimpleNamespace(host=types.SimpleNamespace(loaded_text_pipeline=lambda model, engine: None),
                                      settings=types.SimpleNamespace(text_limits=types.SimpleNamespace(
                                          max_prompt_tokens=2048)))
     assert "not loaded yet" in token_count(services, "m", "auto", object(), 256)
