@@ -240,6 +240,37 @@ def _slow_logins_per_address(fastapi_app, behind_proxy: bool) -> None:
             route.app = with_address(route.app)
 
 
+def _patient_start() -> dict:
+    """Gradio gives a new server one 3-second look at its page and gives up ("When localhost is not accessible…")
+    when this studio's big page takes longer to draw on a busy 2-core machine; the studio looks for itself,
+    patiently (`_wait_until_served`)."""
+    import inspect
+
+    return {"_frontend": False} if "_frontend" in inspect.signature(gr.Blocks.launch).parameters else {}
+
+
+def _wait_until_served(url: str | None, timeout: float = 120.0) -> None:
+    """Wait until the studio's own page answers (any answer: a login page counts), or say plainly why not."""
+    import time
+    import urllib.error
+    import urllib.request
+
+    if not url:
+        return
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            urllib.request.urlopen(urllib.request.Request(url, method="HEAD"), timeout=30).close()
+            return
+        except urllib.error.HTTPError:
+            return  # it answered (a login page, a redirect)
+        except OSError as exc:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"The studio started but its page at {url} does not answer ({exc}). Check that "
+                                   "no firewall or proxy setting blocks this machine's own address.") from exc
+            time.sleep(0.5)
+
+
 def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
     from studio.compat import add_compat_routes
     from studio.file_route import add_file_route
@@ -259,8 +290,9 @@ def launch(app: gr.Blocks, services: Services, *, block: bool = True, **extra):
         auth=services.access.authenticate if s.logins else None, max_file_size=int(s.max_upload_mb * 2**20),
         prevent_thread_lock=True, css=CSS, theme=gr.themes.Soft(primary_hue="violet"),
         allowed_paths=[str(services.history.root)], blocked_paths=[str(p) for p in services.history.private_paths()],
-        footer_links=["api", "settings"], **extra,
+        footer_links=["api", "settings"], **{**_patient_start(), **extra},
     )
+    _wait_until_served(app.local_url)
     add_routes(result[0], services.links)  # per-item share links, before anyone can ask for one
     add_compat_routes(result[0], services)  # the OpenAI- and AUTOMATIC1111-compatible APIs (/v1, /sdapi/v1)
     add_file_route(result[0], services)  # History's files: only to whom they belong
