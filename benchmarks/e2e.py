@@ -150,17 +150,21 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def launch_studio(outputs: Path) -> tuple[subprocess.Popen, str]:
+def launch_studio(outputs: Path, *flags: str) -> tuple[subprocess.Popen, str]:
+    """`python -m studio launch` with `flags` (logins…), once its page answers (a login page counts)."""
     port = free_port()
     process = subprocess.Popen([sys.executable, "-m", "studio", "launch", "--port", str(port), "--outputs",
-                                str(outputs)], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                str(outputs), *flags], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}/"
+    import urllib.error
     import urllib.request
 
     deadline = time.time() + 300
     while time.time() < deadline:
         try:
             urllib.request.urlopen(url, timeout=1)
+            return process, url
+        except urllib.error.HTTPError:
             return process, url
         except OSError:
             time.sleep(0.3)

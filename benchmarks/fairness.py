@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.common import Report  # noqa: E402
-from benchmarks.e2e import free_port  # noqa: E402
+from benchmarks.e2e import launch_studio  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 A, B, GUEST = ("ann", "ann-pw"), ("bob", "bob-pw"), ("guest", "guest-pw")
@@ -41,23 +41,8 @@ SMALL = dict(prompt="blue star", steps=2, width=64, height=64, batch_size=1, n_i
 
 
 def launch(outputs: Path) -> tuple[subprocess.Popen, str]:
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "studio", "launch", "--port", str(port), "--outputs",
-                                str(outputs), "--auth", ":".join(A), "--auth", ":".join(B), "--guest-auth",
-                                ":".join(GUEST), "--guest-quota", "1000"], cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}/"
-    deadline = time.time() + 300
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url, timeout=1)
-            return process, url
-        except urllib.error.HTTPError:
-            return process, url  # answering (a login page)
-        except OSError:
-            time.sleep(0.3)
-    process.kill()
-    raise RuntimeError("the studio did not start within 5 minutes")
+    return launch_studio(outputs, "--auth", ":".join(A), "--auth", ":".join(B), "--guest-auth", ":".join(GUEST),
+                         "--guest-quota", "1000")
 
 
 def timed(client, args: dict) -> float:
