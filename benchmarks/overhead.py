@@ -112,7 +112,7 @@ def in_the_page(url: str, reps: int, job: dict, outputs: Path) -> tuple[list[flo
 def keeping(reps: int, job: dict) -> list[float]:
     """Keeping the batch in this process: mark, PNG encoding with parameters, Content Credentials, History."""
     from pipelines.image import ImageParams
-    from studio.actions import keep_images
+    from studio.actions.images import keep_images
     from studio.config import Settings
     from studio.services import Services
 

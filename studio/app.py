@@ -142,7 +142,7 @@ def _wire_image_and_explore(services: Services, image, explore, tabs) -> None:
     """Image → Explore: a picture's seed, prompt and settings open it as the workbench's current point.
     Explore → Image: the current point's picture becomes the img2img or inpaint start image."""
     from pipelines.media import read_png_info
-    from studio.actions import kept_item
+    from studio.actions.library import kept_item
     from studio.tabs.common import friendly_errors
 
     button, selected = image.to_explore

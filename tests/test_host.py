@@ -127,15 +127,15 @@ def test_a_picture_records_its_own_loras(tiny, lora_file, monkeypatch):
     """1. The PNG's `Lora:` text comes from the request, not from what the shared weights hold at the end."""
     from types import SimpleNamespace
 
-    import studio.actions
-    from studio.actions import keep_images
+    import studio.actions.images
+    from studio.actions.images import keep_images
 
     pipe, _ = tiny
     styled = replace(LONG, batch_size=1, steps=2, loras=(Lora("style", lora_file, 0.8),))
     out = pipe(styled)
     pipe(replace(styled, loras=()))  # someone else's request since: the weights hold no LoRA now
     kept = []
-    monkeypatch.setattr(studio.actions, "keep_output",
+    monkeypatch.setattr(studio.actions.images, "keep_output",
                         lambda services, tab, files, **fields: kept.append((files, fields)))
     keep_images(SimpleNamespace(host=SimpleNamespace(placement=pipe.model.placement), history=SimpleNamespace(mark=lambda image: image)),
                 pipe, styled, out, "alice")

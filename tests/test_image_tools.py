@@ -146,7 +146,7 @@ def test_hires_fix_checks_its_fields(tiny):
 
 def test_hires_fix_is_recorded_in_the_png(tmp_path, tiny):
     from pipelines.media import read_png_info
-    from studio.actions import keep_images
+    from studio.actions.images import keep_images
 
     class Services:  # what keep_images needs
         from studio.history import History

@@ -1,4 +1,4 @@
-"""Real-time mode's rule (studio.actions.live_picture): the newest request of a session wins — it stops the one
+"""Real-time mode's rule (studio.actions.images.live_picture): the newest request of a session wins — it stops the one
 before it mid-denoise — and its picture is the one the same settings make anywhere else; sessions are apart."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import numpy as np
 
 from pipelines.image import ImageParams
 from pipelines.registry import ModelSpec
-from studio.actions import LIVE_PAUSE, live_picture
+from studio.actions.images import LIVE_PAUSE, live_picture
 from studio.config import Settings
 from studio.services import Services
 

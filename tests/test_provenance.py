@@ -238,7 +238,7 @@ def test_a_kept_batch_is_marked_in_its_pixels_encoded_once_and_signed(tmp_path):
 
     from pipelines.image import ImageOutput, ImageParams
     from pipelines.provenance import marked_image
-    from studio.actions import keep_images
+    from studio.actions.images import keep_images
 
     history = History(tmp_path / "outputs", Provenance(tmp_path / "credentials"))
     services = SimpleNamespace(history=history, host=SimpleNamespace(placement=SimpleNamespace(describe=lambda: "cpu")))

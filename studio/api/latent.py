@@ -30,7 +30,7 @@ from pipelines.media import gif_bytes, grid, mp4_bytes, png_bytes
 from pipelines.vae import MapParams, MorphParams
 from studio import explore as ex
 from studio.api.media import _path, files, seed_or_random, unsaved
-from studio.actions import train_vae_model, uploads
+from studio.actions.vae import train_vae_model, uploads
 from studio.events import friendly_errors, guarded, keep_output, user_of
 
 KINDS = {"gan": "gan", "vae": "vae", "image": "diffusion", "diffusion": "diffusion"}

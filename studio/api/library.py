@@ -7,7 +7,7 @@ from gradio import FileData
 
 from studio.api.media import files
 from studio.events import friendly_errors, guarded, origin, user_of
-from studio.actions import day_bound, seed_filter
+from studio.actions.library import day_bound, seed_filter
 from studio.catalog import model_rows
 
 

@@ -18,9 +18,9 @@ from pipelines.image_regions import regions_from_layout
 from pipelines.image_upscale import HiresParams, OutpaintParams, UpscaleParams, upscale
 from pipelines.media import png_bytes, read_png_info
 from studio.events import friendly_errors, guarded, keep_output, parse_seed, session_of, user_of
-from studio.actions import (build_params, check_loras, check_pictures, control_units, image_prompt, loras_from,
-                             make_images, make_plot, resolve_upscaler, run_text, save_shared_style, style_named,
-                             upscaled_origin, verify_file, verify_summary)
+from studio.actions.images import check_loras, check_pictures, control_units, image_prompt, loras_from, make_images, make_plot
+from studio.actions.library import resolve_upscaler, save_shared_style, style_named, upscaled_origin, verify_file, verify_summary
+from studio.actions.text import build_params, run_text
 
 
 def seed_or_random(name: str, value) -> int | None:

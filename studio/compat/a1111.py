@@ -19,8 +19,8 @@ from fastapi import APIRouter, Depends, Request
 from pipelines.image import SCHEDULERS, ImageParams
 from pipelines.image_upscale import HiresParams, UpscaleParams, upscale
 from pipelines.media import png_bytes, read_png_info
-from studio.actions import (CONTROL_FIELDS, control_units, resolve_upscaler, second_pass_settings, style_named,
-                             upscaled_origin, upscaler_choices)
+from studio.actions.images import CONTROL_FIELDS, control_units, second_pass_settings
+from studio.actions.library import resolve_upscaler, style_named, upscaled_origin, upscaler_choices
 from studio.compat.auth import ApiUser
 from studio.compat.calls import b64, kept_pngs, make_pictures, picture, run_as
 from studio.compat.wire import CompatError, flag, json_body, number, route_class, text

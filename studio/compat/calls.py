@@ -13,7 +13,7 @@ from pathlib import Path
 
 from pipelines.image import GenerationCancelled, ImageParams, open_user_image
 from pipelines.media import png_bytes
-from studio.actions import make_images
+from studio.actions.images import make_images
 from studio.compat.auth import ApiUser, caller_for
 from studio.compat.wire import CompatError
 from studio.caller import calling, run_steps

@@ -16,7 +16,7 @@ from fastapi.responses import StreamingResponse
 
 from pipelines.image import ImageParams
 from pipelines.text import ROLES
-from studio.actions import build_params, run_text
+from studio.actions.text import build_params, run_text
 from studio.compat.auth import ApiUser
 from studio.compat.calls import b64, kept_pngs, make_pictures, picture, run_as, stream_as
 from studio.compat.wire import CompatError, flag, json_body, number, route_class, text

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import gradio as gr
 
-from studio.actions import day_bound, seed_filter
+from studio.actions.library import day_bound, seed_filter
 from studio.services import Services
 from studio.tabs.common import TabHandle, friendly_errors, guarded, origin, user_of
 

@@ -12,7 +12,8 @@ from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, lora_s
 from pipelines.image_flow import FLOW_SCHEDULERS
 from pipelines.image_prompt import parse_weights
 from pipelines.media import png_bytes
-from studio.actions import check_pictures, kept_picture, keep_images, loras_from, start_generation, verify_file, verify_summary
+from studio.actions.images import check_pictures, keep_images, loras_from, start_generation
+from studio.actions.library import kept_picture, verify_file, verify_summary
 from studio.services import Services
 from studio.tabs.common import (
     TabHandle,

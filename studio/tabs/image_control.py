@@ -2,7 +2,7 @@
 picture to upload or a sketch to draw, what reads it (canny, line art, scribble, the sketch as it is drawn, depth
 or pose estimation, or a depth / normal / pose map as it is), the ControlNet
 model, its weight and the part of the denoising it acts in — and a preview of the control picture. The units
-become `ControlUnit`s of the request (studio.actions.control_units); the work is in pipelines/image_control.py."""
+become `ControlUnit`s of the request (studio.actions.images.control_units); the work is in pipelines/image_control.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pipelines.image import open_user_image
 from pipelines.image_control import ESTIMATORS, MAX_UNITS, PREPROCESSORS, ControlUnit, control_picture
 from pipelines.image_regions import regions_from_layout
 from pipelines.image_ipadapter import DEFAULT_WEIGHT
-from studio.actions import control_units, image_prompt
+from studio.actions.images import control_units, image_prompt
 from studio.tabs.common import friendly_errors, guarded
 
 # ControlNets for Stable Diffusion 1.5 and SDXL on the model hub (downloaded on first use when online); any other

@@ -18,8 +18,7 @@ from pipelines.image_upscale import (
     UpscaleParams,
     upscale,
 )
-from studio.actions import (NO_STYLE, save_shared_style, style_named, styles_path, upscaled_origin, upscaler_choices,
-                            upscaler_folder)
+from studio.actions.library import NO_STYLE, save_shared_style, style_named, styles_path, upscaled_origin, upscaler_choices, upscaler_folder
 from studio.tabs.common import as_int, friendly_errors, guarded, keep_output, user_of
 
 

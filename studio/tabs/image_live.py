@@ -1,6 +1,6 @@
 """Real-time mode in the Image tab: the picture follows the prompt as you type and the sliders as you move them
 (SD-Turbo / LCM-class models in 1–4 steps; the emoji model in 4). The newest request wins: each one stops the one
-before it and waits a moment for the next keystroke (studio.actions.live_picture). Keep saves the picture shown,
+before it and waits a moment for the next keystroke (studio.actions.images.live_picture). Keep saves the picture shown,
 with its parameters, to History."""
 
 from __future__ import annotations
@@ -11,7 +11,8 @@ from dataclasses import dataclass, replace
 import gradio as gr
 
 from pipelines.image import lora_set
-from studio.actions import check_room, keep_images, live_picture, loras_from
+from studio.actions.images import keep_images, live_picture, loras_from
+from studio.actions.library import check_room
 from studio.tabs.common import friendly_errors, guarded, session_of, user_of
 
 LIVE_STEPS = 4

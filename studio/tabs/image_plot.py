@@ -9,7 +9,7 @@ import time
 import gradio as gr
 
 from pipelines.image_plot import AXES, PlotParams, example
-from studio.actions import loras_from, make_plot
+from studio.actions.images import loras_from, make_plot
 from studio.tabs.common import friendly_errors, guarded, session_of, user_of
 
 

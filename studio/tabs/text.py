@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from pipelines.text import TextParams
-from studio.actions import build_params, run_text
+from studio.actions.text import build_params, run_text
 from studio.services import Services
 from studio.tabs.common import (
     TabHandle,

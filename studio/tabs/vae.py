@@ -18,7 +18,7 @@ from pipelines.vae import (
     trained_vae_folders,
 )
 from studio import explore as ex
-from studio.actions import finish_training, training_setup, uploads
+from studio.actions.vae import finish_training, training_setup, uploads
 from studio.services import Services
 from studio.tabs.common import (TabHandle, as_int, friendly_errors, guarded, keep_output, page_file, parse_seed,
                                 session_of, user_of)

@@ -151,7 +151,7 @@ def test_a_guest_cannot_rewrite_a_shared_style_by_the_pages_own_event(studio):
     answer = send(url, cookies[GUEST[0]], save["id"], ["Photograph", "{prompt}, GUEST WORDS", ""], queued=True)
     assert not answer["ok"] and "Guests can't save styles" in answer["error"]
     from pipelines.image_prompt import load_styles
-    from studio.actions import styles_path
+    from studio.actions.library import styles_path
 
     photograph = {s.name: s for s in load_styles(styles_path(services))}["Photograph"]
     assert "GUEST WORDS" not in photograph.prompt

@@ -1,31 +1,19 @@
-"""The thin actions that the tabs and the public API share (neither imports the other for them): make
-pictures and keep them, stream text and keep it, resolve styles and upscalers by name, read VAE uploads and
-train a VAE, read History's filters, verify a file's Content Credentials. Each builds or takes
-the pipeline's frozen params, asks the model host for the model, and saves what came out to History."""
+"""Pictures: the rules a request meets (room, LoRA files, quotas), making pictures and keeping them in
+History, ControlNet units and image prompts, real-time pictures and the X/Y/Z plot."""
 
 from __future__ import annotations
 
 import json
 import os
-import re
 import threading
-import time
-from collections.abc import Iterator
 from dataclasses import asdict, replace
 from pathlib import Path
 
-from pipelines.image import GenerationCancelled, ImageParams, open_user_image
-from pipelines.image_prompt import Style, load_styles
-from pipelines.image_upscale import LATENT_UPSCALERS, PIXEL_UPSCALERS, UPSCALER_SUFFIXES
+from pipelines.image import GenerationCancelled, ImageParams
 from pipelines.media import a1111_parameters, png_bytes, png_with_metadata
-from pipelines.provenance import Origin, verify
-from pipelines.registry import ModelSpec
-from pipelines.text import TextParams, parse_stop
-from pipelines.vae import VAETrainParams, load_image_folder, prepare_images, train_conv_vae
-from studio.events import as_int, keep_output, list_outputs, parse_seed
-
-STREAM_INTERVAL = 0.04  # seconds between streamed page updates
-NO_STYLE = "(none)"
+from pipelines.provenance import Origin
+from studio.actions.library import check_room
+from studio.events import keep_output, list_outputs
 
 
 def loras_from(files, weights_text) -> dict:
@@ -82,13 +70,6 @@ def start_generation(services, pipe, params: ImageParams, cancel, *, watched: bo
     if getattr(pipe, "remote", False):  # the Ray model tier does the work: wait for it off the model thread
         return services.host.lanes.submit_parallel("remote", generate)
     return services.host.lanes.submit("model", generate, interactive=interactive)
-
-
-def check_room(services) -> None:
-    """Refuse new work, in words, before what it makes could not be kept (History.check_room)."""
-    caller, settings = services.host.caller(), services.settings
-    services.history.check_room(caller.user, guest=caller.guest, user_mb=settings.max_user_storage_mb,
-                                total_mb=settings.max_storage_mb, free_mb=settings.min_free_disk_mb)
 
 
 def check_loras(services, loras):
@@ -365,236 +346,3 @@ def make_plot(services, plot, base: ImageParams, model_name: str, loras: dict, o
                                      params={"plot": axes, "cells": result["kept"]},
                                      device=services.host.placement.describe(), owner=owner)
     return result
-
-
-def kept_item(services, item_id, *, field: str = "picture"):
-    """A History item the request's Caller may use (their own; owners: any) — found by its id, the only handle a
-    page or a client holds on what the studio keeps. Never a path from the client."""
-    caller = services.host.caller()
-    item = services.history.get(str(item_id)) if isinstance(item_id, str) and len(item_id) <= 64 else None
-    if item is None or (caller.guest and item.owner != caller.user):
-        raise ValueError(f"{field}: click one of your pictures in the results first")
-    return item
-
-
-def kept_picture(services, item_id, *, field: str = "picture"):
-    """The first picture of a History item the caller may use, opened (PIL, RGB)."""
-    item = kept_item(services, item_id, field=field)
-    pngs = [name for name in item.files if name.lower().endswith(".png")]
-    if not pngs:
-        raise ValueError(f"{field}: this History item holds no picture")
-    picture, _ = open_user_image(services.history.path(pngs[0]), services.settings.image_limits.max_image_pixels)
-    return picture
-
-
-def upscaled_origin(picture, upscaler: str) -> Origin:
-    """An upscale edits the user's picture: a model upscaler adds detail it made up, Lanczos only resizes."""
-    by_model = Path(upscaler).name != "Lanczos"
-    return Origin("edited", f"upscale ({Path(upscaler).name})", png_bytes(picture),
-                  edit="c2pa.edited" if by_model else "c2pa.resized", by_model=by_model)
-
-
-def verify_file(services, path) -> dict:
-    """What a dropped file says about itself: Content Credentials (valid / tampered / none, and whether this
-    studio signed it), the invisible watermark, and the AUTOMATIC1111 parameters (the Verify panel and
-    `/verify_image`)."""
-    sealer = services.history.provenance
-    serial = sealer.credentials().serial if sealer is not None and sealer.credentials_on else None
-    report = asdict(verify(Path(path).read_bytes(), serial, services.settings.image_limits.max_image_pixels))
-    report["png"] = {k: v for k, v in report["png"].items() if k in ("parameters", "prompt", "negative_prompt",
-                                                                     "settings", "studio", "ai_generated")}
-    return report
-
-
-def verify_summary(report: dict) -> str:
-    """The Verify panel's verdict in plain words (Markdown)."""
-    c, mark = report["credentials"], report["watermark"]
-    made = f" with **{c['model']}**" if c["model"] else ""
-    how = {"c2pa.created": "made from scratch by a model", "c2pa.edited": "an edit of a start picture",
-           "c2pa.resized": "a resized start picture"}
-    story = "; ".join(how.get(a, a) for a in c["actions"] if a != "c2pa.opened") or "no actions recorded"
-    if c["state"] == "valid":
-        who = ("signed by **this studio**" if c["this_install"] else f"signed by {c['signer'] or 'an unknown signer'}")
-        trust = (" — a self-signed certificate: it proves the file is unchanged since, not who made it"
-                 if "signingCredential.untrusted" in c["notes"] else "")
-        lines = [f"**Content Credentials: valid**, {who}{trust}.",
-                 f"{c['generator'] or 'An unnamed tool'}: {story}{made}."]
-        if c["ingredients"]:
-            lines.append(f"Made from: {', '.join(c['ingredients'])}.")
-    elif c["state"] == "tampered":
-        lines = ["**Content Credentials: tampered** — the file changed after it was signed, so what the "
-                 f"credentials say no longer describes it ({'; '.join(c['problems'][:2])[:300]}).",
-                 f"They claimed: {story}{made}."]
-    else:
-        lines = ["**Content Credentials: none.** Most re-saves, screenshots and social sites remove them."]
-    if mark is None:
-        lines.append("Watermark: not looked for (videos carry none).")
-    elif mark["found"]:
-        halved = " in a copy at half size" if mark["scale"] > 1 else ""
-        lines.append(f"**Invisible watermark: found**{halved} ({mark['matching_bits']} of 48 bits match): "
-                     "GenAI Studio made this picture.")
-    else:
-        lines.append(f"Invisible watermark: {mark['reason'] or 'not found'}"
-                     + ("" if mark["reason"] else f" ({mark['matching_bits']} of 48 bits: chance level)") + ".")
-    if not report["png"].get("parameters"):
-        lines.append("No generation parameters in the file.")
-    return "\n\n".join(lines)
-
-
-def styles_path(services) -> Path:
-    """User styles live in the settings folder inside the outputs folder (kept with the user's work)."""
-    return Path(services.settings.outputs) / "settings" / "styles.json"
-
-
-def upscaler_folder(services) -> Path:
-    return Path(services.settings.cache_dir) / "upscalers"
-
-
-def upscaler_choices(services, *, latent: bool) -> list[str]:
-    """Built-in upscalers, then the model files in the upscalers folder (shown by name, passed by path)."""
-    folder = upscaler_folder(services)
-    files = sorted(p for p in folder.glob("*") if p.suffix.lower() in UPSCALER_SUFFIXES) if folder.is_dir() else []
-    return [*(LATENT_UPSCALERS if latent else ()), *PIXEL_UPSCALERS, *(str(p) for p in files)]
-
-
-def resolve_upscaler(services, name: str, *, latent: bool, field: str = "upscaler") -> str:
-    """A built-in upscaler name, or the path of a model file in the upscalers folder given by its file name
-    (callers outside the page cannot point the server at arbitrary files)."""
-    choices = upscaler_choices(services, latent=latent)
-    by_name = {Path(c).name: c for c in choices}
-    if name in by_name:
-        return by_name[name]
-    raise ValueError(f"{field} must be one of {', '.join(by_name)}, got {str(name)[:60]!r}")
-
-
-def save_shared_style(services, style: Style) -> list[str]:
-    """Save (or replace) a style every user picks from — owners only, whatever door asked: a guest's words must
-    never reach other users' pictures. Returns the style names now listed."""
-    from pipelines.image_prompt import save_style
-
-    services.access.require_owner(services.host.caller().user, "save styles")
-    save_style(styles_path(services), style)
-    return [s.name for s in load_styles(styles_path(services))]
-
-
-def style_named(services, name: str | None) -> Style | None:
-    if not name or name == NO_STYLE:
-        return None
-    styles = {s.name: s for s in load_styles(styles_path(services))}
-    if name not in styles:
-        raise ValueError(f"style: no style named {name[:60]!r}; press ↻ to reload the list")
-    return styles[name]
-
-
-def build_params(prompt, mode, system_prompt, history, max_new_tokens, temperature, top_p, top_k,
-                 repetition_penalty, stop, seed, *, min_p=0.0, continue_last=False) -> TextParams:
-    return TextParams(
-        prompt=prompt or "", mode=mode, system_prompt=system_prompt or "", history=tuple(history),
-        max_new_tokens=as_int("max_new_tokens", max_new_tokens), temperature=float(temperature),
-        top_p=float(top_p), top_k=as_int("top_k", top_k), repetition_penalty=float(repetition_penalty),
-        stop=parse_stop(stop or ""), seed=parse_seed(seed), min_p=float(min_p), continue_last=bool(continue_last),
-    )
-
-
-def run_text(services, model: str, params: TextParams, session: str, owner: str,
-             progress=None, backend: str = "") -> Iterator[tuple[str, dict]]:
-    """Stream (text so far, stats) and save the finished text to History. Stats are empty until done.
-    Fetching and loading the model (first use) are reported on `progress`. The model is held in use until the
-    answer ends (never evicted, its engine never closed, mid-answer); the session's own prompt cache only. The
-    tokens it may write count against a guest's quota, and there must be room to keep the answer."""
-    from studio.boundary import text_units
-
-    check_room(services)
-    services.host.caller().spend(text_units(params.max_new_tokens), "this answer")
-    params = replace(params, cache_scope=session)
-    cancel = services.jobs.start(session, "text")
-    stats: dict = {}
-    text = ""
-    shown = time.perf_counter()
-    try:
-        with services.host.text_lease(model, (lambda msg: progress(0.0, desc=msg)) if progress else None,
-                                 backend) as pipe:
-            for piece in pipe.stream(params, cancel=cancel, stats=stats):
-                text += piece
-                # at most ~25 page updates a second: each one costs the server a round of work, and a
-                # person reads no faster (measured: one update per token slowed serving by a third)
-                if time.perf_counter() - shown >= STREAM_INTERVAL:
-                    shown = time.perf_counter()
-                    yield text, {}
-    finally:
-        services.jobs.finish(session, "text", cancel)
-    item = keep_output(
-        services, "text", {".txt": stats["text"].encode("utf-8")}, prompt=params.prompt,
-        params={**params.__dict__, "history": [list(h) for h in params.history], "stop": list(params.stop),
-                "seed": stats["seed"], "model": pipe.model.name, "backend": pipe.backend},
-        seed=stats["seed"], model=pipe.model.name, device=pipe.runs_on,
-        timings={k: stats[k] for k in ("seconds", "first_token_seconds", "new_tokens", "prompt_tokens",
-                                      "prompt_tokens_evaluated")},
-        owner=owner,
-    )
-    yield stats["text"], {**stats, "history_id": item.id if item else None}
-
-
-def uploads(services, files, size):
-    images = [open_user_image(f, services.settings.image_limits.max_image_pixels)[0] for f in files or []]
-    return prepare_images(images, size) if images else (None, [])
-
-
-def training_setup(services, name: str, source, is_zip: bool, size, channels, latent, epochs):
-    """Check a training request and load its images: (name, params, images, notes, source folder/zip, out)."""
-    registry = services.host.registry
-    name = (name or "").strip()
-    if not re.fullmatch(r"[A-Za-z0-9][\w\-]{0,39}", name):
-        raise ValueError("model name: 1–40 letters, digits, - or _ (it names a folder)")
-    if name in {s.name for s in registry.all()} and registry.lookup(name, "vae").source != "folder":
-        raise ValueError(f"model name {name!r} is taken by a built-in model; choose another")
-    if not is_zip and not str(source or "").strip():
-        raise ValueError("images: give a folder of images or upload a .zip")
-    source = Path(str(source)).expanduser()
-    params = VAETrainParams(size=as_int("size", size), channels=as_int("channels", channels),
-                            latent_dim=as_int("latent size", latent), epochs=as_int("epochs", epochs))
-    images, notes = load_image_folder(source, params.size)
-    return name, params, images, notes, source, services.history.root / "vae-models" / name
-
-
-def finish_training(services, name: str, out: Path, params, done: int, images, owner: str) -> None:
-    """Register a trained VAE and note it in History."""
-    services.host.registry.add(ModelSpec(name, "vae", "folder", str(out), license="yours",
-                                    description="trained in the VAE tab"))
-    services.host.cache.clear("vae")
-    services.history.add("vae", {".json": json.dumps({"model": name, "epochs": done}).encode()},
-                         prompt=f"trained VAE {name}", params={"size": params.size, "latent_dim": params.latent_dim,
-                                                               "epochs": done, "images": len(images)},
-                         model=name, device=services.host.placement.describe(), owner=owner)
-
-
-def train_vae_model(services, name, source, is_zip, size, channels, latent, epochs, owner) -> dict:
-    """Train in the calling thread (the API's form); returns the losses per epoch."""
-    name, params, images, notes, source, out = training_setup(services, name, source, is_zip, size, channels,
-                                                              latent, epochs)
-    reports = train_conv_vae(params, images, out, device=services.host.placement.device,
-                             extra_config={"trained_on": str(source.name), "images": len(images)})
-    finish_training(services, name, out, params, len(reports), images, owner)
-    return {"name": name, "epochs": len(reports), "images": len(images), "skipped": len(notes),
-            "loss_per_epoch": [round(r.loss, 3) for r in reports]}
-
-
-def day_bound(field: str, text: str, *, end: bool = False) -> float | None:
-    """"YYYY-MM-DD" → epoch seconds at the start of that day (of the next day when `end`); blank → None."""
-    text = (text or "").strip()
-    if not text:
-        return None
-    try:
-        start = time.mktime(time.strptime(text, "%Y-%m-%d"))
-    except ValueError:
-        raise ValueError(f"{field}: a date as YYYY-MM-DD (e.g. 2026-11-29), got {text[:40]!r}") from None
-    return start + 86400 if end else start
-
-
-def seed_filter(text: str) -> int | None:
-    text = (text or "").strip()
-    if not text:
-        return None
-    if not text.isdigit() or int(text) >= 2**32:
-        raise ValueError(f"seed: a whole number from 0 to 4,294,967,295, got {text[:40]!r}")
-    return int(text)

@@ -1,0 +1,62 @@
+"""Text: a chat or completion's frozen params, streamed and kept."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from dataclasses import replace
+
+from pipelines.text import TextParams, parse_stop
+from studio.actions.library import check_room
+from studio.events import as_int, keep_output, parse_seed
+
+STREAM_INTERVAL = 0.04  # seconds between streamed page updates
+
+
+def build_params(prompt, mode, system_prompt, history, max_new_tokens, temperature, top_p, top_k,
+                 repetition_penalty, stop, seed, *, min_p=0.0, continue_last=False) -> TextParams:
+    return TextParams(
+        prompt=prompt or "", mode=mode, system_prompt=system_prompt or "", history=tuple(history),
+        max_new_tokens=as_int("max_new_tokens", max_new_tokens), temperature=float(temperature),
+        top_p=float(top_p), top_k=as_int("top_k", top_k), repetition_penalty=float(repetition_penalty),
+        stop=parse_stop(stop or ""), seed=parse_seed(seed), min_p=float(min_p), continue_last=bool(continue_last),
+    )
+
+
+def run_text(services, model: str, params: TextParams, session: str, owner: str,
+             progress=None, backend: str = "") -> Iterator[tuple[str, dict]]:
+    """Stream (text so far, stats) and save the finished text to History. Stats are empty until done.
+    Fetching and loading the model (first use) are reported on `progress`. The model is held in use until the
+    answer ends (never evicted, its engine never closed, mid-answer); the session's own prompt cache only. The
+    tokens it may write count against a guest's quota, and there must be room to keep the answer."""
+    from studio.boundary import text_units
+
+    check_room(services)
+    services.host.caller().spend(text_units(params.max_new_tokens), "this answer")
+    params = replace(params, cache_scope=session)
+    cancel = services.jobs.start(session, "text")
+    stats: dict = {}
+    text = ""
+    shown = time.perf_counter()
+    try:
+        with services.host.text_lease(model, (lambda msg: progress(0.0, desc=msg)) if progress else None,
+                                 backend) as pipe:
+            for piece in pipe.stream(params, cancel=cancel, stats=stats):
+                text += piece
+                # at most ~25 page updates a second: each one costs the server a round of work, and a
+                # person reads no faster (measured: one update per token slowed serving by a third)
+                if time.perf_counter() - shown >= STREAM_INTERVAL:
+                    shown = time.perf_counter()
+                    yield text, {}
+    finally:
+        services.jobs.finish(session, "text", cancel)
+    item = keep_output(
+        services, "text", {".txt": stats["text"].encode("utf-8")}, prompt=params.prompt,
+        params={**params.__dict__, "history": [list(h) for h in params.history], "stop": list(params.stop),
+                "seed": stats["seed"], "model": pipe.model.name, "backend": pipe.backend},
+        seed=stats["seed"], model=pipe.model.name, device=pipe.runs_on,
+        timings={k: stats[k] for k in ("seconds", "first_token_seconds", "new_tokens", "prompt_tokens",
+                                      "prompt_tokens_evaluated")},
+        owner=owner,
+    )
+    yield stats["text"], {**stats, "history_id": item.id if item else None}
