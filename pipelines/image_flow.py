@@ -246,8 +246,8 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_ev
     prompt, negative = params.prompts()
     prompt, negative, notes = prompt_notes(family, prompt, negative)
     if mode != params.mode:
-        notes += (f"{family.label} edits by instruction: image to image ran as an edit of the start picture "
-                  "(strength is not used)",)
+        notes += ((f"{family.label} edits by instruction: image to image ran as an edit of the start picture "
+                   "(strength is not used)"),)
     started = time.perf_counter()
     progress = _Progress(params, callback, cancel, preview_every, progress_interval, started)
     progress.preview = lambda p, latents, tiny: flow_preview(family, p, latents, params.width, params.height)
@@ -293,8 +293,8 @@ def mode_inputs(family: Family, pipe, params, n: int) -> dict:
 
 
 # what a family needs beyond diffusers and transformers, and why (checked before loading, said in words)
-FAMILY_NEEDS = {"qwen-image-edit": ("torchvision", "Qwen-Image-Edit reads the start picture through transformers' "
-                                                   "Qwen2-VL processor, which needs torchvision")}
+FAMILY_NEEDS = {"qwen-image-edit": ("torchvision", ("Qwen-Image-Edit reads the start picture through transformers' "
+                                                    "Qwen2-VL processor, which needs torchvision"))}
 
 
 def check_needs(family: Family | None) -> None:
