@@ -298,17 +298,3 @@ class FlowLatentModel(DiffusionSpace):
         _, h, w = self.z_shape
         count = (h // 2) * (w // 2)
         return -(-count // 32) * 32
-
-    def prompt_direction(self, positive: str, negative: str) -> Direction:
-        """From `negative` toward `positive` in the token-embedding space (one slider unit: half the way)."""
-        positive, negative = (positive or "").strip(), (negative or "").strip()
-        if not positive or not negative:
-            side = "positive" if not positive else "negative"
-            raise ValueError(f"prompt direction: the {side} side is empty; give a word or phrase on both sides, "
-                             "e.g. smiling ↔ frowning")
-        if positive == negative:
-            raise ValueError("prompt direction: both sides are the same text, so there is no direction")
-        diff = (self.embed(positive)[0] - self.embed(negative)[0]).flatten()
-        norm = float(diff.norm())
-        return Direction(f"{negative} → {positive}", "text", diff / norm, norm / 2, "prompt-pair",
-                         f"{negative} ↔ {positive}")

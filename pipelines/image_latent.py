@@ -325,22 +325,6 @@ class DiffusionLatentModel(DiffusionSpace):
         raise ValueError(f"method must be one of {', '.join(self.direction_methods)} for a diffusion model, "
                          f"got {short(method)}")
 
-    def prompt_direction(self, positive: str, negative: str) -> Direction:
-        """From `negative` toward `positive` in text-embedding space; one slider unit is half the way
-        between the two prompts (±2 = the whole difference, added to or taken from the current prompt)."""
-        positive, negative = (positive or "").strip(), (negative or "").strip()
-        if not positive or not negative:
-            side = "positive" if not positive else "negative"
-            raise ValueError(f"prompt direction: the {side} side is empty; give a word or phrase on both sides, "
-                             "e.g. smiling ↔ frowning")
-        if positive == negative:
-            raise ValueError("prompt direction: both sides are the same text, so there is no direction")
-        a, b = self.embed(positive)[0], self.embed(negative)[0]
-        diff = (a - b).flatten()
-        norm = float(diff.norm())
-        return Direction(f"{negative} → {positive}", "text", diff / norm, norm / 2, "prompt-pair",
-                         f"{negative} ↔ {positive}")
-
     @torch.inference_mode()
     def h_space_directions(self, k: int, origin: LatentPoint | None, samples: int = 16, seed: int = 0) -> list[Direction]:
         """PCA of the mid-block activations at the first denoising step over `samples` seeds (with the

@@ -615,3 +615,18 @@ class DiffusionSpace(LatentModel):
         other = type(self)(self.model, look)
         other.prompts = self.prompts
         return other
+
+    def prompt_direction(self, positive: str, negative: str) -> Direction:
+        """From `negative` toward `positive` in text-embedding space; one slider unit is half the way between the
+        two prompts (±2 = the whole difference, added to or taken from the current prompt)."""
+        positive, negative = (positive or "").strip(), (negative or "").strip()
+        if not positive or not negative:
+            side = "positive" if not positive else "negative"
+            raise ValueError(f"prompt direction: the {side} side is empty; give a word or phrase on both sides, "
+                             "e.g. smiling ↔ frowning")
+        if positive == negative:
+            raise ValueError("prompt direction: both sides are the same text, so there is no direction")
+        diff = (self.embed(positive)[0] - self.embed(negative)[0]).flatten()
+        norm = float(diff.norm())
+        return Direction(f"{negative} → {positive}", "text", diff / norm, norm / 2, "prompt-pair",
+                         f"{negative} ↔ {positive}")
