@@ -31,6 +31,7 @@ from pipelines.image_control import ControlUnit, control_inputs, control_pipelin
 from pipelines.image_flow import (
     FLOW_SCHEDULERS,
     Family,
+    check_needs,
     family_of,
     flow_scheduler,
     folder_family,
@@ -61,7 +62,12 @@ from pipelines.memory import (
 )
 from pipelines.registry import ModelNotAvailable, ResolvedModel
 
-MODES = ("txt2img", "img2img", "inpaint", "outpaint")
+MODES = ("txt2img", "img2img", "inpaint", "outpaint", "edit")
+# what a front end calls each mode; "edit" (a start picture and the change as the prompt) is for instruction-editing
+# models (Flux.1 Kontext, Qwen-Image-Edit): `ImageModel.modes` says which modes the loaded model runs
+MODE_LABELS = {"txt2img": "Text to image", "img2img": "Image to image", "inpaint": "Inpaint", "outpaint": "Outpaint",
+               "edit": "Edit by instruction"}
+SD_MODES = ("txt2img", "img2img", "inpaint", "outpaint")
 SCHEDULERS = {
     "Euler": ("EulerDiscreteScheduler", {}),
     "Euler a": ("EulerAncestralDiscreteScheduler", {}),
@@ -118,7 +124,8 @@ class ImageParams:
     """One image request; every front end builds this same object.
 
     prompt / negative_prompt: text (an empty prompt is allowed: unconditional generation).
-    mode: "txt2img", "img2img" (needs init_image) or "inpaint" (needs init_image and mask; white = repaint).
+    mode: "txt2img", "img2img" (needs init_image) or "inpaint" (needs init_image and mask; white = repaint);
+        "edit" (needs init_image; the prompt says the change) on instruction-editing models only.
     steps: 1 … the server's max (150); guidance: classifier-free guidance scale 0 … 30.
     width / height: multiples of 8 from 64 to 2048, within the server's megapixel cap.
     scheduler: one of SCHEDULERS.
@@ -229,7 +236,7 @@ class ImageParams:
                 check_int(name, getattr(self, name), 0, 2**32 - 1)
         check_float("variation_strength", self.variation_strength, 0.0, 1.0)
         check_float("strength", self.strength, 0.0, 1.0)
-        if self.strength == 0 and self.mode != "txt2img":
+        if self.strength == 0 and self.mode not in ("txt2img", "edit"):
             raise ValueError("strength must be above 0 for img2img and inpaint (0 would change nothing)")
         check_int("batch_size", self.batch_size, 1, limits.max_batch_size)
         check_int("batch_count", self.batch_count, 1, limits.max_batch_count)
@@ -389,8 +396,13 @@ class ImageModel:
         """The LoRAs the shared weights hold now (the Models tab); a picture's own are in its params."""
         return {lora.name: lora.weight for lora in self.adapters.active}
 
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The modes (MODES) this model runs: its family's, or SD/SDXL's four."""
+        return self.family.modes if self.family is not None else SD_MODES
+
     def for_mode(self, mode: str):
-        if mode == "txt2img":
+        if mode == "txt2img" or mode == "edit" and self.family is not None and self.family.edits:
             return self.pipe
         with self.lock:
             if mode not in self._variants and self.family is not None:
@@ -463,6 +475,8 @@ def load_image_model(
 
     location = resolved.path
     name = resolved.spec.name
+    if isinstance(location, Path) and location.is_dir():
+        check_needs(folder_family(location))  # a family that needs a package this install lacks, said in words
     try:
         base = single_file_config or find_single_file_config(location) \
             if isinstance(location, Path) and location.is_file() else None
@@ -622,7 +636,7 @@ class _Progress:
         self.preview_every, self.interval, self.last = preview_every, interval, started
         hires = params.hires
         self.second = max(1, int((hires.steps or params.steps) * hires.strength)) if hires else 0
-        first = params.steps if params.mode == "txt2img" else max(1, int(params.steps * params.strength))
+        first = params.steps if params.mode in ("txt2img", "edit") else max(1, int(params.steps * params.strength))
         self.first, self.per_run = first, first + self.second
         self.total = self.per_run * params.batch_count
 
@@ -676,6 +690,10 @@ class ImagePipeline:
         With `params.hires`, each batch gets its second (img2img) pass at the target size. The request runs on
         its own view of the model (scheduler, per-call state) with its own LoRAs: nothing it sets outlives it."""
         params.validate(self.limits)
+        if self.model.family is None and params.mode == "edit":
+            raise ValueError(f"mode: {self.model.name} is an SD/SDXL model and does not edit pictures by instruction; "
+                             "load an instruction-editing model (Flux.1 Kontext, Qwen-Image-Edit), or use image to "
+                             "image or inpaint")
         if self.model.family is not None:
             self.model.family.refuse(params)
             with self.model.adapters.using(self.model, params.loras):

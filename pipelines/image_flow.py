@@ -11,6 +11,10 @@ schedules); its guidance is "distilled" (a guidance embedding: Flux.1-dev, Flux.
 guidance with a negative prompt) or "true-cfg" (Qwen-Image's true_cfg_scale). Latents: the noise is drawn
 unpacked per image, [C, h, w], exactly as diffusers draws it from a per-image generator, then packed into
 the pipeline's layout here ("packed": 2×2 patches as a token sequence, Flux/Chroma/Qwen-Image).
+
+Instruction editing (Flux.1 Kontext, Qwen-Image-Edit) is its own mode, "edit": a start picture and the change in
+words as the prompt, denoised from full noise beside the picture's own tokens (no strength). Other families refuse
+it in words; image to image on an editing model runs as an edit, said in a note.
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ class Family:
     why in words). guidance: one of GUIDANCE_KINDS. channel_div / stride: the unpacked noise per image is
     [transformer in_channels / channel_div, H / (vae_scale·stride), W / (vae_scale·stride)]. packed: the
     pipeline takes that noise as 2×2 patches in a token sequence. patch: sizes must be multiples of
-    vae_scale·patch. edits: the model edits a start picture by instruction (its img2img is an edit)."""
+    vae_scale·patch. edits: the model edits a start picture by instruction (mode "edit"; its img2img is one)."""
 
     key: str
     label: str
@@ -65,19 +69,30 @@ class Family:
 
     def pipeline_class(self, mode: str) -> str:
         """The diffusers class for `mode`, or a ValueError in words when the family has none."""
+        if mode == "edit" and not self.edits:
+            raise ValueError(f"mode: {self.label} does not edit pictures by instruction; load an instruction-editing "
+                             f"model (Flux.1 Kontext, Qwen-Image-Edit), or use {self._choices()}")
         if self.edits and mode == "txt2img":
-            raise ValueError(f"mode: {self.label} edits a picture by instruction; choose img2img with a start "
-                             "image and write the change as the prompt")
-        name = {"img2img": self.img2img, "inpaint": self.inpaint}.get(mode, self.classes[0])
+            raise ValueError(f"mode: {self.label} edits a picture by instruction; choose edit with a start image "
+                             "and write the change as the prompt")
+        name = {"img2img": self.img2img, "inpaint": self.inpaint, "edit": self.classes[0]}.get(mode, self.classes[0])
         if not name:
             what = {"img2img": "image to image", "inpaint": "inpainting"}.get(mode, mode)
-            raise ValueError(f"mode: {self.label} has no {what} in diffusers{self.missing}; use "
-                             f"{' or '.join(m for m in ('text to image', 'image to image', 'inpainting') if self._has(m))}")
+            raise ValueError(f"mode: {self.label} has no {what} in diffusers{self.missing}; use {self._choices()}")
         return name
 
+    @property
+    def modes(self) -> tuple[str, ...]:
+        """The Image tab's modes (pipelines.image.MODES) this family runs."""
+        return tuple(mode for mode, what in (("txt2img", "text to image"), ("img2img", "image to image"),
+                                             ("inpaint", "inpainting"), ("edit", "edit")) if self._has(what))
+
+    def _choices(self) -> str:
+        return " or ".join(m for m in ("edit", "text to image", "image to image", "inpainting") if self._has(m))
+
     def _has(self, what: str) -> bool:
-        return {"text to image": not self.edits, "image to image": bool(self.img2img),
-                "inpainting": bool(self.inpaint)}[what]
+        return {"text to image": not self.edits, "image to image": bool(self.img2img) and not self.edits,
+                "inpainting": bool(self.inpaint), "edit": self.edits}[what]
 
     def refuse(self, params) -> None:
         """ValueError in words for what this family cannot do with `params` (checked before any work)."""
@@ -222,7 +237,7 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_ev
 
     model = image_pipeline.model
     family = model.family
-    mode = params.mode
+    mode = "edit" if family.edits and params.mode == "img2img" else params.mode
     # 1. This request's pipeline view (its own scheduler), seeds and the prompt the family reads
     pipe = model.view(mode, params.scheduler)
     check_size(family, pipe, params.width, params.height)
@@ -230,6 +245,9 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_ev
     seeds = [(base + i) % 2**32 for i in range(params.batch_size * params.batch_count)]
     prompt, negative = params.prompts()
     prompt, negative, notes = prompt_notes(family, prompt, negative)
+    if mode != params.mode:
+        notes += ((f"{family.label} edits by instruction: image to image ran as an edit of the start picture "
+                   "(strength is not used)"),)
     started = time.perf_counter()
     progress = _Progress(params, callback, cancel, preview_every, progress_interval, started)
     progress.preview = lambda p, latents, tiny: flow_preview(family, p, latents, params.width, params.height)
@@ -249,22 +267,45 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_ev
                                  for i, s in enumerate(run_seeds)])
             kwargs["latents"] = pack(family, pipe, noise).to(device, dtype)
         else:
-            kwargs.update(mode_inputs(family, params, n))
+            kwargs.update(mode_inputs(family, pipe, params, n))
         # 3. Denoise, with a cancel check after every step
         with torch.inference_mode():
             images.extend(pipe(**kwargs).images)
     return ImageOutput(images, seeds, time.perf_counter() - started, params, notes)
 
 
-def mode_inputs(family: Family, params, n: int) -> dict:
-    """The start picture (and mask) of image to image, inpainting and instruction edits."""
+def mode_inputs(family: Family, pipe, params, n: int) -> dict:
+    """The start picture (and mask) of image to image, inpainting and instruction edits. An edit reads the start
+    picture at the request's size: Kontext's own resizing (to its preferred sizes, and the picture to a megapixel)
+    is turned off, so width and height mean what they say."""
+    import inspect
+
     size = (params.width, params.height)
     kwargs = dict(image=[params.init_image.resize(size)] * n)
     if not family.edits or params.mode == "inpaint":
         kwargs["strength"] = params.strength
     if params.mode == "inpaint":
         kwargs["mask_image"] = [params.mask.resize(size)] * n
+    accepted = inspect.signature(type(pipe).__call__).parameters
+    if "max_area" in accepted:  # Flux.1 Kontext: keep the request's size
+        kwargs.update(max_area=params.width * params.height, _auto_resize=False)
     return kwargs
+
+
+# what a family needs beyond diffusers and transformers, and why (checked before loading, said in words)
+FAMILY_NEEDS = {"qwen-image-edit": ("torchvision", ("Qwen-Image-Edit reads the start picture through transformers' "
+                                                    "Qwen2-VL processor, which needs torchvision"))}
+
+
+def check_needs(family: Family | None) -> None:
+    """ModelNotAvailable in words when the family needs a package this install lacks."""
+    import importlib.util
+
+    from pipelines.registry import ModelNotAvailable
+
+    need = FAMILY_NEEDS.get(family.key) if family is not None else None
+    if need and importlib.util.find_spec(need[0]) is None:
+        raise ModelNotAvailable(f"{need[1]}: install a {need[0]} built for your torch (pip install {need[0]})")
 
 
 def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.dtype, *, offline: bool):

@@ -24,7 +24,6 @@ at strength 1; part of the way, then the seed's noise for the rest, below 1).
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from contextvars import ContextVar
 from dataclasses import dataclass
 
@@ -43,7 +42,7 @@ from pipelines.image_ipadapter import (
     read_ip_adapter,
 )
 from pipelines.image_prompt import can_weight, encode_prompts, has_syntax, plain_text
-from pipelines.latent import Direction, LatentModel, LatentPoint, pca
+from pipelines.latent import DiffusionSpace, Direction, LatentPoint, pca
 
 RENDER_BATCH = 8
 
@@ -114,8 +113,7 @@ class DiffusionLook:
         check_float("ip_weight", self.ip_weight, 0.0, 2.0)
 
 
-class DiffusionLatentModel(LatentModel):
-    kind = "diffusion"
+class DiffusionLatentModel(DiffusionSpace):
     can_encode = True
     direction_methods = ("prompt-pair", "h-space")
 
@@ -128,18 +126,8 @@ class DiffusionLatentModel(LatentModel):
         return super().__new__(cls)
 
     def __init__(self, model: ImageModel, look: DiffusionLook) -> None:
-        self.model = model
-        self.look = look
-        self.name = model.name
-        self._prompts: OrderedDict[str, tuple] = OrderedDict()  # prompt → (tokens, pooled), a few kept
-        self._prompts_lock = threading.Lock()
+        super().__init__(model, look)  # prompt → (tokens, pooled), a few kept, shared by every look
         install_mid_block_hook(model)
-
-    def with_look(self, look: DiffusionLook) -> DiffusionLatentModel:
-        """The same model under other render settings (shares the loaded weights and prompt cache)."""
-        other = DiffusionLatentModel(self.model, look)
-        other._prompts, other._prompts_lock = self._prompts, self._prompts_lock
-        return other
 
     @property
     def pipe(self):
@@ -161,19 +149,11 @@ class DiffusionLatentModel(LatentModel):
         """The prompt's token embeddings [T, E] (and pooled [E2] where the model has one), on the CPU: what the
         Image tab's pipeline reads for it — A1111 weighting through compel as there (a long prompt is read in
         its first chunk here: one point holds one chunk)."""
-        if not isinstance(prompt, str) or len(prompt) > 4000:
-            raise ValueError("prompt must be text of at most 4,000 characters")
-        with self._prompts_lock:
-            if prompt in self._prompts:
-                self._prompts.move_to_end(prompt)
-                return self._prompts[prompt]
-        with self.model.adapters.using(self.model, ()):  # never another request's LoRAs
-            tokens, pooled = self._encode(prompt)
-        with self._prompts_lock:
-            self._prompts[prompt] = (tokens, pooled)
-            while len(self._prompts) > 64:
-                self._prompts.popitem(last=False)
-        return tokens, pooled
+        def make(text: str):
+            with self.model.adapters.using(self.model, ()):  # never another request's LoRAs
+                return self._encode(text)
+
+        return self.prompts.get(prompt, make)
 
     def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         pipe = self.pipe
@@ -344,22 +324,6 @@ class DiffusionLatentModel(LatentModel):
             return self.h_space_directions(k, origin, samples=int(options.get("samples", 16)))
         raise ValueError(f"method must be one of {', '.join(self.direction_methods)} for a diffusion model, "
                          f"got {short(method)}")
-
-    def prompt_direction(self, positive: str, negative: str) -> Direction:
-        """From `negative` toward `positive` in text-embedding space; one slider unit is half the way
-        between the two prompts (±2 = the whole difference, added to or taken from the current prompt)."""
-        positive, negative = (positive or "").strip(), (negative or "").strip()
-        if not positive or not negative:
-            side = "positive" if not positive else "negative"
-            raise ValueError(f"prompt direction: the {side} side is empty; give a word or phrase on both sides, "
-                             "e.g. smiling ↔ frowning")
-        if positive == negative:
-            raise ValueError("prompt direction: both sides are the same text, so there is no direction")
-        a, b = self.embed(positive)[0], self.embed(negative)[0]
-        diff = (a - b).flatten()
-        norm = float(diff.norm())
-        return Direction(f"{negative} → {positive}", "text", diff / norm, norm / 2, "prompt-pair",
-                         f"{negative} ↔ {positive}")
 
     @torch.inference_mode()
     def h_space_directions(self, k: int, origin: LatentPoint | None, samples: int = 16, seed: int = 0) -> list[Direction]:

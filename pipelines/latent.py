@@ -9,6 +9,8 @@ latents first); nothing here knows about a particular model.
 from __future__ import annotations
 
 import math
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -572,3 +574,59 @@ def vary(point: LatentPoint, strength: float, count: int, seed: int) -> list[Lat
         z = slerp(flat, other * (flat.norm() / other.norm()), strength).view(point.z.shape)
         out.append(point.with_parts(z=z, label=f"{point.label} · variation {i + 1}"))
     return out
+
+
+class PromptCache:
+    """A few prompts' embeddings of one model, kept (most recent last) and shared by its latent spaces under every
+    look; thread-safe. `get(prompt, make)` returns the kept value or `make(prompt)`'s, then keeps it."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: OrderedDict[str, tuple] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, prompt: str, make) -> tuple:
+        if not isinstance(prompt, str) or len(prompt) > 4000:
+            raise ValueError("prompt must be text of at most 4,000 characters")
+        with self._lock:
+            if prompt in self._items:
+                self._items.move_to_end(prompt)
+                return self._items[prompt]
+        value = make(prompt)
+        with self._lock:
+            self._items[prompt] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+
+class DiffusionSpace(LatentModel):
+    """What the UNet and the flow-transformer adapters share: a loaded image model under one look (render
+    settings) with a prompt cache that every look of the model shares."""
+
+    kind = "diffusion"
+
+    def __init__(self, model, look) -> None:
+        self.model, self.look, self.name = model, look, model.name
+        self.prompts = PromptCache()
+
+    def with_look(self, look):
+        """The same model under other render settings (shares the loaded weights and prompt cache)."""
+        other = type(self)(self.model, look)
+        other.prompts = self.prompts
+        return other
+
+    def prompt_direction(self, positive: str, negative: str) -> Direction:
+        """From `negative` toward `positive` in text-embedding space; one slider unit is half the way between the
+        two prompts (±2 = the whole difference, added to or taken from the current prompt)."""
+        positive, negative = (positive or "").strip(), (negative or "").strip()
+        if not positive or not negative:
+            side = "positive" if not positive else "negative"
+            raise ValueError(f"prompt direction: the {side} side is empty; give a word or phrase on both sides, "
+                             "e.g. smiling ↔ frowning")
+        if positive == negative:
+            raise ValueError("prompt direction: both sides are the same text, so there is no direction")
+        diff = (self.embed(positive)[0] - self.embed(negative)[0]).flatten()
+        norm = float(diff.norm())
+        return Direction(f"{negative} → {positive}", "text", diff / norm, norm / 2, "prompt-pair",
+                         f"{negative} ↔ {positive}")

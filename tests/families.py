@@ -293,3 +293,87 @@ def model_index(folder: Path) -> dict:
 
 BUILDERS = {"flux": build_tiny_flux, "chroma": build_tiny_chroma, "sd3": build_tiny_sd3, "z-image": build_tiny_z_image,
             "qwen-image": build_tiny_qwen_image, "sana": build_tiny_sana, "flux2-klein": build_tiny_flux2_klein}
+
+
+def build_tiny_flux_kontext(folder: Path) -> Path:
+    """FluxKontextPipeline: the tiny Flux's parts (Kontext is a Flux.1 transformer reading the start picture's
+    tokens beside the noise's)."""
+    from diffusers import FluxKontextPipeline, FluxPipeline
+
+    parts = FluxPipeline.from_pretrained(build_tiny_flux(Path(folder) / "_flux")).components
+    return _save(FluxKontextPipeline(**{k: v for k, v in parts.items() if v is not None}), folder, "flux-kontext")
+
+
+QWEN_VL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                  "<|image_pad|>", "<|video_pad|>"]
+
+
+class StandInQwenVLProcessor:
+    """What QwenImageEditPipeline asks of transformers' Qwen2VLProcessor — the prompts tokenized with each
+    <|image_pad|> repeated once per merged patch of its picture, and the pictures' patches — for tests here:
+    transformers' own class cannot be made (or loaded) without torchvision, which this environment lacks."""
+
+    def __init__(self, tokenizer, image_processor) -> None:
+        self.tokenizer, self.image_processor = tokenizer, image_processor
+
+    def __call__(self, text, images=None, padding=True, return_tensors="pt"):
+        from transformers import BatchFeature
+
+        pictures = self.image_processor(images=images, return_tensors="pt") if images is not None else {}
+        merge = self.image_processor.merge_size ** 2
+        grids = iter(pictures["image_grid_thw"]) if pictures else iter(())
+        expanded = []
+        for line in text:
+            while "<|image_pad|>" in line:
+                line = line.replace("<|image_pad|>", "<|placeholder|>" * int(next(grids).prod() // merge), 1)
+            expanded.append(line.replace("<|placeholder|>", "<|image_pad|>"))
+        tokens = self.tokenizer(expanded, padding=padding, return_tensors=return_tensors)
+        return BatchFeature({**tokens, **dict(pictures)})
+
+
+def tiny_qwen_image_edit_pipeline():
+    """A QwenImageEditPipeline in memory: a Qwen-Image-shaped transformer over a VAE scaling by 8 (the pipeline
+    encodes the start picture at about a megapixel) and a Qwen2.5-VL that sees the picture as 2×2 merged patches
+    (through `StandInQwenVLProcessor`; its image tokens are the tokenizer's own)."""
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImageEditPipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import (
+        PreTrainedTokenizerFast,
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLImageProcessorPil,
+    )
+
+    raw = _byte_level_tokenizer(QWEN_VL_TOKENS)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<|endoftext|>", eos_token="<|im_end|>",
+                                        model_max_length=1024)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_VL_TOKENS}
+    pixels = 28 * 28 * 4
+    processor = StandInQwenVLProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
+                                                  attention_head_dim=16, num_attention_heads=3, joint_attention_dim=16,
+                                                  guidance_embeds=False, axes_dims_rope=(8, 4, 4))
+        vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                                     temperal_downsample=[False, False, False], latents_mean=[0.0] * 4,
+                                     latents_std=[1.0] * 4)
+        config = Qwen2_5_VLConfig(
+            text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                         "num_key_value_heads": 2, "vocab_size": len(tokenizer),
+                         "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                         "rope_theta": 1000000.0},
+            vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
+                           "out_hidden_size": 16},
+            hidden_size=16, vocab_size=len(tokenizer), image_token_id=ids["<|image_pad|>"],
+            video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
+            vision_end_token_id=ids["<|vision_end|>"])
+        text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+    pipe = QwenImageEditPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                                 tokenizer=tokenizer, processor=processor, transformer=transformer)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe

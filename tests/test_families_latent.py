@@ -1,4 +1,5 @@
-"""The latent workbench on flow-matching transformer models (tiny random Flux, SD3 and Qwen-Image): Explore this
+"""The latent workbench on flow-matching transformer models (tiny random Flux, SD3, Qwen-Image, Chroma, Sana and
+Z-Image): Explore this
 picture gives that very picture back byte for byte; seed travel, prompt travel (pooled and sequence embeddings
 mixed), directions from prompt pairs, the keyframe timeline and breeding, and refusals in words."""
 
@@ -14,12 +15,20 @@ from pipelines.image_flow_latent import TOKENS, FlowLatentModel
 from pipelines.image_latent import DiffusionLatentModel, DiffusionLook
 from pipelines.latent import WalkParams, between, breed, keyframe_frames, move, walk
 from pipelines.registry import Registry
-from tests.families import build_tiny_flux, build_tiny_qwen_image, build_tiny_sd3
+from tests.families import (
+    build_tiny_chroma,
+    build_tiny_flux,
+    build_tiny_qwen_image,
+    build_tiny_sana,
+    build_tiny_sd3,
+    build_tiny_z_image,
+)
 
 LOOK = DiffusionLook(steps=3, guidance=3.5, scheduler="Flow Euler", width=64, height=64, preview_steps=2)
 
 
-BUILD = {"flux": build_tiny_flux, "qwen-image": build_tiny_qwen_image, "sd3": build_tiny_sd3}
+BUILD = {"flux": build_tiny_flux, "qwen-image": build_tiny_qwen_image, "sd3": build_tiny_sd3,
+         "chroma": build_tiny_chroma, "sana": build_tiny_sana, "z-image": build_tiny_z_image}
 
 
 @pytest.fixture(scope="module", params=list(BUILD))
@@ -46,7 +55,8 @@ def alone(model, seed: int, prompt: str) -> np.ndarray:
 def test_a_flow_model_gets_the_flow_adapter_behind_the_same_contract(space, model):
     assert isinstance(space, FlowLatentModel) and space.kind == "diffusion"
     c, h, w = space.z_shape
-    assert (c, h, w) == (model.pipe.transformer.config.in_channels // model.family.channel_div, 32, 32)  # unpacked
+    side = 64 // (model.vae_scale * model.family.stride)
+    assert (c, h, w) == (model.pipe.transformer.config.in_channels // model.family.channel_div, side, side)
     assert space.with_look(DiffusionLook(scheduler="DPM++ 2M", width=64, height=64)).scheduler == "Flow Euler"
 
 
@@ -100,9 +110,21 @@ def test_breeding_makes_children_between_the_parents(space):
 
 
 def test_what_flow_models_cannot_do_here_is_said_in_words(space):
-    with pytest.raises(ValueError, match="method must be one of prompt-pair"):
-        space.directions("h-space", k=2)
+    with pytest.raises(ValueError, match="method must be one of prompt-pair, h-space"):
+        space.directions("pixels", k=2)
     with pytest.raises(ValueError, match="inversion\\) is not available for flow models yet"):
         space.encode(np.zeros((1, 64, 64, 3), dtype=np.uint8))
     with pytest.raises(ValueError, match="prompt direction: the negative side is empty"):
         space.directions("prompt-pair", positive="smiling", negative="")
+
+
+def test_h_space_directions_from_a_middle_block_move_the_picture(space):
+    point = space.point_for_seed(4, prompt="a red fox")
+    directions = space.directions("h-space", k=2, origin=point, samples=4)
+    assert [d.space for d in directions] == ["h", "h"] and all(d.std > 0 for d in directions)
+    assert abs(float(directions[0].vector.flatten() @ directions[1].vector.flatten())) < 1e-4  # orthonormal
+    original = space.render([point], preview=True)[0]
+    assert np.array_equal(space.render([move(point, directions, [0.0, 0.0])], preview=True)[0], original)
+    moved = space.render([move(point, directions[:1], [3.0])], preview=True)[0]
+    assert np.abs(moved.astype(int) - original.astype(int)).mean() > 0.5
+    assert np.array_equal(space.render([point], preview=True)[0], original)  # nothing stays behind in the hook

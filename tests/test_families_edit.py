@@ -1,0 +1,99 @@
+"""Instruction editing as its own mode ("edit"): Flux.1 Kontext from a saved tiny folder, Qwen-Image-Edit from a
+tiny pipeline in memory (transformers' Qwen2-VL processor cannot be made without torchvision, which this
+environment lacks: a stand-in does its work), and every other model refusing the mode in words."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipelines.device import pick_placement
+from pipelines.image import MODE_LABELS, MODES, ImageLimits, ImageModel, ImageParams, ImagePipeline, load_image_model
+from pipelines.image_flow import FAMILIES
+from pipelines.registry import ModelNotAvailable, Registry
+from tests.families import build_tiny_flux_kontext, tiny_qwen_image_edit_pipeline
+
+START = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+
+
+def load(folder):
+    registry = Registry(folder.parent / "cache", offline=True)
+    return load_image_model(registry.resolve(registry.lookup(str(folder), "image")), pick_placement("cpu"),
+                            offline=True)
+
+
+@pytest.fixture(scope="module")
+def kontext(tmp_path_factory):
+    return load(build_tiny_flux_kontext(tmp_path_factory.mktemp("kontext")))
+
+
+@pytest.fixture(scope="module")
+def qwen_edit():
+    return ImageModel(tiny_qwen_image_edit_pipeline(), "tiny-qwen-image-edit", pick_placement("cpu"),
+                      family=FAMILIES["qwen-image-edit"])
+
+
+def edit(model, **kw):
+    params = dict(prompt="make the fox red", mode="edit", init_image=START, steps=2, guidance=2.5, width=64,
+                  height=64, scheduler="Flow Euler", seed=1)
+    params.update(kw)
+    return ImagePipeline(model, ImageLimits())(ImageParams(**params))
+
+
+def pixels(out) -> np.ndarray:
+    return np.stack([np.asarray(image) for image in out.images])
+
+
+def test_edit_is_a_mode_with_a_label_and_the_model_says_whether_it_runs_it(kontext, qwen_edit, tiny_sd_dir):
+    assert "edit" in MODES and MODE_LABELS["edit"] == "Edit by instruction"
+    assert kontext.modes == ("inpaint", "edit") and qwen_edit.modes == ("inpaint", "edit")
+    assert load(tiny_sd_dir).modes == ("txt2img", "img2img", "inpaint", "outpaint")
+    assert "edit" not in FAMILIES["flux"].modes and "txt2img" in FAMILIES["flux"].modes
+
+
+def test_kontext_edits_at_the_requested_size_reproducibly_by_seed(kontext):
+    first = pixels(edit(kontext))
+    assert first.shape == (1, 64, 64, 3) and first.std() > 1
+    assert np.array_equal(first, pixels(edit(kontext)))
+    assert not np.array_equal(first, pixels(edit(kontext, seed=2)))
+    assert not np.array_equal(first, pixels(edit(kontext, prompt="make the fox blue")))
+
+
+def test_image_to_image_on_an_editing_model_runs_as_an_edit_and_says_so(kontext):
+    out = edit(kontext, mode="img2img", strength=0.5)
+    assert np.array_equal(pixels(out), pixels(edit(kontext)))
+    assert any("image to image ran as an edit" in note for note in out.notes)
+
+
+def test_qwen_image_edit_edits_with_true_cfg_reproducibly(qwen_edit):
+    first = pixels(edit(qwen_edit, guidance=1.0))
+    assert first.shape == (1, 64, 64, 3) and first.std() > 1
+    assert np.array_equal(first, pixels(edit(qwen_edit, guidance=1.0)))
+    guided = pixels(edit(qwen_edit, guidance=4.0, negative_prompt="blurry"))  # true CFG against the negative
+    assert not np.array_equal(first, guided)
+
+
+def test_what_cannot_edit_refuses_in_words_naming_the_field(kontext, tiny_sd_dir, tmp_path):
+    with pytest.raises(ValueError, match="mode: Flux.1 Kontext edits a picture by instruction; choose edit"):
+        edit(kontext, mode="txt2img", init_image=None)
+    with pytest.raises(ValueError, match="init_image: edit needs a starting image"):
+        edit(kontext, init_image=None)
+    with pytest.raises(ValueError, match="mode: Flux.1 does not edit pictures by instruction; load an instruction"):
+        FAMILIES["flux"].pipeline_class("edit")
+    with pytest.raises(ValueError, match="mode: Sana does not edit .* or use text to image$"):
+        FAMILIES["sana"].pipeline_class("edit")
+    with pytest.raises(ValueError, match="mode: .* is an SD/SDXL model and does not edit pictures by instruction"):
+        edit(load(tiny_sd_dir), scheduler="Euler")
+
+
+@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed here")
+def test_qwen_image_edit_without_torchvision_is_refused_in_words_before_loading(tmp_path):
+    folder = tmp_path / "qwen-image-edit"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "QwenImageEditPipeline"}))
+    with pytest.raises(ModelNotAvailable, match="needs torchvision: install a torchvision built for your torch"):
+        load(folder)
