@@ -108,7 +108,7 @@ class _Replica:
         # the same host as the UI process's; its caller (the UI tier's host) admitted each request already
         self.host = ModelHost(settings=settings, placement=pick_placement(settings.device, settings.dtype),
                               registry=Registry(settings.cache_dir, offline=settings.offline),
-                              cache=ModelCache(settings.models_per_modality), admission=False)
+                              cache=ModelCache(settings.models_per_modality), check_callers=False)
         self.started = time.time()
         self._last_report: dict | None = None
         self._publish()
