@@ -51,7 +51,7 @@ def bare_server() -> None:
 
     from pipelines.device import physical_cores
     from pipelines.registry import Registry
-    from pipelines.text_llama import _gguf_path, llama_lib_dir, load_cpu_backend
+    from pipelines.text_llama import gguf_path, llama_lib_dir, load_cpu_backend
     from studio.config import default_cache_dir
 
     registry = Registry(default_cache_dir())
@@ -63,7 +63,7 @@ def bare_server() -> None:
             load_cpu_backend(llama_lib_dir())  # a dynamic-backend build needs its CPU variant loaded
             from llama_cpp import Llama
 
-            path = _gguf_path(registry.resolve(registry.lookup("smollm2-135m-instruct", "text")))
+            path = gguf_path(registry.resolve(registry.lookup("smollm2-135m-instruct", "text")))
             cache["llama"] = Llama(model_path=str(path), n_ctx=5120, n_threads=threads, n_threads_batch=threads,
                                    verbose=False)
         return cache["llama"]

@@ -42,7 +42,7 @@ from benchmarks.common import Report
 from pipelines.device import physical_cores, pick_placement, text_placement
 from pipelines.registry import Registry
 from pipelines.text import TextParams, TextPipeline, load_text_model
-from pipelines.text_llama import LlamaTextPipeline, _gguf_path, llama_cpp_available, load_llama_model
+from pipelines.text_llama import LlamaTextPipeline, gguf_path, llama_cpp_available, load_llama_model
 from pipelines.text_worker import LlamaWorkerConfig, LlamaWorkerPipeline
 from studio.config import default_cache_dir
 
@@ -91,7 +91,7 @@ def bench_worker(resolved, args) -> list[tuple]:
     """The engine as the studio runs it (a worker process) vs the same engine in this process."""
     threads = physical_cores()
     local = LlamaTextPipeline(load_llama_model(resolved, pick_placement("cpu"), threads=threads, n_ctx=2048))
-    worker = LlamaWorkerPipeline(LlamaWorkerConfig(str(_gguf_path(resolved)), resolved.spec.name, threads=threads,
+    worker = LlamaWorkerPipeline(LlamaWorkerConfig(str(gguf_path(resolved)), resolved.spec.name, threads=threads,
                                                    n_ctx=2048, prompt_cache_entries=0), pick_placement("cpu"))
     rows = []
     try:
@@ -119,7 +119,7 @@ def bench_llama(resolved, args) -> tuple[list[tuple], float]:
 
     threads = physical_cores()
     pipe = LlamaTextPipeline(load_llama_model(resolved, pick_placement("cpu"), threads=threads, n_ctx=2048))
-    bare = Llama(model_path=str(_gguf_path(resolved)), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
+    bare = Llama(model_path=str(gguf_path(resolved)), n_ctx=2048, n_threads=threads, n_threads_batch=threads,
                  verbose=False)
     rows, decode_rates = [], []
     for label, sample in (("greedy", False), ("sampled (T=0.7, top-p 0.9, top-k 50)", True)):
@@ -347,8 +347,8 @@ def main() -> None:
     for label, size, rate in rows:
         print(f"{label:48} {size / 1e6:9.0f} {bandwidth / size:11.1f} {rate:7.1f} {rate * size / bandwidth:6.0%}")
     if llama_cpp_available():  # llama.cpp here reads its weights from CPU memory
-        size = _gguf_path(resolved).stat().st_size
-        print(f"{'  llama.cpp engine (CPU memory), ' + _gguf_path(resolved).name:48} {size / 1e6:9.0f} "
+        size = gguf_path(resolved).stat().st_size
+        print(f"{'  llama.cpp engine (CPU memory), ' + gguf_path(resolved).name:48} {size / 1e6:9.0f} "
               f"{cpu_bandwidth / size:11.1f} {llama_decode:7.1f} {llama_decode * size / cpu_bandwidth:6.0%}")
 
     print("\nChat first-token latency (greedy, 32 new tokens per turn): with prompt cache vs without")

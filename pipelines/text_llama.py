@@ -255,7 +255,7 @@ class LlamaTextModel:
         return bool(self.template.chat_template)
 
 
-def _gguf_path(resolved: ResolvedModel) -> Path:
+def gguf_path(resolved: ResolvedModel) -> Path:
     location = Path(resolved.path)
     if resolved.file:
         location = location / resolved.file
@@ -278,7 +278,7 @@ def load_llama_model(resolved: ResolvedModel, placement: Placement, *, threads: 
     load_cpu_backend(lib_dir)
     from llama_cpp import Llama
 
-    path = _gguf_path(resolved)
+    path = gguf_path(resolved)
     gpu_layers = -1 if placement.device.type in ("mps", "cuda") else 0
     try:
         llm = Llama(model_path=str(path), n_ctx=n_ctx, n_threads=threads, n_threads_batch=threads,

@@ -37,7 +37,22 @@ def _common(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="studio", description="GenAI Studio: a local creative studio for generative models.")
     sub = parser.add_subparsers(dest="command")
+    _launch_parser(sub)
+    models = sub.add_parser("models", help="list the known models and whether each is in the cache")
+    _common(models)
 
+    fetch = sub.add_parser("fetch", help="fetch models into the cache now (default: the embedded defaults)")
+    _common(fetch)
+    fetch.add_argument("names", nargs="*", help="model names (see `studio models`)")
+
+    _text_parser(sub)
+    _train_parser(sub)
+    _keys_parser(sub)
+    return parser
+
+
+def _launch_parser(sub) -> None:
+    """`studio launch`: serving the web app (who may reach it, signing, speed, Ray, MCP)."""
     launch = sub.add_parser("launch", help="start the web app (the default command)")
     _common(launch)
     launch.add_argument("--host", help="address to listen on (default 127.0.0.1, this machine only)")
@@ -75,13 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="also serve the API as Model Context Protocol tools at /gradio_api/mcp/ "
                              "(needs the [mcp] extra)")
 
-    models = sub.add_parser("models", help="list the known models and whether each is in the cache")
-    _common(models)
 
-    fetch = sub.add_parser("fetch", help="fetch models into the cache now (default: the embedded defaults)")
-    _common(fetch)
-    fetch.add_argument("names", nargs="*", help="model names (see `studio models`)")
-
+def _text_parser(sub) -> None:
+    """`studio text PROMPT`: text generated headless, printed to stdout."""
     text = sub.add_parser("text", help="generate text headless, printing to stdout")
     _common(text)
     text.add_argument("prompt")
@@ -96,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     text.add_argument("--stop", action="append", default=[], help="stop string (repeatable)")
     text.add_argument("--seed", type=int)
 
+
+def _train_parser(sub) -> None:
+    """`studio train emoji|digits`: training a shipped model reproducibly."""
     train = sub.add_parser("train", help="train a shipped model reproducibly")
     _common(train)
     train.add_argument("what", choices=["emoji", "digits"],
@@ -119,8 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--vae-channels", default="32,64,64", help="emoji: VAE block widths")
     train.add_argument("--no-text-encoder", action="store_true",
                        help="do not link MiniLM into the output folder (the shipped assets omit it for size)")
-    _keys_parser(sub)
-    return parser
 
 
 def _keys_parser(sub) -> None:

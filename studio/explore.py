@@ -75,7 +75,7 @@ def latent_model(services, name: str, kind: str, look: DiffusionLook | None = No
         return _held(_cached(services, "vae", name, lambda p: VAELatentModel(p), pipe), pipe)
     if kind == "diffusion":
         if look is not None:  # the server's step and size limits hold in Explore too; its IP-Adapter is admitted
-            look = services.host.admit_look(look)
+            look = services.host.admission.admit_look(look)
         pipe = services.host.local_image_pipeline(name)
         base = _cached(services, "image", name, lambda p: DiffusionLatentModel(p.model, look or DiffusionLook()), pipe)
         return _held(base.with_look(look) if look is not None else base, pipe)
@@ -108,8 +108,8 @@ def render(services, model: LatentModel, points: list[LatentPoint], *, preview: 
     """Pictures of `points`, rendered on the model lane (interactive work first: beside a running job, never
     inside it). The host admits it first: at most its cap of pictures, and a full render (not a slider
     preview) counts against a guest's quota."""
-    services.host.admit_render(len(points), preview=preview, kind=model.kind,
-                               units=render_units(model, len(points), preview))
+    services.host.admission.admit_render(len(points), preview=preview, kind=model.kind,
+                                         units=render_units(model, len(points), preview))
     with services.host.cache.holding(getattr(model, "held", None)):
         return services.host.lanes.run("model", model.render, points, preview=preview, interactive=interactive)
 

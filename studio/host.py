@@ -1,27 +1,24 @@
 """`ModelHost`: the one owner of model execution — loaded models, placement and memory plans, the cache
-(reference-counted: nothing in use is evicted), where model work runs (the lanes), and admission.
+(reference-counted: nothing in use is evicted) and where model work runs (the lanes).
 
 The same host runs in the UI process and in every Ray Serve replica (studio/raytier/serve.py). App state —
 History, Access, Jobs, share links — is `studio.services.Services`, which holds a host.
 
-Admission is checked here, for every path (page, API, MCP, Explore, a replica's caller): model names
-(listed names; for owners also hub ids and paths inside the model folders), server limits on what
-Explore renders, and guests' rules. Who is asking comes from the request's `Caller` (`studio.caller`), which
-`studio.boundary` sets around every event; a request with no caller on a studio that has guests is treated as a
-guest (fail closed).
+Before it opens anything for a request, the host asks its admission (`host.admission`, a
+`studio.admission.ModelAdmission`: model names, paths, add-ons, Explore's limits, guests' rules), so every path —
+page, API, MCP, Explore, the compatibility APIs — is checked in one place. Explore's renders and the actions
+call the same admission directly (`services.host.admission.admit_look`, `.admit_render`, `.caller()`).
 """
 
 from __future__ import annotations
 
 import logging
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
 
 from pipelines.cache import ModelCache
-from pipelines.checks import short
 from pipelines.device import Placement, free_memory, physical_cores, pick_placement, text_placement
 from pipelines.gan import GANPipeline, load_gan
 from pipelines.image import ImagePipeline, load_image_model
@@ -36,18 +33,16 @@ from pipelines.memory import (
 )
 from pipelines.registry import ModelSpec, Registry
 from pipelines.text import TextPipeline, load_text_model
-from pipelines.text_llama import BackendChoice, _gguf_path, choose_backend, llama_cpp_available
+from pipelines.text_llama import BackendChoice, choose_backend, gguf_path, llama_cpp_available
 from pipelines.text_worker import BuildHealth, EngineCrashed, LlamaWorkerConfig, LlamaWorkerPipeline
 from pipelines.vae import VAEPipeline, load_vae
-from studio.access import AccessDenied
-from studio.caller import Caller, calling, current_caller  # noqa: F401 (calling: re-exported for tests)
+from studio.admission import ModelAdmission
+from studio.caller import Caller, calling  # noqa: F401 (re-exported: tests, studio.compat.auth)
 from studio.config import Settings
 from studio.lanes import Lanes
 
 log = logging.getLogger("studio")
 
-MAX_MODEL_NAME = 512
-MODEL_FILES = (".safetensors", ".gguf", ".ckpt", ".pt", ".pth", ".bin", ".tar")
 REMOTE_IMAGE = "image [ray]"  # the cache slot of image stand-ins for the Ray tier
 
 
@@ -63,154 +58,37 @@ class ModelHost:
     registry: Registry
     cache: ModelCache
     lanes: Lanes = field(default_factory=Lanes)
-    admission: bool = True  # False in a Ray replica: its caller, the UI tier's host, admitted the request
+    check_callers: bool = True  # False in a Ray replica: its caller, the UI tier's host, admitted the request
+    admission: ModelAdmission = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self.admission = ModelAdmission(self.settings, self.registry, self.loaded_names, enforce=self.check_callers)
 
     @classmethod
-    def create(cls, settings: Settings, *, admission: bool = True) -> ModelHost:
+    def create(cls, settings: Settings, *, check_callers: bool = True) -> ModelHost:
         if settings.text_threads:
             import torch
 
             torch.set_num_threads(settings.text_threads)
         return cls(settings=settings, placement=pick_placement(settings.device, settings.dtype),
                    registry=Registry(settings.cache_dir, offline=settings.offline),
-                   cache=ModelCache(settings.models_per_modality), admission=admission)
+                   cache=ModelCache(settings.models_per_modality), check_callers=check_callers)
 
-    # -- admission -------------------------------------------------------------------------------------------
-    def caller(self) -> Caller:
-        """The request's caller; without one, a guest where the studio has guests (fail closed), else the owner."""
-        caller = current_caller()
-        if caller is not None:
-            return caller
-        return Caller("anonymous", guest=bool(self.settings.guest_auth) and self.admission)
+    def loaded_names(self, modality: str) -> set[str]:
+        """The names of `modality`'s models loaded now (in this process or, for images, as Ray stand-ins)."""
+        slots = (modality, REMOTE_IMAGE) if modality == "image" else (modality,)
+        return {key.split(" [")[0] for slot in slots for _, key in self.cache.loaded(slot)}
 
-    @property
-    def model_dirs(self) -> tuple[Path, ...]:
-        """The folders an owner's model paths may point into: the settings' `model_dirs`, the home folder,
-        the folder the studio runs in, its cache and the temporary folder."""
-        extra = tuple(Path(p).expanduser() for p in self.settings.model_dirs)
-        return tuple(p.resolve() for p in (*extra, Path.home(), Path.cwd(), Path(self.settings.cache_dir),
-                                           Path(tempfile.gettempdir())))
-
-    def admit_model(self, modality: str, name: str) -> ModelSpec:
-        """The spec for `name` if this caller may use it; a ValueError naming the `model` field (or AccessDenied
-        for a guest) otherwise. Nothing is opened before it says yes."""
-        text = (name or "").strip() or self.registry.default(modality)
-        if len(text) > MAX_MODEL_NAME or any(ord(c) < 32 for c in text):
-            raise ValueError(f"model: a model name, hub id or path has at most {MAX_MODEL_NAME} characters and no "
-                             f"control characters (got {len(text):,} characters)")
-        if not self.admission:
-            return self.registry.lookup(text, modality)
-        caller = self.caller()
-        if caller.guest:
-            slots = (modality, REMOTE_IMAGE) if modality == "image" else (modality,)
-            allowed = {self.registry.default(modality)} | {key.split(" [")[0] for slot in slots
-                                                            for _, key in self.cache.loaded(slot)}
-            if text not in allowed:
-                raise AccessDenied(f"Guests can't switch models: use {self.registry.default(modality)} (or leave the "
-                                   "model blank). The studio's owner can load others.")
-        if text not in self.registry.all_by_name():
-            self._admit_path(text, modality)
-        return self.registry.lookup(text, modality)
-
-    def _admit_path(self, text: str, modality: str, field: str = "model") -> None:
-        """A path (or what could be one) must lie inside the model folders and be a model folder or file; the
-        errors name `field`."""
-        try:
-            path = Path(text).expanduser()
-            exists = path.exists()
-        except OSError:
-            raise ValueError(f"{field}: {short(text)} is not a usable path or model name") from None
-        if not exists and not text.startswith((".", "/", "~", "\\")):
-            return  # a hub id (the registry checks its form)
-        resolved = path.resolve()
-        if not any(resolved == d or d in resolved.parents for d in self.model_dirs):
-            folders = ", ".join(map(str, self.model_dirs))
-            raise ValueError(f"{field}: {short(text)} is outside the model folders ({folders}); put the model in one "
-                             f"of them (or add a folder with model_dirs in the settings file), or choose a listed "
-                             f"{modality} model")
-        if exists and resolved.is_file() and resolved.suffix.lower() not in MODEL_FILES:
-            raise ValueError(f"{field}: {resolved.name} is not a model file (expected {', '.join(MODEL_FILES)}, or a "
-                             "model folder)")
-
-    def admit_controlnet(self, name: str) -> str:
-        """Where a ControlNet a request names lives — a folder inside the model folders, or a hub id — if this
-        caller may load one (guests may not: they load no weights of their own). A ValueError names the field."""
-        return self._admit_addon(name, "ControlNet", "controlnet model", "lllyasviel/control_v11p_sd15_canny")
-
-    def admit_ip_adapter(self, name: str) -> str:
-        """Where an IP-Adapter a request names lives — a .safetensors file inside the model folders (its
-        image_encoder folder beside it), or a hub file — if this caller may load one (guests may not)."""
-        location = self._admit_addon(name, "IP-Adapter", "ip_adapter", "h94/IP-Adapter/models/ip-adapter_sd15"
-                                                                       ".safetensors")
-        if not location.endswith(".safetensors"):
-            raise ValueError(f"ip_adapter: {short(name)} is not an IP-Adapter .safetensors file")
-        return location
-
-    def _admit_addon(self, name: str, kind: str, field: str, example: str) -> str:
-        text = (name or "").strip()
-        if not text:
-            raise ValueError(f"{field}: give a {kind} folder, file or hub id (e.g. {example})")
-        if len(text) > MAX_MODEL_NAME or any(ord(c) < 32 for c in text):
-            raise ValueError(f"{field}: at most {MAX_MODEL_NAME} characters and no control characters")
-        if self.admission and self.caller().guest:
-            raise AccessDenied(f"Guests can't load {kind} models; the studio's owner can.")
-        self._admit_path(text, kind, field=field)
-        path = Path(text).expanduser()
-        if path.exists():
-            return str(path.resolve())
-        if self.settings.offline:
-            raise ValueError(f"{field}: {short(text)} is a model-hub id and the studio is offline: give the "
-                             f"downloaded {kind} instead")
-        return text
-
+    # -- helper models ---------------------------------------------------------------------------------------
     def estimator(self, kind: str):
         """The ControlNet `kind` ("depth" or "pose") preprocessor's model — the settings' depth_model / pose_model,
         else the registry's (from the hub's cache, or downloaded when online) — loaded once into the model cache."""
         from pipelines.image_control import ESTIMATORS, load_estimator
 
-        if self.admission and self.caller().guest:
-            raise AccessDenied(f"Guests can't use the {kind} preprocessor (it loads a model of its own); the "
-                               "studio's owner can.")
+        self.admission.admit_estimator(kind)
         location = getattr(self.settings, f"{kind}_model") or self.registry.all_by_name()[ESTIMATORS[kind]].location
         placement, offline = self.placement, self.settings.offline
         return self.cache.get("helper", location, lambda: load_estimator(kind, location, placement, offline=offline))
-
-    def admit_look(self, look):
-        """A diffusion look (Explore's render settings) within the server's image limits, its IP-Adapter admitted."""
-        guest = self.admission and self.caller().guest
-        limits = self.settings.guest_limits if guest else self.settings.image_limits
-        if guest and look.preview_steps > self.settings.guest_preview_steps:
-            raise ValueError(f"preview_steps must be from 1 to {self.settings.guest_preview_steps} for guests, got "
-                             f"{look.preview_steps}")
-        if look.ip_adapter:
-            look = replace(look, ip_adapter=self.admit_ip_adapter(look.ip_adapter))
-        for name in ("steps", "preview_steps"):
-            value = getattr(look, name)
-            if value > limits.max_steps:
-                raise ValueError(f"{name} must be from 1 to {limits.max_steps} on this server, got {value}")
-        megapixels = look.width * look.height / 1e6
-        if megapixels > limits.max_megapixels + 1e-9:
-            raise ValueError(f"size: {look.width}×{look.height} is {megapixels:.2f} megapixels; the limit is "
-                             f"{limits.max_megapixels:g}. Choose a smaller width or height.")
-        return look
-
-    def render_cap(self, kind: str) -> int:
-        """Pictures one latent render request may hold: the longest walk the tabs allow (diffusion: 2 × the
-        frame limit; GAN and VAE: 10 × it, or a 24 × 24 map)."""
-        frames = self.settings.gan_limits.max_frames
-        return frames * 2 if kind == "diffusion" else max(frames * 10, 24 * 24)
-
-    def admit_render(self, count: int, *, preview: bool, kind: str = "diffusion", units: float = 0.0) -> None:
-        """A latent render of `count` pictures: within the cap; its `units` of work count against a guest's quota
-        (slider previews too: they are work)."""
-        cap = self.render_cap(kind)
-        if not 1 <= count <= cap:
-            raise ValueError(f"pictures: one {kind} request renders 1 to {cap:,} pictures, got {count:,}")
-        self.caller().spend(units, "this preview" if preview else "this render")
-
-    def admit_backend(self, backend: str) -> None:
-        if backend not in ("", "auto", self.settings.text_backend) and self.admission and self.caller().guest:
-            raise AccessDenied("Guests can't change the text engine; it is the owner's setting.")
 
     # -- text ------------------------------------------------------------------------------------------------
     @cached_property
@@ -238,8 +116,8 @@ class ModelHost:
         """The cache key and loader of a text model. llama.cpp runs in a worker process; a build that crashes
         there on first use is recorded and the model loads on transformers instead. With text on the Ray model
         tier: its stand-in, which streams from a replica."""
-        self.admit_backend(backend)
-        spec = self.admit_model("text", model)
+        self.admission.admit_backend(backend)
+        spec = self.admission.admit_model("text", model)
         s = self.settings
         if s.ray.runs("text"):
             from studio.raytier.client import RemoteTextPipeline
@@ -264,7 +142,7 @@ class ModelHost:
                 log(f"Loading {spec.name} with llama.cpp on {self.placement.describe()}…")
             limits = s.text_limits
             config = LlamaWorkerConfig(
-                path=str(_gguf_path(resolved)), name=spec.name, threads=s.text_threads or physical_cores(),
+                path=str(gguf_path(resolved)), name=spec.name, threads=s.text_threads or physical_cores(),
                 n_ctx=limits.max_prompt_tokens + limits.max_new_tokens, device=self.placement.device.type,
                 limits=limits, prompt_cache_entries=s.prompt_cache_entries)
             try:
@@ -284,7 +162,7 @@ class ModelHost:
 
     def loaded_text_pipeline(self, model: str, backend: str = ""):
         """The text pipeline for `model` if it is loaded already (never loads one), else None."""
-        spec = self.admit_model("text", model)
+        spec = self.admission.admit_model("text", model)
         if self.settings.ray.runs("text"):
             return self.cache.peek("text", f"{spec.name} [{backend or self.settings.backend_for(spec.name)}] [ray]")
         return self.cache.peek("text", f"{spec.name} [{self.text_backend(spec, backend).backend}]")
@@ -363,7 +241,7 @@ class ModelHost:
     def _image_entry(self, model: str, log, *, local: bool) -> tuple[str, str, Callable]:
         """(cache slot, key, loader). A Ray stand-in holds no weights: it has a slot of its own ("image [ray]"), so
         it never takes the place of the in-process model that Explore renders with, nor that one its place."""
-        spec = self.admit_model("image", model)
+        spec = self.admission.admit_model("image", model)
         if not local and self.settings.ray.runs("image"):
             from studio.raytier.client import RemoteImagePipeline
 
@@ -426,7 +304,7 @@ class ModelHost:
     # -- GAN and VAE -----------------------------------------------------------------------------------------
     def gan_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> GANPipeline:
         """The cached GAN pipeline for `model` (a registry name, or a .safetensors file / folder)."""
-        spec = self.admit_model("gan", model)
+        spec = self.admission.admit_model("gan", model)
         if self.settings.ray.runs("latent"):
             return self._remote_latent("gan", spec)
 
@@ -439,7 +317,7 @@ class ModelHost:
 
     def vae_pipeline(self, model: str, log: Callable[[str], None] | None = None) -> VAEPipeline:
         """The cached VAE pipeline for `model` (registry name, our VAE folder, or a diffusers VAE)."""
-        spec = self.admit_model("vae", model)
+        spec = self.admission.admit_model("vae", model)
         if self.settings.ray.runs("latent"):
             return self._remote_latent("vae", spec)
 

@@ -2,7 +2,8 @@
 
 Only read-only weights are shared between users; per-user state (a running job's Stop flag) is
 keyed by the Gradio session so one user's Stop never stops another user's job. Model execution —
-loading, placement, memory, the cache, admission — belongs to `studio.host.ModelHost`.
+loading, placement, memory, the cache — belongs to `studio.host.ModelHost`, and what a request may load or
+render to its admission (`services.host.admission`, `studio.admission.ModelAdmission`).
 """
 
 from __future__ import annotations
@@ -84,8 +85,8 @@ def provenance(settings: Settings):
 @dataclass
 class Services:
     """The app's state — History, Access, Jobs, share links, upscaler models of the Upscale panel — beside the
-    `ModelHost` that owns model execution (`services.host`: placement, registry, cache, lanes, pipelines, leases,
-    admission)."""
+    `ModelHost` that owns model execution (`services.host`: placement, registry, cache, lanes, pipelines, leases;
+    `services.host.admission`: what a request may load or render)."""
 
     settings: Settings
     host: ModelHost

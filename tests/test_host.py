@@ -223,7 +223,7 @@ def test_model_names_are_admitted_before_anything_is_opened(tmp_path):
     notes.write_text("not a model")
     with pytest.raises(ValueError, match="model: notes.txt is not a model file"):
         host.gan_pipeline(str(notes))
-    assert host.admit_model("text", "").name == "smollm2-135m-instruct"  # blank = the default
+    assert host.admission.admit_model("text", "").name == "smollm2-135m-instruct"  # blank = the default
 
 
 def test_guests_are_held_to_the_defaults_on_every_path_and_unknown_callers_are_guests(tmp_path):
@@ -252,21 +252,21 @@ def test_explore_is_held_to_the_server_limits_and_full_renders_count_for_guests(
                         image_limits=ImageLimits(max_steps=20, max_megapixels=0.3))
     host = ModelHost.create(settings)
     with pytest.raises(ValueError, match="steps must be from 1 to 20 on this server, got 150"):
-        host.admit_look(DiffusionLook(steps=150, width=64, height=64))
+        host.admission.admit_look(DiffusionLook(steps=150, width=64, height=64))
     with pytest.raises(ValueError, match="size: 2048×2048 is 4.19 megapixels; the limit is 0.3"):
-        host.admit_look(DiffusionLook(steps=10, width=2048, height=2048))
+        host.admission.admit_look(DiffusionLook(steps=10, width=2048, height=2048))
     with pytest.raises(ValueError, match="one diffusion request renders 1 to 480 pictures, got 4,096"):
-        host.admit_render(4096, preview=True)  # a walk of 480 frames is Explore's longest
-    host.admit_render(24 * 24, preview=True, kind="vae")  # a VAE's biggest map
+        host.admission.admit_render(4096, preview=True)  # a walk of 480 frames is Explore's longest
+    host.admission.admit_render(24 * 24, preview=True, kind="vae")  # a VAE's biggest map
     charged = []
     guest = Caller("g", guest=True, charge=lambda units, what: charged.append((units, what)) or "admission")
     with calling(guest):
-        host.admit_render(1, preview=True, units=0.05)
-        host.admit_render(64, preview=False, units=2.5)
+        host.admission.admit_render(1, preview=True, units=0.05)
+        host.admission.admit_render(64, preview=False, units=2.5)
     assert charged == [(0.05, "this preview"), (2.5, "this render")] and guest.charged == ["admission"] * 2
     with calling(Caller("g", guest=True, session="s")), pytest.raises(ValueError, match="preview_steps must be from "
                                                                                        "1 to 12 for guests, got 20"):
-        host.admit_look(DiffusionLook(steps=10, preview_steps=20, width=64, height=64))
+        host.admission.admit_look(DiffusionLook(steps=10, preview_steps=20, width=64, height=64))
 
 
 def test_an_image_tab_picture_opens_in_explore_as_the_model_read_it_and_says_what_it_leaves_out():

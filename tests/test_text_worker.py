@@ -16,14 +16,14 @@ from pipelines.device import pick_placement
 from pipelines.registry import ModelSpec, Registry
 from pipelines.text import TextParams
 from pipelines.text_llama import (
-    LlamaTextPipeline,
-    _gguf_path,
     AMX_OPT_IN,
+    LlamaTextPipeline,
     amx_allowed,
     amx_granted,
     choose_backend,
     choose_cpu_variant,
     cpu_variants,
+    gguf_path,
     llama_lib_dir,
     load_llama_model,
 )
@@ -37,7 +37,7 @@ FAKES = Path(__file__).parent / "fakes"
 def gguf(cache_dir) -> str:
     _need_llama()
     registry = Registry(cache_dir)
-    return str(_gguf_path(registry.resolve(registry.lookup("smollm2-135m-instruct", "text"))))
+    return str(gguf_path(registry.resolve(registry.lookup("smollm2-135m-instruct", "text"))))
 
 
 @pytest.fixture(scope="module")

@@ -76,7 +76,7 @@ def check_loras(services, loras):
     """LoRA files change the weights every user shares: owners only. Returns `loras`."""
     from studio.access import AccessDenied
 
-    if loras and services.host.caller().guest:
+    if loras and services.host.admission.caller().guest:
         raise AccessDenied("Guests can't load LoRA files; only the studio's owner can add weights.")
     return loras
 
@@ -85,7 +85,7 @@ def check_pictures(services, params: ImageParams, *, interactive: bool = False) 
     """The caller's rules for these pictures, before anything is loaded: guests load no LoRA files and keep to
     their own limits (real-time pictures to their preview steps). `start_generation` checks again, always."""
 
-    caller, settings = services.host.caller(), services.settings
+    caller, settings = services.host.admission.caller(), services.settings
     check_loras(services, params.loras)
     if not interactive:  # room to keep them (real-time pictures are not kept)
         check_room(services)
@@ -102,7 +102,7 @@ def admit_pictures(services, params: ImageParams, *, interactive: bool = False) 
     steps × size — counts against a guest's quota. Returns a guest's time budget in seconds (0: none)."""
     from studio.boundary import image_units
 
-    caller, settings = services.host.caller(), services.settings
+    caller, settings = services.host.admission.caller(), services.settings
     check_pictures(services, params, interactive=interactive)
     steps = params.steps + ((params.hires.steps or params.steps) if params.hires else 0)
     scale = params.hires.scale ** 2 if params.hires else 1.0
@@ -163,7 +163,7 @@ def control_units(services, specs, pictures: list) -> tuple:
             raise ValueError(f"controlnet[{i}]: weight, guidance_start and guidance_end are numbers, thresholds "
                              "whole numbers") from None
         module = value.get("module", "canny")
-        units.append(ControlUnit(services.host.admit_controlnet(value.get("model", "")), picture, module,
+        units.append(ControlUnit(services.host.admission.admit_controlnet(value.get("model", "")), picture, module,
                                  value.get("weight", 1.0), value.get("guidance_start", 0.0),
                                  value.get("guidance_end", 1.0), value.get("threshold_a", 100),
                                  value.get("threshold_b", 200),
@@ -183,7 +183,7 @@ def image_prompt(services, adapter: str, weight, picture):
         weight = DEFAULT_WEIGHT if weight in (None, "") else float(weight)
     except (TypeError, ValueError):
         raise ValueError("ip_adapter_weight: a number from 0 to 2") from None
-    return ImagePrompt(IPAdapterRef(services.host.admit_ip_adapter(adapter), weight), picture)
+    return ImagePrompt(IPAdapterRef(services.host.admission.admit_ip_adapter(adapter), weight), picture)
 
 
 LIVE_PAUSE = 0.12  # seconds a real-time request waits for the next keystroke or slider step before it starts

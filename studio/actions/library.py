@@ -16,7 +16,7 @@ from pipelines.provenance import Origin, verify
 
 def check_room(services) -> None:
     """Refuse new work, in words, before what it makes could not be kept (History.check_room)."""
-    caller, settings = services.host.caller(), services.settings
+    caller, settings = services.host.admission.caller(), services.settings
     services.history.check_room(caller.user, guest=caller.guest, user_mb=settings.max_user_storage_mb,
                                 total_mb=settings.max_storage_mb, free_mb=settings.min_free_disk_mb)
 
@@ -27,7 +27,7 @@ NO_STYLE = "(none)"
 def kept_item(services, item_id, *, field: str = "picture"):
     """A History item the request's Caller may use (their own; owners: any) — found by its id, the only handle a
     page or a client holds on what the studio keeps. Never a path from the client."""
-    caller = services.host.caller()
+    caller = services.host.admission.caller()
     item = services.history.get(str(item_id)) if isinstance(item_id, str) and len(item_id) <= 64 else None
     if item is None or (caller.guest and item.owner != caller.user):
         raise ValueError(f"{field}: click one of your pictures in the results first")
@@ -129,7 +129,7 @@ def save_shared_style(services, style: Style) -> list[str]:
     never reach other users' pictures. Returns the style names now listed."""
     from pipelines.image_prompt import save_style
 
-    services.access.require_owner(services.host.caller().user, "save styles")
+    services.access.require_owner(services.host.admission.caller().user, "save styles")
     save_style(styles_path(services), style)
     return [s.name for s in load_styles(styles_path(services))]
 

@@ -32,7 +32,7 @@ def run_text(services, model: str, params: TextParams, session: str, owner: str,
     from studio.boundary import text_units
 
     check_room(services)
-    services.host.caller().spend(text_units(params.max_new_tokens), "this answer")
+    services.host.admission.caller().spend(text_units(params.max_new_tokens), "this answer")
     params = replace(params, cache_scope=session)
     cancel = services.jobs.start(session, "text")
     stats: dict = {}

@@ -108,7 +108,7 @@ class _Replica:
         # the same host as the UI process's; its caller (the UI tier's host) admitted each request already
         self.host = ModelHost(settings=settings, placement=pick_placement(settings.device, settings.dtype),
                               registry=Registry(settings.cache_dir, offline=settings.offline),
-                              cache=ModelCache(settings.models_per_modality), admission=False)
+                              cache=ModelCache(settings.models_per_modality), check_callers=False)
         self.started = time.time()
         self._last_report: dict | None = None
         self._publish()
@@ -587,36 +587,27 @@ class _Shown:
         return fresh
 
 
-def bridge_main() -> int:
-    from pipelines.text_worker import read_frame, send_frame
+class _Bridge:
+    """The bridge process's side of the UI tier's requests: each runs on a thread of its own, answers in frames on
+    `out` (one writer at a time), and can be stopped by its request id."""
 
-    out = os.fdopen(os.dup(1), "wb")
-    os.dup2(2, 1)  # whatever Ray prints goes to stderr, never into the frames
-    inbox = sys.stdin.buffer
-    lock = threading.Lock()
-    streams: dict = {}  # rid: the Serve stream answering it (pictures: cancelled on Stop)
-    stop_keys: dict = {}  # rid: the key a text replica reads for its stop word
-    cancelled: set = set()
+    def __init__(self, out, handles: dict) -> None:
+        self.out, self.handles = out, handles
+        self.lock = threading.Lock()
+        self.streams: dict = {}  # rid: the Serve stream answering it (pictures: cancelled on Stop)
+        self.stop_keys: dict = {}  # rid: the key a text replica reads for its stop word
+        self.cancelled: set = set()
 
-    def send(message: tuple) -> None:
-        with lock:
+    def send(self, message: tuple) -> None:
+        from pipelines.text_worker import send_frame
+
+        with self.lock:
             try:
-                send_frame(out, message)
+                send_frame(self.out, message)
             except (BrokenPipeError, OSError, ValueError):
                 os._exit(0)  # the UI tier is gone
 
-    start = read_frame(inbox)
-    if not start or start[0] != "start":
-        return 2
-    settings = start[1]
-    try:
-        handles, info = _connect(settings)
-    except Exception as exc:  # noqa: BLE001 - reported in words; the UI tier decides what next
-        send(("failed", f"{type(exc).__name__}: {exc}"))
-        return 1
-    send(("ready", info))
-
-    def heartbeat() -> None:
+    def heartbeat(self) -> None:
         """("beat",) every 2 s while the cluster answers; silence tells the UI tier it is gone."""
         import ray
 
@@ -626,32 +617,46 @@ def bridge_main() -> int:
             probe.start()
             probe.join(5.0)
             if answered:
-                send(("beat",))
+                self.send(("beat",))
             time.sleep(2.0)
 
-    threading.Thread(target=heartbeat, daemon=True).start()
+    def serve(self, inbox) -> None:
+        """Start a thread per request until the UI tier closes the bridge (or its end of the pipe)."""
+        from pipelines.text_worker import read_frame
 
-    def stream(rid: int, tier: str, method: str, args: tuple) -> None:
+        targets = {"stream": self.stream, "call": self.call, "status": self.status, "cancel": self.cancel}
+        while (message := read_frame(inbox)) is not None:
+            kind = message[0]
+            if kind == "close":
+                break
+            target = targets.get(kind)
+            if target is not None:
+                threading.Thread(target=target, args=message[1:], daemon=True).start()
+
+    def stream(self, rid: int, tier: str, method: str, args: tuple) -> None:
         try:
-            stream_answer(rid, tier, method, args)
+            self.stream_answer(rid, tier, method, args)
         finally:
-            cancelled.discard(rid)
-            stop_keys.pop(rid, None)
+            self.cancelled.discard(rid)
+            self.stop_keys.pop(rid, None)
 
-    def stream_answer(rid: int, tier: str, method: str, args: tuple) -> None:
+    def stream_answer(self, rid: int, tier: str, method: str, args: tuple) -> None:
+        """A streamed answer (a text's pieces, a picture's previews), tried once more on another replica when the
+        first is lost; a retried text sends only what is new."""
         from ray.serve.exceptions import RequestCancelledError
 
+        send, cancelled = self.send, self.cancelled
         if tier == "text":
-            stop_keys[rid] = args[-1]
+            self.stop_keys[rid] = args[-1]
             if rid in cancelled:  # Stop came before the answer started
-                cancel(rid)
+                self.cancel(rid)
         shown = _Shown()
         for attempt in range(2):
             if rid in cancelled and tier != "text":
                 break
             shown.restart()
-            answer = getattr(handles[tier].options(stream=True), method).remote(*args)
-            streams[rid] = answer
+            answer = getattr(self.handles[tier].options(stream=True), method).remote(*args)
+            self.streams[rid] = answer
             try:
                 for event in answer:
                     if event[0] == "piece":
@@ -680,50 +685,66 @@ def bridge_main() -> int:
                 send(("error", rid, kind, f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))
                 return
             finally:
-                streams.pop(rid, None)
+                self.streams.pop(rid, None)
         send(("error", rid, "cancelled", "stopped"))
 
-    def call(rid: int, tier: str, method: str, args: tuple) -> None:
+    def call(self, rid: int, tier: str, method: str, args: tuple) -> None:
         from ray.exceptions import RayTaskError
 
         for attempt in range(2):
             try:
-                send(("done", rid, getattr(handles[tier], method).remote(*args).result(timeout_s=600)))
+                self.send(("done", rid, getattr(self.handles[tier], method).remote(*args).result(timeout_s=600)))
                 return
             except Exception as exc:  # noqa: BLE001 - sorted as for a stream
                 if _lost(exc) and attempt == 0:
                     continue
                 if isinstance(exc, RayTaskError):  # the replica's own error: the same words as in-process
                     _, kind, text = _failure(exc.cause)
-                    send(("error", rid, kind, text))
+                    self.send(("error", rid, kind, text))
                 elif _lost(exc):
-                    send(("error", rid, "lost", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))
+                    self.send(("error", rid, "lost", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))
                 else:
-                    send(("error", rid, "unreachable", f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))
+                    self.send(("error", rid, "unreachable",
+                               f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}"))
                 return
 
-    def status(rid: int) -> None:
+    def status(self, rid: int) -> None:
         try:
-            send(("done", rid, replica_report(tuple(handles))))
+            self.send(("done", rid, replica_report(tuple(self.handles))))
         except Exception as exc:  # noqa: BLE001
-            send(("error", rid, "unreachable", f"{type(exc).__name__}: {exc}"))
+            self.send(("error", rid, "unreachable", f"{type(exc).__name__}: {exc}"))
 
-    def cancel(rid: int) -> None:
-        cancelled.add(rid)
-        if rid in stop_keys:  # a text: the replica ends the answer itself, with the text so far
+    def cancel(self, rid: int) -> None:
+        self.cancelled.add(rid)
+        if rid in self.stop_keys:  # a text: the replica ends the answer itself, with the text so far
             from ray.experimental import internal_kv
 
-            internal_kv._internal_kv_put(STOP_PREFIX + stop_keys[rid], b"1", overwrite=True, namespace=NAMESPACE)
-        elif (answer := streams.get(rid)) is not None:
+            internal_kv._internal_kv_put(STOP_PREFIX + self.stop_keys[rid], b"1", overwrite=True, namespace=NAMESPACE)
+        elif (answer := self.streams.get(rid)) is not None:
             answer.cancel()
 
-    while (message := read_frame(inbox)) is not None:
-        kind = message[0]
-        if kind == "close":
-            break
-        target = {"stream": stream, "call": call, "status": status, "cancel": cancel}.get(kind)
-        if target is not None:
-            threading.Thread(target=target, args=message[1:], daemon=True).start()
+
+def bridge_main() -> int:
+    """The bridge process (the UI tier starts it): connect to the cluster, then answer the UI tier's frames on
+    stdin/stdout until it closes; a cluster of its own ("local") is shut down at the end."""
+    from pipelines.text_worker import read_frame
+
+    out = os.fdopen(os.dup(1), "wb")
+    os.dup2(2, 1)  # whatever Ray prints goes to stderr, never into the frames
+    inbox = sys.stdin.buffer
+    start = read_frame(inbox)
+    if not start or start[0] != "start":
+        return 2
+    settings = start[1]
+    try:
+        handles, info = _connect(settings)
+    except Exception as exc:  # noqa: BLE001 - reported in words; the UI tier decides what next
+        _Bridge(out, {}).send(("failed", f"{type(exc).__name__}: {exc}"))
+        return 1
+    bridge = _Bridge(out, handles)
+    bridge.send(("ready", info))
+    threading.Thread(target=bridge.heartbeat, daemon=True).start()
+    bridge.serve(inbox)
     if settings.ray.address == "local":
         import ray
         from ray import serve
