@@ -248,18 +248,8 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                        else {}),
                     "Regional prompts": f"{len(params.regions)} (latent couple)" if params.regions else None,
                     **second_pass_settings(params)}
-        record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
-                  "steps": params.steps, "guidance": params.guidance, "width": params.width,
-                  "height": params.height, "scheduler": params.scheduler, "seed": image_seed,
-                  "variation_seed": params.variation_seed if varied else None,
-                  "variation_strength": params.variation_strength if varied else 0.0,
-                  "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
-                  "model": pipe.model.name, "loras": {lora.name: lora.weight for lora in params.loras},
-                  "controlnet": [unit.record() for unit in params.controls],
-                  "image_prompt": params.image_prompt.record() if params.image_prompt else None,
-                  "regions": [asdict(region) for region in params.regions],
-                  **{name: asdict(value) for name in ("hires", "outpaint", "style")
-                     if (value := getattr(params, name)) is not None}}
+        record = {**params.to_record(), "seed": image_seed, "model": pipe.model.name,
+                  **({} if varied else {"variation_seed": None, "variation_strength": 0.0})}
         data = png_with_metadata(services.history.mark(image),
                                  a1111_parameters(params.prompt, params.negative_prompt, settings), record)
         return keep_output(services, "image", {".png": data}, listed=False, prompt=params.prompt, params=record,
