@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from pipelines.image import GenerationCancelled, ImageParams
 from pipelines.media import a1111_parameters, png_bytes, png_with_metadata
@@ -111,23 +112,58 @@ def admit_pictures(services, params: ImageParams, *, interactive: bool = False) 
     return settings.guest_job_seconds if caller.guest else 0.0
 
 
-def make_images(services, params: ImageParams, model: str, owner: str, session: str, progress=None):
-    """Make pictures as `session`'s cancellable image job and keep them in History as `owner`'s (parameters,
-    Content Credentials, watermark): the Gradio API's and the compatibility APIs' one way. `progress` hears the
-    job's (step, total, preview) at most once a second (its previews cost a decode each). Returns (kept:
-    keep_images' list, out: the ImageOutput, pipe); raises GenerationCancelled."""
-    check_pictures(services, params)  # the caller's rules (a guest's LoRA files, limits, room) before any load
-    cancel = services.jobs.start(session, "image")
+class MadeImages(NamedTuple):
+    """What `make_images` made: kept (keep_images' (path, seed, History id) per picture; empty when not kept),
+    out (the ImageOutput: pictures, seeds, seconds, notes) and pipe (the pipeline that made them)."""
+
+    kept: list
+    out: object
+    pipe: object
+
+
+def make_images(services, params: ImageParams, model: str, owner: str, session: str, on_progress=None, *,
+                cancel=None, interactive: bool = False, keep: bool = True) -> MadeImages:
+    """Make pictures and keep them in History: every door's one way (the page's Generate, the plot's cells,
+    real-time mode, the Gradio API, the compatibility APIs). `on_progress` hears the job's (step, total, preview)
+    at most once a second (previews only when someone listens: each costs a decode). Raises GenerationCancelled.
+    The page streams the same sequence step by step: `making_images`."""
+    steps = making_images(services, params, model, owner, session, cancel=cancel, interactive=interactive,
+                          keep=keep, watched=on_progress is not None)
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as finished:
+            return finished.value
+        if on_progress is not None and isinstance(event, tuple):
+            on_progress(event)
+
+
+def making_images(services, params: ImageParams, model: str, owner: str, session: str, *, cancel=None,
+                  interactive: bool = False, keep: bool = True, watched: bool = True, log=None):
+    """`make_images`, step by step: yields notes in words (loading the model, compiling it for a new size) and
+    the job's (step, total, preview) events; returns MadeImages. The sequence: the caller's rules (a guest's
+    LoRA files, limits, room) before anything loads → `session`'s cancellable image job (or the caller's own
+    `cancel` flag: a plot's, a real-time picture's) → the model leased (never evicted while in use) →
+    `start_generation` → the pictures kept in History as `owner`'s (parameters, Content Credentials, watermark)
+    unless `keep=False`. `log` hears the model's loading messages."""
+    check_pictures(services, params, interactive=interactive)
+    loaded = services.host.cache.peek("image", str(model or services.host.registry.default("image")).strip())
+    yield "Generating…" if loaded else "Loading the model… (the first request loads it)"
+    own_job = cancel is None
+    if own_job:
+        cancel = services.jobs.start(session, "image")
     try:
-        with services.host.image_lease(model) as pipe:  # in use (never evicted) until the pictures are made
-            job = start_generation(services, pipe, params, cancel, watched=progress is not None)
-            if progress is not None and hasattr(job, "events"):
-                for event in job:
-                    progress(event)
+        with services.host.image_lease(model, log=log) as pipe:  # in use (never evicted) until the pictures are made
+            if note := getattr(pipe, "compile_note", lambda _: "")(params):  # a compiled model, a new size
+                yield note
+            job = start_generation(services, pipe, params, cancel, watched=watched, interactive=interactive)
+            yield from job
             out = job.result()
     finally:
-        services.jobs.finish(session, "image", cancel)
-    return keep_images(services, pipe, params, out, owner), out, pipe
+        if own_job:  # a closed page or dropped request stops the worker too (harmless once done)
+            cancel.set()
+            services.jobs.finish(session, "image", cancel)
+    return MadeImages(keep_images(services, pipe, params, out, owner) if keep else [], out, pipe)
 
 
 CONTROL_FIELDS = {"model": str, "module": str, "weight": float, "guidance_start": float, "guidance_end": float,
@@ -194,15 +230,11 @@ def live_picture(services, model: str, params: ImageParams, session: str):
     (mid-denoise) and waits `LIVE_PAUSE` for a newer one, so typing and dragging draw only where the user pauses.
     Runs as interactive work (beside a long job, never inside it). Returns the ImageOutput, or None when a newer
     request took over. Nothing is kept: the page's Keep does that."""
-    from pipelines.image import GenerationCancelled
-
     cancel = services.jobs.supersede(session, "live")
     try:
         if cancel.wait(LIVE_PAUSE):
             return None
-        check_pictures(services, params, interactive=True)
-        with services.host.image_lease(model) as pipe:
-            out = start_generation(services, pipe, params, cancel, watched=False, interactive=True).result()
+        out = make_images(services, params, model, "", session, cancel=cancel, interactive=True, keep=False).out
         # a newer request came after the last step: its picture, not this one, is the one to show
         return None if cancel.is_set() else out
     except GenerationCancelled:
@@ -295,7 +327,7 @@ def make_plot(services, plot, base: ImageParams, model_name: str, loras: dict, o
     import dataclasses
     import random
 
-    from pipelines.image import GenerationCancelled, lora_set
+    from pipelines.image import lora_set
     from pipelines.image_plot import draw_grid, run_plot
 
     if base.seed is None:  # one seed for every cell, so only the axes change the picture
@@ -310,15 +342,13 @@ def make_plot(services, plot, base: ImageParams, model_name: str, loras: dict, o
                 raise ValueError("LoRA weight: add a LoRA file to plot its weight")
             chosen = {name: (path, settings["LoRA weight"]) for name, (path, _) in loras.items()}
         params = replace(params, loras=lora_set(chosen))
-        check_pictures(services, params)  # a guest's LoRA files never reach the loader, whichever input held them
-        try:
-            with services.host.image_lease(settings.get("Model", model_name)) as pipe:
-                out = start_generation(services, pipe, params, cancel, watched=False).result()
+        try:  # the caller's rules first: a guest's LoRA files never reach the loader, whichever input held them
+            made = make_images(services, params, settings.get("Model", model_name), owner, session, cancel=cancel)
         except GenerationCancelled:
             return None
-        (_path, _seed, item_id), = keep_images(services, pipe, params, out, owner)
+        (_path, _seed, item_id), = made.kept
         kept.append(item_id)
-        return out.images[0]
+        return made.out.images[0]
 
     try:
         done = run_plot(plot, base, make_cell, cancelled=cancel.is_set)
