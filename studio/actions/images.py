@@ -17,9 +17,8 @@ from studio.actions.library import check_room
 from studio.events import keep_output, list_outputs
 
 
-def loras_from(files, weights_text) -> dict:
-    """{name: (path, weight)} from LoRA files and a weights text such as "0.8, 0.5" (default 1 each)."""
-    files = files or []
+def lora_weights(weights_text) -> list[float]:
+    """The numbers of a LoRA weights text such as "0.8, 0.5" (empty: none given), or a clear error."""
     weights = []
     for part in str(weights_text or "").replace(";", ",").split(","):
         if part.strip():
@@ -28,6 +27,13 @@ def loras_from(files, weights_text) -> dict:
             except ValueError:
                 raise ValueError(f"lora_weights: {part.strip()[:20]!r} is not a number; give one number per LoRA "
                                  "file, e.g. 0.8, 0.5") from None
+    return weights
+
+
+def loras_from(files, weights_text) -> dict:
+    """{name: (path, weight)} from LoRA files and a weights text such as "0.8, 0.5" (default 1 each)."""
+    files = files or []
+    weights = lora_weights(weights_text)
     if weights and len(weights) != len(files):
         raise ValueError(f"lora_weights: give one weight per file ({len(files)}), got {len(weights)}")
     return {Path(f).stem: (Path(f), weights[i] if weights else 1.0) for i, f in enumerate(files)}

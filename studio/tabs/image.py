@@ -12,7 +12,7 @@ from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, lora_s
 from pipelines.image_flow import FLOW_SCHEDULERS
 from pipelines.image_prompt import parse_weights
 from pipelines.media import png_bytes
-from studio.actions.images import loras_from, making_images
+from studio.actions.images import lora_weights, loras_from, making_images
 from studio.actions.library import kept_picture, verify_file, verify_summary
 from studio.services import Services
 from studio.tabs.common import (
@@ -257,8 +257,7 @@ class ImageForm:
             compose.prompt: lambda text: parse_weights(text or "", "prompt"),
             compose.negative: lambda text: parse_weights(text or "", "negative_prompt"),
             side.seed: seed_field, side.variation_seed: seed_field,
-            side.lora_weights: lambda text: loras_from([None] * len([w for w in str(text or "").split(",")
-                                                                     if w.strip()]), text),
+            side.lora_weights: lora_weights,  # numbers (one per file: checked with the files)
         })
 
 
