@@ -18,7 +18,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -178,6 +178,41 @@ class ImageParams:
         if self.mode == "outpaint" and self.outpaint:
             return self.outpaint.size(self.width, self.height)
         return self.width, self.height
+
+    # what a record (PNG text, a History row) does not hold: pictures, and LoRA files (their names and weights it does)
+    NOT_RECORDED = ("init_image", "mask", "loras", "controls", "image_prompt")
+
+    def to_record(self) -> dict:
+        """The request as the plain, JSON-ready dict kept in a PNG's text and a History row (and read back by
+        restore, PNG info and Explore). Pictures are not kept: ControlNets and the image prompt are kept by their
+        settings, LoRAs by name and weight. `from_record` reads it back."""
+        plain = {name: getattr(self, name) for name in self._plain_fields()}
+        return {**plain, "loras": {lora.name: lora.weight for lora in self.loras},
+                "controlnet": [unit.record() for unit in self.controls],
+                "image_prompt": self.image_prompt.record() if self.image_prompt else None,
+                "regions": [asdict(region) for region in self.regions],
+                **{name: asdict(value) for name in ("hires", "outpaint", "style")
+                   if (value := getattr(self, name)) is not None}}
+
+    @classmethod
+    def from_record(cls, record: dict, **kept_apart) -> ImageParams:
+        """The request a record (`to_record`'s dict, e.g. from a PNG) describes. What a record does not hold is
+        given by name — `init_image`, `mask`, `loras`, `controls`, `image_prompt` — or left out; other keys of
+        the record (its model, a History row's own) are not settings and are ignored."""
+        unknown = sorted(set(kept_apart) - set(cls.NOT_RECORDED))
+        if unknown:
+            raise ValueError(f"from_record: {', '.join(unknown)} are read from the record itself")
+        values = {name: record[name] for name in cls._plain_fields() if name in record}
+        parts = {"hires": HiresParams, "outpaint": OutpaintParams, "style": Style}
+        values.update({name: kind(**record[name]) for name, kind in parts.items() if isinstance(record.get(name), dict)})
+        values["regions"] = tuple(Region(r["prompt"], tuple(r["box"]), r["weight"]) for r in record.get("regions") or ())
+        return cls(**values, **kept_apart)
+
+    @classmethod
+    def _plain_fields(cls) -> list[str]:
+        """The fields kept as they are (numbers and text)."""
+        parts = {"hires", "outpaint", "style", "regions", *cls.NOT_RECORDED}
+        return [f.name for f in fields(cls) if f.name not in parts]
 
     def __post_init__(self) -> None:
         self.validate()

@@ -6,8 +6,9 @@ from __future__ import annotations
 import json
 import os
 import threading
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
+from typing import NamedTuple
 
 from pipelines.image import GenerationCancelled, ImageParams
 from pipelines.media import a1111_parameters, png_bytes, png_with_metadata
@@ -16,9 +17,8 @@ from studio.actions.library import check_room
 from studio.events import keep_output, list_outputs
 
 
-def loras_from(files, weights_text) -> dict:
-    """{name: (path, weight)} from LoRA files and a weights text such as "0.8, 0.5" (default 1 each)."""
-    files = files or []
+def lora_weights(weights_text) -> list[float]:
+    """The numbers of a LoRA weights text such as "0.8, 0.5" (empty: none given), or a clear error."""
     weights = []
     for part in str(weights_text or "").replace(";", ",").split(","):
         if part.strip():
@@ -27,6 +27,13 @@ def loras_from(files, weights_text) -> dict:
             except ValueError:
                 raise ValueError(f"lora_weights: {part.strip()[:20]!r} is not a number; give one number per LoRA "
                                  "file, e.g. 0.8, 0.5") from None
+    return weights
+
+
+def loras_from(files, weights_text) -> dict:
+    """{name: (path, weight)} from LoRA files and a weights text such as "0.8, 0.5" (default 1 each)."""
+    files = files or []
+    weights = lora_weights(weights_text)
     if weights and len(weights) != len(files):
         raise ValueError(f"lora_weights: give one weight per file ({len(files)}), got {len(weights)}")
     return {Path(f).stem: (Path(f), weights[i] if weights else 1.0) for i, f in enumerate(files)}
@@ -111,23 +118,58 @@ def admit_pictures(services, params: ImageParams, *, interactive: bool = False) 
     return settings.guest_job_seconds if caller.guest else 0.0
 
 
-def make_images(services, params: ImageParams, model: str, owner: str, session: str, progress=None):
-    """Make pictures as `session`'s cancellable image job and keep them in History as `owner`'s (parameters,
-    Content Credentials, watermark): the Gradio API's and the compatibility APIs' one way. `progress` hears the
-    job's (step, total, preview) at most once a second (its previews cost a decode each). Returns (kept:
-    keep_images' list, out: the ImageOutput, pipe); raises GenerationCancelled."""
-    check_pictures(services, params)  # the caller's rules (a guest's LoRA files, limits, room) before any load
-    cancel = services.jobs.start(session, "image")
+class MadeImages(NamedTuple):
+    """What `make_images` made: kept (keep_images' (path, seed, History id) per picture; empty when not kept),
+    out (the ImageOutput: pictures, seeds, seconds, notes) and pipe (the pipeline that made them)."""
+
+    kept: list
+    out: object
+    pipe: object
+
+
+def make_images(services, params: ImageParams, model: str, owner: str, session: str, on_progress=None, *,
+                cancel=None, interactive: bool = False, keep: bool = True) -> MadeImages:
+    """Make pictures and keep them in History: every door's one way (the page's Generate, the plot's cells,
+    real-time mode, the Gradio API, the compatibility APIs). `on_progress` hears the job's (step, total, preview)
+    at most once a second (previews only when someone listens: each costs a decode). Raises GenerationCancelled.
+    The page streams the same sequence step by step: `making_images`."""
+    steps = making_images(services, params, model, owner, session, cancel=cancel, interactive=interactive,
+                          keep=keep, watched=on_progress is not None)
+    while True:
+        try:
+            event = next(steps)
+        except StopIteration as finished:
+            return finished.value
+        if on_progress is not None and isinstance(event, tuple):
+            on_progress(event)
+
+
+def making_images(services, params: ImageParams, model: str, owner: str, session: str, *, cancel=None,
+                  interactive: bool = False, keep: bool = True, watched: bool = True, log=None):
+    """`make_images`, step by step: yields notes in words (loading the model, compiling it for a new size) and
+    the job's (step, total, preview) events; returns MadeImages. The sequence: the caller's rules (a guest's
+    LoRA files, limits, room) before anything loads → `session`'s cancellable image job (or the caller's own
+    `cancel` flag: a plot's, a real-time picture's) → the model leased (never evicted while in use) →
+    `start_generation` → the pictures kept in History as `owner`'s (parameters, Content Credentials, watermark)
+    unless `keep=False`. `log` hears the model's loading messages."""
+    check_pictures(services, params, interactive=interactive)
+    loaded = services.host.cache.peek("image", str(model or services.host.registry.default("image")).strip())
+    yield "Generating…" if loaded else "Loading the model… (the first request loads it)"
+    own_job = cancel is None
+    if own_job:
+        cancel = services.jobs.start(session, "image")
     try:
-        with services.host.image_lease(model) as pipe:  # in use (never evicted) until the pictures are made
-            job = start_generation(services, pipe, params, cancel, watched=progress is not None)
-            if progress is not None and hasattr(job, "events"):
-                for event in job:
-                    progress(event)
+        with services.host.image_lease(model, log=log) as pipe:  # in use (never evicted) until the pictures are made
+            if note := getattr(pipe, "compile_note", lambda _: "")(params):  # a compiled model, a new size
+                yield note
+            job = start_generation(services, pipe, params, cancel, watched=watched, interactive=interactive)
+            yield from job
             out = job.result()
     finally:
-        services.jobs.finish(session, "image", cancel)
-    return keep_images(services, pipe, params, out, owner), out, pipe
+        if own_job:  # a closed page or dropped request stops the worker too (harmless once done)
+            cancel.set()
+            services.jobs.finish(session, "image", cancel)
+    return MadeImages(keep_images(services, pipe, params, out, owner) if keep else [], out, pipe)
 
 
 CONTROL_FIELDS = {"model": str, "module": str, "weight": float, "guidance_start": float, "guidance_end": float,
@@ -194,15 +236,11 @@ def live_picture(services, model: str, params: ImageParams, session: str):
     (mid-denoise) and waits `LIVE_PAUSE` for a newer one, so typing and dragging draw only where the user pauses.
     Runs as interactive work (beside a long job, never inside it). Returns the ImageOutput, or None when a newer
     request took over. Nothing is kept: the page's Keep does that."""
-    from pipelines.image import GenerationCancelled
-
     cancel = services.jobs.supersede(session, "live")
     try:
         if cancel.wait(LIVE_PAUSE):
             return None
-        check_pictures(services, params, interactive=True)
-        with services.host.image_lease(model) as pipe:
-            out = start_generation(services, pipe, params, cancel, watched=False, interactive=True).result()
+        out = make_images(services, params, model, "", session, cancel=cancel, interactive=True, keep=False).out
         # a newer request came after the last step: its picture, not this one, is the one to show
         return None if cancel.is_set() else out
     except GenerationCancelled:
@@ -248,18 +286,8 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
                        else {}),
                     "Regional prompts": f"{len(params.regions)} (latent couple)" if params.regions else None,
                     **second_pass_settings(params)}
-        record = {"prompt": params.prompt, "negative_prompt": params.negative_prompt, "mode": params.mode,
-                  "steps": params.steps, "guidance": params.guidance, "width": params.width,
-                  "height": params.height, "scheduler": params.scheduler, "seed": image_seed,
-                  "variation_seed": params.variation_seed if varied else None,
-                  "variation_strength": params.variation_strength if varied else 0.0,
-                  "strength": params.strength, "batch_size": params.batch_size, "batch_count": params.batch_count,
-                  "model": pipe.model.name, "loras": {lora.name: lora.weight for lora in params.loras},
-                  "controlnet": [unit.record() for unit in params.controls],
-                  "image_prompt": params.image_prompt.record() if params.image_prompt else None,
-                  "regions": [asdict(region) for region in params.regions],
-                  **{name: asdict(value) for name in ("hires", "outpaint", "style")
-                     if (value := getattr(params, name)) is not None}}
+        record = {**params.to_record(), "seed": image_seed, "model": pipe.model.name,
+                  **({} if varied else {"variation_seed": None, "variation_strength": 0.0})}
         data = png_with_metadata(services.history.mark(image),
                                  a1111_parameters(params.prompt, params.negative_prompt, settings), record)
         return keep_output(services, "image", {".png": data}, listed=False, prompt=params.prompt, params=record,
@@ -305,7 +333,7 @@ def make_plot(services, plot, base: ImageParams, model_name: str, loras: dict, o
     import dataclasses
     import random
 
-    from pipelines.image import GenerationCancelled, lora_set
+    from pipelines.image import lora_set
     from pipelines.image_plot import draw_grid, run_plot
 
     if base.seed is None:  # one seed for every cell, so only the axes change the picture
@@ -320,15 +348,13 @@ def make_plot(services, plot, base: ImageParams, model_name: str, loras: dict, o
                 raise ValueError("LoRA weight: add a LoRA file to plot its weight")
             chosen = {name: (path, settings["LoRA weight"]) for name, (path, _) in loras.items()}
         params = replace(params, loras=lora_set(chosen))
-        check_pictures(services, params)  # a guest's LoRA files never reach the loader, whichever input held them
-        try:
-            with services.host.image_lease(settings.get("Model", model_name)) as pipe:
-                out = start_generation(services, pipe, params, cancel, watched=False).result()
+        try:  # the caller's rules first: a guest's LoRA files never reach the loader, whichever input held them
+            made = make_images(services, params, settings.get("Model", model_name), owner, session, cancel=cancel)
         except GenerationCancelled:
             return None
-        (_path, _seed, item_id), = keep_images(services, pipe, params, out, owner)
+        (_path, _seed, item_id), = made.kept
         kept.append(item_id)
-        return out.images[0]
+        return made.out.images[0]
 
     try:
         done = run_plot(plot, base, make_cell, cancelled=cancel.is_set)

@@ -72,6 +72,24 @@ def check_fields(*checks):
     return validator
 
 
+def check_named(checks: dict):
+    """A Gradio `validator` for an event whose `inputs` are a set (its values come as one dict keyed by
+    component): `checks` maps a component to a check that raises ValueError for a bad value; the message then
+    shows next to that field, and the event does not run. Gradio puts the answers, keyed by component, in the
+    event's own order of inputs."""
+    def validator(values: dict, *_, **__):
+        results = {}
+        for component, check in checks.items():
+            try:
+                check(values.get(component))
+                results[component] = gr.validate(True, "")
+            except ValueError as exc:
+                results[component] = gr.validate(False, str(exc))
+        return results
+
+    return validator
+
+
 def seed_field(value) -> None:
     parse_seed(value)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import replace
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import gradio as gr
@@ -12,13 +12,13 @@ from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, lora_s
 from pipelines.image_flow import FLOW_SCHEDULERS
 from pipelines.image_prompt import parse_weights
 from pipelines.media import png_bytes
-from studio.actions.images import check_pictures, keep_images, loras_from, start_generation
+from studio.actions.images import lora_weights, loras_from, making_images
 from studio.actions.library import kept_picture, verify_file, verify_summary
 from studio.services import Services
 from studio.tabs.common import (
     TabHandle,
     as_int,
-    check_fields,
+    check_named,
     friendly_errors,
     guarded,
     page_file,
@@ -32,7 +32,6 @@ from studio.tabs.image_extras import Extras, build_extras, build_upscale_panel
 from studio.tabs.image_live import LivePanel
 from studio.tabs.image_plot import build_plot_panel
 
-IMAGE_PROMPT = Extras.COUNT + ControlPanel.COUNT  # where the image prompt's values start among the extras
 MODE_LABELS = {"Text to image": "txt2img", "Image to image": "img2img", "Inpaint": "inpaint", "Outpaint": "outpaint"}
 
 
@@ -55,59 +54,61 @@ def _mask_from_editor(editor: dict | None, max_pixels: int):
     return image, mask
 
 
-def page_params(services, values: list) -> tuple[ImageParams, list[str]]:
-    """The ImageParams a page's settings ask for (the tab's `inputs` values, in order), and notes on how
-    the start image was read. Model and LoRA files are the caller's (they change the pipeline)."""
-    limits = services.settings.image_limits
-    (mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, _model, sampler, n_steps, cfg,
-     w, h, seed_text, size, count, var_seed_text, var_strength, _loras, _lora_w, *extra_values) = values
-    mode_name = MODE_LABELS.get(mode_label, mode_label)
-    init, mask, notes = None, None, []
-    extra = Extras.params(services, mode_name, *extra_values[:Extras.COUNT])
-    if mode_name in ("img2img", "outpaint"):
-        if not init_path:
-            raise ValueError(f"init_image: {str(mode_label).lower()} needs a starting image; upload one or send one "
-                             "from the gallery")
-        init, notes = open_user_image(init_path, limits.max_image_pixels)
-        if mode_name == "outpaint":  # grow the picture as it is (its size to a multiple of 8)
-            w, h = (max(64, min(2048, side // 8 * 8)) for side in init.size)
-    elif mode_name == "inpaint":
-        init, mask = _mask_from_editor(editor_value, limits.max_image_pixels)
-    params = ImageParams(
-        prompt=prompt_text or "", negative_prompt=negative_text or "", mode=mode_name, steps=as_int("steps", n_steps),
-        guidance=float(cfg), width=as_int("width", w), height=as_int("height", h), scheduler=sampler,
-        seed=parse_seed(seed_text), variation_seed=parse_seed(var_seed_text),
-        variation_strength=float(var_strength), strength=float(strength_value),
-        batch_size=as_int("batch_size", size), batch_count=as_int("batch_count", count), init_image=init, mask=mask,
-        controls=ControlPanel.params(services, extra_values[Extras.COUNT:Extras.COUNT + ControlPanel.COUNT]),
-        image_prompt=ImagePromptPanel.params(services,
-                                             *extra_values[IMAGE_PROMPT:IMAGE_PROMPT + ImagePromptPanel.COUNT]),
-        regions=RegionsPanel.params(prompt_text, *extra_values[IMAGE_PROMPT + ImagePromptPanel.COUNT:]), **extra,
-    )
-    params.validate(limits)
-    return params, notes
-
-
-def _compose_panel() -> SimpleNamespace:
+@dataclass
+class ComposePanel:
     """Mode, prompts, the starting image or mask, Generate and Cancel."""
-    ui = SimpleNamespace()
-    ui.mode = gr.Radio(list(MODE_LABELS), value="Text to image", label="Mode", elem_id="image-mode")
-    ui.prompt = gr.Textbox(label="Prompt", lines=3, placeholder="red heart, smiling cat face, rocket…",
-                           elem_id="image-prompt")
-    ui.negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="what to avoid")
-    ui.init_image = gr.Image(label="Starting image", type="filepath", visible=False, height=320, elem_id="image-init")
-    ui.editor = gr.ImageEditor(label="Paint over what to repaint", type="filepath", visible=False, height=420,
-                               brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=8),
-                               elem_id="image-editor")
-    ui.brush_size = gr.Slider(1, 128, value=8, step=1, label="Brush size (pixels of the picture)", visible=False,
-                              elem_id="image-brush")
-    ui.strength = gr.Slider(0.05, 1, value=0.75, step=0.01, label="Denoising strength", visible=False,
-                            info="how much of the starting image may change")
-    with gr.Row():
-        ui.generate = gr.Button("Generate", variant="primary", elem_id="image-generate", scale=3)
-        ui.cancel = gr.Button("Cancel", variant="stop", scale=1)
-    ui.status = gr.Markdown("", elem_id="image-status")
-    return ui
+
+    mode: gr.Radio
+    prompt: gr.Textbox
+    negative: gr.Textbox
+    init_image: gr.Image
+    editor: gr.ImageEditor
+    brush_size: gr.Slider
+    strength: gr.Slider
+    generate: gr.Button
+    cancel: gr.Button
+    status: gr.Markdown
+
+    @property
+    def inputs(self) -> set:
+        return {self.mode, self.prompt, self.negative, self.init_image, self.editor, self.strength}
+
+    @classmethod
+    def build(cls) -> ComposePanel:
+        mode = gr.Radio(list(MODE_LABELS), value="Text to image", label="Mode", elem_id="image-mode")
+        prompt = gr.Textbox(label="Prompt", lines=3, placeholder="red heart, smiling cat face, rocket…",
+                            elem_id="image-prompt")
+        negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="what to avoid")
+        init_image = gr.Image(label="Starting image", type="filepath", visible=False, height=320,
+                              elem_id="image-init")
+        editor = gr.ImageEditor(label="Paint over what to repaint", type="filepath", visible=False, height=420,
+                                brush=gr.Brush(colors=["#ffffff"], color_mode="fixed", default_size=8),
+                                elem_id="image-editor")
+        brush_size = gr.Slider(1, 128, value=8, step=1, label="Brush size (pixels of the picture)", visible=False,
+                               elem_id="image-brush")
+        strength = gr.Slider(0.05, 1, value=0.75, step=0.01, label="Denoising strength", visible=False,
+                             info="how much of the starting image may change")
+        with gr.Row():
+            generate = gr.Button("Generate", variant="primary", elem_id="image-generate", scale=3)
+            cancel = gr.Button("Cancel", variant="stop", scale=1)
+        status = gr.Markdown("", elem_id="image-status")
+        return cls(mode, prompt, negative, init_image, editor, brush_size, strength, generate, cancel, status)
+
+    def start_picture(self, services, values: dict, mode: str) -> tuple:
+        """(start image, mask, notes on how the image was read, outpainting's size or None) for `mode`."""
+        limits = services.settings.image_limits
+        if mode in ("img2img", "outpaint"):
+            init_path = values[self.init_image]
+            if not init_path:
+                raise ValueError(f"init_image: {str(values[self.mode]).lower()} needs a starting image; upload one "
+                                 "or send one from the gallery")
+            init, notes = open_user_image(init_path, limits.max_image_pixels)
+            # outpainting grows the picture as it is (its size to a multiple of 8)
+            size = tuple(max(64, min(2048, side // 8 * 8)) for side in init.size) if mode == "outpaint" else None
+            return init, None, notes, size
+        if mode == "inpaint":
+            return (*_mask_from_editor(values[self.editor], limits.max_image_pixels), [], None)
+        return None, None, [], None
 
 
 def _results_panel(services: Services) -> SimpleNamespace:
@@ -145,36 +146,119 @@ def _family_samplers(services: Services, name: str):
     return gr.update(choices=choices, value=value)
 
 
-def _settings_panel(services: Services, prompt, negative) -> SimpleNamespace:
-    registry, limits = services.host.registry, services.settings.image_limits
-    ui = SimpleNamespace()
-    ui.model = gr.Dropdown(registry.names("image"), value=registry.default("image"), allow_custom_value=True,
-                           label="Model", info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
-                           elem_id="image-model")
-    ui.scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler")
-    ui.model.change(lambda name: _family_samplers(services, name), ui.model, ui.scheduler, api_visibility="private")
-    with gr.Row():
-        ui.steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps", elem_id="image-steps")
-        ui.guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Guidance (CFG)")
-    with gr.Row():
-        ui.width = gr.Slider(64, 2048, value=64, step=8, label="Width")
-        ui.height = gr.Slider(64, 2048, value=64, step=8, label="Height")
-    with gr.Row():
-        ui.seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="image-seed")
-        ui.batch_size = gr.Slider(1, limits.max_batch_size, value=4, step=1, label="Batch size", elem_id="image-batch")
-        ui.batch_count = gr.Slider(1, limits.max_batch_count, value=1, step=1, label="Batch count")
-    with gr.Accordion("Variation seed", open=False):
-        ui.variation_seed = gr.Textbox(label="Variation seed", placeholder="blank = off")
-        ui.variation_strength = gr.Slider(0, 1, value=0.0, step=0.01, label="Variation strength",
-                                          info="0 = the seed's image; small values = slight variations")
-    with gr.Accordion("LoRA", open=False):
-        ui.lora_files = gr.File(label="LoRA .safetensors files", file_count="multiple", file_types=[".safetensors"])
-        ui.lora_weights = gr.Textbox(label="Weights", placeholder="one per file, e.g. 0.8, 0.5 (default 1)")
-    ui.extras = build_extras(services, prompt, negative)
-    ui.control = ControlPanel.build()
-    ui.image_prompt = ImagePromptPanel.build()
-    ui.regions = RegionsPanel.build()
-    return ui
+@dataclass
+class SettingsPanel:
+    """Model, sampler, steps, guidance, size, seeds, batch, LoRAs, and the extras' panels (style, hires, outpaint,
+    ControlNet, image prompt, regions)."""
+
+    model: gr.Dropdown
+    scheduler: gr.Dropdown
+    steps: gr.Slider
+    guidance: gr.Slider
+    width: gr.Slider
+    height: gr.Slider
+    seed: gr.Textbox
+    batch_size: gr.Slider
+    batch_count: gr.Slider
+    variation_seed: gr.Textbox
+    variation_strength: gr.Slider
+    lora_files: gr.File
+    lora_weights: gr.Textbox
+    extras: Extras
+    control: ControlPanel
+    image_prompt: ImagePromptPanel
+    regions: RegionsPanel
+
+    @property
+    def inputs(self) -> set:
+        own = {self.model, self.scheduler, self.steps, self.guidance, self.width, self.height, self.seed,
+               self.batch_size, self.batch_count, self.variation_seed, self.variation_strength, self.lora_files,
+               self.lora_weights}
+        return own | self.extras.inputs | self.control.inputs | self.image_prompt.inputs | self.regions.inputs
+
+    def loras(self, values: dict) -> dict:
+        """{name: (file, weight)} of the LoRA files and their weights."""
+        return loras_from(values[self.lora_files], values[self.lora_weights])
+
+    @classmethod
+    def build(cls, services: Services, prompt, negative) -> SettingsPanel:
+        registry, limits = services.host.registry, services.settings.image_limits
+        model = gr.Dropdown(registry.names("image"), value=registry.default("image"), allow_custom_value=True,
+                            label="Model", info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
+                            elem_id="image-model")
+        scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler")
+        model.change(lambda name: _family_samplers(services, name), model, scheduler, api_visibility="private")
+        with gr.Row():
+            steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps", elem_id="image-steps")
+            guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Guidance (CFG)")
+        with gr.Row():
+            width = gr.Slider(64, 2048, value=64, step=8, label="Width")
+            height = gr.Slider(64, 2048, value=64, step=8, label="Height")
+        with gr.Row():
+            seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="image-seed")
+            batch_size = gr.Slider(1, limits.max_batch_size, value=4, step=1, label="Batch size",
+                                   elem_id="image-batch")
+            batch_count = gr.Slider(1, limits.max_batch_count, value=1, step=1, label="Batch count")
+        with gr.Accordion("Variation seed", open=False):
+            variation_seed = gr.Textbox(label="Variation seed", placeholder="blank = off")
+            variation_strength = gr.Slider(0, 1, value=0.0, step=0.01, label="Variation strength",
+                                           info="0 = the seed's image; small values = slight variations")
+        with gr.Accordion("LoRA", open=False):
+            lora_files = gr.File(label="LoRA .safetensors files", file_count="multiple", file_types=[".safetensors"])
+            lora_weights = gr.Textbox(label="Weights", placeholder="one per file, e.g. 0.8, 0.5 (default 1)")
+        return cls(model, scheduler, steps, guidance, width, height, seed, batch_size, batch_count, variation_seed,
+                   variation_strength, lora_files, lora_weights, build_extras(services, prompt, negative),
+                   ControlPanel.build(), ImagePromptPanel.build(), RegionsPanel.build())
+
+
+@dataclass
+class ImageForm:
+    """What Generate, the plot and real-time mode read: the compose and settings panels. Their events take
+    `inputs` (a set: Gradio passes one dict of values keyed by component) and read it with `to_params`."""
+
+    compose: ComposePanel
+    side: SettingsPanel
+
+    @property
+    def inputs(self) -> set:
+        return self.compose.inputs | self.side.inputs
+
+    def model(self, values: dict) -> str:
+        return values[self.side.model]
+
+    def to_params(self, services, values: dict) -> tuple[ImageParams, list[str]]:
+        """The ImageParams the page's settings ask for (LoRA files included), and notes on how the start image
+        was read."""
+        compose, side = self.compose, self.side
+        mode_label = values[compose.mode]
+        mode = MODE_LABELS.get(mode_label, mode_label)
+        init, mask, notes, size = compose.start_picture(services, values, mode)
+        width, height = size or (values[side.width], values[side.height])
+        prompt = values[compose.prompt] or ""
+        params = ImageParams(
+            prompt=prompt, negative_prompt=values[compose.negative] or "", mode=mode,
+            steps=as_int("steps", values[side.steps]), guidance=float(values[side.guidance]),
+            width=as_int("width", width), height=as_int("height", height), scheduler=values[side.scheduler],
+            seed=parse_seed(values[side.seed]), variation_seed=parse_seed(values[side.variation_seed]),
+            variation_strength=float(values[side.variation_strength]), strength=float(values[compose.strength]),
+            batch_size=as_int("batch_size", values[side.batch_size]),
+            batch_count=as_int("batch_count", values[side.batch_count]), init_image=init, mask=mask,
+            loras=lora_set(side.loras(values)), controls=side.control.to_params(services, values),
+            image_prompt=side.image_prompt.to_params(services, values),
+            regions=side.regions.to_params(prompt, values), **side.extras.to_params(services, mode, values),
+        )
+        params.validate(services.settings.image_limits)
+        return params, notes
+
+    def validator(self):
+        """Seeds, prompt weights and LoRA weights checked beside their fields before the queue."""
+        compose, side = self.compose, self.side
+        return check_named({
+            compose.prompt: lambda text: parse_weights(text or "", "prompt"),
+            compose.negative: lambda text: parse_weights(text or "", "negative_prompt"),
+            side.seed: seed_field, side.variation_seed: seed_field,
+            side.lora_weights: lora_weights,  # numbers (one per file: checked with the files)
+        })
 
 
 def _brush(size):
@@ -193,7 +277,7 @@ def _fit_brush(value):
     return _brush(size), size
 
 
-def _wire_mode(ui: SimpleNamespace, extras: Extras) -> None:
+def _wire_mode(ui: ComposePanel, extras: Extras) -> None:
     """The mode shows its own inputs; the inpainting brush follows the picture's size."""
     def show_mode(label):
         m = MODE_LABELS[label]
@@ -207,69 +291,55 @@ def _wire_mode(ui: SimpleNamespace, extras: Extras) -> None:
     ui.brush_size.release(_brush, ui.brush_size, ui.editor, api_visibility="private", queue=False)
 
 
-def _runner(services: Services):
-    """The Generate handler: (preview, gallery, status) as the picture is made, then the saved results."""
+def _shown(event, started: float) -> tuple:
+    """A job's note (in words) or (step, total, preview) as the page shows it: (preview, gallery, status, ids)."""
+    if isinstance(event, str):
+        return None, gr.skip(), event, gr.skip()
+    done, total, image = event
+    elapsed = time.perf_counter() - started
+    eta = elapsed / done * (total - done)
+    return (image if image is not None else gr.skip(), gr.skip(),
+            f"Step {done}/{total} · {elapsed:.1f}s · about {eta:.0f}s left", gr.skip())
+
+
+def _on_page(steps, started: float):
+    """`making_images`' notes and steps as page updates; returns what it made. Closing it (a closed page, a
+    dropped request) closes the job, which stops the worker."""
+    try:
+        while True:
+            try:
+                event = next(steps)
+            except StopIteration as finished:
+                return finished.value
+            yield _shown(event, started)
+    finally:
+        steps.close()
+
+
+def _runner(services: Services, form: ImageForm):
+    """The Generate handler: (preview, gallery, status, kept ids) as the picture is made, then the saved
+    results."""
     @friendly_errors
     @guarded(services, "image", generation=True)
-    def generate(request, progress, mode_label, prompt_text, negative_text, init_path, editor_value, strength_value,
-                 model_name, sampler, n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras,
-                 lora_w, *extra):  # extra: style, hires, outpaint, ControlNet, image prompt, regions
-        # (`loras` by name: `guarded` reads it)
-        params, notes = page_params(services, [
-            mode_label, prompt_text, negative_text, init_path, editor_value, strength_value, model_name, sampler,
-            n_steps, cfg, w, h, seed_text, size, count, var_seed_text, var_strength, loras, lora_w, *extra])
-        params = replace(params, loras=lora_set(loras_from(loras, lora_w)))
-        check_pictures(services, params)  # the caller's rules (a guest's LoRA files…) before anything loads
-        loaded = services.host.cache.peek("image", str(model_name or services.host.registry.default("image")).strip())
-        yield None, gr.skip(), "Generating…" if loaded else "Loading the model… (the first request loads it)", gr.skip()
-        session = session_of(request)
-        cancel_flag = services.jobs.start(session, "image")
-        started = time.perf_counter()
+    def generate(values: dict, request: gr.Request, progress=gr.Progress()):
+        params, notes = form.to_params(services, values)
+        steps = making_images(services, params, form.model(values), user_of(request), session_of(request),
+                              log=lambda msg: progress(0.0, desc=msg))
         try:
-            # held in use (never evicted) until the pictures are made
-            with services.host.image_lease(model_name, log=lambda msg: progress(0.0, desc=msg)) as pipe:
-                if note := getattr(pipe, "compile_note", lambda _: "")(params):  # a compiled model, a new size
-                    yield gr.skip(), gr.skip(), note, gr.skip()
-                job = start_generation(services, pipe, params, cancel_flag)
-                for done, total, image in job:
-                    elapsed = time.perf_counter() - started
-                    eta = elapsed / done * (total - done)
-                    yield (image if image is not None else gr.skip(), gr.skip(),
-                           f"Step {done}/{total} · {elapsed:.1f}s · about {eta:.0f}s left", gr.skip())
-                out = job.result()
+            kept, out, _pipe = yield from _on_page(steps, time.perf_counter())
         except GenerationCancelled:
-            out = None
-        finally:
-            cancel_flag.set()  # a closed page or dropped request stops the worker too (harmless once done)
-            services.jobs.finish(session, "image", cancel_flag)
-        if out is None:
             yield gr.skip(), gr.skip(), "Cancelled: nothing was saved.", gr.skip()
             return
-        kept = keep_images(services, pipe, params, out, user_of(request))
         cells = [(path, f"seed {seed}") for path, seed, _ in kept]
         notes = [*notes, *out.notes]
         note = f" · {'; '.join(notes)}" if notes else ""
         yield (gr.skip(), cells, f"**{len(cells)} image(s)** · seeds {', '.join(str(s) for s in out.seeds)} · "
                f"{out.seconds:.1f}s{note}", [item_id for _, _, item_id in kept])
 
-    def run(request: gr.Request, progress=gr.Progress(), *values):  # Gradio passes these two first, then inputs
-        yield from generate(request, progress, *values)
-
-    return run
+    return generate
 
 
-def _validator():
-    """Seeds and LoRA weights are checked beside their fields before the queue (inputs in `build`'s order:
-    mode, prompt, negative, init, editor, strength, model, sampler, steps, cfg, w, h, seed, size, count,
-    variation seed, variation strength, loras, lora weights)."""
-    return check_fields(None, lambda text: parse_weights(text or "", "prompt"),
-                        lambda text: parse_weights(text or "", "negative_prompt"), *[None] * 9,
-                        seed_field, None, None, seed_field, None, None,
-                        lambda text: loras_from([None] * len([w for w in str(text or "").split(",") if w.strip()]),
-                                                text))
-
-
-def _wire_sending(services, compose: SimpleNamespace, results: SimpleNamespace, kept_ids, selected) -> None:
+def _wire_sending(services, compose: ComposePanel, results: SimpleNamespace, kept_ids, selected) -> None:
     """The gallery's pictures are History items: a click remembers the item's id (server-side state, from the
     index clicked — never a path the browser sends), and "Send to" reads that item, if it is the caller's."""
     def remember(ids, evt: gr.SelectData):
@@ -292,29 +362,25 @@ def build(services: Services) -> TabHandle:
     with gr.Row(equal_height=False, elem_classes=["image-layout"]):
         with gr.Column(scale=3, elem_classes=["image-left"]):
             with gr.Column(elem_classes=["image-compose"]):
-                compose = _compose_panel()
+                compose = ComposePanel.build()
                 live = LivePanel.build(services.settings.image_limits.max_steps)
             with gr.Column(elem_classes=["image-results"]):
                 results = _results_panel(services)
         with gr.Column(scale=2, elem_classes=["image-settings"]):
-            side = _settings_panel(services, compose.prompt, compose.negative)
+            side = SettingsPanel.build(services, compose.prompt, compose.negative)
+    form = ImageForm(compose, side)
     kept_ids, selected = gr.State([]), gr.State(None)  # the results' History ids; the one clicked
     _wire_mode(compose, side.extras)
-    inputs = [compose.mode, compose.prompt, compose.negative, compose.init_image, compose.editor, compose.strength,
-              side.model, side.scheduler, side.steps, side.guidance, side.width, side.height, side.seed,
-              side.batch_size, side.batch_count, side.variation_seed, side.variation_strength, side.lora_files,
-              side.lora_weights, *side.extras.inputs, *side.control.inputs, *side.image_prompt.inputs,
-              *side.regions.inputs]
     side.control.wire(services, [side.width, side.height])
-    results.wire_plot(inputs, side.model, side.lora_files, side.lora_weights, page_params)
-    live.wire(services, page_params, inputs, [compose.prompt, compose.negative, side.scheduler,
-                                              side.guidance, side.width, side.height, side.seed,
-                                              side.variation_seed, side.variation_strength, compose.strength,
-                                              *side.control.pictures, side.image_prompt.picture],
+    results.wire_plot(form)
+    live.wire(services, form, [compose.prompt, compose.negative, side.scheduler, side.guidance, side.width,
+                               side.height, side.seed, side.variation_seed, side.variation_strength, compose.strength,
+                               *side.control.pictures, side.image_prompt.picture],
               side.seed, results.preview, compose.status)
-    compose.generate.click(_runner(services), inputs, [results.preview, results.gallery, compose.status, kept_ids],
-                           api_visibility="private", concurrency_limit=services.host.image_slots,
-                           concurrency_id="image", validator=_validator(), show_progress="minimal")
+    compose.generate.click(_runner(services, form), form.inputs,
+                           [results.preview, results.gallery, compose.status, kept_ids], api_visibility="private",
+                           concurrency_limit=services.host.image_slots, concurrency_id="image",
+                           validator=form.validator(), show_progress="minimal")
 
     def stop(request: gr.Request):
         services.jobs.cancel(session_of(request), "image")
@@ -337,7 +403,7 @@ def build(services: Services) -> TabHandle:
     return handle
 
 
-def _restorer(compose: SimpleNamespace, side: SimpleNamespace):
+def _restorer(compose: ComposePanel, side: SettingsPanel):
     """restore(params) → values for the returned outputs: an item's settings put back (LoRA files are not kept
     with items: their names and weights are in the item's parameters; add the files again)."""
     fields = {"prompt": compose.prompt, "negative_prompt": compose.negative, "model": side.model,
@@ -361,7 +427,7 @@ def _restorer(compose: SimpleNamespace, side: SimpleNamespace):
                 values.append(value)
         return values + side.extras.restore(params)
 
-    return restore, [*fields.values(), *side.extras.inputs]
+    return restore, [*fields.values(), *side.extras.restore_outputs]
 
 
 @friendly_errors

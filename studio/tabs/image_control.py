@@ -31,59 +31,76 @@ KNOWN_IP_ADAPTERS = ("h94/IP-Adapter/models/ip-adapter_sd15.safetensors",
 MODULE_INFO = ("canny / lineart / scribble: lines from any picture · sketch: your drawing as drawn · depth, pose: "
                "estimated by a model of their own (a download on first use) · none: a depth, normal or pose map as "
                "it is")
-FIELDS = 9  # per unit: on, picture, module, model, weight, start, end, low, high
+
+
+@dataclass
+class ControlUnitInputs:
+    """One ControlNet unit's components (and its Preview button and the control picture it shows)."""
+
+    on: gr.Checkbox
+    picture: gr.ImageEditor
+    module: gr.Dropdown
+    model: gr.Dropdown
+    weight: gr.Slider
+    start: gr.Slider
+    end: gr.Slider
+    low: gr.Slider
+    high: gr.Slider
+    preview: gr.Button | None = None
+    shown: gr.Image | None = None
+
+    @property
+    def inputs(self) -> set:
+        return {self.on, self.picture, self.module, self.model, self.weight, self.start, self.end, self.low,
+                self.high}
+
+    def spec(self, values: dict) -> dict:
+        """The unit's settings with AUTOMATIC1111's names (what studio.actions.images.control_units reads)."""
+        return {"model": values[self.model] or "", "module": values[self.module], "weight": values[self.weight],
+                "guidance_start": values[self.start], "guidance_end": values[self.end],
+                "threshold_a": values[self.low], "threshold_b": values[self.high]}
 
 
 @dataclass
 class ControlPanel:
-    COUNT = MAX_UNITS * FIELDS  # values in `inputs`
-
-    units: list  # per unit: [on, picture, module, model, weight, start, end, low, high]
-    previews: list  # per unit: (button, picture shown)
+    units: list[ControlUnitInputs]
 
     @property
-    def inputs(self) -> list:
-        return [component for unit in self.units for component in unit]
+    def inputs(self) -> set:
+        return set().union(*(unit.inputs for unit in self.units))
 
     @property
     def pictures(self) -> list:
-        return [unit[1] for unit in self.units]
+        return [unit.picture for unit in self.units]
 
     @classmethod
     def build(cls) -> ControlPanel:
-        units, previews = [], []
+        units = []
         with gr.Accordion("ControlNet: steer the picture with edges, lines, a sketch or a depth map", open=False,
                           elem_id="image-control"):
             with gr.Tabs():
                 for i in range(MAX_UNITS):
                     with gr.Tab(f"Unit {i + 1}"):
-                        units.append(_unit(i))
+                        unit = _unit(i)
                         with gr.Row():
-                            button = gr.Button("Preview the control picture", size="sm",
-                                               elem_id=f"image-control-{i}-preview")
-                            shown = gr.Image(label="Control picture", height=160, interactive=False,
-                                             elem_id=f"image-control-{i}-shown")
-                        previews.append((button, shown))
-        return cls(units, previews)
+                            unit.preview = gr.Button("Preview the control picture", size="sm",
+                                                     elem_id=f"image-control-{i}-preview")
+                            unit.shown = gr.Image(label="Control picture", height=160, interactive=False,
+                                                  elem_id=f"image-control-{i}-shown")
+                        units.append(unit)
+        return cls(units)
 
-    @staticmethod
-    def params(services, values: list) -> tuple:
-        """The request's ControlUnits from the panel's values (in `inputs` order): the units switched on."""
-        specs, pictures = [], []
-        for i in range(0, len(values), FIELDS):
-            on, picture, module, model, weight, start, end, low, high = values[i:i + FIELDS]
-            if not on:
-                continue
-            pictures.append(_picture(services, picture, i // FIELDS))
-            specs.append({"model": model or "", "module": module, "weight": weight, "guidance_start": start,
-                          "guidance_end": end, "threshold_a": low, "threshold_b": high})
-        return control_units(services, specs, pictures)
+    def to_params(self, services, values: dict) -> tuple:
+        """The request's ControlUnits from the panel's values (keyed by component): the units switched on."""
+        on = [(i, unit) for i, unit in enumerate(self.units) if values[unit.on]]
+        pictures = [_picture(services, values[unit.picture], i) for i, unit in on]
+        return control_units(services, [unit.spec(values) for _, unit in on], pictures)
 
     def wire(self, services, size) -> None:
         """Each unit's Preview shows what its ControlNet will read, at the picture's size (`size`: width, height)."""
-        for i, (unit, (button, shown)) in enumerate(zip(self.units, self.previews)):
-            button.click(_previewer(services, i), [unit[1], unit[2], unit[7], unit[8], *size], shown,
-                         api_visibility="private")
+        for i, unit in enumerate(self.units):
+            unit.preview.click(_previewer(services, i), [unit.picture, unit.module, unit.low, unit.high, *size],
+                               unit.shown, api_visibility="private")
 
 
 def _previewer(services, index: int):
@@ -98,7 +115,7 @@ def _previewer(services, index: int):
     return preview
 
 
-def _unit(i: int) -> list:
+def _unit(i: int) -> ControlUnitInputs:
     on = gr.Checkbox(False, label=f"Use unit {i + 1}", elem_id=f"image-control-{i}-on")
     picture = gr.ImageEditor(label="Picture — upload one, or draw a sketch on the white canvas", type="filepath",
                              height=300, canvas_size=(512, 512), elem_id=f"image-control-{i}-picture",
@@ -116,7 +133,7 @@ def _unit(i: int) -> list:
     with gr.Row():
         low = gr.Slider(1, 254, value=100, step=1, label="Canny low threshold")
         high = gr.Slider(2, 255, value=200, step=1, label="Canny high threshold")
-    return [on, picture, module, model, weight, start, end, low, high]
+    return ControlUnitInputs(on, picture, module, model, weight, start, end, low, high)
 
 
 def _picture(services, value, index: int):
@@ -140,11 +157,9 @@ class ImagePromptPanel:
     adapter: gr.Dropdown
     weight: gr.Slider
 
-    COUNT = 3
-
     @property
-    def inputs(self) -> list:
-        return [self.picture, self.adapter, self.weight]
+    def inputs(self) -> set:
+        return {self.picture, self.adapter, self.weight}
 
     @classmethod
     def build(cls) -> ImagePromptPanel:
@@ -161,13 +176,12 @@ class ImagePromptPanel:
                                        info="0.5–0.8 keeps the words; 1 and above follows the picture")
         return cls(picture, adapter, weight)
 
-    @staticmethod
-    def params(services, picture, adapter, weight):
+    def to_params(self, services, values: dict):
         """The request's ImagePrompt, or None when no picture is given."""
-        if not picture:
+        if not values[self.picture]:
             return None
-        image, _ = open_user_image(picture, services.settings.image_limits.max_image_pixels)
-        return image_prompt(services, adapter or "", weight, image)
+        image, _ = open_user_image(values[self.picture], services.settings.image_limits.max_image_pixels)
+        return image_prompt(services, values[self.adapter] or "", values[self.weight], image)
 
 
 @dataclass
@@ -180,8 +194,8 @@ class RegionsPanel:
     weight: gr.Slider
 
     @property
-    def inputs(self) -> list:
-        return [self.layout, self.ratios, self.weight]
+    def inputs(self) -> set:
+        return {self.layout, self.ratios, self.weight}
 
     @classmethod
     def build(cls) -> RegionsPanel:
@@ -196,7 +210,9 @@ class RegionsPanel:
                 weight = gr.Slider(0, 1, value=1.0, step=0.05, label="How much each part keeps to its own prompt")
         return cls(layout, ratios, weight)
 
-    @staticmethod
-    def params(prompt: str, layout: str, ratios: str, weight: float) -> tuple:
-        return () if layout in (None, "Off") else regions_from_layout(prompt or "", layout.lower(), ratios or "",
-                                                                      float(weight))
+    def to_params(self, prompt: str, values: dict) -> tuple:
+        """The request's regions: the prompt's parts between BREAKs, laid out side by side (none when Off)."""
+        layout = values[self.layout]
+        if layout in (None, "Off"):
+            return ()
+        return regions_from_layout(prompt or "", layout.lower(), values[self.ratios] or "", float(values[self.weight]))

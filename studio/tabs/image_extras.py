@@ -25,33 +25,47 @@ from studio.tabs.common import as_int, friendly_errors, guarded, keep_output, us
 
 @dataclass
 class Extras:
-    COUNT = 11  # values in `inputs`: style, hires (5), outpaint (5)
+    """Style, hires fix and outpainting: their components, and how their values (a dict keyed by component, as
+    Gradio passes a set of inputs) become ImageParams' style, hires and outpaint."""
 
     style: gr.Dropdown
     hires_box: gr.Accordion
-    hires: list  # on, scale, upscaler, steps, strength
+    hires_on: gr.Checkbox
+    hires_scale: gr.Slider
+    hires_upscaler: gr.Dropdown
+    hires_steps: gr.Slider
+    hires_strength: gr.Slider
     outpaint_box: gr.Group
-    outpaint: list  # left, right, up, down, seam
+    left: gr.Slider
+    right: gr.Slider
+    up: gr.Slider
+    down: gr.Slider
+    seam: gr.Slider
 
     @property
-    def inputs(self) -> list:
-        return [self.style, *self.hires, *self.outpaint]
+    def restore_outputs(self) -> list:
+        """What an item's parameters put back, in `restore`'s order (also the values `to_params` reads)."""
+        return [self.style, self.hires_on, self.hires_scale, self.hires_upscaler, self.hires_steps,
+                self.hires_strength, self.left, self.right, self.up, self.down, self.seam]
 
-    @staticmethod
-    def params(services, mode: str, style, on, scale, upscaler, steps, strength, left, right, up, down,
-               seam) -> dict:
-        """hires/outpaint/style for ImageParams from the components' values (in `inputs` order)."""
-        return {
-            "style": style_named(services, style),
-            "hires": HiresParams(float(scale), upscaler, as_int("hires steps", steps), float(strength))
-            if on and mode == "txt2img" else None,
-            "outpaint": OutpaintParams(*(as_int(f"outpaint {n}", v) for n, v in
-                                         zip(("left", "right", "up", "down", "seam"), (left, right, up, down, seam))))
-            if mode == "outpaint" else None,
-        }
+    @property
+    def inputs(self) -> set:
+        return set(self.restore_outputs)
+
+    def to_params(self, services, mode: str, values: dict) -> dict:
+        """hires/outpaint/style for ImageParams (hires for text to image only; outpaint for outpainting only)."""
+        hires = None
+        if values[self.hires_on] and mode == "txt2img":
+            hires = HiresParams(float(values[self.hires_scale]), values[self.hires_upscaler],
+                                as_int("hires steps", values[self.hires_steps]), float(values[self.hires_strength]))
+        outpaint = None
+        if mode == "outpaint":
+            outpaint = OutpaintParams(**{side: as_int(f"outpaint {side}", values[getattr(self, side)])
+                                         for side in ("left", "right", "up", "down", "seam")})
+        return {"style": style_named(services, values[self.style]), "hires": hires, "outpaint": outpaint}
 
     def restore(self, params: dict) -> list:
-        """Values for [style, *hires, *outpaint] from an item's parameters (skip what it does not have)."""
+        """Values for `restore_outputs` from an item's parameters (skip what it does not have)."""
         style = (params.get("style") or {}).get("name") if isinstance(params.get("style"), dict) else None
         hires = params.get("hires") if isinstance(params.get("hires"), dict) else None
         side = params.get("outpaint") if isinstance(params.get("outpaint"), dict) else None
@@ -102,7 +116,7 @@ def build_extras(services, prompt: gr.Textbox, negative: gr.Textbox) -> Extras:
     owner = friendly_errors(guarded(services, "image", owner_only="save styles")(save_current))
     save.click(owner, [style_name, prompt, negative], [style, style_name], api_visibility="private")
     reload.click(refresh, style, style, api_visibility="private")
-    return Extras(style, hires_box, [hires_on, scale, upscaler, steps, strength], outpaint_box, [*sides, seam])
+    return Extras(style, hires_box, hires_on, scale, upscaler, steps, strength, outpaint_box, *sides, seam)
 
 
 def build_upscale_panel(services) -> None:

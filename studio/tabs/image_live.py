@@ -10,8 +10,7 @@ from dataclasses import dataclass, replace
 
 import gradio as gr
 
-from pipelines.image import lora_set
-from studio.actions.images import keep_images, live_picture, loras_from
+from studio.actions.images import keep_images, live_picture
 from studio.actions.library import check_room
 from studio.tabs.common import friendly_errors, guarded, session_of, user_of
 
@@ -35,9 +34,9 @@ class LivePanel:
             keep = gr.Button("Keep this picture", size="sm", scale=1, elem_id="image-live-keep")
         return cls(on, steps, keep, gr.State(None))
 
-    def wire(self, services, page_params, inputs: list, triggers: list, seed: gr.Textbox, picture: gr.Image,
+    def wire(self, services, form, triggers: list, seed: gr.Textbox, picture: gr.Image,
              status: gr.Markdown) -> None:
-        """inputs: the Generate event's inputs (page_params reads them); triggers: the ones whose change draws."""
+        """form: the tab's ImageForm (what Generate reads); triggers: the inputs whose change draws."""
 
         def turned(on, seed_text):
             """A blank seed becomes a fixed one while real-time is on, so only what you change changes the picture."""
@@ -47,16 +46,12 @@ class LivePanel:
 
         @friendly_errors
         @guarded(services, "image")
-        def draw(request: gr.Request, on, live_steps, mode_label, prompt_text, negative_text, init_path, editor_value,
-                 strength, model, sampler, n_steps, cfg, w, h, seed_text, size, count, var_seed, var_strength, loras,
-                 lora_w, *extra):  # the request first: Gradio passes the rest by position (`loras` by name to guarded)
-            if not on:
+        def draw(values: dict, request: gr.Request):
+            if not values[self.on]:
                 return gr.skip(), gr.skip(), gr.skip()
-            values = [mode_label, prompt_text, negative_text, init_path, editor_value, strength, model, sampler,
-                      n_steps, cfg, w, h, seed_text, size, count, var_seed, var_strength, loras, lora_w, *extra]
-            params, _ = page_params(services, values)
-            params = replace(params, steps=int(live_steps), batch_size=1, batch_count=1, hires=None,
-                             loras=lora_set(loras_from(loras, lora_w)))
+            params, _ = form.to_params(services, values)
+            params = replace(params, steps=int(values[self.steps]), batch_size=1, batch_count=1, hires=None)
+            model = form.model(values)
             out = live_picture(services, model, params, session_of(request))
             if out is None:  # a newer request took over
                 return gr.skip(), gr.skip(), gr.skip()
@@ -67,7 +62,7 @@ class LivePanel:
         # Every change is sent, even while a picture is being drawn ("multiple"; Gradio's default drops changes
         # made while one is pending, and would leave the picture behind the last keystroke): the server stops
         # the older one and draws the newest.
-        drawing = dict(inputs=[self.on, self.steps, *inputs], outputs=[picture, self.last, status],
+        drawing = dict(inputs={self.on, self.steps} | form.inputs, outputs=[picture, self.last, status],
                        api_visibility="private", queue=False, show_progress="hidden", trigger_mode="multiple")
         gr.on([trigger.input for trigger in (*triggers, self.steps)], draw, **drawing)
         self.on.input(turned, [self.on, seed], seed, api_visibility="private", queue=False).then(draw, **drawing)
