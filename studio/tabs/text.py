@@ -257,10 +257,11 @@ def _wire_counts(services: Services, chat: SimpleNamespace, completion: SimpleNa
             return token_count(services, values[side.model], values[side.engine], params, max_new)
         return count
 
-    for kind, box, tokens in (("chat", chat.message, chat.tokens), ("completion", completion.prompt, completion.tokens)):
-        box.change(counter(kind, box), {box, chat.chatbot, chat.system_prompt, side.model, side.max_new_tokens,
-                                        side.engine}, tokens,
-                   api_visibility="private", queue=False, trigger_mode="always_last", show_progress="hidden")
+    read = {chat.chatbot, chat.system_prompt, side.model, side.max_new_tokens, side.engine}
+    boxes = (("chat", chat.message, chat.tokens), ("completion", completion.prompt, completion.tokens))
+    for kind, box, tokens in boxes:
+        box.change(counter(kind, box), {box, *read}, tokens, api_visibility="private", queue=False,
+                   trigger_mode="always_last", show_progress="hidden")
 
 
 def build(services: Services) -> TabHandle:
