@@ -26,15 +26,13 @@ def text_params(values: Mapping[str, object]) -> TextParams:
     unknown = set(values) - _NAMES
     if unknown:
         raise TypeError(f"text_params: unknown setting(s) {', '.join(sorted(unknown))}")
-    def get(name: str):
-        return values[name] if name in values else _DEFAULTS[name]
-
+    v = {**_DEFAULTS, **values}
     return TextParams(
-        prompt=get("prompt") or "", mode=get("mode"), system_prompt=get("system_prompt") or "",
-        history=tuple(get("history") or ()), max_new_tokens=as_int("max_new_tokens", get("max_new_tokens")),
-        temperature=float(get("temperature")), top_p=float(get("top_p")), top_k=as_int("top_k", get("top_k")),
-        repetition_penalty=float(get("repetition_penalty")), stop=parse_stop(get("stop") or ""),
-        seed=parse_seed(get("seed")), min_p=float(get("min_p")), continue_last=bool(get("continue_last")),
+        prompt=v["prompt"] or "", mode=v["mode"], system_prompt=v["system_prompt"] or "",
+        history=tuple(v["history"] or ()), max_new_tokens=as_int("max_new_tokens", v["max_new_tokens"]),
+        temperature=float(v["temperature"]), top_p=float(v["top_p"]), top_k=as_int("top_k", v["top_k"]),
+        repetition_penalty=float(v["repetition_penalty"]), stop=parse_stop(v["stop"] or ""),
+        seed=parse_seed(v["seed"]), min_p=float(v["min_p"]), continue_last=bool(v["continue_last"]),
     )
 
 
