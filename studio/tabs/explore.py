@@ -86,9 +86,9 @@ class RenderSettings:
         def set_look(values: dict):
             return self.to_look(values), ""
 
-        controls = set(self.by_name.values())
+        controls = self.by_name.values()
         for control in controls:
-            control.change(set_look, controls, [self.look, self.note], api_visibility="private",
+            control.change(set_look, set(controls), [self.look, self.note], api_visibility="private",
                            show_progress="hidden")
 
 
