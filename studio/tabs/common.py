@@ -72,6 +72,16 @@ def check_fields(*checks):
     return validator
 
 
+def check_named(checks: dict) -> Callable:
+    """`check_fields` for an event whose inputs are a set (its handler reads a dict keyed by component):
+    `checks` maps the components to check to their checks; the validator answers for every input, in the
+    event's order, as Gradio asks."""
+    def validator(values: dict, **_):
+        return check_fields(*(checks.get(component) for component in values))(*values.values())
+
+    return validator
+
+
 def seed_field(value) -> None:
     parse_seed(value)
 
