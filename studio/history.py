@@ -51,6 +51,25 @@ SCRATCH_HOURS = 24.0  # a user's exports, downloads and sent pictures are remove
 SCRATCH_MB = 200.0  # and their oldest go once a user holds more than this there
 
 
+@dataclass(frozen=True)
+class Record:
+    """What an output is kept with in History (besides its tab and files): the prompt and parameters it was
+    made from, its seed, model and device, timings, whose it is, the item it was made from (`parent`),
+    `origin` (made from noise, or an edit of a start picture) and `marked` (a PNG's pixels carry the
+    watermark already, see `History.mark`)."""
+
+    prompt: str = ""
+    params: dict | None = None
+    seed: int | None = None
+    model: str = ""
+    device: str = ""
+    timings: dict | None = None
+    owner: str = "local"
+    parent: str | None = None
+    origin: Origin = CREATED_ORIGIN
+    marked: bool = False
+
+
 class StorageFull(ValueError):
     """New work refused before the disk or a user's share of it fills; the message says what to do."""
 
@@ -136,23 +155,23 @@ class History:
         self.list_items([item])
         return item
 
-    def write(self, tab: str, files: dict[str, bytes], *, prompt: str = "", params: dict | None = None,
-              seed: int | None = None, model: str = "", device: str = "", timings: dict | None = None,
-              owner: str = "local", parent: str | None = None, origin: Origin = CREATED_ORIGIN,
-              marked: bool = False) -> HistoryItem:
+    def write(self, tab: str, files: dict[str, bytes], record: Record | None = None, **fields) -> HistoryItem:
         """`add`'s first half: the files written to disk (durably), not yet listed; pictures and videos are
-        sealed first (`origin` says whether they were made from noise or edit a start picture; `marked`: the
-        PNG's pixels carry the watermark already, see `mark`). A batch's items are then listed together."""
+        sealed first. What the item is kept with is a `Record`, or its fields by name (`prompt=…, seed=…`).
+        A batch's items are then listed together."""
+        record = record or Record(**fields)
         item_id, base = self.new_path(tab, "")
         paths = []
         for suffix, data in files.items():
             path = base.with_name(base.name + suffix)
-            write_atomic(path, self.seal(path.name, data, origin=origin, model=model, marked=marked,
-                                         parameters={"prompt": prompt, "seed": seed, **(params or {})}))
+            write_atomic(path, self.seal(path.name, data, origin=record.origin, model=record.model,
+                                         marked=record.marked,
+                                         parameters={"prompt": record.prompt, "seed": record.seed,
+                                                     **(record.params or {})}))
             paths.append(str(path.relative_to(self.root)))
-        self._count(owner, sum(self._size(p) for p in paths))
-        return HistoryItem(item_id, time.time(), tab, owner, prompt, params or {}, seed, model, device,
-                           timings or {}, paths, parent)
+        self._count(record.owner, sum(self._size(p) for p in paths))
+        return HistoryItem(item_id, time.time(), tab, record.owner, record.prompt, record.params or {}, record.seed,
+                           record.model, record.device, record.timings or {}, paths, record.parent)
 
     def list_items(self, items: list[HistoryItem]) -> list[HistoryItem]:
         """Add written items to the list in one transaction, in the order given (the last is the newest, even

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import replace
+from collections.abc import Iterator, Mapping
+from dataclasses import fields, replace
 
 from pipelines.text import TextParams, parse_stop
 from studio.actions.library import check_room
@@ -13,14 +13,40 @@ from studio.events import as_int, keep_output, parse_seed
 STREAM_INTERVAL = 0.04  # seconds between streamed page updates
 
 
-def build_params(prompt, mode, system_prompt, history, max_new_tokens, temperature, top_p, top_k,
-                 repetition_penalty, stop, seed, *, min_p=0.0, continue_last=False) -> TextParams:
+# the sampling settings older callers pass by position after (prompt, mode, system_prompt, history)
+POSITIONAL_SETTINGS = ("max_new_tokens", "temperature", "top_p", "top_k", "repetition_penalty", "stop", "seed")
+_NAMES = frozenset(("prompt", "mode", "system_prompt", "history", *POSITIONAL_SETTINGS, "min_p", "continue_last"))
+_DEFAULTS = {**{f.name: f.default for f in fields(TextParams) if f.name in _NAMES}, "prompt": ""}
+
+
+def text_params(values: Mapping[str, object]) -> TextParams:
+    """TextParams from form values by name (the Text tab's settings panel, the APIs): UI numbers (sliders send
+    floats, seeds come as text) are parsed with errors naming the field; a name left out takes TextParams'
+    default; an unknown name is a mistake in the caller, refused."""
+    unknown = set(values) - _NAMES
+    if unknown:
+        raise TypeError(f"text_params: unknown setting(s) {', '.join(sorted(unknown))}")
+    v = {**_DEFAULTS, **values}
     return TextParams(
-        prompt=prompt or "", mode=mode, system_prompt=system_prompt or "", history=tuple(history),
-        max_new_tokens=as_int("max_new_tokens", max_new_tokens), temperature=float(temperature),
-        top_p=float(top_p), top_k=as_int("top_k", top_k), repetition_penalty=float(repetition_penalty),
-        stop=parse_stop(stop or ""), seed=parse_seed(seed), min_p=float(min_p), continue_last=bool(continue_last),
+        prompt=v["prompt"] or "", mode=v["mode"], system_prompt=v["system_prompt"] or "",
+        history=tuple(v["history"] or ()), max_new_tokens=as_int("max_new_tokens", v["max_new_tokens"]),
+        temperature=float(v["temperature"]), top_p=float(v["top_p"]), top_k=as_int("top_k", v["top_k"]),
+        repetition_penalty=float(v["repetition_penalty"]), stop=parse_stop(v["stop"] or ""),
+        seed=parse_seed(v["seed"]), min_p=float(v["min_p"]), continue_last=bool(v["continue_last"]),
     )
+
+
+def build_params(prompt, mode, system_prompt="", history=(), *settings, **named) -> TextParams:
+    """`text_params` with the request's text first and the settings by name (`max_new_tokens=…, seed=…`).
+    Kept for the APIs' older calls, which give the seven POSITIONAL_SETTINGS by position, in that order."""
+    if len(settings) > len(POSITIONAL_SETTINGS):
+        raise TypeError(f"build_params: at most {len(POSITIONAL_SETTINGS)} settings by position")
+    given = dict(zip(POSITIONAL_SETTINGS, settings))
+    twice = set(given) & set(named)
+    if twice:
+        raise TypeError(f"build_params: {', '.join(sorted(twice))} given by position and by name")
+    return text_params({"prompt": prompt, "mode": mode, "system_prompt": system_prompt, "history": history,
+                        **given, **named})
 
 
 def run_text(services, model: str, params: TextParams, session: str, owner: str,

@@ -9,7 +9,7 @@ from pipelines.media import png_bytes
 from studio import explore as ex
 from studio.services import Services
 from studio.tabs.common import TabHandle, friendly_errors, guarded, page_file
-from studio.workbench import build_workbench
+from studio.workbench import WorkbenchSpec, build_workbench
 
 
 def build(services: Services) -> TabHandle:
@@ -23,9 +23,9 @@ def build(services: Services) -> TabHandle:
                         info="toward the prior's centre (z = 0): 0 = the centre face, 1 = plain samples, >1 = wilder")
         to_vae = gr.Button("Send the current face to the VAE tab", scale=1)
     look = gr.State(None)
-    bench = build_workbench(services, tab="gan", prefix="gan", kind="gan", model=model, look=look,
-                            methods=("ganspace", "sefa"), truncation=psi, max_grid=limits.max_grid,
-                            max_frames=limits.max_frames * 10, settings={"model": model, "truncation": psi})
+    bench = build_workbench(services, WorkbenchSpec(
+        tab="gan", prefix="gan", kind="gan", model=model, look=look, methods=("ganspace", "sefa"), truncation=psi,
+        max_grid=limits.max_grid, max_frames=limits.max_frames * 10, settings={"model": model, "truncation": psi}))
 
     @friendly_errors
     @guarded(services, "gan")  # renders on the named model: the host admits the name for this user

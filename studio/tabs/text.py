@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import gradio as gr
 
 from pipelines.text import TextParams
-from studio.actions.text import build_params, run_text
+from studio.actions.text import run_text, text_params
 from studio.services import Services
 from studio.tabs.common import (
     TabHandle,
@@ -89,104 +90,133 @@ def _completion_panel() -> SimpleNamespace:
     return ui
 
 
-def _settings_panel(services: Services) -> SimpleNamespace:
-    registry, limits = services.host.registry, services.settings.text_limits
-    ui = SimpleNamespace()
-    ui.model = gr.Dropdown(registry.names("text"), value=registry.default("text"), allow_custom_value=True,
-                           label="Model", info="A listed model, a hub id (e.g. gpt2) or a local folder / .gguf",
-                           elem_id="text-model")
-    ui.engine = gr.Dropdown(["auto", "llama.cpp", "transformers"], value=services.settings.text_backend,
-                            label="Engine", elem_id="text-engine",
-                            info="auto: llama.cpp for GGUF files on CPU/Apple (faster), transformers otherwise")
-    ui.max_new_tokens = gr.Slider(1, limits.max_new_tokens, value=min(256, limits.max_new_tokens), step=1,
-                                  label="Max new tokens")
-    ui.temperature = gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature", info="0 = greedy, always the same")
-    ui.top_p = gr.Slider(0.05, 1, value=0.9, step=0.01, label="Top-p")
-    ui.top_k = gr.Slider(0, 200, value=50, step=1, label="Top-k", info="0 = off")
-    ui.min_p = gr.Slider(0, 1, value=0.0, step=0.01, label="Min-p", info="0 = off; e.g. 0.05")
-    ui.repetition_penalty = gr.Slider(1, 2, value=1.1, step=0.01, label="Repetition penalty")
-    ui.stop = gr.Textbox(label="Stop strings", placeholder="comma-separated; \\n for a newline")
-    ui.seed = gr.Textbox(label="Seed", placeholder="blank = random", elem_id="text-seed")
-    # the generation settings every handler takes after its own inputs, in this order
-    ui.all = [ui.max_new_tokens, ui.temperature, ui.top_p, ui.top_k, ui.min_p, ui.repetition_penalty, ui.stop,
-              ui.seed, ui.engine]
-    return ui
+# the sampling settings, named as TextParams (and History's items) name them
+SAMPLING = ("max_new_tokens", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "stop", "seed")
 
 
-def _answer(services: Services, model_name, params: TextParams, engine_, request, progress):
-    """run_text for the page: (text so far, status line) as the model writes."""
-    for text, stats in run_text(services, model_name, params, session_of(request), user_of(request), progress,
-                                engine_):
-        yield text, _status(stats)
+@dataclass
+class SettingsPanel:
+    """The settings beside both modes: which model and engine, and how to sample. A handler that generates
+    takes `inputs` (with its own boxes added) and reads them back by name with `to_params`."""
+
+    model: gr.Dropdown
+    engine: gr.Dropdown
+    max_new_tokens: gr.Slider
+    temperature: gr.Slider
+    top_p: gr.Slider
+    top_k: gr.Slider
+    min_p: gr.Slider
+    repetition_penalty: gr.Slider
+    stop: gr.Textbox
+    seed: gr.Textbox
+
+    @classmethod
+    def build(cls, services: Services) -> SettingsPanel:
+        registry, limits = services.host.registry, services.settings.text_limits
+        return cls(
+            model=gr.Dropdown(registry.names("text"), value=registry.default("text"), allow_custom_value=True,
+                              label="Model", info="A listed model, a hub id (e.g. gpt2) or a local folder / .gguf",
+                              elem_id="text-model"),
+            engine=gr.Dropdown(["auto", "llama.cpp", "transformers"], value=services.settings.text_backend,
+                               label="Engine", elem_id="text-engine",
+                               info="auto: llama.cpp for GGUF files on CPU/Apple (faster), transformers otherwise"),
+            max_new_tokens=gr.Slider(1, limits.max_new_tokens, value=min(256, limits.max_new_tokens), step=1,
+                                     label="Max new tokens"),
+            temperature=gr.Slider(0, 2, value=0.7, step=0.05, label="Temperature", info="0 = greedy, always the same"),
+            top_p=gr.Slider(0.05, 1, value=0.9, step=0.01, label="Top-p"),
+            top_k=gr.Slider(0, 200, value=50, step=1, label="Top-k", info="0 = off"),
+            min_p=gr.Slider(0, 1, value=0.0, step=0.01, label="Min-p", info="0 = off; e.g. 0.05"),
+            repetition_penalty=gr.Slider(1, 2, value=1.1, step=0.01, label="Repetition penalty"),
+            stop=gr.Textbox(label="Stop strings", placeholder="comma-separated; \\n for a newline"),
+            seed=gr.Textbox(label="Seed", placeholder="blank = random", elem_id="text-seed"),
+        )
+
+    @property
+    def sampling(self) -> dict:
+        """The sampling settings by name."""
+        return {name: getattr(self, name) for name in SAMPLING}
+
+    @property
+    def inputs(self) -> set:
+        """What a generating handler reads of this panel: the model, the engine and every sampling setting."""
+        return {self.model, self.engine, *self.sampling.values()}
+
+    def to_params(self, values: dict, **request) -> TextParams:
+        """The request's TextParams: the sampling settings read from `values` (a handler's inputs by component),
+        the rest (prompt, mode, system prompt, history, continue_last) given by the handler."""
+        return text_params({**{name: values[box] for name, box in self.sampling.items()}, **request})
+
+    def answer(self, services: Services, values: dict, params: TextParams, request, progress):
+        """run_text on the chosen model and engine, for the page: (text so far, status line) as the model writes."""
+        for text, stats in run_text(services, values[self.model], params, session_of(request), user_of(request),
+                                    progress, values[self.engine]):
+            yield text, _status(stats)
 
 
-def _wire_completion(services: Services, ui: SimpleNamespace, side: SimpleNamespace, status) -> None:
+def _wire_completion(services: Services, ui: SimpleNamespace, side: SettingsPanel, status) -> None:
     @friendly_errors
     @guarded(services, "text", generation=True)
-    def complete(prompt_text, model_name, max_new, temp, top_p_, top_k_, min_p_, penalty, stops, seed_, engine_,
-                 request: gr.Request, progress=gr.Progress()):
-        params = build_params(prompt_text, "completion", "", (), max_new, temp, top_p_, top_k_, penalty, stops, seed_,
-                              min_p=min_p_)
+    def complete(values: dict, request: gr.Request, progress=gr.Progress()):
+        params = side.to_params(values, prompt=values[ui.prompt], mode="completion")
         yield "", "Working… (the first request loads the model)"
-        yield from _answer(services, model_name, params, engine_, request, progress)
+        yield from side.answer(services, values, params, request, progress)
 
     @friendly_errors
     @guarded(services, "text", generation=True)
-    def complete_more(prompt_text, so_far, model_name, max_new, temp, top_p_, top_k_, min_p_, penalty, stops, seed_,
-                      engine_, request: gr.Request, progress=gr.Progress()):
+    def complete_more(values: dict, request: gr.Request, progress=gr.Progress()):
         """Continue: the prompt and the text so far are read as one, and the new text is added on."""
+        so_far = values[ui.output]
         if not so_far:
             raise ValueError("continue: generate something first; Continue writes on from its end")
-        params = build_params((prompt_text or "") + so_far, "completion", "", (), max_new, temp, top_p_, top_k_,
-                              penalty, stops, seed_, min_p=min_p_)
-        for text, line in _answer(services, model_name, params, engine_, request, progress):
+        params = side.to_params(values, prompt=(values[ui.prompt] or "") + so_far, mode="completion")
+        for text, line in side.answer(services, values, params, request, progress):
             yield so_far + text, line
 
     options = dict(api_visibility="private", concurrency_id="text", show_progress="minimal")
-    ui.generate.click(complete, [ui.prompt, side.model, *side.all], [ui.output, status],
+    ui.generate.click(complete, {ui.prompt, *side.inputs}, [ui.output, status],
                       concurrency_limit=services.host.text_concurrency, **options)
-    ui.more.click(complete_more, [ui.prompt, ui.output, side.model, *side.all], [ui.output, status], **options)
+    ui.more.click(complete_more, {ui.prompt, ui.output, *side.inputs}, [ui.output, status], **options)
 
 
-def _wire_chat(services: Services, ui: SimpleNamespace, side: SimpleNamespace, status) -> None:
+def _wire_chat(services: Services, ui: SimpleNamespace, side: SettingsPanel, status) -> None:
     @friendly_errors
     @guarded(services, "text", generation=True)
-    def chat(user_message, chat_history, system, model_name, max_new, temp, top_p_, top_k_, min_p_, penalty, stops,
-             seed_, engine_, request: gr.Request, progress=gr.Progress()):
-        chat_history = list(chat_history or [])
-        params = build_params(user_message, "chat", system, turns_of(chat_history), max_new, temp, top_p_, top_k_,
-                              penalty, stops, seed_, min_p=min_p_)
+    def chat(values: dict, request: gr.Request, progress=gr.Progress()):
+        user_message, chat_history = values[ui.message], list(values[ui.chatbot] or [])
+        params = side.to_params(values, prompt=user_message, mode="chat", system_prompt=values[ui.system_prompt],
+                                history=turns_of(chat_history))
         chat_history.append({"role": "user", "content": user_message})
         yield chat_history, "", "Working… (the first request loads the model)"
-        for text, line in _answer(services, model_name, params, engine_, request, progress):
+        for text, line in side.answer(services, values, params, request, progress):
             yield chat_history + [{"role": "assistant", "content": text}], "", line
 
     @friendly_errors
     @guarded(services, "text", generation=True)
-    def chat_more(chat_history, system, model_name, max_new, temp, top_p_, top_k_, min_p_, penalty, stops, seed_,
-                  engine_, request: gr.Request, progress=gr.Progress()):
+    def chat_more(values: dict, request: gr.Request, progress=gr.Progress()):
         """Continue the last answer (cut off by the token limit or Stop) from its last word."""
-        chat_history = list(chat_history or [])
-        params = build_params("", "chat", system, turns_of(chat_history), max_new, temp, top_p_, top_k_, penalty,
-                              stops, seed_, min_p=min_p_, continue_last=True)
+        chat_history = list(values[ui.chatbot] or [])
+        params = side.to_params(values, mode="chat", system_prompt=values[ui.system_prompt],
+                                history=turns_of(chat_history), continue_last=True)
         start = turns_of(chat_history)[-1][1]
-        for text, line in _answer(services, model_name, params, engine_, request, progress):
+        for text, line in side.answer(services, values, params, request, progress):
             yield chat_history[:-1] + [{"role": "assistant", "content": start + text}], line
 
     private = dict(api_visibility="private")
     options = dict(private, concurrency_id="text", show_progress="minimal")
-    inputs = [ui.message, ui.chatbot, ui.system_prompt, side.model, *side.all]
+    inputs = {ui.message, ui.chatbot, ui.system_prompt, *side.inputs}
     outputs = [ui.chatbot, ui.message, status]
     ui.send.click(chat, inputs, outputs, concurrency_limit=services.host.text_concurrency, **options)
     ui.message.submit(chat, inputs, outputs, **options)
     ui.regenerate.click(regenerate_last, [ui.chatbot], [ui.chatbot, ui.message], **private).then(
         chat, inputs, outputs, concurrency_id="text", **private)
-    ui.go_on.click(chat_more, [ui.chatbot, ui.system_prompt, side.model, *side.all], [ui.chatbot, status], **options)
+    ui.go_on.click(chat_more, {ui.chatbot, ui.system_prompt, *side.inputs}, [ui.chatbot, status], **options)
     ui.chatbot.edit(edit_from, [ui.chatbot], [ui.chatbot, ui.message], **private).then(
         chat, inputs, outputs, concurrency_id="text", **private)
-    ui.export.click(lambda h, s_, m: gr.File(export_chat(services.history, h, s_, m),
-                                             visible=True),
-                    [ui.chatbot, ui.system_prompt, side.model], ui.file, **private)
+
+    def export(chat_history, system_prompt, model_name):
+        return gr.File(export_chat(services.history, chat_history, system_prompt, model_name), visible=True)
+
+    ui.export.click(export, [ui.chatbot, ui.system_prompt, side.model], ui.file, **private)
     ui.import_button.upload(friendly_errors(import_chat), ui.import_button, [ui.chatbot, ui.system_prompt], **private)
     ui.undo.click(undo_last, [ui.chatbot], [ui.chatbot, ui.message], **private)
     ui.clear.click(lambda: ([], ""), None, [ui.chatbot, status], **private)
@@ -210,24 +240,28 @@ def undo_last(chat_history):
     return chat_history, content_text(last["content"]) if last else ""
 
 
-def _wire_counts(services: Services, chat: SimpleNamespace, completion: SimpleNamespace, side: SimpleNamespace):
+def _wire_counts(services: Services, chat: SimpleNamespace, completion: SimpleNamespace, side: SettingsPanel):
     """The live token count under each text box."""
-    def count(kind, text, chat_history, system, model_name, max_new, engine_):
-        try:
-            if kind == "chat":
-                params = build_params(text or " ", "chat", system, turns_of(chat_history), max_new, 0.7, 0.9, 0,
-                                      1.0, "", "")
-            else:
-                params = build_params(text, "completion", "", (), max_new, 0.7, 0.9, 0, 1.0, "", "") \
-                    if (text or "").strip() else None
-        except ValueError:
-            return ""
-        return token_count(services, model_name, engine_, params, max_new)
+    def counter(kind: str, box):
+        def count(values: dict) -> str:
+            text, max_new = values[box], values[side.max_new_tokens]
+            if kind == "completion" and not (text or "").strip():
+                return token_count(services, values[side.model], values[side.engine], None, max_new)
+            request = {"prompt": text, "mode": "completion"} if kind == "completion" else {
+                "prompt": text or " ", "mode": "chat", "system_prompt": values[chat.system_prompt],
+                "history": turns_of(values[chat.chatbot])}
+            try:
+                params = text_params({**request, "max_new_tokens": max_new})
+            except ValueError:
+                return ""
+            return token_count(services, values[side.model], values[side.engine], params, max_new)
+        return count
 
-    for kind, box, tokens in (("chat", chat.message, chat.tokens), ("completion", completion.prompt, completion.tokens)):
-        box.change(lambda t, h, s_, m, n, e, k=kind: count(k, t, h, s_, m, n, e),
-                   [box, chat.chatbot, chat.system_prompt, side.model, side.max_new_tokens, side.engine], tokens,
-                   api_visibility="private", queue=False, trigger_mode="always_last", show_progress="hidden")
+    read = {chat.chatbot, chat.system_prompt, side.model, side.max_new_tokens, side.engine}
+    boxes = (("chat", chat.message, chat.tokens), ("completion", completion.prompt, completion.tokens))
+    for kind, box, tokens in boxes:
+        box.change(counter(kind, box), {box, *read}, tokens, api_visibility="private", queue=False,
+                   trigger_mode="always_last", show_progress="hidden")
 
 
 def build(services: Services) -> TabHandle:
@@ -244,7 +278,7 @@ def build(services: Services) -> TabHandle:
                 use_preset = gr.Button("Apply preset to the text box", scale=2)
             status = gr.Markdown("", elem_id="text-status")
         with gr.Column(scale=2):
-            side = _settings_panel(services)
+            side = SettingsPanel.build(services)
     _wire_completion(services, completion, side, status)
     _wire_chat(services, chat, side, status)
     _wire_counts(services, chat, completion, side)
@@ -258,10 +292,8 @@ def build(services: Services) -> TabHandle:
     return _restorer(chat, completion, side, modes)
 
 
-def _restorer(chat: SimpleNamespace, completion: SimpleNamespace, side: SimpleNamespace, modes) -> TabHandle:
-    fields = {"prompt": completion.prompt, "system_prompt": chat.system_prompt, "max_new_tokens": side.max_new_tokens,
-              "temperature": side.temperature, "top_p": side.top_p, "top_k": side.top_k, "min_p": side.min_p,
-              "repetition_penalty": side.repetition_penalty, "stop": side.stop, "seed": side.seed,
+def _restorer(chat: SimpleNamespace, completion: SimpleNamespace, side: SettingsPanel, modes) -> TabHandle:
+    fields = {"prompt": completion.prompt, "system_prompt": chat.system_prompt, **side.sampling,
               "model": side.model, "backend": side.engine}
 
     def restore(params: dict) -> list:

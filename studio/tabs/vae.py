@@ -22,7 +22,7 @@ from studio.actions.vae import finish_training, training_setup, uploads
 from studio.services import Services
 from studio.tabs.common import (TabHandle, as_int, friendly_errors, guarded, keep_output, page_file, parse_seed,
                                 session_of, user_of)
-from studio.workbench import build_workbench
+from studio.workbench import WorkbenchSpec, build_workbench
 
 
 def _scale(size: int) -> int:
@@ -39,9 +39,9 @@ def build(services: Services) -> TabHandle:
                         info="Listed model, a diffusers AutoencoderKL folder or hub id (e.g. Stable Diffusion's VAE)")
     with gr.Tabs() as inner:
         with gr.Tab("Latent space", id="latent"):
-            bench = build_workbench(services, tab="vae", prefix="vae", kind="vae", model=model, look=gr.State(None),
-                                    methods=("dimensions", "pca"), can_encode=True, max_grid=12,
-                                    max_frames=services.settings.gan_limits.max_frames * 10)
+            bench = build_workbench(services, WorkbenchSpec(
+                tab="vae", prefix="vae", kind="vae", model=model, look=gr.State(None), methods=("dimensions", "pca"),
+                can_encode=True, max_grid=12, max_frames=services.settings.gan_limits.max_frames * 10))
             to_morph = gr.Button("Add the current picture to the Morph images")
         with gr.Tab("Morph", id="morph"):
             morph_files = morph_section(services, model)

@@ -70,34 +70,58 @@ class Workbench:
         app.load(fn, None, outputs, api_visibility="private")
 
 
-def build_workbench(services, *, tab: str, prefix: str, kind: str, model: gr.Dropdown, look: gr.State,
-                    methods: tuple[str, ...], prompt: gr.Textbox | None = None, truncation: gr.Slider | None = None,
-                    can_encode: bool = False, max_grid: int = 8, max_frames: int = 2400,
-                    settings: dict | None = None) -> Workbench:
+@dataclass(frozen=True)
+class WorkbenchSpec:
+    """What a tab gives the workbench.
+
+    tab, prefix: the tab's name (History, permissions) and the prefix of the pieces' elem_ids.
+    kind: the model kind explored ("diffusion", "gan", "vae"); model, look: the tab's model box and its look
+        state (a dict of DiffusionLook fields, or None); prompt: the tab's prompt box (diffusion).
+    methods: the direction methods offered; truncation: the GAN's ψ slider, read by grids.
+    can_encode: a picture can be uploaded and encoded into a point; max_grid, max_frames: the tab's limits.
+    settings: the tab's render settings by name, which exploration links keep (default: the model alone).
+    """
+
+    tab: str
+    prefix: str
+    kind: str
+    model: gr.Dropdown
+    look: gr.State
+    methods: tuple[str, ...]
+    prompt: gr.Textbox | None = None
+    truncation: gr.Slider | None = None
+    can_encode: bool = False
+    max_grid: int = 8
+    max_frames: int = 2400
+    settings: dict | None = None
+
+
+def build_workbench(services, spec: WorkbenchSpec) -> Workbench:
     """The picture being changed (left, sticky) beside the tools (right): start, grid, directions, map,
-    timeline, breed — the same pieces for every model kind. `settings`: the tab's render settings by name,
-    which exploration links keep (default: the model alone)."""
+    timeline, breed — the same pieces for every model kind."""
+    prefix, kind = spec.prefix, spec.kind
     bench = gr.State(ex.Bench())
-    ctx = Context(services, tab, (kind,), bench, model, look, prompt)
+    ctx = Context(services, spec.tab, (kind,), bench, spec.model, spec.look, spec.prompt)
     with gr.Row(equal_height=False):
         with gr.Column(scale=2, min_width=260, elem_classes=["bench-current"]):
             current = CurrentPanel.build(prefix)
             share = SharePanel.build(prefix)
         with gr.Column(scale=3):
-            start = StartRow.build(prefix, can_encode, image_prompts=kind == "diffusion")
+            start = StartRow.build(prefix, spec.can_encode, image_prompts=kind == "diffusion")
             with gr.Tabs():
                 with gr.Tab("Grid", id=f"{prefix}-tab-grid", elem_id=f"{prefix}-tab-grid"):
-                    grid_panel = GridPanel.build(prefix, max_grid)
+                    grid_panel = GridPanel.build(prefix, spec.max_grid)
                 with gr.Tab("Directions", id=f"{prefix}-tab-directions", elem_id=f"{prefix}-tab-directions"):
-                    directions = DirectionPanel.build(prefix, methods, prompt_pairs="prompt-pair" in methods)
+                    directions = DirectionPanel.build(prefix, spec.methods,
+                                                      prompt_pairs="prompt-pair" in spec.methods)
                 with gr.Tab("Map", id=f"{prefix}-tab-map", elem_id=f"{prefix}-tab-map"):
                     map_panel = MapPanel.build(prefix)
                 with gr.Tab("Timeline", id=f"{prefix}-tab-timeline", elem_id=f"{prefix}-tab-timeline"):
-                    timeline = TimelinePanel.build(prefix, text_methods=kind == "diffusion", limit=max_frames)
+                    timeline = TimelinePanel.build(prefix, text_methods=kind == "diffusion", limit=spec.max_frames)
                 with gr.Tab("Breed", id=f"{prefix}-tab-breed", elem_id=f"{prefix}-tab-breed"):
                     brood = BreedPanel.build(prefix)
     start.wire(ctx, current)
-    grid_panel.wire(ctx, current, timeline, brood, truncation)
+    grid_panel.wire(ctx, current, timeline, brood, spec.truncation)
     directions.wire(ctx, current, map_panel)
     map_panel.wire(ctx, current, timeline, brood)
     timeline.wire(ctx, current)
@@ -105,5 +129,5 @@ def build_workbench(services, *, tab: str, prefix: str, kind: str, model: gr.Dro
     wire_current_files(ctx, current)
     grid_panel.wire_variations(ctx)
     bench_ui = Workbench(ctx, current, start, grid_panel, directions, map_panel, timeline, brood, share)
-    bench_ui.wire_share(settings or {"model": model})
+    bench_ui.wire_share(spec.settings or {"model": spec.model})
     return bench_ui

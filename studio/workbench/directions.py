@@ -54,41 +54,49 @@ class DirectionPanel:
             load = gr.Button("Load saved", size="sm")
         return cls(method, count, positive, negative, find, sliders, hints, which, name, save, load, commit)
 
+    def amounts(self, values: dict, bench: ex.Bench) -> list[float]:
+        """How far each of the bench's directions is slid, from a handler's inputs by component."""
+        return [values[slider] for slider in self.sliders[:len(bench.directions)]]
+
     def slider_updates(self, bench: ex.Bench) -> list:
         names = [d.name for d in bench.directions]
         return [gr.Slider(value=0, label=names[i], visible=True) if i < len(names) else gr.Slider(value=0, visible=False)
                 for i in range(MAX_SLIDERS)]
 
     def wire(self, ctx: Context, current: CurrentPanel, map_panel: MapAxes) -> None:
-        pairs = [self.positive, self.negative] if self.positive is not None else []
+        pairs = {"positive": self.positive, "negative": self.negative} if self.positive is not None else {}
 
-        def find(request: gr.Request, bench, model_name, look, method, k, *pair):
-            model = ctx.space(model_name, look, bench)
+        def find(values: dict, request: gr.Request):
+            bench, method = values[ctx.bench], values[self.method]
+            model = ctx.space(values[ctx.model], values[ctx.look], bench)
             if method not in model.direction_methods:  # e.g. "dimensions" on a VAE with a spatial latent
                 method = model.direction_methods[0]
             origin = bench.current or model.point_for_seed(0, prompt="")
-            options = dict(positive=pair[0], negative=pair[1]) if pair else {}
-            found = ctx.services.host.lanes.run("model", model.directions, method, as_int("directions", k), origin,
-                                           interactive=True, **options)  # the sliders' own: beside a running job
+            options = {name: values[box] for name, box in pairs.items()}
+            k = as_int("directions", values[self.count])
+            found = ctx.services.host.lanes.run("model", model.directions, method, k, origin, interactive=True,
+                                                **options)  # the sliders' own: beside a running job
             bench.directions = (bench.directions + found)[-MAX_SLIDERS:] if method == "prompt-pair" else found
             hints = ex.hint_strip(ctx.services, model, origin, bench.directions)
             names = [d.name for d in bench.directions]
             return (bench, *self.slider_updates(bench), hints, gr.Dropdown(choices=names, value=names[0]),
                     *map_panel.axis_updates(names))
 
-        def slide(request: gr.Request, bench, model_name, look, *amounts):
+        def slide(values: dict, request: gr.Request):
+            bench = values[ctx.bench]
             if bench.current is None or not bench.directions:
                 return gr.skip()
-            model = ctx.space(model_name, look, bench)
-            moved = move(bench.current, bench.directions, list(amounts[: len(bench.directions)]))
+            model = ctx.space(values[ctx.model], values[ctx.look], bench)
+            moved = move(bench.current, bench.directions, self.amounts(values, bench))
             preview = model.kind == "diffusion"
             return ex.picture(ex.render(ctx.services, model, [moved], preview=preview)[0])
 
-        def commit(request: gr.Request, bench, model_name, look, *amounts):
+        def commit(values: dict, request: gr.Request):
+            bench = values[ctx.bench]
             if bench.current is None:
                 raise ValueError("Open a picture first (a seed, a grid cell or an upload).")
-            model = ctx.space(model_name, look, bench)
-            moved = move(bench.current, bench.directions, list(amounts[: len(bench.directions)]))
+            model = ctx.space(values[ctx.model], values[ctx.look], bench)
+            moved = move(bench.current, bench.directions, self.amounts(values, bench))
             moved.label = f"{bench.current.label} (moved)"
             return (*show(ctx, bench, model, moved), *[gr.Slider(value=0) for _ in range(MAX_SLIDERS)])
 
@@ -115,13 +123,13 @@ class DirectionPanel:
 
         base = [ctx.bench, ctx.model, ctx.look]
         named = [ctx.bench, *self.sliders, self.which]
-        self.find.click(ctx.event(find, generation=True), [*base, self.method, self.count, *pairs],
-                        [*named[:-1], self.hints, self.which, map_panel.axis_x, map_panel.axis_y],
+        self.find.click(ctx.event(find, generation=True), {*base, self.method, self.count, *pairs.values()},
+                        [ctx.bench, *self.sliders, self.hints, self.which, map_panel.axis_x, map_panel.axis_y],
                         api_visibility="private")
         for slider in self.sliders:  # live: only the last position counts, no progress overlay
-            slider.change(ctx.event(slide), [*base, *self.sliders], current.image, api_visibility="private",
+            slider.change(ctx.event(slide), {*base, *self.sliders}, current.image, api_visibility="private",
                           trigger_mode="always_last", show_progress="hidden", queue=False)
-        self.commit.click(ctx.event(commit), [*base, *self.sliders], [*current.outputs(ctx), *self.sliders],
+        self.commit.click(ctx.event(commit), {*base, *self.sliders}, [*current.outputs(ctx), *self.sliders],
                           api_visibility="private")
         owner = friendly_errors(guarded(ctx.services, ctx.tab, owner_only="name shared directions")(save))
         self.save.click(owner, [*base, self.which, self.name], named, api_visibility="private")

@@ -10,7 +10,7 @@ from pipelines.image_latent import DiffusionLook
 from pipelines.checks import check_int
 from pipelines.latent import breed, map_points, vary
 from studio import explore as ex
-from studio.tabs.common import as_int, check_fields, parse_seed, seed_field
+from studio.tabs.common import as_int, check_named, parse_seed, seed_field
 from studio.workbench.common import (
     ACTIONS,
     Context,
@@ -52,39 +52,41 @@ class StartRow:
         return cls(seed, open_seed, dice, upload, image_prompt)
 
     def wire(self, ctx: Context, current: CurrentPanel) -> None:
-        prompt = [ctx.prompt] if ctx.prompt is not None else []
+        prompt = {ctx.prompt} if ctx.prompt is not None else set()
 
-        def open_seed(request: gr.Request, bench, model_name, look, seed_text, *rest):
-            model = ctx.space(model_name, look, bench)
-            seed = parse_seed(seed_text)
+        def open_seed(values: dict, request: gr.Request):
+            bench = values[ctx.bench]
+            model = ctx.space(values[ctx.model], values[ctx.look], bench)
+            seed = parse_seed(values[self.seed])
             seed = seed if seed is not None else ex.random_seed()
-            image = ex.image_prompt(ctx.services, rest[-1]) if self.image_prompt is not None else None
-            point = model.point_for_seed(seed, prompt=rest[0] if prompt else "",
+            image = ex.image_prompt(ctx.services, values[self.image_prompt]) if self.image_prompt is not None else None
+            point = model.point_for_seed(seed, prompt=values[ctx.prompt] if prompt else "",
                                          **({"image": image} if image is not None else {}))
             return show(ctx, bench, model, point)
 
-        def encode(request: gr.Request, bench, model_name, look, image, *rest):
+        def encode(values: dict, request: gr.Request):
+            bench, image, look = values[ctx.bench], values[self.upload], values[ctx.look]
             if image is None:
                 return gr.skip(), gr.skip(), gr.skip()
-            model = ctx.space(model_name, look, bench)
+            model = ctx.space(values[ctx.model], look, bench)
             from PIL import Image as PILImage
 
             from pipelines.vae import prepare_images
 
             size = DiffusionLook(**look).width if look else model.pipe.model.size  # diffusion / VAE
             images, _ = prepare_images([PILImage.fromarray(image)], size)
-            (point,) = ctx.services.host.lanes.run("model", model.encode, images, prompt=rest[0] if rest else "",
-                                              interactive=True)
+            (point,) = ctx.services.host.lanes.run("model", model.encode, images,
+                                                   prompt=values[ctx.prompt] if prompt else "", interactive=True)
             return show(ctx, bench, model, point, "encoded from your picture")
 
-        inputs = [ctx.bench, ctx.model, ctx.look, self.seed, *prompt,
-                  *([self.image_prompt] if self.image_prompt is not None else [])]
+        inputs = {ctx.bench, ctx.model, ctx.look, self.seed, *prompt,
+                  *([self.image_prompt] if self.image_prompt is not None else [])}
         self.open_args = (ctx.event(open_seed), inputs, current.outputs(ctx))  # other tabs open points too
         self.open_seed.click(ctx.event(open_seed), inputs, current.outputs(ctx), api_visibility="private",
-                             validator=check_fields(None, None, None, seed_field))
+                             validator=check_named({self.seed: seed_field}))
         self.dice.click(lambda: str(ex.random_seed()), None, self.seed, api_visibility="private")
         if self.upload is not None:
-            self.upload.upload(ctx.event(encode), [ctx.bench, ctx.model, ctx.look, self.upload, *prompt],
+            self.upload.upload(ctx.event(encode), {ctx.bench, ctx.model, ctx.look, self.upload, *prompt},
                                current.outputs(ctx), api_visibility="private")
 
 
@@ -134,17 +136,17 @@ class GridPanel:
 
     def wire(self, ctx: Context, current: CurrentPanel, timeline: Keyframes, brood: Parents,
              truncation: gr.Slider | None = None) -> None:
-        extra = [truncation] if truncation is not None else []
-        prompt = [ctx.prompt] if ctx.prompt is not None else []
+        optional = {c for c in (truncation, ctx.prompt) if c is not None}
 
-        def make(request: gr.Request, bench, model_name, look, first, n, *rest):
-            model = ctx.space(model_name, look, bench)
-            first = parse_seed(first) or 0
-            n = as_int("grid", n)
+        def make(values: dict, request: gr.Request):
+            bench = values[ctx.bench]
+            model = ctx.space(values[ctx.model], values[ctx.look], bench)
+            first = parse_seed(values[self.first_seed]) or 0
+            n = as_int("grid", values[self.size])
             check_int("grid", n, 1, ctx.services.settings.gan_limits.max_grid)  # the server's cap, not the slider's
-            options = {"truncation": float(rest[0])} if truncation is not None else {}
+            options = {"truncation": float(values[truncation])} if truncation is not None else {}
             if ctx.prompt is not None:
-                options["prompt"] = rest[-1]
+                options["prompt"] = values[ctx.prompt]
             points = [model.point_for_seed((first + i) % 2**32, **options) for i in range(n * n)]
             images = ex.render(ctx.services, model, points, interactive=False)
             picture = ex.show_cells(bench, images, points, n)
@@ -153,9 +155,9 @@ class GridPanel:
             return bench, picture
 
         self.make.click(ctx.event(make, generation=True),
-                        [ctx.bench, ctx.model, ctx.look, self.first_seed, self.size, *extra, *prompt],
+                        {ctx.bench, ctx.model, ctx.look, self.first_seed, self.size, *optional},
                         [ctx.bench, self.picture], api_visibility="private", queue=ctx.slow,
-                        validator=check_fields(None, None, None, seed_field))
+                        validator=check_named({self.first_seed: seed_field}))
         wire_cell_clicks(ctx, self.picture, self.action, current, timeline, brood)
 
 

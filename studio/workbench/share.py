@@ -44,21 +44,19 @@ class SharePanel:
         """settings / controls: the tab's render settings and the workbench's controls by name, saved as they
         are; restore(shared, model) → values for restore_outputs, which the page-load step fills."""
         services = ctx.services
-        names = [*settings, *controls]
 
         def choices(user: str) -> gr.Dropdown:
             rows = services.explorations.mine(user, ctx.tab)
             labels = [(f"{datetime.fromtimestamp(r['created']):%Y-%m-%d %H:%M} · {r['model']}", r["id"]) for r in rows]
             return gr.Dropdown(choices=labels, value=labels[0][1] if labels else None)
 
-        def share(request: gr.Request, bench, look, *values):
-            values = list(values)
-            named = dict(zip(names, values[:len(names)]))
-            amounts = [float(a) for a in values[len(names):]]
+        def share(values: dict, request: gr.Request):
+            bench = values[ctx.bench]
+            amounts = [float(values[slider]) for slider in sliders]
             user = user_of(request)
             share_id = services.explorations.save(
-                user, ctx.tab, bench, {"look": look, **{k: named[k] for k in settings}},
-                {**{k: named[k] for k in controls}, "amounts": amounts[:len(bench.directions)]})
+                user, ctx.tab, bench, {"look": values[ctx.look], **{k: values[c] for k, c in settings.items()}},
+                {**{k: values[c] for k, c in controls.items()}, "amounts": amounts[:len(bench.directions)]})
             return services.explorations.query(share_id), choices(user), "Link made: anyone who can open the studio " \
                 "can open it (with logins on, after logging in). Revoke it here to end it."
 
@@ -71,7 +69,7 @@ class SharePanel:
 
         owner_only = guarded(services, ctx.tab, owner_only="share explorations")
         made = self.share.click(friendly_errors(owner_only(share)),
-                                [ctx.bench, ctx.look, *settings.values(), *controls.values(), *sliders],
+                                {ctx.bench, ctx.look, *settings.values(), *controls.values(), *sliders},
                                 [self.link, self.mine, self.note], api_visibility="private")
         made.then(None, self.link, self.link, js=FULL_LINK, api_visibility="private")
         self.revoke.click(friendly_errors(owner_only(revoke)), self.mine, [self.mine, self.note],

@@ -108,18 +108,27 @@ class TimelinePanel:
             raise ValueError(f"the timeline holds at most {ex.MAX_KEYFRAMES} keyframes")
         bench.keyframes.append(ex.Keyframe(point, frames or 24))
 
-    def params(self, bench, ease, method, text_method, loop, fps) -> WalkParams:
+    @property
+    def walk_settings(self) -> tuple:
+        """How the walk goes between keyframes (read back by `params`)."""
+        return (self.ease, self.method, self.text_method, self.loop, self.fps)
+
+    def params(self, bench, values: dict) -> WalkParams:
+        """The walk's parameters from `values` (a handler's inputs by component) and the keyframes' frames."""
+        loop = values[self.loop]
         counts = [k.frames for k in bench.keyframes] if loop else [k.frames for k in bench.keyframes[:-1]]
-        return ex.walk_params(counts or [24], ease, method, text_method, loop, fps, self.limit)
+        return ex.walk_params(counts or [24], values[self.ease], values[self.method], values[self.text_method], loop,
+                              values[self.fps], self.limit)
 
     def wire(self, ctx: Context, current: CurrentPanel) -> None:
         self.ctx = ctx
-        settings = [self.ease, self.method, self.text_method, self.loop, self.fps]
+        settings = self.walk_settings
 
-        def scrub_range(bench, *values):
+        def scrub_range(values: dict):
+            bench = values[ctx.bench]
             if len(bench.keyframes) < 2:
                 return gr.Slider(minimum=0, maximum=1, value=0)
-            total = len(walk_positions_of(self, bench, *values))
+            total = len(walk_positions_of(self, bench, values))
             return gr.Slider(minimum=0, maximum=total - 1, value=0, step=1)
 
         def add_current(bench, frames, request: gr.Request):
@@ -128,18 +137,21 @@ class TimelinePanel:
             self.add(bench, bench.current, as_int("frames", frames))
             return bench, self.summary(bench)
 
-        def scrub(request: gr.Request, bench, model_name, look, frame, *values):
+        def scrub(values: dict, request: gr.Request):
+            bench = values[ctx.bench]
             if len(bench.keyframes) < 2:
                 return gr.skip()
-            model = ctx.space(model_name, look, bench)
-            point = point_at([k.point for k in bench.keyframes], self.params(bench, *values), as_int("frame", frame))
+            model = ctx.space(values[ctx.model], values[ctx.look], bench)
+            point = point_at([k.point for k in bench.keyframes], self.params(bench, values),
+                             as_int("frame", values[self.scrub]))
             return ex.picture(ex.render(ctx.services, model, [point], preview=True)[0], 200)
 
-        def render_walk(request: gr.Request, bench, model_name, look, *values):
-            model = ctx.space(model_name, look, bench)
+        def render_walk(values: dict, request: gr.Request):
+            bench = values[ctx.bench]
+            model = ctx.space(values[ctx.model], values[ctx.look], bench)
             if len(bench.keyframes) < 2:
                 raise ValueError("keyframes: add at least two keyframes to the timeline")
-            params = self.params(bench, *values)
+            params = self.params(bench, values)
             points = walk([k.point for k in bench.keyframes], params)
             frames = ex.render(ctx.services, model, points, interactive=False)
             scale = max(1, 256 // frames.shape[1])
@@ -155,19 +167,18 @@ class TimelinePanel:
             return (ex.grid_picture(frames, min(12, len(frames)), 64),
                     next((p for p in paths if p.endswith(".gif")), None), [p for p in paths if not p.endswith(".png")])
 
-        base = [ctx.bench, ctx.model, ctx.look]
+        base = {ctx.bench, ctx.model, ctx.look}
         current.as_key.click(ctx.event(add_current), [ctx.bench, self.frames], [ctx.bench, self.keys],
                              api_visibility="private")
-        self.keys.change(scrub_range, [ctx.bench, *settings], self.scrub, api_visibility="private")
-        for control in settings:
-            control.change(scrub_range, [ctx.bench, *settings], self.scrub, api_visibility="private")
-        self.scrub.change(ctx.event(scrub), [*base, self.scrub, *settings], self.scrub_picture,
+        for trigger in (self.keys, *settings):
+            trigger.change(scrub_range, {ctx.bench, *settings}, self.scrub, api_visibility="private")
+        self.scrub.change(ctx.event(scrub), {*base, self.scrub, *settings}, self.scrub_picture,
                           api_visibility="private", trigger_mode="always_last", show_progress="hidden", queue=False)
-        self.render.click(ctx.event(render_walk, generation=True), [*base, *settings],
+        self.render.click(ctx.event(render_walk, generation=True), {*base, *settings},
                           [self.strip, self.animation, self.files], api_visibility="private")
 
 
-def walk_positions_of(panel: TimelinePanel, bench: ex.Bench, *values):
+def walk_positions_of(panel: TimelinePanel, bench: ex.Bench, values: dict):
     from pipelines.latent import walk_positions
 
-    return walk_positions(len(bench.keyframes), panel.params(bench, *values))
+    return walk_positions(len(bench.keyframes), panel.params(bench, values))
