@@ -19,7 +19,7 @@ from studio.actions.images import check_loras, check_pictures, control_units, im
 from studio.actions.library import resolve_upscaler, save_shared_style, style_named, upscaled_origin, verify_file, verify_summary
 from studio.actions.text import build_params, run_text
 from studio.api.common import file_path, files, seed_or_random, unsaved
-from studio.api.registry import endpoint
+from studio.api.registry import documented, endpoint
 from studio.events import keep_output, session_of, user_of
 from studio.services import Services
 
@@ -134,45 +134,7 @@ def stop_text(services: Services, request: gr.Request = None) -> bool:
 # -- images -------------------------------------------------------------------------------------------------------
 
 
-@endpoint("generate_image", concurrency="image", tab="image", counted=True)
-def generate_image(
-    services: Services,
-    prompt: str = "",
-    negative_prompt: str = "",
-    steps: int = 20,
-    cfg_scale: float = 7.0,
-    width: int = 0,
-    height: int = 0,
-    sampler_name: str = "DPM++ 2M",
-    seed: int = -1,
-    subseed: int = -1,
-    subseed_strength: float = 0.0,
-    batch_size: int = 1,
-    n_iter: int = 1,
-    init_images: list[FileData] | None = None,
-    mask: FileData | None = None,
-    denoising_strength: float = 0.75,
-    model: str = "",
-    lora_files: list[FileData] | None = None,
-    lora_weights: str = "",
-    enable_hr: bool = False,
-    hr_scale: float = 2.0,
-    hr_upscaler: str = "Latent",
-    hr_second_pass_steps: int = 0,
-    hr_denoising_strength: float = 0.5,
-    styles: str = "",
-    outpaint: str = "",
-    controlnet: str = "",
-    controlnet_images: list[FileData] | None = None,
-    regions: str = "",
-    regions_ratios: str = "",
-    regions_weight: float = 1.0,
-    ip_adapter: str = "",
-    ip_adapter_image: FileData | None = None,
-    ip_adapter_weight: float = 0.6,
-    request: gr.Request = None,
-) -> tuple[dict, list[FileData]]:
-    """Text to image; image to image with `init_images`; inpainting with `init_images` and `mask`;
+GENERATE_IMAGE_DOC = """Text to image; image to image with `init_images`; inpainting with `init_images` and `mask`;
     outpainting with `init_images` and `outpaint`. Prompts take AUTOMATIC1111 weighting, e.g. (word:1.3).
 
     Args:
@@ -220,6 +182,47 @@ def generate_image(
     Returns a JSON object (seeds, parameters, seconds, history_ids) and the PNG files, each carrying its
     parameters (AUTOMATIC1111 text, JSON, XMP).
     """
+
+
+@endpoint("generate_image", concurrency="image", tab="image", counted=True)
+@documented(GENERATE_IMAGE_DOC)
+def generate_image(
+    services: Services,
+    prompt: str = "",
+    negative_prompt: str = "",
+    steps: int = 20,
+    cfg_scale: float = 7.0,
+    width: int = 0,
+    height: int = 0,
+    sampler_name: str = "DPM++ 2M",
+    seed: int = -1,
+    subseed: int = -1,
+    subseed_strength: float = 0.0,
+    batch_size: int = 1,
+    n_iter: int = 1,
+    init_images: list[FileData] | None = None,
+    mask: FileData | None = None,
+    denoising_strength: float = 0.75,
+    model: str = "",
+    lora_files: list[FileData] | None = None,
+    lora_weights: str = "",
+    enable_hr: bool = False,
+    hr_scale: float = 2.0,
+    hr_upscaler: str = "Latent",
+    hr_second_pass_steps: int = 0,
+    hr_denoising_strength: float = 0.5,
+    styles: str = "",
+    outpaint: str = "",
+    controlnet: str = "",
+    controlnet_images: list[FileData] | None = None,
+    regions: str = "",
+    regions_ratios: str = "",
+    regions_weight: float = 1.0,
+    ip_adapter: str = "",
+    ip_adapter_image: FileData | None = None,
+    ip_adapter_weight: float = 0.6,
+    request: gr.Request = None,
+) -> tuple[dict, list[FileData]]:
     limits = services.settings.image_limits
     check_int("steps", steps, 1, limits.max_steps)
     check_int("batch_size", batch_size, 1, limits.max_batch_size)

@@ -60,6 +60,17 @@ def endpoint(name: str, *, concurrency: str | None = None, tab: str | None = Non
     return register
 
 
+def documented(text: str) -> Callable[[Callable], Callable]:
+    """Give the decorated endpoint `text` as its docstring: for an endpoint whose API fields need a long one (the
+    function then reads as its code)."""
+
+    def give(fn: Callable) -> Callable:
+        fn.__doc__ = text
+        return fn
+
+    return give
+
+
 def shared_doc(marker: str, text: str) -> Callable[[Callable], Callable]:
     """Put `text` (parameter lines for the `Args:` block, written once for several endpoints) into the decorated
     function's docstring where the line `marker` stands, at that line's indentation."""
