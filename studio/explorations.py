@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipelines.latent import load_directions, load_points, points_bytes, save_directions
-from studio import explore as ex
+from studio.actions import latent as ex
 from studio.history import write_atomic
 
 QUERY = "exploration"  # ?exploration=<id>.<token>

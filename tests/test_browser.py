@@ -817,7 +817,7 @@ def test_an_exploration_link_reopens_the_same_state_in_a_fresh_browser_and_can_b
 
     # a link to a model this machine does not have says which model and how to get it
     from pipelines.latent import LatentPoint
-    from studio.explore import Bench
+    from studio.actions.latent import Bench
 
     elsewhere = Bench(model="someone/their-gan", current=LatentPoint(torch.zeros(8), model="someone/their-gan"))
     share_id = services.explorations.save("local", "gan", elsewhere, {"model": "someone/their-gan"}, {})

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from pipelines.latent import Direction, LatentPoint
-from studio.explore import Bench, Keyframe
+from studio.actions.latent import Bench, Keyframe
 from studio.explorations import Explorations
 
 

@@ -272,7 +272,7 @@ def test_explore_is_held_to_the_server_limits_and_full_renders_count_for_guests(
 def test_an_image_tab_picture_opens_in_explore_as_the_model_read_it_and_says_what_it_leaves_out():
     """4. The style is applied to the prompt Explore embeds; LoRAs, hires and a start image are named, not dropped
     in silence."""
-    from studio.explore import from_picture
+    from studio.actions.latent import from_picture
 
     settings, notes = from_picture({"prompt": "a cat", "negative_prompt": "blurry", "model": "m", "seed": 4,
                                     "style": {"name": "Watercolour", "prompt": "watercolour painting of {prompt}",

@@ -70,7 +70,7 @@ def test_gan_pictures_from_a_replica_match_in_process_and_keep_the_pipeline_inte
 
 
 def test_the_workbench_contract_is_answered_by_the_replica(tier):
-    from studio import explore as ex
+    from studio.actions import latent as ex
 
     _, services, here = tier
     model, local = ex.latent_model(services, "tiny-gan", "gan"), ex.latent_model(here, "tiny-gan", "gan")

@@ -31,7 +31,7 @@ from pipelines.latent import (
     walk_quality,
 )
 from pipelines.media import gif_bytes, grid, mp4_bytes, png_bytes
-from studio import explore as ex
+from studio.actions import latent as ex
 from studio.api.common import file_path, files, keep, seed_or_random
 from studio.api.registry import endpoint, shared_doc
 from studio.events import user_of

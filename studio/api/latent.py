@@ -12,7 +12,7 @@ from pipelines.gan import GANParams, InterpolationParams
 from pipelines.latent import LatentPoint, points_bytes
 from pipelines.media import gif_bytes, grid, mp4_bytes, png_bytes
 from pipelines.vae import MapParams, MorphParams
-from studio import explore as ex
+from studio.actions import latent as ex
 from studio.actions.vae import train_vae_model, uploads
 from studio.api.common import file_path, files, keep, seed_or_random
 from studio.api.registry import endpoint

@@ -135,7 +135,7 @@ def _picture_file(services: Services):
     def picture_file(state, model_name, look_values, request: gr.Request = None):
         """The current point rendered at full quality, as a PNG another tab can start from."""
         from pipelines.media import png_bytes
-        from studio import explore as ex
+        from studio.actions import latent as ex
 
         if state.current is None:
             raise gr.Error("Open a picture first (a seed, a grid cell or an upload).")
@@ -149,7 +149,7 @@ def _picture_file(services: Services):
 def _from_image(params: dict) -> list:
     """Look settings, prompt (its style applied) and seed of an Image tab picture, so Explore opens that very
     picture; what a point cannot carry (LoRAs, hires, a start image) is said in a message."""
-    from studio import explore as ex
+    from studio.actions import latent as ex
 
     settings, notes = ex.from_picture(params)
     for note in notes:

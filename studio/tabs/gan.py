@@ -6,7 +6,7 @@ from __future__ import annotations
 import gradio as gr
 
 from pipelines.media import png_bytes
-from studio import explore as ex
+from studio.actions import latent as ex
 from studio.services import Services
 from studio.tabs.common import TabHandle, friendly_errors, guarded, page_file
 from studio.workbench import WorkbenchSpec, build_workbench

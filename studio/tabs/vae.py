@@ -17,7 +17,7 @@ from pipelines.vae import (
     train_conv_vae,
     trained_vae_folders,
 )
-from studio import explore as ex
+from studio.actions import latent as ex
 from studio.actions.vae import finish_training, training_setup, uploads
 from studio.services import Services
 from studio.tabs.common import (TabHandle, as_int, friendly_errors, guarded, keep_output, page_file, parse_seed,

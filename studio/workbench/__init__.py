@@ -1,7 +1,7 @@
 """The latent workbench's UI pieces, composed by the Explore (diffusion), GAN and VAE tabs.
 
 Each piece builds its components inside the current Blocks and returns a dataclass of handles; its
-`wire` method connects events to `studio/explore.py` actions. All pieces share one per-tab `Bench`
+`wire` method connects events to `studio/actions/latent.py` actions. All pieces share one per-tab `Bench`
 state (gr.State) and the picture being changed (`CurrentPanel`), which stays in view — sticky beside
 the tools at desktop width, a smaller sticky picture at phone width — while sliders and the timeline
 move it. Grids, maps and broods are sent as one picture; a click is mapped back to its cell.
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from studio import explore as ex
+from studio.actions import latent as ex
 from studio.workbench.common import Context, CurrentPanel, wire_current_files
 from studio.workbench.directions import DirectionPanel
 from studio.workbench.panels import BreedPanel, GridPanel, MapPanel, StartRow

@@ -11,7 +11,7 @@ import gradio as gr
 from pipelines.image_latent import DiffusionLook
 from pipelines.latent import points_bytes, save_points
 from pipelines.media import png_bytes
-from studio import explore as ex
+from studio.actions import latent as ex
 from studio.events import friendly_errors, guarded, keep_output, user_of
 
 MAX_SLIDERS = 16

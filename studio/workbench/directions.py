@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import gradio as gr
 
 from pipelines.latent import move
-from studio import explore as ex
+from studio.actions import latent as ex
 from studio.events import as_int, friendly_errors, guarded
 from studio.workbench.common import MAX_SLIDERS, Context, CurrentPanel, MapAxes, show
 

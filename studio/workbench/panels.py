@@ -9,7 +9,7 @@ import gradio as gr
 from pipelines.image_latent import DiffusionLook
 from pipelines.checks import check_int
 from pipelines.latent import breed, map_points, vary
-from studio import explore as ex
+from studio.actions import latent as ex
 from studio.tabs.common import as_int, check_named, parse_seed, seed_field
 from studio.workbench.common import (
     ACTIONS,

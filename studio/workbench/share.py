@@ -10,7 +10,7 @@ import gradio as gr
 
 from pipelines.latent import move
 from pipelines.registry import ModelNotAvailable
-from studio import explore as ex
+from studio.actions import latent as ex
 from studio.explorations import QUERY
 from studio.events import friendly_errors, guarded, user_of
 from studio.workbench.common import MAX_SLIDERS, Context

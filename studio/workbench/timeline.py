@@ -8,7 +8,7 @@ import gradio as gr
 
 from pipelines.latent import EASES, WalkParams, point_at, walk
 from pipelines.media import gif_bytes, mp4_bytes, png_bytes
-from studio import explore as ex
+from studio.actions import latent as ex
 from studio.events import as_int, friendly_errors, keep_output, user_of
 from studio.workbench.common import Context, CurrentPanel
 
