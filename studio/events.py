@@ -204,3 +204,42 @@ def _not_kept(tab: str, exc: Exception) -> None:
     log.error("could not save a %s output to History: %s", tab, exc)
     gr.Warning(f"Your result is shown but could not be saved to History ({getattr(exc, 'strerror', None) or exc}). "
                "Free some disk space; download anything you want to keep now.")
+
+
+def check_fields(*checks):
+    """A Gradio `validator` from per-input checks (None = not checked): each check raises ValueError for a
+    bad value; the message then shows next to that field, and the event does not run."""
+    def validator(*values, **_):
+        results = []
+        for value, check in zip(values, list(checks) + [None] * (len(values) - len(checks))):
+            try:
+                if check is not None:
+                    check(value)
+                results.append(gr.validate(True, ""))
+            except ValueError as exc:
+                results.append(gr.validate(False, str(exc)))
+        return results
+
+    return validator
+
+
+def check_named(checks: dict):
+    """A Gradio `validator` for an event whose `inputs` are a set (its values come as one dict keyed by
+    component): `checks` maps a component to a check that raises ValueError for a bad value; the message then
+    shows next to that field, and the event does not run. Gradio puts the answers, keyed by component, in the
+    event's own order of inputs."""
+    def validator(values: dict, *_, **__):
+        results = {}
+        for component, check in checks.items():
+            try:
+                check(values.get(component))
+                results[component] = gr.validate(True, "")
+            except ValueError as exc:
+                results[component] = gr.validate(False, str(exc))
+        return results
+
+    return validator
+
+
+def seed_field(value) -> None:
+    parse_seed(value)

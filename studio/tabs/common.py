@@ -7,16 +7,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import gradio as gr
-
 from studio.events import (  # noqa: F401 (re-exported for the tabs)
     as_int,
+    check_fields,
+    check_named,
     friendly_errors,
     guarded,
     keep_output,
     list_outputs,
     origin,
     parse_seed,
+    seed_field,
     session_of,
     user_of,
 )
@@ -53,44 +54,3 @@ def page_file(data: bytes, name: str) -> str:
     path = folder / (re.sub(r"[^A-Za-z0-9_.-]", "_", name)[:60] or "file")
     path.write_bytes(data)
     return str(path)
-
-
-def check_fields(*checks):
-    """A Gradio `validator` from per-input checks (None = not checked): each check raises ValueError for a
-    bad value; the message then shows next to that field, and the event does not run."""
-    def validator(*values, **_):
-        results = []
-        for value, check in zip(values, list(checks) + [None] * (len(values) - len(checks))):
-            try:
-                if check is not None:
-                    check(value)
-                results.append(gr.validate(True, ""))
-            except ValueError as exc:
-                results.append(gr.validate(False, str(exc)))
-        return results
-
-    return validator
-
-
-def check_named(checks: dict):
-    """A Gradio `validator` for an event whose `inputs` are a set (its values come as one dict keyed by
-    component): `checks` maps a component to a check that raises ValueError for a bad value; the message then
-    shows next to that field, and the event does not run. Gradio puts the answers, keyed by component, in the
-    event's own order of inputs."""
-    def validator(values: dict, *_, **__):
-        results = {}
-        for component, check in checks.items():
-            try:
-                check(values.get(component))
-                results[component] = gr.validate(True, "")
-            except ValueError as exc:
-                results[component] = gr.validate(False, str(exc))
-        return results
-
-    return validator
-
-
-def seed_field(value) -> None:
-    parse_seed(value)
-
-

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 
 import gradio as gr
 
-from pipelines.image_latent import DiffusionLook
 from pipelines.checks import check_int
+from pipelines.image_latent import DiffusionLook
 from pipelines.latent import breed, map_points, vary
 from studio.actions import latent as ex
-from studio.tabs.common import as_int, check_named, parse_seed, seed_field
+from studio.events import as_int, check_named, parse_seed, seed_field
 from studio.workbench.common import (
     ACTIONS,
     Context,
@@ -21,7 +21,6 @@ from studio.workbench.common import (
     show,
     wire_cell_clicks,
 )
-
 
 # -- start: a seed, a prompt, an upload -----------------------------------------------------------------------
 
