@@ -239,7 +239,7 @@ class SettingsPanel:
         model = gr.Dropdown(registry.names("image"), value=registry.default("image"), allow_custom_value=True,
                             label="Model", info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
                             elem_id="image-model")
-        scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler")
+        scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler", elem_id="image-sampler")
         with gr.Row():
             steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps", elem_id="image-steps")
             guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Guidance (CFG)")
