@@ -8,6 +8,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from pipelines.image import MODE_LABELS as LABEL_OF
 from pipelines.image import (
     MODES,
     SCHEDULERS,
@@ -17,7 +18,6 @@ from pipelines.image import (
     lora_set,
     open_user_image,
 )
-from pipelines.image import MODE_LABELS as LABEL_OF
 from pipelines.image_flow import FLOW_SCHEDULERS, sampler_choices, spec_family
 from pipelines.image_prompt import parse_weights
 from pipelines.media import png_bytes
