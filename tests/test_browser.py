@@ -826,3 +826,59 @@ def test_an_exploration_link_reopens_the_same_state_in_a_fresh_browser_and_can_b
     missing.wait_for_function("() => [...document.querySelectorAll('.toast-body')].some(t => "
                               "t.innerText.includes('made with the model someone/their-gan'))", timeout=SLOW)
     missing.context.close()
+
+
+@pytest.fixture(scope="module")
+def flow_models(served_app, tmp_path_factory):
+    """tiny-flux and tiny-kontext (a Flux.1 Kontext over the same tiny Flux's parts) registered on the launched
+    studio; the Model box takes a name it did not list at launch, as a person types a folder."""
+    from pipelines.registry import ModelSpec
+    from tests.families import build_tiny_flux_kontext
+
+    _, services = served_app
+    root = tmp_path_factory.mktemp("flow-models")
+    kontext = build_tiny_flux_kontext(root)  # builds the tiny Flux beside it (root/_flux/flux) and reuses its parts
+    for name, folder in (("tiny-flux", root / "_flux" / "flux"), ("tiny-kontext", kontext)):
+        services.host.registry.add(ModelSpec(name, "image", "folder", str(folder), license="test"))
+    return "tiny-flux", "tiny-kontext"
+
+
+def test_image_tab_on_a_flow_model_generates_by_seed_then_edits_by_instruction(served_app, flow_models, page,
+                                                                             artifacts_dir):
+    """Flux on the page: its samplers and modes follow the model; a picture by seed; then a Kontext model edits
+    that very picture by instruction (the mode chosen for it, strength hidden, the prompt asking for the change)."""
+    url, services = served_app
+    flux, kontext = flow_models
+    before = {item.id for item in services.history.list(tab="image")}
+    page.goto(url)
+    page.get_by_role("tab", name="Image").click()
+    choose_model(page, "image-model", flux)
+    page.wait_for_function("() => document.querySelector('#image-sampler input').value == 'Flow Euler'",
+                           timeout=SLOW)
+    assert page.locator("#image-mode input[value='Outpaint']").count() == 0  # Flux does not outpaint here
+    move_slider(page, "image-steps", 2)
+    move_slider(page, "image-batch", 1)
+    page.locator("#image-seed textarea, #image-seed input").first.fill("21")
+    page.locator("#image-prompt textarea").fill("a red fox")
+    page.locator("#image-generate").click()
+    wait_text(page, "image-status", "1 image(s) · seeds 21")
+
+    page.locator("#image-gallery img").first.click()
+    page.get_by_role("button", name="Send selected to img2img").click()
+    page.wait_for_function("() => document.querySelector('#image-init img')", timeout=SLOW)
+    choose_model(page, "image-model", kontext)  # an editing model: its mode is chosen, strength hidden
+    page.wait_for_function("() => document.querySelector(\"#image-mode input[value='Edit by instruction']\")"
+                           "?.checked", timeout=SLOW)
+    page.wait_for_function("() => document.querySelector('#image-prompt textarea').placeholder"
+                           ".startsWith('describe the change')", timeout=SLOW)
+    assert page.locator("#image-mode input[value='Text to image']").count() == 0
+    assert not page.get_by_label("Denoising strength").first.is_visible()
+    page.locator("#image-prompt textarea").fill("make it night")
+    made = src_of(page, "image-gallery")
+    page.locator("#image-generate").click()
+    wait_new_picture(page, "image-gallery", made)
+    wait_text(page, "image-status", "1 image(s) · seeds 21")
+    page.screenshot(path=str(artifacts_dir / "image-flow-edit.png"), full_page=True)
+    made = sorted((i for i in services.history.list(tab="image") if i.id not in before), key=lambda i: i.created_at)
+    assert [(i.model, i.params["mode"], i.seed) for i in made] == [(flux, "txt2img", 21),
+                                                                             (kontext, "edit", 21)]

@@ -56,3 +56,57 @@ def test_the_validator_answers_beside_the_field_it_checks(page):
     assert "'x' is not a number" in answers[form.side.lora_weights]["message"]
     answers = validator({**defaults, form.side.seed: "12", form.side.lora_weights: "0.8, 0.5"})
     assert all(answer["is_valid"] for answer in answers.values())  # good weights pass (their count: with the files)
+
+
+def index_only(folder, class_name: str) -> str:
+    """A folder that says which pipeline it is and holds nothing else: enough to know its modes, never to load."""
+    import json
+
+    folder.mkdir(parents=True)
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": class_name}))
+    return str(folder)
+
+
+def test_the_modes_offered_follow_the_model_without_loading_it(page, tmp_path, tiny_sd_dir):
+    from studio.tabs.image import _spec, mode_labels, model_modes
+
+    services = page[0]
+    modes = {name: model_modes(_spec(services, location)) for name, location in (
+        ("kontext", index_only(tmp_path / "kontext", "FluxKontextPipeline")),
+        ("flux", index_only(tmp_path / "flux", "FluxPipeline")), ("sd", str(tiny_sd_dir)),
+        ("hub", "someone/not-downloaded"), ("nothing", "../no/such/model"))}
+    assert modes["kontext"] == ("inpaint", "edit") and mode_labels(modes["kontext"]) == ["Inpaint", "Edit by instruction"]
+    assert modes["flux"] == ("txt2img", "img2img", "inpaint") and modes["sd"] == ("txt2img", "img2img", "inpaint",
+                                                                                   "outpaint")
+    assert modes["hub"] == modes["nothing"] == ("txt2img", "img2img", "inpaint", "outpaint", "edit")  # refused later
+
+
+def test_edit_reads_the_starting_image_and_writes_the_change_as_the_prompt(page, tmp_path):
+    from PIL import Image
+
+    services, form, defaults = page
+    compose = form.compose
+    assert "Edit by instruction" in compose.mode.choices[-1]
+    start = tmp_path / "start.png"
+    Image.new("RGB", (64, 64), "red").save(start)
+    values = {**defaults, compose.mode: "Edit by instruction", compose.prompt: "make it night",
+              form.side.scheduler: "Flow Euler", compose.strength: 0.3}
+    with pytest.raises(ValueError, match="init_image: edit by instruction needs a starting image"):
+        form.to_params(services, values)
+    params, _ = form.to_params(services, {**values, compose.init_image: str(start)})
+    assert (params.mode, params.prompt, params.init_image.size, params.mask) == ("edit", "make it night", (64, 64),
+                                                                                  None)
+
+
+def test_restore_keeps_an_edit_an_edit_with_its_models_choices(page, tmp_path):
+    from studio.tabs.image import _restorer
+
+    services, form, _ = page
+    restore, outputs = _restorer(services, form.compose, form.side)
+    kontext = index_only(tmp_path / "kontext", "FluxKontextPipeline")
+    mode = dict(zip(outputs, restore({"mode": "edit", "model": kontext, "prompt": "add a hat"})))[form.compose.mode]
+    assert mode["value"] == "Edit by instruction" and mode["choices"] == ["Inpaint", "Edit by instruction"]
+    mode = dict(zip(outputs, restore({"mode": "img2img", "model": kontext})))[form.compose.mode]
+    assert mode["value"] == "Edit by instruction"  # image to image on an editing model is an edit
+    mode = dict(zip(outputs, restore({"mode": "edit"})))[form.compose.mode]
+    assert mode["value"] == "Edit by instruction" and len(mode["choices"]) == 5

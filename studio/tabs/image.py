@@ -8,8 +8,17 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from pipelines.image import SCHEDULERS, GenerationCancelled, ImageParams, lora_set, open_user_image
-from pipelines.image_flow import FLOW_SCHEDULERS
+from pipelines.image import MODE_LABELS as LABEL_OF
+from pipelines.image import (
+    MODES,
+    SCHEDULERS,
+    SD_MODES,
+    GenerationCancelled,
+    ImageParams,
+    lora_set,
+    open_user_image,
+)
+from pipelines.image_flow import FLOW_SCHEDULERS, sampler_choices, spec_family
 from pipelines.image_prompt import parse_weights
 from pipelines.media import png_bytes
 from studio.actions.images import lora_weights, loras_from, making_images
@@ -32,7 +41,9 @@ from studio.tabs.image_extras import Extras, build_extras, build_upscale_panel
 from studio.tabs.image_live import LivePanel
 from studio.tabs.image_plot import build_plot_panel
 
-MODE_LABELS = {"Text to image": "txt2img", "Image to image": "img2img", "Inpaint": "inpaint", "Outpaint": "outpaint"}
+MODE_LABELS = {label: mode for mode, label in LABEL_OF.items()}  # what the Mode radio shows → the mode it runs
+PROMPT_HINTS = {"edit": "describe the change: make it night, add a hat…"}
+PROMPT_HINT = "red heart, smiling cat face, rocket…"
 
 
 def _mask_from_editor(editor: dict | None, max_pixels: int):
@@ -74,10 +85,11 @@ class ComposePanel:
         return {self.mode, self.prompt, self.negative, self.init_image, self.editor, self.strength}
 
     @classmethod
-    def build(cls) -> ComposePanel:
-        mode = gr.Radio(list(MODE_LABELS), value="Text to image", label="Mode", elem_id="image-mode")
-        prompt = gr.Textbox(label="Prompt", lines=3, placeholder="red heart, smiling cat face, rocket…",
-                            elem_id="image-prompt")
+    def build(cls, modes: tuple[str, ...] = MODES) -> ComposePanel:
+        """The panel, its Mode radio offering `modes` (what the starting model runs, where that is known)."""
+        mode = gr.Radio(mode_labels(modes), value=LABEL_OF[chosen_mode(modes, "txt2img")], label="Mode",
+                        elem_id="image-mode")
+        prompt = gr.Textbox(label="Prompt", lines=3, placeholder=PROMPT_HINT, elem_id="image-prompt")
         negative = gr.Textbox(label="Negative prompt", lines=2, placeholder="what to avoid")
         init_image = gr.Image(label="Starting image", type="filepath", visible=False, height=320,
                               elem_id="image-init")
@@ -97,13 +109,13 @@ class ComposePanel:
     def start_picture(self, services, values: dict, mode: str) -> tuple:
         """(start image, mask, notes on how the image was read, outpainting's size or None) for `mode`."""
         limits = services.settings.image_limits
-        if mode in ("img2img", "outpaint"):
+        if mode in ("img2img", "outpaint", "edit"):
             init_path = values[self.init_image]
             if not init_path:
                 raise ValueError(f"init_image: {str(values[self.mode]).lower()} needs a starting image; upload one "
                                  "or send one from the gallery")
             init, notes = open_user_image(init_path, limits.max_image_pixels)
-            # outpainting grows the picture as it is (its size to a multiple of 8)
+            # outpainting grows the picture as it is (its size to a multiple of 8); an edit is made at width × height
             size = tuple(max(64, min(2048, side // 8 * 8)) for side in init.size) if mode == "outpaint" else None
             return init, None, notes, size
         if mode == "inpaint":
@@ -134,16 +146,57 @@ def _results_panel(services: Services) -> SimpleNamespace:
     return ui
 
 
-def _family_samplers(services: Services, name: str):
-    """The Sampler dropdown for the chosen model: its family's samplers (flow-matching for Flux, SD3, Z-Image…)."""
-    from pipelines.image_flow import sampler_choices
+def mode_labels(modes: tuple[str, ...]) -> list[str]:
+    return [LABEL_OF[mode] for mode in MODES if mode in modes]
 
+
+def chosen_mode(modes: tuple[str, ...], current: str | None) -> str:
+    """The mode to show among `modes`: the current one if the model runs it, else editing (for an editing
+    model), else the first."""
+    if current in modes:
+        return current
+    return "edit" if "edit" in modes else modes[0]
+
+
+def _spec(services: Services, name):
+    """The registry's spec for the Model box's text (None for text that names no model)."""
+    if not isinstance(name, str) or not name.strip():
+        return None
     try:
-        spec = services.host.registry.lookup(name, "image")
-    except ValueError:
-        spec = None
-    choices, value = sampler_choices(spec, tuple(SCHEDULERS))
-    return gr.update(choices=choices, value=value)
+        return services.host.registry.lookup(name, "image")
+    except (ValueError, OSError):
+        return None
+
+
+def model_modes(spec) -> tuple[str, ...]:
+    """The modes the Image tab offers for a model, known without loading it: its family's (from a folder's or a
+    cached hub model's model_index.json), SD/SDXL's four for a UNet model, or every mode when it cannot be known
+    yet (a hub model not downloaded): the pipeline then refuses what the model cannot do, in words."""
+    if spec is None:
+        return MODES
+    if spec.source in ("asset", "package"):
+        return SD_MODES
+    try:
+        family = spec_family(spec)
+    except (ValueError, OSError):
+        return MODES
+    if family is not None:
+        return family.modes
+    return SD_MODES if spec.source in ("folder", "file") else MODES
+
+
+def _wire_model(services: Services, compose: ComposePanel, side: SettingsPanel) -> None:
+    """The Sampler and Mode follow the chosen model: its family's samplers (flow-matching for Flux, SD3,
+    Z-Image…) and the modes it runs (an editing model: Edit by instruction and Inpaint) — read from its spec,
+    never by loading it."""
+    def follow(values: dict):
+        spec = _spec(services, values[side.model])
+        samplers, sampler = sampler_choices(spec, tuple(SCHEDULERS))
+        modes = model_modes(spec)
+        mode = chosen_mode(modes, MODE_LABELS.get(values[compose.mode]))
+        return gr.update(choices=samplers, value=sampler), gr.update(choices=mode_labels(modes), value=LABEL_OF[mode])
+
+    side.model.change(follow, {side.model, compose.mode}, [side.scheduler, compose.mode], api_visibility="private")
 
 
 @dataclass
@@ -186,8 +239,7 @@ class SettingsPanel:
         model = gr.Dropdown(registry.names("image"), value=registry.default("image"), allow_custom_value=True,
                             label="Model", info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
                             elem_id="image-model")
-        scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler")
-        model.change(lambda name: _family_samplers(services, name), model, scheduler, api_visibility="private")
+        scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler", elem_id="image-sampler")
         with gr.Row():
             steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps", elem_id="image-steps")
             guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Guidance (CFG)")
@@ -278,15 +330,17 @@ def _fit_brush(value):
 
 
 def _wire_mode(ui: ComposePanel, extras: Extras) -> None:
-    """The mode shows its own inputs; the inpainting brush follows the picture's size."""
+    """The mode shows its own inputs (an edit: the starting image and a hint to write the change, no strength); the
+    inpainting brush follows the picture's size."""
     def show_mode(label):
-        m = MODE_LABELS[label]
-        return (gr.Image(visible=m in ("img2img", "outpaint")), gr.ImageEditor(visible=m == "inpaint"),
-                gr.Slider(visible=m != "txt2img"), gr.Accordion(visible=m == "txt2img"),
-                gr.Group(visible=m == "outpaint"), gr.Slider(visible=m == "inpaint"))
+        m = MODE_LABELS.get(label, "txt2img")
+        return (gr.Image(visible=m in ("img2img", "outpaint", "edit")), gr.ImageEditor(visible=m == "inpaint"),
+                gr.Slider(visible=m not in ("txt2img", "edit")), gr.Accordion(visible=m == "txt2img"),
+                gr.Group(visible=m == "outpaint"), gr.Slider(visible=m == "inpaint"),
+                gr.Textbox(placeholder=PROMPT_HINTS.get(m, PROMPT_HINT)))
 
     ui.mode.change(show_mode, ui.mode, [ui.init_image, ui.editor, ui.strength, extras.hires_box, extras.outpaint_box,
-                                        ui.brush_size], api_visibility="private")
+                                        ui.brush_size, ui.prompt], api_visibility="private")
     ui.editor.upload(_fit_brush, ui.editor, [ui.editor, ui.brush_size], api_visibility="private", queue=False)
     ui.brush_size.release(_brush, ui.brush_size, ui.editor, api_visibility="private", queue=False)
 
@@ -339,22 +393,25 @@ def _runner(services: Services, form: ImageForm):
     return generate
 
 
-def _wire_sending(services, compose: ComposePanel, results: SimpleNamespace, kept_ids, selected) -> None:
+def _wire_sending(services, compose: ComposePanel, side: SettingsPanel, results: SimpleNamespace, kept_ids,
+                  selected) -> None:
     """The gallery's pictures are History items: a click remembers the item's id (server-side state, from the
-    index clicked — never a path the browser sends), and "Send to" reads that item, if it is the caller's."""
+    index clicked — never a path the browser sends), and "Send to" reads that item, if it is the caller's. An
+    editing model (no image to image of its own) gets the picture to edit by instruction."""
     def remember(ids, evt: gr.SelectData):
         index = evt.index if isinstance(evt.index, int) else None
         return ids[index] if ids and index is not None and 0 <= index < len(ids) else None
 
-    def send(item_id, target):
-        picture = kept_picture(services, item_id)
+    def send(values: dict, target: str):
+        picture = kept_picture(services, values[selected])
         if target == "img2img":
-            return "Image to image", picture, gr.skip()
+            modes = model_modes(_spec(services, values[side.model]))
+            return LABEL_OF["img2img" if "img2img" in modes else "edit"], picture, gr.skip()
         return "Inpaint", gr.skip(), {"background": picture, "layers": [], "composite": picture}
 
     results.gallery.select(remember, kept_ids, selected, api_visibility="private")
     for button, target in ((results.to_img2img, "img2img"), (results.to_inpaint, "inpaint")):
-        button.click(friendly_errors(lambda item_id, t=target: send(item_id, t)), selected,
+        button.click(friendly_errors(lambda values, t=target: send(values, t)), {selected, side.model},
                      [compose.mode, compose.init_image, compose.editor], api_visibility="private")
 
 
@@ -362,7 +419,7 @@ def build(services: Services) -> TabHandle:
     with gr.Row(equal_height=False, elem_classes=["image-layout"]):
         with gr.Column(scale=3, elem_classes=["image-left"]):
             with gr.Column(elem_classes=["image-compose"]):
-                compose = ComposePanel.build()
+                compose = ComposePanel.build(model_modes(_spec(services, services.host.registry.default("image"))))
                 live = LivePanel.build(services.settings.image_limits.max_steps)
             with gr.Column(elem_classes=["image-results"]):
                 results = _results_panel(services)
@@ -371,6 +428,7 @@ def build(services: Services) -> TabHandle:
     form = ImageForm(compose, side)
     kept_ids, selected = gr.State([]), gr.State(None)  # the results' History ids; the one clicked
     _wire_mode(compose, side.extras)
+    _wire_model(services, compose, side)
     side.control.wire(services, [side.width, side.height])
     results.wire_plot(form)
     live.wire(services, form, [compose.prompt, compose.negative, side.scheduler, side.guidance, side.width,
@@ -386,8 +444,8 @@ def build(services: Services) -> TabHandle:
         services.jobs.cancel(session_of(request), "image")
 
     compose.cancel.click(stop, None, None, api_visibility="private", queue=False)
-    _wire_sending(services, compose, results, kept_ids, selected)
-    restore, restore_outputs = _restorer(compose, side)
+    _wire_sending(services, compose, side, results, kept_ids, selected)
+    restore, restore_outputs = _restorer(services, compose, side)
     results.png_in.upload(lambda file: png_info(services, file), results.png_in,
                           [results.png_text, results.verdict, results.png_json], api_visibility="private")
     results.png_send.click(lambda info: from_png(info, restore), results.png_json, restore_outputs,
@@ -403,15 +461,15 @@ def build(services: Services) -> TabHandle:
     return handle
 
 
-def _restorer(compose: ComposePanel, side: SettingsPanel):
+def _restorer(services: Services, compose: ComposePanel, side: SettingsPanel):
     """restore(params) → values for the returned outputs: an item's settings put back (LoRA files are not kept
-    with items: their names and weights are in the item's parameters; add the files again)."""
+    with items: their names and weights are in the item's parameters; add the files again). The mode comes back
+    with the choices of the item's model, so an edit is restored as an edit."""
     fields = {"prompt": compose.prompt, "negative_prompt": compose.negative, "model": side.model,
               "scheduler": side.scheduler, "steps": side.steps, "guidance": side.guidance, "width": side.width,
               "height": side.height, "seed": side.seed, "variation_seed": side.variation_seed,
               "variation_strength": side.variation_strength, "mode": compose.mode, "strength": compose.strength,
               "batch_size": side.batch_size, "batch_count": side.batch_count}
-    labels = {name: label for label, name in MODE_LABELS.items()}
 
     def restore(params: dict) -> list:
         values = []
@@ -422,7 +480,9 @@ def _restorer(compose: ComposePanel, side: SettingsPanel):
             elif name in ("seed", "variation_seed"):
                 values.append(str(value))
             elif name == "mode":
-                values.append(labels.get(value, gr.skip()))
+                modes = model_modes(_spec(services, params.get("model")))
+                values.append(gr.update(choices=mode_labels(modes), value=LABEL_OF[chosen_mode(modes, value)])
+                              if value in MODES else gr.skip())
             else:
                 values.append(value)
         return values + side.extras.restore(params)
