@@ -324,6 +324,78 @@ def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.d
                                                        local_files_only=True)
 
 
+def quantization_config(method: str, *, for_diffusers: bool, dtype: torch.dtype):
+    """The `quantization_config` that reads a component quantized by `method` (a key of memory_flow.QUANTIZERS):
+    diffusers' config class for the transformer, transformers' own for a text encoder."""
+    import diffusers
+    import transformers
+
+    library = diffusers if for_diffusers else transformers
+    if method == "bnb-nf4":
+        return library.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    if method == "bnb-int8":
+        return library.BitsAndBytesConfig(load_in_8bit=True)
+    if method == "torchao-int8":
+        from torchao.quantization import Int8WeightOnlyConfig
+
+        return library.TorchAoConfig(Int8WeightOnlyConfig())
+    if method.startswith("sdnq-"):
+        import sdnq  # one config for both libraries: importing sdnq registers it with transformers
+
+        return sdnq.SDNQConfig(weights_dtype=method.removeprefix("sdnq-"))
+    raise ValueError(f"no quantizer called {method!r}")
+
+
+def quantize_at_load(pipe, method: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Read each named component again, quantized by `method` as diffusers (transformer) or transformers (text
+    encoders) load it, from where the pipeline came from (its folder, or the hub's cached copy of it; a transformer
+    read from a `.safetensors` file from that file) — the unquantized copy read first is dropped. A component that
+    arrived quantized (a GGUF transformer) stays as it is. Returns the names it quantized."""
+    import diffusers
+
+    from pipelines.memory import QUANTIZER_LABELS
+    from pipelines.memory_flow import is_quantized
+    from pipelines.registry import ModelNotAvailable
+
+    source, done = None, []
+    for name in names:
+        module = getattr(pipe, name, None)
+        if module is None or is_quantized(module):
+            continue
+        source = source or _local_source(pipe)
+        config = quantization_config(method, for_diffusers=isinstance(module, diffusers.ModelMixin), dtype=module.dtype)
+        origin = Path(str(getattr(module.config, "_name_or_path", "") or ""))
+        kwargs = dict(subfolder=name, quantization_config=config, dtype=module.dtype, local_files_only=True)
+        try:
+            if origin.suffix == ".safetensors" and origin.is_file():  # a transformer file beside its base folder
+                quantized = type(module).from_single_file(str(origin), config=str(source), **kwargs)
+            else:
+                quantized = type(module).from_pretrained(source, **kwargs, **_variant(source / name))
+        except Exception as exc:  # noqa: BLE001 - a quantizer's own errors are many kinds; said in words
+            raise ModelNotAvailable(f"could not read {name} quantized with {QUANTIZER_LABELS[method]}: {exc}") from exc
+        setattr(pipe, name, quantized)  # a registered component: the pipeline's config follows
+        done.append(name)
+    return tuple(done)
+
+
+def _local_source(pipe) -> Path:
+    """The folder a pipeline was read from: its own, or the hub's cached snapshot of its id (read just now)."""
+    where = str(pipe.config._name_or_path)
+    if Path(where).is_dir():
+        return Path(where)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(where, local_files_only=True))
+
+
+def _variant(folder: Path) -> dict:
+    """`variant=` when a component's folder has only variant weights (`model.fp16.safetensors`), else nothing."""
+    names = [f.name for f in folder.glob("*.safetensors")]
+    if not names or any(n.count(".") == 1 for n in names):
+        return {}
+    return {"variant": names[0].split(".")[-2].split("-")[0]}
+
+
 def spec_family(spec) -> Family | None:
     """The family of a registry spec when it can be known without loading or downloading anything: a folder's
     (or a transformer file's base folder's) model_index.json, or a hub model's cached one; None otherwise."""

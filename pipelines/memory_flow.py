@@ -169,8 +169,8 @@ def _plan_mps(components: dict[str, int], memory: DeviceMemory, installed, headr
     fix = _hint(installed(), "mps") + "use"
     raise DoesNotFit(f"this model needs about {gb(total + headroom)} and this Mac lends the GPU about "
                      f"{gb(usable)} of its {gb(memory.total)}{_even_quantized(installed())}; offloading does not "
-                     f"help with unified memory. {fix[0].upper() + fix[1:]} a GGUF-quantized transformer file (Q4: about a quarter of the "
-                     "size) or a smaller model (Sana, SD3.5 Medium, Flux.2 Klein 4B)")
+                     f"help with unified memory. {fix[0].upper() + fix[1:]} a GGUF-quantized transformer file (Q4: "
+                     "about a quarter of the size) or a smaller model (Sana, SD3.5 Medium, Flux.2 Klein 4B)")
 
 
 def _plan_cuda(components: dict[str, int], memory: DeviceMemory, installed, headroom: int) -> MemoryPlan:
