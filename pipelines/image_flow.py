@@ -320,6 +320,7 @@ def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.d
     elif path.suffix != ".safetensors":
         raise ValueError(f"{path.name}: a {family.label} transformer file must be .safetensors or .gguf")
     transformer = getattr(diffusers, family.transformer).from_single_file(str(path), **kwargs)
+    transformer.register_to_config(_name_or_path=str(path))  # where it came from, as from_pretrained records it
     return diffusers.DiffusionPipeline.from_pretrained(base, transformer=transformer, dtype=dtype,
                                                        local_files_only=True)
 
@@ -348,9 +349,9 @@ def quantization_config(method: str, *, for_diffusers: bool, dtype: torch.dtype)
 
 def quantize_at_load(pipe, method: str, names: tuple[str, ...]) -> tuple[str, ...]:
     """Read each named component again, quantized by `method` as diffusers (transformer) or transformers (text
-    encoders) load it, from where the pipeline came from (its folder, or the hub's cached copy of it; a transformer
-    read from a `.safetensors` file from that file) — the unquantized copy read first is dropped. A component that
-    arrived quantized (a GGUF transformer) stays as it is. Returns the names it quantized."""
+    encoders) load it, from where the pipeline came from (its folder, or the hub's cached copy of it) — the
+    unquantized copy read first is dropped; a transformer read from one `.safetensors` file is quantized in place.
+    A component that arrived quantized (a GGUF transformer) stays as it is. Returns the names it quantized."""
     import diffusers
 
     from pipelines.memory import QUANTIZER_LABELS
@@ -368,14 +369,34 @@ def quantize_at_load(pipe, method: str, names: tuple[str, ...]) -> tuple[str, ..
         kwargs = dict(subfolder=name, quantization_config=config, dtype=module.dtype, local_files_only=True)
         try:
             if origin.suffix == ".safetensors" and origin.is_file():  # a transformer file beside its base folder
-                quantized = type(module).from_single_file(str(origin), config=str(source), **kwargs)
+                quantized = _quantize_in_place(module, method)
             else:
                 quantized = type(module).from_pretrained(source, **kwargs, **_variant(source / name))
+        except ModelNotAvailable:
+            raise
         except Exception as exc:  # noqa: BLE001 - a quantizer's own errors are many kinds; said in words
             raise ModelNotAvailable(f"could not read {name} quantized with {QUANTIZER_LABELS[method]}: {exc}") from exc
         setattr(pipe, name, quantized)  # a registered component: the pipeline's config follows
         done.append(name)
     return tuple(done)
+
+
+def _quantize_in_place(module, method: str):
+    """A transformer read from one `.safetensors` file has no folder to be read again from: torchao and SDNQ
+    quantize its weights where they are (what their diffusers quantizers do while reading); bitsandbytes cannot."""
+    from pipelines.registry import ModelNotAvailable
+
+    if method == "torchao-int8":
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        quantize_(module, Int8WeightOnlyConfig())
+        return module
+    if method.startswith("sdnq-"):
+        from sdnq import sdnq_post_load_quant
+
+        return sdnq_post_load_quant(module, weights_dtype=method.removeprefix("sdnq-"))
+    raise ModelNotAvailable("bitsandbytes quantizes a transformer while reading it from a diffusers folder, and this "
+                            "one came from a single file: use the model's diffusers folder or a GGUF file of it")
 
 
 def _local_source(pipe) -> Path:
