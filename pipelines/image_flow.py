@@ -320,8 +320,101 @@ def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.d
     elif path.suffix != ".safetensors":
         raise ValueError(f"{path.name}: a {family.label} transformer file must be .safetensors or .gguf")
     transformer = getattr(diffusers, family.transformer).from_single_file(str(path), **kwargs)
+    transformer.register_to_config(_name_or_path=str(path))  # where it came from, as from_pretrained records it
     return diffusers.DiffusionPipeline.from_pretrained(base, transformer=transformer, dtype=dtype,
                                                        local_files_only=True)
+
+
+def quantization_config(method: str, *, for_diffusers: bool, dtype: torch.dtype):
+    """The `quantization_config` that reads a component quantized by `method` (a key of memory_flow.QUANTIZERS):
+    diffusers' config class for the transformer, transformers' own for a text encoder."""
+    import diffusers
+    import transformers
+
+    library = diffusers if for_diffusers else transformers
+    if method == "bnb-nf4":
+        return library.BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=dtype)
+    if method == "bnb-int8":
+        return library.BitsAndBytesConfig(load_in_8bit=True)
+    if method == "torchao-int8":
+        from torchao.quantization import Int8WeightOnlyConfig
+
+        return library.TorchAoConfig(Int8WeightOnlyConfig())
+    if method.startswith("sdnq-"):
+        import sdnq  # one config for both libraries: importing sdnq registers it with transformers
+
+        return sdnq.SDNQConfig(weights_dtype=method.removeprefix("sdnq-"))
+    raise ValueError(f"no quantizer called {method!r}")
+
+
+def quantize_at_load(pipe, method: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Read each named component again, quantized by `method` as diffusers (transformer) or transformers (text
+    encoders) load it, from where the pipeline came from (its folder, or the hub's cached copy of it) — the
+    unquantized copy read first is dropped; a transformer read from one `.safetensors` file is quantized in place.
+    A component that arrived quantized (a GGUF transformer) stays as it is. Returns the names it quantized."""
+    import diffusers
+
+    from pipelines.memory import QUANTIZER_LABELS
+    from pipelines.memory_flow import is_quantized
+    from pipelines.registry import ModelNotAvailable
+
+    source, done = None, []
+    for name in names:
+        module = getattr(pipe, name, None)
+        if module is None or is_quantized(module):
+            continue
+        source = source or _local_source(pipe)
+        config = quantization_config(method, for_diffusers=isinstance(module, diffusers.ModelMixin), dtype=module.dtype)
+        origin = Path(str(getattr(module.config, "_name_or_path", "") or ""))
+        kwargs = dict(subfolder=name, quantization_config=config, dtype=module.dtype, local_files_only=True)
+        try:
+            if origin.suffix == ".safetensors" and origin.is_file():  # a transformer file beside its base folder
+                quantized = _quantize_in_place(module, method)
+            else:
+                quantized = type(module).from_pretrained(source, **kwargs, **_variant(source / name))
+        except ModelNotAvailable:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a quantizer's own errors are many kinds; said in words
+            raise ModelNotAvailable(f"could not read {name} quantized with {QUANTIZER_LABELS[method]}: {exc}") from exc
+        setattr(pipe, name, quantized)  # a registered component: the pipeline's config follows
+        done.append(name)
+    return tuple(done)
+
+
+def _quantize_in_place(module, method: str):
+    """A transformer read from one `.safetensors` file has no folder to be read again from: torchao and SDNQ
+    quantize its weights where they are (what their diffusers quantizers do while reading); bitsandbytes cannot."""
+    from pipelines.registry import ModelNotAvailable
+
+    if method == "torchao-int8":
+        from torchao.quantization import Int8WeightOnlyConfig, quantize_
+
+        quantize_(module, Int8WeightOnlyConfig())
+        return module
+    if method.startswith("sdnq-"):
+        from sdnq import sdnq_post_load_quant
+
+        return sdnq_post_load_quant(module, weights_dtype=method.removeprefix("sdnq-"))
+    raise ModelNotAvailable("bitsandbytes quantizes a transformer while reading it from a diffusers folder, and this "
+                            "one came from a single file: use the model's diffusers folder or a GGUF file of it")
+
+
+def _local_source(pipe) -> Path:
+    """The folder a pipeline was read from: its own, or the hub's cached snapshot of its id (read just now)."""
+    where = str(pipe.config._name_or_path)
+    if Path(where).is_dir():
+        return Path(where)
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(where, local_files_only=True))
+
+
+def _variant(folder: Path) -> dict:
+    """`variant=` when a component's folder has only variant weights (`model.fp16.safetensors`), else nothing."""
+    names = [f.name for f in folder.glob("*.safetensors")]
+    if not names or any(n.count(".") == 1 for n in names):
+        return {}
+    return {"variant": names[0].split(".")[-2].split("-")[0]}
 
 
 def spec_family(spec) -> Family | None:

@@ -20,6 +20,9 @@ from dataclasses import dataclass
 import torch
 
 GiB = 2**30
+# memory_flow.QUANTIZERS' keys in words (here so describing a plan imports nothing)
+QUANTIZER_LABELS = {"torchao-int8": "torchao int8 weight-only", "sdnq-int8": "SDNQ int8",
+                    "bnb-int8": "bitsandbytes 8-bit", "bnb-nf4": "bitsandbytes 4-bit NF4", "sdnq-uint4": "SDNQ uint4"}
 MPS_SLICING_BELOW = 64 * GiB  # diffusers' MPS guide: attention slicing below 64 GB of RAM
 
 
@@ -52,9 +55,14 @@ class MemoryPlan:
     evict_others: bool = False
     reason: str = ""
     fp8_storage: bool = False  # transformer weights stored in float8, computed in bfloat16 (layerwise casting)
+    quantize: str = ""  # a key of memory_flow.QUANTIZERS: these components are read quantized at load time
+    quantized: tuple[str, ...] = ()  # which components ("transformer", "text_encoder_2"…)
 
     def describe(self) -> str:
-        extras = [name for name, on in (("fp8 layerwise casting of the transformer", self.fp8_storage),
+        label = QUANTIZER_LABELS.get(self.quantize, self.quantize)
+        extras = [name for name, on in ((f"{' and '.join(self.quantized)} quantized at load ({label})",
+                                         bool(self.quantize and self.quantized)),
+                                        ("fp8 layerwise casting of the transformer", self.fp8_storage),
                                         ("attention slicing", self.attention_slicing),
                                         ("VAE slicing", self.vae_slicing), ("VAE tiling", self.vae_tiling),
                                         ("other tabs' models unloaded", self.evict_others)) if on]
@@ -227,7 +235,12 @@ def apply_text_plan(model, plan: MemoryPlan, device: torch.device, memory: Devic
 
 def apply_image_plan(pipe, plan: MemoryPlan, device: torch.device) -> None:
     """Place a pipeline that is still on the CPU as `plan` says. Offload hooks are installed *instead of*
-    moving to the device (diffusers: moving first defeats the offload and can run out of memory)."""
+    moving to the device (diffusers: moving first defeats the offload and can run out of memory). Components the
+    plan quantizes are read again from the model's folder, quantized, before anything is placed."""
+    if plan.quantize and plan.quantized:
+        from pipelines.image_flow import quantize_at_load
+
+        quantize_at_load(pipe, plan.quantize, plan.quantized)
     if plan.fp8_storage:
         from pipelines.memory_flow import cast_transformer_fp8
 

@@ -15,6 +15,14 @@ Z_IMAGE_TURBO = {"transformer": int(12.3 * GiB), "text_encoder": int(8.0 * GiB),
 FLUX_DEV_GGUF_Q4 = {**FLUX_DEV, "transformer": int(6.8 * GiB)}
 
 
+@pytest.fixture(autouse=True)
+def no_quantizer_installed(monkeypatch):
+    """These plans are for an install without quantizers (tests/test_memory_quantize.py has those with them)."""
+    from pipelines import memory_flow
+
+    monkeypatch.setattr(memory_flow, "available_quantizers", lambda kind: ())
+
+
 def card(total_gb: float, used_gb: float = 0.4, held_by_others_gb: float = 0.0) -> DeviceMemory:
     total = int(total_gb * GiB)
     return DeviceMemory("cuda", total, total - int((used_gb + held_by_others_gb) * GiB), int(held_by_others_gb * GiB),

@@ -1,0 +1,209 @@
+"""Quantizing at load time: the plan per mocked card (8/12/16/24 GB CUDA, Apple silicon, the CPU) with the
+quantizers present or absent, found by import only when needed; and a tiny random Flux-shaped folder read
+quantized (torchao int8 weight-only, SDNQ) on the CPU that still draws — skipped where the package is missing."""
+
+from __future__ import annotations
+
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from pipelines import memory_flow
+from pipelines.memory import DeviceMemory, DoesNotFit, GiB, MemoryPlan
+from pipelines.memory_flow import QUANTIZERS, available_quantizers, plan_flow_memory
+from tests.test_memory_families import FLUX_DEV, Z_IMAGE_TURBO, card
+
+QWEN_IMAGE = {"transformer": int(40.9 * GiB), "text_encoder": int(16.6 * GiB), "vae": int(0.25 * GiB)}
+ALL = QUANTIZERS
+NONE = ()
+BNB = tuple(q for q in QUANTIZERS if q.package == "bitsandbytes")
+MAC = DeviceMemory("mps", 32 * GiB, 20 * GiB, host_free=20 * GiB)
+CPU = DeviceMemory("cpu", 24 * GiB, 24 * GiB, host_free=24 * GiB)
+
+PLANS = [
+    # (memory, model, quantizers installed, placement, quantizer chosen, components quantized)
+    (card(24), FLUX_DEV, ALL, "model_offload", "", ()),  # fp8 casting fits: nothing to install, nothing touched
+    (card(16), FLUX_DEV, ALL, "model_offload", "", ()),
+    (card(12), FLUX_DEV, ALL, "model_offload", "bnb-nf4", ("transformer", "text_encoder_2")),
+    (card(12), FLUX_DEV, NONE, "group_offload", "", ()),
+    (card(8), FLUX_DEV, ALL, "group_offload", "", ()),  # 4-bit and a megapixel's activations: still too much
+    (card(24), Z_IMAGE_TURBO, ALL, "device", "", ()),
+    (card(16), Z_IMAGE_TURBO, ALL, "model_offload", "", ()),
+    (card(12), Z_IMAGE_TURBO, ALL, "model_offload", "", ()),
+    (card(8), Z_IMAGE_TURBO, ALL, "device", "bnb-nf4", ("transformer", "text_encoder")),
+    (card(8), Z_IMAGE_TURBO, NONE, "group_offload", "", ()),
+    (card(24), QWEN_IMAGE, ALL, "model_offload", "bnb-nf4", ("transformer",)),
+    (card(24), QWEN_IMAGE, BNB, "model_offload", "bnb-nf4", ("transformer",)),
+    (card(16), QWEN_IMAGE, ALL, "group_offload", "", ()),
+    (MAC, FLUX_DEV, ALL, "device", "sdnq-int8", ("transformer", "text_encoder_2")),
+    (MAC, QWEN_IMAGE, ALL, "device", "sdnq-uint4", ("transformer", "text_encoder")),
+    (MAC, Z_IMAGE_TURBO, NONE, "device", "", ()),
+    (CPU, FLUX_DEV, ALL, "device", "torchao-int8", ("transformer",)),
+    (CPU, QWEN_IMAGE, ALL, "device", "sdnq-uint4", ("transformer", "text_encoder")),
+]
+
+
+@pytest.mark.parametrize("memory, model, quantizers, placement, method, names", PLANS)
+def test_the_plan_quantizes_only_what_would_not_fit_otherwise(memory, model, quantizers, placement, method, names):
+    plan = plan_flow_memory(model, memory, quantizers=quantizers)
+    assert (plan.placement, plan.quantize, plan.quantized) == (placement, method, names), plan.describe()
+    assert not (plan.quantize and plan.fp8_storage), "a quantized transformer is never cast to fp8 as well"
+    if method:
+        label = memory_flow.QUANTIZER_LABELS[method]
+        assert f"{' and '.join(names)} quantized at load ({label})" in plan.describe()
+        assert f"read quantized at load with {label} (transformer " in plan.reason  # the sizes it expects
+
+
+def test_the_plan_says_what_it_chose_and_why_in_words():
+    text = plan_flow_memory(FLUX_DEV, card(12), quantizers=ALL).describe()
+    assert text.startswith("model CPU offload + transformer and text_encoder_2 quantized at load (bitsandbytes "
+                           "4-bit NF4), VAE tiling (even in fp8 the transformer (11.9 GB) or a text encoder (9.5 GB) "
+                           "is too much for 11.6 GB; each part visits the GPU in turn; read quantized at load with "
+                           "bitsandbytes 4-bit NF4 (transformer 6.9 GB, text_encoder_2 2.8 GB))"), text
+
+
+def test_without_a_quantizer_the_slow_plan_names_the_one_that_would_be_faster():
+    text = plan_flow_memory(FLUX_DEV, card(12), quantizers=NONE).describe()
+    assert "blocks stream from the CPU" in text
+    assert "pip install bitsandbytes): it would fit with bitsandbytes 4-bit NF4, and run faster" in text
+
+
+@pytest.mark.parametrize("memory, model, quantizers, words", [
+    (MAC, FLUX_DEV, NONE, "offloading does not help with unified memory. Install a quantizer to read it quantized "
+                          "at load \\(pip install sdnq\\), or use a GGUF-quantized transformer file"),
+    (MAC, FLUX_DEV, BNB, "pip install sdnq"),  # bitsandbytes is for CUDA: on a Mac it does not count
+    (CPU, FLUX_DEV, NONE, "24.0 GB free: install a quantizer to read it quantized at load \\(pip install torchao\\), "
+                          "or choose a GGUF-quantized transformer file"),
+    (DeviceMemory("cpu", 8 * GiB, 8 * GiB, host_free=8 * GiB), QWEN_IMAGE, ALL,
+     "8.0 GB free even quantized to 4-bit: choose a GGUF-quantized transformer file"),
+    (card(4), FLUX_DEV, NONE, "3.6 GB is usable: close other tabs' models, install a quantizer to read it quantized "
+                              "at load \\(pip install bitsandbytes\\), or choose a GGUF-quantized transformer file"),
+])
+def test_what_cannot_fit_is_refused_naming_what_to_install(memory, model, quantizers, words):
+    with pytest.raises(DoesNotFit, match=words):
+        plan_flow_memory(model, memory, quantizers=quantizers)
+
+
+def _modules(monkeypatch, **present: bool) -> None:
+    """Mock which quantizer packages import: a stand-in module, or None (which makes `import` fail)."""
+    for name, here in present.items():
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name) if here else None)
+
+
+@pytest.mark.parametrize("present, kind, keys", [
+    (dict(torchao=True, sdnq=False, bitsandbytes=False), "cuda", ("torchao-int8",)),
+    (dict(torchao=False, sdnq=False, bitsandbytes=True), "cuda", ("bnb-int8", "bnb-nf4")),
+    (dict(torchao=False, sdnq=False, bitsandbytes=True), "cpu", ()),
+    (dict(torchao=True, sdnq=True, bitsandbytes=True), "mps", ("sdnq-int8", "sdnq-uint4")),
+    (dict(torchao=True, sdnq=True, bitsandbytes=True), "cpu", ("torchao-int8", "sdnq-int8", "sdnq-uint4")),
+    (dict(torchao=False, sdnq=False, bitsandbytes=False), "cuda", ()),
+])
+def test_quantizers_are_found_by_import_per_platform(monkeypatch, present, kind, keys):
+    _modules(monkeypatch, **present)
+    assert tuple(q.key for q in available_quantizers(kind)) == keys
+
+
+def test_a_quantizer_is_looked_for_at_plan_time_and_only_when_the_model_does_not_fit(monkeypatch):
+    looked = []
+    monkeypatch.setattr(memory_flow, "available_quantizers", lambda kind: looked.append(kind) or ())
+    plan_flow_memory(Z_IMAGE_TURBO, card(24))
+    plan_flow_memory(FLUX_DEV, card(16))  # fp8 casting is enough
+    assert looked == []
+    assert plan_flow_memory(FLUX_DEV, card(12)).placement == "group_offload"
+    assert looked == ["cuda"]
+
+
+def test_importing_the_planner_imports_no_quantizer():
+    import subprocess
+
+    code = ("import sys, pipelines.memory_flow, pipelines.image_flow, pipelines.memory; "
+            "print([m for m in ('torchao', 'sdnq', 'bitsandbytes') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+# -- a tiny Flux-shaped folder, read quantized on the CPU ------------------------------------------------------
+
+def _load(folder, tmp_path, plan_memory):
+    from pipelines.device import pick_placement
+    from pipelines.image import load_image_model
+    from pipelines.registry import Registry
+
+    registry = Registry(tmp_path / "cache", offline=True)
+    resolved = registry.resolve(registry.lookup(str(folder), "image"))
+    return load_image_model(resolved, pick_placement("cpu"), offline=True, plan_memory=plan_memory)
+
+
+def _picture(model, seed=1):
+    from pipelines.image import ImageLimits, ImageParams, ImagePipeline
+
+    params = ImageParams(prompt="a red fox", steps=2, width=64, height=64, scheduler="Flow Euler", seed=seed)
+    return np.asarray(ImagePipeline(model, ImageLimits())(params).images[0]).astype(float)
+
+
+def _too_big_for_the_cpu(quantizer_key):
+    """A planner as on a CPU with a little less free memory than the model needs as loaded."""
+    quantizer = next(q for q in QUANTIZERS if q.key == quantizer_key)
+    return lambda sizes: plan_flow_memory(sizes, DeviceMemory("cpu", 0, 0, host_free=sum(sizes.values()) - 1),
+                                          quantizers=(quantizer,))
+
+
+@pytest.mark.parametrize("package, key", [("torchao", "torchao-int8"), ("sdnq", "sdnq-int8")])
+def test_a_tiny_flux_folder_read_quantized_on_the_cpu_still_draws(tmp_path, package, key):
+    pytest.importorskip(package, reason=f"{package} is not installed (pip install .[quantize]): nothing to quantize "
+                                        "with")
+    from tests.families import build_tiny_flux
+
+    folder = build_tiny_flux(tmp_path)
+    reference = _picture(_load(folder, tmp_path, lambda sizes: MemoryPlan("device", reason="test")))
+    model = _load(folder, tmp_path, _too_big_for_the_cpu(key))
+    assert (model.plan.quantize, model.plan.quantized) == (key, ("transformer",)), model.plan.describe()
+    assert model.pipe.transformer.is_quantized and model.pipe.transformer.hf_quantizer is not None
+    assert not getattr(model.pipe.text_encoder_2, "is_quantized", False)  # a tiny T5: under LARGE_ENCODER
+    picture = _picture(model)
+    assert picture.std() > 1
+    assert np.abs(picture - reference).mean() < 8, "int8 weights draw nearly the same picture"
+    assert np.array_equal(picture, _picture(model)), "reproducible by seed"
+
+
+def test_text_encoders_are_read_quantized_too(tmp_path):
+    pytest.importorskip("torchao", reason="torchao is not installed (pip install .[quantize])")
+    from tests.families import build_tiny_flux
+
+    plan = MemoryPlan("device", quantize="torchao-int8", quantized=("transformer", "text_encoder_2"), reason="test")
+    model = _load(build_tiny_flux(tmp_path), tmp_path, lambda sizes: plan)
+    assert model.pipe.text_encoder_2.hf_quantizer is not None
+    assert type(model.pipe.transformer.transformer_blocks[0].attn.to_q.weight).__name__ == "Int8Tensor"
+    assert _picture(model).std() > 1
+
+
+def test_a_transformer_file_is_read_quantized_from_that_file(tmp_path):
+    pytest.importorskip("torchao", reason="torchao is not installed (pip install .[quantize])")
+    from tests.families import build_tiny_flux
+    from tests.test_families import _transformer_file
+
+    from safetensors.torch import load_file, save_file
+
+    file = _transformer_file(build_tiny_flux(tmp_path), tmp_path, ".safetensors")
+    weights = {key: value * 1.5 for key, value in load_file(file).items()}  # not the base folder's transformer
+    save_file(weights, file)
+    plan = MemoryPlan("device", quantize="torchao-int8", quantized=("transformer",), reason="test")
+    model = _load(file, tmp_path, lambda sizes: plan)
+    to_q = model.pipe.transformer.transformer_blocks[0].attn.to_q.weight
+    assert type(to_q).__name__ == "Int8Tensor"
+    expected = weights["transformer_blocks.0.attn.to_q.weight"]
+    assert (to_q.dequantize().float() - expected.float()).abs().max() < expected.abs().max() / 50
+    assert _picture(model).std() > 1
+
+
+def test_a_gguf_transformer_stays_as_it_is(tmp_path):
+    from tests.families import build_tiny_flux
+    from tests.test_families import _transformer_file
+
+    file = _transformer_file(build_tiny_flux(tmp_path), tmp_path, ".gguf")
+    # the quantizer is never asked for: the GGUF transformer is quantized already
+    plan = MemoryPlan("device", quantize="torchao-int8", quantized=("transformer",), reason="test")
+    model = _load(file, tmp_path, lambda sizes: plan)
+    assert model.pipe.transformer.hf_quantizer.__class__.__name__ == "GGUFQuantizer"
