@@ -45,8 +45,9 @@ CHAT = "Write a short story about a lighthouse keeper who finds a message in a b
 
 # -- the bare side, in its own process ------------------------------------------------------------
 
-def bare_server() -> None:
-    """Loads the bare libraries once, then answers JSON lines: {"row": …, "args": …} → {"seconds": …, …}."""
+def bare_server(threads: int = 0) -> None:
+    """Loads the bare libraries once, then answers JSON lines: {"row": …, "args": …} → {"seconds": …, …}.
+    `threads`: llama.cpp's threads (0 = the physical cores, as the studio's default)."""
     import torch
 
     from pipelines.device import physical_cores
@@ -55,7 +56,7 @@ def bare_server() -> None:
     from studio.config import default_cache_dir
 
     registry = Registry(default_cache_dir())
-    threads = physical_cores()
+    threads = threads or physical_cores()
     cache: dict = {}
 
     def llama():
@@ -128,9 +129,10 @@ def bare_server() -> None:
 
 
 class Bare:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, __file__, "--bare"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    def __init__(self, threads: int = 0) -> None:
+        self.process = subprocess.Popen([sys.executable, __file__, "--bare", "--threads", str(threads)],
+                                        stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
     def __call__(self, row: str, **args) -> dict:
         self.process.stdin.write(json.dumps({"row": row, "args": args}) + "\n")
@@ -428,9 +430,12 @@ def main() -> None:
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rows", default="text,image,gan,vae,trivial,compat,browser")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="llama.cpp threads on both sides (0 = the physical cores, the studio's default); on a "
+                             "busy shared machine 1 keeps the engine from waiting on a descheduled thread")
     args = parser.parse_args()
     if args.bare:
-        bare_server()
+        bare_server(args.threads)
         return
     from gradio_client import Client
 
@@ -438,12 +443,13 @@ def main() -> None:
 
     rows = set(args.rows.split(","))
     outputs = Path(tempfile.mkdtemp(prefix="e2e-outputs-"))
-    studio, url = launch_studio(outputs)
-    bare = Bare()
+    studio, url = launch_studio(outputs, *(["--threads", str(args.threads)] if args.threads else []))
+    bare = Bare(args.threads)
     report = Report("e2e")
     try:
         client = Client(url, verbose=False)
-        report.line(f"Studio at {url} (its own process) vs bare libraries (their own process); median of {args.reps}")
+        report.line(f"Studio at {url} (its own process) vs bare libraries (their own process); median of {args.reps}; "
+                    f"llama.cpp threads: {args.threads or 'physical cores'} on both sides")
         report.line(f"{'request':44} {'studio':>10} {'bare':>10} {'ratio':>7}")
         if "text" in rows:
             rows_text(url, bare, args.reps, report)
