@@ -266,7 +266,8 @@ def test_progress_and_interrupt_touch_only_the_callers_own_job(server):
         result["answer"] = call(url, "/sdapi/v1/txt2img", {"prompt": "slow", "seed": 1, "width": 64, "height": 64,
                                                            "steps": 150, "batch_size": 8, "override_settings":
                                                                {"sd_model_checkpoint": "tiny-sd"}}, keys["owner"])
-    worker = threading.Thread(target=long_job)
+    assert call(url, "/sdapi/v1/progress", key=keys["owner"])[1]["state"]["job_count"] == 0  # a client that
+    worker = threading.Thread(target=long_job)  # reads /progress (as Krita's does) gets steps and previews
     worker.start()
     deadline = time.time() + 60
     while time.time() < deadline and call(url, "/sdapi/v1/progress", key=keys["owner"])[1]["state"][

@@ -42,9 +42,20 @@ def error_shape(error: CompatError) -> dict:
 class Progress:
     """Each API user's running image job, for /progress: steps done, steps in all, when it started."""
 
+    WATCHING_SECONDS = 600.0  # a caller who read /progress this recently is shown previews
+
     def __init__(self) -> None:
         self._jobs: dict[str, dict] = {}
+        self._read: dict[str, float] = {}  # when each caller last read /progress
         self._lock = threading.Lock()
+
+    def watched(self, session: str) -> bool:
+        """Whether `session` reads /progress (AUTOMATIC1111 clients such as Krita's poll it during every job): only
+        then do its jobs report steps and decode previews — a decode each, ~a fifth of a small job's time. A
+        script that never asks pays for none (AUTOMATIC1111 likewise decodes a preview only when /progress is
+        read)."""
+        with self._lock:
+            return time.time() - self._read.get(session, float("-inf")) < self.WATCHING_SECONDS
 
     def start(self, session: str, params: ImageParams) -> None:
         first = params.steps if params.mode == "txt2img" else max(1, int(params.steps * params.strength))
@@ -82,6 +93,7 @@ class Progress:
 
     def of(self, session: str) -> dict:
         with self._lock:
+            self._read[session] = time.time()
             job = dict(self._jobs.get(session) or {})
         done = job["step"] / job["total"] if job.get("total") else 0.0
         job_state = {"job": "txt2img", "job_count": job["count"]} if job else {"job": "", "job_count": 0}
@@ -292,7 +304,8 @@ def made_until_interrupted(services, user: ApiUser, params: ImageParams, model: 
                     event = (int(event[0]) + run * int(event[1]), int(event[1]) * params.batch_count, *event[2:])
                 progress.step(user.session, event)
             try:
-                made, out, pipe = make_pictures(services, user, one, model, report)
+                made, out, pipe = make_pictures(services, user, one, model,
+                                                report if progress.watched(user.session) else None)
             except Interrupted:
                 continue  # interrupted (the loop ends above), skipped, or out of time
             kept += made
