@@ -58,6 +58,8 @@ def bare_server(threads: int = 0) -> None:
     from studio.config import default_cache_dir
 
     registry = Registry(default_cache_dir())
+    if threads:  # as the studio does with --threads: torch's threads too (studio/host.py)
+        torch.set_num_threads(threads)
     threads = threads or physical_cores()
     cache: dict = {}
 
