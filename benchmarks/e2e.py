@@ -8,16 +8,18 @@ their own (`python benchmarks/e2e.py --bare`), warm, answering one request at a 
 Requests alternate (studio, bare, studio, bare, …) so machine load hits both alike; medians print.
 
 Rows:
-- text: chat, greedy, 128 new tokens — `/generate_text` vs `llama_cpp.Llama.create_chat_completion`
-  (same GGUF file, threads and prompt; both include templating), tokens per second.
+- text: chat, greedy, 256 new tokens — `/v1/chat/completions` (whole, and streamed as server-sent events) and
+  `/generate_text` (Gradio's HTTP API, as a browser calls it) vs `llama_cpp.Llama.create_chat_completion` (same
+  GGUF file, threads, context and prompt; all include templating), tokens per second by each engine's own count;
+  every side once per round, in turn.
 - image: 4 emoji images 64², 20 steps, DPM++ 2M — `/generate_image` through gradio_client and through Gradio's
   HTTP API as a browser calls it (HttpClient: one connection, one session, no polling), each fetching the
   PNGs, vs a diffusers pipeline call.
 - gan: 1×1, 4×4, 8×8 grids — `/gan_sample` vs one generator batch (the same weights).
 - vae: a 12×12 map of the 2-D digit VAE — `/vae_map` vs one batch of 144 decodes.
 - trivial: `/history_list`, the floor of a round trip.
-- compat: `/v1/chat/completions` (the text row's chat, tokens per second) and `/sdapi/v1/txt2img` (the image row's
-  pictures) over plain HTTP, vs the same bare calls.
+- compat: `/sdapi/v1/txt2img` (the image row's pictures, base64 PNGs) over plain HTTP vs the same bare pipeline
+  call (the compat text routes are in the text row).
 - browser (needs Chromium): event → new picture in the page, for real-time mode (a word typed), a GAN direction
   slider, a VAE slider, a VAE map cell click, and the diffusion preview scrub — measured in Chromium with
   Playwright.
@@ -45,8 +47,9 @@ CHAT = "Write a short story about a lighthouse keeper who finds a message in a b
 
 # -- the bare side, in its own process ------------------------------------------------------------
 
-def bare_server() -> None:
-    """Loads the bare libraries once, then answers JSON lines: {"row": …, "args": …} → {"seconds": …, …}."""
+def bare_server(threads: int = 0) -> None:
+    """Loads the bare libraries once, then answers JSON lines: {"row": …, "args": …} → {"seconds": …, …}.
+    `threads`: llama.cpp's threads (0 = the physical cores, as the studio's default)."""
     import torch
 
     from pipelines.device import physical_cores
@@ -55,7 +58,9 @@ def bare_server() -> None:
     from studio.config import default_cache_dir
 
     registry = Registry(default_cache_dir())
-    threads = physical_cores()
+    if threads:  # as the studio does with --threads: torch's threads too (studio/host.py)
+        torch.set_num_threads(threads)
+    threads = threads or physical_cores()
     cache: dict = {}
 
     def llama():
@@ -128,9 +133,10 @@ def bare_server() -> None:
 
 
 class Bare:
-    def __init__(self) -> None:
-        self.process = subprocess.Popen([sys.executable, __file__, "--bare"], stdin=subprocess.PIPE,
-                                         stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    def __init__(self, threads: int = 0) -> None:
+        self.process = subprocess.Popen([sys.executable, __file__, "--bare", "--threads", str(threads)],
+                                        stdin=subprocess.PIPE,
+                                        stdout=subprocess.PIPE, text=True, cwd=ROOT)
 
     def __call__(self, row: str, **args) -> dict:
         self.process.stdin.write(json.dumps({"row": row, "args": args}) + "\n")
@@ -276,19 +282,83 @@ def side_by_side(reps: int, studio_fn, bare_fn) -> tuple[list, list]:
     return studio, bare
 
 
-def rows_text(client, bare, reps: int, report) -> None:
-    def studio(rep):
-        seconds, (_, status) = timed(lambda: client.predict(CHAT, "chat", "", "", 128, 0.0, 0.9, 50, 1.0, "",
-                                                             rep, "", api_name="/generate_text"))
-        return json.loads(status)["new_tokens"] / seconds
+TEXT_TOKENS = 256  # greedy; the embedded chat model writes past 256 on CHAT, so every side counts the same
+
+
+def text_sides(url: str, bare, tokens: int) -> dict:
+    """Each way of asking for the same greedy chat, as (tokens by the engine's own count, wall seconds)."""
+    import httpx
+
+    http = httpx.Client(base_url=url.rstrip("/"), timeout=600)
+    gradio = HttpClient(url)
+    body = {"model": "smollm2-135m-instruct", "messages": [{"role": "user", "content": CHAT}],
+            "max_tokens": tokens, "temperature": 0, "top_p": 0.9, "top_k": 50}
 
     def bare_side(rep):
-        out = bare("text", tokens=128, seed=rep)
-        return out["tokens"] / out["seconds"]
+        out = bare("text", tokens=tokens, seed=rep)
+        return out["tokens"], out["seconds"]
 
-    s, b = side_by_side(reps, studio, bare_side)
-    s, b = statistics.median(s), statistics.median(b)
-    report.line(f"{'chat, greedy, 128 tokens (tok/s)':44} {s:10.1f} {b:10.1f} {s / b:7.3f}")
+    def chat(rep):
+        seconds, answer = timed(lambda: http.post("/v1/chat/completions", json={**body, "seed": rep}).json())
+        return answer["usage"]["completion_tokens"], seconds
+
+    def chat_streamed(rep):
+        def read():
+            usage = None
+            with http.stream("POST", "/v1/chat/completions", json={
+                    **body, "seed": rep, "stream": True, "stream_options": {"include_usage": True}}) as stream:
+                for line in stream.iter_lines():
+                    if line.startswith("data: {"):
+                        usage = json.loads(line[6:]).get("usage") or usage
+            return usage
+        seconds, usage = timed(read)
+        return usage["completion_tokens"], seconds
+
+    def generate_text(rep):
+        seconds, (_, status) = timed(lambda: gradio.predict("generate_text", {
+            "prompt": CHAT, "mode": "chat", "model": "smollm2-135m-instruct", "max_new_tokens": tokens,
+            "temperature": 0.0, "top_p": 0.9, "top_k": 50, "repetition_penalty": 1.0, "seed": rep}))
+        return json.loads(status)["new_tokens"], seconds
+
+    return {"bare llama_cpp.Llama": bare_side, "/v1/chat/completions": chat,
+            "/v1/chat/completions, streamed": chat_streamed, "/generate_text (Gradio HTTP API, SSE)": generate_text}
+
+
+def interleaved(reps: int, sides: dict) -> tuple[dict, dict]:
+    """Every side once per round, the order turning each round (so no side always follows another), round 0
+    (loads, first calls) kept apart; returns ({side: [warm results]}, {side: round-0 result})."""
+    names = list(sides)
+    warm: dict[str, list] = {name: [] for name in names}
+    first: dict = {}
+    for rep in range(reps + 1):
+        turn = names[rep % len(names):] + names[:rep % len(names)]
+        for name in turn:
+            result = sides[name](rep)
+            (warm[name].append(result) if rep else first.__setitem__(name, result))
+    return warm, first
+
+
+def rows_text(url: str, bare, reps: int, report, tokens: int = TEXT_TOKENS) -> None:
+    """tokens/s of the same greedy chat through `/v1/chat/completions` (whole and streamed) and `/generate_text`
+    vs the bare engine, interleaved; per-token rates from each engine's own count."""
+    warm, first = interleaved(reps, text_sides(url, bare, tokens))
+    bare_name = "bare llama_cpp.Llama"
+    rates = {name: [n / s for n, s in results] for name, results in warm.items()}
+    b = statistics.median(rates[bare_name])
+    report.line(f"chat, greedy, {tokens} new tokens: tokens/s, median of {reps} warm rounds; each round calls every "
+                f"side once, in turn, the order turning round by round (the machine is shared and noisy: a busy "
+                f"moment hits the bare engine and the studio alike); ratio = studio / bare of the medians, and "
+                f"the median of each round's own ratio")
+    report.line(f"{'':58} {'studio':>10} {'bare':>10} {'ratio':>7} {'rounds':>7}")
+    for name, side in rates.items():
+        if name == bare_name:
+            continue
+        made = ",".join(map(str, sorted({n for n, _ in warm[name]})))
+        s = statistics.median(side)
+        per_round = statistics.median(x / y for x, y in zip(side, rates[bare_name]))
+        report.line(f"{f'  {name} ({made} tok)':58} {s:10.1f} {b:10.1f} {s / b:7.3f} {per_round:7.3f}")
+    report.line("  round 0, not in the medians — each side's first call, seconds (the first studio call loads the "
+                "model): " + ", ".join(f"{name} {s:.2f}" for name, (_, s) in first.items()))
 
 
 def rows_image(client, bare, reps: int, report, url: str, model: str = "emoji-ldm", size: int = 64,
@@ -329,32 +399,18 @@ def rows_image(client, bare, reps: int, report, url: str, model: str = "emoji-ld
 
 
 def rows_compat(url: str, bare, reps: int, report, model: str = "emoji-ldm") -> None:
-    """The compatibility APIs over plain HTTP (one kept-alive connection): `/v1/chat/completions` (the chat row's
-    prompt, greedy, 128 tokens; tokens/s from its usage) and `/sdapi/v1/txt2img` (the image row's pictures),
-    each beside the same bare call, alternating."""
+    """`/sdapi/v1/txt2img` (the image row's pictures, base64 PNGs over plain HTTP, one kept-alive connection)
+    beside the same bare pipeline call, alternating. (The compat text routes are in the text row.)"""
     import httpx
 
     http = httpx.Client(base_url=url.rstrip("/"), timeout=600)
-
-    def chat(rep):
-        seconds, answer = timed(lambda: http.post("/v1/chat/completions", json={
-            "model": "", "messages": [{"role": "user", "content": CHAT}], "max_tokens": 128, "temperature": 0,
-            "seed": rep}).json())
-        return answer["usage"]["completion_tokens"] / seconds
-
-    def chat_bare(rep):
-        out = bare("text", tokens=128, seed=rep)
-        return out["tokens"] / out["seconds"]
-
-    s, b = (statistics.median(side) for side in side_by_side(reps, chat, chat_bare))
-    report.line(f"{'/v1/chat/completions, 128 tokens (tok/s)':44} {s:10.1f} {b:10.1f} {s / b:7.3f}")
     body = {"prompt": "red heart", "sampler_name": "DPM++ 2M", "steps": 20, "cfg_scale": 7.0, "width": 64,
             "height": 64, "batch_size": 4, "override_settings": {"sd_model_checkpoint": model}}
     s, b = (statistics.median(side) for side in side_by_side(
         reps, lambda rep: timed(lambda: http.post("/sdapi/v1/txt2img", json={**body, "seed": rep}).json())[0],
         lambda rep: bare("image", model=model, prompt="red heart", batch=4, steps=20, size=64, guidance=7.0,
                          seed=rep)["seconds"]))
-    report.line(f"{'/sdapi/v1/txt2img, 4 × 64², 20 steps (s)':44} {s:10.2f} {b:10.2f} {b / s:7.3f}")
+    report.line(f"{'/sdapi/v1/txt2img, emoji-ldm 4 × 64², 20 steps (s)':58} {s:10.2f} {b:10.2f} {b / s:7.3f}")
     http.close()
 
 
@@ -385,9 +441,12 @@ def main() -> None:
     parser.add_argument("--bare", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--rows", default="text,image,gan,vae,trivial,compat,browser")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="llama.cpp threads on both sides (0 = the physical cores, the studio's default); on a "
+                             "busy shared machine 1 keeps the engine from waiting on a descheduled thread")
     args = parser.parse_args()
     if args.bare:
-        bare_server()
+        bare_server(args.threads)
         return
     from gradio_client import Client
 
@@ -395,15 +454,16 @@ def main() -> None:
 
     rows = set(args.rows.split(","))
     outputs = Path(tempfile.mkdtemp(prefix="e2e-outputs-"))
-    studio, url = launch_studio(outputs)
-    bare = Bare()
+    studio, url = launch_studio(outputs, *(["--threads", str(args.threads)] if args.threads else []))
+    bare = Bare(args.threads)
     report = Report("e2e")
     try:
         client = Client(url, verbose=False)
-        report.line(f"Studio at {url} (its own process) vs bare libraries (their own process); median of {args.reps}")
+        report.line(f"Studio at {url} (its own process) vs bare libraries (their own process); median of {args.reps}; "
+                    f"llama.cpp threads: {args.threads or 'physical cores'} on both sides")
         report.line(f"{'request':44} {'studio':>10} {'bare':>10} {'ratio':>7}")
         if "text" in rows:
-            rows_text(client, bare, args.reps, report)
+            rows_text(url, bare, args.reps, report)
         if "image" in rows:
             rows_image(client, bare, args.reps, report, url)
         if "gan" in rows:

@@ -231,13 +231,27 @@ class _GGUFTemplate:
 
 
 class _Detokenizer:
-    """`decode()` as `_Decoder` expects it, over llama.cpp's own vocabulary."""
+    """`decode()` as `_Decoder` expects it, over llama.cpp's own vocabulary. `_Decoder` decodes the whole answer
+    after every token; llama-cpp-python's detokenize makes one native call per token id and grows its bytes one
+    piece at a time (quadratic: ~33,000 calls over a 256-token answer, in the loop between two tokens), so each
+    token's bytes are looked up once and kept."""
 
     def __init__(self, llm) -> None:
         self.llm = llm
+        self._pieces: dict[tuple[int, bool], bytes] = {}
+        self._bos = llm.token_bos()
+
+    def _piece(self, token: int, special: bool) -> bytes:
+        piece = self._pieces.get((token, special))
+        if piece is None:
+            piece = self._pieces[(token, special)] = self.llm.detokenize([token], special=special)
+        return piece
 
     def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
-        return self.llm.detokenize(ids, special=not skip_special_tokens).decode("utf-8", errors="replace")
+        if ids and ids[0] == self._bos:  # llama.cpp's leading-space rule after a BOS: its own decode
+            return self.llm.detokenize(ids, special=not skip_special_tokens).decode("utf-8", errors="replace")
+        special = not skip_special_tokens
+        return b"".join([self._piece(t, special) for t in ids]).decode("utf-8", errors="replace")
 
 
 @dataclass

@@ -193,6 +193,8 @@ def _probe(pipe) -> None:
     params = TextParams(prompt=PROBE_PROMPT, max_new_tokens=2, temperature=0.7, seed=0)
     for _ in pipe.stream(params):  # evaluates the ~20-token prompt as one batch, then samples
         pass
+    if pipe.model.has_chat_template:  # the chat template's renderer (a transformers import, ~1 s on 2 busy
+        pipe.build_prompt(TextParams(prompt="Hi", mode="chat"))  # cores) is loaded now, not in the first chat
     pipe.model.llm.n_tokens = 0
     pipe.prompt_cache.clear()
 

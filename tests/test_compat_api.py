@@ -10,6 +10,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -265,7 +266,8 @@ def test_progress_and_interrupt_touch_only_the_callers_own_job(server):
         result["answer"] = call(url, "/sdapi/v1/txt2img", {"prompt": "slow", "seed": 1, "width": 64, "height": 64,
                                                            "steps": 150, "batch_size": 8, "override_settings":
                                                                {"sd_model_checkpoint": "tiny-sd"}}, keys["owner"])
-    worker = threading.Thread(target=long_job)
+    assert call(url, "/sdapi/v1/progress", key=keys["owner"])[1]["state"]["job_count"] == 0  # a client that
+    worker = threading.Thread(target=long_job)  # reads /progress (as Krita's does) gets steps and previews
     worker.start()
     deadline = time.time() + 60
     while time.time() < deadline and call(url, "/sdapi/v1/progress", key=keys["owner"])[1]["state"][
@@ -284,7 +286,93 @@ def test_progress_and_interrupt_touch_only_the_callers_own_job(server):
     assert call(url, "/sdapi/v1/interrupt", b"", keys["owner"])[0] == 200
     worker.join(60)
     status, body = result["answer"]
-    assert status == 409 and "interrupted" in body["detail"]
+    assert status == 409 and "interrupted" in body["detail"]  # one run, stopped before its pictures: none to give
+
+
+def test_an_interrupted_batch_answers_with_the_runs_finished_before_it(server, monkeypatch):
+    """As AUTOMATIC1111: interrupt ends an n_iter batch with 200 and the pictures made so far (kept in History);
+    skip drops only the run it stops; the seeds go on across runs as in one call."""
+    from studio.compat import a1111
+
+    url, services, keys = server
+    real, made = a1111.make_pictures, []
+
+    def then_interrupt(services_, user, params, model, progress=None):  # the caller's interrupt, between runs
+        out = real(services_, user, params, model, progress)
+        made.append(params.seed)
+        if len(made) == 1:
+            assert call(url, "/sdapi/v1/interrupt", b"", keys["owner"])[0] == 200
+        return out
+    monkeypatch.setattr(a1111, "make_pictures", then_interrupt)
+    body = {"prompt": "a boat", "seed": 7, "batch_size": 2, "n_iter": 3,
+            "override_settings": {"sd_model_checkpoint": "tiny-sd"}, **TINY}
+    status, answer = call(url, "/sdapi/v1/txt2img", body, keys["owner"])
+    assert status == 200, answer
+    info = json.loads(answer["info"])
+    assert len(answer["images"]) == 2 and info["all_seeds"] == [7, 8] and made == [7]
+    kept = {i.id: i for i in services.history.list(tab="image", owner="owner", limit=10)}
+    assert set(info["history_ids"]) <= set(kept) and {kept[i].params["seed"] for i in info["history_ids"]} == {7, 8}
+
+    skipped: list = []
+
+    def skip_the_first(services_, user, params, model, progress=None):  # /skip lands while run 1 is made
+        if not skipped:
+            skipped.append(params.seed)
+
+            def skip():
+                while (user.session, "image") not in services_.jobs._events:
+                    time.sleep(0.005)
+                assert call(url, "/sdapi/v1/skip", b"", keys["other"])[0] == 200  # another user's: stops nothing
+                assert call(url, "/sdapi/v1/skip", b"", keys["owner"])[0] == 200
+            threading.Thread(target=skip, daemon=True).start()
+        return real(services_, user, params, model, progress)
+    monkeypatch.setattr(a1111, "make_pictures", skip_the_first)
+    status, answer = call(url, "/sdapi/v1/txt2img", {**body, "n_iter": 2, "batch_size": 1, "steps": 20},
+                          keys["owner"])
+    assert status == 200 and json.loads(answer["info"])["all_seeds"] == [8] and skipped == [7]
+
+
+def test_loras_in_the_lora_folder_are_listed_and_owners_prompts_use_them(server):
+    from tests.conftest import build_tiny_lora
+    from studio.compat.a1111 import prompt_loras
+
+    url, services, keys = server
+    folder = services.settings.cache_dir / "loras"
+    folder.mkdir(parents=True, exist_ok=True)
+    built = build_tiny_lora(folder / "build", Path(services.host.registry.lookup("tiny-sd", "image").location))
+    built.rename(folder / "ink.safetensors")
+    (folder / "old.ckpt").write_bytes(b"not listed: pickles are never loaded")
+    status, listed = call(url, "/sdapi/v1/loras", key=keys["owner"])
+    assert status == 200 and [(x["name"], x["alias"]) for x in listed] == [("ink", "ink")]
+    assert listed[0]["path"] == str(folder / "ink.safetensors") and isinstance(listed[0]["metadata"], dict)
+    status, seen = call(url, "/sdapi/v1/loras", key=keys["artist"])
+    assert status == 200 and seen[0]["path"] == "ink.safetensors" and seen[0]["metadata"] == {}  # no server paths
+
+    assert prompt_loras(services, "a cat, <lora:ink:0.5> ink", guest=False)[0] == "a cat, ink"
+    body = {"prompt": "a cat <lora:ink:0.5>", "seed": 3, "override_settings": {"sd_model_checkpoint": "tiny-sd"},
+            **TINY}
+    status, answer = call(url, "/sdapi/v1/txt2img", body, keys["owner"])
+    assert status == 200, answer
+    newest = services.history.list(tab="image", owner="owner", limit=1)[0]
+    assert newest.params["loras"] == {"ink": 0.5} and newest.params["prompt"] == "a cat"
+    status, plain = call(url, "/sdapi/v1/txt2img", {**body, "prompt": "a cat"}, keys["owner"])
+    assert plain["images"][0] != answer["images"][0]  # the LoRA changed the picture
+    status, answer = call(url, "/sdapi/v1/txt2img", {**body, "prompt": "a cat <lora:nope>"}, keys["owner"])
+    assert status == 422 and answer["detail"].startswith("prompt: no LoRA named 'nope'")
+    for guest in (keys["artist"],):  # guests are refused LoRA files, whether the file exists or not
+        for prompt in ("a cat <lora:ink:0.5>", "a cat <lora:nope>"):
+            status, answer = call(url, "/sdapi/v1/txt2img", {**body, "prompt": prompt}, guest)
+            assert status == 403 and "Guests can't load LoRA files" in answer["detail"]
+
+
+def test_the_owners_default_model_outlives_a_restart(server):
+    from studio.compat.a1111 import Options
+
+    url, services, keys = server
+    assert call(url, "/sdapi/v1/options", {"sd_model_checkpoint": "tiny-sd"}, keys["owner"])[0] == 200
+    assert Options(services).checkpoint() == "tiny-sd"  # a new server reads what the owner chose
+    saved = services.settings.outputs / "settings" / "sdapi-options.json"
+    assert json.loads(saved.read_text()) == {"sd_model_checkpoint": "tiny-sd"}
 
 
 def test_a_studio_login_works_as_http_basic_and_a_wrong_one_is_refused(server):

@@ -124,6 +124,36 @@ def resolve_upscaler(services, name: str, *, latent: bool, field: str = "upscale
     raise ValueError(f"{field} must be one of {', '.join(by_name)}, got {str(name)[:60]!r}")
 
 
+def lora_folder(services) -> Path:
+    """LoRA files owners put on the server (`<cache>/loras/*.safetensors`), beside the upscalers folder: what
+    AUTOMATIC1111 clients list (`/sdapi/v1/loras`) and name in prompts (`<lora:NAME:WEIGHT>`)."""
+    return Path(services.settings.cache_dir) / "loras"
+
+
+def lora_files(services) -> dict[str, Path]:
+    """{name: file} of the LoRA folder's .safetensors files (pickled LoRAs are never loaded), by file stem."""
+    folder = lora_folder(services)
+    files = sorted(folder.glob("*.safetensors")) if folder.is_dir() else []
+    return {f.stem: f for f in files if f.is_file()}
+
+
+def lora_metadata(path: Path, limit: int = 1 << 20) -> dict:
+    """A .safetensors file's `__metadata__` (training notes such as ss_base_model_version), read from its
+    header only; {} when there is none or the header is unreadable or larger than `limit`."""
+    import json
+    import struct
+
+    try:
+        with open(path, "rb") as f:
+            size = struct.unpack("<Q", f.read(8))[0]
+            if size > limit:
+                return {}
+            meta = json.loads(f.read(size)).get("__metadata__") or {}
+    except (OSError, ValueError, struct.error):
+        return {}
+    return {str(k): str(v) for k, v in meta.items()} if isinstance(meta, dict) else {}
+
+
 def save_shared_style(services, style: Style) -> list[str]:
     """Save (or replace) a style every user picks from — owners only, whatever door asked: a guest's words must
     never reach other users' pictures. Returns the style names now listed."""

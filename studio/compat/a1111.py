@@ -10,17 +10,22 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import random
+import re
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Request
 
-from pipelines.image import SCHEDULERS, ImageParams
+from pipelines.image import SCHEDULERS, ImageParams, lora_set
 from pipelines.image_upscale import HiresParams, UpscaleParams, upscale
 from pipelines.media import png_bytes, read_png_info
 from studio.actions.images import CONTROL_FIELDS, control_units, second_pass_settings
-from studio.actions.library import resolve_upscaler, style_named, upscaled_origin, upscaler_choices
+from studio.actions.library import (lora_files, lora_metadata, resolve_upscaler, style_named, upscaled_origin,
+                                    upscaler_choices)
 from studio.compat.auth import ApiUser
 from studio.compat.calls import b64, kept_pngs, make_pictures, picture, run_as
 from studio.compat.wire import CompatError, flag, json_body, number, route_class, text
@@ -37,9 +42,20 @@ def error_shape(error: CompatError) -> dict:
 class Progress:
     """Each API user's running image job, for /progress: steps done, steps in all, when it started."""
 
+    WATCHING_SECONDS = 600.0  # a caller who read /progress this recently is shown previews
+
     def __init__(self) -> None:
         self._jobs: dict[str, dict] = {}
+        self._read: dict[str, float] = {}  # when each caller last read /progress
         self._lock = threading.Lock()
+
+    def watched(self, session: str) -> bool:
+        """Whether `session` reads /progress (AUTOMATIC1111 clients such as Krita's poll it during every job): only
+        then do its jobs report steps and decode previews — a decode each, ~a fifth of a small job's time. A
+        script that never asks pays for none (AUTOMATIC1111 likewise decodes a preview only when /progress is
+        read)."""
+        with self._lock:
+            return time.time() - self._read.get(session, float("-inf")) < self.WATCHING_SECONDS
 
     def start(self, session: str, params: ImageParams) -> None:
         first = params.steps if params.mode == "txt2img" else max(1, int(params.steps * params.strength))
@@ -63,12 +79,21 @@ class Progress:
             if session in self._jobs:
                 self._jobs[session]["interrupted"] = True
 
+    def interrupted(self, session: str) -> bool:
+        with self._lock:
+            return bool(self._jobs.get(session, {}).get("interrupted"))
+
+    def running(self, session: str) -> bool:
+        with self._lock:
+            return session in self._jobs
+
     def finish(self, session: str) -> None:
         with self._lock:
             self._jobs.pop(session, None)
 
     def of(self, session: str) -> dict:
         with self._lock:
+            self._read[session] = time.time()
             job = dict(self._jobs.get(session) or {})
         done = job["step"] / job["total"] if job.get("total") else 0.0
         job_state = {"job": "txt2img", "job_count": job["count"]} if job else {"job": "", "job_count": 0}
@@ -112,9 +137,41 @@ def checkpoint_of(body: dict, default: str) -> str:
     return name.split(" [")[0].strip()  # a title "name [hash]" or the name itself
 
 
-def image_params(services, body: dict, *, start=None, mask=None, default_size: int = 512) -> ImageParams:
-    """ImageParams from a txt2img or img2img body (A1111's names)."""
+# AUTOMATIC1111's extra-network tag: <lora:NAME>, <lora:NAME:WEIGHT> (a third part, its text-encoder weight, is
+# accepted and ignored)
+LORA_TAG = re.compile(r"<lora:([^:>]+)(?::([^:>]*))?(?::[^>]*)?>", re.IGNORECASE)
+
+
+def prompt_loras(services, prompt: str, guest: bool) -> tuple[str, tuple]:
+    """The prompt without its `<lora:NAME:WEIGHT>` tags, and those LoRAs from the LoRA folder (studio/actions/
+    library.lora_folder). LoRA files change the weights every user shares: a guest's tag is refused (403)."""
+    tags = LORA_TAG.findall(prompt)
+    if not tags:
+        return prompt, ()
+    if guest:
+        from studio.access import AccessDenied
+
+        raise AccessDenied("Guests can't load LoRA files; only the studio's owner can add weights.")
+    files = lora_files(services)
+    chosen: dict = {}
+    for name, weight in tags:
+        name = name.strip()
+        if name not in files:
+            raise CompatError(400, f"prompt: no LoRA named {name[:60]!r} in the LoRA folder (see /sdapi/v1/loras)",
+                              param="prompt")
+        try:
+            chosen[name] = (files[name], float(weight) if weight.strip() else 1.0)
+        except ValueError:
+            raise CompatError(400, f"prompt: <lora:{name[:60]}:{weight[:20]}>: the weight is a number such as 0.8",
+                              param="prompt") from None
+    return re.sub(r"[ \t]{2,}", " ", LORA_TAG.sub(" ", prompt)).strip(), lora_set(chosen)
+
+
+def image_params(services, body: dict, *, start=None, mask=None, default_size: int = 512,
+                 guest: bool = True) -> ImageParams:
+    """ImageParams from a txt2img or img2img body (A1111's names); `<lora:…>` tags in the prompt for owners."""
     limits = services.settings.image_limits
+    prompt, loras = prompt_loras(services, text(body, "prompt"), guest)
     mode = "inpaint" if mask is not None else "img2img" if start is not None else "txt2img"
     width = number(body, "width", 0, 0, 2048, whole=True) or (start.width // 8 * 8 if start else default_size)
     height = number(body, "height", 0, 0, 2048, whole=True) or (start.height // 8 * 8 if start else default_size)
@@ -132,7 +189,7 @@ def image_params(services, body: dict, *, start=None, mask=None, default_size: i
     if mode != "txt2img" and strength <= 0:
         raise CompatError(400, "denoising_strength: above 0 and up to 1 for img2img", param="denoising_strength")
     return ImageParams(
-        prompt=text(body, "prompt"), negative_prompt=text(body, "negative_prompt"), mode=mode,
+        prompt=prompt, negative_prompt=text(body, "negative_prompt"), mode=mode, loras=loras,
         steps=number(body, "steps", 20, 1, limits.max_steps, whole=True),
         guidance=number(body, "cfg_scale", 7.0, 0, 30), width=width, height=height, scheduler=sampler_of(body),
         seed=seed_field(body, "seed"), variation_seed=seed_field(body, "subseed") if mode == "txt2img" else None,
@@ -167,9 +224,8 @@ def infotext(params: ImageParams, seed: int, model: str) -> str:
                              **second_pass_settings(params)})
 
 
-def answer(params: ImageParams, kept, out, pipe, body: dict) -> dict:
+def answer(params: ImageParams, kept, seeds: list[int], pipe, body: dict) -> dict:
     """A1111's answer: images, the request's parameters, and info (a JSON string)."""
-    seeds = list(out.seeds)
     info = {"prompt": params.prompt, "all_prompts": [params.prompt] * len(seeds),
             "negative_prompt": params.negative_prompt, "all_negative_prompts": [params.negative_prompt] * len(seeds),
             "seed": seeds[0] if seeds else None, "all_seeds": seeds,
@@ -187,15 +243,82 @@ def answer(params: ImageParams, kept, out, pipe, body: dict) -> dict:
 
 
 class Options:
-    """What /options says and sets: the default image model of these routes (owners set it; it is then loaded,
-    so guests may use it too)."""
+    """What /options says and sets: the default image model of these routes. Owners set it (it is then loaded, so
+    guests may use it too); it is kept in `<outputs>/settings/sdapi-options.json`, beside the styles and keys, so
+    it outlives a restart (the studio's settings file and flags are the owner's own, read-only to the server).
+    After a restart the saved model loads on its first use by an owner; guests may use it once it is loaded."""
 
     def __init__(self, services) -> None:
         self.services = services
-        self.model = ""
+        self.path = Path(services.settings.outputs) / "settings" / "sdapi-options.json"
+        self.model = self._read().get("sd_model_checkpoint") or ""
+
+    def _read(self) -> dict:
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):
+            return {}
+        return data if isinstance(data, dict) else {}
+
+    def set_model(self, name: str) -> None:
+        self.model = name
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self._read(), "sd_model_checkpoint": name}, indent=1))
+        os.replace(tmp, self.path)
 
     def checkpoint(self) -> str:
         return self.model or self.services.host.registry.default("image")
+
+
+def made_until_interrupted(services, user: ApiUser, params: ImageParams, model: str, progress: Progress):
+    """A1111's batch, `n_iter` runs of `batch_size` pictures, each run made and kept as the studio's one way
+    (make_images), the seeds (and variation seeds) going on across runs as in one call. As AUTOMATIC1111 does:
+    `interrupt` ends the batch and answers with the pictures of the runs finished before it, `skip` drops only the
+    run it stops. Nothing finished: 409. A guest's time budget covers the whole batch. Returns (kept, seeds,
+    pipe)."""
+    from studio.compat.calls import Interrupted
+
+    budget = services.settings.guest_job_seconds if user.guest else 0.0
+    ran_out = threading.Event()
+    timer = None
+    if budget and params.batch_count > 1:
+        timer = threading.Timer(budget, lambda: (ran_out.set(), services.jobs.cancel(user.session, "image")))
+        timer.daemon = True
+        timer.start()
+    base = params.seed if params.seed is not None else random.SystemRandom().randrange(2**32 - 1024)
+    size = params.batch_size
+    kept: list = []
+    seeds: list[int] = []
+    pipe = None
+    try:
+        for run in range(params.batch_count):
+            if progress.interrupted(user.session) or ran_out.is_set():
+                break
+            one = replace(params, batch_count=1, seed=(base + run * size) % 2**32,
+                          variation_seed=None if params.variation_seed is None
+                          else (params.variation_seed + run * size) % 2**32)
+
+            def report(event, run=run):  # this run's steps as steps of the whole batch
+                if isinstance(event, tuple) and len(event) >= 2:
+                    event = (int(event[0]) + run * int(event[1]), int(event[1]) * params.batch_count, *event[2:])
+                progress.step(user.session, event)
+            try:
+                made, out, pipe = make_pictures(services, user, one, model,
+                                                report if progress.watched(user.session) else None)
+            except Interrupted:
+                continue  # interrupted (the loop ends above), skipped, or out of time
+            kept += made
+            seeds += list(out.seeds)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if ran_out.is_set():
+        raise ValueError(f"This request ran past the {budget:.0f} seconds a guest's request may take, and was "
+                         "stopped. Ask for fewer or smaller pictures, or fewer steps.")
+    if not kept:
+        raise Interrupted()
+    return kept, seeds, pipe
 
 
 def generate(services, user: ApiUser, body: dict, options: Options, progress: Progress, *, img2img: bool) -> dict:
@@ -216,14 +339,13 @@ def generate(services, user: ApiUser, body: dict, options: Options, progress: Pr
                 mask = mask.resize(start.size)
     model = checkpoint_of(body, options.checkpoint())
     size = run_as(services, user, "image", lambda: services.host.image_pipeline(model).model.default_size)
-    params = image_params(services, body, start=start, mask=mask, default_size=size)
+    params = image_params(services, body, start=start, mask=mask, default_size=size, guest=user.guest)
     progress.start(user.session, params)
     try:
-        kept, out, pipe = make_pictures(services, user, params, model,
-                                        lambda event: progress.step(user.session, event))
+        kept, seeds, pipe = made_until_interrupted(services, user, params, model, progress)
     finally:
         progress.finish(user.session)
-    return answer(params, kept, out, pipe, body)
+    return answer(params, kept, seeds, pipe, body)
 
 
 def upscale_one(services, user: ApiUser, body: dict) -> dict:
@@ -275,7 +397,9 @@ def listings(services, user: ApiUser, options: Options) -> dict:
         "samplers": [{"name": name, "aliases": [], "options": {}} for name in SCHEDULERS],
         "schedulers": [{"name": name, "label": name.title(), "aliases": None, "default_rho": -1,
                         "need_inner_model": False} for name in ("automatic", "karras")],
-        "loras": [],  # LoRA files travel with each request in the studio; none are listed by name
+        "loras": [{"name": name, "alias": name, "path": path.name if user.guest else str(path),
+                   "metadata": {} if user.guest else lora_metadata(path)}
+                  for name, path in lora_files(services).items()],
         "upscalers": [{"name": "None", "model_name": None, "model_path": None, "model_url": None, "scale": 4},
                       *({"name": Path(c).name, "model_name": Path(c).stem, "model_path": None, "model_url": None,
                          "scale": 4} for c in upscaler_choices(services, latent=False))],
@@ -295,7 +419,7 @@ def set_options(services, user: ApiUser, body: dict, options: Options) -> bool:
                               param="sd_model_checkpoint")
         name = name.split(" [")[0].strip()
         run_as(services, user, "image", lambda: services.host.image_pipeline(name))
-        options.model = name
+        options.set_model(name)
     return True
 
 
@@ -339,11 +463,17 @@ def router(services, current_user) -> APIRouter:
     def get_progress(user: ApiUser = Depends(current_user)):
         return progress.of(user.session)
 
-    def stop_own(user: ApiUser = Depends(current_user)):
-        """Interrupt (and skip: the same here) stop the caller's own running image job, no one else's."""
-        if services.jobs.cancel(user.session, "image"):
+    def interrupt(user: ApiUser = Depends(current_user)):
+        """Stop the caller's own running image job, no one else's: the batch ends, with the pictures of its runs
+        finished so far."""
+        if services.jobs.cancel(user.session, "image") or progress.running(user.session):
             progress.mark_interrupted(user.session)
         return {}
-    api.add_api_route("/interrupt", stop_own, methods=["POST"], name="a1111_interrupt")
-    api.add_api_route("/skip", stop_own, methods=["POST"], name="a1111_skip")
+
+    def skip(user: ApiUser = Depends(current_user)):
+        """Stop the run of the caller's own batch that is being made; the batch goes on with its next run."""
+        services.jobs.cancel(user.session, "image")
+        return {}
+    api.add_api_route("/interrupt", interrupt, methods=["POST"], name="a1111_interrupt")
+    api.add_api_route("/skip", skip, methods=["POST"], name="a1111_skip")
     return api

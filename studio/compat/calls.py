@@ -52,6 +52,14 @@ def stream_as(services, user: ApiUser, tab: str, steps: Iterator, *, generation:
         raise
 
 
+class Interrupted(CompatError):
+    """The caller's own interrupt (or skip) stopped the job before its pictures were made: 409."""
+
+    def __init__(self) -> None:
+        super().__init__(409, "interrupted: the job was stopped before its pictures were made (nothing was kept)",
+                         code="cancelled")
+
+
 def make_pictures(services, user: ApiUser, params: ImageParams, model: str, progress=None):
     """The studio's pictures for `params`, kept in `user`'s History: (kept, out, pipe) as actions.make_images."""
     params.validate(services.settings.image_limits)  # a guest's own, lower limits: in the action
@@ -59,8 +67,7 @@ def make_pictures(services, user: ApiUser, params: ImageParams, model: str, prog
         return run_as(services, user, "image", lambda: make_images(services, params, model, user.name, user.session,
                                                                    progress), generation=True)
     except GenerationCancelled:
-        raise CompatError(409, "interrupted: the job was stopped before its pictures were made (nothing was kept)",
-                          code="cancelled") from None
+        raise Interrupted() from None
 
 
 def picture(services, data: bytes | str, field: str, *, mode: str = "RGB"):

@@ -25,6 +25,8 @@ EXAMPLES: list[tuple[str, str, str, str, dict | None]] = [
     ("a1111", "Text to image", "POST", "/sdapi/v1/txt2img",
      {"prompt": "red heart", "steps": 8, "seed": 1, "sampler_name": "Euler a", "batch_size": 2}),
     ("a1111", "The models, and the default one", "GET", "/sdapi/v1/sd-models", None),
+    ("a1111", "The LoRA files of the LoRA folder (owners use one in a prompt as `<lora:NAME:0.8>`)", "GET",
+     "/sdapi/v1/loras", None),
     ("a1111", "Options (POST is for owners: it sets the default model)", "GET", "/sdapi/v1/options", None),
     ("a1111", "Your own job's progress", "GET", "/sdapi/v1/progress", None),
     ("a1111", "Stop your own running job (never another user's)", "POST", "/sdapi/v1/interrupt", None),
@@ -79,12 +81,21 @@ def markdown() -> str:
         "### AUTOMATIC1111-compatible (`/sdapi/v1`)", "",
         "`POST txt2img`, `img2img` (`init_images`, `denoising_strength`, `mask`, `inpainting_mask_invert`), "
         "`enable_hr` / `hr_scale` / `hr_upscaler` / `hr_second_pass_steps`, `alwayson_scripts.controlnet.args`, "
-        "`override_settings.sd_model_checkpoint`; `GET sd-models`, `samplers`, `schedulers`, `loras` (empty: LoRA "
-        "files travel with requests), `upscalers`, `options` (POST: owners only, sets the default model), "
-        "`progress`; `POST interrupt` and `skip` (both stop your own job), `png-info`, `extra-single-image`. "
+        "`override_settings.sd_model_checkpoint`; `GET sd-models`, `samplers`, `schedulers`, `loras`, `upscalers`, "
+        "`options` (POST: owners only, sets the default model, kept across restarts in "
+        "`<outputs>/settings/sdapi-options.json`), `progress` (a caller who reads it — as Krita's plug-in does during "
+        "every job — gets step counts and a preview from then on; a script that never does pays for no preview "
+        "decodes); `POST interrupt` (your own job: a batch of "
+        "`n_iter` runs ends with 200 and the pictures of the runs finished before it, kept in History; 409 when "
+        "none was), `skip` (drops the run being made, the batch goes on), `png-info`, `extra-single-image`. "
         "Answers carry base64 PNGs, `parameters` and `info` (a JSON string with `seed`, `all_seeds`, "
         "`infotexts`). Width and height default to the model's own size; unknown fields are ignored; a bad "
         "field is a 422 whose `detail` names it.", "",
+        "**LoRA files.** Owners put `.safetensors` LoRAs in the LoRA folder, `<cache>/loras/` (beside "
+        "`<cache>/upscalers/`; the cache is `~/.cache/genai-studio` or `--cache-dir`). `GET loras` lists them as "
+        "`{name, alias, path, metadata}` (a guest sees the file name, not the server path, and no metadata); an "
+        "owner's prompt uses one as `<lora:NAME>` or `<lora:NAME:WEIGHT>` (the tag is taken out of the prompt; "
+        "the picture's parameters list the LoRA). Guests are refused LoRA files (403), as on the page.", "",
         "```python", "import webuiapi",
         'api = webuiapi.WebUIApi(host="127.0.0.1", port=7860, username="me", password="sk-studio-…")',
         'result = api.txt2img(prompt="red heart", steps=8, seed=1)', "```", "", *_examples("a1111"),
