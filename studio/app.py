@@ -144,6 +144,7 @@ def _wire_image_and_explore(services: Services, image, explore, tabs) -> None:
     from pipelines.media import read_png_info
     from studio.actions.library import kept_item
     from studio.tabs.common import friendly_errors
+    from studio.tabs.image import start_mode_label
 
     button, selected = image.to_explore
     outputs, from_params, (open_fn, open_inputs, open_outputs) = explore.receive_point
@@ -160,19 +161,20 @@ def _wire_image_and_explore(services: Services, image, explore, tabs) -> None:
     button.click(to_explore, selected, [tabs, *outputs], api_visibility="private").then(
         open_fn, open_inputs, open_outputs, api_visibility="private")
     to_img2img, to_inpaint, inputs, make_file = explore.send_picture
-    mode, init_image, editor = image.receive
+    mode, init_image, editor, image_model = image.receive
 
     def send(target):
         def fn(request: gr.Request, *values):
+            *values, model_name = values  # the Explore picture's inputs, then the Image tab's model
             path = make_file(*values, request=request)  # guarded there: the user's own admission
-            if target == "img2img":
-                return gr.Tabs(selected="image"), "Image to image", path, gr.skip()
+            if target == "img2img":  # an editing model has no image to image: the picture is edited instead
+                return gr.Tabs(selected="image"), start_mode_label(services, model_name), path, gr.skip()
             editor = {"background": path, "layers": [], "composite": path}
             return gr.Tabs(selected="image"), "Inpaint", gr.skip(), editor
         return fn
 
-    to_img2img.click(send("img2img"), inputs, [tabs, mode, init_image, editor], api_visibility="private")
-    to_inpaint.click(send("inpaint"), inputs, [tabs, mode, init_image, editor], api_visibility="private")
+    for button, target in ((to_img2img, "img2img"), (to_inpaint, "inpaint")):
+        button.click(send(target), [*inputs, image_model], [tabs, mode, init_image, editor], api_visibility="private")
 
 
 def _hold_guests_at_the_door(fastapi_app, services) -> None:

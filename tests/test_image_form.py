@@ -81,6 +81,15 @@ def test_the_modes_offered_follow_the_model_without_loading_it(page, tmp_path, t
     assert modes["hub"] == modes["nothing"] == ("txt2img", "img2img", "inpaint", "outpaint", "edit")  # refused later
 
 
+def test_a_picture_sent_to_an_editing_model_is_edited_not_made_over(page, tmp_path, tiny_sd_dir):
+    """Send to img2img (from the gallery or from Explore) starts in the mode the Image tab's model has."""
+    from studio.tabs.image import start_mode_label
+
+    services = page[0]
+    assert start_mode_label(services, index_only(tmp_path / "kontext", "FluxKontextPipeline")) == "Edit by instruction"
+    assert start_mode_label(services, str(tiny_sd_dir)) == "Image to image"
+
+
 def test_edit_reads_the_starting_image_and_writes_the_change_as_the_prompt(page, tmp_path):
     from PIL import Image
 

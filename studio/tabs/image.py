@@ -393,6 +393,12 @@ def _runner(services: Services, form: ImageForm):
     return generate
 
 
+def start_mode_label(services: Services, model_name: str) -> str:
+    """The mode a picture sent to the Image tab starts in: image to image, or edit by instruction on an editing
+    model (which has no image to image of its own)."""
+    return LABEL_OF["img2img" if "img2img" in model_modes(_spec(services, model_name)) else "edit"]
+
+
 def _wire_sending(services, compose: ComposePanel, side: SettingsPanel, results: SimpleNamespace, kept_ids,
                   selected) -> None:
     """The gallery's pictures are History items: a click remembers the item's id (server-side state, from the
@@ -405,8 +411,7 @@ def _wire_sending(services, compose: ComposePanel, side: SettingsPanel, results:
     def send(values: dict, target: str):
         picture = kept_picture(services, values[selected])
         if target == "img2img":
-            modes = model_modes(_spec(services, values[side.model]))
-            return LABEL_OF["img2img" if "img2img" in modes else "edit"], picture, gr.skip()
+            return start_mode_label(services, values[side.model]), picture, gr.skip()
         return "Inpaint", gr.skip(), {"background": picture, "layers": [], "composite": picture}
 
     results.gallery.select(remember, kept_ids, selected, api_visibility="private")
@@ -457,7 +462,7 @@ def build(services: Services) -> TabHandle:
     handle = TabHandle(restore_outputs=restore_outputs, restore=restore, owner_controls=[side.model, side.lora_files],
                        send_to_vae=(results.to_vae, [selected], selected_file))
     handle.to_explore = (results.to_explore, selected)
-    handle.receive = (compose.mode, compose.init_image, compose.editor)
+    handle.receive = (compose.mode, compose.init_image, compose.editor, side.model)
     return handle
 
 
