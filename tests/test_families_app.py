@@ -1,5 +1,5 @@
 """A launched studio serves tiny Flux- and Qwen-Image-shaped folders through the API: pictures by seed, the
-family's sampler, refusals in words, and Explore (walk, prompt-pair directions, move, breed)."""
+family's sampler, refusals in words, and Explore (walk, prompt-pair and h-space directions, move, breed)."""
 
 from __future__ import annotations
 
@@ -67,5 +67,8 @@ def test_generate_and_explore_a_flow_model_through_the_api(served, model):
     info, files = client.predict(model=model, parents="1: a red fox\n2: a blue bird", children=2, seed=5,
                                  api_name="/explore_breed")
     assert info["children"] == 2
-    with pytest.raises(AppError, match="method must be one of prompt-pair"):
-        client.predict(model=model, method="h-space", count=2, origin="1", **look, api_name="/explore_directions")
+    info, _ = client.predict(model=model, method="h-space", count=2, origin="1: a red fox", **look,
+                             api_name="/explore_directions")  # PCA of a middle transformer block: the family's h-space
+    assert [d["method"] for d in info["directions"]] == ["h-space", "h-space"]
+    with pytest.raises(AppError, match="method must be one of prompt-pair, h-space"):
+        client.predict(model=model, method="sefa", count=2, origin="1", **look, api_name="/explore_directions")
