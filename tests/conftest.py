@@ -60,23 +60,25 @@ def cache_dir() -> Path:
     return path
 
 
-# Test files that may not share the machine with each other under pytest-xdist: `ray stop` in test_ray_cluster ends
-# every Ray on the machine, each Ray file starts a 2-CPU local Ray, the load test and Chromium take both cores.
-HEAVY = ("test_ray_", "test_browser.py", "load/")
+# Test files that may not run beside each other under pytest-xdist: `ray stop` in test_ray_cluster ends every Ray on
+# the machine and each Ray file starts a 2-CPU local Ray, so the Ray files run one after another on one worker, with
+# the tests that time users against each other (the load test, fair turns, many users), which must not share the
+# machine with a Ray cluster's start. The browser tests are one group of their own (one Chromium, one studio).
+SERIAL = {"ray": ("test_ray_", "load/", "test_fair_turns.py", "test_many_users.py"), "browser": ("test_browser",)}
 
 
 def pytest_collection_modifyitems(config, items):
     """The tiers' rules, checked at collection: a browser test is a slow one too (the fast tier, `-m "not slow"`,
     drives no browser). Under `pytest -n 2 --dist loadgroup` each test file stays on one worker (its module-scoped
-    studio is launched once) and the heavy files above run one after another on one worker."""
+    studio is launched once) and the groups above run one file after another on one worker."""
     for item in items:
         if item.get_closest_marker("browser") and not item.get_closest_marker("slow"):
             raise pytest.UsageError(f"{item.nodeid} is marked browser but not slow: the fast tier drives no browser")
         if item.get_closest_marker("xdist_group"):
             continue
         where = item.nodeid.split("::", 1)[0]
-        heavy = any(part in where for part in HEAVY)
-        item.add_marker(pytest.mark.xdist_group("heavy" if heavy else where))
+        group = next((name for name, parts in SERIAL.items() if any(part in where for part in parts)), where)
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_terminal_summary(terminalreporter):
