@@ -260,7 +260,15 @@ def main(argv: list[str]) -> int:
         pip = [str(python), "-m", "pip", "install", "--disable-pip-version-check", "--quiet"]
         return 0 if install_llama(pip, python, rebuild=True) else 1
     python = ensure_environment("test", torch_index)
-    return subprocess.call([str(python), "-m", "pytest", *rest], cwd=ROOT)
+    return subprocess.call([str(python), "-m", "pytest", *_workers(rest), *rest], cwd=ROOT)
+
+
+def _workers(rest: list[str]) -> list[str]:
+    """Two test workers where there are two cores (pytest-xdist; tests/conftest.py keeps the files that may not
+    share the machine on one worker), unless the arguments choose (`-n 0` for one process)."""
+    if any(arg.startswith(("-n", "--numprocesses")) or arg == "no:xdist" for arg in rest) or (os.cpu_count() or 1) < 2:
+        return []
+    return ["-n", "2"]
 
 
 if __name__ == "__main__":

@@ -60,25 +60,37 @@ def cache_dir() -> Path:
     return path
 
 
-# Test files that may not run beside each other under pytest-xdist: `ray stop` in test_ray_cluster ends every Ray on
-# the machine and each Ray file starts a 2-CPU local Ray, so the Ray files run one after another on one worker, with
-# the tests that time users against each other (the load test, fair turns, many users), which must not share the
-# machine with a Ray cluster's start. The browser tests are one group of their own (one Chromium, one studio).
+# Test files that may not run beside each other under pytest-xdist (`pytest -n 2`): `ray stop` in test_ray_cluster
+# ends every Ray on the machine and each Ray file starts a 2-CPU local Ray, so the Ray files run one after another on
+# one worker, with the tests that time users against each other (the load test, fair turns, many users), which must
+# not share the machine with a Ray cluster's start. The browser tests are one group of their own (one Chromium, one
+# studio). Every other file is a group of its own (its module-scoped studio is launched once).
 SERIAL = {"ray": ("test_ray_", "load/", "test_fair_turns.py", "test_many_users.py"), "browser": ("test_browser",)}
 
 
+def group_of(nodeid: str) -> str:
+    where = nodeid.split("::", 1)[0]
+    return next((name for name, parts in SERIAL.items() if any(part in where for part in parts)), where)
+
+
+def pytest_xdist_make_scheduler(config, log):
+    """Workers take whole groups (above), the biggest first. (xdist's own `--dist loadgroup` reads `xdist_group`
+    marks into test ids in a way pytest 9 no longer honours, so its groups were silently ignored.)"""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByGroup(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            return group_of(nodeid)
+
+    return ByGroup(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """The tiers' rules, checked at collection: a browser test is a slow one too (the fast tier, `-m "not slow"`,
-    drives no browser). Under `pytest -n 2 --dist loadgroup` each test file stays on one worker (its module-scoped
-    studio is launched once) and the groups above run one file after another on one worker."""
+    """The tiers' rule, checked at collection: a browser test is a slow one too (the fast tier, `-m "not slow"`,
+    drives no browser)."""
     for item in items:
         if item.get_closest_marker("browser") and not item.get_closest_marker("slow"):
             raise pytest.UsageError(f"{item.nodeid} is marked browser but not slow: the fast tier drives no browser")
-        if item.get_closest_marker("xdist_group"):
-            continue
-        where = item.nodeid.split("::", 1)[0]
-        group = next((name for name, parts in SERIAL.items() if any(part in where for part in parts)), where)
-        item.add_marker(pytest.mark.xdist_group(group))
 
 
 def pytest_terminal_summary(terminalreporter):
