@@ -1,5 +1,5 @@
-"""The latent workbench on flow-matching transformer models (Flux.1, SD3/3.5, Qwen-Image, Chroma, Sana, Z-Image), behind the one explorer
-contract (`pipelines.latent`), as `DiffusionLatentModel` is on UNet models.
+"""The latent workbench on flow-matching transformer models (Flux.1, Flux.2, SD3/3.5, Qwen-Image, Chroma, Sana,
+Z-Image), behind the one explorer contract (`pipelines.latent`), as `DiffusionLatentModel` is on UNet models.
 
     space = FlowLatentModel(image_model, DiffusionLook(steps=20, guidance=3.5, scheduler="Flow Euler"))
     a, b = space.point_for_seed(1, prompt="red heart"), space.point_for_seed(2, prompt="blue heart")
@@ -12,7 +12,9 @@ Flux — the T5 token embeddings [512, E] and CLIP's pooled embedding [P]; SD3/3
 embeddings padded to 512 tokens [512, E] with their attention mask in `pooled` [512] (mixed masks keep every
 token either prompt has); Chroma and Sana — the T5 / Gemma tokens at the pipeline's fixed length [512 or 300, E]
 with their attention mask in `pooled`; Z-Image — the Qwen3 tokens of the prompt padded to 512 [512, E], mask in
-`pooled`. Rendering is the family's own pipeline called with those embeddings: a point made from a seed and a
+`pooled`; Flux.2 — the text encoder's stacked middle layers (Qwen3 for Klein, Mistral for dev) of the prompt
+padded to 512 tokens [512, 3·E], nothing pooled (its transformer reads the padded tokens whole, with no mask; its
+noise is the VAE's 2×2-patchified latents [4·C, h, w], which its pipeline packs itself). Rendering is the family's own pipeline called with those embeddings: a point made from a seed and a
 prompt renders the very picture the Image tab makes from them. Directions come from prompt pairs, and "h-space":
 PCA of a middle transformer block's image-token output at the first step (one forward hook per model, what it
 does read from the running request's context), moved along by adding the offset to that output while rendering.
@@ -35,9 +37,10 @@ from pipelines.latent import DiffusionSpace, Direction, LatentPoint, pca
 RENDER_BATCH = 8
 TOKENS = 512  # the pipelines' own max_sequence_length default: the Image tab's prompts are read at this length
 # how each family's prompt is held and handed back: T5 + pooled (Flux), SD3's three encoders, Qwen's masked tokens,
-# fixed-length tokens with an attention mask (Chroma, Sana), a list of unpadded token runs (Z-Image)
+# fixed-length tokens with an attention mask (Chroma, Sana), a list of unpadded token runs (Z-Image), fixed-length
+# tokens alone (Flux.2)
 EXPLORABLE = {"flux": "pooled", "flux-kontext": "pooled", "qwen-image": "mask", "sd3": "sd3", "chroma": "attention",
-              "sana": "attention", "z-image": "list"}
+              "sana": "attention", "z-image": "list", "flux2": "tokens"}
 SD3_TOKENS = 256  # StableDiffusion3Pipeline's own max_sequence_length default
 SANA_TOKENS = 300  # SanaPipeline's
 
@@ -90,7 +93,7 @@ class FlowLatentModel(DiffusionSpace):
 
     def __init__(self, model, look) -> None:
         if model.family.key not in EXPLORABLE:
-            raise ValueError(f"model: Explore reaches Flux.1, SD3/3.5, Qwen-Image, Chroma, Sana and Z-Image among "
+            raise ValueError(f"model: Explore reaches Flux.1, Flux.2, SD3/3.5, Qwen-Image, Chroma, Sana and Z-Image among "
                              f"the flow models so far; {model.family.label} is not one yet")
         super().__init__(model, look)
         # an SD sampler in the look (Explore's default) means the family's own: flow-matching Euler
@@ -116,7 +119,7 @@ class FlowLatentModel(DiffusionSpace):
     # -- points ---------------------------------------------------------------------------------------
     @torch.inference_mode()
     def embed(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
-        """The prompt as the family reads it, on the CPU: (tokens [L, E], pooled [P] or mask [L])."""
+        """The prompt as the family reads it, on the CPU: (tokens [L, E], pooled [P] or mask [L]; None for Flux.2)."""
         return self.prompts.get(prompt, self._encode)
 
     def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -140,6 +143,9 @@ class FlowLatentModel(DiffusionSpace):
                 out = pipe.encode_prompt(prompt=prompt, device=device, do_classifier_free_guidance=False,
                                          max_sequence_length=TOKENS)
                 return out[0][0].float().cpu(), out[2][0].float().cpu()
+            if kind == "tokens":  # Flux.2: padded to TOKENS by its tokenizer, no mask, nothing pooled
+                tokens, _ = pipe.encode_prompt(prompt=prompt, device=device, max_sequence_length=TOKENS)
+                return tokens[0].float().cpu(), None
             if kind == "list":  # Z-Image: the prompt's own tokens, no padding
                 tokens, _ = pipe.encode_prompt(prompt=prompt, device=device, do_classifier_free_guidance=False,
                                                max_sequence_length=TOKENS)
@@ -168,7 +174,7 @@ class FlowLatentModel(DiffusionSpace):
 
     def check(self, point: LatentPoint) -> LatentPoint:
         point = super().check(point)
-        if point.text is None or point.pooled is None:
+        if point.text is None or (point.pooled is None and EXPLORABLE[self.family.key] != "tokens"):
             raise ValueError("this point has no prompt embedding: open it from a seed and a prompt")
         return point
 
@@ -215,6 +221,11 @@ class FlowLatentModel(DiffusionSpace):
             mask = torch.stack([p.pooled for p in batch]) > 0  # Chroma's mask is in the model's dtype, Sana's ids'
             mask = mask.to(device, dtype if self.family.key == "chroma" else torch.long)
             return {**kwargs, **guidance, "prompt_embeds": tokens.to(device, dtype), "prompt_attention_mask": mask}
+        if kind == "tokens":
+            kwargs["prompt_embeds"] = tokens.to(device, dtype)
+            if self._true_cfg(pipe, scale):  # an undistilled Klein guides against a blank prompt, as its pipeline does
+                kwargs["negative_prompt_embeds"] = self.embed("")[0][None].expand(n, -1, -1).to(device, dtype)
+            return kwargs
         if kind == "list":
             kwargs["prompt_embeds"] = [p.text[:self._length(p.pooled)].to(device, dtype) for p in batch]
             if scale > 0:  # Z-Image guides above 0: CFG against the look's negative, as the Image tab
@@ -234,6 +245,12 @@ class FlowLatentModel(DiffusionSpace):
             negative = self.embed(guidance["negative_prompt"][0])
             kwargs.update(self._masked("negative_", negative[0][None].expand(n, -1, -1), negative[1][None].expand(n, -1)))
         return kwargs
+
+    @staticmethod
+    def _true_cfg(pipe, scale: float) -> bool:
+        """Whether a Flux.2 pipeline runs CFG at `scale`: Klein's undistilled base above 1 (the distilled Klein and
+        Flux.2 dev read guidance as an embedding)."""
+        return scale > 1 and getattr(pipe.config, "is_distilled", True) is False
 
     @staticmethod
     def _length(mask: torch.Tensor) -> int:
@@ -281,6 +298,7 @@ class FlowLatentModel(DiffusionSpace):
                     # guidance off (Z-Image guides above 0, the others above 1); a distilled model's is its input
                     off = look.guidance if self.family.guidance == "distilled" else \
                         0.0 if EXPLORABLE[self.family.key] == "list" else 1.0
+                    off = 1.0 if self._true_cfg(pipe, off) else off  # Klein's undistilled base: CFG off
                     pipe(num_inference_steps=1, width=look.width, height=look.height, output_type="latent",
                          **self._inputs(pipe, batch, off))
                     del captured[first + 1:]  # the first (conditional) pass of the one step

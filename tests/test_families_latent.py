@@ -1,5 +1,5 @@
-"""The latent workbench on flow-matching transformer models (tiny random Flux, SD3, Qwen-Image, Chroma, Sana and
-Z-Image): Explore this
+"""The latent workbench on flow-matching transformer models (tiny random Flux, Flux.2 Klein, SD3, Qwen-Image, Chroma,
+Sana and Z-Image): Explore this
 picture gives that very picture back byte for byte; seed travel, prompt travel (pooled and sequence embeddings
 mixed), directions from prompt pairs, the keyframe timeline and breeding, and refusals in words."""
 
@@ -18,6 +18,7 @@ from pipelines.registry import Registry
 from tests.families import (
     build_tiny_chroma,
     build_tiny_flux,
+    build_tiny_flux2_klein,
     build_tiny_qwen_image,
     build_tiny_sana,
     build_tiny_sd3,
@@ -28,7 +29,8 @@ LOOK = DiffusionLook(steps=3, guidance=3.5, scheduler="Flow Euler", width=64, he
 
 
 BUILD = {"flux": build_tiny_flux, "qwen-image": build_tiny_qwen_image, "sd3": build_tiny_sd3,
-         "chroma": build_tiny_chroma, "sana": build_tiny_sana, "z-image": build_tiny_z_image}
+         "chroma": build_tiny_chroma, "sana": build_tiny_sana, "z-image": build_tiny_z_image,
+         "flux2-klein": build_tiny_flux2_klein}
 
 
 @pytest.fixture(scope="module", params=list(BUILD))
