@@ -242,11 +242,15 @@ def build_tiny_sana(folder: Path) -> Path:
     return _save(pipe, folder, "sana")
 
 
-def build_tiny_flux2_klein(folder: Path) -> Path:
+def build_tiny_flux2_klein(folder: Path, *, is_distilled: bool = True) -> Path:
     """Flux2KleinPipeline (a 28-layer Qwen3 whose layers 9, 18 and 27 are read, the Flux.2 VAE, 2×2-patched
-    latents)."""
-    from diffusers import AutoencoderKLFlux2, FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
-    from diffusers import Flux2Transformer2DModel
+    latents; `is_distilled=False`: Klein's undistilled base, which runs CFG against a blank prompt)."""
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     tokenizer = build_qwen_tokenizer()
@@ -264,7 +268,8 @@ def build_tiny_flux2_klein(folder: Path) -> Path:
                                  layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
                                  use_post_quant_conv=False)
     pipe = Flux2KleinPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
-                              tokenizer=tokenizer, transformer=transformer, is_distilled=True)
+                              tokenizer=tokenizer, transformer=transformer,
+                              is_distilled=is_distilled)
     return _save(pipe, folder, "flux2-klein")
 
 

@@ -130,3 +130,18 @@ def test_h_space_directions_from_a_middle_block_move_the_picture(space):
     moved = space.render([move(point, directions[:1], [3.0])], preview=True)[0]
     assert np.abs(moved.astype(int) - original.astype(int)).mean() > 0.5
     assert np.array_equal(space.render([point], preview=True)[0], original)  # nothing stays behind in the hook
+
+
+def test_an_undistilled_flux2_klein_guides_against_a_blank_prompt_as_the_image_tab_does(tmp_path):
+    folder = build_tiny_flux2_klein(tmp_path, is_distilled=False)
+    registry = Registry(tmp_path / "cache", offline=True)
+    model = load_image_model(registry.resolve(registry.lookup(str(folder), "image")), pick_placement("cpu"),
+                             offline=True)
+    space = DiffusionLatentModel(model, LOOK)
+    assert space._true_cfg(space.pipe, LOOK.guidance) and not space._true_cfg(space.pipe, 1.0)
+    a, b = space.point_for_seed(11, prompt="a red fox"), space.point_for_seed(12, prompt="a blue bird")
+    assert a.pooled is None and a.text.shape[0] == TOKENS
+    assert np.array_equal(space.render([a])[0], alone(model, 11, "a red fox"))
+    both = space.render([a, b])  # one guided batch: the blank prompt's tokens for each picture
+    assert np.abs(both[1].astype(int) - alone(model, 12, "a blue bird").astype(int)).max() <= 2
+    assert len(space.directions("h-space", k=2, origin=a, samples=3)) == 2
