@@ -375,6 +375,38 @@ def test_the_owners_default_model_outlives_a_restart(server):
     assert json.loads(saved.read_text()) == {"sd_model_checkpoint": "tiny-sd"}
 
 
+def test_an_owners_controlnet_unit_steers_the_picture_and_is_recorded(server, tmp_path):
+    """AUTOMATIC1111's `alwayson_scripts.controlnet.args`: the studio's ControlNet units (a folder in the model
+    folders), one picture each; the unit is in the picture's parameters, and it changes the picture. The
+    extension's fields the studio has no use for are ignored, as plug-ins send them; a bad value is named."""
+    from diffusers import UNet2DConditionModel
+
+    from tests.test_control import build_controlnet, square
+
+    url, services, keys = server
+    unet = UNet2DConditionModel.from_pretrained(services.host.registry.lookup("tiny-sd", "image").location,
+                                                subfolder="unet")
+    net = build_controlnet(tmp_path / "edges-net", unet, 1)
+    body = {"prompt": "a lighthouse", "seed": 5, "override_settings": {"sd_model_checkpoint": "tiny-sd"}, **TINY}
+    unit = {"model": net, "module": "canny", "weight": 0.8, "guidance_start": 0.0, "guidance_end": 0.9,
+            "image": base64.b64encode(png(square(64))).decode()}
+    status, plain = call(url, "/sdapi/v1/txt2img", body, keys["owner"])
+    assert status == 200, plain
+    status, steered = call(url, "/sdapi/v1/txt2img", {**body, "alwayson_scripts": {"controlnet": {"args": [unit]}}},
+                           keys["owner"])
+    assert status == 200, steered
+    assert "ControlNet 0: \"Module: canny, Model: edges-net, Weight: 0.8" in json.loads(steered["info"])["infotexts"][0]
+    assert (pixels(base64.b64decode(plain["images"][0])) != pixels(base64.b64decode(steered["images"][0]))).any()
+    extension_fields = {"resize_mode": "Crop and Resize", "pixel_perfect": True, "control_mode": "Balanced"}
+    status, same = call(url, "/sdapi/v1/txt2img", {**body, "alwayson_scripts": {"controlnet": {"args": [
+        {**unit, **extension_fields}]}}}, keys["owner"])  # the extension's other fields, as plug-ins send them
+    assert status == 200 and (pixels(base64.b64decode(same["images"][0]))
+                              == pixels(base64.b64decode(steered["images"][0]))).all()
+    status, refused = call(url, "/sdapi/v1/txt2img", {**body, "alwayson_scripts": {"controlnet": {"args": [
+        {**unit, "module": "magic"}]}}}, keys["owner"])
+    assert status == 422 and "preprocessor must be one of canny" in refused["detail"], refused
+
+
 def test_a_studio_login_works_as_http_basic_and_a_wrong_one_is_refused(server):
     url, _, _ = server
     assert webui(url, *OWNER).get_options()["sd_model_checkpoint"]

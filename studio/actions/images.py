@@ -264,6 +264,23 @@ def second_pass_settings(params: ImageParams) -> dict:
     return settings
 
 
+def a1111_settings(params: ImageParams, seed: int, model: str) -> dict:
+    """One picture's settings under AUTOMATIC1111's infotext names: the PNG's `parameters` text and the A1111
+    API's `infotexts` both read them."""
+    # the variation seed only blends txt2img noise; img2img/inpaint start from the picture
+    varied = params.mode == "txt2img" and params.variation_seed is not None and params.variation_strength > 0
+    return {"Steps": params.steps, "Sampler": params.scheduler, "CFG scale": params.guidance, "Seed": seed,
+            "Size": f"{params.width}x{params.height}", "Model": model,
+            "Denoising strength": params.strength if params.mode != "txt2img" else None,
+            "Variation seed": params.variation_seed if varied else None,
+            "Variation seed strength": params.variation_strength if varied else None,
+            "Lora": ", ".join(f"{lora.name}:{lora.weight:g}" for lora in params.loras) or None,
+            **{f"ControlNet {i}": unit.a1111(Path(unit.model).name) for i, unit in enumerate(params.controls)},
+            **({f"ControlNet {len(params.controls)}": params.image_prompt.a1111()} if params.image_prompt else {}),
+            "Regional prompts": f"{len(params.regions)} (latent couple)" if params.regions else None,
+            **second_pass_settings(params)}
+
+
 def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tuple]:
     """Save each image as a PNG with its parameters (AUTOMATIC1111 text, JSON, XMP) into History;
     returns (file path or the image itself when the disk is full, seed, History id) per image.
@@ -275,17 +292,7 @@ def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tu
     origin = Origin() if params.mode == "txt2img" else Origin("edited", params.mode, png_bytes(params.init_image))
 
     def keep(image, image_seed):
-        settings = {"Steps": params.steps, "Sampler": params.scheduler, "CFG scale": params.guidance,
-                    "Seed": image_seed, "Size": f"{params.width}x{params.height}", "Model": pipe.model.name,
-                    "Denoising strength": params.strength if params.mode != "txt2img" else None,
-                    "Variation seed": params.variation_seed if varied else None,
-                    "Variation seed strength": params.variation_strength if varied else None,
-                    "Lora": ", ".join(f"{lora.name}:{lora.weight:g}" for lora in params.loras) or None,
-                    **{f"ControlNet {i}": unit.a1111(Path(unit.model).name) for i, unit in enumerate(params.controls)},
-                    **({f"ControlNet {len(params.controls)}": params.image_prompt.a1111()} if params.image_prompt
-                       else {}),
-                    "Regional prompts": f"{len(params.regions)} (latent couple)" if params.regions else None,
-                    **second_pass_settings(params)}
+        settings = a1111_settings(params, image_seed, pipe.model.name)
         record = {**params.to_record(), "seed": image_seed, "model": pipe.model.name,
                   **({} if varied else {"variation_seed": None, "variation_strength": 0.0})}
         data = png_with_metadata(services.history.mark(image),

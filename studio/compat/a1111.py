@@ -23,7 +23,7 @@ from fastapi import APIRouter, Depends, Request
 from pipelines.image import SCHEDULERS, ImageParams, lora_set
 from pipelines.image_upscale import HiresParams, UpscaleParams, upscale
 from pipelines.media import png_bytes, read_png_info
-from studio.actions.images import CONTROL_FIELDS, control_units, second_pass_settings
+from studio.actions.images import CONTROL_FIELDS, a1111_settings, control_units
 from studio.actions.library import (lora_files, lora_metadata, resolve_upscaler, style_named, upscaled_origin,
                                     upscaler_choices)
 from studio.compat.auth import ApiUser
@@ -215,13 +215,10 @@ def controlnet_of(services, body: dict) -> tuple:
 
 
 def infotext(params: ImageParams, seed: int, model: str) -> str:
+    """The picture's `parameters` text, as its PNG holds it."""
     from pipelines.media import a1111_parameters
 
-    return a1111_parameters(params.prompt, params.negative_prompt,
-                            {"Steps": params.steps, "Sampler": params.scheduler, "CFG scale": params.guidance,
-                             "Seed": seed, "Size": f"{params.width}x{params.height}", "Model": model,
-                             "Denoising strength": params.strength if params.mode != "txt2img" else None,
-                             **second_pass_settings(params)})
+    return a1111_parameters(params.prompt, params.negative_prompt, a1111_settings(params, seed, model))
 
 
 def answer(params: ImageParams, kept, seeds: list[int], pipe, body: dict) -> dict:
@@ -339,7 +336,8 @@ def generate(services, user: ApiUser, body: dict, options: Options, progress: Pr
                 mask = mask.resize(start.size)
     model = checkpoint_of(body, options.checkpoint())
     size = run_as(services, user, "image", lambda: services.host.image_pipeline(model).model.default_size)
-    params = image_params(services, body, start=start, mask=mask, default_size=size, guest=user.guest)
+    params = run_as(services, user, "image",  # as the caller: its ControlNet units are admitted for it
+                    lambda: image_params(services, body, start=start, mask=mask, default_size=size, guest=user.guest))
     progress.start(user.session, params)
     try:
         kept, seeds, pipe = made_until_interrupted(services, user, params, model, progress)
