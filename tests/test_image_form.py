@@ -81,6 +81,19 @@ def test_the_modes_offered_follow_the_model_without_loading_it(page, tmp_path, t
     assert modes["hub"] == modes["nothing"] == ("txt2img", "img2img", "inpaint", "outpaint", "edit")  # refused later
 
 
+def test_a_guest_learns_nothing_of_server_folders_from_the_mode_choices(page, tmp_path, tiny_sd_dir):
+    """The Model box's change answers a guest only for listed models: a folder's path tells them nothing."""
+    from studio.caller import Caller, calling
+    from studio.tabs.image import _spec, model_modes
+
+    services = page[0]
+    kontext = index_only(tmp_path / "kontext", "FluxKontextPipeline")
+    assert model_modes(_spec(services, kontext)) == ("inpaint", "edit")  # the owner: the folder's own modes
+    with calling(Caller("visitor", guest=True)):
+        assert _spec(services, kontext) is None and _spec(services, str(tiny_sd_dir)) is None
+        assert _spec(services, services.host.registry.default("image")) is not None
+
+
 def test_a_picture_sent_to_an_editing_model_is_edited_not_made_over(page, tmp_path, tiny_sd_dir):
     """Send to img2img (from the gallery or from Explore) starts in the mode the Image tab's model has."""
     from studio.tabs.image import start_mode_label

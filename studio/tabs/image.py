@@ -159,9 +159,12 @@ def chosen_mode(modes: tuple[str, ...], current: str | None) -> str:
 
 
 def _spec(services: Services, name):
-    """The registry's spec for the Model box's text (None for text that names no model)."""
+    """The registry's spec for the Model box's text (None for text that names no model, and for a guest's text
+    that names no listed model)."""
     if not isinstance(name, str) or not name.strip():
         return None
+    if services.host.admission.caller().guest and name.strip() not in services.host.registry.names("image"):
+        return None  # a guest learns nothing about server folders by naming them
     try:
         return services.host.registry.lookup(name, "image")
     except (ValueError, OSError):
