@@ -90,6 +90,21 @@ def _kl_vae(latent_channels: int, **extra):
                          latent_channels=latent_channels, norm_num_groups=4, **extra)
 
 
+def _qwen_vl_encoder(tokenizer, **ids):
+    """A tiny Qwen2.5-VL (the text encoder of Qwen-Image and its Edit model); `ids`: the picture tokens' ids."""
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    config = Qwen2_5_VLConfig(
+            text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
+                         "num_key_value_heads": 2, "vocab_size": len(tokenizer),
+                         "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
+                         "rope_theta": 1000000.0},
+            vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
+                           "out_hidden_size": 16},
+            hidden_size=16, vocab_size=len(tokenizer), **ids)
+    return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
 def _save(pipe, folder: Path, name: str) -> Path:
     target = Path(folder) / name
     pipe.save_pretrained(target)
@@ -187,7 +202,6 @@ def build_tiny_qwen_image(folder: Path) -> Path:
         QwenImagePipeline,
         QwenImageTransformer2DModel,
     )
-    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
 
     tokenizer = build_qwen_tokenizer()
     with torch.random.fork_rng(devices=[]):
@@ -197,15 +211,7 @@ def build_tiny_qwen_image(folder: Path) -> Path:
                                                   guidance_embeds=False, axes_dims_rope=(8, 4, 4))
         vae = AutoencoderKLQwenImage(base_dim=24, z_dim=4, dim_mult=[1, 2], num_res_blocks=1,
                                      temperal_downsample=[False], latents_mean=[0.0] * 4, latents_std=[1.0] * 4)
-        config = Qwen2_5_VLConfig(
-            text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-                         "num_key_value_heads": 2, "vocab_size": len(tokenizer),
-                         "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
-                         "rope_theta": 1000000.0},
-            vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
-                           "out_hidden_size": 16},
-            hidden_size=16, vocab_size=len(tokenizer))
-        text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+        text_encoder = _qwen_vl_encoder(tokenizer)
     pipe = QwenImagePipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
                              tokenizer=tokenizer, transformer=transformer)
     return _save(pipe, folder, "qwen-image")
@@ -348,8 +354,6 @@ def tiny_qwen_image_edit_pipeline():
     )
     from transformers import (
         PreTrainedTokenizerFast,
-        Qwen2_5_VLConfig,
-        Qwen2_5_VLForConditionalGeneration,
         Qwen2VLImageProcessorPil,
     )
 
@@ -367,17 +371,10 @@ def tiny_qwen_image_edit_pipeline():
         vae = AutoencoderKLQwenImage(base_dim=8, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
                                      temperal_downsample=[False, False, False], latents_mean=[0.0] * 4,
                                      latents_std=[1.0] * 4)
-        config = Qwen2_5_VLConfig(
-            text_config={"hidden_size": 16, "intermediate_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2,
-                         "num_key_value_heads": 2, "vocab_size": len(tokenizer),
-                         "rope_scaling": {"mrope_section": [1, 1, 2], "rope_type": "default", "type": "default"},
-                         "rope_theta": 1000000.0},
-            vision_config={"depth": 2, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2,
-                           "out_hidden_size": 16},
-            hidden_size=16, vocab_size=len(tokenizer), image_token_id=ids["<|image_pad|>"],
-            video_token_id=ids["<|video_pad|>"], vision_start_token_id=ids["<|vision_start|>"],
-            vision_end_token_id=ids["<|vision_end|>"])
-        text_encoder = Qwen2_5_VLForConditionalGeneration(config).eval()
+        text_encoder = _qwen_vl_encoder(tokenizer, image_token_id=ids["<|image_pad|>"],
+                                        video_token_id=ids["<|video_pad|>"],
+                                        vision_start_token_id=ids["<|vision_start|>"],
+                                        vision_end_token_id=ids["<|vision_end|>"])
     pipe = QwenImageEditPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
                                  tokenizer=tokenizer, processor=processor, transformer=transformer)
     pipe.set_progress_bar_config(disable=True)
