@@ -31,12 +31,13 @@ from pipelines.image_control import ControlUnit, control_inputs, control_pipelin
 from pipelines.image_flow import (
     FLOW_SCHEDULERS,
     Family,
-    check_needs,
     family_of,
+    family_parts,
     flow_scheduler,
     folder_family,
     generate_flow,
     load_transformer_file,
+    spec_family,
 )
 from pipelines.image_ipadapter import ImagePrompt, image_prompt_inputs, is_guided, read_ip_adapter
 from pipelines.image_prompt import Conditioning, Style, encode_prompts, parse_weights
@@ -510,8 +511,6 @@ def load_image_model(
 
     location = resolved.path
     name = resolved.spec.name
-    if isinstance(location, Path) and location.is_dir():
-        check_needs(folder_family(location))  # a family that needs a package this install lacks, said in words
     try:
         base = single_file_config or find_single_file_config(location) \
             if isinstance(location, Path) and location.is_file() else None
@@ -532,9 +531,11 @@ def load_image_model(
                 )
             sd_only = {} if isinstance(location, Path) and folder_family(location) else \
                 dict(safety_checker=None, requires_safety_checker=False)
+            given = family_parts(folder_family(location) if isinstance(location, Path) else
+                                 spec_family(resolved.spec), location)
             pipe = DiffusionPipeline.from_pretrained(
                 location, dtype=placement.dtype, local_files_only=offline or isinstance(location, Path),
-                use_safetensors=not allow_pickle or None, **sd_only,
+                use_safetensors=not allow_pickle or None, **sd_only, **given,
                 **({"variant": resolved.spec.variant} if resolved.spec.variant else {}),
             )
     except ModelNotAvailable:

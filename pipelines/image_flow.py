@@ -59,6 +59,7 @@ class Family:
     edits: bool = False
     negative: bool = True  # whether the pipeline reads a negative prompt
     missing: str = ""  # why img2img/inpaint is missing, when it is
+    explores_as: str = ""  # the class Explore draws with, when not the model's own (it needs no start picture)
 
     @property
     def samplers(self) -> tuple[str, ...]:
@@ -68,7 +69,10 @@ class Family:
         return int(getattr(pipe, "vae_scale_factor", 8)) * self.patch
 
     def pipeline_class(self, mode: str) -> str:
-        """The diffusers class for `mode`, or a ValueError in words when the family has none."""
+        """The diffusers class for `mode`, or a ValueError in words when the family has none. "explore": the
+        class the latent workbench draws with (a seed and a prompt, no start picture)."""
+        if mode == "explore":
+            return self.explores_as or self.classes[0]
         if mode == "edit" and not self.edits:
             raise ValueError(f"mode: {self.label} does not edit pictures by instruction; load an instruction-editing "
                              f"model (Flux.1 Kontext, Qwen-Image-Edit), or use {self._choices()}")
@@ -129,7 +133,7 @@ FAMILIES: dict[str, Family] = {f.key: f for f in (
            "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline", guidance="true-cfg", channel_div=4, packed=True),
     Family("qwen-image-edit", "Qwen-Image-Edit", ("QwenImageEditPipeline", "QwenImageEditPlusPipeline"),
            "QwenImageTransformer2DModel", "QwenImageEditPipeline", "QwenImageEditInpaintPipeline",
-           guidance="true-cfg", channel_div=4, packed=True, edits=True),
+           guidance="true-cfg", channel_div=4, packed=True, edits=True, explores_as="QwenImagePipeline"),
     Family("chroma", "Chroma", ("ChromaPipeline",), "ChromaTransformer2DModel", "ChromaImg2ImgPipeline",
            channel_div=4, packed=True,
            missing=" that runs (its inpainting pipeline reads a Flux setting Chroma's transformer lacks)"),
@@ -292,20 +296,36 @@ def mode_inputs(family: Family, pipe, params, n: int) -> dict:
     return kwargs
 
 
-# what a family needs beyond diffusers and transformers, and why (checked before loading, said in words)
-FAMILY_NEEDS = {"qwen-image-edit": ("torchvision", ("Qwen-Image-Edit reads the start picture through transformers' "
-                                                    "Qwen2-VL processor, which needs torchvision"))}
-
-
-def check_needs(family: Family | None) -> None:
-    """ModelNotAvailable in words when the family needs a package this install lacks."""
+def family_parts(family: Family | None, source) -> dict:
+    """Parts the family's pipeline is given rather than reads itself (`from_pretrained` keyword arguments):
+    Qwen-Image-Edit's Qwen2-VL processor, built for pictures only when torchvision is missing — transformers'
+    own class insists on its video processor, which needs torchvision (absent beside a CPU torch from the
+    default package index), though the edit pipelines never pass a video. `source`: the folder or hub id."""
     import importlib.util
 
-    from pipelines.registry import ModelNotAvailable
+    if family is None or family.key != "qwen-image-edit" or importlib.util.find_spec("torchvision") is not None:
+        return {}
+    from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
 
-    need = FAMILY_NEEDS.get(family.key) if family is not None else None
-    if need and importlib.util.find_spec(need[0]) is None:
-        raise ModelNotAvailable(f"{need[1]}: install a {need[0]} built for your torch (pip install {need[0]})")
+    pictures = Qwen2VLImageProcessorPil.from_pretrained(source, subfolder="processor")
+    tokenizer = AutoTokenizer.from_pretrained(source, subfolder="processor")
+    return {"processor": picture_processor(pictures, tokenizer)}
+
+
+def picture_processor(image_processor, tokenizer):
+    """transformers' Qwen2VLProcessor without a video processor: the same tokens and patches for text and
+    pictures (its `__call__` is the shared one); it refuses videos by having none."""
+    from transformers import Qwen2VLProcessor
+    from transformers.processing_utils import ProcessorMixin
+
+    class PictureQwen2VLProcessor(Qwen2VLProcessor):
+        def __init__(self, image_processor=None, tokenizer=None, chat_template=None, **kwargs):
+            self.image_token, self.video_token = "<|image_pad|>", "<|video_pad|>"
+            self.image_token_id = tokenizer.convert_tokens_to_ids(self.image_token)
+            self.video_token_id = tokenizer.convert_tokens_to_ids(self.video_token)
+            ProcessorMixin.__init__(self, image_processor, tokenizer, chat_template=chat_template)
+
+    return PictureQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
 def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.dtype, *, offline: bool):
@@ -322,7 +342,7 @@ def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.d
     transformer = getattr(diffusers, family.transformer).from_single_file(str(path), **kwargs)
     transformer.register_to_config(_name_or_path=str(path))  # where it came from, as from_pretrained records it
     return diffusers.DiffusionPipeline.from_pretrained(base, transformer=transformer, dtype=dtype,
-                                                       local_files_only=True)
+                                                       local_files_only=True, **family_parts(family, base))
 
 
 def quantization_config(method: str, *, for_diffusers: bool, dtype: torch.dtype):

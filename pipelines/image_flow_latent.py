@@ -14,7 +14,9 @@ token either prompt has); Chroma and Sana — the T5 / Gemma tokens at the pipel
 with their attention mask in `pooled`; Z-Image — the Qwen3 tokens of the prompt padded to 512 [512, E], mask in
 `pooled`; Flux.2 — the text encoder's stacked middle layers (Qwen3 for Klein, Mistral for dev) of the prompt
 padded to 512 tokens [512, 3·E], nothing pooled (its transformer reads the padded tokens whole, with no mask; its
-noise is the VAE's 2×2-patchified latents [4·C, h, w], which its pipeline packs itself). Rendering is the family's own pipeline called with those embeddings: a point made from a seed and a
+noise is the VAE's 2×2-patchified latents [4·C, h, w], which its pipeline packs itself). An editing model explores
+what it draws from a prompt alone (no start picture): Flux.1 Kontext through its own pipeline, Qwen-Image-Edit
+through Qwen-Image's over the same weights (`Family.explores_as`). Rendering is the family's own pipeline called with those embeddings: a point made from a seed and a
 prompt renders the very picture the Image tab makes from them. Directions come from prompt pairs, and "h-space":
 PCA of a middle transformer block's image-token output at the first step (one forward hook per model, what it
 does read from the running request's context), moved along by adding the offset to that output while rendering.
@@ -39,8 +41,8 @@ TOKENS = 512  # the pipelines' own max_sequence_length default: the Image tab's 
 # how each family's prompt is held and handed back: T5 + pooled (Flux), SD3's three encoders, Qwen's masked tokens,
 # fixed-length tokens with an attention mask (Chroma, Sana), a list of unpadded token runs (Z-Image), fixed-length
 # tokens alone (Flux.2)
-EXPLORABLE = {"flux": "pooled", "flux-kontext": "pooled", "qwen-image": "mask", "sd3": "sd3", "chroma": "attention",
-              "sana": "attention", "z-image": "list", "flux2": "tokens"}
+EXPLORABLE = {"flux": "pooled", "flux-kontext": "pooled", "qwen-image": "mask", "qwen-image-edit": "mask", "sd3": "sd3",
+              "chroma": "attention", "sana": "attention", "z-image": "list", "flux2": "tokens"}
 SD3_TOKENS = 256  # StableDiffusion3Pipeline's own max_sequence_length default
 SANA_TOKENS = 300  # SanaPipeline's
 
@@ -123,7 +125,7 @@ class FlowLatentModel(DiffusionSpace):
         return self.prompts.get(prompt, self._encode)
 
     def _encode(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
-        kind, pipe, device = EXPLORABLE[self.family.key], self.pipe, self.device
+        kind, pipe, device = EXPLORABLE[self.family.key], self.model.for_mode("explore"), self.device
         with self.model.adapters.using(self.model, ()), self.model.lock:  # no LoRA; the shared tokenizers
             if kind == "sd3":  # CLIP-L + CLIP-G + T5 tokens, the two CLIPs pooled
                 out = pipe.encode_prompt(prompt=prompt, prompt_2=None, prompt_3=None, device=device,
@@ -190,7 +192,7 @@ class FlowLatentModel(DiffusionSpace):
         steps = self.look.preview_steps if preview else self.look.steps
         out: list = []
         with self.model.adapters.using(self.model, ()):
-            pipe = self.model.view("txt2img", self.scheduler)
+            pipe = self.model.view("explore", self.scheduler)
             for start in range(0, len(points), RENDER_BATCH):
                 if cancel is not None and cancel.is_set():
                     raise GenerationCancelled()
@@ -289,7 +291,7 @@ class FlowLatentModel(DiffusionSpace):
         token = _H_CAPTURE.set(captured)  # this request's activations only (the hook reads this context)
         try:
             with self.model.adapters.using(self.model, ()):
-                pipe = self.model.view("txt2img", self.scheduler)
+                pipe = self.model.view("explore", self.scheduler)
                 look = self.look
                 for start in range(0, samples, RENDER_BATCH):
                     batch = [template.with_parts(z=torch.randn(self.z_shape, generator=torch.Generator().manual_seed(

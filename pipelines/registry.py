@@ -174,7 +174,7 @@ CURATED_MODELS: tuple[ModelSpec, ...] = (
           "Qwen-Image (20B): the best at writing text in pictures, many languages; true CFG"),
     _flow("qwen-image-edit", "Qwen/Qwen-Image-Edit", "Apache-2.0", "about 58 GB", QWEN_VRAM,
           "Qwen-Image-Edit (20B): edits a picture by instruction (the Edit mode: a start picture and the change as "
-          "the prompt); needs torchvision"),
+          "the prompt)"),
     _flow("sd3.5-medium", "stabilityai/stable-diffusion-3.5-medium",
           "Stability AI Community License (free under US$1M annual revenue)", "about 16 GB",
           "16 GB at full speed; 8 GB with offload",

@@ -73,6 +73,7 @@ def group_of(nodeid: str) -> str:
     return next((name for name, parts in SERIAL.items() if any(part in where for part in parts)), where)
 
 
+@pytest.hookimpl(optionalhook=True)  # a hook of xdist's: optional, so `-p no:xdist` runs too
 def pytest_xdist_make_scheduler(config, log):
     """Workers take whole groups (above), the biggest first. (xdist's own `--dist loadgroup` reads `xdist_group`
     marks into test ids in a way pytest 9 no longer honours, so its groups were silently ignored.)"""

@@ -319,50 +319,26 @@ QWEN_VL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start
                   "<|image_pad|>", "<|video_pad|>"]
 
 
-class StandInQwenVLProcessor:
-    """What QwenImageEditPipeline asks of transformers' Qwen2VLProcessor — the prompts tokenized with each
-    <|image_pad|> repeated once per merged patch of its picture, and the pictures' patches — for tests here:
-    transformers' own class cannot be made (or loaded) without torchvision, which this environment lacks."""
-
-    def __init__(self, tokenizer, image_processor) -> None:
-        self.tokenizer, self.image_processor = tokenizer, image_processor
-
-    def __call__(self, text, images=None, padding=True, return_tensors="pt"):
-        from transformers import BatchFeature
-
-        pictures = self.image_processor(images=images, return_tensors="pt") if images is not None else {}
-        merge = self.image_processor.merge_size ** 2
-        grids = iter(pictures["image_grid_thw"]) if pictures else iter(())
-        expanded = []
-        for line in text:
-            while "<|image_pad|>" in line:
-                line = line.replace("<|image_pad|>", "<|placeholder|>" * int(next(grids).prod() // merge), 1)
-            expanded.append(line.replace("<|placeholder|>", "<|image_pad|>"))
-        tokens = self.tokenizer(expanded, padding=padding, return_tensors=return_tensors)
-        return BatchFeature({**tokens, **dict(pictures)})
-
-
 def tiny_qwen_image_edit_pipeline():
     """A QwenImageEditPipeline in memory: a Qwen-Image-shaped transformer over a VAE scaling by 8 (the pipeline
     encodes the start picture at about a megapixel) and a Qwen2.5-VL that sees the picture as 2×2 merged patches
-    (through `StandInQwenVLProcessor`; its image tokens are the tokenizer's own)."""
+    (through the studio's picture-only Qwen2-VL processor; its image tokens are the tokenizer's own)."""
     from diffusers import (
         AutoencoderKLQwenImage,
         FlowMatchEulerDiscreteScheduler,
         QwenImageEditPipeline,
         QwenImageTransformer2DModel,
     )
-    from transformers import (
-        PreTrainedTokenizerFast,
-        Qwen2VLImageProcessorPil,
-    )
+    from transformers import PreTrainedTokenizerFast, Qwen2VLImageProcessorPil
+
+    from pipelines.image_flow import picture_processor
 
     raw = _byte_level_tokenizer(QWEN_VL_TOKENS)
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=raw, pad_token="<|endoftext|>", eos_token="<|im_end|>",
                                         model_max_length=1024)
     ids = {t: tokenizer.convert_tokens_to_ids(t) for t in QWEN_VL_TOKENS}
     pixels = 28 * 28 * 4
-    processor = StandInQwenVLProcessor(tokenizer, Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels))
+    processor = picture_processor(Qwen2VLImageProcessorPil(min_pixels=pixels, max_pixels=pixels), tokenizer)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
         transformer = QwenImageTransformer2DModel(patch_size=2, in_channels=16, out_channels=4, num_layers=2,
@@ -379,3 +355,21 @@ def tiny_qwen_image_edit_pipeline():
                                  tokenizer=tokenizer, processor=processor, transformer=transformer)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+def build_tiny_qwen_image_edit(folder: Path) -> Path:
+    """`tiny_qwen_image_edit_pipeline` saved as a diffusers folder laid out as the real one is: model_index.json
+    names transformers' Qwen2VLProcessor, `processor/` holds the tokenizer, the image processor's config under
+    its real class name and a video processor config (which only a torchvision install reads)."""
+    target = _save(tiny_qwen_image_edit_pipeline(), folder, "qwen-image-edit")
+    index = json.loads((target / "model_index.json").read_text())
+    index["processor"] = ["transformers", "Qwen2VLProcessor"]
+    (target / "model_index.json").write_text(json.dumps(index, indent=2))
+    saved = target / "processor" / "processor_config.json"  # transformers 5 nests the image processor's config
+    config = {**json.loads(saved.read_text())["image_processor"], "processor_class": "Qwen2VLProcessor"}
+    saved.unlink()
+    (target / "processor" / "preprocessor_config.json").write_text(json.dumps(config, indent=2))
+    video = {k: v for k, v in config.items() if k != "image_processor_type"}
+    (target / "processor" / "video_preprocessor_config.json").write_text(
+        json.dumps({**video, "video_processor_type": "Qwen2VLVideoProcessor"}, indent=2))
+    return target

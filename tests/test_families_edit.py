@@ -1,11 +1,10 @@
-"""Instruction editing as its own mode ("edit"): Flux.1 Kontext from a saved tiny folder, Qwen-Image-Edit from a
-tiny pipeline in memory (transformers' Qwen2-VL processor cannot be made without torchvision, which this
-environment lacks: a stand-in does its work), and every other model refusing the mode in words."""
+"""Instruction editing as its own mode ("edit"): Flux.1 Kontext and Qwen-Image-Edit from saved tiny folders (the
+latter laid out as the real one, read without torchvision through the picture-only Qwen2-VL processor), and
+every other model refusing the mode in words."""
 
 from __future__ import annotations
 
 import importlib.util
-import json
 
 import numpy as np
 import pytest
@@ -14,8 +13,8 @@ from PIL import Image
 from pipelines.device import pick_placement
 from pipelines.image import MODE_LABELS, MODES, ImageLimits, ImageModel, ImageParams, ImagePipeline, load_image_model
 from pipelines.image_flow import FAMILIES
-from pipelines.registry import ModelNotAvailable, Registry
-from tests.families import build_tiny_flux_kontext, tiny_qwen_image_edit_pipeline
+from pipelines.registry import Registry
+from tests.families import build_tiny_flux_kontext, build_tiny_qwen_image_edit, tiny_qwen_image_edit_pipeline
 
 START = Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
 
@@ -32,9 +31,8 @@ def kontext(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def qwen_edit():
-    return ImageModel(tiny_qwen_image_edit_pipeline(), "tiny-qwen-image-edit", pick_placement("cpu"),
-                      family=FAMILIES["qwen-image-edit"])
+def qwen_edit(tmp_path_factory):
+    return load(build_tiny_qwen_image_edit(tmp_path_factory.mktemp("qwen-edit")))
 
 
 def edit(model, **kw):
@@ -90,10 +88,18 @@ def test_what_cannot_edit_refuses_in_words_naming_the_field(kontext, tiny_sd_dir
         edit(load(tiny_sd_dir), scheduler="Euler")
 
 
-@pytest.mark.skipif(importlib.util.find_spec("torchvision") is not None, reason="torchvision is installed here")
-def test_qwen_image_edit_without_torchvision_is_refused_in_words_before_loading(tmp_path):
-    folder = tmp_path / "qwen-image-edit"
-    folder.mkdir()
-    (folder / "model_index.json").write_text(json.dumps({"_class_name": "QwenImageEditPipeline"}))
-    with pytest.raises(ModelNotAvailable, match="needs torchvision: install a torchvision built for your torch"):
-        load(folder)
+def test_qwen_image_edit_from_its_folder_edits_as_the_pipeline_made_in_memory_does(qwen_edit):
+    """The folder names transformers' Qwen2VLProcessor; without torchvision it is read for pictures only, and the
+    prompt's tokens (each picture's patches among them) are the ones the whole processor would make."""
+    assert qwen_edit.family is FAMILIES["qwen-image-edit"]
+    processor = qwen_edit.pipe.processor
+    if importlib.util.find_spec("torchvision") is None:
+        assert type(processor).__name__ == "PictureQwen2VLProcessor" and not hasattr(processor, "video_processor")
+    tokens = processor(text=["<|vision_start|><|image_pad|><|vision_end|>make it red"], images=[START],
+                       padding=True, return_tensors="pt")
+    pads = int((tokens["input_ids"] == processor.image_token_id).sum())
+    assert pads == int(tokens["image_grid_thw"][0].prod()) // processor.image_processor.merge_size ** 2 > 0
+    pipe = tiny_qwen_image_edit_pipeline()  # the same weights; its tokenizer as read back from the folder
+    pipe.processor, pipe.tokenizer = processor, qwen_edit.pipe.tokenizer
+    in_memory = ImageModel(pipe, "in-memory", pick_placement("cpu"), family=FAMILIES["qwen-image-edit"])
+    assert np.array_equal(pixels(edit(qwen_edit, guidance=1.0)), pixels(edit(in_memory, guidance=1.0)))

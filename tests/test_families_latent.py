@@ -20,6 +20,7 @@ from tests.families import (
     build_tiny_flux,
     build_tiny_flux2_klein,
     build_tiny_qwen_image,
+    build_tiny_qwen_image_edit,
     build_tiny_sana,
     build_tiny_sd3,
     build_tiny_z_image,
@@ -144,4 +145,28 @@ def test_an_undistilled_flux2_klein_guides_against_a_blank_prompt_as_the_image_t
     assert np.array_equal(space.render([a])[0], alone(model, 11, "a red fox"))
     both = space.render([a, b])  # one guided batch: the blank prompt's tokens for each picture
     assert np.abs(both[1].astype(int) - alone(model, 12, "a blue bird").astype(int)).max() <= 2
+    assert len(space.directions("h-space", k=2, origin=a, samples=3)) == 2
+
+
+def test_editing_models_explore_what_they_draw_from_a_prompt_alone(tmp_path):
+    """Qwen-Image-Edit needs a start picture for every edit; Explore draws with Qwen-Image's pipeline over the very
+    same weights (seed and prompt only), so travel, prompt pairs and h-space work on it too."""
+    from diffusers import QwenImagePipeline
+
+    folder = build_tiny_qwen_image_edit(tmp_path)
+    registry = Registry(tmp_path / "cache", offline=True)
+    model = load_image_model(registry.resolve(registry.lookup(str(folder), "image")), pick_placement("cpu"),
+                             offline=True)
+    space = DiffusionLatentModel(model, LOOK)
+    a, b = space.point_for_seed(11, prompt="a red fox"), space.point_for_seed(12, prompt="a blue bird")
+    drawn = space.render([a])[0]
+    pipe = model.view("explore", "Flow Euler")
+    assert type(pipe) is QwenImagePipeline and pipe.transformer is model.pipe.transformer
+    alone_ = pipe(prompt="a red fox", negative_prompt=" ", true_cfg_scale=LOOK.guidance, num_inference_steps=LOOK.steps,
+                  width=64, height=64, generator=torch.Generator().manual_seed(11), output_type="np").images[0]
+    assert np.abs(drawn.astype(int) - (np.clip(alone_, 0, 1) * 255).round().astype(int)).max() <= 1
+    frames = space.render(walk([a, b], WalkParams(frames=(3,))))
+    assert np.array_equal(frames[0], drawn) and not np.array_equal(frames[1], drawn)
+    moved = move(a, space.directions("prompt-pair", positive="smiling", negative="neutral"), [2.0])
+    assert not np.array_equal(space.render([moved])[0], drawn)
     assert len(space.directions("h-space", k=2, origin=a, samples=3)) == 2
