@@ -662,17 +662,26 @@ def prompt_inputs(prompt: str, negative: str, conditioning: Conditioning | None,
     return {k: ([v] * n if isinstance(v, str) else v.expand(n, *v.shape[1:])) for k, v in conditioning.kwargs.items()}
 
 
+def denoised_steps(steps: int, strength: float, flow: bool) -> int:
+    """The steps an image-to-image pass runs: SD's pipelines round steps × strength down; the flow families'
+    start at int(steps × (1 − strength)), so they run the rest."""
+    if flow:
+        return max(1, steps - int(max(steps - steps * strength, 0)))
+    return max(1, int(steps * strength))
+
+
 class _Progress:
     """Steps done across runs and passes, reported to `callback` (throttled), and the cancel check."""
 
     def __init__(self, params: ImageParams, callback, cancel, preview_every: int, interval: float, started: float,
-                 tiny=None):
+                 tiny=None, flow: bool = False):
         self.params, self.callback, self.cancel, self.tiny = params, callback, cancel, tiny
         self.preview = preview_image  # (pipe, latents of one image, tiny) → PIL or None; a flow family has its own
         self.preview_every, self.interval, self.last = preview_every, interval, started
         hires = params.hires
-        self.second = max(1, int((hires.steps or params.steps) * hires.strength)) if hires else 0
-        first = params.steps if params.mode in ("txt2img", "edit") else max(1, int(params.steps * params.strength))
+        self.second = denoised_steps(hires.steps or params.steps, hires.strength, flow) if hires else 0
+        first = params.steps if params.mode in ("txt2img", "edit") else \
+            denoised_steps(params.steps, params.strength, flow)
         self.first, self.per_run = first, first + self.second
         self.total = self.per_run * params.batch_count
 

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import torch
 
+from pipelines.image_upscale import LATENT_UPSCALERS
+
 # name → (scheduler class, config overrides); built from the model's own scheduler config (shift, dynamic shift)
 FLOW_SCHEDULERS = {
     "Flow Euler": ("FlowMatchEulerDiscreteScheduler", {}),
@@ -111,9 +113,9 @@ class Family:
                            ("image_prompt", "IP-Adapter image prompts")):
             if getattr(params, name):
                 raise ValueError(f"{name}: {what} are for SD/SDXL models here; {self.label} runs without them")
-        if params.hires is not None:
-            raise ValueError(f"hires: the hires fix is for SD/SDXL models here; make {self.label} pictures at the "
-                             "size you want (up to the megapixel limit)")
+        if params.hires is not None and (not self.img2img or self.edits):
+            raise ValueError(f"hires: the hires fix is a second, image-to-image pass, which {self.label} has not in "
+                             f"diffusers; make {self.label} pictures at the size you want (up to the megapixel limit)")
 
 
 FAMILIES: dict[str, Family] = {f.key: f for f in (
@@ -252,9 +254,13 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_ev
     if mode != params.mode:
         notes += ((f"{family.label} edits by instruction: image to image ran as an edit of the start picture "
                    "(strength is not used)"),)
+    if params.hires is not None and params.hires.upscaler in LATENT_UPSCALERS:
+        notes += (f"hires: {family.label} upscales pictures, not latents, between its passes: Lanczos was used "
+                  f"instead of {params.hires.upscaler}",)
     started = time.perf_counter()
-    progress = _Progress(params, callback, cancel, preview_every, progress_interval, started)
-    progress.preview = lambda p, latents, tiny: flow_preview(family, p, latents, params.width, params.height)
+    progress = _Progress(params, callback, cancel, preview_every, progress_interval, started, flow=True)
+    size = [params.width, params.height]  # the pass being previewed (the hires pass's is bigger)
+    progress.preview = lambda p, latents, tiny: flow_preview(family, p, latents, *size)
     shape = noise_shape(family, pipe, params.width, params.height)
     device, dtype = model.placement.device, model.placement.dtype
     images = []
@@ -274,8 +280,39 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_ev
             kwargs.update(mode_inputs(family, pipe, params, n))
         # 3. Denoise, with a cancel check after every step
         with torch.inference_mode():
-            images.extend(pipe(**kwargs).images)
+            made = pipe(**kwargs).images
+        if params.hires is not None:  # 4. The hires fix: upscaled pictures, then image to image at the target size
+            size[:] = hires_size(family, pipe, params)
+            made = hires_pass(model, params, made, run_seeds, (prompt, negative), progress.step_callback(run, 1))
+            size[:] = [params.width, params.height]
+        images.extend(made)
     return ImageOutput(images, seeds, time.perf_counter() - started, params, notes)
+
+
+def hires_size(family: Family, pipe, params) -> tuple[int, int]:
+    """The hires target rounded down to the family's size steps (Flux: 16 pixels)."""
+    multiple = family.size_multiple(pipe)
+    return tuple(max(multiple, side // multiple * multiple) for side in params.hires.target(params.width, params.height))
+
+
+def hires_pass(model, params, first: list, seeds: list[int], prompts: tuple[str, str], on_step) -> list:
+    """The hires fix's second pass on a flow family: each picture upscaled in pixels (Lanczos, or an upscaler
+    model) to the target size, then the family's image-to-image pipeline over it, seeded as the first pass."""
+    from pipelines.image_upscale import UpscaleParams, upscale
+
+    hires, family = params.hires, model.family
+    pipe = model.view("img2img", params.scheduler)
+    width, height = hires_size(family, pipe, params)
+    upscaler = "Lanczos" if hires.upscaler in LATENT_UPSCALERS else hires.upscaler
+    start = [upscale(image, UpscaleParams(width / params.width, upscaler), models=model.upscalers,
+                     device=model.placement.device, allow_pickle=model.allow_pickle).resize((width, height))
+             for image in first]
+    kwargs = dict(prompt=[prompts[0]] * len(seeds), image=start, strength=hires.strength, width=width, height=height,
+                  num_inference_steps=hires.steps or params.steps, callback_on_step_end=on_step,
+                  generator=[torch.Generator().manual_seed(s) for s in seeds])
+    kwargs.update(guidance_inputs(family, params.guidance, prompts[1], len(seeds)))
+    with torch.inference_mode():
+        return pipe(**kwargs).images
 
 
 def mode_inputs(family: Family, pipe, params, n: int) -> dict:

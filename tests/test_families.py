@@ -95,10 +95,10 @@ def test_what_a_family_cannot_do_is_said_in_words(models):
     painted = make(models["flux2-klein"], mode="inpaint", init_image=start, mask=mask, strength=1.0)
     assert painted.shape == (1, 64, 64, 3)
     assert np.abs(painted[0, :, :32].astype(int) - np.asarray(start)[:, :32].astype(int)).mean() > 5  # repainted
-    with pytest.raises(ValueError, match="hires: the hires fix is for SD/SDXL models here"):
+    with pytest.raises(ValueError, match="hires: the hires fix is a second, image-to-image pass, which Flux.2 has not"):
         from pipelines.image_upscale import HiresParams
 
-        make(models["flux"], hires=HiresParams(scale=1.5))
+        make(models["flux2-klein"], hires=HiresParams(scale=1.5))
     real_flux = SimpleNamespace(vae_scale_factor=8)  # the tiny one's VAE scales by 2: any multiple of 8 fits it
     with pytest.raises(ValueError, match="width: Flux.1 makes pictures in steps of 16 pixels; choose a multiple of 16"):
         check_size(FAMILIES["flux"], real_flux, 72, 64)
