@@ -62,6 +62,7 @@ class Family:
     negative: bool = True  # whether the pipeline reads a negative prompt
     missing: str = ""  # why img2img/inpaint is missing, when it is
     explores_as: str = ""  # the class Explore draws with, when not the model's own (it needs no start picture)
+    tiny_decoder: str = ""  # the registry name of the tiny autoencoder (TAE) that previews its latents, if any
 
     @property
     def samplers(self) -> tuple[str, ...]:
@@ -120,24 +121,25 @@ class Family:
 
 FAMILIES: dict[str, Family] = {f.key: f for f in (
     Family("flux", "Flux.1", ("FluxPipeline",), "FluxTransformer2DModel", "FluxImg2ImgPipeline",
-           "FluxInpaintPipeline", guidance="distilled", channel_div=4, packed=True, negative=False),
+           "FluxInpaintPipeline", guidance="distilled", channel_div=4, packed=True, negative=False,
+           tiny_decoder="taef1"),
     Family("flux-kontext", "Flux.1 Kontext", ("FluxKontextPipeline",), "FluxTransformer2DModel",
            "FluxKontextPipeline", "FluxKontextInpaintPipeline", guidance="distilled", channel_div=4, packed=True,
-           edits=True, negative=False),
+           edits=True, negative=False, tiny_decoder="taef1"),
     Family("flux2", "Flux.2", ("Flux2Pipeline", "Flux2KleinPipeline"), "Flux2Transformer2DModel", "",
            "Flux2KleinInpaintPipeline", guidance="distilled", stride=2, negative=False,
            missing=" (Flux.2 takes reference pictures in text to image instead)"),
     Family("sd3", "Stable Diffusion 3/3.5", ("StableDiffusion3Pipeline",), "SD3Transformer2DModel",
-           "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline"),
+           "StableDiffusion3Img2ImgPipeline", "StableDiffusion3InpaintPipeline", tiny_decoder="taesd3"),
     Family("z-image", "Z-Image", ("ZImagePipeline",), "ZImageTransformer2DModel", "ZImageImg2ImgPipeline",
-           "ZImageInpaintPipeline"),
+           "ZImageInpaintPipeline", tiny_decoder="taef1"),
     Family("qwen-image", "Qwen-Image", ("QwenImagePipeline",), "QwenImageTransformer2DModel",
            "QwenImageImg2ImgPipeline", "QwenImageInpaintPipeline", guidance="true-cfg", channel_div=4, packed=True),
     Family("qwen-image-edit", "Qwen-Image-Edit", ("QwenImageEditPipeline", "QwenImageEditPlusPipeline"),
            "QwenImageTransformer2DModel", "QwenImageEditPipeline", "QwenImageEditInpaintPipeline",
            guidance="true-cfg", channel_div=4, packed=True, edits=True, explores_as="QwenImagePipeline"),
     Family("chroma", "Chroma", ("ChromaPipeline",), "ChromaTransformer2DModel", "ChromaImg2ImgPipeline",
-           channel_div=4, packed=True,
+           channel_div=4, packed=True, tiny_decoder="taef1",
            missing=" that runs (its inpainting pipeline reads a Flux setting Chroma's transformer lacks)"),
     Family("sana", "Sana", ("SanaPipeline", "SanaSprintPipeline"), "SanaTransformer2DModel", patch=1,
            missing=" (SanaSprint has image to image; the Sana pipeline has neither it nor inpainting)"),
@@ -292,7 +294,8 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_ev
 def hires_size(family: Family, pipe, params) -> tuple[int, int]:
     """The hires target rounded down to the family's size steps (Flux: 16 pixels)."""
     multiple = family.size_multiple(pipe)
-    return tuple(max(multiple, side // multiple * multiple) for side in params.hires.target(params.width, params.height))
+    target = params.hires.target(params.width, params.height)
+    return tuple(max(multiple, side // multiple * multiple) for side in target)
 
 
 def hires_pass(model, params, first: list, seeds: list[int], prompts: tuple[str, str], on_step) -> list:

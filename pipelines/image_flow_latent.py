@@ -6,20 +6,21 @@ Z-Image), behind the one explorer contract (`pipelines.latent`), as `DiffusionLa
     frames = space.render(walk([a, b], WalkParams(frames=(16,))))
 
 A point is the start noise, unpacked [C, h, w] exactly as the Image tab draws it for its seed (the packed token
-layout is the pipeline's business: `image_flow.pack`), plus the prompt as the family's text encoders read it:
-Flux — the T5 token embeddings [512, E] and CLIP's pooled embedding [P]; SD3/3.5 — CLIP-L, CLIP-G and T5 tokens
-[77 + 256, E] and the two CLIPs' pooled [P]; Qwen-Image — the Qwen2.5-VL token
-embeddings padded to 512 tokens [512, E] with their attention mask in `pooled` [512] (mixed masks keep every
-token either prompt has); Chroma and Sana — the T5 / Gemma tokens at the pipeline's fixed length [512 or 300, E]
-with their attention mask in `pooled`; Z-Image — the Qwen3 tokens of the prompt padded to 512 [512, E], mask in
-`pooled`; Flux.2 — the text encoder's stacked middle layers (Qwen3 for Klein, Mistral for dev) of the prompt
-padded to 512 tokens [512, 3·E], nothing pooled (its transformer reads the padded tokens whole, with no mask; its
-noise is the VAE's 2×2-patchified latents [4·C, h, w], which its pipeline packs itself). An editing model explores
-what it draws from a prompt alone (no start picture): Flux.1 Kontext through its own pipeline, Qwen-Image-Edit
-through Qwen-Image's over the same weights (`Family.explores_as`). Rendering is the family's own pipeline called with those embeddings: a point made from a seed and a
-prompt renders the very picture the Image tab makes from them. Directions come from prompt pairs, and "h-space":
-PCA of a middle transformer block's image-token output at the first step (one forward hook per model, what it
-does read from the running request's context), moved along by adding the offset to that output while rendering.
+layout is the pipeline's business: `image_flow.pack`), plus the prompt as the family's text encoders read it: Flux —
+the T5 token embeddings [512, E] and CLIP's pooled embedding [P]; SD3/3.5 — CLIP-L, CLIP-G and T5 tokens [77 + 256,
+E] and the two CLIPs' pooled [P]; Qwen-Image — the Qwen2.5-VL token embeddings padded to 512 tokens [512, E] with
+their attention mask in `pooled` [512] (mixed masks keep every token either prompt has); Chroma and Sana — the T5 /
+Gemma tokens at the pipeline's fixed length [512 or 300, E] with their attention mask in `pooled`; Z-Image — the
+Qwen3 tokens of the prompt padded to 512 [512, E], mask in `pooled`; Flux.2 — the text encoder's stacked middle
+layers (Qwen3 for Klein, Mistral for dev) of the prompt padded to 512 tokens [512, 3·E], nothing pooled (its
+transformer reads the padded tokens whole, with no mask; its noise is the VAE's 2×2-patchified latents [4·C, h, w],
+which its pipeline packs itself). An editing model explores what it draws from a prompt alone (no start picture):
+Flux.1 Kontext through its own pipeline, Qwen-Image-Edit through Qwen-Image's over the same weights
+(`Family.explores_as`). Rendering is the family's own pipeline called with those embeddings: a point made from a
+seed and a prompt renders the very picture the Image tab makes from them. Directions come from prompt pairs, and
+"h-space": PCA of a middle transformer block's image-token output at the first step (one forward hook per model,
+what it does read from the running request's context), moved along by adding the offset to that output while
+rendering.
 """
 
 from __future__ import annotations

@@ -34,6 +34,8 @@ class SpeedParams:
         before a LoRA loads: LoRAs target the separate projections).
     preview_decoder: a folder (or "" for none) holding an AutoencoderTiny (TAESD) for live previews of
         4-channel SD-family latents; SDXL models take `preview_decoder_xl`.
+    tiny_decoders: (registry name, folder) of the flow families' tiny autoencoders on disk (TAEF1, TAESD3):
+        a family previews with the one its `Family.tiny_decoder` names.
     """
 
     compile: bool = False
@@ -43,6 +45,7 @@ class SpeedParams:
     fuse_qkv: bool = False
     preview_decoder: str = ""
     preview_decoder_xl: str = ""
+    tiny_decoders: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
         if self.compile_mode not in COMPILE_MODES:
@@ -134,6 +137,15 @@ def speed_up(model, speed: SpeedParams) -> tuple[str, ...]:
             applied.append("TAESD live previews")
         except (OSError, ValueError) as exc:  # previews are a nicety: a broken TAESD never stops the model
             applied.append(f"approximate previews (TAESD did not load: {short(str(exc))})")
+    family = getattr(model, "family", None)
+    tiny = dict(speed.tiny_decoders).get(family.tiny_decoder, "") if family is not None else ""
+    if tiny:
+        name = family.tiny_decoder.upper()
+        try:
+            model.preview_vae = load_preview_decoder(tiny, model.placement)
+            applied.append(f"{name} live previews")
+        except (OSError, ValueError) as exc:
+            applied.append(f"previews by the model's own VAE ({name} did not load: {short(str(exc))})")
     return tuple(applied)
 
 

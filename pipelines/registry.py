@@ -191,6 +191,12 @@ CURATED_MODELS: tuple[ModelSpec, ...] = (
               size="about 10 MB"),
     ModelSpec("taesdxl", "helper", "hub", "madebyollin/taesdxl", license="MIT",
               description="Tiny autoencoder for SDXL latents: sharp live previews in the Image tab", size="about 10 MB"),
+    ModelSpec("taef1", "helper", "hub", "madebyollin/taef1", license="MIT",
+              description="Tiny autoencoder for Flux.1 latents (Flux.1, Kontext, Chroma, Z-Image share its VAE): sharp "
+                          "live previews in the Image tab", size="about 10 MB"),
+    ModelSpec("taesd3", "helper", "hub", "madebyollin/taesd3", license="MIT",
+              description="Tiny autoencoder for SD3/3.5 latents: sharp live previews in the Image tab",
+              size="about 10 MB"),
     ModelSpec("depth-anything-v2-small", "helper", "hub", "depth-anything/Depth-Anything-V2-Small-hf",
               license="Apache-2.0", description="Depth estimation for the Image tab's ControlNet depth preprocessor",
               size="about 100 MB"),

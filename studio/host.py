@@ -274,7 +274,16 @@ class ModelHost:
         s = self.settings
         return SpeedParams.for_device(self.placement.device, compile=s.compile, compile_mode=s.compile_mode,
                                       compile_backend=s.compile_backend, preview_decoder=self._preview_decoder("taesd"),
-                                      preview_decoder_xl=self._preview_decoder("taesdxl"))
+                                      preview_decoder_xl=self._preview_decoder("taesdxl"),
+                                      tiny_decoders=self._tiny_decoders())
+
+    def _tiny_decoders(self) -> tuple[tuple[str, str], ...]:
+        """The flow families' tiny autoencoders on disk (`studio fetch taef1` / `taesd3`), unless previews are off;
+        a preview_decoder folder in the settings is SD's TAESD and is not used for them."""
+        if self.settings.preview_decoder == "off":
+            return ()
+        found = {name: self._registry_location(name) for name in ("taef1", "taesd3")}
+        return tuple((name, where) for name, where in found.items() if where)
 
     def _preview_decoder(self, name: str) -> str:
         """The folder (or hub id in the hub cache) of a TAESD model for live previews, "" when there is none."""
@@ -283,6 +292,9 @@ class ModelHost:
             return ""
         if choice != "auto":
             return str(Path(choice).expanduser())
+        return self._registry_location(name)
+
+    def _registry_location(self, name: str) -> str:
         spec = self.registry.all_by_name().get(name)
         if spec is None or not self.registry.is_present(spec):
             return ""

@@ -72,3 +72,23 @@ def test_generate_and_explore_a_flow_model_through_the_api(served, model):
     assert [d["method"] for d in info["directions"]] == ["h-space", "h-space"]
     with pytest.raises(AppError, match="method must be one of prompt-pair, h-space"):
         client.predict(model=model, method="sefa", count=2, origin="1", **look, api_name="/explore_directions")
+
+
+def test_an_xyz_plot_and_the_hires_fix_on_a_flow_model_through_the_api(served):
+    from PIL import Image
+
+    from pipelines.media import read_png_info
+
+    client, services = served
+    info, plot = client.predict(prompt="a red fox", model="tiny-flux", steps=2, width=64, height=64,
+                                sampler_name="Flow Euler", seed=5, x_type="Sampler",
+                                x_values="Flow Euler, Flow Euler Karras", y_type="Seed", y_values="5-6",
+                                api_name="/plot_xyz")
+    cells = [services.history.get(i) for i in info["cell_ids"]]
+    assert info["cells"] == 4 and sorted((c.params["scheduler"], c.seed) for c in cells) == [
+        ("Flow Euler", 5), ("Flow Euler", 6), ("Flow Euler Karras", 5), ("Flow Euler Karras", 6)]
+    assert Image.open(plot).width > 2 * 64
+    info, files = client.predict(**args("tiny-flux", enable_hr=True, hr_scale=2.0, hr_upscaler="Lanczos",
+                                        hr_denoising_strength=0.6), api_name="/generate_image")
+    settings = read_png_info(files[0])["settings"]
+    assert Image.open(files[0]).size == (128, 128) and settings["Hires upscaler"] == "Lanczos"
