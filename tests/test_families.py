@@ -19,7 +19,8 @@ from pipelines.registry import ModelNotAvailable, Registry
 from tests.families import BUILDERS, build_tiny_flux_lora
 
 FAMILY_OF_BUILDER = {"flux": "flux", "chroma": "chroma", "sd3": "sd3", "z-image": "z-image",
-                     "qwen-image": "qwen-image", "sana": "sana", "flux2-klein": "flux2"}
+                     "qwen-image": "qwen-image", "sana": "sana", "flux2-klein": "flux2",
+                     "flux2-dev": "flux2"}
 
 
 @pytest.fixture(scope="module")
