@@ -20,7 +20,7 @@ it in words; image to image on an editing model runs as an edit, said in a note.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -138,11 +138,21 @@ FAMILIES: dict[str, Family] = {f.key: f for f in (
 )}
 
 
+# A family's pipeline class that runs fewer of its modes than the family: Flux.2 dev has text to image alone
+# (diffusers' one Flux.2 inpainting pipeline is Klein's: it reads Klein's Qwen3 layers, and no guidance embedding).
+NARROWER: dict[str, Family] = {
+    "Flux2Pipeline": replace(FAMILIES["flux2"], label="Flux.2 dev", inpaint="",
+                             missing=" (Flux.2 takes reference pictures in text to image instead; its inpainting "
+                                     "pipeline is Klein's, which reads another text encoder)"),
+}
+
+
 def family_of(class_name: str) -> Family | None:
-    """The flow family of a pipeline class name, or None for the SD/SDXL (UNet) path."""
+    """The flow family of a pipeline class name (narrowed to what that class runs), or None for the SD/SDXL (UNet)
+    path."""
     for family in FAMILIES.values():
         if class_name in family.classes:
-            return family
+            return NARROWER.get(class_name, family)
     for family in FAMILIES.values():  # its image-to-image and inpainting pipelines are the family too
         if class_name in (family.img2img, family.inpaint):
             return family
