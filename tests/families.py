@@ -344,22 +344,25 @@ def build_tiny_flux2_dev(folder: Path) -> Path:
     return _save(pipe, folder, "flux2-dev")
 
 
-def build_tiny_flux_lora(folder: Path, flux_dir: Path, seed: int = 1) -> Path:
-    """A random LoRA for the tiny Flux transformer, in diffusers/peft names (.safetensors)."""
-    from diffusers import FluxPipeline, FluxTransformer2DModel
+def build_tiny_lora(folder: Path, model_dir: Path, seed: int = 1) -> Path:
+    """A random LoRA for a tiny family's transformer (Flux.1, Flux.2), in diffusers/peft names (.safetensors),
+    saved by the family's own pipeline class."""
+    import diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    transformer = FluxTransformer2DModel.from_pretrained(flux_dir / "transformer")
+    index = model_index(model_dir)
+    transformer = getattr(diffusers, index["transformer"][1]).from_pretrained(Path(model_dir) / "transformer")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                           target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=[
+            "to_q", "to_k", "to_v", "to_out.0", "to_qkv_mlp_proj", "linear_in", "linear_out"]))  # the last 3: Flux.2
         for name, param in transformer.named_parameters():  # big enough to change a 2-step picture visibly
             if "lora_B" in name:
-                param.data.normal_(0, 0.5)
+                param.data.normal_(0, 1.0)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    FluxPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    getattr(diffusers, index["_class_name"]).save_lora_weights(
+        folder, transformer_lora_layers=get_peft_model_state_dict(transformer))
     return next(Path(folder).glob("*.safetensors"))
 
 

@@ -16,7 +16,7 @@ from pipelines.device import pick_placement
 from pipelines.image import ImageLimits, ImageParams, ImagePipeline, Lora, load_image_model
 from pipelines.image_flow import FAMILIES, check_size, family_of, pack, unpack
 from pipelines.registry import ModelNotAvailable, Registry
-from tests.families import BUILDERS, build_tiny_flux_lora
+from tests.families import BUILDERS, build_tiny_lora
 
 FAMILY_OF_BUILDER = {"flux": "flux", "chroma": "chroma", "sd3": "sd3", "z-image": "z-image",
                      "qwen-image": "qwen-image", "sana": "sana", "flux2-klein": "flux2",
@@ -122,9 +122,10 @@ def test_image_to_image_and_inpainting_keep_what_they_should(models, name):
     assert not np.array_equal(painted, light)
 
 
-def test_a_flux_lora_changes_the_picture_and_leaves_nothing_behind(models, folders, tmp_path):
-    path = build_tiny_flux_lora(tmp_path / "lora", folders["flux"])
-    model = models["flux"]
+@pytest.mark.parametrize("name", ["flux", "flux2-klein", "flux2-dev"])
+def test_a_lora_changes_the_picture_and_leaves_nothing_behind(models, folders, tmp_path, name):
+    path = build_tiny_lora(tmp_path / "lora", folders[name])
+    model = models[name]
     plain = make(model, seed=3)
     with_lora = make(model, seed=3, loras=(Lora("tiny", path, 1.0),))
     assert np.abs(with_lora.astype(int) - plain.astype(int)).mean() > 0.5
