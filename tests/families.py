@@ -106,14 +106,17 @@ def _qwen_vl_encoder(tokenizer, **ids):
 
 
 def _flux2_vae():
-    """The Flux.2 VAE (4 latent channels, scale 2; its batch norm's running statistics normalize the 2×2-patched
-    latents)."""
+    """The Flux.2 VAE (4 latent channels, scale 2). Its batch norm's running statistics, which normalize the 2×2-
+    patched latents, are made unlike 0 and 1 here, so that code undoing them wrongly shows."""
     from diffusers import AutoencoderKLFlux2
 
-    return AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8),
-                              down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                              layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
-                              use_post_quant_conv=False)
+    vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8),
+                             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                             layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
+                             use_post_quant_conv=False)
+    vae.bn.running_mean.normal_(0, 0.5)
+    vae.bn.running_var.uniform_(0.5, 2.0)
+    return vae
 
 
 def _save(pipe, folder: Path, name: str) -> Path:

@@ -1,6 +1,6 @@
 """Today's image families on tiny random models built offline (tests/families.py): loading by model_index.json's
 class (never the name), text to image reproducible by seed, image to image and inpainting where the family has
-them, refusals in words, a LoRA on and off, and a transformer from one .safetensors or GGUF file."""
+them, refusals in words, a LoRA on and off, live previews, and a transformer from one .safetensors or GGUF file."""
 
 from __future__ import annotations
 
@@ -217,7 +217,7 @@ def test_the_image_tab_offers_the_familys_samplers(folders, tiny_sd_dir, tmp_pat
     assert choices == [*SCHEDULERS, *FLOW_SCHEDULERS] and value == "DPM++ 2M"
 
 
-@pytest.mark.parametrize("name", ["flux", "qwen-image", "z-image", "sana"])
+@pytest.mark.parametrize("name", ["flux", "qwen-image", "z-image", "sana", "flux2-klein", "flux2-dev"])
 def test_live_previews_decode_the_familys_latents(models, name):
     seen = []
     params = ImageParams(prompt="a red fox", steps=3, width=64, height=64, scheduler="Flow Euler", seed=1)
@@ -229,11 +229,26 @@ def test_live_previews_decode_the_familys_latents(models, name):
     assert np.asarray(previews[0]).std() > 1
 
 
-def test_previews_of_big_pictures_decode_shrunk_latents(models):
+@pytest.mark.parametrize("name", ["flux", "flux2-dev"])
+def test_previews_of_big_pictures_decode_shrunk_latents(models, name):
     seen = []
     params = ImageParams(prompt="a red fox", steps=1, width=128, height=96, scheduler="Flow Euler", seed=1)
-    ImagePipeline(models["flux"], ImageLimits())(params, callback=lambda d, t, p: seen.append(p), preview_every=1)
+    ImagePipeline(models[name], ImageLimits())(params, callback=lambda d, t, p: seen.append(p), preview_every=1)
     assert seen[0].size == (64, 48)  # 64×48 latents area-averaged to 32×24, decoded by the VAE (×2)
+    assert np.asarray(seen[0]).std() > 1
+
+
+@pytest.mark.parametrize("name", ["flux2-klein", "flux2-dev"])
+def test_a_flux2_preview_of_the_last_step_is_the_final_picture(models, name):
+    """At 64×64 the VAE's latents are 32×32, decoded unshrunk: the last preview is the picture itself, which a
+    token order, patch order or batch-norm statistic read wrongly would spoil (each makes another picture; rows
+    read as columns also make the wrong size on a picture that is not square, as in the test above)."""
+    seen = []
+    params = ImageParams(prompt="a red fox", steps=3, width=64, height=64, scheduler="Flow Euler", seed=4)
+    out = ImagePipeline(models[name], ImageLimits())(params, callback=lambda d, t, p: seen.append(p), preview_every=1)
+    final, last = np.asarray(out.images[0]).astype(int), np.asarray(seen[-1]).astype(int)
+    assert last.shape == final.shape and np.abs(last - final).max() <= 2
+    assert np.abs(np.asarray(seen[0]).astype(int) - final).mean() > 2  # the first step's is still on its way
 
 
 def test_weighting_syntax_and_a_distilled_models_negative_prompt_are_said_not_hidden(models):
