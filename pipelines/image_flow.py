@@ -20,7 +20,7 @@ it in words; image to image on an editing model runs as an edit, said in a note.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -146,11 +146,21 @@ FAMILIES: dict[str, Family] = {f.key: f for f in (
 )}
 
 
+# A family's pipeline class that runs fewer of its modes than the family: Flux.2 dev has text to image alone
+# (diffusers' one Flux.2 inpainting pipeline is Klein's: it reads Klein's Qwen3 layers, and no guidance embedding).
+NARROWER: dict[str, Family] = {
+    "Flux2Pipeline": replace(FAMILIES["flux2"], label="Flux.2 dev", inpaint="",
+                             missing=" (Flux.2 takes reference pictures in text to image instead; its inpainting "
+                                     "pipeline is Klein's, which reads another text encoder)"),
+}
+
+
 def family_of(class_name: str) -> Family | None:
-    """The flow family of a pipeline class name, or None for the SD/SDXL (UNet) path."""
+    """The flow family of a pipeline class name (narrowed to what that class runs), or None for the SD/SDXL (UNet)
+    path."""
     for family in FAMILIES.values():
         if class_name in family.classes:
-            return family
+            return NARROWER.get(class_name, family)
     for family in FAMILIES.values():  # its image-to-image and inpainting pipelines are the family too
         if class_name in (family.img2img, family.inpaint):
             return family
@@ -514,24 +524,29 @@ PREVIEW_LATENT = 32  # previews decode at most 32×32 latents (256² pictures fr
 
 
 def flow_preview(family: Family, pipe, latents: torch.Tensor, width: int, height: int):
-    """A live preview of one image's latents in the pipeline's layout: unpacked, shrunk to at most 32×32 (area
-    average) and decoded by the model's own VAE — a small, blurry picture of where denoising is, at a fraction
-    of a full decode's cost. None for a VAE this does not know how to read (Flux.2's patch-normalized one)."""
+    """A live preview of one image's latents in the pipeline's layout: unpacked into the VAE's latent grid, shrunk
+    to at most 32×32 (area average) and decoded by the model's own VAE — a small, blurry picture of where denoising
+    is, at a fraction of a full decode's cost. None without a VAE."""
     import torch.nn.functional as F
     from PIL import Image
 
     vae = getattr(pipe, "vae", None)
-    if vae is None or family.key == "flux2":
+    if vae is None:
         return None
     shape = noise_shape(family, pipe, width, height)
-    x = unpack(family, latents[None].float(), shape)[0] if family.packed else latents.float()
+    if family.key == "flux2":
+        x = flux2_vae_latents(vae, latents.float(), shape)
+    else:
+        x = unpack(family, latents[None].float(), shape)[0] if family.packed else latents.float()
     h, w = x.shape[-2:]
     if max(h, w) > PREVIEW_LATENT:
         scale = PREVIEW_LATENT / max(h, w)
         x = F.interpolate(x[None], size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")[0]
     config = vae.config
     with torch.inference_mode():
-        if getattr(config, "latents_mean", None) is not None:  # Qwen-Image's causal-3D VAE: [B, C, frames, h, w]
+        if family.key == "flux2":  # de-normalized already: the VAE reads them as they are
+            rgb = vae.decode(x[None].to(vae.device, vae.dtype)).sample[0]
+        elif getattr(config, "latents_mean", None) is not None:  # Qwen-Image's causal-3D VAE: [B, C, frames, h, w]
             mean = torch.tensor(config.latents_mean).view(-1, 1, 1)
             std = torch.tensor(config.latents_std).view(-1, 1, 1)
             raw = (x * std + mean)[None, :, None]
@@ -541,3 +556,17 @@ def flow_preview(family: Family, pipe, latents: torch.Tensor, width: int, height
             rgb = vae.decode(raw[None].to(vae.device, vae.dtype)).sample[0]
     array = (rgb.float().clamp(-1, 1).add(1).div(2).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
     return Image.fromarray(array)
+
+
+def flux2_vae_latents(vae, tokens: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Flux.2's latents as its pipelines hold them while denoising — tokens [h·w, 4C], row by row, of the VAE's
+    2×2-patchified and batch-normalized latents (`shape` = [4C, h, w]) — as the VAE decodes them, [C, 2h, 2w]: what
+    its pipelines do after the last step (`_unpack_latents_with_ids`, the batch norm's running statistics undone,
+    `_unpatchify_latents`)."""
+    channels, h, w = shape
+    x = tokens.reshape(h, w, channels).permute(2, 0, 1)  # [4C, h, w]
+    mean = vae.bn.running_mean.float().to(x.device).view(-1, 1, 1)
+    std = torch.sqrt(vae.bn.running_var.float().to(x.device).view(-1, 1, 1) + vae.config.batch_norm_eps)
+    x = x * std + mean
+    c = channels // 4
+    return x.view(c, 2, 2, h, w).permute(0, 3, 1, 4, 2).reshape(c, 2 * h, 2 * w)  # each channel's 2×2 patch

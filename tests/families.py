@@ -2,7 +2,7 @@
 
 One function per family returns a saved folder (with model_index.json) the studio loads like any other; the
 configs follow diffusers' own tests (`tests/pipelines/<family>/test_*.py`, `get_dummy_components`), and the
-tokenizers (CLIP, T5, Qwen2) are written here with the `tokenizers` package, since no model hub is reachable.
+tokenizers (CLIP, T5, Qwen2, Mistral) are written here with the `tokenizers` package, since no model hub is reachable.
 
     folder = build_tiny_flux(tmp_path)          # FluxPipeline, 16×16 latents for a 64×64 picture
 """
@@ -103,6 +103,20 @@ def _qwen_vl_encoder(tokenizer, **ids):
                            "out_hidden_size": 16},
             hidden_size=16, vocab_size=len(tokenizer), **ids)
     return Qwen2_5_VLForConditionalGeneration(config).eval()
+
+
+def _flux2_vae():
+    """The Flux.2 VAE (4 latent channels, scale 2). Its batch norm's running statistics, which normalize the 2×2-
+    patched latents, are made unlike 0 and 1 here, so that code undoing them wrongly shows."""
+    from diffusers import AutoencoderKLFlux2
+
+    vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8),
+                             down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
+                             layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
+                             use_post_quant_conv=False)
+    vae.bn.running_mean.normal_(0, 0.5)
+    vae.bn.running_var.uniform_(0.5, 2.0)
+    return vae
 
 
 def _save(pipe, folder: Path, name: str) -> Path:
@@ -251,12 +265,7 @@ def build_tiny_sana(folder: Path) -> Path:
 def build_tiny_flux2_klein(folder: Path, *, is_distilled: bool = True) -> Path:
     """Flux2KleinPipeline (a 28-layer Qwen3 whose layers 9, 18 and 27 are read, the Flux.2 VAE, 2×2-patched
     latents; `is_distilled=False`: Klein's undistilled base, which runs CFG against a blank prompt)."""
-    from diffusers import (
-        AutoencoderKLFlux2,
-        FlowMatchEulerDiscreteScheduler,
-        Flux2KleinPipeline,
-        Flux2Transformer2DModel,
-    )
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     tokenizer = build_qwen_tokenizer()
@@ -269,32 +278,94 @@ def build_tiny_flux2_klein(folder: Path, *, is_distilled: bool = True) -> Path:
         text_encoder = Qwen3ForCausalLM(Qwen3Config(intermediate_size=16, hidden_size=16, num_hidden_layers=28,
                                                     num_attention_heads=2, num_key_value_heads=2, head_dim=8,
                                                     vocab_size=len(tokenizer), max_position_embeddings=512)).eval()
-        vae = AutoencoderKLFlux2(sample_size=32, in_channels=3, out_channels=3, block_out_channels=(8, 8),
-                                 down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2,
-                                 layers_per_block=1, latent_channels=4, norm_num_groups=4, use_quant_conv=False,
-                                 use_post_quant_conv=False)
+        vae = _flux2_vae()
     pipe = Flux2KleinPipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
                               tokenizer=tokenizer, transformer=transformer,
                               is_distilled=is_distilled)
     return _save(pipe, folder, "flux2-klein")
 
 
-def build_tiny_flux_lora(folder: Path, flux_dir: Path, seed: int = 1) -> Path:
-    """A random LoRA for the tiny Flux transformer, in diffusers/peft names (.safetensors)."""
-    from diffusers import FluxPipeline, FluxTransformer2DModel
+MISTRAL_TOKENS = ["<unk>", "<s>", "</s>", "<pad>", "[INST]", "[/INST]", "[SYSTEM_PROMPT]", "[/SYSTEM_PROMPT]", "[IMG]"]
+# Mistral Small 3.1's chat layout, over the typed content lists Flux2Pipeline hands it ({"type": "text", ...})
+MISTRAL_TEMPLATE = ("{{ bos_token }}{% for message in messages %}"
+                    "{% if message['role'] == 'system' %}[SYSTEM_PROMPT]{% elif message['role'] == 'user' %}[INST]"
+                    "{% endif %}{% if message['content'] is string %}{{ message['content'] }}{% else %}"
+                    "{% for part in message['content'] %}{% if part['type'] == 'text' %}{{ part['text'] }}"
+                    "{% else %}[IMG]{% endif %}{% endfor %}{% endif %}"
+                    "{% if message['role'] == 'system' %}[/SYSTEM_PROMPT]{% elif message['role'] == 'user' %}[/INST]"
+                    "{% else %}{{ eos_token }}{% endif %}{% endfor %}")
+
+
+def build_mistral_tokenizer(max_length: int = 512):
+    """A Mistral-style tokenizer with Mistral Small 3.1's chat layout. The real Flux.2 dev reads prompts through a
+    PixtralProcessor, which transformers makes only with torchvision; the pipeline asks of it no more than this
+    tokenizer does (`apply_chat_template`, padded to the maximum length)."""
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=_byte_level_tokenizer(MISTRAL_TOKENS), bos_token="<s>",
+                                        eos_token="</s>", unk_token="<unk>", pad_token="<pad>",
+                                        model_max_length=max_length)
+    tokenizer.chat_template = MISTRAL_TEMPLATE
+    return tokenizer
+
+
+def _mistral3_encoder(tokenizer):
+    """A tiny Mistral3ForConditionalGeneration (Mistral Small 3.1's class): 30 text layers, since Flux2Pipeline
+    reads layers 10, 20 and 30, and a 1-layer Pixtral vision tower."""
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    ids = {name: tokenizer.convert_tokens_to_ids(token) for name, token in
+           (("bos_token_id", "<s>"), ("eos_token_id", "</s>"), ("pad_token_id", "<pad>"))}
+    config = Mistral3Config(
+            text_config={"model_type": "mistral", "vocab_size": len(tokenizer), "hidden_size": 16,
+                         "intermediate_size": 16, "num_hidden_layers": 30, "num_attention_heads": 2,
+                         "num_key_value_heads": 2, "head_dim": 8, "max_position_embeddings": 512,
+                         "sliding_window": None, **ids},
+            vision_config={"model_type": "pixtral", "hidden_size": 16, "num_hidden_layers": 1,
+                           "num_attention_heads": 2, "intermediate_size": 16, "image_size": 30, "patch_size": 6,
+                           "num_channels": 3},
+            image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"), vision_feature_layer=-1, **ids)
+    return Mistral3ForConditionalGeneration(config).eval()
+
+
+def build_tiny_flux2_dev(folder: Path) -> Path:
+    """Flux2Pipeline, Flux.2 dev (a 30-layer Mistral3 whose layers 10, 20 and 30 are read, a transformer reading
+    guidance as an embedding, the Flux.2 VAE, 2×2-patched latents)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2Pipeline, Flux2Transformer2DModel
+
+    tokenizer = build_mistral_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        transformer = Flux2Transformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
+                                              timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
+                                              guidance_embeds=True)
+        text_encoder = _mistral3_encoder(tokenizer)
+        vae = _flux2_vae()
+    pipe = Flux2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
+                         tokenizer=tokenizer, transformer=transformer)
+    return _save(pipe, folder, "flux2-dev")
+
+
+def build_tiny_lora(folder: Path, model_dir: Path, seed: int = 1) -> Path:
+    """A random LoRA for a tiny family's transformer (Flux.1, Flux.2), in diffusers/peft names (.safetensors),
+    saved by the family's own pipeline class."""
+    import diffusers
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    transformer = FluxTransformer2DModel.from_pretrained(flux_dir / "transformer")
+    index = model_index(model_dir)
+    transformer = getattr(diffusers, index["transformer"][1]).from_pretrained(Path(model_dir) / "transformer")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False,
-                                           target_modules=["to_q", "to_k", "to_v", "to_out.0"]))
+        transformer.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights=False, target_modules=[
+            "to_q", "to_k", "to_v", "to_out.0", "to_qkv_mlp_proj", "linear_in", "linear_out"]))  # the last 3: Flux.2
         for name, param in transformer.named_parameters():  # big enough to change a 2-step picture visibly
             if "lora_B" in name:
-                param.data.normal_(0, 0.5)
+                param.data.normal_(0, 1.0)
     Path(folder).mkdir(parents=True, exist_ok=True)
-    FluxPipeline.save_lora_weights(folder, transformer_lora_layers=get_peft_model_state_dict(transformer))
+    getattr(diffusers, index["_class_name"]).save_lora_weights(
+        folder, transformer_lora_layers=get_peft_model_state_dict(transformer))
     return next(Path(folder).glob("*.safetensors"))
 
 
@@ -303,7 +374,8 @@ def model_index(folder: Path) -> dict:
 
 
 BUILDERS = {"flux": build_tiny_flux, "chroma": build_tiny_chroma, "sd3": build_tiny_sd3, "z-image": build_tiny_z_image,
-            "qwen-image": build_tiny_qwen_image, "sana": build_tiny_sana, "flux2-klein": build_tiny_flux2_klein}
+            "qwen-image": build_tiny_qwen_image, "sana": build_tiny_sana, "flux2-klein": build_tiny_flux2_klein,
+            "flux2-dev": build_tiny_flux2_dev}
 
 
 def build_tiny_flux_kontext(folder: Path) -> Path:

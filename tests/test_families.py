@@ -1,6 +1,6 @@
 """Today's image families on tiny random models built offline (tests/families.py): loading by model_index.json's
 class (never the name), text to image reproducible by seed, image to image and inpainting where the family has
-them, refusals in words, a LoRA on and off, and a transformer from one .safetensors or GGUF file."""
+them, refusals in words, a LoRA on and off, live previews, and a transformer from one .safetensors or GGUF file."""
 
 from __future__ import annotations
 
@@ -16,10 +16,11 @@ from pipelines.device import pick_placement
 from pipelines.image import ImageLimits, ImageParams, ImagePipeline, Lora, load_image_model
 from pipelines.image_flow import FAMILIES, check_size, family_of, pack, unpack
 from pipelines.registry import ModelNotAvailable, Registry
-from tests.families import BUILDERS, build_tiny_flux_lora
+from tests.families import BUILDERS, build_tiny_lora
 
 FAMILY_OF_BUILDER = {"flux": "flux", "chroma": "chroma", "sd3": "sd3", "z-image": "z-image",
-                     "qwen-image": "qwen-image", "sana": "sana", "flux2-klein": "flux2"}
+                     "qwen-image": "qwen-image", "sana": "sana", "flux2-klein": "flux2",
+                     "flux2-dev": "flux2"}
 
 
 @pytest.fixture(scope="module")
@@ -49,7 +50,7 @@ def make(model, **kw) -> np.ndarray:
 @pytest.mark.parametrize("name", list(BUILDERS))
 def test_each_family_loads_by_its_class_and_reproduces_a_picture_by_seed(models, name):
     model = models[name]
-    assert model.family is FAMILIES[FAMILY_OF_BUILDER[name]]
+    assert model.family.key == FAMILY_OF_BUILDER[name] and model.family.classes == FAMILIES[model.family.key].classes
     first, again, other = make(model, seed=7), make(model, seed=7), make(model, seed=8)
     assert first.shape == (1, 64, 64, 3)
     assert np.array_equal(first, again)
@@ -95,6 +96,9 @@ def test_what_a_family_cannot_do_is_said_in_words(models):
     painted = make(models["flux2-klein"], mode="inpaint", init_image=start, mask=mask, strength=1.0)
     assert painted.shape == (1, 64, 64, 3)
     assert np.abs(painted[0, :, :32].astype(int) - np.asarray(start)[:, :32].astype(int)).mean() > 5  # repainted
+    assert models["flux2-dev"].modes == ("txt2img",)  # Flux.2's inpainting pipeline is Klein's alone
+    with pytest.raises(ValueError, match="mode: Flux.2 dev has no inpainting in diffusers .Flux.2 takes reference"):
+        make(models["flux2-dev"], mode="inpaint", init_image=start, mask=mask)
     with pytest.raises(ValueError, match="hires: the hires fix is a second, image-to-image pass, which Flux.2 has not"):
         from pipelines.image_upscale import HiresParams
 
@@ -118,9 +122,10 @@ def test_image_to_image_and_inpainting_keep_what_they_should(models, name):
     assert not np.array_equal(painted, light)
 
 
-def test_a_flux_lora_changes_the_picture_and_leaves_nothing_behind(models, folders, tmp_path):
-    path = build_tiny_flux_lora(tmp_path / "lora", folders["flux"])
-    model = models["flux"]
+@pytest.mark.parametrize("name", ["flux", "flux2-klein", "flux2-dev"])
+def test_a_lora_changes_the_picture_and_leaves_nothing_behind(models, folders, tmp_path, name):
+    path = build_tiny_lora(tmp_path / "lora", folders[name])
+    model = models[name]
     plain = make(model, seed=3)
     with_lora = make(model, seed=3, loras=(Lora("tiny", path, 1.0),))
     assert np.abs(with_lora.astype(int) - plain.astype(int)).mean() > 0.5
@@ -212,7 +217,7 @@ def test_the_image_tab_offers_the_familys_samplers(folders, tiny_sd_dir, tmp_pat
     assert choices == [*SCHEDULERS, *FLOW_SCHEDULERS] and value == "DPM++ 2M"
 
 
-@pytest.mark.parametrize("name", ["flux", "qwen-image", "z-image", "sana"])
+@pytest.mark.parametrize("name", ["flux", "qwen-image", "z-image", "sana", "flux2-klein", "flux2-dev"])
 def test_live_previews_decode_the_familys_latents(models, name):
     seen = []
     params = ImageParams(prompt="a red fox", steps=3, width=64, height=64, scheduler="Flow Euler", seed=1)
@@ -224,11 +229,26 @@ def test_live_previews_decode_the_familys_latents(models, name):
     assert np.asarray(previews[0]).std() > 1
 
 
-def test_previews_of_big_pictures_decode_shrunk_latents(models):
+@pytest.mark.parametrize("name", ["flux", "flux2-dev"])
+def test_previews_of_big_pictures_decode_shrunk_latents(models, name):
     seen = []
     params = ImageParams(prompt="a red fox", steps=1, width=128, height=96, scheduler="Flow Euler", seed=1)
-    ImagePipeline(models["flux"], ImageLimits())(params, callback=lambda d, t, p: seen.append(p), preview_every=1)
+    ImagePipeline(models[name], ImageLimits())(params, callback=lambda d, t, p: seen.append(p), preview_every=1)
     assert seen[0].size == (64, 48)  # 64×48 latents area-averaged to 32×24, decoded by the VAE (×2)
+    assert np.asarray(seen[0]).std() > 1
+
+
+@pytest.mark.parametrize("name", ["flux2-klein", "flux2-dev"])
+def test_a_flux2_preview_of_the_last_step_is_the_final_picture(models, name):
+    """At 64×64 the VAE's latents are 32×32, decoded unshrunk: the last preview is the picture itself, which a
+    token order, patch order or batch-norm statistic read wrongly would spoil (each makes another picture; rows
+    read as columns also make the wrong size on a picture that is not square, as in the test above)."""
+    seen = []
+    params = ImageParams(prompt="a red fox", steps=3, width=64, height=64, scheduler="Flow Euler", seed=4)
+    out = ImagePipeline(models[name], ImageLimits())(params, callback=lambda d, t, p: seen.append(p), preview_every=1)
+    final, last = np.asarray(out.images[0]).astype(int), np.asarray(seen[-1]).astype(int)
+    assert last.shape == final.shape and np.abs(last - final).max() <= 2
+    assert np.abs(np.asarray(seen[0]).astype(int) - final).mean() > 2  # the first step's is still on its way
 
 
 def test_weighting_syntax_and_a_distilled_models_negative_prompt_are_said_not_hidden(models):

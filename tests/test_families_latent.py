@@ -1,9 +1,11 @@
-"""The latent workbench on flow-matching transformer models (tiny random Flux, Flux.2 Klein, SD3, Qwen-Image, Chroma,
-Sana and Z-Image): Explore this
-picture gives that very picture back byte for byte; seed travel, prompt travel (pooled and sequence embeddings
-mixed), directions from prompt pairs, the keyframe timeline and breeding, and refusals in words."""
+"""The latent workbench on flow-matching transformer models (tiny random Flux, Flux.2 Klein and dev, SD3, Qwen-Image,
+Chroma, Sana and Z-Image): Explore this picture gives that very picture back byte for byte; seed travel, prompt
+travel (pooled and sequence embeddings mixed), directions from prompt pairs, the keyframe timeline and breeding, and
+refusals in words."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -18,6 +20,7 @@ from pipelines.registry import Registry
 from tests.families import (
     build_tiny_chroma,
     build_tiny_flux,
+    build_tiny_flux2_dev,
     build_tiny_flux2_klein,
     build_tiny_qwen_image,
     build_tiny_qwen_image_edit,
@@ -31,7 +34,7 @@ LOOK = DiffusionLook(steps=3, guidance=3.5, scheduler="Flow Euler", width=64, he
 
 BUILD = {"flux": build_tiny_flux, "qwen-image": build_tiny_qwen_image, "sd3": build_tiny_sd3,
          "chroma": build_tiny_chroma, "sana": build_tiny_sana, "z-image": build_tiny_z_image,
-         "flux2-klein": build_tiny_flux2_klein}
+         "flux2-klein": build_tiny_flux2_klein, "flux2-dev": build_tiny_flux2_dev}
 
 
 @pytest.fixture(scope="module", params=list(BUILD))
@@ -48,9 +51,9 @@ def space(model):
     return DiffusionLatentModel(model, LOOK)
 
 
-def alone(model, seed: int, prompt: str) -> np.ndarray:
+def alone(model, seed: int, prompt: str, guidance: float = LOOK.guidance) -> np.ndarray:
     """The Image tab's picture for this seed and prompt with the look's settings."""
-    out = ImagePipeline(model, ImageLimits())(ImageParams(prompt=prompt, steps=LOOK.steps, guidance=LOOK.guidance,
+    out = ImagePipeline(model, ImageLimits())(ImageParams(prompt=prompt, steps=LOOK.steps, guidance=guidance,
                                                           scheduler=LOOK.scheduler, width=64, height=64, seed=seed))
     return np.asarray(out.images[0])
 
@@ -170,3 +173,13 @@ def test_editing_models_explore_what_they_draw_from_a_prompt_alone(tmp_path):
     moved = move(a, space.directions("prompt-pair", positive="smiling", negative="neutral"), [2.0])
     assert not np.array_equal(space.render([moved])[0], drawn)
     assert len(space.directions("h-space", k=2, origin=a, samples=3)) == 2
+
+
+def test_flux2_dev_reads_guidance_as_an_embedding_in_explore_as_the_image_tab_does(space, model):
+    if type(model.pipe).__name__ != "Flux2Pipeline":
+        pytest.skip("Flux.2 dev's guidance-distilled transformer; Klein's reads no guidance embedding")
+    assert model.pipe.transformer.config.guidance_embeds and not space._true_cfg(space.pipe, 5.0)
+    point = space.point_for_seed(6, prompt="a red fox")
+    strong = space.with_look(replace(LOOK, guidance=5.0)).render([point])[0]
+    assert np.array_equal(strong, alone(model, 6, "a red fox", guidance=5.0))
+    assert np.abs(strong.astype(int) - alone(model, 6, "a red fox", guidance=1.0).astype(int)).mean() > 0.5
