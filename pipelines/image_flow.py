@@ -270,9 +270,10 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_ev
         notes += (f"hires: {family.label} upscales pictures, not latents, between its passes: Lanczos was used "
                   f"instead of {params.hires.upscaler}",)
     started = time.perf_counter()
-    progress = _Progress(params, callback, cancel, preview_every, progress_interval, started, flow=True)
+    progress = _Progress(params, callback, cancel, preview_every, progress_interval, started, model.preview_vae,
+                         flow=True)
     size = [params.width, params.height]  # the pass being previewed (the hires pass's is bigger)
-    progress.preview = lambda p, latents, tiny: flow_preview(family, p, latents, *size)
+    progress.preview = lambda p, latents, tiny: flow_preview(family, p, latents, *size, tiny=tiny)
     shape = noise_shape(family, pipe, params.width, params.height)
     device, dtype = model.placement.device, model.placement.dtype
     images = []
@@ -523,10 +524,11 @@ def sampler_choices(spec, sd_samplers: tuple[str, ...]) -> tuple[list[str], str]
 PREVIEW_LATENT = 32  # previews decode at most 32×32 latents (256² pictures from a VAE scaling by 8)
 
 
-def flow_preview(family: Family, pipe, latents: torch.Tensor, width: int, height: int):
-    """A live preview of one image's latents in the pipeline's layout: unpacked into the VAE's latent grid, shrunk
-    to at most 32×32 (area average) and decoded by the model's own VAE — a small, blurry picture of where denoising
-    is, at a fraction of a full decode's cost. None without a VAE."""
+def flow_preview(family: Family, pipe, latents: torch.Tensor, width: int, height: int, tiny=None):
+    """A live preview of one image's latents in the pipeline's layout: unpacked into the VAE's latent grid, then
+    decoded whole by `tiny` — the family's tiny autoencoder (TAEF1, TAESD3), when on disk: sharp, full size — or
+    else shrunk to at most 32×32 (area average) and decoded by the model's own VAE: a small, blurry picture of
+    where denoising is, at a fraction of a full decode's cost. None without a VAE."""
     import torch.nn.functional as F
     from PIL import Image
 
@@ -538,6 +540,12 @@ def flow_preview(family: Family, pipe, latents: torch.Tensor, width: int, height
         x = flux2_vae_latents(vae, latents.float(), shape)
     else:
         x = unpack(family, latents[None].float(), shape)[0] if family.packed else latents.float()
+    if tiny is not None and family.tiny_decoder and tiny.config.latent_channels == x.shape[0]:
+        with torch.inference_mode():  # as the family's pipeline decodes with a tiny VAE put in place of its own
+            raw = x / tiny.config.scaling_factor + (getattr(tiny.config, "shift_factor", None) or 0.0)
+            rgb = tiny.decode(raw[None].to(tiny.device, tiny.dtype)).sample[0]
+        array = (rgb.float().clamp(-1, 1).add(1).div(2).permute(1, 2, 0).cpu().numpy() * 255).round()
+        return Image.fromarray(array.astype("uint8"))
     h, w = x.shape[-2:]
     if max(h, w) > PREVIEW_LATENT:
         scale = PREVIEW_LATENT / max(h, w)

@@ -229,6 +229,41 @@ def test_live_previews_decode_the_familys_latents(models, name):
     assert np.asarray(previews[0]).std() > 1
 
 
+def test_a_fetched_tiny_autoencoder_previews_flow_latents_whole_and_sharp(models, tmp_path, monkeypatch):
+    """TAEF1 on disk (`studio fetch taef1`): the host hands it to a Flux model, whose previews then decode the
+    whole latent grid with it (8 pixels per latent) as Flux's pipeline decodes with a tiny VAE in place of its own."""
+    from diffusers import AutoencoderTiny
+
+    import pipelines.image_flow as image_flow
+    from pipelines.image_speed import SpeedParams, speed_up
+
+    model = models["flux"]
+    channels = model.pipe.transformer.config.in_channels // 4
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        AutoencoderTiny(latent_channels=channels, encoder_block_out_channels=(8, 8, 8, 8),
+                        decoder_block_out_channels=(8, 8, 8, 8), num_encoder_blocks=(1, 1, 1, 1),
+                        num_decoder_blocks=(1, 1, 1, 1), shift_factor=0.25).save_pretrained(tmp_path / "taef1")
+    assert "TAEF1 live previews" in speed_up(model, SpeedParams(tiny_decoders=(("taef1", str(tmp_path / "taef1")),)))
+    read = []
+    original = image_flow.flow_preview
+    monkeypatch.setattr(image_flow, "flow_preview", lambda family, pipe, latents, w, h, tiny=None: read.append(
+        (latents.clone(), tiny)) or original(family, pipe, latents, w, h, tiny=tiny))
+    seen = []
+    try:
+        ImagePipeline(model, ImageLimits())(ImageParams(prompt="a red fox", steps=2, width=64, height=64,
+                                                        scheduler="Flow Euler", seed=1),
+                                            callback=lambda d, t, p: seen.append(p), preview_every=1)
+    finally:
+        model.preview_vae = None  # the module's other tests preview with the model's own VAE
+    latents, tiny = read[-1]
+    grid = unpack(FAMILIES["flux"], latents[None].float(), (channels, 32, 32))[0]  # 64 px ÷ the tiny VAE's 2
+    with torch.inference_mode():
+        expected = tiny.decode(grid[None] + 0.25).sample[0].clamp(-1, 1).add(1).div(2).mul(255).round().byte()
+    assert seen[-1].size == (256, 256) and np.asarray(seen[-1]).std() > 1
+    assert np.array_equal(np.asarray(seen[-1]), expected.permute(1, 2, 0).numpy())
+
+
 @pytest.mark.parametrize("name", ["flux", "flux2-dev"])
 def test_previews_of_big_pictures_decode_shrunk_latents(models, name):
     seen = []

@@ -121,3 +121,16 @@ def test_the_host_uses_a_taesd_folder_from_the_settings_and_none_when_off(tmp_pa
     auto = ModelHost.create(Settings(device="cpu", cache_dir=tmp_path / "cache", offline=True))
     assert auto.speed.preview_decoder == ""  # not on disk: never downloaded by itself
 
+
+
+def test_the_host_hands_on_the_flow_families_tiny_autoencoders_on_disk_unless_previews_are_off(tmp_path, monkeypatch):
+    from studio.host import ModelHost
+
+    on_disk = {"taef1": str(tmp_path / "taef1")}  # as if `studio fetch taef1` had put it in the hub cache
+    monkeypatch.setattr(ModelHost, "_registry_location", lambda self, name: on_disk.get(name, ""))
+    auto = ModelHost.create(Settings(device="cpu", cache_dir=tmp_path / "cache", offline=True))
+    assert auto.speed.tiny_decoders == (("taef1", str(tmp_path / "taef1")),)
+    off = ModelHost.create(Settings(device="cpu", cache_dir=tmp_path / "cache", preview_decoder="off"))
+    assert off.speed.tiny_decoders == ()
+    assert {spec.name for spec in auto.registry.all_by_name().values() if spec.modality == "helper"} >= {
+        "taesd", "taesdxl", "taef1", "taesd3"}
