@@ -32,11 +32,11 @@ from pipelines.image_flow import (
     FLOW_SCHEDULERS,
     Family,
     family_of,
-    family_parts,
     flow_scheduler,
     folder_family,
     generate_flow,
     load_transformer_file,
+    read_pipeline,
     spec_family,
 )
 from pipelines.image_ipadapter import ImagePrompt, image_prompt_inputs, is_guided, read_ip_adapter
@@ -531,11 +531,10 @@ def load_image_model(
                 )
             sd_only = {} if isinstance(location, Path) and folder_family(location) else \
                 dict(safety_checker=None, requires_safety_checker=False)
-            given = family_parts(folder_family(location) if isinstance(location, Path) else
-                                 spec_family(resolved.spec), location)
-            pipe = DiffusionPipeline.from_pretrained(
-                location, dtype=placement.dtype, local_files_only=offline or isinstance(location, Path),
-                use_safetensors=not allow_pickle or None, **sd_only, **given,
+            family = folder_family(location) if isinstance(location, Path) else spec_family(resolved.spec)
+            pipe = read_pipeline(
+                location, family, dtype=placement.dtype, local_files_only=offline or isinstance(location, Path),
+                use_safetensors=not allow_pickle or None, **sd_only,
                 **({"variant": resolved.spec.variant} if resolved.spec.variant else {}),
             )
     except ModelNotAvailable:

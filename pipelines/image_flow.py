@@ -347,20 +347,38 @@ def mode_inputs(family: Family, pipe, params, n: int) -> dict:
     return kwargs
 
 
-def family_parts(family: Family | None, source) -> dict:
-    """Parts the family's pipeline is given rather than reads itself (`from_pretrained` keyword arguments):
-    Qwen-Image-Edit's Qwen2-VL processor, built for pictures only when torchvision is missing — transformers'
-    own class insists on its video processor, which needs torchvision (absent beside a CPU torch from the
-    default package index), though the edit pipelines never pass a video. `source`: the folder or hub id."""
+def read_pipeline(source, family: Family | None, **kwargs):
+    """`DiffusionPipeline.from_pretrained(source, **kwargs)` with the parts `family_parts` gives the family."""
+    from diffusers import DiffusionPipeline
+
+    given, after = family_parts(family, source)
+    pipe = DiffusionPipeline.from_pretrained(source, **kwargs, **given)
+    for name, part in after.items():
+        setattr(pipe, name, part)
+    return pipe
+
+
+def family_parts(family: Family | None, source) -> tuple[dict, dict]:
+    """Parts a family's pipeline is given, where torchvision is missing (beside a CPU torch from the default package
+    index): transformers makes the processors these two read prompts through only with torchvision, for the
+    pictures and videos neither passes here. Qwen-Image-Edit gets its Qwen2-VL processor for pictures only; Flux.2
+    dev its PixtralProcessor's tokenizer, set after loading (diffusers checks a given part's class against the
+    processor's, which transformers holds as a placeholder then) — the pipeline asks of it only the chat template,
+    text alone. Returns (`from_pretrained` keyword arguments, attributes set after). `source`: a folder or hub id."""
     import importlib.util
 
-    if family is None or family.key != "qwen-image-edit" or importlib.util.find_spec("torchvision") is not None:
-        return {}
-    from transformers import AutoTokenizer, Qwen2VLImageProcessorPil
+    if family is None or family.label not in ("Qwen-Image-Edit", "Flux.2 dev") or \
+            importlib.util.find_spec("torchvision") is not None:
+        return {}, {}
+    from transformers import AutoTokenizer
+
+    if family.label == "Flux.2 dev":
+        return {"tokenizer": None}, {"tokenizer": AutoTokenizer.from_pretrained(source, subfolder="tokenizer")}
+    from transformers import Qwen2VLImageProcessorPil
 
     pictures = Qwen2VLImageProcessorPil.from_pretrained(source, subfolder="processor")
     tokenizer = AutoTokenizer.from_pretrained(source, subfolder="processor")
-    return {"processor": picture_processor(pictures, tokenizer)}
+    return {"processor": picture_processor(pictures, tokenizer)}, {}
 
 
 def picture_processor(image_processor, tokenizer):
@@ -392,8 +410,7 @@ def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.d
         raise ValueError(f"{path.name}: a {family.label} transformer file must be .safetensors or .gguf")
     transformer = getattr(diffusers, family.transformer).from_single_file(str(path), **kwargs)
     transformer.register_to_config(_name_or_path=str(path))  # where it came from, as from_pretrained records it
-    return diffusers.DiffusionPipeline.from_pretrained(base, transformer=transformer, dtype=dtype,
-                                                       local_files_only=True, **family_parts(family, base))
+    return read_pipeline(base, family, transformer=transformer, dtype=dtype, local_files_only=True)
 
 
 def quantization_config(method: str, *, for_diffusers: bool, dtype: torch.dtype):

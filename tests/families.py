@@ -344,7 +344,20 @@ def build_tiny_flux2_dev(folder: Path) -> Path:
         vae = _flux2_vae()
     pipe = Flux2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
                          tokenizer=tokenizer, transformer=transformer)
-    return _save(pipe, folder, "flux2-dev")
+    target = _save(pipe, folder, "flux2-dev")
+    # laid out as the real one: model_index.json names a PixtralProcessor, whose folder keeps its configs beside
+    # the tokenizer's (transformers reads them only with torchvision; without it the studio reads the tokenizer)
+    index = model_index(target)
+    index["tokenizer"] = ["transformers", "PixtralProcessor"]
+    (target / "model_index.json").write_text(json.dumps(index, indent=2))
+    pictures = {"image_processor_type": "PixtralImageProcessor", "patch_size": {"height": 6, "width": 6},
+                "size": {"longest_edge": 30}, "do_resize": True, "do_rescale": True, "do_normalize": True,
+                "image_mean": [0.48145466, 0.4578275, 0.40821073], "image_std": [0.26862954, 0.26130258, 0.27577711]}
+    (target / "tokenizer" / "preprocessor_config.json").write_text(json.dumps(pictures, indent=2))
+    (target / "tokenizer" / "processor_config.json").write_text(json.dumps(
+        {"processor_class": "PixtralProcessor", "image_token": "[IMG]", "patch_size": 6, "spatial_merge_size": 1},
+        indent=2))
+    return target
 
 
 def build_tiny_lora(folder: Path, model_dir: Path, seed: int = 1) -> Path:

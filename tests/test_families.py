@@ -4,6 +4,7 @@ them, refusals in words, a LoRA on and off, live previews, and a transformer fro
 
 from __future__ import annotations
 
+import json
 import shutil
 from types import SimpleNamespace
 
@@ -295,3 +296,24 @@ def test_weighting_syntax_and_a_distilled_models_negative_prompt_are_said_not_hi
     plain = ImagePipeline(models["flux"], ImageLimits())(ImageParams(
         prompt="a red fox", steps=1, width=64, height=64, scheduler="Flow Euler", seed=2))
     assert np.array_equal(np.asarray(out.images[0]), np.asarray(plain.images[0]))
+
+
+def test_flux2_dev_reads_its_processors_tokenizer_where_torchvision_is_missing(folders, models):
+    """The real Flux.2 dev names a PixtralProcessor, which transformers makes only with torchvision; the pipeline
+    asks of it only the chat template, so without torchvision the folder's tokenizer is read in its place."""
+    import importlib.util
+
+    from diffusers import DiffusionPipeline
+
+    from pipelines.image_flow import family_parts
+
+    assert json.loads((folders["flux2-dev"] / "model_index.json").read_text())["tokenizer"][1] == "PixtralProcessor"
+    if importlib.util.find_spec("torchvision") is not None:
+        pytest.skip("torchvision is installed here: transformers reads the PixtralProcessor itself")
+    with pytest.raises(ValueError, match="Placeholder'> of .*Flux2Pipeline'> cannot be loaded"):  # diffusers alone
+        DiffusionPipeline.from_pretrained(folders["flux2-dev"], local_files_only=True)
+    given, after = family_parts(family_of("Flux2Pipeline"), folders["flux2-dev"])
+    assert given == {"tokenizer": None} and after["tokenizer"].chat_template
+    assert models["flux2-dev"].pipe.tokenizer.chat_template == after["tokenizer"].chat_template
+    assert family_parts(family_of("Flux2KleinPipeline"), folders["flux2-klein"]) == ({}, {})
+    assert make(models["flux2-dev"]).std() > 1
