@@ -31,12 +31,14 @@ from pipelines.image_control import ControlUnit, control_inputs, control_pipelin
 from pipelines.image_flow import (
     FLOW_SCHEDULERS,
     Family,
+    cached_folder,
     family_of,
     flow_scheduler,
     folder_family,
     generate_flow,
     load_transformer_file,
     read_pipeline,
+    read_quantized,
     spec_family,
 )
 from pipelines.image_ipadapter import ImagePrompt, image_prompt_inputs, is_guided, read_ip_adapter
@@ -58,6 +60,7 @@ from pipelines.memory import (
     MemoryPlan,
     apply_image_plan,
     component_bytes,
+    folder_component_bytes,
     plan_image_memory,
     probe_memory,
 )
@@ -505,12 +508,16 @@ def load_image_model(
 ) -> ImageModel:
     """Load a diffusers folder, a hub id, or a single `.safetensors` checkpoint.
 
-    The weights load on the CPU; `plan_memory(component sizes)` (default: from the device's free memory
-    now) decides how they reach the accelerator, and only then does anything move (`apply_image_plan`)."""
-    from diffusers import DiffusionPipeline
-
+    `plan_memory(component sizes)` (default: from the device's free memory now) decides how the weights reach
+    the accelerator, and only then does anything move (`apply_image_plan`). A flow family's folder (or a hub
+    model's cached snapshot) is planned from its files' sizes before any weight is read, so the components the
+    plan quantizes are read once, quantized: system memory never holds their full-precision copy. Anything else
+    is read on the CPU first and planned from what it holds: SD/SDXL models (their plans never quantize), single
+    checkpoint files, a transformer file beside its base folder, a hub model not downloaded yet."""
     location = resolved.path
     name = resolved.spec.name
+    planner = plan_memory or (lambda sizes: plan_image_memory(sizes, probe_memory(placement.device)))
+    plan = None
     try:
         base = single_file_config or find_single_file_config(location) \
             if isinstance(location, Path) and location.is_file() else None
@@ -524,19 +531,7 @@ def load_image_model(
             pipe = _load_single_file(location, placement, offline=offline, allow_pickle=allow_pickle,
                                      config=single_file_config or find_single_file_config(location))
         else:
-            if isinstance(location, Path) and not (location / "model_index.json").is_file():
-                raise ModelNotAvailable(
-                    f"{location} is not a diffusers model folder (it has no model_index.json). Point to the folder "
-                    "that contains model_index.json, or to a single .safetensors checkpoint file."
-                )
-            sd_only = {} if isinstance(location, Path) and folder_family(location) else \
-                dict(safety_checker=None, requires_safety_checker=False)
-            family = folder_family(location) if isinstance(location, Path) else spec_family(resolved.spec)
-            pipe = read_pipeline(
-                location, family, dtype=placement.dtype, local_files_only=offline or isinstance(location, Path),
-                use_safetensors=not allow_pickle or None, **sd_only,
-                **({"variant": resolved.spec.variant} if resolved.spec.variant else {}),
-            )
+            pipe, plan = _load_folder(resolved, placement, planner, offline=offline, allow_pickle=allow_pickle)
     except ModelNotAvailable:
         raise
     except Exception as exc:  # corrupt files raise many kinds (OSError, SafetensorError, KeyError…)
@@ -545,14 +540,43 @@ def load_image_model(
         raise ModelNotAvailable(f"could not load image model {name!r}: {exc}{hint}") from exc
     if not hasattr(pipe, "unet") and not hasattr(pipe, "transformer"):
         raise ModelNotAvailable(f"{name} is a {type(pipe).__name__}, not a text-to-image model")
-    planner = plan_memory or (lambda sizes: plan_image_memory(sizes, probe_memory(placement.device)))
-    try:
-        plan = planner(component_bytes(pipe))
-    except DoesNotFit as exc:
-        raise ModelNotAvailable(f"{name} does not fit on this machine: {exc}") from exc
-    apply_image_plan(pipe, plan, placement.device)
+    if plan is None:  # read before it could be planned: planned from what it holds
+        plan = _planned(planner, component_bytes(pipe), name)
+    apply_image_plan(pipe, plan, placement.device)  # what the plan quantized arrived quantized: not read again
     pipe.set_progress_bar_config(disable=True)
     return ImageModel(pipe, name, placement, plan=plan, allow_pickle=allow_pickle, family=family_of(type(pipe).__name__))
+
+
+def _planned(planner: Callable[[dict[str, int]], MemoryPlan], sizes: dict[str, int], name: str) -> MemoryPlan:
+    try:
+        return planner(sizes)
+    except DoesNotFit as exc:
+        raise ModelNotAvailable(f"{name} does not fit on this machine: {exc}") from exc
+
+
+def _load_folder(resolved: ResolvedModel, placement: Placement, planner, *, offline: bool, allow_pickle: bool):
+    """(pipeline, plan) from a diffusers folder or hub id. A flow family's folder or cached snapshot is planned
+    from its files first (`folder_component_bytes`), and the components the plan quantizes are read quantized and
+    given to the pipeline; the plan is None when it could not be made before reading (the caller plans then)."""
+    location, spec = resolved.path, resolved.spec
+    if isinstance(location, Path) and not (location / "model_index.json").is_file():
+        raise ModelNotAvailable(
+            f"{location} is not a diffusers model folder (it has no model_index.json). Point to the folder "
+            "that contains model_index.json, or to a single .safetensors checkpoint file."
+        )
+    family = folder_family(location) if isinstance(location, Path) else spec_family(spec)
+    sd_only = {} if family else dict(safety_checker=None, requires_safety_checker=False)
+    folder = cached_folder(location) if family is not None else None
+    sizes = folder_component_bytes(folder, placement.dtype, spec.variant or None) if folder is not None else None
+    plan = _planned(planner, sizes, spec.name) if sizes else None
+    quantized = read_quantized(folder, plan.quantize, plan.quantized, placement.dtype, spec.variant or None) \
+        if plan is not None and plan.quantize and plan.quantized else {}
+    pipe = read_pipeline(
+        location, family, dtype=placement.dtype, local_files_only=offline or isinstance(location, Path),
+        use_safetensors=not allow_pickle or None, **sd_only, **quantized,
+        **({"variant": spec.variant} if spec.variant else {}),
+    )
+    return pipe, plan
 
 
 def find_single_file_config(path: Path) -> Path | None:

@@ -435,13 +435,47 @@ def quantization_config(method: str, *, for_diffusers: bool, dtype: torch.dtype)
     raise ValueError(f"no quantizer called {method!r}")
 
 
-def quantize_at_load(pipe, method: str, names: tuple[str, ...]) -> tuple[str, ...]:
-    """Read each named component again, quantized by `method` as diffusers (transformer) or transformers (text
-    encoders) load it, from where the pipeline came from (its folder, or the hub's cached copy of it) — the
-    unquantized copy read first is dropped; a transformer read from one `.safetensors` file is quantized in place.
-    A component that arrived quantized (a GGUF transformer) stays as it is. Returns the names it quantized."""
+def read_quantized(folder: Path, method: str, names: tuple[str, ...], dtype: torch.dtype,
+                   variant: str | None = None) -> dict:
+    """The named components of a diffusers folder read quantized by `method` (a key of memory_flow.QUANTIZERS) as
+    their library loads them — the pipeline's `from_pretrained` keyword arguments, so that the unquantized copy of
+    each is never read. Their classes come from the folder's model_index.json; `variant`: its weights files, where
+    a component has them."""
+    import importlib
+
+    index = json.loads((Path(folder) / "model_index.json").read_text())
+    parts = {}
+    for name in names:
+        library, class_name = index[name]
+        cls = getattr(importlib.import_module(library), class_name)
+        parts[name] = _read_quantized(cls, Path(folder), name, method, dtype, variant)
+    return parts
+
+
+def _read_quantized(cls, source: Path, name: str, method: str, dtype: torch.dtype, variant: str | None = None):
+    """One component of the folder `source` read quantized: diffusers' quantization config for its models,
+    transformers' own for a text encoder; a quantizer's failure said in words (ModelNotAvailable)."""
     import diffusers
 
+    from pipelines.memory import QUANTIZER_LABELS
+    from pipelines.registry import ModelNotAvailable
+
+    given = variant and any(source.joinpath(name).glob(f"*.{variant}*.safetensors"))
+    try:
+        config = quantization_config(method, for_diffusers=issubclass(cls, diffusers.ModelMixin), dtype=dtype)
+        return cls.from_pretrained(source, subfolder=name, quantization_config=config, dtype=dtype,
+                                   local_files_only=True, **({"variant": variant} if given else
+                                                             _variant(source / name)))
+    except Exception as exc:  # noqa: BLE001 - a quantizer's own errors are many kinds; said in words
+        raise ModelNotAvailable(f"could not read {name} quantized with {QUANTIZER_LABELS[method]}: {exc}") from exc
+
+
+def quantize_at_load(pipe, method: str, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Read each named component again, quantized by `method`, from where the pipeline came from (its folder, or
+    the hub's cached copy of it) — for a pipeline read before it was planned (a hub model not cached then, a
+    transformer file): the unquantized copy read first is dropped; a transformer read from one `.safetensors` file
+    is quantized in place. A component that arrived quantized (read so from its folder, or a GGUF transformer)
+    stays as it is. Returns the names it quantized."""
     from pipelines.memory import QUANTIZER_LABELS
     from pipelines.memory_flow import is_quantized
     from pipelines.registry import ModelNotAvailable
@@ -451,19 +485,18 @@ def quantize_at_load(pipe, method: str, names: tuple[str, ...]) -> tuple[str, ..
         module = getattr(pipe, name, None)
         if module is None or is_quantized(module):
             continue
-        source = source or _local_source(pipe)
-        config = quantization_config(method, for_diffusers=isinstance(module, diffusers.ModelMixin), dtype=module.dtype)
         origin = Path(str(getattr(module.config, "_name_or_path", "") or ""))
-        kwargs = dict(subfolder=name, quantization_config=config, dtype=module.dtype, local_files_only=True)
-        try:
-            if origin.suffix == ".safetensors" and origin.is_file():  # a transformer file beside its base folder
+        if origin.suffix == ".safetensors" and origin.is_file():  # a transformer file beside its base folder
+            try:
                 quantized = _quantize_in_place(module, method)
-            else:
-                quantized = type(module).from_pretrained(source, **kwargs, **_variant(source / name))
-        except ModelNotAvailable:
-            raise
-        except Exception as exc:  # noqa: BLE001 - a quantizer's own errors are many kinds; said in words
-            raise ModelNotAvailable(f"could not read {name} quantized with {QUANTIZER_LABELS[method]}: {exc}") from exc
+            except ModelNotAvailable:
+                raise
+            except Exception as exc:  # noqa: BLE001 - a quantizer's own errors are many kinds; said in words
+                label = QUANTIZER_LABELS[method]
+                raise ModelNotAvailable(f"could not read {name} quantized with {label}: {exc}") from exc
+        else:
+            source = source or _local_source(pipe)
+            quantized = _read_quantized(type(module), source, name, method, module.dtype)
         setattr(pipe, name, quantized)  # a registered component: the pipeline's config follows
         done.append(name)
     return tuple(done)
@@ -495,6 +528,19 @@ def _local_source(pipe) -> Path:
     from huggingface_hub import snapshot_download
 
     return Path(snapshot_download(where, local_files_only=True))
+
+
+def cached_folder(location: Path | str) -> Path | None:
+    """The folder a model can be measured in before it is read: a local folder as it is, a hub id's snapshot when
+    the hub's cache holds one (never fetched here); None otherwise."""
+    if isinstance(location, Path):
+        return location if location.is_dir() else None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(location, local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError), no huggingface_hub, a bad id
+        return None
 
 
 def _variant(folder: Path) -> dict:

@@ -13,9 +13,14 @@ the numbers in `DeviceMemory`, so tests can drive it for any card without having
 
 from __future__ import annotations
 
+import importlib
+import json
+import math
+import re
 import subprocess
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -155,6 +160,92 @@ def component_bytes(pipe) -> dict[str, int]:
     return {name: size for name, part in components.items() if (size := module_bytes(part))}
 
 
+def folder_component_bytes(folder: Path | str, dtype: torch.dtype | None, variant: str | None = None) -> dict[str, int] | None:
+    """`component_bytes` of the pipeline a diffusers folder would load as, measured from its files without reading a
+    weight: each torch component listed in model_index.json, from its safetensors headers (names, dtypes and shapes;
+    a sharded model's index too), floating tensors at `dtype`'s size (the loader casts them; a class's
+    `_keep_in_fp32_modules` stay float32 where its library keeps them so), others at their own. `variant`: its
+    `model.<variant>.safetensors` files, else the plain ones (else the one variant a folder has, as
+    `image_flow._variant` reads it). None when a component cannot be measured so (pickle `.bin` weights, a class
+    that does not import, missing files: a hub snapshot not yet complete): then the pipeline must be read to know.
+
+    It equals `component_bytes` of the loaded pipeline but for what no file holds, or holds twice: buffers a model
+    makes itself (CLIP's position ids, rotary tables; a few KB) are not counted, a tied weight stored twice in a
+    file would be counted twice, and the fp32 lists of a composite model's parts (transformers merges them when it
+    builds the model) are not seen."""
+    folder = Path(folder)
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return None
+    sizes = {}
+    for name, entry in index.items():
+        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or None in entry:
+            continue
+        try:
+            cls = getattr(importlib.import_module(entry[0]), entry[1])
+        except (ImportError, AttributeError):
+            return None
+        if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
+            continue  # a tokenizer, a scheduler, a processor: no weights
+        files = _weight_files(folder / name, variant)
+        if files is None:
+            return None
+        kept = _kept_in_fp32(cls, dtype)
+        sizes[name] = sum(_safetensors_bytes(file, dtype, kept) for file in files)
+    return {name: size for name, size in sizes.items() if size}
+
+
+def _weight_files(folder: Path, variant: str | None) -> list[Path] | None:
+    """The safetensors files a component's folder is read from (None: none, or only pickle weights)."""
+    by_variant: dict[str, list] = {}
+    for file in sorted(folder.glob("*.safetensors")):
+        parts = file.name.split(".")
+        by_variant.setdefault(parts[-2].split("-")[0] if len(parts) > 2 else "", []).append(file)
+    wanted = variant if variant in by_variant else "" if "" in by_variant else next(iter(by_variant), None)
+    if wanted is None:
+        return None
+    for index in folder.glob("*.safetensors.index*.json"):  # a sharded model: its shards, as its index names them
+        parts = index.name.split(".")
+        if (parts[-2] if len(parts) > 4 else "") == wanted:
+            shards = sorted(set(json.loads(index.read_text()).get("weight_map", {}).values()))
+            return [folder / shard for shard in shards] if all((folder / s).is_file() for s in shards) else None
+    return by_variant[wanted]
+
+
+def _kept_in_fp32(cls, dtype: torch.dtype | None) -> tuple[str, ...]:
+    """The module names a class keeps in float32 when read at `dtype`: diffusers keeps its list at any dtype;
+    transformers keeps `_keep_in_fp32_modules` for float16 only (T5's `wo`) and the strict list for bfloat16 too."""
+    if dtype is None or dtype == torch.float32:
+        return ()
+    names = list(getattr(cls, "_keep_in_fp32_modules_strict", None) or ()) if dtype in (torch.float16,
+                                                                                       torch.bfloat16) else []
+    library = cls.__module__.split(".")[0]
+    if library != "transformers" or dtype == torch.float16:
+        names += list(getattr(cls, "_keep_in_fp32_modules", None) or ())
+    return tuple(names)
+
+
+def _safetensors_bytes(file: Path, dtype: torch.dtype | None, kept: tuple[str, ...]) -> int:
+    """Bytes the tensors of one safetensors file take once read at `dtype`, from its header alone (8 bytes of
+    length, then JSON: each tensor's dtype, shape and place in the file; floating dtypes are F64…F8_*, BF16)."""
+    with open(file, "rb") as f:
+        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    keep = re.compile("|".join(rf"(^|\.){re.escape(name)}($|\.)" for name in kept)) if kept else None
+    load_size = torch.tensor([], dtype=dtype).element_size() if dtype is not None else None
+    total = 0
+    for key, info in header.items():
+        if key == "__metadata__":
+            continue
+        start, end = info["data_offsets"]
+        floating = info["dtype"].startswith(("F", "BF"))
+        if not floating or load_size is None:
+            total += end - start
+        else:
+            total += math.prod(info["shape"]) * (4 if keep is not None and keep.search(key) else load_size)
+    return total
+
+
 def activation_headroom(denoiser_bytes: int) -> int:
     """Working memory for one denoising step at the model's native size: about half the denoiser's
     weights (SD 1.5 at 512²: ~1 GB; SDXL at 1024²: ~2.5 GB), at least 1 GiB."""
@@ -236,7 +327,9 @@ def apply_text_plan(model, plan: MemoryPlan, device: torch.device, memory: Devic
 def apply_image_plan(pipe, plan: MemoryPlan, device: torch.device) -> None:
     """Place a pipeline that is still on the CPU as `plan` says. Offload hooks are installed *instead of*
     moving to the device (diffusers: moving first defeats the offload and can run out of memory). Components the
-    plan quantizes are read again from the model's folder, quantized, before anything is placed."""
+    plan quantizes arrive quantized when the plan was made from the folder's files (`folder_component_bytes`);
+    those that do not (a pipeline read before it was planned) are read again, quantized, before anything is
+    placed."""
     if plan.quantize and plan.quantized:
         from pipelines.image_flow import quantize_at_load
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import types
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,15 +152,18 @@ def _too_big_for_the_cpu(quantizer_key):
 
 
 @pytest.mark.parametrize("package, key", [("torchao", "torchao-int8"), ("sdnq", "sdnq-int8")])
-def test_a_tiny_flux_folder_read_quantized_on_the_cpu_still_draws(tmp_path, package, key):
+def test_a_tiny_flux_folder_read_quantized_on_the_cpu_still_draws(tmp_path, monkeypatch, package, key):
     pytest.importorskip(package, reason=f"{package} is not installed (pip install .[quantize]): nothing to quantize "
                                         "with")
     from tests.families import build_tiny_flux
 
     folder = build_tiny_flux(tmp_path)
     reference = _picture(_load(folder, tmp_path, lambda sizes: MemoryPlan("device", reason="test")))
+    events: list = []
+    _record_reads(monkeypatch, events)
     model = _load(folder, tmp_path, _too_big_for_the_cpu(key))
     assert (model.plan.quantize, model.plan.quantized) == (key, ("transformer",)), model.plan.describe()
+    assert [e for e in events if e[0] == "file"].count(("file", "transformer")) == 1, "read once, quantized"
     assert model.pipe.transformer.is_quantized and model.pipe.transformer.hf_quantizer is not None
     assert not getattr(model.pipe.text_encoder_2, "is_quantized", False)  # a tiny T5: under LARGE_ENCODER
     picture = _picture(model)
@@ -207,3 +211,217 @@ def test_a_gguf_transformer_stays_as_it_is(tmp_path):
     plan = MemoryPlan("device", quantize="torchao-int8", quantized=("transformer",), reason="test")
     model = _load(file, tmp_path, lambda sizes: plan)
     assert model.pipe.transformer.hf_quantizer.__class__.__name__ == "GGUFQuantizer"
+
+
+# -- planned from the folder's files before a weight is read; what the plan quantizes is read once, quantized ------
+
+@pytest.mark.parametrize("builder", ["build_tiny_flux", "build_tiny_qwen_image", "build_tiny_sd3", "build_tiny_z_image",
+                                     "build_tiny_sana"])
+def test_a_folder_is_measured_from_its_files_as_it_would_load(tmp_path, builder):
+    from tests import families
+
+    _assert_measured_as_loaded(getattr(families, builder)(tmp_path))
+
+
+def test_the_tiny_sd_folder_is_measured_as_it_would_load(tiny_sd_dir):
+    _assert_measured_as_loaded(tiny_sd_dir, safety_checker=None, requires_safety_checker=False)
+
+
+def _assert_measured_as_loaded(folder, **kwargs):
+    """`folder_component_bytes` against `component_bytes` of the pipeline read at float32, bfloat16 and float16
+    (float16 keeps T5's `wo` in float32: the flux and sd3 folders' T5 checks that)."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from pipelines.memory import component_bytes, folder_component_bytes
+
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
+        measured = folder_component_bytes(folder, dtype)
+        loaded = component_bytes(DiffusionPipeline.from_pretrained(folder, dtype=dtype, local_files_only=True,
+                                                                   **kwargs))
+        assert measured.keys() == loaded.keys(), (dtype, measured, loaded)
+        for name, size in loaded.items():
+            # no file holds the buffers a model makes itself (CLIP's position ids, rotary tables): a few hundred
+            # bytes, under 1% of these tiny models (and nothing next to a real model's gigabytes)
+            assert 0.99 * size <= measured[name] <= size, (dtype, name, measured[name], size)
+
+
+def test_sharded_variant_and_pickle_weights(tmp_path):
+    import torch
+    from diffusers import FluxTransformer2DModel
+
+    from pipelines.memory import folder_component_bytes
+    from tests.families import build_tiny_flux
+
+    folder = build_tiny_flux(tmp_path)
+    before = folder_component_bytes(folder, torch.float32)
+    transformer = FluxTransformer2DModel.from_pretrained(folder / "transformer")
+    for file in (folder / "transformer").glob("*.safetensors"):
+        file.unlink()
+    transformer.to(torch.float16).save_pretrained(folder / "transformer", variant="fp16", max_shard_size="100KB")
+    assert len(list((folder / "transformer").glob("*.fp16-*.safetensors"))) > 1  # shards, and their index
+    assert folder_component_bytes(folder, torch.float32) == before  # float16 files, read as float32
+    assert folder_component_bytes(folder, torch.float32, "fp16") == before
+    assert folder_component_bytes(folder, torch.float16)["transformer"] == before["transformer"] // 2
+    vae = folder / "vae" / "diffusion_pytorch_model.safetensors"
+    vae.rename(vae.with_suffix(".bin"))
+    assert folder_component_bytes(folder, torch.float32) is None, "pickle weights cannot be measured unread"
+
+
+class _StandInConfig:
+    """What `image_flow.quantization_config` gives here: a quantizer's config, for a quantizer not installed."""
+
+    def __init__(self, method: str) -> None:
+        self.method = method
+
+
+def _record_reads(monkeypatch, events: list) -> None:
+    """Record every component read (diffusers' and transformers' `from_pretrained`: its folder's name and its
+    quantization config) and every diffusers weights file read, in order. A read with a stand-in config gives
+    the model as it is, marked quantized (as a quantizer's own would be)."""
+    import diffusers
+    import transformers
+    from diffusers.models import modeling_utils
+
+    for base in (diffusers.ModelMixin, transformers.PreTrainedModel):
+        def spy(cls, source, *args, _original=base.from_pretrained.__func__, **kwargs):
+            config = kwargs.get("quantization_config")
+            events.append(("read", kwargs.get("subfolder") or Path(str(source)).name, config))
+            if isinstance(config, _StandInConfig):
+                kwargs.pop("quantization_config")
+            model = _original(cls, source, *args, **kwargs)
+            if isinstance(config, _StandInConfig):
+                model.is_quantized = True
+            return model
+
+        monkeypatch.setattr(base, "from_pretrained", classmethod(spy))
+    read_file = modeling_utils.load_state_dict
+    monkeypatch.setattr(modeling_utils, "load_state_dict", lambda file, *a, **k: events.append(
+        ("file", Path(str(file)).parent.name)) or read_file(file, *a, **k))
+
+
+def _stand_in_quantizers(monkeypatch) -> None:
+    from pipelines import image_flow
+
+    monkeypatch.setattr(image_flow, "quantization_config",
+                        lambda method, *, for_diffusers, dtype: _StandInConfig(method))
+
+
+def _planner(events: list, plan: MemoryPlan):
+    return lambda sizes: events.append(("plan", sizes)) or plan
+
+
+TRANSFORMER_AT_LOAD = MemoryPlan("device", quantize="torchao-int8", quantized=("transformer",), reason="test")
+
+
+def test_a_planned_transformer_is_read_once_quantized_after_the_plan(tmp_path, monkeypatch):
+    import torch
+
+    from pipelines.memory import folder_component_bytes
+    from tests.families import build_tiny_flux
+
+    folder = build_tiny_flux(tmp_path)
+    measured = folder_component_bytes(folder, torch.float32)
+    events: list = []
+    _record_reads(monkeypatch, events)
+    _stand_in_quantizers(monkeypatch)
+    model = _load(folder, tmp_path, _planner(events, TRANSFORMER_AT_LOAD))
+    assert events[0] == ("plan", measured), "planned from the files' sizes before any weight was read"
+    reads = [(name, config) for kind, name, config in (e for e in events if e[0] == "read")]
+    assert sorted(name for name, _ in reads) == ["text_encoder", "text_encoder_2", "transformer", "vae"], reads
+    assert [(name, config.method) for name, config in reads if config] == [("transformer", "torchao-int8")]
+    assert [e for e in events if e[0] == "file"].count(("file", "transformer")) == 1, "its weights read once"
+    assert model.plan is TRANSFORMER_AT_LOAD and model.pipe.transformer.is_quantized
+    assert model.plan.describe().startswith("all on the GPU + transformer quantized at load (torchao int8")
+    assert _picture(model).std() > 1
+
+
+def _hub_cache(monkeypatch, tmp_path, folder, repo: str = "tiny/flux"):
+    """The hub's cache (in tmp_path) holding `folder` as the snapshot of `repo`, as a download leaves it."""
+    import shutil
+
+    import huggingface_hub.constants
+
+    from pipelines.registry import ModelSpec, ResolvedModel
+
+    cache = tmp_path / "hub"
+    entry = cache / f"models--{repo.replace('/', '--')}"
+    shutil.copytree(folder, entry / "snapshots" / ("0" * 40))
+    (entry / "refs").mkdir()
+    (entry / "refs" / "main").write_text("0" * 40)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    return ResolvedModel(ModelSpec(repo.split("/")[-1], "image", "hub", repo), repo)
+
+
+def _load_resolved(resolved, planner):
+    from pipelines.device import pick_placement
+    from pipelines.image import load_image_model
+
+    return load_image_model(resolved, pick_placement("cpu"), offline=True, plan_memory=planner)
+
+
+def test_a_hub_model_in_the_cache_is_planned_from_its_snapshot(tmp_path, monkeypatch):
+    import torch
+
+    from pipelines.image_flow import cached_folder
+    from pipelines.memory import folder_component_bytes
+    from tests.families import build_tiny_flux
+
+    resolved = _hub_cache(monkeypatch, tmp_path, build_tiny_flux(tmp_path))
+    assert cached_folder("tiny/flux").is_dir() and cached_folder("tiny/not-downloaded") is None
+    events: list = []
+    _record_reads(monkeypatch, events)
+    _stand_in_quantizers(monkeypatch)
+    model = _load_resolved(resolved, _planner(events, TRANSFORMER_AT_LOAD))
+    assert events[0] == ("plan", folder_component_bytes(cached_folder("tiny/flux"), torch.float32))
+    assert [e for e in events if e[0] == "file"].count(("file", "transformer")) == 1
+    assert model.pipe.transformer.is_quantized and model.pipe.config._name_or_path == "tiny/flux"
+
+
+def _read_then_planned(monkeypatch, events: list) -> None:
+    """Record when `load_image_model` measures the pipeline it has read (the read-then-plan way)."""
+    from pipelines import image
+
+    measure = image.component_bytes
+    monkeypatch.setattr(image, "component_bytes", lambda pipe: events.append("measured the read pipeline") or
+                        measure(pipe))
+
+
+def test_a_hub_model_not_in_the_cache_is_read_then_planned(tmp_path, monkeypatch):
+    from pipelines import image
+    from pipelines.memory import component_bytes
+    from tests.families import build_tiny_flux
+
+    resolved = _hub_cache(monkeypatch, tmp_path, build_tiny_flux(tmp_path))
+    # not cached when the plan is made: from_pretrained downloads it (here it finds the copy already there)
+    monkeypatch.setattr(image, "cached_folder", lambda location: None)
+    events: list = []
+    _read_then_planned(monkeypatch, events)
+    _record_reads(monkeypatch, events)
+    _stand_in_quantizers(monkeypatch)
+    model = _load_resolved(resolved, _planner(events, TRANSFORMER_AT_LOAD))
+    plan_at = next(i for i, e in enumerate(events) if e[0] == "plan")
+    assert events[plan_at - 1] == "measured the read pipeline"
+    assert events.index(("file", "transformer")) < plan_at
+    assert events[plan_at][1] == component_bytes(model.pipe)  # (the stand-in quantizer changed no size)
+    # then quantized the old way: read again from the cached snapshot, quantized
+    assert [e for e in events if e[0] == "file"].count(("file", "transformer")) == 2
+    assert model.pipe.transformer.is_quantized
+
+
+def test_a_single_sd_file_is_read_then_planned(tmp_path, tiny_sd_dir, monkeypatch):
+    from pipelines.device import pick_placement
+    from pipelines.image import load_image_model
+    from pipelines.memory import component_bytes
+    from pipelines.registry import Registry
+    from tests.ldm_export import export_ldm_checkpoint
+
+    single = export_ldm_checkpoint(tiny_sd_dir, tmp_path / "tiny-sd.safetensors")
+    events: list = []
+    _read_then_planned(monkeypatch, events)
+    registry = Registry(tmp_path / "cache", offline=True)
+    model = load_image_model(registry.resolve(registry.lookup(str(single), "image")), pick_placement("cpu"),
+                             offline=True, single_file_config=tiny_sd_dir,
+                             plan_memory=_planner(events, MemoryPlan("device", reason="test")))
+    assert events[0] == "measured the read pipeline"
+    assert events[1] == ("plan", component_bytes(model.pipe))
