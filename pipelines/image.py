@@ -60,6 +60,7 @@ from pipelines.memory import (
     MemoryPlan,
     apply_image_plan,
     component_bytes,
+    file_bytes,
     folder_component_bytes,
     plan_image_memory,
     probe_memory,
@@ -441,7 +442,11 @@ class ImageModel:
         return self.family.modes if self.family is not None else SD_MODES
 
     def for_mode(self, mode: str):
-        if mode == "txt2img" or mode == "edit" and self.family is not None and self.family.edits:
+        """The pipeline for `mode` over the model's weights ("explore": the one the latent workbench draws with —
+        the model's own, or its family's `explores_as`)."""
+        family = self.family
+        if mode == "txt2img" or mode == "edit" and family is not None and family.edits or \
+                mode == "explore" and (family is None or not family.explores_as):
             return self.pipe
         with self.lock:
             if mode not in self._variants and self.family is not None:
@@ -523,7 +528,7 @@ def load_image_model(
             if isinstance(location, Path) and location.is_file() else None
         family = folder_family(base) if base is not None else None
         if family is not None:  # a transformer file beside its base model's folder (Flux, Z-Image… GGUF too)
-            pipe = load_transformer_file(location, base, family, placement.dtype, offline=offline)
+            pipe, plan = _load_transformer_file(location, base, family, placement, planner, name, offline=offline)
         elif isinstance(location, Path) and location.suffix == ".gguf":
             raise ModelNotAvailable(f"{location.name} is a GGUF transformer: put its base model's diffusers folder "
                                     f"beside it as {location.stem}/ or {location.stem}-config/ (with model_index.json)")
@@ -545,6 +550,19 @@ def load_image_model(
     apply_image_plan(pipe, plan, placement.device)  # what the plan quantized arrived quantized: not read again
     pipe.set_progress_bar_config(disable=True)
     return ImageModel(pipe, name, placement, plan=plan, allow_pickle=allow_pickle, family=family_of(type(pipe).__name__))
+
+
+def _load_transformer_file(path: Path, base: Path, family: Family, placement: Placement, planner, name: str, *,
+                           offline: bool):
+    """(pipeline, plan) for a transformer file beside its base folder, planned from the file's and the folder's
+    sizes first, so the text encoders the plan quantizes are read once, quantized (the transformer itself is
+    quantized where it is, after reading: a file has no folder to be read from quantized; a GGUF one stays as it
+    is). The plan is None when the base folder cannot be measured (the caller plans after reading then)."""
+    sizes = folder_component_bytes(base, placement.dtype, skip=("transformer",))
+    plan = _planned(planner, {**sizes, "transformer": file_bytes(path, placement.dtype)}, name) if sizes else None
+    encoders = tuple(part for part in plan.quantized if part != "transformer") if plan and plan.quantize else ()
+    parts = read_quantized(base, plan.quantize, encoders, placement.dtype) if encoders else {}
+    return load_transformer_file(path, base, family, placement.dtype, offline=offline, parts=parts), plan
 
 
 def _planned(planner: Callable[[dict[str, int]], MemoryPlan], sizes: dict[str, int], name: str) -> MemoryPlan:

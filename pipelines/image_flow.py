@@ -73,9 +73,9 @@ class Family:
 
     def pipeline_class(self, mode: str) -> str:
         """The diffusers class for `mode`, or a ValueError in words when the family has none. "explore": the
-        class the latent workbench draws with (a seed and a prompt, no start picture)."""
-        if mode == "explore":
-            return self.explores_as or self.classes[0]
+        class the latent workbench draws with when not the model's own (a seed and a prompt, no start picture)."""
+        if mode == "explore" and self.explores_as:
+            return self.explores_as
         if mode == "edit" and not self.edits:
             raise ValueError(f"mode: {self.label} does not edit pictures by instruction; load an instruction-editing "
                              f"model (Flux.1 Kontext, Qwen-Image-Edit), or use {self._choices()}")
@@ -397,10 +397,11 @@ def picture_processor(image_processor, tokenizer):
     return PictureQwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
-def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.dtype, *, offline: bool):
-    """A family pipeline from the base folder's configs and parts, with its transformer from one file: a
-    `.safetensors` (diffusers' or the original layout) or a GGUF-quantized `.gguf` (kept quantized,
-    computed in `dtype`)."""
+def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.dtype, *, offline: bool,
+                          parts: dict | None = None):
+    """A family pipeline from the base folder's configs and parts (`parts`: some of them already read, quantized),
+    with its transformer from one file: a `.safetensors` (diffusers' or the original layout) or a GGUF-quantized
+    `.gguf` (kept quantized, computed in `dtype`)."""
     import diffusers
 
     kwargs = dict(config=str(base), subfolder="transformer", dtype=dtype, local_files_only=True)
@@ -410,7 +411,7 @@ def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.d
         raise ValueError(f"{path.name}: a {family.label} transformer file must be .safetensors or .gguf")
     transformer = getattr(diffusers, family.transformer).from_single_file(str(path), **kwargs)
     transformer.register_to_config(_name_or_path=str(path))  # where it came from, as from_pretrained records it
-    return read_pipeline(base, family, transformer=transformer, dtype=dtype, local_files_only=True)
+    return read_pipeline(base, family, transformer=transformer, dtype=dtype, local_files_only=True, **(parts or {}))
 
 
 def quantization_config(method: str, *, for_diffusers: bool, dtype: torch.dtype):

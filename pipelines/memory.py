@@ -160,7 +160,8 @@ def component_bytes(pipe) -> dict[str, int]:
     return {name: size for name, part in components.items() if (size := module_bytes(part))}
 
 
-def folder_component_bytes(folder: Path | str, dtype: torch.dtype | None, variant: str | None = None) -> dict[str, int] | None:
+def folder_component_bytes(folder: Path | str, dtype: torch.dtype | None, variant: str | None = None,
+                           skip: tuple[str, ...] = ()) -> dict[str, int] | None:
     """`component_bytes` of the pipeline a diffusers folder would load as, measured from its files without reading a
     weight: each torch component listed in model_index.json, from its safetensors headers (names, dtypes and shapes;
     a sharded model's index too), floating tensors at `dtype`'s size (the loader casts them; a class's
@@ -168,6 +169,7 @@ def folder_component_bytes(folder: Path | str, dtype: torch.dtype | None, varian
     `model.<variant>.safetensors` files, else the plain ones (else the one variant a folder has, as
     `image_flow._variant` reads it). None when a component cannot be measured so (pickle `.bin` weights, a class
     that does not import, missing files: a hub snapshot not yet complete): then the pipeline must be read to know.
+    `skip`: components read from elsewhere (a transformer file beside its base folder), left out.
 
     It equals `component_bytes` of the loaded pipeline but for what no file holds, or holds twice: buffers a model
     makes itself (CLIP's position ids, rotary tables; a few KB) are not counted, a tied weight stored twice in a
@@ -180,7 +182,7 @@ def folder_component_bytes(folder: Path | str, dtype: torch.dtype | None, varian
         return None
     sizes = {}
     for name, entry in index.items():
-        if name.startswith("_") or not isinstance(entry, list) or len(entry) != 2 or None in entry:
+        if name.startswith("_") or name in skip or not isinstance(entry, list) or len(entry) != 2 or None in entry:
             continue
         try:
             cls = getattr(importlib.import_module(entry[0]), entry[1])
@@ -194,6 +196,12 @@ def folder_component_bytes(folder: Path | str, dtype: torch.dtype | None, varian
         kept = _kept_in_fp32(cls, dtype)
         sizes[name] = sum(_safetensors_bytes(file, dtype, kept) for file in files)
     return {name: size for name, size in sizes.items() if size}
+
+
+def file_bytes(file: Path, dtype: torch.dtype | None) -> int:
+    """Bytes one weights file takes once read at `dtype`: a safetensors file from its header, a GGUF file as it is
+    (it stays quantized)."""
+    return _safetensors_bytes(file, dtype, ()) if file.suffix == ".safetensors" else file.stat().st_size
 
 
 def _weight_files(folder: Path, variant: str | None) -> list[Path] | None:

@@ -60,6 +60,7 @@ def alone(model, seed: int, prompt: str, guidance: float = LOOK.guidance) -> np.
 
 def test_a_flow_model_gets_the_flow_adapter_behind_the_same_contract(space, model):
     assert isinstance(space, FlowLatentModel) and space.kind == "diffusion"
+    assert model.for_mode("explore") is model.pipe  # Explore draws with the model's own pipeline (Klein's: Klein's)
     c, h, w = space.z_shape
     side = 64 // (model.vae_scale * model.family.stride)
     assert (c, h, w) == (model.pipe.transformer.config.in_channels // model.family.channel_div, side, side)

@@ -4,6 +4,7 @@ quantized (torchao int8 weight-only, SDNQ) on the CPU that still draws — skipp
 
 from __future__ import annotations
 
+import shutil
 import sys
 import types
 from pathlib import Path
@@ -425,3 +426,36 @@ def test_a_single_sd_file_is_read_then_planned(tmp_path, tiny_sd_dir, monkeypatc
                              plan_memory=_planner(events, MemoryPlan("device", reason="test")))
     assert events[0] == "measured the read pipeline"
     assert events[1] == ("plan", component_bytes(model.pipe))
+
+
+def test_a_transformer_file_is_planned_with_its_base_folder_and_its_text_encoder_read_once_quantized(tmp_path,
+                                                                                                    monkeypatch):
+    """A transformer file beside its base folder: the plan sees the file's size with the folder's other parts before
+    any weight is read, and a text encoder it quantizes is read once, quantized (not read, then read again)."""
+    import torch
+
+    from pipelines.memory import file_bytes, folder_component_bytes
+    from tests.families import build_tiny_flux
+    from tests.test_families import _transformer_file
+
+    from safetensors.torch import load_file
+
+    folder = build_tiny_flux(tmp_path)
+    file = _transformer_file(folder, tmp_path, ".safetensors")
+    base = tmp_path / "flux-tiny-config"
+    shutil.rmtree(base / "transformer")  # a base folder as downloaded for a transformer file: no transformer
+    (base / "transformer").mkdir()
+    shutil.copy(folder / "transformer" / "config.json", base / "transformer" / "config.json")
+    measured = {**folder_component_bytes(base, torch.float32, skip=("transformer",)),
+                "transformer": file_bytes(file, torch.float32)}
+    assert measured["transformer"] == sum(t.numel() * 4 for t in load_file(file).values())
+    events: list = []
+    _record_reads(monkeypatch, events)
+    _stand_in_quantizers(monkeypatch)
+    plan = MemoryPlan("device", quantize="torchao-int8", quantized=("text_encoder_2",), reason="test")
+    model = _load(file, tmp_path, _planner(events, plan))
+    assert events[0] == ("plan", measured), "planned from the files' sizes before any weight was read"
+    reads = [(name, config) for kind, name, config in (e for e in events if e[0] == "read")]
+    assert [name for name, config in reads if config] == ["text_encoder_2"]
+    assert [name for name, _ in reads].count("text_encoder_2") == 1, reads
+    assert model.plan is plan and model.pipe.text_encoder_2.is_quantized and _picture(model).std() > 1
