@@ -317,3 +317,43 @@ def test_flux2_dev_reads_its_processors_tokenizer_where_torchvision_is_missing(f
     assert models["flux2-dev"].pipe.tokenizer.chat_template == after["tokenizer"].chat_template
     assert family_parts(family_of("Flux2KleinPipeline"), folders["flux2-klein"]) == ({}, {})
     assert make(models["flux2-dev"]).std() > 1
+
+
+def _kohya_flux_lora(folder, rank: int = 4, alpha: float = 2.0, seed: int = 7):
+    """A Flux.1 LoRA as artists download them (kohya's sd-scripts names, BFL's block layout: fused qkv, `alpha`
+    keys) for the tiny Flux (width 32, MLP 128), and the same LoRA in diffusers' names, weights scaled by
+    alpha/rank and qkv split as diffusers' converter does."""
+    from safetensors.torch import save_file
+
+    generator = torch.Generator().manual_seed(seed)
+    shapes = {"double_blocks_0_img_attn_proj": (32, 32), "double_blocks_0_img_attn_qkv": (96, 32),
+              "double_blocks_0_img_mlp_0": (128, 32), "double_blocks_0_txt_attn_proj": (32, 32),
+              "single_blocks_0_linear2": (32, 160)}
+    targets = {"double_blocks_0_img_attn_proj": ["transformer_blocks.0.attn.to_out.0"],
+               "double_blocks_0_img_attn_qkv": [f"transformer_blocks.0.attn.to_{x}" for x in "qkv"],
+               "double_blocks_0_img_mlp_0": ["transformer_blocks.0.ff.net.0.proj"],
+               "double_blocks_0_txt_attn_proj": ["transformer_blocks.0.attn.to_add_out"],
+               "single_blocks_0_linear2": ["single_transformer_blocks.0.proj_out"]}
+    kohya, diffusers_named = {}, {}
+    for name, (out, inp) in shapes.items():
+        down = torch.randn(rank, inp, generator=generator)
+        up = torch.randn(out, rank, generator=generator)
+        kohya.update({f"lora_unet_{name}.lora_down.weight": down, f"lora_unet_{name}.lora_up.weight": up,
+                      f"lora_unet_{name}.alpha": torch.tensor(alpha)})
+        for target, part in zip(targets[name], up.chunk(len(targets[name]))):
+            diffusers_named[f"transformer.{target}.lora_A.weight"] = down * (alpha / rank)
+            diffusers_named[f"transformer.{target}.lora_B.weight"] = part.contiguous()
+    folder.mkdir(parents=True, exist_ok=True)
+    save_file(kohya, folder / "kohya.safetensors")
+    save_file(diffusers_named, folder / "diffusers.safetensors")
+    return folder / "kohya.safetensors", folder / "diffusers.safetensors"
+
+
+def test_a_flux_lora_in_kohyas_names_draws_as_the_same_lora_in_diffusers_names(models, tmp_path):
+    kohya, diffusers_named = _kohya_flux_lora(tmp_path / "loras")
+    model = models["flux"]
+    plain = make(model, seed=4)
+    drawn = make(model, seed=4, loras=(Lora("kohya", str(kohya), 1.0),))
+    assert np.abs(drawn.astype(int) - plain.astype(int)).mean() > 0.5  # read, not skipped
+    assert np.array_equal(drawn, make(model, seed=4, loras=(Lora("same", str(diffusers_named), 1.0),)))
+    assert np.array_equal(make(model, seed=4), plain)  # and gone after the request
