@@ -142,21 +142,23 @@ def test_packing_is_the_pipelines_own(models):
     assert family_of("FluxImg2ImgPipeline") is FAMILIES["flux"]
 
 
-def _transformer_file(folder, tmp_path, suffix):
-    """The tiny Flux transformer as one file, with the base folder beside it as NAME-config/."""
+def _transformer_file(folder, tmp_path, suffix, stem: str = "flux-tiny"):
+    """A tiny family's transformer as one file (STEM.safetensors or .gguf), with the base folder beside it as
+    STEM-config/."""
     from safetensors.torch import load_file, save_file
 
     weights = load_file(next((folder / "transformer").glob("*.safetensors")))
-    base = shutil.copytree(folder, tmp_path / "flux-tiny-config")
+    base = shutil.copytree(folder, tmp_path / f"{stem}-config")
     if suffix == ".safetensors":
-        save_file(weights, tmp_path / "flux-tiny.safetensors")
-        return tmp_path / "flux-tiny.safetensors"
+        save_file(weights, tmp_path / f"{stem}.safetensors")
+        return tmp_path / f"{stem}.safetensors"
     import gguf
 
-    writer = gguf.GGUFWriter(str(tmp_path / "flux-tiny.gguf"), "flux")
+    writer = gguf.GGUFWriter(str(tmp_path / f"{stem}.gguf"), "flux")
     for key, tensor in weights.items():
         array = tensor.float().numpy()
-        if array.ndim == 2 and array.shape[-1] % 32 == 0:  # Q8_0 blocks of 32
+        if key.endswith(".weight") and array.ndim == 2 and array.shape[-1] % 32 == 0:  # layers' Q8_0 blocks of 32
+            # (as the files artists download keep other tensors — Z-Image's pad tokens — unquantized)
             writer.add_tensor(key, gguf.quantize(array, gguf.GGMLQuantizationType.Q8_0),
                               raw_shape=gguf.quant_shape_to_byte_shape(array.shape, gguf.GGMLQuantizationType.Q8_0),
                               raw_dtype=gguf.GGMLQuantizationType.Q8_0)
@@ -167,20 +169,22 @@ def _transformer_file(folder, tmp_path, suffix):
     writer.write_tensors_to_file()
     writer.close()
     assert base.is_dir()
-    return tmp_path / "flux-tiny.gguf"
+    return tmp_path / f"{stem}.gguf"
 
 
-def test_a_transformer_safetensors_file_loads_with_its_base_folder(folders, models, tmp_path):
-    model = load(_transformer_file(folders["flux"], tmp_path, ".safetensors"))
-    assert model.family is FAMILIES["flux"]
-    assert np.array_equal(make(model, seed=5), make(models["flux"], seed=5))
+@pytest.mark.parametrize("name", list(BUILDERS))
+def test_a_transformer_safetensors_file_loads_with_its_base_folder(folders, models, tmp_path, name):
+    model = load(_transformer_file(folders[name], tmp_path, ".safetensors", f"{name}-tiny"))
+    assert model.family == models[name].family and type(model.pipe) is type(models[name].pipe)
+    assert np.array_equal(make(model, seed=5), make(models[name], seed=5))
 
 
-def test_a_gguf_transformer_loads_quantized_and_makes_nearly_the_same_picture(folders, models, tmp_path):
-    model = load(_transformer_file(folders["flux"], tmp_path, ".gguf"))
+@pytest.mark.parametrize("name", ["flux", "qwen-image", "z-image", "flux2-klein", "chroma"])
+def test_a_gguf_transformer_loads_quantized_and_makes_nearly_the_same_picture(folders, models, tmp_path, name):
+    model = load(_transformer_file(folders[name], tmp_path, ".gguf", f"{name}-tiny"))
     quantized = [p for p in model.pipe.transformer.parameters() if type(p).__name__ == "GGUFParameter"]
     assert quantized, "the GGUF weights stay quantized"
-    picture, reference = make(model, seed=5).astype(int), make(models["flux"], seed=5).astype(int)
+    picture, reference = make(model, seed=5).astype(int), make(models[name], seed=5).astype(int)
     assert np.abs(picture - reference).mean() < 8
 
 
