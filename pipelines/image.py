@@ -32,10 +32,12 @@ from pipelines.image_flow import (
     FLOW_SCHEDULERS,
     Family,
     cached_folder,
+    file_base_repo,
     family_of,
     flow_scheduler,
     folder_family,
     generate_flow,
+    hub_base,
     load_transformer_file,
     read_pipeline,
     read_quantized,
@@ -524,14 +526,15 @@ def load_image_model(
     planner = plan_memory or (lambda sizes: plan_image_memory(sizes, probe_memory(placement.device)))
     plan = None
     try:
-        base = single_file_config or find_single_file_config(location) \
+        base = single_file_config or find_single_file_config(location) or lone_file_base(location, offline) \
             if isinstance(location, Path) and location.is_file() else None
         family = folder_family(base) if base is not None else None
         if family is not None:  # a transformer file beside its base model's folder (Flux, Z-Image… GGUF too)
             pipe, plan = _load_transformer_file(location, base, family, placement, planner, name, offline=offline)
         elif isinstance(location, Path) and location.suffix == ".gguf":
-            raise ModelNotAvailable(f"{location.name} is a GGUF transformer: put its base model's diffusers folder "
-                                    f"beside it as {location.stem}/ or {location.stem}-config/ (with model_index.json)")
+            raise ModelNotAvailable(f"{location.name} is a GGUF transformer of a model the studio cannot tell from its "
+                                    "tensor names: put its base model's diffusers folder beside it as "
+                                    f"{location.stem}/ or {location.stem}-config/ (with model_index.json)")
         elif isinstance(location, Path) and location.is_file():
             pipe = _load_single_file(location, placement, offline=offline, allow_pickle=allow_pickle,
                                      config=single_file_config or find_single_file_config(location))
@@ -595,6 +598,15 @@ def _load_folder(resolved: ResolvedModel, placement: Placement, planner, *, offl
         **({"variant": spec.variant} if spec.variant else {}),
     )
     return pipe, plan
+
+
+def lone_file_base(path: Path, offline: bool) -> Path | None:
+    """For a flow family's transformer file with no folder beside it, its base repo's folder from the hub (cached,
+    or fetched when online: `image_flow.hub_base`); None for other files."""
+    if path.suffix not in (".safetensors", ".gguf"):
+        return None
+    repo = file_base_repo(path)
+    return hub_base(repo, offline=offline) if repo else None
 
 
 def find_single_file_config(path: Path) -> Path | None:

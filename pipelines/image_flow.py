@@ -414,6 +414,64 @@ def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.d
     return read_pipeline(base, family, transformer=transformer, dtype=dtype, local_files_only=True, **(parts or {}))
 
 
+# the lone transformer files diffusers recognises by their tensor names (its model types), whose base repo (configs,
+# text encoders, VAE) diffusers names: the flow families'
+FLOW_FILE_TYPES = ("flux-dev", "flux-schnell", "flux-2-dev", "chroma", "z-image-turbo", "sd3", "sd35_medium",
+                   "sd35_large", "sana")
+BASE_PARTS = ["model_index.json", "scheduler/*", "text_encoder*/*", "tokenizer*/*", "processor/*", "vae/*",
+              "transformer/config.json"]  # what a transformer file needs of its base repo: all but its weights
+
+
+class _Shapes(dict):
+    """A checkpoint's tensor names and shapes, from its header alone, for diffusers' `infer_diffusers_model_type`
+    (it asks only `key in checkpoint` and `checkpoint[key].shape`)."""
+
+    @classmethod
+    def of(cls, path: Path) -> _Shapes:
+        from types import SimpleNamespace
+
+        if path.suffix == ".gguf":
+            import gguf
+
+            return cls({t.name: SimpleNamespace(shape=tuple(reversed([int(n) for n in t.shape])))
+                        for t in gguf.GGUFReader(str(path)).tensors})
+        with open(path, "rb") as f:
+            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        return cls({k: SimpleNamespace(shape=tuple(v["shape"])) for k, v in header.items() if k != "__metadata__"})
+
+
+def file_base_repo(path: Path) -> str | None:
+    """The hub repo a lone transformer file of a flow family belongs with (Flux.1 dev or schnell, Flux.2 dev, Chroma,
+    Z-Image, SD3/3.5, Sana), as diffusers tells it from the file's tensor names; None for anything else (an SD/SDXL
+    checkpoint, a family it cannot tell)."""
+    from diffusers.loaders.single_file_utils import DIFFUSERS_DEFAULT_PIPELINE_PATHS, infer_diffusers_model_type
+
+    try:
+        kind = infer_diffusers_model_type(_Shapes.of(path))
+    except Exception:  # noqa: BLE001 - a header that does not read (a broken or truncated file): not told
+        return None
+    return DIFFUSERS_DEFAULT_PIPELINE_PATHS[kind]["pretrained_model_name_or_path"] if kind in FLOW_FILE_TYPES else None
+
+
+def hub_base(repo: str, *, offline: bool) -> Path:
+    """The base repo's folder for a lone transformer file: its configs, text encoders and VAE (not its own
+    transformer weights) from the hub's cache, fetched first when online. ModelNotAvailable in words otherwise."""
+    from huggingface_hub import snapshot_download
+
+    from pipelines.registry import ModelNotAvailable
+
+    try:
+        folder = Path(snapshot_download(repo, allow_patterns=BASE_PARTS, local_files_only=offline))
+    except Exception as exc:  # noqa: BLE001 - not cached offline, no network, a gated repo: said in words
+        how = "it is not in the model cache and the studio is offline" if offline else f"it could not be fetched ({exc})"
+        raise ModelNotAvailable(f"this transformer file needs the rest of its model from {repo}, and {how}: run the "
+                                "studio online once (a gated repo needs `huggingface-cli login` first), or put that "
+                                "model's diffusers folder beside the file as NAME/ or NAME-config/") from exc
+    if folder_family(folder) is None:
+        raise ModelNotAvailable(f"{repo} in the model cache is not a diffusers folder of a flow model")
+    return folder
+
+
 def quantization_config(method: str, *, for_diffusers: bool, dtype: torch.dtype):
     """The `quantization_config` that reads a component quantized by `method` (a key of memory_flow.QUANTIZERS):
     diffusers' config class for the transformer, transformers' own for a text encoder."""
@@ -561,6 +619,11 @@ def spec_family(spec) -> Family | None:
         from pipelines.image import find_single_file_config
 
         base = find_single_file_config(Path(spec.location))
+        if base is None and (repo := file_base_repo(Path(spec.location))):  # its base repo, if cached already
+            try:
+                base = hub_base(repo, offline=True)
+            except Exception:  # noqa: BLE001 - not cached: the family is known once it loads
+                return None
         return folder_family(base) if base is not None else None
     if spec.source == "hub":
         try:

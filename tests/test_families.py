@@ -361,3 +361,30 @@ def test_a_flux_lora_in_kohyas_names_draws_as_the_same_lora_in_diffusers_names(m
     assert np.abs(drawn.astype(int) - plain.astype(int)).mean() > 0.5  # read, not skipped
     assert np.array_equal(drawn, make(model, seed=4, loras=(Lora("same", str(diffusers_named), 1.0),)))
     assert np.array_equal(make(model, seed=4), plain)  # and gone after the request
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".gguf"])
+def test_a_lone_transformer_file_reads_the_rest_of_its_model_from_its_base_repo(folders, models, tmp_path,
+                                                                              monkeypatch, suffix):
+    """A transformer file downloaded alone (no folder beside it): diffusers tells its model from the tensor names
+    (here Z-Image-Turbo's), and its base repo's configs, text encoders and VAE come from the model cache — fetched
+    there first when online; offline and not cached, it is refused in words naming the repo."""
+    from tests.test_memory_quantize import _hub_cache
+
+    file = _transformer_file(folders["z-image"], tmp_path, suffix, "z_image_turbo_q8")
+    shutil.rmtree(tmp_path / "z_image_turbo_q8-config")  # downloaded alone
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    with pytest.raises(ModelNotAvailable, match="needs the rest of its model from Tongyi-MAI/Z-Image-Turbo, and it "
+                                                "is not in the model cache and the studio is offline"):
+        load(file)
+    from pipelines.image_flow import spec_family
+    from pipelines.registry import ModelSpec
+
+    lone = ModelSpec("z-image-q8", "image", "file", str(file))
+    assert spec_family(lone) is None  # the Image tab offers both samplers' lists until its base is known
+    _hub_cache(monkeypatch, tmp_path, folders["z-image"], "Tongyi-MAI/Z-Image-Turbo")
+    assert spec_family(lone) is FAMILIES["z-image"]  # known without reading a weight, once the base is cached
+    model = load(file)
+    assert model.family is FAMILIES["z-image"]
+    picture, reference = make(model, seed=5).astype(int), make(models["z-image"], seed=5).astype(int)
+    assert np.array_equal(picture, reference) if suffix == ".safetensors" else np.abs(picture - reference).mean() < 8
