@@ -31,7 +31,6 @@ from pipelines.image_control import ControlUnit, control_inputs, control_pipelin
 from pipelines.image_flow import (
     FLOW_SCHEDULERS,
     Family,
-    cached_folder,
     file_base_repo,
     family_of,
     flow_scheduler,
@@ -39,6 +38,7 @@ from pipelines.image_flow import (
     generate_flow,
     hub_base,
     load_transformer_file,
+    model_folder,
     read_pipeline,
     read_quantized,
     spec_family,
@@ -576,26 +576,28 @@ def _planned(planner: Callable[[dict[str, int]], MemoryPlan], sizes: dict[str, i
 
 
 def _load_folder(resolved: ResolvedModel, placement: Placement, planner, *, offline: bool, allow_pickle: bool):
-    """(pipeline, plan) from a diffusers folder or hub id. A flow family's folder or cached snapshot is planned
-    from its files first (`folder_component_bytes`), and the components the plan quantizes are read quantized and
-    given to the pipeline; the plan is None when it could not be made before reading (the caller plans then)."""
+    """(pipeline, plan) from a diffusers folder or hub id. A flow family's folder or hub snapshot (downloaded first
+    when online) is planned from its files first (`folder_component_bytes`), and the components the plan quantizes
+    are read quantized and given to the pipeline; the plan is None when it could not be made before reading (the
+    caller plans then: SD/SDXL, whose plans never quantize; a hub model offline and not cached)."""
     location, spec = resolved.path, resolved.spec
     if isinstance(location, Path) and not (location / "model_index.json").is_file():
         raise ModelNotAvailable(
             f"{location} is not a diffusers model folder (it has no model_index.json). Point to the folder "
             "that contains model_index.json, or to a single .safetensors checkpoint file."
         )
-    family = folder_family(location) if isinstance(location, Path) else spec_family(spec)
+    variant = {"variant": spec.variant} if spec.variant else {}
+    folder = model_folder(location, offline=offline, use_safetensors=not allow_pickle or None, **variant)
+    family = folder_family(folder) if folder is not None else spec_family(spec)
     sd_only = {} if family else dict(safety_checker=None, requires_safety_checker=False)
-    folder = cached_folder(location) if family is not None else None
-    sizes = folder_component_bytes(folder, placement.dtype, spec.variant or None) if folder is not None else None
+    sizes = folder_component_bytes(folder, placement.dtype, spec.variant or None) \
+        if folder is not None and family is not None else None
     plan = _planned(planner, sizes, spec.name) if sizes else None
     quantized = read_quantized(folder, plan.quantize, plan.quantized, placement.dtype, spec.variant or None) \
         if plan is not None and plan.quantize and plan.quantized else {}
     pipe = read_pipeline(
         location, family, dtype=placement.dtype, local_files_only=offline or isinstance(location, Path),
-        use_safetensors=not allow_pickle or None, **sd_only, **quantized,
-        **({"variant": spec.variant} if spec.variant else {}),
+        use_safetensors=not allow_pickle or None, **sd_only, **quantized, **variant,
     )
     return pipe, plan
 

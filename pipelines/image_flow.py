@@ -589,17 +589,25 @@ def _local_source(pipe) -> Path:
     return Path(snapshot_download(where, local_files_only=True))
 
 
-def cached_folder(location: Path | str) -> Path | None:
-    """The folder a model can be measured in before it is read: a local folder as it is, a hub id's snapshot when
-    the hub's cache holds one (never fetched here); None otherwise."""
+def model_folder(location: Path | str, *, offline: bool, **download) -> Path | None:
+    """The folder a model is read from, known before anything is read: a local folder as it is; for a hub id of a
+    flow family (its model_index.json read first), its snapshot holding the files `from_pretrained` reads —
+    downloaded first when online (diffusers' `DiffusionPipeline.download`, with `download`'s variant and
+    safetensors choice), the cached ones offline. None for an SD/SDXL hub model (read as before) and offline when
+    not cached; a download's own errors are raised (the caller says them in words)."""
     if isinstance(location, Path):
         return location if location.is_dir() else None
-    try:
-        from huggingface_hub import snapshot_download
+    from diffusers import DiffusionPipeline
+    from huggingface_hub import hf_hub_download
 
-        return Path(snapshot_download(location, local_files_only=True))
-    except Exception:  # noqa: BLE001 - not cached (LocalEntryNotFoundError), no huggingface_hub, a bad id
-        return None
+    try:
+        if folder_family(Path(hf_hub_download(location, "model_index.json", local_files_only=offline)).parent) is None:
+            return None
+        return Path(DiffusionPipeline.download(location, local_files_only=offline, **download))
+    except Exception:  # noqa: BLE001 - offline: not cached (the hub library raises several kinds)
+        if offline:
+            return None
+        raise
 
 
 def _variant(folder: Path) -> dict:

@@ -364,17 +364,17 @@ def _load_resolved(resolved, planner):
 def test_a_hub_model_in_the_cache_is_planned_from_its_snapshot(tmp_path, monkeypatch):
     import torch
 
-    from pipelines.image_flow import cached_folder
+    from pipelines.image_flow import model_folder
     from pipelines.memory import folder_component_bytes
     from tests.families import build_tiny_flux
 
     resolved = _hub_cache(monkeypatch, tmp_path, build_tiny_flux(tmp_path))
-    assert cached_folder("tiny/flux").is_dir() and cached_folder("tiny/not-downloaded") is None
+    assert model_folder("tiny/flux", offline=True).is_dir() and model_folder("tiny/not-downloaded", offline=True) is None
     events: list = []
     _record_reads(monkeypatch, events)
     _stand_in_quantizers(monkeypatch)
     model = _load_resolved(resolved, _planner(events, TRANSFORMER_AT_LOAD))
-    assert events[0] == ("plan", folder_component_bytes(cached_folder("tiny/flux"), torch.float32))
+    assert events[0] == ("plan", folder_component_bytes(model_folder("tiny/flux", offline=True), torch.float32))
     assert [e for e in events if e[0] == "file"].count(("file", "transformer")) == 1
     assert model.pipe.transformer.is_quantized and model.pipe.config._name_or_path == "tiny/flux"
 
@@ -388,26 +388,46 @@ def _read_then_planned(monkeypatch, events: list) -> None:
                         measure(pipe))
 
 
-def test_a_hub_model_not_in_the_cache_is_read_then_planned(tmp_path, monkeypatch):
-    from pipelines import image
-    from pipelines.memory import component_bytes
+def test_a_hub_model_not_in_the_cache_is_downloaded_then_planned_before_it_is_read(tmp_path, monkeypatch):
+    """Online, a flow model's files are downloaded first (diffusers' `DiffusionPipeline.download`: what
+    `from_pretrained` would fetch), then planned from their sizes, then read once, quantized where planned."""
+    import torch
+    from diffusers import DiffusionPipeline
+
+    from pipelines.device import pick_placement
+    from pipelines.image import load_image_model
+    from pipelines.memory import folder_component_bytes
     from tests.families import build_tiny_flux
 
     resolved = _hub_cache(monkeypatch, tmp_path, build_tiny_flux(tmp_path))
-    # not cached when the plan is made: from_pretrained downloads it (here it finds the copy already there)
-    monkeypatch.setattr(image, "cached_folder", lambda location: None)
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # no hub here: the cache answers
     events: list = []
-    _read_then_planned(monkeypatch, events)
+    download = DiffusionPipeline.download.__func__  # the cache already holds it: "downloading" finds it there
+    monkeypatch.setattr(DiffusionPipeline, "download", classmethod(lambda cls, repo, **kw: events.append(
+        ("download", repo, kw.get("local_files_only"))) or download(cls, repo, **{**kw, "local_files_only": True})))
     _record_reads(monkeypatch, events)
     _stand_in_quantizers(monkeypatch)
-    model = _load_resolved(resolved, _planner(events, TRANSFORMER_AT_LOAD))
-    plan_at = next(i for i, e in enumerate(events) if e[0] == "plan")
-    assert events[plan_at - 1] == "measured the read pipeline"
-    assert events.index(("file", "transformer")) < plan_at
-    assert events[plan_at][1] == component_bytes(model.pipe)  # (the stand-in quantizer changed no size)
-    # then quantized the old way: read again from the cached snapshot, quantized
-    assert [e for e in events if e[0] == "file"].count(("file", "transformer")) == 2
+    model = load_image_model(resolved, pick_placement("cpu"), offline=False,
+                             plan_memory=_planner(events, TRANSFORMER_AT_LOAD))
+    assert events[0] == ("download", "tiny/flux", False)
+    snapshot = next((tmp_path / "hub" / "models--tiny--flux" / "snapshots").iterdir())
+    assert events[1] == ("plan", folder_component_bytes(snapshot, torch.float32)), "planned before any read"
+    assert [e for e in events if e[0] == "file"].count(("file", "transformer")) == 1
     assert model.pipe.transformer.is_quantized
+
+
+def test_an_sd_hub_model_is_read_then_planned_as_before(tmp_path, monkeypatch, tiny_sd_dir):
+    """Its model_index.json says SD: nothing is downloaded ahead of `from_pretrained` (which fetches only what it
+    reads, without the safety checker); its plans never quantize, so it is read, then planned."""
+    from pipelines.image_flow import model_folder
+
+    resolved = _hub_cache(monkeypatch, tmp_path, tiny_sd_dir, "tiny/sd")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)  # no hub here: the cache answers
+    assert model_folder("tiny/sd", offline=False) is None
+    events: list = []
+    _read_then_planned(monkeypatch, events)
+    model = _load_resolved(resolved, lambda sizes: events.append("plan") or MemoryPlan("device", reason="test"))
+    assert events == ["measured the read pipeline", "plan"] and model.family is None
 
 
 def test_a_single_sd_file_is_read_then_planned(tmp_path, tiny_sd_dir, monkeypatch):
