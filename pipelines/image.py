@@ -553,7 +553,8 @@ def load_image_model(
         plan = _planned(planner, component_bytes(pipe), name)
     apply_image_plan(pipe, plan, placement.device)  # what the plan quantized arrived quantized: not read again
     pipe.set_progress_bar_config(disable=True)
-    return ImageModel(pipe, name, placement, plan=plan, allow_pickle=allow_pickle, family=family_of(type(pipe).__name__))
+    return ImageModel(pipe, name, placement, plan=plan, allow_pickle=allow_pickle,
+                      family=family_of(type(pipe).__name__))
 
 
 def _load_transformer_file(path: Path, base: Path, family: Family, placement: Placement, planner, name: str, *,
@@ -725,20 +726,26 @@ def denoised_steps(steps: int, strength: float, flow: bool) -> int:
         return max(1, steps - int(max(steps - steps * strength, 0)))
     return max(1, int(steps * strength))
 
+def pass_steps(params: ImageParams, flow: bool, mode: str = "") -> tuple[int, int]:
+    """The denoising steps each picture's first pass and hires pass run (0 without one) as the pipelines count
+    them; `mode`: the mode that runs when not the request's (an editing model runs image to image as an edit)."""
+    hires = params.hires
+    second = denoised_steps(hires.steps or params.steps, hires.strength, flow) if hires else 0
+    first = params.steps if (mode or params.mode) in ("txt2img", "edit") else \
+        denoised_steps(params.steps, params.strength, flow)
+    return first, second
+
 
 class _Progress:
     """Steps done across runs and passes, reported to `callback` (throttled), and the cancel check."""
 
     def __init__(self, params: ImageParams, callback, cancel, preview_every: int, interval: float, started: float,
-                 tiny=None, flow: bool = False):
+                 tiny=None, flow: bool = False, mode: str = ""):
         self.params, self.callback, self.cancel, self.tiny = params, callback, cancel, tiny
         self.preview = preview_image  # (pipe, latents of one image, tiny) → PIL or None; a flow family has its own
         self.preview_every, self.interval, self.last = preview_every, interval, started
-        hires = params.hires
-        self.second = denoised_steps(hires.steps or params.steps, hires.strength, flow) if hires else 0
-        first = params.steps if params.mode in ("txt2img", "edit") else \
-            denoised_steps(params.steps, params.strength, flow)
-        self.first, self.per_run = first, first + self.second
+        self.first, self.second = pass_steps(params, flow, mode)
+        self.per_run = self.first + self.second
         self.total = self.per_run * params.batch_count
 
     def step_callback(self, run: int, stage: int):

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import torch
 
+from pipelines.checks import short
 from pipelines.image_upscale import LATENT_UPSCALERS
 
 # name → (scheduler class, config overrides); built from the model's own scheduler config (shift, dynamic shift)
@@ -271,7 +272,7 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_ev
                   f"instead of {params.hires.upscaler}",)
     started = time.perf_counter()
     progress = _Progress(params, callback, cancel, preview_every, progress_interval, started, model.preview_vae,
-                         flow=True)
+                         flow=True, mode=mode)
     size = [params.width, params.height]  # the pass being previewed (the hires pass's is bigger)
     progress.preview = lambda p, latents, tiny: flow_preview(family, p, latents, *size, tiny=tiny)
     shape = noise_shape(family, pipe, params.width, params.height)
@@ -435,22 +436,45 @@ class _Shapes(dict):
 
             return cls({t.name: SimpleNamespace(shape=tuple(reversed([int(n) for n in t.shape])))
                         for t in gguf.GGUFReader(str(path)).tensors})
-        with open(path, "rb") as f:
-            header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+        from pipelines.memory import safetensors_header
+
+        header = safetensors_header(path)
         return cls({k: SimpleNamespace(shape=tuple(v["shape"])) for k, v in header.items() if k != "__metadata__"})
 
 
+# Flux.2's text input width (3 stacked layers of its text encoder) tells dev (Mistral Small) from Klein (Qwen3)
+FLUX2_BY_TEXT_WIDTH = {15360: "black-forest-labs/FLUX.2-dev", 7680: "black-forest-labs/FLUX.2-klein-4B",
+                       12288: "black-forest-labs/FLUX.2-klein-9B"}
+
+
 def file_base_repo(path: Path) -> str | None:
-    """The hub repo a lone transformer file of a flow family belongs with (Flux.1 dev or schnell, Flux.2 dev, Chroma,
-    Z-Image, SD3/3.5, Sana), as diffusers tells it from the file's tensor names; None for anything else (an SD/SDXL
-    checkpoint, a family it cannot tell)."""
+    """The hub repo a lone transformer file of a flow family belongs with, as diffusers tells the family from the
+    file's tensor names (Flux.1 dev or schnell, Flux.2, Chroma, Z-Image, SD3/3.5, Sana) and this from what the names
+    leave open: Flux.2 dev or Klein 4B/9B by its text input's width, Flux.1 Kontext (a Flux.1 dev to the names) by
+    the file's name. None for anything else (an SD/SDXL checkpoint, a file whose header does not read); a Flux.2
+    file of another width is refused in words."""
     from diffusers.loaders.single_file_utils import DIFFUSERS_DEFAULT_PIPELINE_PATHS, infer_diffusers_model_type
 
+    from pipelines.registry import ModelNotAvailable
+
     try:
-        kind = infer_diffusers_model_type(_Shapes.of(path))
+        shapes = _Shapes.of(path)
+        kind = infer_diffusers_model_type(shapes)
     except Exception:  # noqa: BLE001 - a header that does not read (a broken or truncated file): not told
         return None
-    return DIFFUSERS_DEFAULT_PIPELINE_PATHS[kind]["pretrained_model_name_or_path"] if kind in FLOW_FILE_TYPES else None
+    if kind not in FLOW_FILE_TYPES:
+        return None
+    if kind == "flux-2-dev":
+        text_in = next((shapes[k].shape for k in ("txt_in.weight", "model.diffusion_model.txt_in.weight")
+                        if k in shapes), (0, 0))
+        if text_in[-1] not in FLUX2_BY_TEXT_WIDTH:
+            raise ModelNotAvailable(f"{path.name} is a Flux.2 transformer of a size the studio does not know (text "
+                                    f"width {text_in[-1]}): put its base model's diffusers folder beside it as "
+                                    f"{path.stem}/ or {path.stem}-config/")
+        return FLUX2_BY_TEXT_WIDTH[text_in[-1]]
+    if kind == "flux-dev" and "kontext" in path.name.lower():
+        return "black-forest-labs/FLUX.1-Kontext-dev"
+    return DIFFUSERS_DEFAULT_PIPELINE_PATHS[kind]["pretrained_model_name_or_path"]
 
 
 def hub_base(repo: str, *, offline: bool) -> Path:
@@ -463,10 +487,11 @@ def hub_base(repo: str, *, offline: bool) -> Path:
     try:
         folder = Path(snapshot_download(repo, allow_patterns=BASE_PARTS, local_files_only=offline))
     except Exception as exc:  # noqa: BLE001 - not cached offline, no network, a gated repo: said in words
-        how = "it is not in the model cache and the studio is offline" if offline else f"it could not be fetched ({exc})"
+        how = "it is not in the model cache and the studio is offline" if offline else "it could not be fetched"
         raise ModelNotAvailable(f"this transformer file needs the rest of its model from {repo}, and {how}: run the "
                                 "studio online once (a gated repo needs `huggingface-cli login` first), or put that "
-                                "model's diffusers folder beside the file as NAME/ or NAME-config/") from exc
+                                "model's diffusers folder beside the file as NAME/ or NAME-config/ "
+                                f"({short(str(exc), 160)})") from exc
     if folder_family(folder) is None:
         raise ModelNotAvailable(f"{repo} in the model cache is not a diffusers folder of a flow model")
     return folder
@@ -580,13 +605,21 @@ def _quantize_in_place(module, method: str):
 
 
 def _local_source(pipe) -> Path:
-    """The folder a pipeline was read from: its own, or the hub's cached snapshot of its id (read just now)."""
+    """The folder a pipeline was read from: its own, or the hub's cached snapshot of its id (read just now: the
+    files `from_pretrained` read, as diffusers' `download` finds them — a bare snapshot lookup would call the
+    snapshot incomplete for the repo's files it never fetched). ModelNotAvailable in words when it is gone."""
+    from pipelines.registry import ModelNotAvailable
+
     where = str(pipe.config._name_or_path)
     if Path(where).is_dir():
         return Path(where)
-    from huggingface_hub import snapshot_download
+    from diffusers import DiffusionPipeline
 
-    return Path(snapshot_download(where, local_files_only=True))
+    try:
+        return Path(DiffusionPipeline.download(where, local_files_only=True))
+    except Exception as exc:  # noqa: BLE001 - the hub library's several kinds, said in words
+        raise ModelNotAvailable(f"could not find {where}'s files in the model cache to read them quantized: {exc}") \
+            from exc
 
 
 def model_folder(location: Path | str, *, offline: bool, **download) -> Path | None:
@@ -626,11 +659,12 @@ def spec_family(spec) -> Family | None:
     if spec.source == "file":
         from pipelines.image import find_single_file_config
 
-        base = find_single_file_config(Path(spec.location))
-        if base is None and (repo := file_base_repo(Path(spec.location))):  # its base repo, if cached already
+        location = Path(spec.location)
+        base = find_single_file_config(location)
+        if base is None and location.suffix in (".safetensors", ".gguf"):  # its base repo, if cached already
             try:
-                base = hub_base(repo, offline=True)
-            except Exception:  # noqa: BLE001 - not cached: the family is known once it loads
+                base = hub_base(repo, offline=True) if (repo := file_base_repo(location)) else None
+            except Exception:  # noqa: BLE001 - not cached, not told: the family is known once it loads
                 return None
         return folder_family(base) if base is not None else None
     if spec.source == "hub":

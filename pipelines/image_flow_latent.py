@@ -216,6 +216,8 @@ class FlowLatentModel(DiffusionSpace):
         device, dtype = self.device, self.model.placement.dtype
         n = len(batch)
         kwargs = {"latents": pack(self.family, pipe, torch.stack([p.z for p in batch])).to(device, dtype)}
+        if "max_area" in inspect.signature(type(pipe).__call__).parameters:  # Kontext: the look's size as it is
+            kwargs.update(max_area=self.look.width * self.look.height, _auto_resize=False)
         guidance = guidance_inputs(self.family, scale, self.look.negative_prompt, n)
         kwargs.update({k: v for k, v in guidance.items() if k != "negative_prompt"})
         tokens = torch.stack([p.text for p in batch])

@@ -234,11 +234,23 @@ def _kept_in_fp32(cls, dtype: torch.dtype | None) -> tuple[str, ...]:
     return tuple(names)
 
 
+MAX_HEADER = 100 * 2**20  # the safetensors library's own limit on a header's length
+
+
+def safetensors_header(file: Path) -> dict:
+    """A safetensors file's header (tensor names → dtype, shape, offsets), read without its weights; ValueError for
+    a file whose header length is beyond the format's limit (a broken or crafted file)."""
+    with open(file, "rb") as f:
+        length = int.from_bytes(f.read(8), "little")
+        if length > MAX_HEADER:
+            raise ValueError(f"{Path(file).name} is not a safetensors file (its header would be {length} bytes)")
+        return json.loads(f.read(length))
+
+
 def _safetensors_bytes(file: Path, dtype: torch.dtype | None, kept: tuple[str, ...]) -> int:
     """Bytes the tensors of one safetensors file take once read at `dtype`, from its header alone (8 bytes of
     length, then JSON: each tensor's dtype, shape and place in the file; floating dtypes are F64…F8_*, BF16)."""
-    with open(file, "rb") as f:
-        header = json.loads(f.read(int.from_bytes(f.read(8), "little")))
+    header = safetensors_header(file)
     keep = re.compile("|".join(rf"(^|\.){re.escape(name)}($|\.)" for name in kept)) if kept else None
     load_size = torch.tensor([], dtype=dtype).element_size() if dtype is not None else None
     total = 0

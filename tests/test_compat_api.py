@@ -468,3 +468,26 @@ def test_malformed_bodies_name_the_field_and_the_server_keeps_serving(server):
     assert status == 400 and answer["error"]["param"] == "size"
     assert call(url, "/sdapi/v1/samplers", key=owner)[0] == 200
     assert call(url, "/sdapi/v1/samplers")[0] == 401  # and no key is still refused
+
+
+def test_progress_counts_the_steps_each_kind_of_model_runs():
+    """/sdapi/v1/progress's total before the first step event: an SD img2img pass rounds steps × strength down,
+    a flow family's runs the rest of int(steps × (1 − strength)), an editing model runs img2img as a whole edit."""
+    from PIL import Image
+
+    from pipelines.image import ImageParams
+    from pipelines.image_flow import FAMILIES
+    from pipelines.image_upscale import HiresParams
+    from studio.compat.a1111 import Progress
+
+    hires = ImageParams(prompt="a fox", steps=20, hires=HiresParams(scale=1.5, upscaler="Lanczos", strength=0.33))
+    start = Image.new("RGB", (64, 64))
+    img2img = ImageParams(prompt="a fox", steps=4, mode="img2img", init_image=start, strength=0.5)
+    progress = Progress()
+    totals = {}
+    for name, params, family in (("sd hires", hires, None), ("flow hires", hires, FAMILIES["chroma"]),
+                                 ("edit img2img", img2img, FAMILIES["flux-kontext"]),
+                                 ("flow img2img", img2img, FAMILIES["flux"])):
+        progress.start(name, params, family)
+        totals[name] = progress._jobs[name]["total"]
+    assert totals == {"sd hires": 26, "flow hires": 27, "edit img2img": 4, "flow img2img": 2}

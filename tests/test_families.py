@@ -388,3 +388,50 @@ def test_a_lone_transformer_file_reads_the_rest_of_its_model_from_its_base_repo(
     assert model.family is FAMILIES["z-image"]
     picture, reference = make(model, seed=5).astype(int), make(models["z-image"], seed=5).astype(int)
     assert np.array_equal(picture, reference) if suffix == ".safetensors" else np.abs(picture - reference).mean() < 8
+
+
+def _header_only(path, shapes: dict) -> Path:
+    """A safetensors file with these tensor names and shapes (zeros): what `file_base_repo` reads is its header."""
+    from safetensors.torch import save_file
+
+    save_file({name: torch.zeros(shape) for name, shape in shapes.items()}, path)
+    return path
+
+
+FLUX1 = {"double_blocks.0.img_attn.norm.key_norm.scale": (2,), "img_in.weight": (2, 64)}
+
+
+@pytest.mark.parametrize("name, shapes, repo", [
+    ("flux1-dev-fp8.safetensors", {**FLUX1, "guidance_in.in_layer.bias": (2,)}, "black-forest-labs/FLUX.1-dev"),
+    ("flux1-schnell.safetensors", FLUX1, "black-forest-labs/FLUX.1-schnell"),
+    ("flux1-kontext-dev.safetensors", {**FLUX1, "guidance_in.in_layer.bias": (2,)},
+     "black-forest-labs/FLUX.1-Kontext-dev"),
+    ("flux2-dev.safetensors", {"single_stream_modulation.lin.weight": (2, 2), "txt_in.weight": (2, 15360)},
+     "black-forest-labs/FLUX.2-dev"),
+    ("flux-2-klein-4b.safetensors", {"single_stream_modulation.lin.weight": (2, 2), "txt_in.weight": (2, 7680)},
+     "black-forest-labs/FLUX.2-klein-4B"),
+    ("flux-2-klein-9b.safetensors", {"model.diffusion_model.single_stream_modulation.lin.weight": (2, 2),
+                                     "model.diffusion_model.txt_in.weight": (2, 12288)},
+     "black-forest-labs/FLUX.2-klein-9B"),
+    ("sd15.safetensors", {"model.diffusion_model.input_blocks.0.0.weight": (2, 4, 3, 3)}, None),
+])
+def test_a_lone_files_base_repo_is_told_from_its_tensor_names_and_shapes(tmp_path, name, shapes, repo):
+    from pipelines.image_flow import file_base_repo
+
+    assert file_base_repo(_header_only(tmp_path / name, shapes)) == repo
+
+
+def test_a_lone_file_that_cannot_be_told_is_refused_or_left_to_the_sd_loader(tmp_path):
+    from pipelines.image_flow import file_base_repo
+    from pipelines.memory import safetensors_header
+
+    odd = _header_only(tmp_path / "flux2-odd.safetensors", {"single_stream_modulation.lin.weight": (2, 2),
+                                                            "txt_in.weight": (2, 999)})
+    with pytest.raises(ModelNotAvailable, match="a Flux.2 transformer of a size the studio does not know .text width "
+                                                "999.: put its base model's diffusers folder beside it"):
+        file_base_repo(odd)
+    crafted = tmp_path / "crafted.safetensors"
+    crafted.write_bytes((2**40).to_bytes(8, "little") + b"{}")  # a header "a terabyte long"
+    with pytest.raises(ValueError, match="is not a safetensors file .its header would be 1099511627776 bytes"):
+        safetensors_header(crafted)
+    assert file_base_repo(crafted) is None

@@ -62,9 +62,14 @@ def test_kontext_edits_at_the_requested_size_reproducibly_by_seed(kontext):
 
 
 def test_image_to_image_on_an_editing_model_runs_as_an_edit_and_says_so(kontext):
-    out = edit(kontext, mode="img2img", strength=0.5)
-    assert np.array_equal(pixels(out), pixels(edit(kontext)))
+    seen = []
+    out = ImagePipeline(kontext, ImageLimits())(
+        ImageParams(prompt="make the fox red", mode="img2img", init_image=START, steps=4, strength=0.5, guidance=2.5,
+                    width=64, height=64, scheduler="Flow Euler", seed=1),
+        callback=lambda done, total, preview: seen.append((done, total)), preview_every=0)
+    assert np.array_equal(pixels(out), pixels(edit(kontext, steps=4)))
     assert any("image to image ran as an edit" in note for note in out.notes)
+    assert seen == [(1, 4), (2, 4), (3, 4), (4, 4)]  # every step of the edit counted (strength is not used)
 
 
 def test_qwen_image_edit_edits_with_true_cfg_reproducibly(qwen_edit):

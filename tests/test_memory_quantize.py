@@ -337,8 +337,10 @@ def test_a_planned_transformer_is_read_once_quantized_after_the_plan(tmp_path, m
     assert _picture(model).std() > 1
 
 
-def _hub_cache(monkeypatch, tmp_path, folder, repo: str = "tiny/flux"):
-    """The hub's cache (in tmp_path) holding `folder` as the snapshot of `repo`, as a download leaves it."""
+def _hub_cache(monkeypatch, tmp_path, folder, repo: str = "tiny/flux", unfetched: tuple[str, ...] = ()):
+    """The hub's cache (in tmp_path) holding `folder` as the snapshot of `repo`, as a download leaves it; with
+    `unfetched`, also the repo's file listing the hub library keeps, naming files of the repo never fetched (as
+    diffusers' download leaves a repo that holds more than its pipeline reads: Flux.1-dev's root checkpoint)."""
     import shutil
 
     import huggingface_hub.constants
@@ -350,6 +352,14 @@ def _hub_cache(monkeypatch, tmp_path, folder, repo: str = "tiny/flux"):
     shutil.copytree(folder, entry / "snapshots" / ("0" * 40))
     (entry / "refs").mkdir()
     (entry / "refs" / "main").write_text("0" * 40)
+    if unfetched:
+        from huggingface_hub._tree_cache import TreeCacheEntry, write_tree_cache
+
+        snapshot = entry / "snapshots" / ("0" * 40)
+        listing = {f.relative_to(snapshot).as_posix(): TreeCacheEntry(size=f.stat().st_size, blob_id="kept")
+                   for f in snapshot.rglob("*") if f.is_file()}
+        listing.update({name: TreeCacheEntry(size=1, blob_id="never-fetched") for name in unfetched})
+        write_tree_cache(str(entry), "0" * 40, listing)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     return ResolvedModel(ModelSpec(repo.split("/")[-1], "image", "hub", repo), repo)
 
@@ -369,7 +379,8 @@ def test_a_hub_model_in_the_cache_is_planned_from_its_snapshot(tmp_path, monkeyp
     from tests.families import build_tiny_flux
 
     resolved = _hub_cache(monkeypatch, tmp_path, build_tiny_flux(tmp_path))
-    assert model_folder("tiny/flux", offline=True).is_dir() and model_folder("tiny/not-downloaded", offline=True) is None
+    assert model_folder("tiny/flux", offline=True).is_dir()
+    assert model_folder("tiny/not-downloaded", offline=True) is None
     events: list = []
     _record_reads(monkeypatch, events)
     _stand_in_quantizers(monkeypatch)
@@ -479,3 +490,24 @@ def test_a_transformer_file_is_planned_with_its_base_folder_and_its_text_encoder
     assert [name for name, config in reads if config] == ["text_encoder_2"]
     assert [name for name, _ in reads].count("text_encoder_2") == 1, reads
     assert model.plan is plan and model.pipe.text_encoder_2.is_quantized and _picture(model).std() > 1
+
+
+@pytest.mark.parametrize("measured", [True, False])
+def test_a_hub_model_fetched_by_its_pipeline_is_found_whole_though_its_repo_holds_more(tmp_path, monkeypatch,
+                                                                                        measured):
+    """The hub library calls a snapshot incomplete when files of the repo's listing were never fetched (a root
+    checkpoint, a pickle twin); what the pipeline reads is all there: planned from it before reading, or — when it
+    is read first — read again quantized from it."""
+    from pipelines import image
+    from tests.families import build_tiny_flux
+
+    resolved = _hub_cache(monkeypatch, tmp_path, build_tiny_flux(tmp_path), unfetched=(
+        "flux1-dev.safetensors", "transformer/diffusion_pytorch_model.bin"))
+    if not measured:  # the read-then-plan way (quantize_at_load's `_local_source`)
+        monkeypatch.setattr(image, "folder_component_bytes", lambda *a, **k: None)
+    events: list = []
+    _record_reads(monkeypatch, events)
+    _stand_in_quantizers(monkeypatch)
+    model = _load_resolved(resolved, _planner(events, TRANSFORMER_AT_LOAD))
+    assert (events[0][0] == "plan") is measured
+    assert model.pipe.transformer.is_quantized

@@ -57,9 +57,12 @@ class Progress:
         with self._lock:
             return time.time() - self._read.get(session, float("-inf")) < self.WATCHING_SECONDS
 
-    def start(self, session: str, params: ImageParams) -> None:
-        first = params.steps if params.mode == "txt2img" else max(1, int(params.steps * params.strength))
-        second = max(1, int((params.hires.steps or params.steps) * params.hires.strength)) if params.hires else 0
+    def start(self, session: str, params: ImageParams, family=None) -> None:
+        """A job begins: its steps in all as the model's pipeline runs them (`family`: a flow model's)."""
+        from pipelines.image import pass_steps
+
+        edits = family is not None and family.edits and params.mode == "img2img"
+        first, second = pass_steps(params, family is not None, "edit" if edits else "")
         with self._lock:  # the steps in all, as the pipeline counts them (it reports at most once a second)
             self._jobs[session] = {"step": 0, "total": (first + second) * params.batch_count, "started": time.time(),
                                    "count": params.batch_count, "interrupted": False}
@@ -335,10 +338,11 @@ def generate(services, user: ApiUser, body: dict, options: Options, progress: Pr
             if mask.size != start.size:
                 mask = mask.resize(start.size)
     model = checkpoint_of(body, options.checkpoint())
-    size = run_as(services, user, "image", lambda: services.host.image_pipeline(model).model.default_size)
+    loaded = run_as(services, user, "image", lambda: services.host.image_pipeline(model).model)
     params = run_as(services, user, "image",  # as the caller: its ControlNet units are admitted for it
-                    lambda: image_params(services, body, start=start, mask=mask, default_size=size, guest=user.guest))
-    progress.start(user.session, params)
+                    lambda: image_params(services, body, start=start, mask=mask, default_size=loaded.default_size,
+                                         guest=user.guest))
+    progress.start(user.session, params, loaded.family)
     try:
         kept, seeds, pipe = made_until_interrupted(services, user, params, model, progress)
     finally:
