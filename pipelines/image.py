@@ -518,8 +518,8 @@ def load_image_model(
     `plan_memory(component sizes)` (default: from the device's free memory now) decides how the weights reach
     the accelerator, and only then does anything move (`apply_image_plan`). A flow family's folder, hub snapshot
     (downloaded first when online) or transformer file with its base folder is planned from its files' sizes
-    before any weight is read, so the components the plan quantizes are read once, quantized: system memory never
-    holds their full-precision copy (a transformer file itself is quantized in place after reading). Anything
+    before any weight is read, so the components the plan quantizes are read once, quantized, never in full first
+    (a transformer file itself is quantized in place after reading). Anything
     else is read on the CPU first and planned from what it holds: SD/SDXL models (their plans never quantize),
     pickle weights, a hub model offline and not cached."""
     location = resolved.path
