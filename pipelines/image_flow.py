@@ -416,9 +416,10 @@ def load_transformer_file(path: Path, base: Path, family: Family, dtype: torch.d
 
 
 # the lone transformer files diffusers recognises by their tensor names (its model types), whose base repo (configs,
-# text encoders, VAE) diffusers names: the flow families'
+# text encoders, VAE) diffusers names: the flow families' (not Sana's: its one type stands for models of several
+# widths, and a base of another width would not fit the file)
 FLOW_FILE_TYPES = ("flux-dev", "flux-schnell", "flux-2-dev", "chroma", "z-image-turbo", "sd3", "sd35_medium",
-                   "sd35_large", "sana")
+                   "sd35_large")
 BASE_PARTS = ["model_index.json", "scheduler/*", "text_encoder*/*", "tokenizer*/*", "processor/*", "vae/*",
               "transformer/config.json"]  # what a transformer file needs of its base repo: all but its weights
 
@@ -449,7 +450,7 @@ FLUX2_BY_TEXT_WIDTH = {15360: "black-forest-labs/FLUX.2-dev", 7680: "black-fores
 
 def file_base_repo(path: Path) -> str | None:
     """The hub repo a lone transformer file of a flow family belongs with, as diffusers tells the family from the
-    file's tensor names (Flux.1 dev or schnell, Flux.2, Chroma, Z-Image, SD3/3.5, Sana) and this from what the names
+    file's tensor names (Flux.1 dev or schnell, Flux.2, Chroma, Z-Image, SD3/3.5) and this from what the names
     leave open: Flux.2 dev or Klein 4B/9B by its text input's width, Flux.1 Kontext (a Flux.1 dev to the names) by
     the file's name. None for anything else (an SD/SDXL checkpoint, a file whose header does not read); a Flux.2
     file of another width is refused in words."""

@@ -67,7 +67,7 @@ def choose_model(page, elem_id: str, name: str) -> None:
         box.blur()
         try:
             page.wait_for_function(f"() => document.querySelector('#{elem_id} input').value == {name!r}",
-                                   timeout=3_000)
+                                   timeout=8_000)  # two workers on two cores: a busy page answers slowly
             return
         except Exception:  # noqa: BLE001 - the next try types it again
             continue
