@@ -519,9 +519,9 @@ def load_image_model(
     the accelerator, and only then does anything move (`apply_image_plan`). A flow family's folder, hub snapshot
     (downloaded first when online) or transformer file with its base folder is planned from its files' sizes
     before any weight is read, so the components the plan quantizes are read once, quantized, never in full first
-    (a transformer file itself is quantized in place after reading). Anything
-    else is read on the CPU first and planned from what it holds: SD/SDXL models (their plans never quantize),
-    pickle weights, a hub model offline and not cached."""
+    (a transformer file itself is quantized in place after reading). Anything else is read on the CPU first and
+    planned from what it holds: SD/SDXL models (their plans never quantize), pickle weights, a hub model offline
+    and not cached."""
     location = resolved.path
     name = resolved.spec.name
     planner = plan_memory or (lambda sizes: plan_image_memory(sizes, probe_memory(placement.device)))
@@ -725,6 +725,7 @@ def denoised_steps(steps: int, strength: float, flow: bool) -> int:
     if flow:
         return max(1, steps - int(max(steps - steps * strength, 0)))
     return max(1, int(steps * strength))
+
 
 def pass_steps(params: ImageParams, flow: bool, mode: str = "") -> tuple[int, int]:
     """The denoising steps each picture's first pass and hires pass run (0 without one) as the pipelines count
