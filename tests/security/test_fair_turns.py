@@ -110,9 +110,11 @@ def test_a_guests_flood_of_real_time_pictures_is_counted_held_to_two_and_stalls_
     def owners_picture():
         timings["owner"] = _timed(owner, {**SMALL, "steps": 20, "batch_size": 4})
 
+    owners_cookie = login_cookie(url, OWNER)  # logged in before: the page's answer alone is timed
+
     def page_answers():
         started = time.perf_counter()
-        code, _ = get(url, "/config", login_cookie(url, OWNER))
+        code, _ = get(url, "/config", owners_cookie)
         timings["config"] = (code, time.perf_counter() - started)
 
     with ThreadPoolExecutor(64) as pool:
@@ -132,5 +134,6 @@ def test_a_guests_flood_of_real_time_pictures_is_counted_held_to_two_and_stalls_
         {str(a["error"])[:120] for a in refused}
     spent = before - services.access.remaining(GUEST[0])
     assert spent >= 0.05 * len(drawn) - 1e-6  # every picture drawn was counted, none refused was
-    assert timings["config"][0] == 200 and timings["config"][1] < 1.0, timings
+    # a stalled page would wait for the flood's pictures; 2 s leaves room for the other test worker on 2 cores
+    assert timings["config"][0] == 200 and timings["config"][1] < 2.0, timings
     assert timings["owner"] <= 2 * alone + 0.5, (timings, alone)
