@@ -262,19 +262,27 @@ def build_tiny_sana(folder: Path) -> Path:
     return _save(pipe, folder, "sana")
 
 
+def _flux2_transformer(*, guidance_embeds: bool):
+    """A 1+1-block Flux.2 transformer over the VAE's 2×2-patched latents (16 channels), reading a 48-wide text
+    (3 stacked layers of a 16-wide encoder); dev reads guidance as an embedding, Klein does not."""
+    from diffusers import Flux2Transformer2DModel
+
+    return Flux2Transformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
+                                   attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
+                                   timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
+                                   guidance_embeds=guidance_embeds)
+
+
 def build_tiny_flux2_klein(folder: Path, *, is_distilled: bool = True) -> Path:
     """Flux2KleinPipeline (a 28-layer Qwen3 whose layers 9, 18 and 27 are read, the Flux.2 VAE, 2×2-patched
     latents; `is_distilled=False`: Klein's undistilled base, which runs CFG against a blank prompt)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline, Flux2Transformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     tokenizer = build_qwen_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        transformer = Flux2Transformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
-                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
-                                              timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
-                                              guidance_embeds=False)
+        transformer = _flux2_transformer(guidance_embeds=False)
         text_encoder = Qwen3ForCausalLM(Qwen3Config(intermediate_size=16, hidden_size=16, num_hidden_layers=28,
                                                     num_attention_heads=2, num_key_value_heads=2, head_dim=8,
                                                     vocab_size=len(tokenizer), max_position_embeddings=512)).eval()
@@ -331,15 +339,12 @@ def _mistral3_encoder(tokenizer):
 def build_tiny_flux2_dev(folder: Path) -> Path:
     """Flux2Pipeline, Flux.2 dev (a 30-layer Mistral3 whose layers 10, 20 and 30 are read, a transformer reading
     guidance as an embedding, the Flux.2 VAE, 2×2-patched latents)."""
-    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2Pipeline, Flux2Transformer2DModel
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2Pipeline
 
     tokenizer = build_mistral_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        transformer = Flux2Transformer2DModel(patch_size=1, in_channels=16, num_layers=1, num_single_layers=1,
-                                              attention_head_dim=16, num_attention_heads=2, joint_attention_dim=48,
-                                              timestep_guidance_channels=256, axes_dims_rope=[4, 4, 4, 4],
-                                              guidance_embeds=True)
+        transformer = _flux2_transformer(guidance_embeds=True)
         text_encoder = _mistral3_encoder(tokenizer)
         vae = _flux2_vae()
     pipe = Flux2Pipeline(scheduler=FlowMatchEulerDiscreteScheduler(), vae=vae, text_encoder=text_encoder,
