@@ -424,23 +424,20 @@ BASE_PARTS = ["model_index.json", "scheduler/*", "text_encoder*/*", "tokenizer*/
               "transformer/config.json"]  # what a transformer file needs of its base repo: all but its weights
 
 
-class _Shapes(dict):
+def _tensor_shapes(path: Path) -> dict:
     """A checkpoint's tensor names and shapes, from its header alone, for diffusers' `infer_diffusers_model_type`
     (it asks only `key in checkpoint` and `checkpoint[key].shape`)."""
+    from types import SimpleNamespace
 
-    @classmethod
-    def of(cls, path: Path) -> _Shapes:
-        from types import SimpleNamespace
+    if path.suffix == ".gguf":
+        import gguf
 
-        if path.suffix == ".gguf":
-            import gguf
+        return {t.name: SimpleNamespace(shape=tuple(reversed([int(n) for n in t.shape])))
+                for t in gguf.GGUFReader(str(path)).tensors}
+    from pipelines.memory import safetensors_header
 
-            return cls({t.name: SimpleNamespace(shape=tuple(reversed([int(n) for n in t.shape])))
-                        for t in gguf.GGUFReader(str(path)).tensors})
-        from pipelines.memory import safetensors_header
-
-        header = safetensors_header(path)
-        return cls({k: SimpleNamespace(shape=tuple(v["shape"])) for k, v in header.items() if k != "__metadata__"})
+    header = safetensors_header(path)
+    return {k: SimpleNamespace(shape=tuple(v["shape"])) for k, v in header.items() if k != "__metadata__"}
 
 
 # Flux.2's text input width (3 stacked layers of its text encoder) tells dev (Mistral Small) from Klein (Qwen3)
@@ -459,7 +456,7 @@ def file_base_repo(path: Path) -> str | None:
     from pipelines.registry import ModelNotAvailable
 
     try:
-        shapes = _Shapes.of(path)
+        shapes = _tensor_shapes(path)
         kind = infer_diffusers_model_type(shapes)
     except Exception:  # noqa: BLE001 - a header that does not read (a broken or truncated file): not told
         return None
@@ -710,17 +707,13 @@ def flow_preview(family: Family, pipe, latents: torch.Tensor, width: int, height
         x = flux2_vae_latents(vae, latents.float(), shape)
     else:
         x = unpack(family, latents[None].float(), shape)[0] if family.packed else latents.float()
-    if tiny is not None and family.tiny_decoder and tiny.config.latent_channels == x.shape[0]:
-        with torch.inference_mode():  # as the family's pipeline decodes with a tiny VAE put in place of its own
-            raw = x / tiny.config.scaling_factor + (getattr(tiny.config, "shift_factor", None) or 0.0)
-            rgb = tiny.decode(raw[None].to(tiny.device, tiny.dtype)).sample[0]
-        array = (rgb.float().clamp(-1, 1).add(1).div(2).permute(1, 2, 0).cpu().numpy() * 255).round()
-        return Image.fromarray(array.astype("uint8"))
+    sharp = tiny is not None and family.tiny_decoder and tiny.config.latent_channels == x.shape[0]
+    decoder = tiny if sharp else vae  # a tiny VAE reads the latents as the family's pipeline would with it in place
     h, w = x.shape[-2:]
-    if max(h, w) > PREVIEW_LATENT:
+    if not sharp and max(h, w) > PREVIEW_LATENT:
         scale = PREVIEW_LATENT / max(h, w)
         x = F.interpolate(x[None], size=(max(1, round(h * scale)), max(1, round(w * scale))), mode="area")[0]
-    config = vae.config
+    config = decoder.config
     with torch.inference_mode():
         if family.key == "flux2":  # de-normalized already: the VAE reads them as they are
             rgb = vae.decode(x[None].to(vae.device, vae.dtype)).sample[0]
@@ -731,7 +724,7 @@ def flow_preview(family: Family, pipe, latents: torch.Tensor, width: int, height
             rgb = vae.decode(raw.to(vae.device, vae.dtype)).sample[0, :, 0]
         else:
             raw = x / config.scaling_factor + (getattr(config, "shift_factor", None) or 0.0)
-            rgb = vae.decode(raw[None].to(vae.device, vae.dtype)).sample[0]
+            rgb = decoder.decode(raw[None].to(decoder.device, decoder.dtype)).sample[0]
     array = (rgb.float().clamp(-1, 1).add(1).div(2).permute(1, 2, 0).cpu().numpy() * 255).round().astype("uint8")
     return Image.fromarray(array)
 
