@@ -85,8 +85,12 @@ def free_memory(device: torch.device | None = None) -> None:
 
 def physical_cores() -> int:
     """Physical CPU cores this process may use (hyper-threads share one core's arithmetic units, so
-    matrix-heavy inference runs best with one thread per physical core)."""
+    matrix-heavy inference runs best with one thread per physical core), at most OMP_NUM_THREADS when it is set:
+    the cap every OpenMP program honours, torch's included, so llama.cpp keeps to it too."""
     usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    cap = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if cap.isdigit() and int(cap) > 0:
+        usable = min(usable, int(cap))
     cores = None
     if sys.platform == "linux":
         try:

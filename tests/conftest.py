@@ -7,7 +7,18 @@ import socket
 from pathlib import Path
 
 import pytest
-import torch
+
+# Two test workers on two cores (`pytest -n 2`, the README's test command): one CPU thread each, for torch (OpenMP),
+# llama.cpp (pipelines/device.py physical_cores) and every studio, worker or replica a test starts (they inherit it).
+# OpenMP's threads spin while they wait, so two workers of two threads each on two cores ran at half speed
+# (tests/test_families*.py: 64 s with two threads a worker, 29 s with one). An OMP_NUM_THREADS already set wins.
+_WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT") or 0)
+if _WORKERS > 1:
+    _usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, str(max(1, _usable // _WORKERS)))
+
+import torch  # noqa: E402 - after the thread count above: torch reads it when it starts
 
 CORPUS = [
     "Once upon a time there was a small red fox who loved the sea.",

@@ -4,6 +4,8 @@ moves; dtypes per device; out-of-memory recovery on CUDA and MPS."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -229,3 +231,17 @@ def test_an_addon_is_counted_against_the_gpu_memory_free_and_in_what_a_model_hol
     net = torch.nn.Linear(100, 10)  # 1,010 float32 numbers
     model = SimpleNamespace(pipe=SimpleNamespace(components={"unet": torch.nn.Linear(10, 10)}), addon_modules=[net])
     assert held_bytes(SimpleNamespace(model=model)) == 4 * (110 + 1010)
+
+
+def test_cpu_threads_keep_to_omp_num_threads_when_it_is_set(monkeypatch):
+    from pipelines.device import physical_cores
+
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    cores = physical_cores()
+    assert 1 <= cores <= (os.cpu_count() or 1)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert physical_cores() == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "4096")  # a cap above the cores gives the cores
+    assert physical_cores() == cores
+    monkeypatch.setenv("OMP_NUM_THREADS", "lots")  # not a count: ignored, as OpenMP ignores it
+    assert physical_cores() == cores
