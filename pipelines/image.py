@@ -667,7 +667,7 @@ class ImageOutput:
     images: list  # PIL images
     seeds: list[int]
     seconds: float
-    params: ImageParams
+    params: ImageParams  # as they ran (a flow family's hires fix records the Lanczos it used for "Latent")
     notes: tuple[str, ...] = ()  # e.g. how the prompt was read (weights ignored, long prompt chunked)
 
 

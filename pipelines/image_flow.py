@@ -300,6 +300,8 @@ def generate_flow(image_pipeline, params, callback=None, cancel=None, preview_ev
             made = hires_pass(model, params, made, run_seeds, (prompt, negative), progress.step_callback(run, 1))
             size[:] = [params.width, params.height]
         images.extend(made)
+    if params.hires is not None and params.hires.upscaler in LATENT_UPSCALERS:  # recorded as it ran
+        params = replace(params, hires=replace(params.hires, upscaler="Lanczos"))
     return ImageOutput(images, seeds, time.perf_counter() - started, params, notes)
 
 

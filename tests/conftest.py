@@ -18,7 +18,7 @@ if _WORKERS > 1:
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_name, str(max(1, _usable // _WORKERS)))
 
-import torch  # noqa: E402 - after the thread count above: torch reads it when it starts
+import torch  # after the thread count above: torch reads it when it starts
 
 CORPUS = [
     "Once upon a time there was a small red fox who loved the sea.",

@@ -66,6 +66,7 @@ def test_the_hires_fix_makes_the_target_size_from_the_first_pass_reproducibly(mo
 def test_a_latent_upscaler_on_a_flow_model_runs_as_lanczos_and_says_so(model):
     out, _ = make(model, hires=HiresParams(scale=2.0, upscaler="Latent", strength=0.6))
     assert any("Lanczos was used instead of Latent" in note for note in out.notes)
+    assert out.params.hires.upscaler == "Lanczos"  # recorded as it ran: the PNG and History say Lanczos
     assert np.array_equal(pixels(out), pixels(make(model)[0]))
 
 

@@ -138,7 +138,7 @@ def test_a_picture_records_its_own_loras(tiny, lora_file, monkeypatch):
     monkeypatch.setattr(studio.actions.images, "keep_output",
                         lambda services, tab, files, **fields: kept.append((files, fields)))
     keep_images(SimpleNamespace(host=SimpleNamespace(placement=pipe.model.placement), history=SimpleNamespace(mark=lambda image: image)),
-                pipe, styled, out, "alice")
+                pipe, out, "alice")
     (files, fields), = kept
     assert fields["params"]["loras"] == {"style": 0.8}
     assert b"Lora: style:0.8" in files[".png"]

@@ -158,7 +158,7 @@ def test_hires_fix_is_recorded_in_the_png(tmp_path, tiny):
     params = ImageParams(**FAST, hires=HiresParams(scale=2, upscaler="Lanczos", steps=4, strength=0.4),
                          style=Style("Ink", "ink of {prompt}"))
     out = tiny(params)
-    (path, seed, _), = keep_images(Services, tiny, params, out, "local")
+    (path, seed, _), = keep_images(Services, tiny, out, "local")
     info = read_png_info(path)
     assert "Hires upscale: 2" in info["parameters"] and "Hires upscaler: Lanczos" in info["parameters"]
     assert "Hires steps: 4" in info["parameters"] and "Size: 64x64" in info["parameters"]

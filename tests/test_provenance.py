@@ -245,7 +245,7 @@ def test_a_kept_batch_is_marked_in_its_pixels_encoded_once_and_signed(tmp_path):
     params = ImageParams(prompt="a red fox", steps=4, width=256, height=256, seed=11, batch_size=3)
     images = [picture(20 + i, size=256) for i in range(3)]
     out = ImageOutput(images, [11, 12, 13], 0.5, params)
-    kept = keep_images(services, SimpleNamespace(model=SimpleNamespace(name="emoji-ldm")), params, out, "local")
+    kept = keep_images(services, SimpleNamespace(model=SimpleNamespace(name="emoji-ldm")), out, "local")
     assert [seed for _, seed, _ in kept] == [11, 12, 13]
     for (path, seed, item_id), image in zip(kept, images):
         data = open(path, "rb").read()

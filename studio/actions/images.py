@@ -169,7 +169,7 @@ def making_images(services, params: ImageParams, model: str, owner: str, session
         if own_job:  # a closed page or dropped request stops the worker too (harmless once done)
             cancel.set()
             services.jobs.finish(session, "image", cancel)
-    return MadeImages(keep_images(services, pipe, params, out, owner) if keep else [], out, pipe)
+    return MadeImages(keep_images(services, pipe, out, owner) if keep else [], out, pipe)
 
 
 CONTROL_FIELDS = {"model": str, "module": str, "weight": float, "guidance_start": float, "guidance_end": float,
@@ -281,12 +281,13 @@ def a1111_settings(params: ImageParams, seed: int, model: str) -> dict:
             **second_pass_settings(params)}
 
 
-def keep_images(services, pipe, params: ImageParams, out, owner: str) -> list[tuple]:
-    """Save each image as a PNG with its parameters (AUTOMATIC1111 text, JSON, XMP) into History;
-    returns (file path or the image itself when the disk is full, seed, History id) per image.
+def keep_images(services, pipe, out, owner: str) -> list[tuple]:
+    """Save each image as a PNG with its parameters as they ran (`out.params`: AUTOMATIC1111 text, JSON, XMP) into
+    History; returns (file path or the image itself when the disk is full, seed, History id) per image.
 
     Each picture is marked in its pixels, then encoded once (never encoded, decoded, marked and encoded again),
     then signed; the pictures of a batch are kept side by side."""
+    params = out.params
     # the variation seed only blends txt2img noise; img2img/inpaint start from the picture
     varied = params.mode == "txt2img" and params.variation_seed is not None and params.variation_strength > 0
     origin = Origin() if params.mode == "txt2img" else Origin("edited", params.mode, png_bytes(params.init_image))

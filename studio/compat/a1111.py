@@ -276,7 +276,7 @@ def made_until_interrupted(services, user: ApiUser, params: ImageParams, model: 
     (make_images), the seeds (and variation seeds) going on across runs as in one call. As AUTOMATIC1111 does:
     `interrupt` ends the batch and answers with the pictures of the runs finished before it, `skip` drops only the
     run it stops. Nothing finished: 409. A guest's time budget covers the whole batch. Returns (kept, seeds,
-    pipe)."""
+    pipe, the hires fix as it ran)."""
     from studio.compat.calls import Interrupted
 
     budget = services.settings.guest_job_seconds if user.guest else 0.0
@@ -290,7 +290,7 @@ def made_until_interrupted(services, user: ApiUser, params: ImageParams, model: 
     size = params.batch_size
     kept: list = []
     seeds: list[int] = []
-    pipe = None
+    pipe, hires = None, params.hires
     try:
         for run in range(params.batch_count):
             if progress.interrupted(user.session) or ran_out.is_set():
@@ -310,6 +310,7 @@ def made_until_interrupted(services, user: ApiUser, params: ImageParams, model: 
                 continue  # interrupted (the loop ends above), skipped, or out of time
             kept += made
             seeds += list(out.seeds)
+            hires = out.params.hires
     finally:
         if timer is not None:
             timer.cancel()
@@ -318,7 +319,7 @@ def made_until_interrupted(services, user: ApiUser, params: ImageParams, model: 
                          "stopped. Ask for fewer or smaller pictures, or fewer steps.")
     if not kept:
         raise Interrupted()
-    return kept, seeds, pipe
+    return kept, seeds, pipe, hires
 
 
 def generate(services, user: ApiUser, body: dict, options: Options, progress: Progress, *, img2img: bool) -> dict:
@@ -344,10 +345,10 @@ def generate(services, user: ApiUser, body: dict, options: Options, progress: Pr
                                          guest=user.guest))
     progress.start(user.session, params, loaded.family)
     try:
-        kept, seeds, pipe = made_until_interrupted(services, user, params, model, progress)
+        kept, seeds, pipe, hires = made_until_interrupted(services, user, params, model, progress)
     finally:
         progress.finish(user.session)
-    return answer(params, kept, seeds, pipe, body)
+    return answer(replace(params, hires=hires), kept, seeds, pipe, body)
 
 
 def upscale_one(services, user: ApiUser, body: dict) -> dict:

@@ -75,7 +75,7 @@ class LivePanel:
             check_room(services)
             model, params, out = last
             with services.host.image_lease(model) as pipe:
-                (path, seed_used, _), = keep_images(services, pipe, params, out, user_of(request))
+                (path, seed_used, _), = keep_images(services, pipe, out, user_of(request))
             return f"Kept in History: seed {seed_used}, {params.steps} steps."
 
         self.keep.click(keep, self.last, status, api_visibility="private")
