@@ -31,7 +31,8 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="allow hub models to run their own Python code (off by default; only for models you trust)")
     p.add_argument("--text-backend", choices=["auto", "llama.cpp", "transformers"],
                    help="text engine (default auto: llama.cpp for GGUF files on CPU/MPS when installed)")
-    p.add_argument("--threads", type=int, help="CPU threads for text generation (default: the physical cores)")
+    p.add_argument("--threads", type=int,
+                   help="CPU threads for text generation (default: the physical cores, at most OMP_NUM_THREADS)")
 
 
 def build_parser() -> argparse.ArgumentParser:
