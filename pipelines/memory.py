@@ -204,6 +204,21 @@ def file_bytes(file: Path, dtype: torch.dtype | None) -> int:
     return _safetensors_bytes(file, dtype, ()) if file.suffix == ".safetensors" else file.stat().st_size
 
 
+def folder_weights_whole(folder: Path | str, variant: str | None = None) -> bool:
+    """Whether every model of a diffusers folder (each component of model_index.json with a `config.json`: not a
+    tokenizer, scheduler or processor) has its safetensors weights there, every shard of a sharded one. A hub
+    snapshot fetched as a lone transformer file's base (configs, text encoders and VAE) is not whole: its
+    transformer's weights were never fetched."""
+    folder = Path(folder)
+    try:
+        index = json.loads((folder / "model_index.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all(_weight_files(folder / name, variant) is not None for name, entry in index.items()
+               if not name.startswith("_") and isinstance(entry, list) and None not in entry
+               and (folder / name / "config.json").is_file())
+
+
 def _weight_files(folder: Path, variant: str | None) -> list[Path] | None:
     """The safetensors files a component's folder is read from (None: none, or only pickle weights)."""
     by_variant: dict[str, list] = {}

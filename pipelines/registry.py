@@ -232,14 +232,22 @@ HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja", "tokenize
 
 
 def hub_cached(spec: ModelSpec) -> bool:
-    """Whether a hub model's main config is in the hub cache already (no network asked)."""
+    """Whether a hub model is in the hub cache already (no network asked): a text model's config, or the file it
+    names; an image model's folder with every model's weights (a lone transformer file's base fetch holds all but
+    its transformer's, and is not this model fetched)."""
     try:
         from huggingface_hub import try_to_load_from_cache
     except ImportError:
         return False
-    name = "model_index.json" if spec.modality == "image" else "config.json"
+    name = "model_index.json" if spec.modality == "image" else spec.file or "config.json"
     found = try_to_load_from_cache(spec.location, name)
-    return isinstance(found, str)
+    if not isinstance(found, str):
+        return False
+    if spec.modality != "image":
+        return True
+    from pipelines.memory import folder_weights_whole
+
+    return folder_weights_whole(Path(found).parent, spec.variant or None)
 
 
 class Registry:

@@ -383,7 +383,14 @@ def test_a_lone_transformer_file_reads_the_rest_of_its_model_from_its_base_repo(
     lone = ModelSpec("z-image-q8", "image", "file", str(file))
     assert spec_family(lone) is None  # the Image tab offers both samplers' lists until its base is known
     _hub_cache(monkeypatch, tmp_path, folders["z-image"], "Tongyi-MAI/Z-Image-Turbo")
+    snapshot = next((tmp_path / "hub").glob("models--Tongyi-MAI--Z-Image-Turbo/snapshots/*"))
+    for weights in (snapshot / "transformer").glob("*.safetensors*"):  # as the base fetch leaves it (BASE_PARTS)
+        weights.unlink()
     assert spec_family(lone) is FAMILIES["z-image"]  # known without reading a weight, once the base is cached
+    from pipelines.registry import Registry
+
+    curated = Registry(tmp_path / "studio-cache", offline=True)
+    assert not curated.is_present(curated.all_by_name()["z-image-turbo"])  # its transformer was never fetched
     model = load(file)
     assert model.family is FAMILIES["z-image"]
     picture, reference = make(model, seed=5).astype(int), make(models["z-image"], seed=5).astype(int)

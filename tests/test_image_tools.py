@@ -3,6 +3,7 @@ outpainting — on the tiny random-weight Stable Diffusion (a real CLIP tokenize
 
 from __future__ import annotations
 
+import json
 import sys
 import types
 
@@ -345,6 +346,26 @@ def test_curated_hub_models_fetch_only_what_loading_needs_and_say_what_they_need
                         {"use_safetensors": True, "variant": "fp16"})
     assert calls[1] == ("text", "HuggingFaceTB/SmolLM2-360M-Instruct", {"allow_patterns": HUB_FILES})
     assert not any(p.endswith((".bin", ".ckpt", ".pt")) for p in HUB_FILES)  # never pickles
-    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache",
-                        lambda repo, name: "/cache/model_index.json" if name == "model_index.json" else None)
+    # a snapshot in the hub's cache: ready only with every model's weights (a lone transformer file's base fetch
+    # leaves out the transformer's own, and the curated entry of that repo is not fetched by it)
+    from safetensors.torch import save_file
+
+    snapshot = tmp_path / "snapshot"
+    (snapshot / "scheduler").mkdir(parents=True)
+    (snapshot / "scheduler" / "scheduler_config.json").write_text("{}")
+    (snapshot / "model_index.json").write_text(json.dumps({
+        "_class_name": "StableDiffusionPipeline", "unet": ["diffusers", "UNet2DConditionModel"],
+        "vae": ["diffusers", "AutoencoderKL"], "scheduler": ["diffusers", "PNDMScheduler"],
+        "safety_checker": [None, None]}))
+    for part in ("unet", "vae"):
+        (snapshot / part).mkdir()
+        (snapshot / part / "config.json").write_text("{}")
+        save_file({"w": torch.zeros(2)}, snapshot / part / "diffusion_pytorch_model.fp16.safetensors")
+    chat_gguf = online.all_by_name()["smollm3-3b-gguf"]
+    monkeypatch.setattr(huggingface_hub, "try_to_load_from_cache", lambda repo, name: {
+        "model_index.json": str(snapshot / "model_index.json"),
+        chat_gguf.file: str(tmp_path / chat_gguf.file)}.get(name))
     assert hub_cached(sd15) and not hub_cached(online.all_by_name()["smollm2-360m-instruct"])
+    assert hub_cached(chat_gguf)  # a GGUF repo has no config.json: its file is what is looked for
+    (snapshot / "unet" / "diffusion_pytorch_model.fp16.safetensors").unlink()  # the configs alone
+    assert not hub_cached(sd15) and not online.is_present(sd15)
