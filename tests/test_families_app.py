@@ -92,3 +92,33 @@ def test_an_xyz_plot_and_the_hires_fix_on_a_flow_model_through_the_api(served):
                                         hr_denoising_strength=0.6), api_name="/generate_image")
     settings = read_png_info(files[0])["settings"]  # a flow model upscales pictures: the PNG says what ran
     assert Image.open(files[0]).size == (128, 128) and settings["Hires upscaler"] == "Lanczos"
+
+
+def test_the_sampler_boxes_follow_the_model_and_keep_a_sampler_it_runs(served):
+    """Explore's and the Image tab's Sampler offer the chosen model's samplers, sent as the page sends the Model box's
+    change (Explore listed SD's alone: a flow picture opened there had a sampler its own box refused). A picture's
+    sampler put back with its model stays when the model runs it; otherwise the family's first is chosen."""
+    from tests.security.events import config, send
+
+    client, _ = served
+    url = client.src if client.src.endswith("/") else client.src + "/"
+    page = config(url, "")
+    ids = {c.get("props", {}).get("elem_id"): c["id"] for c in page["components"]}
+
+    def follow(tab: str, model: str, sampler: str):
+        model_id, sampler_id = ids[f"{tab}-model"], ids[f"{tab}-sampler"]
+        event = next(d for d in page["dependencies"] if [model_id, "change"] in d["targets"]
+                     and sampler_id in d["outputs"])
+        values = {model_id: model, sampler_id: sampler}
+        answer = send(url, "", event["id"], [values.get(i) for i in event["inputs"]],
+                      queued=event.get("queue") is not False)
+        assert answer["ok"], answer["error"]
+        box = answer["data"][event["outputs"].index(sampler_id)]
+        return [choice[0] for choice in box["choices"]], box["value"]
+
+    for tab in ("explore", "image"):
+        choices, value = follow(tab, "tiny-flux", "DPM++ 2M")
+        assert choices[0] == "Flow Euler" and "DPM++ 2M" not in choices and value == "Flow Euler"
+        assert follow(tab, "tiny-flux", "Flow Euler Karras")[1] == "Flow Euler Karras"  # put back, and kept
+        choices, value = follow(tab, "tiny-sd", "Flow Euler Karras")  # an SD model: SD's samplers
+        assert "DPM++ 2M" in choices and "Flow Euler" not in choices and value == "DPM++ 2M"

@@ -8,10 +8,10 @@ from dataclasses import asdict, dataclass
 
 import gradio as gr
 
-from pipelines.image import SCHEDULERS
 from pipelines.image_latent import DiffusionLook
 from studio.services import Services
 from studio.tabs.common import TabHandle, as_int, friendly_errors, guarded, page_file
+from studio.tabs.image import sampler_box, sampler_dropdown
 from studio.tabs.image_control import KNOWN_IP_ADAPTERS
 from studio.workbench import WorkbenchSpec, build_workbench
 
@@ -47,10 +47,10 @@ class RenderSettings:
                 parts["preview_steps"] = gr.Slider(1, 50, value=DEFAULT_LOOK.preview_steps, step=1,
                                                    label="Preview steps", info="sliders and scrubbing")
                 parts["guidance"] = gr.Slider(0, 20, value=DEFAULT_LOOK.guidance, step=0.5, label="Guidance")
-                parts["scheduler"] = gr.Dropdown(list(SCHEDULERS), value=DEFAULT_LOOK.scheduler, label="Sampler")
+                parts["scheduler"] = sampler_dropdown(value=DEFAULT_LOOK.scheduler, elem_id="explore-sampler")
             with gr.Row():
                 parts["width"] = gr.Slider(64, 2048, value=DEFAULT_LOOK.width, step=8, label="Width",
-                                           info="the model's own size: 64 emoji, 512 SD 1.5, 1024 SDXL")
+                                           info="the model's own: 64 emoji, 512 SD 1.5, 1024 SDXL and flow models")
                 parts["height"] = gr.Slider(64, 2048, value=DEFAULT_LOOK.height, step=8, label="Height")
                 parts["negative_prompt"] = gr.Textbox(label="Negative prompt", scale=2)
             with gr.Row():
@@ -97,7 +97,7 @@ def _model_row(services: Services) -> tuple[gr.Dropdown, gr.Textbox]:
     with gr.Row():
         model = gr.Dropdown(registry.names("image"), value=registry.default("image"), allow_custom_value=True,
                             label="Model", scale=2, elem_id="explore-model",
-                            info="Any Stable Diffusion-family model, like in the Image tab")
+                            info="Any model of the Image tab: SD, SDXL and flow models (Flux, Z-Image, Qwen-Image…)")
         prompt = gr.Textbox(value="red heart", label="Prompt for seeds and grids", scale=3, elem_id="explore-prompt",
                             info="Keyframes keep their own prompt: travel between prompts on the timeline")
     return model, prompt
@@ -110,6 +110,8 @@ def build(services: Services) -> TabHandle:
         to_img2img = gr.Button("Send the current picture to img2img", size="sm", elem_id="explore-to-img2img")
         to_inpaint = gr.Button("Send the current picture to inpaint", size="sm")
     render.wire()
+    model.change(lambda values: sampler_box(services, values[model], values[render.scheduler]),
+                 {model, render.scheduler}, render.scheduler, api_visibility="private", show_progress="hidden")
     bench = build_workbench(services, WorkbenchSpec(
         tab="explore", prefix="explore", kind="diffusion", model=model, look=render.look,
         methods=("prompt-pair", "h-space"), prompt=prompt, can_encode=True, max_grid=4,

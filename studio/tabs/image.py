@@ -188,18 +188,33 @@ def model_modes(spec) -> tuple[str, ...]:
     return SD_MODES if spec.source in ("folder", "file") else MODES
 
 
+def sampler_box(services: Services, model_name, current=None) -> dict:
+    """The Sampler box for a model, read from its spec, never by loading it: its family's samplers (flow-matching
+    for Flux, SD3, Z-Image…; SD's for a UNet model), keeping the current one when the model runs it (a picture's
+    settings put back with its model), else starting on the family's first. The Image and Explore tabs' box."""
+    samplers, first = sampler_choices(_spec(services, model_name), tuple(SCHEDULERS))
+    return gr.update(choices=samplers, value=current if current in samplers else first)
+
+
+def sampler_dropdown(**options) -> gr.Dropdown:
+    """A Sampler box whose choices follow the model (`sampler_box`). It takes a value outside its choices for a
+    moment — a flow picture's sampler put back while an SD model's list is shown — until the model's change
+    brings the list (the pipelines refuse, in words, a sampler that is no sampler)."""
+    return gr.Dropdown(list(SCHEDULERS), label="Sampler", allow_custom_value=True, **options)
+
+
 def _wire_model(services: Services, compose: ComposePanel, side: SettingsPanel) -> None:
-    """The Sampler and Mode follow the chosen model: its family's samplers (flow-matching for Flux, SD3,
-    Z-Image…) and the modes it runs (an editing model: Edit by instruction and Inpaint) — read from its spec,
-    never by loading it."""
+    """The Sampler and Mode follow the chosen model: its family's samplers (`sampler_box`) and the modes it runs
+    (an editing model: Edit by instruction and Inpaint) — read from its spec, never by loading it."""
     def follow(values: dict):
         spec = _spec(services, values[side.model])
-        samplers, sampler = sampler_choices(spec, tuple(SCHEDULERS))
         modes = model_modes(spec)
         mode = chosen_mode(modes, MODE_LABELS.get(values[compose.mode]))
-        return gr.update(choices=samplers, value=sampler), gr.update(choices=mode_labels(modes), value=LABEL_OF[mode])
+        return (sampler_box(services, values[side.model], values[side.scheduler]),
+                gr.update(choices=mode_labels(modes), value=LABEL_OF[mode]))
 
-    side.model.change(follow, {side.model, compose.mode}, [side.scheduler, compose.mode], api_visibility="private")
+    side.model.change(follow, {side.model, compose.mode, side.scheduler}, [side.scheduler, compose.mode],
+                      api_visibility="private")
 
 
 @dataclass
@@ -242,7 +257,7 @@ class SettingsPanel:
         model = gr.Dropdown(registry.names("image"), value=registry.default("image"), allow_custom_value=True,
                             label="Model", info="Listed model, hub id, diffusers folder, or a .safetensors checkpoint",
                             elem_id="image-model")
-        scheduler = gr.Dropdown(list(SCHEDULERS), value="DPM++ 2M", label="Sampler", elem_id="image-sampler")
+        scheduler = sampler_dropdown(value="DPM++ 2M", elem_id="image-sampler")
         with gr.Row():
             steps = gr.Slider(1, limits.max_steps, value=20, step=1, label="Steps", elem_id="image-steps")
             guidance = gr.Slider(0, 20, value=5.0, step=0.5, label="Guidance (CFG)")
