@@ -176,16 +176,15 @@ def folder_component_bytes(folder: Path | str, dtype: torch.dtype | None, varian
     file would be counted twice, and the fp32 lists of a composite model's parts (transformers merges them when it
     builds the model) are not seen."""
     folder = Path(folder)
-    try:
-        index = json.loads((folder / "model_index.json").read_text())
-    except (OSError, ValueError):
+    listed = _listed_components(folder)
+    if listed is None:
         return None
     sizes = {}
-    for name, entry in index.items():
-        if name.startswith("_") or name in skip or not isinstance(entry, list) or len(entry) != 2 or None in entry:
+    for name, (library, class_name) in listed.items():
+        if name in skip:
             continue
         try:
-            cls = getattr(importlib.import_module(entry[0]), entry[1])
+            cls = getattr(importlib.import_module(library), class_name)
         except (ImportError, AttributeError):
             return None
         if not (isinstance(cls, type) and issubclass(cls, torch.nn.Module)):
@@ -210,13 +209,20 @@ def folder_weights_whole(folder: Path | str, variant: str | None = None) -> bool
     snapshot fetched as a lone transformer file's base (configs, text encoders and VAE) is not whole: its
     transformer's weights were never fetched."""
     folder = Path(folder)
+    listed = _listed_components(folder)
+    return listed is not None and all(_weight_files(folder / name, variant) is not None for name in listed
+                                      if (folder / name / "config.json").is_file())
+
+
+def _listed_components(folder: Path) -> dict[str, tuple[str, str]] | None:
+    """The components a diffusers folder's model_index.json lists, as name: (library, class); None when it does not
+    read. Settings (`_class_name`…) and parts left out (`[null, null]`) are not components."""
     try:
         index = json.loads((folder / "model_index.json").read_text())
     except (OSError, ValueError):
-        return False
-    return all(_weight_files(folder / name, variant) is not None for name, entry in index.items()
-               if not name.startswith("_") and isinstance(entry, list) and None not in entry
-               and (folder / name / "config.json").is_file())
+        return None
+    return {name: tuple(entry) for name, entry in index.items()
+            if not name.startswith("_") and isinstance(entry, list) and len(entry) == 2 and None not in entry}
 
 
 def _weight_files(folder: Path, variant: str | None) -> list[Path] | None:
